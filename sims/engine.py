@@ -1,0 +1,143 @@
+"""The one engine contract, and the segment driver both engines share.
+
+An engine wraps a *prepared* system (immutable parameters) and runs WUs on it. The driver
+here cuts a WU into segments, seeds segment ``k`` with ``segment_seed(wu_seed, k)`` and
+starts it from the boundary state alone. That is what makes a segment recomputable in
+isolation: a verifier given boundary ``k`` and the WU seed reproduces boundary ``k+1``.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from sims.errors import ParameterError, SimulationError, StateError
+from sims.result import DeterminismClass, RunResult
+from sims.seeds import segment_seed
+from sims.spec import RunSpec
+from sims.state import State
+
+#: Called after each finished segment with (segments done, segments total).
+ProgressCallback = Callable[[int, int], None]
+
+
+class SegmentRun(Protocol):
+    """One segment in flight: created seeded from a boundary state, advanced in chunks."""
+
+    def step(self, n: int) -> None: ...
+
+    def state(self) -> State: ...
+
+    def potential_energy(self) -> float: ...
+
+
+class Engine(abc.ABC):
+    """Base class of the engines: subclasses supply a segment runner and observables."""
+
+    name: ClassVar[str]
+
+    @property
+    @abc.abstractmethod
+    def n_atoms(self) -> int: ...
+
+    @abc.abstractmethod
+    def determinism_class(self) -> DeterminismClass: ...
+
+    @abc.abstractmethod
+    def check_temperature(self, temperature: float) -> None:
+        """Raise :class:`ParameterError` if ``temperature`` is outside the engine's range."""
+
+    @abc.abstractmethod
+    def start_segment(self, state: State, *, seed: int, temperature: float) -> SegmentRun:
+        """A runner positioned at ``state`` whose random stream depends only on ``seed``."""
+
+    @abc.abstractmethod
+    def observe(self, state: State) -> dict[str, float]:
+        """Structural observables of one state (RMSD, Q, Rg, ...), without the energy."""
+
+    # -- shared driver -------------------------------------------------------------------
+
+    def _check_inputs(self, state: State, spec: RunSpec) -> None:
+        if not isinstance(spec, RunSpec):
+            raise ParameterError(f"expected a RunSpec, got {type(spec).__name__}")
+        if not isinstance(state, State):
+            raise StateError(f"expected a State, got {type(state).__name__}")
+        if state.n_atoms != self.n_atoms:
+            raise StateError(
+                f"state has {state.n_atoms} atoms but the {self.name} system has "
+                f"{self.n_atoms}: was the state made for another system?"
+            )
+        self.check_temperature(spec.temperature)
+
+    def run(
+        self, state: State, spec: RunSpec, *, progress: ProgressCallback | None = None
+    ) -> RunResult:
+        """Run a whole WU from ``state``; boundaries, frames and observables per DESIGN 4."""
+        self._check_inputs(state, spec)
+        t0 = time.perf_counter()
+        boundaries = [state]
+        frames: list[np.ndarray] = []
+        frame_steps: list[int] = []
+        rows: list[dict[str, float]] = []
+        done = 0
+        for k in range(spec.n_segments):
+            runner = self.start_segment(
+                boundaries[-1],
+                seed=segment_seed(spec.seed, k),
+                temperature=spec.temperature,
+            )
+            seg_done = 0
+            while seg_done < spec.segment_steps:
+                to_report = spec.report_steps - (done % spec.report_steps)
+                n = min(to_report, spec.segment_steps - seg_done)
+                runner.step(n)
+                seg_done += n
+                done += n
+                if done % spec.report_steps == 0:
+                    current = runner.state()
+                    frames.append(current.positions.astype(np.float32))
+                    frame_steps.append(current.step)
+                    rows.append(
+                        {"energy": runner.potential_energy(), **self.observe(current)}
+                    )
+            boundaries.append(runner.state())
+            if progress is not None:
+                progress(k + 1, spec.n_segments)
+        names = list(rows[0]) if rows else ["energy"]
+        observables = {n: np.array([r[n] for r in rows], dtype=np.float64) for n in names}
+        return RunResult(
+            spec=spec,
+            boundaries=tuple(boundaries),
+            frames=np.stack(frames) if frames else np.zeros((0, self.n_atoms, 3), np.float32),
+            frame_steps=np.array(frame_steps, dtype=np.int64),
+            observables=observables,
+            determinism=self.determinism_class(),
+            wall_time_s=time.perf_counter() - t0,
+        )
+
+    def run_segment(self, state: State, spec: RunSpec, segment: int) -> State:
+        """Recompute segment ``segment`` of the WU alone, from its starting boundary state."""
+        self._check_inputs(state, spec)
+        if not 0 <= segment < spec.n_segments:
+            raise ParameterError(
+                f"segment must be in [0, {spec.n_segments}) for this WU, got {segment}"
+            )
+        runner = self.start_segment(
+            state, seed=segment_seed(spec.seed, segment), temperature=spec.temperature
+        )
+        runner.step(spec.segment_steps)
+        return runner.state()
+
+
+def engine_state(positions: np.ndarray, velocities: np.ndarray, step: int, *, engine: str) -> State:
+    """Build a State from an engine's arrays; a blow-up is a SimulationError, not bad input."""
+    if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(velocities))):
+        raise SimulationError(
+            f"the {engine} simulation became non-finite (NaN or inf) by step {step}: "
+            "the time step may be too large or the starting structure has clashes"
+        )
+    return State(positions=positions, velocities=velocities, step=step)

@@ -1,0 +1,1 @@
+"""Volunteer worker: identity, running work units, signing results."""
