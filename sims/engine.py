@@ -101,9 +101,7 @@ class Engine(abc.ABC):
                     current = runner.state()
                     frames.append(current.positions.astype(np.float32))
                     frame_steps.append(current.step)
-                    rows.append(
-                        {"energy": runner.potential_energy(), **self.observe(current)}
-                    )
+                    rows.append({"energy": runner.potential_energy(), **self.observe(current)})
             boundaries.append(runner.state())
             if progress is not None:
                 progress(k + 1, spec.n_segments)

@@ -65,7 +65,9 @@ def kabsch_rmsd(x: np.ndarray, ref: np.ndarray) -> float:
     x = np.asarray(x, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     if x.shape != ref.shape or x.ndim != 2 or x.shape[1] != 3:
-        raise StateError(f"RMSD needs two (N, 3) arrays of one shape, got {x.shape} and {ref.shape}")
+        raise StateError(
+            f"RMSD needs two (N, 3) arrays of one shape, got {x.shape} and {ref.shape}"
+        )
     xc = x - x.mean(axis=0)
     rc = ref - ref.mean(axis=0)
     u, s, vt = np.linalg.svd(xc.T @ rc)

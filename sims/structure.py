@@ -97,8 +97,7 @@ class Structure:
             ca = r.atom("CA")
             if ca is None:
                 raise StructureError(
-                    f"{self.source}: residue {r.label()} has no CA atom: every amino acid "
-                    "needs one"
+                    f"{self.source}: residue {r.label()} has no CA atom: every amino acid needs one"
                 )
             coords.append(ca.xyz)
         return np.array(coords, dtype=np.float64)
@@ -129,9 +128,10 @@ def parse_pdb(text: str, *, source: str = "<string>", chain: str | None = None) 
         seen_record = True
         line = raw.ljust(80)
         resname = line[17:20].strip().upper()
-        if record == "HETATM" and (resname in _SKIPPED_HETERO or (
-            resname not in VARIANTS and resname not in ONE_LETTER and resname not in CAPS
-        )):
+        if record == "HETATM" and (
+            resname in _SKIPPED_HETERO
+            or (resname not in VARIANTS and resname not in ONE_LETTER and resname not in CAPS)
+        ):
             continue  # ligands, ions and water: not part of the protein chain
         altloc = line[16]
         if altloc not in (" ", "A", "1"):

@@ -1,0 +1,173 @@
+"""The ``go`` engine: the C-alpha Go model integrated with BAOAB Langevin dynamics in numba."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+
+from sims.engine import Engine, engine_state
+from sims.errors import ParameterError
+from sims.go import kernels
+from sims.go.model import GoModel
+from sims.observables import fraction_native_contacts, kabsch_rmsd, radius_of_gyration
+from sims.result import DeterminismClass
+from sims.state import State
+
+#: Bumped whenever the kernels change in a way that changes results.
+KERNEL_VERSION = "1"
+MAX_TEMPERATURE = 5.0
+_U32 = np.uint64(0xFFFFFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class GoParameters:
+    """Integrator settings (reduced units): time step, friction."""
+
+    timestep: float = 0.005
+    friction: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("timestep", "friction"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ParameterError(f"{name} must be a finite number > 0, got {v!r}")
+        if self.timestep > 0.02:
+            raise ParameterError(
+                f"timestep {self.timestep} tau is unstable for Kr = 100 eps/A^2: use <= 0.02"
+            )
+
+
+@lru_cache(maxsize=1)
+def _cpu_description() -> str:
+    """Architecture, libm and the CPU features that can change floating-point results.
+
+    The kernels use no fused multiply-add (fastmath off), but glibc picks FMA variants of
+    ``acos`` at run time, so the FMA flag and the C library version are part of the class.
+    """
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    feats = "+".join(f for f in ("fma", "avx2", "avx512f") if f in flags) or "base"
+    libc = "-".join(platform.libc_ver()) or platform.system()
+    return f"{platform.machine()}/{feats}/{libc}"
+
+
+class SegmentRunner:
+    """A segment in flight: positions, velocities and forces held in numba-friendly arrays."""
+
+    __slots__ = ("_args", "_c1", "_dt", "_e", "_engine", "_f", "_k0", "_k1", "_noise",
+                 "_start_step", "_steps", "_v", "_x")  # fmt: skip
+
+    def __init__(self, engine: GoEngine, state: State, seed: int, temperature: float) -> None:
+        p = engine.parameters
+        self._engine = engine
+        self._x = np.array(state.positions, dtype=np.float64, order="C")
+        self._v = np.array(state.velocities, dtype=np.float64, order="C")
+        self._f = np.zeros_like(self._x)
+        self._args = engine.kernel_args
+        self._e = kernels.energy_forces(self._x, self._f, *self._args)
+        self._dt = p.timestep
+        self._c1 = math.exp(-p.friction * p.timestep)
+        self._noise = math.sqrt(1.0 - self._c1 * self._c1) * math.sqrt(temperature)
+        self._k0 = np.uint64(seed) & _U32
+        self._k1 = np.uint64(seed) >> np.uint64(32)
+        self._start_step = state.step
+        self._steps = 0
+
+    def step(self, n: int) -> None:
+        self._e = kernels.baoab(
+            self._x, self._v, self._f, n, self._steps, self._k0, self._k1,
+            self._dt, self._c1, self._noise, *self._args,
+        )  # fmt: skip
+        self._steps += n
+
+    def state(self) -> State:
+        return engine_state(self._x, self._v, self._start_step + self._steps, engine="go")
+
+    def potential_energy(self) -> float:
+        return float(self._e)
+
+
+class GoEngine(Engine):
+    """Runs work units of one :class:`GoModel`. Single-threaded and bit-reproducible."""
+
+    name: ClassVar[str] = "go"
+
+    def __init__(self, model: GoModel, parameters: GoParameters | None = None) -> None:
+        self.model = model
+        self.parameters = parameters or GoParameters()
+        self.kernel_args = model.kernel_args()
+
+    @classmethod
+    def from_pdb(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        chain: str | None = None,
+        parameters: GoParameters | None = None,
+    ) -> GoEngine:
+        return cls(GoModel.from_pdb(path, chain=chain), parameters)
+
+    @property
+    def n_atoms(self) -> int:
+        return self.model.n_beads
+
+    def determinism_class(self) -> DeterminismClass:
+        return DeterminismClass(
+            engine="go",
+            engine_version=f"kernel-{KERNEL_VERSION}/numba-{numba.__version__}",
+            platform="numba-cpu",
+            precision="double",
+            threads=1,
+            cpu=_cpu_description(),
+            extra=(
+                ("llvm", ".".join(map(str, llvm.llvm_version_info))),
+                ("timestep", repr(self.parameters.timestep)),
+                ("friction", repr(self.parameters.friction)),
+            ),
+        )
+
+    def check_temperature(self, temperature: float) -> None:
+        if not (math.isfinite(temperature) and 0 < temperature <= MAX_TEMPERATURE):
+            raise ParameterError(
+                f"Go-model temperature must be in (0, {MAX_TEMPERATURE}] epsilon/k_B, got "
+                f"{temperature}"
+            )
+
+    def start_segment(self, state: State, *, seed: int, temperature: float) -> SegmentRunner:
+        return SegmentRunner(self, state, seed, temperature)
+
+    def observe(self, state: State) -> dict[str, float]:
+        x = state.positions
+        return {
+            "q": fraction_native_contacts(x, self.model.contacts),
+            "rmsd": kabsch_rmsd(x, self.model.native),
+            "rg": radius_of_gyration(x),
+        }
+
+    def initial_state(self, *, temperature: float, seed: int, extended: bool = True) -> State:
+        """An extended (or native) chain with Maxwell-Boltzmann velocities at ``temperature``.
+
+        Velocities come from numpy's Philox generator seeded with ``seed``, with the centre
+        of mass motion removed.
+        """
+        self.check_temperature(temperature)
+        x = self.model.extended_chain() if extended else np.array(self.model.native)
+        rng = np.random.Generator(np.random.Philox(seed))
+        v = rng.normal(scale=math.sqrt(temperature), size=x.shape)
+        v -= v.mean(axis=0)
+        return State(positions=x, velocities=v, step=0)

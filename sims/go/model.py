@@ -1,0 +1,162 @@
+"""The C-alpha structure-based (Go) model of Clementi, Nymeyer and Onuchic (J Mol Biol 2000).
+
+V = sum_bonds Kr (r - r0)^2 + sum_angles Ktheta (theta - theta0)^2
+  + sum_dihedrals { K1 [1 - cos(phi - phi0)] + K3 [1 - cos 3(phi - phi0)] }
+  + sum_native eps [5 (sigma/r)^12 - 6 (sigma/r)^10] + sum_non-native eps (C/r)^12
+
+with r0, theta0, phi0 and sigma (the native C-alpha distance of each contact) taken from the
+native structure, and the published defaults Kr = 100 eps/A^2, Ktheta = 20 eps/rad^2,
+K1 = eps, K3 = 0.5 eps, C = 4 A. Native contacts: residues with heavy atoms within 4.5 A and
+|i - j| >= 4 (see :mod:`sims.observables`). The model is immutable: build it once, share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sims.errors import StructureError
+from sims.go import kernels
+from sims.observables import NativeContacts, native_contacts
+from sims.structure import Structure, read_pdb
+
+MIN_RESIDUES = 5
+MIN_BOND_A = 2.0
+#: Consecutive C-alphas further apart than this mark a chain break (trans 3.8 A, cis 2.9 A).
+MAX_BOND_A = 4.3
+
+
+def bond_lengths(x: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(x[1:] - x[:-1], axis=1)
+
+
+def bond_angles(x: np.ndarray) -> np.ndarray:
+    a = x[:-2] - x[1:-1]
+    b = x[2:] - x[1:-1]
+    c = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return np.arccos(np.clip(c, -1.0, 1.0))
+
+
+def dihedrals(x: np.ndarray) -> np.ndarray:
+    """IUPAC dihedral angles of consecutive quadruples, in (-pi, pi]."""
+    b1 = x[1:-2] - x[:-3]
+    b2 = x[2:-1] - x[1:-2]
+    b3 = x[3:] - x[2:-1]
+    m = np.cross(b1, b2)
+    n = np.cross(b2, b3)
+    y = np.linalg.norm(b2, axis=1) * np.einsum("ij,ij->i", b1, n)
+    return np.arctan2(y, np.einsum("ij,ij->i", m, n))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GoModel:
+    """Immutable parameters of one protein's Go model (lengths in Angstrom, energies in eps)."""
+
+    sequence: str
+    native: np.ndarray
+    bond_r0: np.ndarray
+    theta0: np.ndarray
+    phi0: np.ndarray
+    contacts: NativeContacts
+    native_s2: np.ndarray
+    kr: float = 100.0
+    ktheta: float = 20.0
+    k1: float = 1.0
+    k3: float = 0.5
+    eps: float = 1.0
+    rep_c: float = 4.0
+    source: str = ""
+    gaps: tuple[int, ...] = ()
+
+    @classmethod
+    def from_structure(cls, structure: Structure) -> GoModel:
+        native = structure.ca_coordinates()
+        n = len(native)
+        if n < MIN_RESIDUES:
+            raise StructureError(
+                f"{structure.source}: chain {structure.chain} has {n} amino acids; the Go model "
+                f"needs at least {MIN_RESIDUES}"
+            )
+        r0 = bond_lengths(native)
+        if np.any(r0 < MIN_BOND_A):
+            i = int(np.argmax(r0 < MIN_BOND_A))
+            raise StructureError(
+                f"{structure.source}: C-alpha atoms of residues {i} and {i + 1} are "
+                f"{r0[i]:.2f} A apart; expected >= {MIN_BOND_A} A (duplicated atoms?)"
+            )
+        # A chain break (missing residues in the file) stays a bond at its native length:
+        # the model is defined by the native structure, and gaps are recorded for the user.
+        gaps = tuple(int(i) for i in np.flatnonzero(r0 > MAX_BOND_A))
+        contacts = native_contacts(structure)
+        s2 = np.zeros((n, n), dtype=np.float64)
+        for (i, j), d in zip(contacts.pairs, contacts.distances, strict=True):
+            s2[i, j] = s2[j, i] = d * d
+        arrays = [native, r0, bond_angles(native), dihedrals(native), s2]
+        for a in arrays:
+            a.setflags(write=False)
+        return cls(
+            sequence=structure.sequence,
+            native=native,
+            bond_r0=r0,
+            theta0=arrays[2],
+            phi0=arrays[3],
+            contacts=contacts,
+            native_s2=s2,
+            source=structure.source,
+            gaps=gaps,
+        )
+
+    @classmethod
+    def from_pdb(cls, path: str | os.PathLike[str], *, chain: str | None = None) -> GoModel:
+        return cls.from_structure(read_pdb(path, chain=chain))
+
+    @property
+    def n_beads(self) -> int:
+        return int(self.native.shape[0])
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The parameter tail shared by :func:`kernels.energy_forces` and :func:`kernels.baoab`."""
+        return (
+            self.bond_r0,
+            self.theta0,
+            np.cos(self.phi0),
+            np.sin(self.phi0),
+            self.native_s2,
+            self.kr,
+            self.ktheta,
+            self.k1,
+            self.k3,
+            self.eps,
+            self.rep_c * self.rep_c,
+        )
+
+    def energy_forces(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Potential energy (eps) and forces (eps/A) of C-alpha positions ``x`` (A)."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        f = np.zeros_like(x)
+        e = kernels.energy_forces(x, f, *self.kernel_args())
+        return float(e), f
+
+    def digest(self) -> bytes:
+        """SHA-256 of every parameter: two workers with equal digests simulate the same model."""
+        h = hashlib.sha256(b"foldnet/go-model/v1\x00")
+        h.update(struct.pack("<Q", self.n_beads))
+        h.update(struct.pack("<7d", self.kr, self.ktheta, self.k1, self.k3, self.eps,
+                             self.rep_c, 0.0))  # fmt: skip
+        for a in (self.native, self.native_s2):
+            h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+        return h.digest()
+
+    def extended_chain(self, *, bend_deg: float = 150.0) -> np.ndarray:
+        """A fully extended planar zigzag with the native bond lengths (the unfolded start)."""
+        half = np.deg2rad((180.0 - bend_deg) / 2.0)
+        x = np.zeros((self.n_beads, 3))
+        for i, r in enumerate(self.bond_r0):
+            sign = 1.0 if i % 2 == 0 else -1.0
+            x[i + 1] = x[i] + r * np.array([np.cos(half), sign * np.sin(half), 0.0])
+        return x - x.mean(axis=0)

@@ -1,0 +1,215 @@
+"""The Go engine: bit-reproducibility, forces, thermostat, and agreement with OpenMM."""
+
+from __future__ import annotations
+
+import pickle
+
+import numba
+import numpy as np
+import pytest
+
+from sims.errors import ParameterError, SimulationError, StateError, StructureError
+from sims.go import GoEngine, GoModel, GoParameters
+from sims.go import openmm_model as om
+from sims.spec import RunSpec
+from sims.state import State
+
+#: Folding temperature of villin HP36 in this model, measured by benchmarks.go_folding
+#: (midpoint of <Q>); folding runs use 0.8 Tf (see README, "Go model temperature").
+FOLD_T = 0.7
+
+
+@pytest.fixture(scope="module")
+def villin(villin_pdb) -> GoEngine:
+    return GoEngine.from_pdb(villin_pdb)
+
+
+@pytest.fixture(scope="module")
+def spec() -> RunSpec:
+    return RunSpec(steps=6000, segment_steps=2000, report_steps=500, temperature=0.9, seed=99)
+
+
+@pytest.fixture(scope="module")
+def start(villin) -> State:
+    return villin.initial_state(temperature=0.9, seed=5)
+
+
+@pytest.fixture(scope="module")
+def result(villin, start, spec):
+    return villin.run(start, spec)
+
+
+def test_one_wu_run_twice_gives_identical_digests(villin, start, spec, result):
+    again = villin.run(start, spec)
+    assert again.boundary_digests() == result.boundary_digests()
+    assert len(result.boundaries) == spec.n_segments + 1
+    assert result.boundaries[0] is start
+    assert len(set(result.boundary_digests())) == spec.n_segments + 1  # it did move
+
+
+def test_every_segment_recomputed_alone_is_bit_identical(villin, spec, result):
+    for k in range(spec.n_segments):
+        # a fresh copy of the boundary state, as a verifier would receive it over the wire
+        b = pickle.loads(pickle.dumps(result.boundaries[k]))
+        assert villin.run_segment(b, spec, k).digest() == result.boundaries[k + 1].digest()
+
+
+def test_whole_run_equals_chained_segments_and_any_chunking(villin, start, spec, result):
+    state = start
+    for k in range(spec.n_segments):
+        state = villin.run_segment(state, spec, k)
+    assert state.digest() == result.final.digest()
+    # chunking inside a segment (what report_steps does) cannot change the bits either
+    runner = villin.start_segment(start, seed=1234, temperature=0.9)
+    for n in (1, 7, 992, 1000):
+        runner.step(n)
+    whole = villin.start_segment(start, seed=1234, temperature=0.9)
+    whole.step(2000)
+    assert runner.state().digest() == whole.state().digest()
+    assert runner.state().step == start.step + 2000
+
+
+def test_thread_count_does_not_change_the_bits(villin, start, spec, result):
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            assert villin.run(start, spec).final.digest() == result.final.digest()
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_other_seed_or_temperature_gives_another_trajectory(villin, start, spec, result):
+    other_seed = RunSpec(
+        steps=6000, segment_steps=2000, report_steps=500, temperature=0.9, seed=100
+    )
+    other_t = RunSpec(steps=6000, segment_steps=2000, report_steps=500, temperature=0.95, seed=99)
+    assert villin.run(start, other_seed).final.digest() != result.final.digest()
+    assert villin.run(start, other_t).final.digest() != result.final.digest()
+
+
+def test_result_layout(villin, spec, result):
+    n_frames = spec.steps // spec.report_steps
+    assert result.frames.shape == (n_frames, villin.n_atoms, 3)
+    assert result.frames.dtype == np.float32
+    assert list(result.frame_steps) == list(range(500, 6001, 500))
+    assert set(result.observables) == {"energy", "q", "rmsd", "rg"}
+    for values in result.observables.values():
+        assert values.shape == (n_frames,) and np.all(np.isfinite(values))
+    assert result.final.step == spec.steps
+    assert "go" in str(result.determinism) and result.determinism.threads == 1
+
+
+def test_forces_are_the_negative_gradient(villin):
+    rng = np.random.default_rng(3)
+    x = villin.model.native + rng.normal(scale=0.4, size=villin.model.native.shape)
+    _, f = villin.model.energy_forces(x)
+    h = 1e-6
+    numeric = np.zeros_like(x)
+    for i in range(len(x)):
+        for d in range(3):
+            xp, xm = x.copy(), x.copy()
+            xp[i, d] += h
+            xm[i, d] -= h
+            numeric[i, d] = -(villin.model.energy_forces(xp)[0] - villin.model.energy_forces(xm)[0])
+    numeric /= 2 * h
+    assert np.max(np.abs(numeric - f)) / np.max(np.abs(f)) < 1e-6
+
+
+def test_native_structure_is_a_minimum_with_energy_minus_contacts(villin):
+    e, f = villin.model.energy_forces(villin.model.native)
+    n_contacts = len(villin.model.contacts.pairs)
+    assert n_contacts == 50
+    assert e == pytest.approx(-n_contacts, abs=0.05)  # only the weak (C/r)^12 tail remains
+    assert np.max(np.abs(f)) < 0.01
+
+
+@pytest.mark.parametrize("protein", ["villin", "bhl"])
+def test_energy_and_forces_agree_with_openmm_custom_forces(protein, villin_pdb, bhl_pdb):
+    model = GoModel.from_pdb(villin_pdb if protein == "villin" else bhl_pdb)
+    context = om.make_context(model, platform="Reference")
+    rng = np.random.default_rng(11)
+    conformations = [
+        model.native,
+        model.native + rng.normal(scale=0.3, size=model.native.shape),
+        model.native + rng.normal(scale=1.0, size=model.native.shape),
+        model.extended_chain(),
+    ]
+    for x in conformations:
+        e_numba, f_numba = model.energy_forces(x)
+        e_openmm, f_openmm = om.energy_forces(context, x)
+        assert abs(e_numba - e_openmm) <= 1e-6 * abs(e_openmm)
+        assert np.max(np.abs(f_numba - f_openmm)) <= 1e-6 * np.max(np.abs(f_openmm))
+
+
+def test_thermostat_gives_the_requested_temperature(villin):
+    t = 0.8
+    spec = RunSpec(steps=200_000, segment_steps=100_000, report_steps=100, temperature=t, seed=1)
+    state = villin.initial_state(temperature=t, seed=2, extended=False)
+    kinetic = []
+    runner = villin.start_segment(state, seed=77, temperature=t)
+    for _ in range(spec.steps // spec.report_steps):
+        runner.step(spec.report_steps)
+        kinetic.append(np.mean(runner.state().velocities ** 2))
+    # equipartition: <v_x^2> = kT/m per degree of freedom (BAOAB samples it without dt bias)
+    assert np.mean(kinetic[200:]) == pytest.approx(t, rel=0.03)
+
+
+@pytest.mark.slow
+def test_villin_folds_from_an_extended_chain(villin):
+    steps = 1_000_000
+    folded = 0
+    for seed in range(6):
+        start = villin.initial_state(temperature=FOLD_T, seed=seed)
+        assert villin.observe(start)["q"] < 0.2
+        spec = RunSpec(
+            steps=steps, segment_steps=100_000, report_steps=1000, temperature=FOLD_T,
+            seed=1000 + seed,
+        )  # fmt: skip
+        q = villin.run(start, spec).observables["q"]
+        folded += bool(np.max(q) >= 0.8)
+    assert folded >= 4
+
+
+def test_chain_breaks_are_kept_at_native_length(bhl_pdb):
+    model = GoModel.from_pdb(bhl_pdb)
+    assert model.n_beads == 133
+    assert model.gaps == (7, 71, 78)
+    assert model.bond_r0[7] > 6.0
+
+
+def test_bad_inputs_are_clear_errors(villin, start, spec, tmp_path):
+    with pytest.raises(StateError, match="35 atoms but the go system has 36"):
+        villin.run(State(positions=start.positions[:35], velocities=start.velocities[:35]), spec)
+    bad_t = RunSpec(steps=10, segment_steps=10, report_steps=10, temperature=50.0, seed=1)
+    with pytest.raises(ParameterError, match=r"temperature must be in \(0, 5.0\]"):
+        villin.run(start, bad_t)
+    with pytest.raises(ParameterError, match="segment must be in"):
+        villin.run_segment(start, spec, 3)
+    with pytest.raises(ParameterError, match="timestep"):
+        GoParameters(timestep=-0.1)
+    with pytest.raises(ParameterError, match="unstable"):
+        GoParameters(timestep=0.5)
+    tiny = tmp_path / "tiny.pdb"
+    tiny.write_text(
+        "ATOM      1  CA  ALA A   1       0.000   0.000   0.000  1.00  0.00           C\n"
+        "ATOM      2  CA  ALA A   2       3.800   0.000   0.000  1.00  0.00           C\n"
+    )
+    with pytest.raises(StructureError, match="needs at least 5"):
+        GoModel.from_pdb(tiny)
+
+
+def test_a_blow_up_is_a_simulation_error_not_bad_input(villin, start):
+    x = np.array(start.positions)
+    x[10] = x[6]  # two non-bonded beads on top of each other: infinite repulsion
+    spec = RunSpec(steps=20, segment_steps=10, report_steps=10, temperature=1.0, seed=1)
+    with pytest.raises(SimulationError, match="non-finite"):
+        villin.run(State(positions=x, velocities=start.velocities), spec)
+
+
+def test_engine_pieces_pickle(villin, result):
+    model = pickle.loads(pickle.dumps(villin.model))
+    assert model.digest() == villin.model.digest()
+    engine = pickle.loads(pickle.dumps(villin))
+    assert engine.determinism_class() == villin.determinism_class()
+    assert pickle.loads(pickle.dumps(result)).final == result.final
