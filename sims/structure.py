@@ -176,10 +176,15 @@ def parse_pdb(text: str, *, source: str = "<string>", chain: str | None = None) 
             f"{', '.join(chains_seen) or 'none'}"
         )
     out = tuple(
-        Residue(name=residues[k][0], chain=k[0], number=k[1], insertion=k[2],
-                atoms=tuple(residues[k][1]))
+        Residue(
+            name=residues[k][0],
+            chain=k[0],
+            number=k[1],
+            insertion=k[2],
+            atoms=tuple(residues[k][1]),
+        )
         for k in picked
-    )  # fmt: skip
+    )
     structure = Structure(residues=out, source=source)
     if not structure.amino_acids:
         raise StructureError(f"{source}: chain {chain!r} holds no amino-acid residues")
@@ -223,3 +228,19 @@ def parse_sequence(sequence: str) -> str:
     if len(seq) < 2:
         raise StructureError(f"the sequence {seq!r} is too short: expected at least 2 residues")
     return seq
+
+
+def ca_pdb_text(sequence: str, positions: np.ndarray, *, chain: str = "A", title: str = "") -> str:
+    """A C-alpha-only PDB of ``positions`` (Angstrom), e.g. a Go-model snapshot."""
+    if len(sequence) != len(positions):
+        raise StructureError(
+            f"sequence has {len(sequence)} residues but there are {len(positions)} positions"
+        )
+    lines = [f"REMARK   1 {title}"[:80]] if title else []
+    for i, (aa, (x, y, z)) in enumerate(zip(sequence, positions, strict=True), start=1):
+        lines.append(
+            f"ATOM  {i:5d}  CA  {THREE_LETTER[aa]} {chain}{i:4d}    "
+            f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           C"
+        )
+    lines += ["TER", "END", ""]
+    return "\n".join(lines)

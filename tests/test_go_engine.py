@@ -163,9 +163,12 @@ def test_villin_folds_from_an_extended_chain(villin):
         start = villin.initial_state(temperature=FOLD_T, seed=seed)
         assert villin.observe(start)["q"] < 0.2
         spec = RunSpec(
-            steps=steps, segment_steps=100_000, report_steps=1000, temperature=FOLD_T,
+            steps=steps,
+            segment_steps=100_000,
+            report_steps=1000,
+            temperature=FOLD_T,
             seed=1000 + seed,
-        )  # fmt: skip
+        )
         q = villin.run(start, spec).observables["q"]
         folded += bool(np.max(q) >= 0.8)
     assert folded >= 4

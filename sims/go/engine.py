@@ -69,8 +69,21 @@ def _cpu_description() -> str:
 class SegmentRunner:
     """A segment in flight: positions, velocities and forces held in numba-friendly arrays."""
 
-    __slots__ = ("_args", "_c1", "_dt", "_e", "_engine", "_f", "_k0", "_k1", "_noise",
-                 "_start_step", "_steps", "_v", "_x")  # fmt: skip
+    __slots__ = (
+        "_args",
+        "_c1",
+        "_dt",
+        "_e",
+        "_engine",
+        "_f",
+        "_k0",
+        "_k1",
+        "_noise",
+        "_start_step",
+        "_steps",
+        "_v",
+        "_x",
+    )
 
     def __init__(self, engine: GoEngine, state: State, seed: int, temperature: float) -> None:
         p = engine.parameters
@@ -90,9 +103,18 @@ class SegmentRunner:
 
     def step(self, n: int) -> None:
         self._e = kernels.baoab(
-            self._x, self._v, self._f, n, self._steps, self._k0, self._k1,
-            self._dt, self._c1, self._noise, *self._args,
-        )  # fmt: skip
+            self._x,
+            self._v,
+            self._f,
+            n,
+            self._steps,
+            self._k0,
+            self._k1,
+            self._dt,
+            self._c1,
+            self._noise,
+            *self._args,
+        )
         self._steps += n
 
     def state(self) -> State:

@@ -146,8 +146,9 @@ class GoModel:
         """SHA-256 of every parameter: two workers with equal digests simulate the same model."""
         h = hashlib.sha256(b"foldnet/go-model/v1\x00")
         h.update(struct.pack("<Q", self.n_beads))
-        h.update(struct.pack("<7d", self.kr, self.ktheta, self.k1, self.k3, self.eps,
-                             self.rep_c, 0.0))  # fmt: skip
+        h.update(
+            struct.pack("<7d", self.kr, self.ktheta, self.k1, self.k3, self.eps, self.rep_c, 0.0)
+        )
         for a in (self.native, self.native_s2):
             h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
         return h.digest()
