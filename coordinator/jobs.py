@@ -1,0 +1,121 @@
+"""Jobs and work units: Folding@home's Project/Run/Clone/Gen, with content-addressed WUs.
+
+A job is ``runs`` starting structures x ``clones`` trajectories each x ``gens`` generations;
+one WU is one generation of one trajectory. A WU's id is SHA-256 over a canonical encoding of
+(job id, run, clone, gen, input-state digest, engine parameters), and its seed is derived
+from that id (DESIGN section 3), so anyone holding the inputs can re-derive both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from coordinator.errors import SubmissionError
+
+ENGINES = ("go", "openmm")
+MAX_TRAJECTORIES = 100_000
+MAX_GENS = 100_000
+MAX_STEPS_PER_WU = 100_000_000
+MAX_TOTAL_STEPS = 10**13
+
+
+def _int(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SubmissionError(f"{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise SubmissionError(f"{name} must be in [{lo:,}, {hi:,}], got {value:,}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a lab asks for; immutable once submitted. Validated on construction."""
+
+    engine: str
+    system_digest: bytes
+    runs: int
+    clones: int
+    gens: int
+    steps_per_wu: int
+    segment_steps: int
+    report_steps: int
+    temperature: float
+    min_quorum: int = 2
+    max_error_results: int = 3
+    max_total_results: int = 6
+    deadline_s: float = 600.0
+    spot_check_segments: int = 2
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise SubmissionError(
+                f"unknown engine {self.engine!r}: expected one of {', '.join(ENGINES)}"
+            )
+        if not isinstance(self.system_digest, bytes) or len(self.system_digest) != 32:
+            raise SubmissionError("system_digest must be 32 bytes (SHA-256 of the system)")
+        _int("runs", self.runs, 1, MAX_TRAJECTORIES)
+        _int("clones", self.clones, 1, MAX_TRAJECTORIES)
+        if self.runs * self.clones > MAX_TRAJECTORIES:
+            raise SubmissionError(
+                f"runs x clones = {self.runs * self.clones:,} trajectories; the limit is "
+                f"{MAX_TRAJECTORIES:,}"
+            )
+        _int("gens", self.gens, 1, MAX_GENS)
+        _int("steps_per_wu", self.steps_per_wu, 1, MAX_STEPS_PER_WU)
+        _int("segment_steps", self.segment_steps, 1, self.steps_per_wu)
+        _int("report_steps", self.report_steps, 1, self.steps_per_wu)
+        for name, div in (
+            ("segment_steps", self.segment_steps),
+            ("report_steps", self.report_steps),
+        ):
+            if self.steps_per_wu % div:
+                raise SubmissionError(
+                    f"steps_per_wu ({self.steps_per_wu:,}) must be a multiple of {name} ({div:,})"
+                )
+        total = self.runs * self.clones * self.gens * self.steps_per_wu
+        if total > MAX_TOTAL_STEPS:
+            raise SubmissionError(
+                f"the job asks for {total:.3g} steps in all; the limit is {MAX_TOTAL_STEPS:.0e}"
+            )
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+            raise SubmissionError(f"temperature must be a finite number > 0, got {t!r}")
+        _int("min_quorum", self.min_quorum, 1, 10)
+        _int("max_error_results", self.max_error_results, 1, 100)
+        _int("max_total_results", self.max_total_results, self.min_quorum, 100)
+        d = self.deadline_s
+        if isinstance(d, bool) or not isinstance(d, int | float) or not 1 <= d <= 30 * 86400:
+            raise SubmissionError(f"deadline_s must be in [1, 2592000] seconds, got {d!r}")
+        _int("spot_check_segments", self.spot_check_segments, 1, 1000)
+
+    @property
+    def n_segments(self) -> int:
+        return self.steps_per_wu // self.segment_steps
+
+    def engine_parameters(self) -> bytes:
+        """Canonical JSON of everything that changes what a WU computes."""
+        d = asdict(self)
+        keep = ("engine", "steps_per_wu", "segment_steps", "report_steps", "temperature")
+        params = {k: d[k] for k in keep} | {"system_digest": self.system_digest.hex()}
+        return json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TrajectoryKey:
+    job: str
+    run: int
+    clone: int
+
+
+def wu_id(job: str, run: int, clone: int, gen: int, input_digest: bytes, params: bytes) -> bytes:
+    """The content id of a WU (SHA-256 over a canonical, length-prefixed encoding)."""
+    h = hashlib.sha256(b"foldnet/wu/v1\x00")
+    for part in (job.encode(), input_digest, params):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    for n in (run, clone, gen):
+        h.update(n.to_bytes(8, "little"))
+    return h.digest()

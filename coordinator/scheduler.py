@@ -1,0 +1,715 @@
+"""The scheduler and validator as a sans-I/O state machine (the dask ``worker_state_machine``
+pattern): events in, instructions out, no clocks, no randomness, no I/O.
+
+Ray, HTTP and the database only feed :meth:`Scheduler.handle` events and carry out the
+instructions it returns, so every scheduling and validation decision is a pure function of
+the event history: replayable after a crash and testable without Ray or a database.
+
+States
+------
+WU:       unsent -> in_progress -> validated | failed
+          (``in_progress`` while replicas are out or more are needed; ``awaiting_beacon`` and
+          ``spot_checking`` for an unreplicated result on its way to validation)
+Replica:  assigned -> returned | errored | timed_out | lost
+          returned replicas end valid or invalid once their WU is decided
+
+Validation (DESIGN section 6)
+-----------------------------
+* Quorum replication: ``min_quorum`` replicas on distinct volunteers, one per volunteer per
+  WU, all in the WU's determinism class (homogeneous redundancy: the class is fixed by the
+  first dispatch); ``min_quorum`` bit-identical results (same final digest and segment root)
+  validate the WU, disagreement adds a replica up to ``max_total_results``, errors up to
+  ``max_error_results``, a missed deadline reissues.
+* Adaptive replication (BOINC): a volunteer whose streak of consecutive valid results is
+  N >= 10 gets a WU unreplicated with probability 1 - 1/N. The coin is SHA-256 of the WU id
+  and the volunteer, so an auditor can re-derive it. One invalid result resets the streak
+  and halves the volunteer's quota.
+* Spot-checks: an unreplicated result is validated only after ``spot_check_segments``
+  segments, chosen from SHA-256(segment root || beacon) with a beacon published *after* the
+  worker committed (the next ledger checkpoint), are recomputed by another volunteer and match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from coordinator.errors import ProtocolError, SubmissionError
+from coordinator.jobs import JobSpec, TrajectoryKey, wu_id
+
+ADAPTIVE_MIN_STREAK = 10
+DEFAULT_QUOTA = 4
+MIN_QUOTA = 1
+MAX_QUOTA = 64
+
+
+# -- immutable messages ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkUnit:
+    """What a worker needs to compute one WU (the prepared system is looked up by digest)."""
+
+    id: bytes
+    job: str
+    run: int
+    clone: int
+    gen: int
+    input_digest: bytes
+    seed: int
+    spec: JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The checkable part of a returned result; signatures are verified before this point."""
+
+    final_digest: bytes
+    segment_root: bytes
+    boundary_digests: tuple[bytes, ...]
+    det_class: str
+    sane: bool = True
+
+
+# Events
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmitted:
+    job: str
+    spec: JobSpec
+    start_digests: tuple[bytes, ...]  # one prepared start state per run
+
+
+@dataclass(frozen=True, slots=True)
+class WorkRequested:
+    volunteer: str
+    det_class: str
+    slots: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResultReturned:
+    replica: int
+    volunteer: str
+    claim: Claim
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaFailed:
+    replica: int
+    volunteer: str
+    reason: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconPublished:
+    """Public randomness that did not exist when pending commitments were made."""
+
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SpotCheckReturned:
+    check: int
+    volunteer: str
+    end_digests: tuple[bytes, ...]  # digest of the state at the end of each checked segment
+    det_class: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLost:
+    volunteer: str
+    now: float
+
+
+Event = (
+    JobSubmitted
+    | WorkRequested
+    | ResultReturned
+    | ReplicaFailed
+    | BeaconPublished
+    | SpotCheckReturned
+    | Tick
+    | NodeLost
+)
+
+
+# Instructions
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    replica: int
+    wu: WorkUnit
+    volunteer: str
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSpotCheck:
+    check: int
+    wu: WorkUnit
+    volunteer: str
+    segments: tuple[int, ...]
+    start_digests: tuple[bytes, ...]  # boundary digest at the start of each checked segment
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    wu: WorkUnit
+    final_digest: bytes
+    valid: tuple[tuple[int, str], ...]  # (replica, volunteer) whose results agreed
+    invalid: tuple[tuple[int, str], ...]
+    spot_checked: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GrantCredit:
+    volunteer: str
+    wu: WorkUnit
+    replica: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidated:
+    volunteer: str
+    wu: WorkUnit
+    replica: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WUFailed:
+    wu: WorkUnit
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobCompleted:
+    job: str
+
+
+Instruction = (
+    Dispatch | DispatchSpotCheck | Validated | GrantCredit | Invalidated | WUFailed | JobCompleted
+)
+
+
+# -- mutable state (private) ----------------------------------------------------------------
+
+WUState = Literal[
+    "unsent", "in_progress", "awaiting_beacon", "spot_checking", "validated", "failed"
+]
+ReplicaState = Literal["assigned", "returned", "errored", "timed_out", "lost", "valid", "invalid"]
+
+
+@dataclass(slots=True)
+class _Replica:
+    id: int
+    wu: bytes
+    volunteer: str
+    deadline: float
+    state: ReplicaState = "assigned"
+    claim: Claim | None = None
+
+
+@dataclass(slots=True)
+class _WU:
+    unit: WorkUnit
+    state: WUState = "unsent"
+    required: int = 2
+    det_class: str | None = None
+    replicas: list[int] = field(default_factory=list)
+    volunteers: set[str] = field(default_factory=set)
+    errors: int = 0
+    check: int | None = None
+
+
+@dataclass(slots=True)
+class _Check:
+    id: int
+    wu: bytes
+    replica: int
+    volunteer: str
+    segments: tuple[int, ...]
+    deadline: float
+    state: Literal["assigned", "done", "lost"] = "assigned"
+
+
+@dataclass(slots=True)
+class _Volunteer:
+    id: str
+    streak: int = 0
+    quota: int = DEFAULT_QUOTA
+    in_flight: set[int] = field(default_factory=set)
+    checks: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Job:
+    spec: JobSpec
+    remaining: int  # trajectories not yet through all generations
+
+
+def unreplicated_coin(wu: bytes, volunteer: str) -> float:
+    """A uniform number in [0, 1) that anyone can re-derive from the WU id and volunteer."""
+    digest = hashlib.sha256(b"foldnet/adaptive/v1\x00" + wu + volunteer.encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64
+
+
+def spot_check_segments(
+    segment_root: bytes, beacon: bytes, n_segments: int, k: int
+) -> tuple[int, ...]:
+    """``k`` distinct segments drawn from SHA-256(root || beacon || counter), sorted."""
+    k = min(k, n_segments)
+    chosen: set[int] = set()
+    counter = 0
+    while len(chosen) < k:
+        h = hashlib.sha256(
+            b"foldnet/spot-check/v1\x00" + segment_root + beacon + counter.to_bytes(8, "little")
+        ).digest()
+        chosen.add(int.from_bytes(h[:8], "little") % n_segments)
+        counter += 1
+    return tuple(sorted(chosen))
+
+
+class Scheduler:
+    """All job, WU, replica and volunteer state, and the transitions between states."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, _Job] = {}
+        self.wus: dict[bytes, _WU] = {}
+        self.replicas: dict[int, _Replica] = {}
+        self.checks: dict[int, _Check] = {}
+        self.volunteers: dict[str, _Volunteer] = {}
+        self._ready: dict[bytes, None] = {}  # WUs that need another replica, oldest first
+        self._awaiting_beacon: dict[bytes, None] = {}
+        self._check_queue: dict[int, None] = {}  # spot checks waiting for a verifier
+        self._deadlines: list[tuple[float, str, int]] = []
+        self._next_id = 1
+
+    # -- the one entry point ---------------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Instruction]:
+        out: list[Instruction] = []
+        match event:
+            case JobSubmitted():
+                self._on_job_submitted(event, out)
+            case WorkRequested():
+                self._on_work_requested(event, out)
+            case ResultReturned():
+                self._on_result(event, out)
+            case ReplicaFailed():
+                self._on_failed(event, out)
+            case BeaconPublished():
+                self._on_beacon(event, out)
+            case SpotCheckReturned():
+                self._on_spot_check(event, out)
+            case Tick():
+                self._on_tick(event.now, out)
+            case NodeLost():
+                self._on_node_lost(event, out)
+            case _:
+                raise ProtocolError(f"unknown event {event!r}")
+        return out
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_job_submitted(self, ev: JobSubmitted, out: list[Instruction]) -> None:
+        if ev.job in self.jobs:
+            raise SubmissionError(f"job {ev.job!r} already exists")
+        if len(ev.start_digests) != ev.spec.runs:
+            raise SubmissionError(
+                f"expected one start state per run ({ev.spec.runs}), got {len(ev.start_digests)}"
+            )
+        self.jobs[ev.job] = _Job(ev.spec, remaining=ev.spec.runs * ev.spec.clones)
+        for run, digest in enumerate(ev.start_digests):
+            for clone in range(ev.spec.clones):
+                self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
+
+    def _on_work_requested(self, ev: WorkRequested, out: list[Instruction]) -> None:
+        vol = self._volunteer(ev.volunteer)
+        budget = min(ev.slots, vol.quota - len(vol.in_flight) - len(vol.checks))
+        # Spot checks first: they unblock validated credit for someone else.
+        for check_id in list(self._check_queue):
+            if budget <= 0:
+                return
+            chk = self.checks[check_id]
+            w = self.wus[chk.wu]
+            if ev.volunteer in w.volunteers or ev.det_class != w.det_class:
+                continue
+            self._transition_check_queued_assigned(chk, vol, ev.now, out)
+            budget -= 1
+        for key in list(self._ready):
+            if budget <= 0:
+                return
+            w = self.wus[key]
+            if ev.volunteer in w.volunteers:
+                continue  # one result per volunteer per WU
+            if w.det_class is not None and w.det_class != ev.det_class:
+                continue  # homogeneous redundancy
+            self._transition_ready_assigned(w, vol, ev, out)
+            budget -= 1
+
+    def _on_result(self, ev: ResultReturned, out: list[Instruction]) -> None:
+        rep = self._replica(ev.replica, ev.volunteer)
+        if rep.state != "assigned":
+            raise ProtocolError(f"replica {rep.id} already ended as {rep.state}")
+        w = self.wus[rep.wu]
+        self.volunteers[rep.volunteer].in_flight.discard(rep.id)
+        if (
+            not ev.claim.sane
+            or ev.claim.det_class != w.det_class
+            or (
+                len(ev.claim.boundary_digests) != w.unit.spec.n_segments + 1
+                or ev.claim.boundary_digests[-1] != ev.claim.final_digest
+                or ev.claim.boundary_digests[0] != w.unit.input_digest
+            )
+        ):
+            rep.state = "invalid"
+            rep.claim = ev.claim
+            self._penalise(rep.volunteer)
+            out.append(Invalidated(rep.volunteer, w.unit, rep.id, "failed sanity checks"))
+            self._count_error(w, out)
+            return
+        rep.state = "returned"
+        rep.claim = ev.claim
+        if w.state in ("validated", "failed"):
+            return  # a late replica: its WU was decided without it
+        self._try_validate(w, out)
+
+    def _on_failed(self, ev: ReplicaFailed, out: list[Instruction]) -> None:
+        rep = self._replica(ev.replica, ev.volunteer)
+        if rep.state != "assigned":
+            return
+        self._transition_assigned_errored(rep, "errored", out)
+
+    def _on_beacon(self, ev: BeaconPublished, out: list[Instruction]) -> None:
+        for key in list(self._awaiting_beacon):
+            w = self.wus[key]
+            del self._awaiting_beacon[key]
+            rep = self.replicas[w.replicas[-1]]
+            assert rep.claim is not None
+            segments = spot_check_segments(
+                rep.claim.segment_root, ev.value, w.unit.spec.n_segments,
+                w.unit.spec.spot_check_segments,
+            )  # fmt: skip
+            chk = _Check(self._new_id(), key, rep.id, "", segments, 0.0)
+            self.checks[chk.id] = chk
+            w.check = chk.id
+            w.state = "spot_checking"
+            self._check_queue[chk.id] = None
+
+    def _on_spot_check(self, ev: SpotCheckReturned, out: list[Instruction]) -> None:
+        chk = self.checks.get(ev.check)
+        if chk is None or chk.volunteer != ev.volunteer or chk.state != "assigned":
+            raise ProtocolError(f"spot check {ev.check} is not assigned to {ev.volunteer}")
+        chk.state = "done"
+        self.volunteers[chk.volunteer].checks.discard(chk.id)
+        w = self.wus[chk.wu]
+        rep = self.replicas[chk.replica]
+        assert rep.claim is not None
+        claimed = tuple(rep.claim.boundary_digests[k + 1] for k in chk.segments)
+        if ev.det_class == w.det_class and ev.end_digests == claimed:
+            self._transition_spot_checking_validated(w, rep, chk, out)
+        else:
+            # The claim is wrong (or the checker is): fall back to full replication, where a
+            # quorum of independent volunteers decides.
+            rep.state = "invalid"
+            self._penalise(rep.volunteer)
+            out.append(Invalidated(rep.volunteer, w.unit, rep.id, "spot-check mismatch"))
+            w.required = w.unit.spec.min_quorum
+            w.state = "in_progress"
+            w.check = None
+            self._want_more(w, out)
+
+    def _on_tick(self, now: float, out: list[Instruction]) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, kind, ident = heapq.heappop(self._deadlines)
+            if kind == "replica":
+                rep = self.replicas[ident]
+                if rep.state == "assigned":
+                    self._transition_assigned_errored(rep, "timed_out", out)
+            else:
+                chk = self.checks[ident]
+                if chk.state == "assigned":
+                    self._requeue_check(chk)
+
+    def _on_node_lost(self, ev: NodeLost, out: list[Instruction]) -> None:
+        vol = self.volunteers.get(ev.volunteer)
+        if vol is None:
+            return
+        for rid in sorted(vol.in_flight):
+            self._transition_assigned_errored(self.replicas[rid], "lost", out)
+        for cid in sorted(vol.checks):
+            self._requeue_check(self.checks[cid])
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def _transition_ready_assigned(
+        self, w: _WU, vol: _Volunteer, ev: WorkRequested, out: list[Instruction]
+    ) -> None:
+        if w.det_class is None:
+            w.det_class = ev.det_class
+            if (
+                w.unit.spec.min_quorum > 1
+                and vol.streak >= ADAPTIVE_MIN_STREAK
+                and unreplicated_coin(w.unit.id, vol.id) < 1.0 - 1.0 / vol.streak
+            ):
+                w.required = 1
+        rep = _Replica(self._new_id(), w.unit.id, vol.id, ev.now + w.unit.spec.deadline_s)
+        self.replicas[rep.id] = rep
+        w.replicas.append(rep.id)
+        w.volunteers.add(vol.id)
+        w.state = "in_progress"
+        vol.in_flight.add(rep.id)
+        heapq.heappush(self._deadlines, (rep.deadline, "replica", rep.id))
+        self._want_more(w, out)
+        out.append(Dispatch(rep.id, w.unit, vol.id, rep.deadline))
+
+    def _transition_assigned_errored(
+        self, rep: _Replica, state: ReplicaState, out: list[Instruction]
+    ) -> None:
+        rep.state = state
+        self.volunteers[rep.volunteer].in_flight.discard(rep.id)
+        w = self.wus[rep.wu]
+        if state == "errored":
+            self._count_error(w, out)
+        else:
+            # A missed deadline or a lost node is not cheating: just reissue. The volunteer
+            # keeps its place in ``w.volunteers``, so a replica never returns to it.
+            self._want_more(w, out)
+
+    def _transition_in_progress_validated(
+        self, w: _WU, final: bytes, agreeing: list[_Replica], out: list[Instruction]
+    ) -> None:
+        invalid: list[_Replica] = []
+        for rid in w.replicas:
+            r = self.replicas[rid]
+            if r in agreeing:
+                continue
+            if r.state == "returned":
+                r.state = "invalid"
+                invalid.append(r)
+        w.state = "validated"
+        self._ready.pop(w.unit.id, None)
+        out.append(
+            Validated(
+                w.unit, final,
+                tuple((r.id, r.volunteer) for r in agreeing),
+                tuple((r.id, r.volunteer) for r in invalid),
+            )
+        )  # fmt: skip
+        for r in agreeing:
+            r.state = "valid"
+            self._reward(r.volunteer)
+            out.append(GrantCredit(r.volunteer, w.unit, r.id))
+        for r in invalid:
+            self._penalise(r.volunteer)
+            out.append(Invalidated(r.volunteer, w.unit, r.id, "disagreed with the quorum"))
+        self._advance_trajectory(w, final, out)
+
+    def _transition_spot_checking_validated(
+        self, w: _WU, rep: _Replica, chk: _Check, out: list[Instruction]
+    ) -> None:
+        assert rep.claim is not None
+        w.state = "validated"
+        rep.state = "valid"
+        out.append(
+            Validated(w.unit, rep.claim.final_digest, ((rep.id, rep.volunteer),), (),
+                      spot_checked=chk.segments)
+        )  # fmt: skip
+        self._reward(rep.volunteer)
+        out.append(GrantCredit(rep.volunteer, w.unit, rep.id))
+        self._advance_trajectory(w, rep.claim.final_digest, out)
+
+    def _transition_check_queued_assigned(
+        self, chk: _Check, vol: _Volunteer, now: float, out: list[Instruction]
+    ) -> None:
+        w = self.wus[chk.wu]
+        rep = self.replicas[chk.replica]
+        assert rep.claim is not None
+        del self._check_queue[chk.id]
+        chk.volunteer = vol.id
+        chk.state = "assigned"
+        # a spot check costs a few segments, so it gets a proportional share of the deadline
+        share = max(1.0, w.unit.spec.deadline_s * len(chk.segments) / w.unit.spec.n_segments)
+        chk.deadline = now + share
+        vol.checks.add(chk.id)
+        heapq.heappush(self._deadlines, (chk.deadline, "check", chk.id))
+        out.append(
+            DispatchSpotCheck(
+                chk.id, w.unit, vol.id, chk.segments,
+                tuple(rep.claim.boundary_digests[k] for k in chk.segments), chk.deadline,
+            )
+        )  # fmt: skip
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _create_wu(self, traj: TrajectoryKey, gen: int, input_digest: bytes) -> None:
+        spec = self.jobs[traj.job].spec
+        ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, spec.engine_parameters())
+        seed = int.from_bytes(
+            hashlib.sha256(b"foldnet/wu-seed/v1\x00" + ident).digest()[:8], "little"
+        )
+        unit = WorkUnit(ident, traj.job, traj.run, traj.clone, gen, input_digest, seed, spec)
+        self.wus[ident] = _WU(unit, required=spec.min_quorum)
+        self._ready[ident] = None
+
+    def _advance_trajectory(self, w: _WU, final: bytes, out: list[Instruction]) -> None:
+        u = w.unit
+        job = self.jobs[u.job]
+        if u.gen + 1 < u.spec.gens:
+            self._create_wu(TrajectoryKey(u.job, u.run, u.clone), u.gen + 1, final)
+            return
+        job.remaining -= 1
+        if job.remaining == 0:
+            out.append(JobCompleted(u.job))
+
+    def _outstanding(self, w: _WU) -> int:
+        return sum(1 for r in w.replicas if self.replicas[r].state == "assigned")
+
+    def _groups(self, w: _WU) -> dict[tuple[bytes, bytes], list[_Replica]]:
+        groups: dict[tuple[bytes, bytes], list[_Replica]] = {}
+        for rid in w.replicas:
+            r = self.replicas[rid]
+            if r.state == "returned" and r.claim is not None:
+                groups.setdefault((r.claim.final_digest, r.claim.segment_root), []).append(r)
+        return groups
+
+    def _agreeing_best(self, w: _WU) -> int:
+        return max((len(g) for g in self._groups(w).values()), default=0)
+
+    def _try_validate(self, w: _WU, out: list[Instruction]) -> None:
+        groups = self._groups(w)
+        for (final, _root), members in groups.items():
+            if len(members) >= w.required:
+                if w.required == 1 and w.unit.spec.min_quorum > 1:
+                    w.state = "awaiting_beacon"  # unreplicated: spot-check before credit
+                    self._awaiting_beacon[w.unit.id] = None
+                    self._ready.pop(w.unit.id, None)
+                    return
+                self._transition_in_progress_validated(w, final, members, out)
+                return
+        self._want_more(w, out)
+
+    def _want_more(self, w: _WU, out: list[Instruction]) -> None:
+        """Put ``w`` in the ready queue if it needs another replica, or fail it."""
+        if w.state not in ("unsent", "in_progress"):
+            return
+        outstanding = self._outstanding(w)
+        if self._agreeing_best(w) + outstanding >= w.required:
+            self._ready.pop(w.unit.id, None)  # enough replicas in flight to reach a quorum
+            return
+        results = sum(
+            1 for r in w.replicas if self.replicas[r].state in ("returned", "invalid", "valid")
+        )
+        if results + outstanding >= w.unit.spec.max_total_results:
+            self._ready.pop(w.unit.id, None)
+            if outstanding == 0:
+                self._fail(w, f"no quorum among {results} results", out)
+            return
+        self._ready[w.unit.id] = None
+
+    def _count_error(self, w: _WU, out: list[Instruction]) -> None:
+        w.errors += 1
+        if w.errors >= w.unit.spec.max_error_results:
+            self._fail(w, f"{w.errors} error results", out)
+        else:
+            self._want_more(w, out)
+
+    def _fail(self, w: _WU, reason: str, out: list[Instruction]) -> None:
+        if w.state in ("validated", "failed"):
+            return
+        w.state = "failed"
+        self._ready.pop(w.unit.id, None)
+        out.append(WUFailed(w.unit, reason))
+
+    def _requeue_check(self, chk: _Check) -> None:
+        self.volunteers[chk.volunteer].checks.discard(chk.id)
+        chk.state = "lost"
+        replacement = _Check(self._new_id(), chk.wu, chk.replica, "", chk.segments, 0.0)
+        self.checks[replacement.id] = replacement
+        self.wus[chk.wu].check = replacement.id
+        self._check_queue[replacement.id] = None
+
+    def _reward(self, volunteer: str) -> None:
+        v = self._volunteer(volunteer)
+        v.streak += 1
+        v.quota = min(MAX_QUOTA, v.quota + 1)
+
+    def _penalise(self, volunteer: str) -> None:
+        v = self._volunteer(volunteer)
+        v.streak = 0
+        v.quota = max(MIN_QUOTA, v.quota // 2)
+
+    def _volunteer(self, volunteer: str) -> _Volunteer:
+        v = self.volunteers.get(volunteer)
+        if v is None:
+            v = self.volunteers[volunteer] = _Volunteer(volunteer)
+        return v
+
+    def _replica(self, replica: int, volunteer: str) -> _Replica:
+        rep = self.replicas.get(replica)
+        if rep is None:
+            raise ProtocolError(f"no replica {replica}")
+        if rep.volunteer != volunteer:
+            raise ProtocolError(f"replica {replica} was not assigned to {volunteer}")
+        return rep
+
+    def _new_id(self) -> int:
+        ident = self._next_id
+        self._next_id += 1
+        return ident
+
+    # -- invariants (checked by the test fixture after every test) --------------------------
+
+    def validate_state(self) -> None:
+        for key, w in self.wus.items():
+            assert w.unit.id == key
+            vols = [self.replicas[r].volunteer for r in w.replicas]
+            assert len(vols) == len(set(vols)), f"two replicas of one WU on one volunteer: {vols}"
+            assert set(vols) <= w.volunteers
+            for rid in w.replicas:
+                r = self.replicas[rid]
+                if r.state == "assigned":
+                    assert rid in self.volunteers[r.volunteer].in_flight
+                if r.state == "valid":
+                    assert w.state == "validated", "credit-worthy replica of an undecided WU"
+            if key in self._ready:
+                assert w.state in ("unsent", "in_progress"), f"ready WU in state {w.state}"
+            if w.state == "validated":
+                assert any(self.replicas[r].state == "valid" for r in w.replicas)
+        for v in self.volunteers.values():
+            for rid in v.in_flight:
+                assert self.replicas[rid].state == "assigned"
+                assert self.replicas[rid].volunteer == v.id
+            assert MIN_QUOTA <= v.quota <= MAX_QUOTA
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for w in self.wus.values():
+            counts[w.state] = counts.get(w.state, 0) + 1
+        return counts
+
+
+def replay(events: Iterable[Event]) -> tuple[Scheduler, list[Instruction]]:
+    """Rebuild a scheduler from its event log (what a restarted coordinator does)."""
+    s = Scheduler()
+    out: list[Instruction] = []
+    for ev in events:
+        out.extend(s.handle(ev))
+    return s, out

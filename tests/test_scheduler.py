@@ -1,0 +1,317 @@
+"""The scheduler state machine, driven by events alone: no Ray, no database, no clock."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from coordinator.errors import ProtocolError, SubmissionError
+from coordinator.jobs import JobSpec
+from coordinator.scheduler import (
+    BeaconPublished,
+    Claim,
+    Dispatch,
+    DispatchSpotCheck,
+    GrantCredit,
+    Invalidated,
+    JobCompleted,
+    JobSubmitted,
+    NodeLost,
+    ReplicaFailed,
+    ResultReturned,
+    Scheduler,
+    SpotCheckReturned,
+    Tick,
+    Validated,
+    WorkRequested,
+    WUFailed,
+    replay,
+    spot_check_segments,
+    unreplicated_coin,
+)
+
+CLASS = "go-x86"
+
+
+def h(*parts: object) -> bytes:
+    return hashlib.sha256(repr(parts).encode()).digest()
+
+
+def spec(**kw) -> JobSpec:
+    base = dict(
+        engine="go", system_digest=h("villin"), runs=1, clones=1, gens=1, steps_per_wu=1000,
+        segment_steps=250, report_steps=250, temperature=0.7,
+    )  # fmt: skip
+    return JobSpec(**(base | kw))
+
+
+def honest_claim(d: Dispatch, det_class: str = CLASS) -> Claim:
+    """What an honest worker returns: digests are a function of the WU alone."""
+    n = d.wu.spec.n_segments
+    bounds = (d.wu.input_digest, *(h(d.wu.id, k) for k in range(1, n + 1)))
+    return Claim(bounds[-1], h("root", bounds), bounds, det_class)
+
+
+def fake_claim(d: Dispatch, tag: str = "fake") -> Claim:
+    n = d.wu.spec.n_segments
+    bounds = (d.wu.input_digest, *(h(tag, d.wu.id, k) for k in range(1, n + 1)))
+    return Claim(bounds[-1], h("root", bounds), bounds, CLASS)
+
+
+class Harness:
+    """Feeds events and records instructions; the invariants run after every event."""
+
+    def __init__(self) -> None:
+        self.s = Scheduler()
+        self.log: list[object] = []
+        self.events: list[object] = []
+        self.now = 0.0
+
+    def __call__(self, event):
+        self.events.append(event)
+        out = self.s.handle(event)
+        self.log.extend(out)
+        self.s.validate_state()
+        return out
+
+    def request(self, volunteer: str, slots: int = 1, det_class: str = CLASS) -> list[Dispatch]:
+        return [
+            i for i in self(WorkRequested(volunteer, det_class, slots, self.now))
+            if isinstance(i, Dispatch)
+        ]  # fmt: skip
+
+    def ret(self, d: Dispatch, claim: Claim | None = None):
+        return self(ResultReturned(d.replica, d.volunteer, claim or honest_claim(d), self.now))
+
+    def of(self, kind):
+        return [i for i in self.log if isinstance(i, kind)]
+
+
+@pytest.fixture
+def hs() -> Harness:
+    harness = Harness()
+    yield harness
+    harness.s.validate_state()
+
+
+def test_quorum_of_two_validates_credits_once_and_chains_generations(hs):
+    hs(JobSubmitted("j", spec(clones=2, gens=2), (h("start"),)))
+    for _gen in range(2):
+        a = hs.request("A", slots=4)
+        b = hs.request("B", slots=4)
+        assert len(a) == 2 and len(b) == 2  # both clones, each on two distinct volunteers
+        assert {d.wu.id for d in a} == {d.wu.id for d in b}
+        for d in a + b:
+            hs.ret(d)
+    validated = hs.of(Validated)
+    assert len(validated) == 4 and {v.wu.gen for v in validated} == {0, 1}
+    gen1 = [v.wu for v in validated if v.wu.gen == 1]
+    gen0_finals = {v.wu.clone: v.final_digest for v in validated if v.wu.gen == 0}
+    assert all(w.input_digest == gen0_finals[w.clone] for w in gen1)  # from validated state
+    credits = hs.of(GrantCredit)
+    assert sorted((c.volunteer, c.wu.gen) for c in credits) == sorted(
+        [(v, g) for v in "AB" for g in (0, 0, 1, 1)]
+    )
+    assert len({(c.volunteer, c.replica) for c in credits}) == len(credits)
+    assert hs.of(JobCompleted) == [JobCompleted("j")]
+
+
+def test_one_result_per_volunteer_per_wu(hs):
+    hs(JobSubmitted("j", spec(), (h("s"),)))
+    assert len(hs.request("A", slots=5)) == 1
+    assert hs.request("A", slots=5) == []  # same WU may not go to A twice
+
+
+def test_disagreement_sends_a_third_replica_and_invalidates_the_odd_one(hs):
+    hs(JobSubmitted("j", spec(), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    hs.ret(a)
+    hs.ret(b, fake_claim(b))
+    assert not hs.of(Validated)
+    (c,) = hs.request("C")
+    hs.ret(c)
+    (v,) = hs.of(Validated)
+    assert {vol for _, vol in v.valid} == {"A", "C"} and v.invalid == ((b.replica, "B"),)
+    assert [i.volunteer for i in hs.of(Invalidated)] == ["B"]
+    assert {c.volunteer for c in hs.of(GrantCredit)} == {"A", "C"}
+    assert hs.s.volunteers["B"].streak == 0 and hs.s.volunteers["B"].quota == 2
+
+
+def test_missed_deadline_and_lost_node_reissue_elsewhere(hs):
+    hs(JobSubmitted("j", spec(deadline_s=60), (h("s"),)))
+    (a,) = hs.request("A")
+    (_b,) = hs.request("B")
+    hs.now = 61.0
+    hs(Tick(hs.now))
+    assert hs.request("A") == [] and hs.request("B") == []  # never back to the same volunteer
+    (c,) = hs.request("C")
+    (_d,) = hs.request("D")
+    hs(NodeLost("D", hs.now))
+    (e,) = hs.request("E")
+    hs.ret(c)
+    hs.ret(e)
+    assert len(hs.of(Validated)) == 1
+    with pytest.raises(ProtocolError, match="already ended as timed_out"):
+        hs.ret(a)  # a late result after its deadline is refused
+
+
+def test_too_many_errors_fail_the_wu(hs):
+    hs(JobSubmitted("j", spec(max_error_results=2), (h("s"),)))
+    for vol in "AB":
+        (d,) = hs.request(vol)
+        hs(ReplicaFailed(d.replica, vol, "crashed", hs.now))
+    (f,) = hs.of(WUFailed)
+    assert "2 error results" in f.reason
+    assert hs.request("C") == []
+
+
+def test_no_quorum_within_max_total_results_fails(hs):
+    hs(JobSubmitted("j", spec(max_total_results=3), (h("s"),)))
+    for vol in "ABC":
+        (d,) = hs.request(vol)
+        hs.ret(d, fake_claim(d, tag=vol))
+    (f,) = hs.of(WUFailed)
+    assert "no quorum among 3 results" in f.reason
+    assert not hs.of(GrantCredit)
+
+
+def test_insane_results_are_invalid_and_replaced(hs):
+    hs(JobSubmitted("j", spec(), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    good = honest_claim(a)
+    truncated = Claim(good.final_digest, good.segment_root, good.boundary_digests[:2], CLASS)
+    hs.ret(a, truncated)  # skipped segments
+    hs.ret(b, Claim(h("x"), h("y"), (h("z"),) * 5, CLASS, sane=False))
+    assert [i.volunteer for i in hs.of(Invalidated)] == ["A", "B"]
+    (c,) = hs.request("C")
+    (d,) = hs.request("D")
+    hs.ret(c)
+    hs.ret(d)
+    assert {v for _, v in hs.of(Validated)[0].valid} == {"C", "D"}
+
+
+def test_homogeneous_redundancy_keeps_replicas_in_one_class(hs):
+    hs(JobSubmitted("j", spec(), (h("s"),)))
+    (a,) = hs.request("A", det_class="cls-1")
+    assert hs.request("B", det_class="cls-2") == []
+    (c,) = hs.request("C", det_class="cls-1")
+    hs.ret(a, honest_claim(a, "cls-1"))
+    hs.ret(c, honest_claim(c, "cls-1"))
+    assert len(hs.of(Validated)) == 1
+
+
+def test_events_that_contradict_the_state_are_protocol_errors(hs):
+    hs(JobSubmitted("j", spec(), (h("s"),)))
+    (a,) = hs.request("A")
+    with pytest.raises(ProtocolError, match="not assigned to B"):
+        hs(ResultReturned(a.replica, "B", honest_claim(a), 0.0))  # a copied result
+    with pytest.raises(ProtocolError, match="no replica 999"):
+        hs(ResultReturned(999, "A", honest_claim(a), 0.0))
+    with pytest.raises(SubmissionError, match="already exists"):
+        hs(JobSubmitted("j", spec(), (h("s"),)))
+    with pytest.raises(SubmissionError, match="one start state per run"):
+        hs(JobSubmitted("k", spec(runs=2), (h("s"),)))
+
+
+def _build_streak(hs: Harness, volunteer: str, n: int) -> None:
+    hs(JobSubmitted("warmup", spec(gens=n), (h("w"),)))
+    for _ in range(n):
+        (a,) = hs.request(volunteer)
+        (b,) = hs.request("helper")
+        hs.ret(a)
+        hs.ret(b)
+    assert hs.s.volunteers[volunteer].streak == n
+
+
+def test_adaptive_replication_and_spot_checks(hs):
+    _build_streak(hs, "A", 10)
+    hs(JobSubmitted("j", spec(runs=20), tuple(h("s", r) for r in range(20))))
+    alone = []
+    for _ in range(20):
+        (d,) = hs.request("A")
+        if hs.s.wus[d.wu.id].required == 1:
+            alone.append(d)
+        hs.ret(d)
+    # BOINC's rule: unreplicated with probability 1 - 1/N, from a coin anyone can recompute
+    expected = sum(unreplicated_coin(w.id, "A") < 1 - 1 / 10 for w in
+                   [hs.s.wus[k].unit for k in hs.s.wus if hs.s.wus[k].unit.job == "j"])  # fmt: skip
+    assert len(alone) >= 10 and len(alone) <= expected
+    credits_before = len(hs.of(GrantCredit))
+    hs(BeaconPublished(h("checkpoint-root")))
+    checks = []
+    while batch := [
+        i for i in hs(WorkRequested("C", CLASS, 50, hs.now)) if isinstance(i, DispatchSpotCheck)
+    ]:
+        if not checks:
+            assert len(hs.of(GrantCredit)) == credits_before  # no credit before the check
+        checks += batch
+        for chk in batch:  # C's quota bounds how many it holds at once
+            claim = hs.s.replicas[hs.s.checks[chk.check].replica].claim
+            assert chk.segments == spot_check_segments(
+                claim.segment_root, h("checkpoint-root"), 4, 2
+            )
+            ends = tuple(claim.boundary_digests[k + 1] for k in chk.segments)
+            hs(SpotCheckReturned(chk.check, "C", ends, CLASS, hs.now))
+    assert len(checks) == len(alone)
+    spot = [v for v in hs.of(Validated) if v.spot_checked]
+    assert len(spot) == len(alone)
+
+
+def test_spot_check_catches_a_lie_and_falls_back_to_replication(hs):
+    _build_streak(hs, "A", 10)
+    hs(JobSubmitted("j", spec(runs=10), tuple(h("s", r) for r in range(10))))
+    for _ in range(10):
+        (d,) = hs.request("A")
+        if hs.s.wus[d.wu.id].required == 1:
+            hs.ret(d, fake_claim(d))
+            break
+        hs.ret(d)
+    else:
+        pytest.fail("no unreplicated WU in 10 tries at streak 10")
+    hs(BeaconPublished(h("beacon")))
+    (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
+    honest_ends = tuple(h(d.wu.id, k + 1) for k in chk.segments)
+    hs(SpotCheckReturned(chk.check, "C", honest_ends, CLASS, 0.0))
+    assert hs.of(Invalidated)[-1].volunteer == "A"
+    assert hs.s.volunteers["A"].streak == 0
+    assert hs.s.wus[d.wu.id].required == 2 and hs.s.wus[d.wu.id].state == "in_progress"
+    while batch := hs.request("D", slots=20) + hs.request("E", slots=20):
+        for d2 in batch:
+            hs.ret(d2)
+    assert any(
+        v.wu.id == d.wu.id and {x for _, x in v.valid} == {"D", "E"} for v in hs.of(Validated)
+    )
+    assert not any(c.volunteer == "A" and c.wu.id == d.wu.id for c in hs.of(GrantCredit))
+
+
+def test_replaying_the_event_log_reproduces_every_instruction(hs):
+    hs(JobSubmitted("j", spec(clones=3, gens=2), (h("s"),)))
+    for _ in range(4):
+        for vol in "ABC":
+            for d in hs.request(vol, slots=2):
+                hs.ret(d)
+    again, out = replay(hs.events)
+    assert out == hs.log
+    assert again.summary() == hs.s.summary()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"engine": "gromacs"}, "unknown engine 'gromacs'"),
+        ({"gens": 10**9}, r"gens must be in \[1, 100,000\]"),
+        ({"runs": 0}, r"runs must be in \[1,"),
+        ({"min_quorum": 0}, r"min_quorum must be in \[1, 10\]"),
+        ({"steps_per_wu": -1}, "steps_per_wu must be in"),
+        ({"segment_steps": 300}, "multiple of segment_steps"),
+        ({"temperature": float("nan")}, "temperature must be a finite number > 0"),
+        ({"system_digest": b"short"}, "32 bytes"),
+        ({"runs": 1000, "clones": 1000}, "trajectories; the limit is"),
+    ],
+)
+def test_bad_job_specs_are_refused(kwargs, message):
+    with pytest.raises(SubmissionError, match=message):
+        spec(**kwargs)
