@@ -1,0 +1,207 @@
+"""A worker's signed result (DESIGN section 5) and its verification.
+
+The header is everything but the arrays' bytes; arrays are bound to it through digests. Its
+canonical encoding is JSON with sorted keys, no spaces, byte strings as lowercase hex and
+floats as ``repr`` (shortest round-trip), and ``result_digest`` = SHA-256 of those bytes.
+The worker signs the ledger's attestation message (``ledger.entries.attestation_message``)
+over (WU id, result digest, final-state digest), so the same 64-byte signature goes into the
+ledger and an auditor can check it without the result itself.
+
+Arrays digest: SHA-256 over ``b"foldnet/arrays/v1\\x00"`` then, for each named array in
+sorted name order, ``u64le(len(name)) || name || u64le(ndim) || u64le(dim)... || dtype
+string || little-endian C-order bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ledger.entries import attestation_message
+from ledger.merkle import MerkleTree, leaf_hash
+from sims.result import RunResult
+from sims.state import state_digest
+from worker.errors import ResultError, ResultSignatureError
+from worker.identity import Identity
+
+RESULT_VERSION = 1
+_ARRAYS_TAG = b"foldnet/arrays/v1\x00"
+
+
+def arrays_digest(arrays: Mapping[str, np.ndarray]) -> bytes:
+    h = hashlib.sha256(_ARRAYS_TAG)
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
+        le = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        raw = name.encode()
+        h.update(struct.pack("<Q", len(raw)) + raw)
+        h.update(struct.pack(f"<Q{a.ndim}Q", a.ndim, *a.shape))
+        h.update(le.dtype.str.encode())
+        h.update(np.ascontiguousarray(le).tobytes())
+    return h.digest()
+
+
+def segment_root(boundary_digests: tuple[bytes, ...]) -> bytes:
+    """RFC 6962 Merkle root over the boundary-state digests: the worker's commitment."""
+    return MerkleTree(leaf_hash(d) for d in boundary_digests).root()
+
+
+@dataclass(frozen=True, slots=True)
+class ResultHeader:
+    wu_id: bytes
+    worker_key: bytes
+    determinism: str  # canonical JSON of sims.result.DeterminismClass
+    boundary_digests: tuple[bytes, ...]
+    segment_root: bytes
+    final_digest: bytes
+    frames_digest: bytes
+    observables_digest: bytes
+    n_atoms: int
+    wall_time_s: float
+    version: int = RESULT_VERSION
+
+    def canonical(self) -> bytes:
+        d: dict[str, Any] = {
+            "boundary_digests": [b.hex() for b in self.boundary_digests],
+            "determinism": self.determinism,
+            "final_digest": self.final_digest.hex(),
+            "frames_digest": self.frames_digest.hex(),
+            "n_atoms": self.n_atoms,
+            "observables_digest": self.observables_digest.hex(),
+            "segment_root": self.segment_root.hex(),
+            "version": self.version,
+            "wall_time_s": repr(float(self.wall_time_s)),
+            "worker_key": self.worker_key.hex(),
+            "wu_id": self.wu_id.hex(),
+        }
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.canonical()).digest()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WorkerResult:
+    """A signed result: header, signature and the arrays the header commits to.
+
+    ``positions``/``velocities`` hold every boundary state, shape (segments + 1, N, 3),
+    float64; ``frames`` are float32 (F, N, 3); ``observables`` one float64 array per name.
+    Everything is plain data (bytes, ints, floats, numpy arrays): safe to pickle across Ray
+    and to serialise as JSON + .npz over HTTP.
+    """
+
+    header: ResultHeader
+    signature: bytes
+    positions: np.ndarray
+    velocities: np.ndarray
+    frames: np.ndarray
+    frame_steps: np.ndarray
+    observables: Mapping[str, np.ndarray]
+
+    @property
+    def result_digest(self) -> bytes:
+        return self.header.digest()
+
+
+def sign_result(run: RunResult, *, wu_id: bytes, identity: Identity) -> WorkerResult:
+    positions = np.stack([b.positions for b in run.boundaries])
+    velocities = np.stack([b.velocities for b in run.boundaries])
+    digests = tuple(run.boundary_digests())
+    observables = {k: np.asarray(v, dtype=np.float64) for k, v in run.observables.items()}
+    header = ResultHeader(
+        wu_id=wu_id,
+        worker_key=identity.public_key,
+        determinism=run.determinism.canonical().decode(),
+        boundary_digests=digests,
+        segment_root=segment_root(digests),
+        final_digest=digests[-1],
+        frames_digest=arrays_digest({"frames": run.frames, "steps": run.frame_steps}),
+        observables_digest=arrays_digest(observables),
+        n_atoms=int(positions.shape[1]),
+        wall_time_s=float(run.wall_time_s),
+    )
+    sig = identity.sign(attestation_message(wu_id, header.digest(), header.final_digest))
+    return WorkerResult(
+        header, sig, positions, velocities, run.frames, run.frame_steps, observables
+    )
+
+
+def verify_result(
+    result: WorkerResult,
+    *,
+    wu_id: bytes,
+    worker_key: bytes,
+    input_digest: bytes,
+    n_segments: int,
+    n_atoms: int,
+    n_frames: int,
+) -> None:
+    """Check everything a result claims that can be checked without recomputing it.
+
+    Raises :class:`ResultError` naming the first problem; returns None when the result is
+    well formed: right WU and key, valid signature, shapes, finite values, every digest
+    recomputed from the arrays, the segment root recomputed from the digests.
+    """
+    h = result.header
+    if h.version != RESULT_VERSION:
+        raise ResultError(
+            f"result version {h.version} is not supported (expected {RESULT_VERSION})"
+        )
+    if h.wu_id != wu_id:
+        raise ResultError(f"result is for WU {h.wu_id.hex()[:16]}, expected {wu_id.hex()[:16]}")
+    if h.worker_key != worker_key:
+        raise ResultError("result is signed by another key than the volunteer it was sent to")
+    try:
+        Ed25519PublicKey.from_public_bytes(h.worker_key).verify(
+            result.signature, attestation_message(h.wu_id, h.digest(), h.final_digest)
+        )
+    except (InvalidSignature, ValueError) as e:
+        raise ResultSignatureError("the result's signature does not verify") from e
+    want = (n_segments + 1, n_atoms, 3)
+    for name in ("positions", "velocities"):
+        a = getattr(result, name)
+        if not isinstance(a, np.ndarray) or a.shape != want or a.dtype != np.float64:
+            got = getattr(a, "shape", type(a).__name__)
+            raise ResultError(f"{name} must be float64 {want}, got {got}")
+        if not np.all(np.isfinite(a)):
+            raise ResultError(f"{name} contain NaN or inf")
+    if result.frames.shape != (n_frames, n_atoms, 3) or result.frame_steps.shape != (n_frames,):
+        raise ResultError(
+            f"expected {n_frames} frames of {n_atoms} atoms, got {result.frames.shape}"
+        )
+    if not np.all(np.isfinite(result.frames)):
+        raise ResultError("frames contain NaN or inf")
+    for name, values in result.observables.items():
+        if np.asarray(values).shape != (n_frames,):
+            raise ResultError(f"observable {name!r} must have one value per frame ({n_frames})")
+        if name == "energy" and not np.all(np.isfinite(values)):
+            raise ResultError("energies contain NaN or inf")
+    if h.n_atoms != n_atoms or len(h.boundary_digests) != n_segments + 1:
+        raise ResultError("header sizes do not match the WU")
+    digests = tuple(
+        state_digest(result.positions[k], result.velocities[k]) for k in range(n_segments + 1)
+    )
+    if digests != h.boundary_digests:
+        bad = next(k for k, (a, b) in enumerate(zip(digests, h.boundary_digests, strict=True)) if a != b)
+        raise ResultError(f"boundary state {bad} does not match its digest in the header")
+    if digests[0] != input_digest:
+        raise ResultError("the first boundary state is not the WU's input state")
+    if h.final_digest != digests[-1]:
+        raise ResultError("final_digest is not the digest of the last boundary state")
+    if h.segment_root != segment_root(digests):
+        raise ResultError("segment_root is not the Merkle root of the boundary digests")
+    if h.frames_digest != arrays_digest({"frames": result.frames, "steps": result.frame_steps}):
+        raise ResultError("frames do not match frames_digest")
+    if h.observables_digest != arrays_digest(dict(result.observables)):
+        raise ResultError("observables do not match observables_digest")
+    if not (math.isfinite(h.wall_time_s) and h.wall_time_s >= 0):
+        raise ResultError(f"wall_time_s must be finite and >= 0, got {h.wall_time_s}")
