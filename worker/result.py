@@ -191,7 +191,8 @@ def verify_result(
         state_digest(result.positions[k], result.velocities[k]) for k in range(n_segments + 1)
     )
     if digests != h.boundary_digests:
-        bad = next(k for k, (a, b) in enumerate(zip(digests, h.boundary_digests, strict=True)) if a != b)
+        pairs = zip(digests, h.boundary_digests, strict=True)
+        bad = next(k for k, (a, b) in enumerate(pairs) if a != b)
         raise ResultError(f"boundary state {bad} does not match its digest in the header")
     if digests[0] != input_digest:
         raise ResultError("the first boundary state is not the WU's input state")
