@@ -62,6 +62,8 @@ class GoModel:
     bond_r0: np.ndarray
     theta0: np.ndarray
     phi0: np.ndarray
+    cos_phi0: np.ndarray
+    sin_phi0: np.ndarray
     contacts: NativeContacts
     native_s2: np.ndarray
     kr: float = 100.0
@@ -96,7 +98,8 @@ class GoModel:
         s2 = np.zeros((n, n), dtype=np.float64)
         for (i, j), d in zip(contacts.pairs, contacts.distances, strict=True):
             s2[i, j] = s2[j, i] = d * d
-        arrays = [native, r0, bond_angles(native), dihedrals(native), s2]
+        phi0 = dihedrals(native)
+        arrays = [native, r0, bond_angles(native), phi0, np.cos(phi0), np.sin(phi0), s2]
         for a in arrays:
             a.setflags(write=False)
         return cls(
@@ -105,6 +108,8 @@ class GoModel:
             bond_r0=r0,
             theta0=arrays[2],
             phi0=arrays[3],
+            cos_phi0=arrays[4],
+            sin_phi0=arrays[5],
             contacts=contacts,
             native_s2=s2,
             source=structure.source,
@@ -124,8 +129,8 @@ class GoModel:
         return (
             self.bond_r0,
             self.theta0,
-            np.cos(self.phi0),
-            np.sin(self.phi0),
+            self.cos_phi0,
+            self.sin_phi0,
             self.native_s2,
             self.kr,
             self.ktheta,
@@ -143,13 +148,22 @@ class GoModel:
         return float(e), f
 
     def digest(self) -> bytes:
-        """SHA-256 of every parameter: two workers with equal digests simulate the same model."""
-        h = hashlib.sha256(b"foldnet/go-model/v1\x00")
+        """SHA-256 of every parameter: two workers with equal digests simulate the same model.
+
+        Parameters are computed once (numpy's trigonometry may differ in the last bit between
+        CPUs) and shipped to workers as arrays, never recomputed there.
+        """
+        h = hashlib.sha256(b"foldnet/go-model/v2\x00")
         h.update(struct.pack("<Q", self.n_beads))
-        h.update(
-            struct.pack("<7d", self.kr, self.ktheta, self.k1, self.k3, self.eps, self.rep_c, 0.0)
-        )
-        for a in (self.native, self.native_s2):
+        h.update(struct.pack("<6d", self.kr, self.ktheta, self.k1, self.k3, self.eps, self.rep_c))
+        for a in (
+            self.native,
+            self.bond_r0,
+            self.theta0,
+            self.cos_phi0,
+            self.sin_phi0,
+            self.native_s2,
+        ):
             h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
         return h.digest()
 
