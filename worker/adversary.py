@@ -1,0 +1,86 @@
+"""Dishonest volunteers, for ``foldnet demo`` and the tests: each cheat is one a real attacker
+could run with modified client code, and each must be caught by validation.
+
+Never used by ``foldnet worker``: a volunteer's own client is always :data:`HONEST`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from ledger.entries import attestation_message
+from sims.state import state_digest
+from worker.identity import Identity
+from worker.result import WorkerResult, arrays_digest, segment_root, sign_result
+from worker.systems import EngineCache
+from worker.tasks import ComputeTask, compute
+
+Behaviour = Callable[[ComputeTask, EngineCache, Identity], WorkerResult]
+
+
+def honest(task: ComputeTask, engines: EngineCache, identity: Identity) -> WorkerResult:
+    return compute(task, engines=engines, identity=identity)
+
+
+def _resign(result: WorkerResult, identity: Identity, positions: np.ndarray) -> WorkerResult:
+    """Re-derive every digest and the signature, so the lie is internally consistent."""
+    digests = tuple(state_digest(positions[k], result.velocities[k]) for k in range(len(positions)))
+    header = dataclasses.replace(
+        result.header,
+        boundary_digests=digests,
+        final_digest=digests[-1],
+        segment_root=segment_root(digests),
+    )
+    sig = identity.sign(attestation_message(header.wu_id, header.digest(), header.final_digest))
+    return dataclasses.replace(result, header=header, signature=sig, positions=positions)
+
+
+def perturb_final_state(
+    task: ComputeTask, engines: EngineCache, identity: Identity
+) -> WorkerResult:
+    """Computes honestly, then nudges the final state (say, to steer the next generation)."""
+    result = honest(task, engines, identity)
+    positions = result.positions.copy()
+    positions[-1] += 1e-3
+    return _resign(result, identity, positions)
+
+
+def skip_segments(task: ComputeTask, engines: EngineCache, identity: Identity) -> WorkerResult:
+    """Computes only the first segment and claims the rest by repeating its end state."""
+    engine = engines.get(task.system)
+    run = engine.run(
+        task.input_state, dataclasses.replace(task.spec, steps=task.spec.segment_steps)
+    )
+    result = sign_result(run, wu_id=task.wu_id, identity=identity)
+    n = task.spec.n_segments
+    first = run.final
+    positions = np.stack([task.input_state.positions] + [first.positions] * n)
+    velocities = np.stack([task.input_state.velocities] + [first.velocities] * n)
+    frames = np.repeat(result.frames[-1:], task.spec.steps // task.spec.report_steps, axis=0)
+    steps = np.arange(1, len(frames) + 1, dtype=np.int64) * task.spec.report_steps
+    obs = {k: np.repeat(v[-1:], len(frames)) for k, v in result.observables.items()}
+    header = dataclasses.replace(
+        result.header,
+        frames_digest=arrays_digest({"frames": frames, "steps": steps}),
+        observables_digest=arrays_digest(obs),
+    )
+    faked = dataclasses.replace(
+        result,
+        header=header,
+        velocities=velocities,
+        frames=frames,
+        frame_steps=steps,
+        observables=obs,
+    )
+    return _resign(faked, identity, positions)
+
+
+BEHAVIOURS: dict[str, Behaviour] = {
+    "honest": honest,
+    "perturb": perturb_final_state,
+    "skip": skip_segments,
+}
+HONEST = "honest"

@@ -1,0 +1,101 @@
+"""What a worker is asked to do, and what it computes. Plain, picklable data only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sims.spec import RunSpec
+from sims.state import State
+from worker.errors import ResultSignatureError
+from worker.identity import Identity
+from worker.result import WorkerResult, sign_result
+from worker.systems import EngineCache, SystemDefinition
+
+_CHECK_DOMAIN = b"foldnet/spot-check/v1\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeTask:
+    """Run one WU: ``spec`` from ``input_state`` on ``system``."""
+
+    wu_id: bytes
+    replica: int
+    system: SystemDefinition
+    spec: RunSpec
+    input_state: State
+
+
+@dataclass(frozen=True, slots=True)
+class SpotCheckTask:
+    """Recompute ``segments`` of a WU, each alone from its claimed starting boundary state."""
+
+    wu_id: bytes
+    check: int
+    system: SystemDefinition
+    spec: RunSpec
+    segments: tuple[int, ...]
+    start_states: tuple[State, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SpotCheckResult:
+    wu_id: bytes
+    check: int
+    segments: tuple[int, ...]
+    end_digests: tuple[bytes, ...]
+    determinism: str
+    worker_key: bytes
+    signature: bytes
+
+    def message(self) -> bytes:
+        return (
+            _CHECK_DOMAIN
+            + self.wu_id
+            + self.check.to_bytes(8, "little")
+            + b"".join(k.to_bytes(8, "little") for k in self.segments)
+            + b"".join(self.end_digests)
+            + self.determinism.encode()
+        )
+
+    def verify(self) -> None:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.worker_key).verify(
+                self.signature, self.message()
+            )
+        except (InvalidSignature, ValueError) as e:
+            raise ResultSignatureError("the spot-check signature does not verify") from e
+
+
+def compute(task: ComputeTask, *, engines: EngineCache, identity: Identity) -> WorkerResult:
+    engine = engines.get(task.system)
+    run = engine.run(task.input_state, task.spec)
+    return sign_result(run, wu_id=task.wu_id, identity=identity)
+
+
+def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity) -> SpotCheckResult:
+    engine = engines.get(task.system)
+    ends = tuple(
+        engine.run_segment(start, task.spec, k).digest()
+        for k, start in zip(task.segments, task.start_states, strict=True)
+    )
+    unsigned = SpotCheckResult(
+        task.wu_id,
+        task.check,
+        task.segments,
+        ends,
+        engine.determinism_class().canonical().decode(),
+        identity.public_key,
+        b"",
+    )
+    return SpotCheckResult(
+        task.wu_id,
+        task.check,
+        task.segments,
+        ends,
+        unsigned.determinism,
+        identity.public_key,
+        identity.sign(unsigned.message()),
+    )
