@@ -135,6 +135,13 @@ class NodeLost:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """Every replica and spot check in flight is lost (the coordinator restarted)."""
+
+    now: float
+
+
 Event = (
     JobSubmitted
     | WorkRequested
@@ -144,6 +151,7 @@ Event = (
     | SpotCheckReturned
     | Tick
     | NodeLost
+    | Abandoned
 )
 
 
@@ -322,6 +330,9 @@ class Scheduler:
                 self._on_tick(event.now, out)
             case NodeLost():
                 self._on_node_lost(event, out)
+            case Abandoned():
+                for vol in sorted(self.volunteers):
+                    self._on_node_lost(NodeLost(vol, event.now), out)
             case _:
                 raise ProtocolError(f"unknown event {event!r}")
         return out

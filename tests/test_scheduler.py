@@ -315,3 +315,42 @@ def test_replaying_the_event_log_reproduces_every_instruction(hs):
 def test_bad_job_specs_are_refused(kwargs, message):
     with pytest.raises(SubmissionError, match=message):
         spec(**kwargs)
+
+
+def test_a_restart_abandons_work_in_flight_and_reissues_it(hs):
+    from coordinator.scheduler import Abandoned
+
+    hs(JobSubmitted("j", spec(), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    hs.ret(a)
+    hs(Abandoned(5.0))
+    assert hs.s.replicas[b.replica].state == "lost"
+    (c,) = hs.request("C")
+    hs.ret(c)
+    (v,) = hs.of(Validated)
+    assert {x for _, x in v.valid} == {"A", "C"}
+
+
+def test_every_event_survives_the_json_event_log(hs):
+    from coordinator.codec import decode_event, encode_event
+
+    hs(JobSubmitted("j", spec(clones=2), (h("s"),)))
+    (a,) = hs.request("A")
+    hs.ret(a)
+    hs(BeaconPublished(h("b")))
+    hs(Tick(3.0))
+    hs(NodeLost("A", 4.0))
+    unfed = [ReplicaFailed(9, "Z", "crashed", 1.0), SpotCheckReturned(3, "C", (h(1),), CLASS, 2.0)]
+    for ev in [*hs.events, *unfed]:
+        assert decode_event(encode_event(ev)) == ev
+    assert {type(e).__name__ for e in [*hs.events, *unfed]} >= {
+        "JobSubmitted",
+        "WorkRequested",
+        "ResultReturned",
+        "ReplicaFailed",
+        "BeaconPublished",
+        "SpotCheckReturned",
+        "Tick",
+        "NodeLost",
+    }

@@ -1,0 +1,99 @@
+"""JSON encoding of scheduler events, for the event log the coordinator replays on restart.
+
+Plain JSON (bytes as hex), never pickle: the log must stay readable by other versions and
+other tools, and nothing read back can run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from coordinator.errors import CoordinatorError
+from coordinator.jobs import JobSpec
+from coordinator.scheduler import (
+    Abandoned,
+    BeaconPublished,
+    Claim,
+    Event,
+    JobSubmitted,
+    NodeLost,
+    ReplicaFailed,
+    ResultReturned,
+    SpotCheckReturned,
+    Tick,
+    WorkRequested,
+)
+
+_TYPES: dict[str, type] = {
+    t.__name__: t
+    for t in (
+        JobSubmitted,
+        WorkRequested,
+        ResultReturned,
+        ReplicaFailed,
+        BeaconPublished,
+        SpotCheckReturned,
+        Tick,
+        NodeLost,
+        Abandoned,
+    )
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"hex": value.hex()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+def _bytes(value: Any) -> bytes:
+    return bytes.fromhex(value["hex"])
+
+
+def encode_event(event: Event) -> str:
+    kind = type(event).__name__
+    if kind not in _TYPES:
+        raise CoordinatorError(f"cannot encode {kind}")
+    return json.dumps({"type": kind, "body": _plain(event)}, sort_keys=True, separators=(",", ":"))
+
+
+def decode_event(text: str) -> Event:
+    try:
+        doc = json.loads(text)
+        kind, body = doc["type"], doc["body"]
+        if kind == "JobSubmitted":
+            spec = dict(body["spec"])
+            spec["system_digest"] = _bytes(spec["system_digest"])
+            return JobSubmitted(
+                body["job"], JobSpec(**spec), tuple(_bytes(d) for d in body["start_digests"])
+            )
+        if kind == "ResultReturned":
+            c = body["claim"]
+            claim = Claim(
+                _bytes(c["final_digest"]),
+                _bytes(c["segment_root"]),
+                tuple(_bytes(d) for d in c["boundary_digests"]),
+                c["det_class"],
+                c["sane"],
+            )
+            return ResultReturned(body["replica"], body["volunteer"], claim, body["now"])
+        if kind == "BeaconPublished":
+            return BeaconPublished(_bytes(body["value"]))
+        if kind == "SpotCheckReturned":
+            return SpotCheckReturned(
+                body["check"],
+                body["volunteer"],
+                tuple(_bytes(d) for d in body["end_digests"]),
+                body["det_class"],
+                body["now"],
+            )
+        cls = _TYPES[kind]
+        return cls(**body)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CoordinatorError(f"corrupt event in the coordinator's log: {e}") from e
