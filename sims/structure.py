@@ -118,6 +118,7 @@ def parse_pdb(text: str, *, source: str = "<string>", chain: str | None = None) 
     residues: dict[tuple[str, int, str], tuple[str, list[Atom]]] = {}
     order: list[tuple[str, int, str]] = []
     chains_seen: list[str] = []
+    unknown: dict[str, tuple[int, str]] = {}
     seen_record = False
     for lineno, raw in enumerate(text.splitlines(), start=1):
         record = raw[:6].strip()
@@ -150,11 +151,9 @@ def parse_pdb(text: str, *, source: str = "<string>", chain: str | None = None) 
         if chain_id not in chains_seen:
             chains_seen.append(chain_id)
         if resname not in ONE_LETTER and resname not in VARIANTS and resname not in CAPS:
-            raise UnknownResidueError(
-                f"{source}, line {lineno}: unknown residue {resname!r} in chain {chain_id}: "
-                f"expected one of the 20 standard amino acids, a variant "
-                f"({', '.join(sorted(VARIANTS))}) or a cap ({', '.join(sorted(CAPS))})"
-            )
+            # Only an error if it is in the chain asked for (a protein-DNA file is fine).
+            unknown.setdefault(chain_id, (lineno, resname))
+            continue
         atom_name = line[12:16].strip()
         key = (chain_id, number, line[26].strip())
         if key not in residues:
@@ -169,6 +168,13 @@ def parse_pdb(text: str, *, source: str = "<string>", chain: str | None = None) 
         if not chains_seen:
             raise StructureError(f"{source}: the file holds no protein chain")
         chain = chains_seen[0]
+    if chain in unknown:
+        lineno, resname = unknown[chain]
+        raise UnknownResidueError(
+            f"{source}, line {lineno}: unknown residue {resname!r} in chain {chain}: "
+            f"expected one of the 20 standard amino acids, a variant "
+            f"({', '.join(sorted(VARIANTS))}) or a cap ({', '.join(sorted(CAPS))})"
+        )
     picked = [k for k in order if k[0] == chain]
     if not picked:
         raise StructureError(

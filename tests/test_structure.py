@@ -107,3 +107,10 @@ def test_bad_sequences(sequence, error, message):
 
 def test_sequence_is_normalised():
     assert parse_sequence(" yydp etgtwy\n") == "YYDPETGTWY"
+
+
+def test_unknown_residue_in_another_chain_is_ignored():
+    dna = ALA.replace("ALA A", " DA B")
+    assert parse_pdb(ALA + dna).sequence == "A"
+    with pytest.raises(UnknownResidueError, match="unknown residue 'DA' in chain B"):
+        parse_pdb(ALA + dna, chain="B")

@@ -1,0 +1,382 @@
+"""From a PDB file or a sequence to a complete all-atom model and its OpenMM System.
+
+Inputs are validated with :mod:`sims.structure` *before* PDBFixer sees them, so a bad file
+gives our :class:`~sims.errors.StructureError` naming the problem; whatever PDBFixer or
+OpenMM still raise is translated here (``raise X(...) from e``), never passed through.
+
+The prepared system is immutable (:class:`PreparedSystem`: topology, serialized System,
+minimized start, reference); an engine keeps the changing part, its Context, separately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import itertools
+import os
+import random
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openmm
+from openmm import app, unit
+from pdbfixer import PDBFixer
+
+from sims.allatom.build import extended_chain_pdb
+from sims.errors import StructureError, UnknownResidueError
+from sims.observables import NativeContacts, native_contacts
+from sims.structure import (
+    CAPS,
+    ONE_LETTER,
+    VARIANTS,
+    Atom,
+    Residue,
+    Structure,
+    parse_sequence,
+    read_pdb,
+)
+
+#: Force field files (OpenMM's names); part of the determinism class.
+FORCEFIELD_FILES = ("amber14-all.xml", "implicit/gbn2.xml")
+#: Hydrogen-mass repartitioning: OpenMM's recommendation for 4 fs with LangevinMiddle.
+HYDROGEN_MASS_AMU = 1.5
+PH = 7.0
+#: PDBFixer relaxes atoms it adds with Langevin dynamics; a fixed seed keeps that repeatable.
+PDBFIXER_SEED = 20240601
+#: A peptide C-N farther apart than this (nm) is a chain break, not a bond.
+MAX_PEPTIDE_BOND_NM = 0.25
+#: Heavy atoms more than three bonds apart closer than this (nm) are a clash.
+CLASH_DISTANCE_NM = 0.2
+#: Longest chain accepted from a sequence: an extended chain of it is ~170 nm long.
+MAX_SEQUENCE_LENGTH = 500
+
+
+@functools.cache
+def forcefield() -> app.ForceField:
+    """The one ForceField object (loading the XML takes about a second; it is not mutated)."""
+    return app.ForceField(*FORCEFIELD_FILES)
+
+
+def _cpu_platform() -> openmm.Platform:
+    # PDBFixer would otherwise pick the fastest platform, so results would depend on the GPU.
+    return openmm.Platform.getPlatformByName("CPU")
+
+
+_PDBFIXER_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _repeatable() -> Iterator[None]:
+    """Make PDBFixer's output a function of its input alone.
+
+    Modeller places new hydrogens with Python's global ``random`` and then minimizes them on
+    a CPU context with the default thread count, whose force sums are not reproducible with
+    more than one thread. Both are pinned here and restored after; the lock keeps two
+    preparations from interleaving. (Other code creating CPU contexts without an explicit
+    ``Threads`` meanwhile gets one thread: slower, never wrong.)
+    """
+    cpu = _cpu_platform()
+    with _PDBFIXER_LOCK:
+        threads = cpu.getPropertyDefaultValue("Threads")
+        state = random.getstate()
+        cpu.setPropertyDefaultValue("Threads", "1")
+        random.seed(PDBFIXER_SEED)
+        try:
+            yield
+        finally:
+            cpu.setPropertyDefaultValue("Threads", threads)
+            random.setstate(state)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Model:
+    """A completed structure before minimization: every atom, hydrogens included."""
+
+    topology: app.Topology
+    positions: np.ndarray  # (N, 3) nm
+    source: str
+    from_structure: bool  # True for a PDB input: its completed coordinates are the reference
+
+
+def _as_array_nm(positions: Any) -> np.ndarray:
+    arr = np.array(positions.value_in_unit(unit.nanometer), dtype=np.float64)
+    arr.setflags(write=False)
+    return arr
+
+
+def _is_amino_acid(residue: app.topology.Residue) -> bool:
+    return residue.name in ONE_LETTER or residue.name in VARIANTS
+
+
+def _chain_key(chain_id: str) -> str:
+    return chain_id.strip() or "_"  # read_pdb calls a blank chain id "_"
+
+
+def complete_pdb(path: str | os.PathLike[str], *, chain: str | None = None) -> Model:
+    """Validate ``path``, keep one chain, and let PDBFixer add missing atoms and hydrogens.
+
+    Internal gaps that SEQRES describes are filled by PDBFixer; missing terminal residues are
+    not (modelling a floppy tail from nothing helps nobody). Ligands and water are dropped.
+    """
+    structure = read_pdb(path, chain=chain)
+    source = str(Path(path))
+    want = structure.chain
+    try:
+        with _repeatable():
+            fixer = _fix_pdb(source, want)
+    except Exception as e:
+        raise StructureError(
+            f"{source}: PDBFixer could not complete chain {want!r}: {type(e).__name__}: {e}"
+        ) from e
+    positions = _as_array_nm(fixer.positions)
+    _check_chain_breaks(fixer.topology, positions, source)
+    return Model(fixer.topology, positions, source, from_structure=True)
+
+
+def _fix_pdb(source: str, chain: str) -> PDBFixer:
+    fixer = PDBFixer(filename=source, platform=_cpu_platform())
+    others = sorted({c.id for c in fixer.topology.chains() if _chain_key(c.id) != chain})
+    if others:
+        fixer.removeChains(chainIds=others)
+    fixer.findMissingResidues()
+    chains = list(fixer.topology.chains())
+    fixer.missingResidues = {
+        key: residues
+        for key, residues in fixer.missingResidues.items()
+        if 0 < key[1] < len(list(chains[key[0]].residues()))
+    }
+    fixer.findNonstandardResidues()
+    fixer.replaceNonstandardResidues()
+    _keep_only_chain_residues(fixer)
+    fixer.findMissingAtoms()
+    fixer.addMissingAtoms(seed=PDBFIXER_SEED)
+    fixer.addMissingHydrogens(PH, forcefield=forcefield())
+    return fixer
+
+
+def _fix_built(pdb_text: str) -> PDBFixer:
+    fixer = PDBFixer(pdbfile=io.StringIO(pdb_text), platform=_cpu_platform())
+    fixer.missingResidues = {}
+    fixer.findMissingAtoms()
+    fixer.addMissingAtoms(seed=PDBFIXER_SEED)
+    fixer.addMissingHydrogens(PH, forcefield=forcefield())
+    return fixer
+
+
+def _keep_only_chain_residues(fixer: PDBFixer) -> None:
+    """Drop water, ions and ligands but keep caps (PDBFixer's removeHeterogens drops ACE/NME)."""
+    keep = set(ONE_LETTER) | set(VARIANTS) | CAPS
+    drop = [r for r in fixer.topology.residues() if r.name not in keep]
+    if drop:
+        modeller = app.Modeller(fixer.topology, fixer.positions)
+        modeller.delete(drop)
+        fixer.topology, fixer.positions = modeller.topology, modeller.positions
+
+
+def complete_sequence(sequence: str) -> Model:
+    """Build ``sequence`` as an extended chain; PDBFixer adds side chains and hydrogens."""
+    seq = parse_sequence(sequence)
+    if len(seq) > MAX_SEQUENCE_LENGTH:
+        raise StructureError(
+            f"the sequence has {len(seq)} residues: at most {MAX_SEQUENCE_LENGTH} can be built "
+            "as an extended chain"
+        )
+    source = f"sequence {seq}"
+    try:
+        with _repeatable():
+            fixer = _fix_built(extended_chain_pdb(seq))
+    except Exception as e:  # our own PDB text: a failure here is a bug, reported plainly
+        raise StructureError(f"{source}: PDBFixer could not complete the built chain: {e}") from e
+    positions = _as_array_nm(fixer.positions)
+    clashes = find_clashes(fixer.topology, positions)
+    if clashes:
+        i, j, d = clashes[0]
+        atoms = list(fixer.topology.atoms())
+        raise StructureError(
+            f"{source}: the built chain has {len(clashes)} clash(es), e.g. {_label(atoms[i])} "
+            f"and {_label(atoms[j])} at {d * 10:.2f} A: expected none in an extended chain"
+        )
+    return Model(fixer.topology, positions, source, from_structure=False)
+
+
+def _label(atom: app.topology.Atom) -> str:
+    return f"{atom.residue.name}{atom.residue.id}:{atom.name}"
+
+
+def _check_chain_breaks(topology: app.Topology, positions: np.ndarray, source: str) -> None:
+    """Reject a chain whose consecutive residues are not peptide-bonded in space.
+
+    OpenMM bonds consecutive residues by template regardless of distance, so a gap without
+    SEQRES would be silently "closed" by the minimizer, dragging the protein apart.
+    """
+    for chain in topology.chains():
+        residues = list(chain.residues())
+        for a, b in itertools.pairwise(residues):
+            c = next((x for x in a.atoms() if x.name == "C"), None)
+            n = next((x for x in b.atoms() if x.name == "N"), None)
+            if c is None or n is None:
+                continue
+            d = float(np.linalg.norm(positions[c.index] - positions[n.index]))
+            if d > MAX_PEPTIDE_BOND_NM:
+                raise StructureError(
+                    f"{source}: chain break between {a.name} {a.id} and {b.name} {b.id} "
+                    f"(C-N distance {d * 10:.1f} A): residues are missing and PDBFixer could not "
+                    "rebuild them (no SEQRES records?); expected a continuous chain"
+                )
+
+
+def find_clashes(
+    topology: app.Topology, positions: np.ndarray, *, cutoff_nm: float = CLASH_DISTANCE_NM
+) -> list[tuple[int, int, float]]:
+    """Heavy-atom pairs more than three bonds apart that are closer than ``cutoff_nm``."""
+    atoms = list(topology.atoms())
+    heavy = [a.index for a in atoms if a.element is not None and a.element.symbol != "H"]
+    neighbours: dict[int, set[int]] = {a.index: set() for a in atoms}
+    for a1, a2 in topology.bonds():
+        neighbours[a1.index].add(a2.index)
+        neighbours[a2.index].add(a1.index)
+
+    def within3(i: int) -> set[int]:
+        seen = {i: 0}
+        queue = deque([i])
+        while queue:
+            k = queue.popleft()
+            if seen[k] == 3:
+                continue
+            for m in neighbours[k]:
+                if m not in seen:
+                    seen[m] = seen[k] + 1
+                    queue.append(m)
+        return set(seen)
+
+    xyz = positions[heavy]
+    out: list[tuple[int, int, float]] = []
+    for row, i in enumerate(heavy):
+        d = np.linalg.norm(xyz[row + 1 :] - xyz[row], axis=1)
+        close = np.nonzero(d < cutoff_nm)[0]
+        if len(close):
+            near = within3(i)
+            out.extend(
+                (i, heavy[row + 1 + k], float(d[k]))
+                for k in close
+                if heavy[row + 1 + k] not in near
+            )
+    return out
+
+
+def create_system(topology: app.Topology, source: str) -> openmm.System:
+    """Amber ff14SB + GBn2, no cutoff, H-bond constraints, HMR to 1.5 amu."""
+    try:
+        return forcefield().createSystem(
+            topology,
+            nonbondedMethod=app.NoCutoff,
+            constraints=app.HBonds,
+            hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
+        )
+    except ValueError as e:  # ForceField reports missing templates as ValueError
+        raise UnknownResidueError(
+            f"{source}: amber14 has no parameters for part of this structure: {e}"
+        ) from e
+    except openmm.OpenMMException as e:
+        raise StructureError(f"{source}: OpenMM could not build the system: {e}") from e
+
+
+def reference_structure(topology: app.Topology, positions_nm: np.ndarray, source: str) -> Structure:
+    """The model as a :class:`Structure` (Angstrom), for native contacts shared with Go."""
+    residues = []
+    for r in topology.residues():
+        atoms = tuple(
+            Atom(
+                a.name,
+                a.element.symbol.upper() if a.element is not None else "",
+                tuple(float(v) for v in positions_nm[a.index] * 10.0),  # type: ignore[arg-type]
+            )
+            for a in r.atoms()
+        )
+        try:
+            number = int(r.id)
+        except ValueError:
+            number = r.index + 1
+        residues.append(
+            Residue(r.name, _chain_key(r.chain.id), number, r.insertionCode.strip(), atoms)
+        )
+    return Structure(residues=tuple(residues), source=source)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedSystem:
+    """Everything an engine needs that never changes: topology, System, start, reference.
+
+    ``system_xml`` is OpenMM's serialization (a System object is mutable; text is not, and
+    it pickles). ``positions`` is the minimized start (nm); ``reference`` the PDBFixer-
+    completed input (nm), or None for a chain built from a sequence.
+    """
+
+    topology: app.Topology
+    system_xml: str
+    positions: np.ndarray
+    reference: np.ndarray | None
+    source: str
+    sequence: str
+    minimized_energy: float  # kJ/mol
+    ca_indices: np.ndarray
+    heavy_indices: np.ndarray
+    contacts: NativeContacts | None
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.positions.shape[0])
+
+    def system(self) -> openmm.System:
+        """A fresh System object (each Context gets its own)."""
+        return openmm.XmlSerializer.deserialize(self.system_xml)
+
+
+def prepared_system(
+    model: Model, system: openmm.System, minimized_nm: np.ndarray, energy: float
+) -> PreparedSystem:
+    """Assemble the immutable :class:`PreparedSystem` from a model and its minimized start."""
+    atoms = list(model.topology.atoms())
+    ca = [
+        next((a.index for a in r.atoms() if a.name == "CA"), -1)
+        for r in model.topology.residues()
+        if _is_amino_acid(r)
+    ]
+    if not ca or min(ca) < 0:
+        raise StructureError(f"{model.source}: an amino acid has no CA atom after completion")
+    heavy = [a.index for a in atoms if a.element is not None and a.element.symbol != "H"]
+    seq = "".join(
+        ONE_LETTER[VARIANTS.get(r.name, r.name)]
+        for r in model.topology.residues()
+        if _is_amino_acid(r)
+    )
+    reference = model.positions if model.from_structure else None
+    contacts = (
+        native_contacts(reference_structure(model.topology, reference, model.source))
+        if reference is not None
+        else None
+    )
+    pos = np.array(minimized_nm, dtype=np.float64)
+    pos.setflags(write=False)
+    ca_arr = np.array(ca, dtype=np.int64)
+    heavy_arr = np.array(heavy, dtype=np.int64)
+    ca_arr.setflags(write=False)
+    heavy_arr.setflags(write=False)
+    return PreparedSystem(
+        topology=model.topology,
+        system_xml=openmm.XmlSerializer.serialize(system),
+        positions=pos,
+        reference=reference,
+        source=model.source,
+        sequence=seq,
+        minimized_energy=float(energy),
+        ca_indices=ca_arr,
+        heavy_indices=heavy_arr,
+        contacts=contacts,
+    )
