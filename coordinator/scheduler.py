@@ -710,6 +710,11 @@ class Scheduler:
                 assert self.replicas[rid].volunteer == v.id
             assert MIN_QUOTA <= v.quota <= MAX_QUOTA
 
+    @property
+    def awaiting_beacon(self) -> bool:
+        """Whether unreplicated results wait for a beacon to draw their spot-checks from."""
+        return bool(self._awaiting_beacon)
+
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for w in self.wus.values():

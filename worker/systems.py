@@ -9,14 +9,18 @@ may differ in the last bit between machines, and a WU must mean the same bits ev
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 from collections import OrderedDict
 
 import numpy as np
+from openmm import app
 
 from sims.allatom import AllAtomEngine
 from sims.allatom.prepare import PreparedSystem
 from sims.engine import Engine
 from sims.go import GoEngine, GoModel
+from sims.observables import NativeContacts
 from worker.errors import WorkerError
 
 SystemDefinition = GoModel | PreparedSystem
@@ -31,6 +35,10 @@ def system_digest(system: SystemDefinition) -> bytes:
         h.update(np.ascontiguousarray(system.positions, dtype="<f8").tobytes())
         return h.digest()
     raise WorkerError(f"not a prepared system: {type(system).__name__}")
+
+
+def particle_count(system: SystemDefinition) -> int:
+    return system.n_beads if isinstance(system, GoModel) else system.n_atoms
 
 
 def engine_name(system: SystemDefinition) -> str:
@@ -59,3 +67,95 @@ class EngineCache:
                 self._engines.popitem(last=False)
         self._engines.move_to_end(key)
         return engine
+
+
+def encode_system(system: SystemDefinition) -> bytes:
+    """Plain bytes (an .npz of arrays and JSON metadata): for storage and HTTP, never pickle."""
+    buf = io.BytesIO()
+    meta: dict[str, object]
+    if isinstance(system, GoModel):
+        meta = {
+            "kind": "go",
+            "sequence": system.sequence,
+            "source": system.source,
+            "gaps": list(system.gaps),
+            "scalars": [system.kr, system.ktheta, system.k1, system.k3, system.eps, system.rep_c],
+        }
+        arrays = {
+            name: getattr(system, name)
+            for name in ("native", "bond_r0", "theta0", "phi0", "cos_phi0", "sin_phi0", "native_s2")
+        }
+        arrays |= {"contact_pairs": system.contacts.pairs, "contact_d": system.contacts.distances}
+    elif isinstance(system, PreparedSystem):
+        pdb = io.StringIO()
+        app.PDBFile.writeFile(system.topology, system.positions * 10.0, pdb, keepIds=True)
+        meta = {
+            "kind": "openmm",
+            "sequence": system.sequence,
+            "source": system.source,
+            "system_xml": system.system_xml,
+            "pdb": pdb.getvalue(),
+            "minimized_energy": system.minimized_energy,
+        }
+        arrays = {
+            "positions": system.positions,
+            "ca_indices": system.ca_indices,
+            "heavy_indices": system.heavy_indices,
+        }
+        if system.reference is not None:
+            arrays["reference"] = system.reference
+        if system.contacts is not None:
+            arrays |= {
+                "contact_pairs": system.contacts.pairs,
+                "contact_d": system.contacts.distances,
+            }
+    else:
+        raise WorkerError(f"not a prepared system: {type(system).__name__}")
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def decode_system(data: bytes) -> SystemDefinition:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: np.array(npz[k]) for k in npz.files}
+        meta = json.loads(arrays.pop("meta").tobytes())
+    except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+        raise WorkerError(f"not an encoded foldnet system: {e}") from e
+    for a in arrays.values():
+        a.setflags(write=False)
+    contacts = (
+        NativeContacts(arrays.pop("contact_pairs"), arrays.pop("contact_d"))
+        if "contact_pairs" in arrays
+        else None
+    )
+    if meta.get("kind") == "go" and contacts is not None:
+        kr, ktheta, k1, k3, eps, rep_c = meta["scalars"]
+        return GoModel(
+            sequence=meta["sequence"],
+            contacts=contacts,
+            kr=kr,
+            ktheta=ktheta,
+            k1=k1,
+            k3=k3,
+            eps=eps,
+            rep_c=rep_c,
+            source=meta["source"],
+            gaps=tuple(meta["gaps"]),
+            **arrays,
+        )
+    if meta.get("kind") == "openmm":
+        topology = app.PDBFile(io.StringIO(meta["pdb"])).topology
+        return PreparedSystem(
+            topology=topology,
+            system_xml=meta["system_xml"],
+            positions=arrays["positions"],
+            reference=arrays.get("reference"),
+            source=meta["source"],
+            sequence=meta["sequence"],
+            minimized_energy=meta["minimized_energy"],
+            ca_indices=arrays["ca_indices"],
+            heavy_indices=arrays["heavy_indices"],
+            contacts=contacts,
+        )
+    raise WorkerError(f"unknown system kind {meta.get('kind')!r}")
