@@ -1,0 +1,173 @@
+"""The Ray transport: drive one volunteer actor per volunteer node, feed results back.
+
+Ray is only a transport here: every job, WU and ledger state lives in the coordinator's
+store. A replica is placed on its volunteer's node through the node's ``vol:<id>`` resource
+(the volunteer joined with it, and with a ``volunteer-id`` label), so the scheduler's rule
+"distinct volunteers per WU" is a rule about distinct machines. The loop never blocks on one
+volunteer: ``ray.wait`` with a short timeout, deadlines enforced by the scheduler's ticks,
+and a node that dies is reported as lost so its replicas are reissued elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from coordinator.errors import CoordinatorError, ProtocolError
+from coordinator.service import Coordinator, Task, det_class_key
+from worker.adversary import HONEST
+from worker.ray_actor import VolunteerWorker
+from worker.systems import SystemDefinition, system_digest
+from worker.tasks import ComputeTask, SpotCheckTask
+
+log = logging.getLogger(__name__)
+
+VOLUNTEER_RESOURCE_PREFIX = "vol:"
+
+
+@dataclass(frozen=True, slots=True)
+class VolunteerSpec:
+    """One volunteer node as the pool sees it: its resource name and how its actor runs."""
+
+    resource: str  # e.g. "vol:alice": the node's custom resource
+    key_path: str | None = None  # on the volunteer's node; None: that node's default key
+    behaviour: str = HONEST  # anything else only in demos and tests
+    slots: int = 2  # WUs queued on the actor at once (one running, one waiting)
+    num_cpus: float = 1.0
+
+
+@dataclass(slots=True)
+class _Member:
+    spec: VolunteerSpec
+    actor: Any
+    key: bytes
+    classes: dict[bytes, str] = field(default_factory=dict)
+    in_flight: int = 0
+    alive: bool = True
+
+
+def discover_volunteers() -> list[VolunteerSpec]:
+    """A spec per ``vol:<id>`` resource of the alive nodes of the connected cluster."""
+    found = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        for res in node.get("Resources", {}):
+            if res.startswith(VOLUNTEER_RESOURCE_PREFIX):
+                found.append(VolunteerSpec(resource=res))
+    return sorted(found, key=lambda s: s.resource)
+
+
+class RayPool:
+    """Volunteer actors and the loop that keeps them busy with the coordinator's work."""
+
+    def __init__(self, coordinator: Coordinator, volunteers: list[VolunteerSpec]) -> None:
+        if not ray.is_initialized():
+            raise CoordinatorError("Ray is not initialised: call ray.init(...) first")
+        if len({v.resource for v in volunteers}) != len(volunteers):
+            raise CoordinatorError("two volunteers share one node resource")
+        self.coordinator = coordinator
+        remote = ray.remote(VolunteerWorker)
+        self.members: list[_Member] = []
+        for spec in volunteers:
+            actor = remote.options(
+                resources={spec.resource: 0.001}, num_cpus=spec.num_cpus, max_restarts=0,
+                max_concurrency=1,
+            ).remote(key_path=spec.key_path, behaviour=spec.behaviour)  # fmt: skip
+            self.members.append(_Member(spec, actor, b""))
+        hellos = ray.get([m.actor.hello.remote() for m in self.members], timeout=120)
+        for m, (key, _pid) in zip(self.members, hellos, strict=True):
+            m.key = key
+            coordinator.register(key, name=m.spec.resource)
+        self._pending: dict[Any, tuple[_Member, Task]] = {}
+
+    def _det_class(self, m: _Member, system: SystemDefinition) -> str:
+        digest = system_digest(system)
+        if digest not in m.classes:
+            canonical = ray.get(m.actor.determinism_class.remote(system), timeout=300)
+            m.classes[digest] = det_class_key(canonical)
+        return m.classes[digest]
+
+    def _feed(self, systems: list[SystemDefinition]) -> None:
+        for m in self.members:
+            if not m.alive or m.in_flight >= m.spec.slots:
+                continue
+            for system in systems:
+                free = m.spec.slots - m.in_flight
+                if free <= 0:
+                    break
+                try:
+                    det = self._det_class(m, system)
+                except (RayActorError, GetTimeoutError):
+                    self._lose(m)
+                    break
+                for task in self.coordinator.request_work(m.key, det, free):
+                    method = (
+                        m.actor.compute if isinstance(task, ComputeTask) else m.actor.spot_check
+                    )
+                    self._pending[method.remote(task)] = (m, task)
+                    m.in_flight += 1
+
+    def _lose(self, m: _Member) -> None:
+        if m.alive:
+            log.warning("volunteer %s is gone; its work is reissued", m.spec.resource)
+            m.alive = False
+            self.coordinator.node_lost(m.key)
+
+    def _collect(self, ref: Any) -> None:
+        m, task = self._pending.pop(ref)
+        m.in_flight -= 1
+        try:
+            result = ray.get(ref)
+        except RayActorError:
+            self._lose(m)
+            return
+        except RayTaskError as e:
+            if isinstance(task, ComputeTask):
+                self.coordinator.fail(m.key, task.replica, f"{type(e.cause).__name__}: {e.cause}")
+            return
+        try:
+            if isinstance(task, SpotCheckTask):
+                self.coordinator.submit_spot_check(m.key, result)
+            else:
+                self.coordinator.submit_result(m.key, task.replica, result)
+        except ProtocolError as e:
+            log.info("late or unexpected result from %s ignored: %s", m.spec.resource, e)
+
+    def run(
+        self,
+        systems: list[SystemDefinition],
+        *,
+        until: Callable[[], bool],
+        timeout_s: float = 3600.0,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        """Keep every volunteer busy until ``until()`` holds (or ``timeout_s`` passes)."""
+        deadline = time.monotonic() + timeout_s
+        while not until():
+            if time.monotonic() > deadline:
+                raise CoordinatorError(f"work not finished after {timeout_s:.0f} s")
+            if not any(m.alive for m in self.members):
+                raise CoordinatorError("every volunteer is gone")
+            self._feed(systems)
+            if self._pending:
+                ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.25)
+                for ref in ready:
+                    self._collect(ref)
+            else:
+                time.sleep(0.05)
+            self.coordinator.tick()
+            if on_progress is not None:
+                on_progress()
+
+    def shutdown(self) -> None:
+        for m in self.members:
+            if m.alive:
+                ray.kill(m.actor)
+        self._pending.clear()

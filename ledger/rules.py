@@ -1,0 +1,304 @@
+"""The ledger's rules: which sequences of records are a valid credit history, and balances.
+
+:class:`LedgerState` replays records in log order and reports every rule a record breaks as a
+:class:`Discrepancy`. The same code serves the log (which refuses to append a record that
+breaks a rule) and the auditor (which lists every break), so the two cannot disagree.
+
+Rules (discrepancy kind in brackets):
+
+* ledger time never decreases [``timestamp``];
+* a volunteer registers once [``duplicate-volunteer``]; a job is submitted once
+  [``duplicate-job``];
+* a validated result names a submitted job [``unknown-job``], is the first for its WU
+  [``duplicate-result``], is attested by registered volunteers [``unregistered-worker``],
+  each once [``duplicate-worker``], issued after the job was submitted and not after it was
+  validated [``issue-time``];
+* a credit is backed by a validated result attested by that volunteer
+  [``credit-without-result``], is granted once per (volunteer, WU) [``duplicate-credit``],
+  and its amount is the formula's [``credit-mismatch``, ``unknown-formula``];
+* a revocation withdraws an existing, unrevoked grant of that exact amount
+  [``revocation-without-credit``, ``revocation-mismatch``].
+
+Signatures are not checked here (the auditor verifies them in parallel; the log checks them
+before appending): these rules are pure bookkeeping.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from ledger.credit import credit_for
+from ledger.entries import (
+    Attestation,
+    CreditGranted,
+    CreditRevoked,
+    JobSubmitted,
+    Record,
+    ResultValidated,
+    VolunteerRegistered,
+)
+from ledger.errors import CreditError
+
+__all__ = ["Discrepancy", "LedgerState", "price_attestation"]
+
+
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    """One thing wrong with a ledger: a short ``kind``, the entry index if any, a message."""
+
+    kind: str
+    message: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        where = f"entry {self.index}: " if self.index is not None else ""
+        return f"[{self.kind}] {where}{self.message}"
+
+
+@dataclass(slots=True)
+class _Result:
+    validated_at_ms: int
+    engine: str
+    n_particles: int
+    steps: int
+    deadline_s: int
+    issued: dict[bytes, int]
+
+
+def price_attestation(
+    result: ResultValidated, attestation: Attestation, *, validated_at_ms: int, version: int
+) -> int:
+    """The credit formula ``version`` applied to one attester's share in ``result``."""
+    return credit_for(
+        version,
+        engine=result.engine,
+        n_particles=result.n_particles,
+        steps=result.steps,
+        deadline_s=result.deadline_s,
+        issued_at_ms=attestation.issued_at_ms,
+        validated_at_ms=validated_at_ms,
+    )
+
+
+def _short(key: bytes) -> str:
+    return key.hex()[:16]
+
+
+class LedgerState:
+    """Balances and the facts the rules need, built by replaying records in order.
+
+    ``balances`` sums the amounts the ledger records; ``formula_balances`` sums what the
+    credit formula gives for the same grants (and nothing for unbacked ones). In a sound
+    ledger the two are equal.
+    """
+
+    __slots__ = (
+        "_keys",
+        "balances",
+        "formula_balances",
+        "grants",
+        "jobs",
+        "last_timestamp_ms",
+        "results",
+        "revoked",
+        "volunteers",
+    )
+
+    def __init__(self) -> None:
+        self.volunteers: dict[bytes, int] = {}
+        self.jobs: dict[bytes, int] = {}
+        self.results: dict[bytes, _Result] = {}
+        self.grants: dict[tuple[bytes, bytes], int] = {}
+        self.revoked: set[tuple[bytes, bytes]] = set()
+        self.balances: dict[bytes, int] = {}
+        self.formula_balances: dict[bytes, int] = {}
+        self.last_timestamp_ms = 0
+        self._keys: dict[bytes, bytes] = {}
+
+    def _key(self, key: bytes) -> bytes:
+        return self._keys.setdefault(key, key)
+
+    def apply(self, index: int, record: Record) -> list[Discrepancy]:
+        """Apply one record; return the rules it breaks (it is applied as far as it can be)."""
+        out: list[Discrepancy] = []
+        ts = record.timestamp_ms
+        if ts < self.last_timestamp_ms:
+            out.append(
+                Discrepancy(
+                    "timestamp",
+                    f"ledger time goes backwards: {ts} ms after {self.last_timestamp_ms} ms",
+                    index,
+                )
+            )
+        else:
+            self.last_timestamp_ms = ts
+        e = record.entry
+        if isinstance(e, ResultValidated):
+            self._result(index, ts, e, out)
+        elif isinstance(e, CreditGranted):
+            self._grant(index, e, out)
+        elif isinstance(e, CreditRevoked):
+            self._revoke(index, e, out)
+        elif isinstance(e, VolunteerRegistered):
+            key = self._key(e.volunteer_key)
+            if key in self.volunteers:
+                out.append(
+                    Discrepancy(
+                        "duplicate-volunteer",
+                        f"volunteer {_short(key)} registered again "
+                        f"(first at entry {self.volunteers[key]})",
+                        index,
+                    )
+                )
+            else:
+                self.volunteers[key] = index
+        elif isinstance(e, JobSubmitted):
+            if e.job_id in self.jobs:
+                out.append(
+                    Discrepancy("duplicate-job", f"job {_short(e.job_id)} submitted again", index)
+                )
+            else:
+                self.jobs[e.job_id] = ts
+        return out
+
+    def _result(self, index: int, ts: int, e: ResultValidated, out: list[Discrepancy]) -> None:
+        wu = _short(e.wu_id)
+        if e.wu_id in self.results:
+            out.append(Discrepancy("duplicate-result", f"WU {wu} validated a second time", index))
+            return
+        job_ts = self.jobs.get(e.job_id)
+        if job_ts is None:
+            out.append(
+                Discrepancy(
+                    "unknown-job",
+                    f"WU {wu} belongs to job {_short(e.job_id)}, which was never submitted",
+                    index,
+                )
+            )
+        issued: dict[bytes, int] = {}
+        for a in e.attestations:
+            key = self._key(a.volunteer_key)
+            if key in issued:
+                out.append(
+                    Discrepancy(
+                        "duplicate-worker",
+                        f"WU {wu}: volunteer {_short(key)} attests twice",
+                        index,
+                    )
+                )
+                continue
+            if key not in self.volunteers:
+                out.append(
+                    Discrepancy(
+                        "unregistered-worker",
+                        f"WU {wu}: attested by {_short(key)}, who never registered",
+                        index,
+                    )
+                )
+            if a.issued_at_ms > ts or (job_ts is not None and a.issued_at_ms < job_ts):
+                out.append(
+                    Discrepancy(
+                        "issue-time",
+                        f"WU {wu}: issued to {_short(key)} at {a.issued_at_ms} ms, outside "
+                        f"[job submitted {job_ts} ms, validated {ts} ms]",
+                        index,
+                    )
+                )
+            issued[key] = a.issued_at_ms
+        self.results[e.wu_id] = _Result(
+            validated_at_ms=ts,
+            engine=sys.intern(e.engine),
+            n_particles=e.n_particles,
+            steps=e.steps,
+            deadline_s=e.deadline_s,
+            issued=issued,
+        )
+
+    def expected_credit(self, wu_id: bytes, volunteer_key: bytes, version: int) -> int:
+        """The formula's credit for ``volunteer_key``'s share in ``wu_id``.
+
+        Raises :class:`KeyError` if there is no such attested result, and
+        :class:`~ledger.errors.CreditError` if the formula cannot price it.
+        """
+        r = self.results[wu_id]
+        issued_at = r.issued[volunteer_key]
+        return credit_for(
+            version,
+            engine=r.engine,
+            n_particles=r.n_particles,
+            steps=r.steps,
+            deadline_s=r.deadline_s,
+            issued_at_ms=issued_at,
+            validated_at_ms=r.validated_at_ms,
+        )
+
+    def _grant(self, index: int, e: CreditGranted, out: list[Discrepancy]) -> None:
+        key = self._key(e.volunteer_key)
+        wu = _short(e.wu_id)
+        r = self.results.get(e.wu_id)
+        if r is None or key not in r.issued:
+            why = "no validated result for that WU" if r is None else "not among its attesters"
+            out.append(
+                Discrepancy(
+                    "credit-without-result",
+                    f"{e.amount} credit granted to {_short(key)} for WU {wu} with no validated "
+                    f"result behind it ({why})",
+                    index,
+                )
+            )
+            return
+        pair = (key, e.wu_id)
+        if pair in self.grants:
+            out.append(
+                Discrepancy(
+                    "duplicate-credit",
+                    f"credit for WU {wu} granted to {_short(key)} a second time",
+                    index,
+                )
+            )
+            return
+        try:
+            want = self.expected_credit(e.wu_id, key, e.formula_version)
+        except CreditError as err:
+            out.append(Discrepancy("unknown-formula", f"WU {wu}: {err}", index))
+            return
+        if want != e.amount:
+            out.append(
+                Discrepancy(
+                    "credit-mismatch",
+                    f"credit for WU {wu} to {_short(key)} is {e.amount}, but formula "
+                    f"v{e.formula_version} gives {want}",
+                    index,
+                )
+            )
+        self.grants[pair] = e.amount
+        self.balances[key] = self.balances.get(key, 0) + e.amount
+        self.formula_balances[key] = self.formula_balances.get(key, 0) + want
+
+    def _revoke(self, index: int, e: CreditRevoked, out: list[Discrepancy]) -> None:
+        key = self._key(e.volunteer_key)
+        pair = (key, e.wu_id)
+        granted = self.grants.get(pair)
+        if granted is None or pair in self.revoked:
+            why = "never granted" if granted is None else "already revoked"
+            out.append(
+                Discrepancy(
+                    "revocation-without-credit",
+                    f"revokes credit for WU {_short(e.wu_id)} from {_short(key)}: {why}",
+                    index,
+                )
+            )
+            return
+        if granted != e.amount:
+            out.append(
+                Discrepancy(
+                    "revocation-mismatch",
+                    f"revokes {e.amount} for WU {_short(e.wu_id)} from {_short(key)}, "
+                    f"but {granted} was granted",
+                    index,
+                )
+            )
+        self.revoked.add(pair)
+        self.balances[key] = self.balances.get(key, 0) - e.amount
+        self.formula_balances[key] = self.formula_balances.get(key, 0) - granted

@@ -1,0 +1,122 @@
+"""Shared builders for the ledger tests: a small, realistic ledger with known keys."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import (
+    Attestation,
+    JobSubmitted,
+    Log,
+    ResultValidated,
+    VolunteerRegistered,
+    public_key_bytes,
+)
+from ledger.log import Admission
+
+ORIGIN = "foldnet.test/ledger"
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+
+
+def digest(*parts: object) -> bytes:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+    return h.digest()
+
+
+class Clock:
+    """A deterministic ledger clock in ms: each call advances by ``step``."""
+
+    def __init__(self, start: int = 1_700_000_000_000, step: int = 1_000) -> None:
+        self.now = start
+        self.step = step
+
+    def __call__(self) -> int:
+        self.now += self.step
+        return self.now
+
+
+@dataclass
+class Built:
+    path: Path
+    log_key: Ed25519PrivateKey
+    volunteers: list[Ed25519PrivateKey]
+    job_id: bytes
+    wu_ids: list[bytes] = field(default_factory=list)
+
+    def volunteer_pub(self, i: int) -> bytes:
+        return public_key_bytes(self.volunteers[i])
+
+
+def make_result(
+    built: Built, wu: int, signers: list[int], *, issued_at_ms: int, engine: str = "go"
+) -> ResultValidated:
+    wu_id = digest("wu", wu)
+    atts = tuple(
+        Attestation.create(
+            private_key=built.volunteers[i],
+            wu_id=wu_id,
+            issued_at_ms=issued_at_ms,
+            result_digest=digest("result", wu, i),
+            final_state_digest=digest("final", wu),
+        )
+        for i in signers
+    )
+    return ResultValidated(
+        wu_id=wu_id,
+        job_id=built.job_id,
+        engine=engine,
+        n_particles=36,
+        steps=100_000,
+        deadline_s=3600,
+        attestations=atts,
+    )
+
+
+def build_ledger(
+    path: Path,
+    *,
+    n_volunteers: int = 3,
+    n_wus: int = 12,
+    checkpoint_every: int = 10,
+    admission: Admission | None = None,
+    log_key: Ed25519PrivateKey | None = None,
+    seed: int = 0,
+) -> Built:
+    """A ledger: volunteers, one job, ``n_wus`` validated results (2 signers) with credits.
+
+    Publishes a final checkpoint, so the whole log is covered by one.
+    """
+    key = log_key or Ed25519PrivateKey.generate()
+    vols = [Ed25519PrivateKey.generate() for _ in range(n_volunteers)]
+    clock = Clock()
+    built = Built(path=path, log_key=key, volunteers=vols, job_id=digest("job", seed))
+    with Log.open(
+        path,
+        origin=ORIGIN,
+        signing_key=key,
+        checkpoint_every=checkpoint_every,
+        clock=clock,
+        admission=admission,
+    ) as log:
+        log.append_batch(
+            [
+                VolunteerRegistered(volunteer_key=public_key_bytes(v), name=f"vol{i}")
+                for i, v in enumerate(vols)
+            ]
+        )
+        log.append(JobSubmitted(job_id=built.job_id, lab="lab-a"))
+        pairs = itertools.cycle(itertools.combinations(range(n_volunteers), 2))
+        for wu in range(n_wus):
+            issued = clock.now
+            result = make_result(built, wu, list(next(pairs)), issued_at_ms=issued)
+            log.record_validated_result(result)
+            built.wu_ids.append(result.wu_id)
+        log.publish_checkpoint()
+    return built
