@@ -11,7 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from coordinator.errors import CoordinatorError
+from ledger.cli import audit_cmd, export_cmd, witness_app
+from ledger.errors import LedgerError
 from sims.errors import SimsError
+from worker.errors import WorkerError
 
 app = typer.Typer(
     name="foldnet",
@@ -23,6 +27,12 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+app.command("audit", help="Audit a ledger (database or tile export) from public data.")(audit_cmd)
+app.add_typer(witness_app, name="witness", help="Run a witness that cosigns checkpoints.")
+ledger_app = typer.Typer(help="Ledger tools.", no_args_is_help=True)
+ledger_app.command("export", help="Export a ledger as C2SP tlog-tiles.")(export_cmd)
+app.add_typer(ledger_app, name="ledger")
+
 
 @app.callback()
 def _root() -> None:
@@ -31,67 +41,94 @@ def _root() -> None:
 
 @app.command()
 def demo(
-    steps: Annotated[int, typer.Option(help="Steps in the trajectory.")] = 1_000_000,
-    segment_steps: Annotated[int, typer.Option(help="Steps per verifiable segment.")] = 50_000,
+    out: Annotated[Path, typer.Option(help="Folder for the results.")] = Path("foldnet-results"),
+    runs: Annotated[int, typer.Option(help="Starting structures.")] = 2,
+    clones: Annotated[int, typer.Option(help="Trajectories per start.")] = 2,
+    gens: Annotated[int, typer.Option(help="Generations (WUs) per trajectory.")] = 4,
+    steps_per_wu: Annotated[int, typer.Option(help="Steps per work unit.")] = 100_000,
+    segment_steps: Annotated[int, typer.Option(help="Steps per verifiable segment.")] = 20_000,
     temperature: Annotated[
         float, typer.Option(help="Temperature in epsilon/k_B (villin's Tf is about 0.78).")
     ] = 0.7,
-    seed: Annotated[int, typer.Option(help="Seed of the trajectory.")] = 1,
-    out: Annotated[Path, typer.Option(help="Folder for the results.")] = Path("foldnet-results"),
 ) -> None:
-    """Fold villin headpiece with the Go engine, then verify segments by recomputation."""
-    from coordinator.demo import run_demo
+    """Run the whole network locally: Ray, coordinator, ledger, honest and dishonest volunteers."""
+    from coordinator.demo import VOLUNTEERS, DemoConfig, run_demo
 
+    if out.exists() and any(out.iterdir()):
+        raise CoordinatorError(f"{out} is not empty: choose another --out or remove it")
+    config = DemoConfig(
+        runs=runs,
+        clones=clones,
+        gens=gens,
+        steps_per_wu=steps_per_wu,
+        segment_steps=min(segment_steps, steps_per_wu),
+        report_steps=min(1000, segment_steps),
+        temperature=temperature,
+    )
+    total = runs * clones * gens
     console.print(
-        f"[bold]foldnet demo[/]: villin headpiece (36 residues), C-alpha Go model, "
-        f"T = {temperature} eps/kB, {steps:,} steps from an extended chain"
+        f"[bold]foldnet demo[/]: villin headpiece (36 residues), C-alpha Go model at "
+        f"T = {temperature} eps/kB; {runs} runs x {clones} clones x {gens} generations of "
+        f"{steps_per_wu:,} steps; quorum of 2 on volunteers "
+        + ", ".join(
+            f"{n}{'' if b == 'honest' else ' (dishonest: ' + b + ')'}" for n, b in VOLUNTEERS
+        )
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[extra]}"),
         TimeElapsedColumn(),
         console=console,
-        transient=False,
     ) as bar:
-        task = bar.add_task("segments", total=max(1, steps // max(1, segment_steps)))
-        report = run_demo(
-            steps=steps,
-            segment_steps=segment_steps,
-            temperature=temperature,
-            seed=seed,
-            out=out,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        task = bar.add_task("WUs validated", total=total, extra="")
+
+        def progress(coord: object, job: str) -> None:
+            s = coord.scheduler  # type: ignore[attr-defined]
+            done = sum(1 for w in s.wus.values() if w.unit.job == job and w.state == "validated")
+            bad = sum(1 for r in s.replicas.values() if r.state == "invalid")
+            bar.update(task, completed=done, extra=f"rejected results: {bad}")
+
+        report = run_demo(out, config, on_progress=progress)
+        bar.update(task, completed=report.validated)
+
+    t = Table(title="Trajectories")
+    for col in ("run", "clone", "steps", "best Q", "lowest RMSD (A)", "final Q", "final RMSD (A)"):
+        t.add_column(col, justify="right")
+    for tr in report.trajectories:
+        q, r = tr.observables["q"], tr.observables["rmsd"]
+        t.add_row(
+            str(tr.run),
+            str(tr.clone),
+            f"{int(tr.steps[-1]):,}",
+            f"{q.max():.2f}",
+            f"{r.min():.2f}",
+            f"{q[-1]:.2f}",
+            f"{r[-1]:.2f}",
         )
-    r = report.result
-    obs = r.observables
-    table = Table(title="Result", show_header=False)
-    table.add_row(
-        "steps / wall time",
-        f"{r.spec.steps:,} in {r.wall_time_s:.1f} s ({r.spec.steps / r.wall_time_s:,.0f} steps/s)",
+    console.print(t)
+    v = Table(title="Verification and credit")
+    v.add_column("volunteer")
+    v.add_column("credit", justify="right")
+    v.add_column("results rejected", justify="right")
+    for name, _ in VOLUNTEERS:
+        v.add_row(name, f"{report.credits.get(name, 0):,}", str(report.rejected_by.get(name, 0)))
+    console.print(v)
+    console.print(f"WUs validated: {report.validated}; results rejected: {report.rejected}")
+    console.print("[bold]Ledger checkpoint[/]\n" + report.checkpoint.rstrip())
+    a = report.audit
+    verdict = (
+        "[green]PASSED[/]" if a.ok else f"[red]FAILED ({len(a.discrepancies)} discrepancies)[/]"
     )
-    table.add_row(
-        "folded (Q >= 0.8) first at",
-        f"step {report.first_folded_step:,}" if report.first_folded_step is not None else "never",
+    ledger_db = out / "coordinator" / "ledger.db"
+    console.print(
+        f"[bold]foldnet audit[/] {ledger_db}: {verdict}: {a.entries} entries, "
+        f"{a.signatures} signatures, {a.checkpoints} checkpoints, balances of "
+        f"{len(a.balances)} volunteers recomputed"
     )
-    table.add_row("best Q / lowest RMSD", f"{obs['q'].max():.2f} / {obs['rmsd'].min():.2f} A")
-    table.add_row(
-        "final Q / RMSD / Rg",
-        f"{obs['q'][-1]:.2f} / {obs['rmsd'][-1]:.2f} A / {obs['rg'][-1]:.2f} A",
-    )
-    table.add_row("determinism class", str(r.determinism))
-    table.add_row("final state digest", r.final.digest().hex())
-    ok = not report.mismatched_segments
-    table.add_row(
-        "segments recomputed",
-        f"{', '.join(map(str, report.checked_segments))}: "
-        + (
-            "[green]bit-identical[/]" if ok else f"[red]MISMATCH in {report.mismatched_segments}[/]"
-        ),
-    )
-    table.add_row("results", "\n".join(str(p) for p in report.files))
-    console.print(table)
-    if not ok:
+    console.print("results: " + ", ".join(str(p) for p in report.files))
+    if not a.ok:
         raise typer.Exit(1)
 
 
@@ -99,7 +136,7 @@ def main() -> None:
     """Console-script entry point: run the app, turning our errors into one clear line."""
     try:
         app()
-    except SimsError as e:
+    except (SimsError, CoordinatorError, WorkerError, LedgerError) as e:
         err_console.print(f"[bold red]error:[/] {e}")
         sys.exit(2)
     except KeyboardInterrupt:

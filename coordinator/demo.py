@@ -1,9 +1,11 @@
-"""``foldnet demo``: fold villin headpiece with the Go engine and verify it by recomputation.
+"""``foldnet demo``: the whole network on one machine.
 
-Until the coordinator lands this runs the engine alone: one trajectory from an extended
-chain, then a verifier-style recomputation of randomly chosen segments from their boundary
-states, which must match bit for bit. Results go to a folder: observables as CSV, the best
-structure as a C-alpha PDB, and a plot of Q and RMSD over time.
+Local Ray on loopback, a SQLite coordinator with its ledger, several local volunteers with
+their own keys (one of them dishonest: it returns perturbed final states), and a villin
+headpiece job with runs x clones x generations and replication on. At the end: trajectories,
+best Q and RMSD, WUs validated and rejected, credit per volunteer, the ledger checkpoint and
+an audit of the ledger; a results folder with the best structure (PDB), per-trajectory
+observables (CSV) and a plot of Q and RMSD (PNG).
 """
 
 from __future__ import annotations
@@ -11,56 +13,112 @@ from __future__ import annotations
 import csv
 import io
 import os
-import random
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pdbfixer
 
+from coordinator.jobs import JobSpec
+from coordinator.raylocal import local_ray
+from coordinator.raypool import RayPool, VolunteerSpec
+from coordinator.service import Coordinator
+from ledger import AuditReport, run_audit
 from sims.fileio import atomic_write_bytes, atomic_write_text
-from sims.go import GoEngine
-from sims.result import RunResult
-from sims.spec import RunSpec
+from sims.go import GoEngine, GoModel
 from sims.structure import ca_pdb_text
+from worker.result import WorkerResult
+from worker.systems import system_digest
 
 VILLIN_PDB = Path(os.path.dirname(pdbfixer.__file__)) / "tests" / "data" / "test.pdb"
+VOLUNTEERS = (("alice", "honest"), ("bob", "honest"), ("carol", "honest"), ("mallory", "perturb"))
 
 
 @dataclass(frozen=True, slots=True)
+class DemoConfig:
+    runs: int = 2
+    clones: int = 2
+    gens: int = 4
+    steps_per_wu: int = 100_000
+    segment_steps: int = 20_000
+    report_steps: int = 1000
+    temperature: float = 0.7
+    seed: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Trajectory:
+    run: int
+    clone: int
+    steps: np.ndarray
+    observables: dict[str, np.ndarray]
+    frames: np.ndarray
+
+
+@dataclass(slots=True)
 class DemoReport:
-    result: RunResult
-    first_folded_step: int | None
-    checked_segments: tuple[int, ...]
-    mismatched_segments: tuple[int, ...]
-    files: tuple[Path, ...]
+    job: str
+    trajectories: list[Trajectory]
+    validated: int
+    rejected: int
+    rejected_by: dict[str, int]
+    credits: dict[str, int]
+    names: dict[str, str]
+    checkpoint: str
+    audit: AuditReport
+    files: list[Path] = field(default_factory=list)
 
 
-def observables_csv(result: RunResult) -> str:
+def trajectories(coord: Coordinator, job: str) -> list[Trajectory]:
+    """Each trajectory's validated generations, joined in order (canonical replica of each)."""
+    by_traj: dict[tuple[int, int], dict[int, WorkerResult]] = {}
+    for w in coord.scheduler.wus.values():
+        if w.unit.job != job or w.state != "validated":
+            continue
+        replica = next(r for r in w.replicas if coord.scheduler.replicas[r].state == "valid")
+        by_traj.setdefault((w.unit.run, w.unit.clone), {})[w.unit.gen] = coord.store.result(replica)
+    out = []
+    for (run, clone), gens in sorted(by_traj.items()):
+        ordered = [gens[g] for g in sorted(gens)]
+        steps = np.concatenate(
+            [r.frame_steps + g * (r.frame_steps[-1]) for g, r in enumerate(ordered)]
+        )
+        obs = {
+            k: np.concatenate([r.observables[k] for r in ordered]) for k in ordered[0].observables
+        }
+        frames = np.concatenate([r.frames for r in ordered])
+        out.append(Trajectory(run, clone, steps, obs, frames))
+    return out
+
+
+def observables_csv(t: Trajectory) -> str:
     buf = io.StringIO()
-    names = list(result.observables)
     writer = csv.writer(buf, lineterminator="\n")
+    names = list(t.observables)
     writer.writerow(["step", *names])
-    for i, step in enumerate(result.frame_steps):
-        writer.writerow([int(step), *(f"{result.observables[n][i]:.6g}" for n in names)])
+    for i, step in enumerate(t.steps):
+        writer.writerow([int(step), *(f"{t.observables[n][i]:.6g}" for n in names)])
     return buf.getvalue()
 
 
-def plot_png(result: RunResult, title: str) -> bytes:
+def plot_png(trajs: list[Trajectory], title: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax_q = plt.subplots(figsize=(8, 4), dpi=100)
-    steps = result.frame_steps / 1e3
-    ax_q.plot(steps, result.observables["q"], color="tab:blue", lw=0.8)
-    ax_q.set_xlabel("step (thousands)")
-    ax_q.set_ylabel("Q (fraction of native contacts)", color="tab:blue")
+    fig, (ax_q, ax_r) = plt.subplots(2, 1, figsize=(8, 6), dpi=100, sharex=True)
+    for t in trajs:
+        label = f"run {t.run} clone {t.clone}"
+        ax_q.plot(t.steps / 1e3, t.observables["q"], lw=0.8, label=label)
+        ax_r.plot(t.steps / 1e3, t.observables["rmsd"], lw=0.8, label=label)
+    ax_q.set_ylabel("Q (native contacts)")
     ax_q.set_ylim(0, 1)
-    ax_r = ax_q.twinx()
-    ax_r.plot(steps, result.observables["rmsd"], color="tab:red", lw=0.8)
-    ax_r.set_ylabel("C-alpha RMSD to native (A)", color="tab:red")
+    ax_r.set_ylabel("C-alpha RMSD (A)")
+    ax_r.set_xlabel("step (thousands)")
+    ax_q.legend(fontsize=8, loc="lower right")
     ax_q.set_title(title)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -70,57 +128,110 @@ def plot_png(result: RunResult, title: str) -> bytes:
 
 
 def run_demo(
-    *,
-    steps: int,
-    segment_steps: int,
-    temperature: float,
-    seed: int,
     out: Path,
-    verify_segments: int = 3,
-    progress: object = None,
+    config: DemoConfig = DemoConfig(),
+    *,
+    on_progress: Callable[[Coordinator, str], None] | None = None,
+    ray_tmpdir: str | None = None,
 ) -> DemoReport:
-    engine = GoEngine.from_pdb(VILLIN_PDB)
-    spec = RunSpec(
-        steps=steps,
-        segment_steps=segment_steps,
-        report_steps=min(1000, segment_steps),
-        temperature=temperature,
-        seed=seed,
+    out = out.resolve()
+    workdir = out / "coordinator"
+    coord = Coordinator.local(workdir, checkpoint_every=50)
+    model = GoModel.from_pdb(VILLIN_PDB)
+    engine = GoEngine(model)
+    spec = JobSpec(
+        engine="go",
+        system_digest=system_digest(model),
+        runs=config.runs,
+        clones=config.clones,
+        gens=config.gens,
+        steps_per_wu=config.steps_per_wu,
+        segment_steps=config.segment_steps,
+        report_steps=config.report_steps,
+        temperature=config.temperature,
     )
-    start = engine.initial_state(temperature=temperature, seed=seed)
-    result = engine.run(start, spec, progress=progress)  # type: ignore[arg-type]
-    q = result.observables["q"]
-    folded = np.flatnonzero(q >= 0.8)
-    first = int(result.frame_steps[folded[0]]) if len(folded) else None
+    starts = [
+        engine.initial_state(temperature=config.temperature, seed=config.seed + run)
+        for run in range(config.runs)
+    ]
+    job = coord.submit(lab="demo-lab", system=model, starts=starts, spec=spec)
+    volunteers = [
+        VolunteerSpec(
+            resource=f"vol:{name}",
+            key_path=str(out / "volunteers" / f"{name}.key"),
+            behaviour=behaviour,
+            num_cpus=0.5,
+        )
+        for name, behaviour in VOLUNTEERS
+    ]
+    tmp = ray_tmpdir or tempfile.mkdtemp(prefix="foldnet-ray-")
+    with local_ray(num_cpus=2, resources={v.resource: 1 for v in volunteers}, tmpdir=tmp):
+        pool = RayPool(coord, volunteers)
+        names = {m.key.hex(): m.spec.resource.removeprefix("vol:") for m in pool.members}
+        try:
+            pool.run(
+                [model],
+                until=lambda: coord.job_done(job),
+                timeout_s=900,
+                on_progress=None if on_progress is None else (lambda: on_progress(coord, job)),
+            )
+        finally:
+            pool.shutdown()
+    summary = coord.drain()
+    cp = coord.log.publish_checkpoint()
+    audit = run_audit(coord.log.store.path, workers=2)
+    rejected_by: dict[str, int] = {}
+    for inv in summary.invalidated:
+        rejected_by[names.get(inv.volunteer, inv.volunteer)] = (
+            rejected_by.get(names.get(inv.volunteer, inv.volunteer), 0) + 1
+        )
+    report = DemoReport(
+        job=job,
+        trajectories=trajectories(coord, job),
+        validated=len(summary.validated),
+        rejected=len(summary.invalidated),
+        rejected_by=rejected_by,
+        credits={names.get(k, k): v for k, v in coord.credits().items()},
+        names=names,
+        checkpoint=cp.encode(),
+        audit=audit,
+    )
+    coord.close()
+    _write_results(out, model, report, config)
+    return report
 
-    # Verify as a validator would: pick segments at random, recompute each from its boundary.
-    rng = random.Random(int.from_bytes(result.final.digest()[:8], "little"))
-    picked = tuple(
-        sorted(rng.sample(range(spec.n_segments), min(verify_segments, spec.n_segments)))
-    )
-    bad = tuple(
-        k
-        for k in picked
-        if engine.run_segment(result.boundaries[k], spec, k).digest()
-        != result.boundaries[k + 1].digest()
-    )
 
-    best = int(np.argmax(q))
-    model = engine.model
-    files = (
-        atomic_write_text(out / "villin_observables.csv", observables_csv(result)),
-        atomic_write_text(
-            out / "villin_best.pdb",
-            ca_pdb_text(
-                model.sequence,
-                result.frames[best],
-                title=f"foldnet demo best frame step {result.frame_steps[best]} Q {q[best]:.2f}",
-            ),
-        ),
-        atomic_write_text(out / "villin_native.pdb", ca_pdb_text(model.sequence, model.native)),
+def _write_results(out: Path, model: GoModel, report: DemoReport, config: DemoConfig) -> None:
+    best_q, best = -1.0, None
+    for t in report.trajectories:
+        report.files.append(
+            atomic_write_text(
+                out / f"observables_run{t.run}_clone{t.clone}.csv", observables_csv(t)
+            )
+        )
+        i = int(np.argmax(t.observables["q"]))
+        if t.observables["q"][i] > best_q:
+            best_q, best = float(t.observables["q"][i]), (t, i)
+    if best is not None:
+        t, i = best
+        title = (
+            f"foldnet demo best structure: run {t.run} clone {t.clone} step "
+            f"{int(t.steps[i])} Q {best_q:.2f} RMSD {t.observables['rmsd'][i]:.2f} A"
+        )
+        report.files.append(
+            atomic_write_text(
+                out / "best_structure.pdb", ca_pdb_text(model.sequence, t.frames[i], title=title)
+            )
+        )
+    report.files.append(
+        atomic_write_text(out / "native.pdb", ca_pdb_text(model.sequence, model.native))
+    )
+    report.files.append(
         atomic_write_bytes(
-            out / "villin_q_rmsd.png",
-            plot_png(result, f"Villin HP36, Go model, T = {temperature} eps/kB"),
-        ),
+            out / "q_rmsd.png",
+            plot_png(
+                report.trajectories, f"Villin HP36, Go model, T = {config.temperature} eps/kB"
+            ),
+        )
     )
-    return DemoReport(result, first, picked, bad, files)
+    report.files.append(atomic_write_text(out / "checkpoint.txt", report.checkpoint))
