@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,9 +83,7 @@ def trajectories(coord: Coordinator, job: str) -> list[Trajectory]:
     out = []
     for (run, clone), gens in sorted(by_traj.items()):
         ordered = [gens[g] for g in sorted(gens)]
-        steps = np.concatenate(
-            [r.frame_steps + g * (r.frame_steps[-1]) for g, r in enumerate(ordered)]
-        )
+        steps = np.concatenate([r.frame_steps for r in ordered])  # counted from gen 0
         obs = {
             k: np.concatenate([r.observables[k] for r in ordered]) for k in ordered[0].observables
         }
@@ -135,11 +134,9 @@ def run_demo(
     ray_tmpdir: str | None = None,
 ) -> DemoReport:
     out = out.resolve()
-    workdir = out / "coordinator"
-    coord = Coordinator.local(workdir, checkpoint_every=50)
     model = GoModel.from_pdb(VILLIN_PDB)
     engine = GoEngine(model)
-    spec = JobSpec(
+    spec = JobSpec(  # validated here, before anything is written
         engine="go",
         system_digest=system_digest(model),
         runs=config.runs,
@@ -150,6 +147,8 @@ def run_demo(
         report_steps=config.report_steps,
         temperature=config.temperature,
     )
+    engine.check_temperature(config.temperature)
+    coord = Coordinator.local(out / "coordinator", checkpoint_every=50)
     starts = [
         engine.initial_state(temperature=config.temperature, seed=config.seed + run)
         for run in range(config.runs)
@@ -177,6 +176,8 @@ def run_demo(
             )
         finally:
             pool.shutdown()
+    if ray_tmpdir is None:
+        shutil.rmtree(tmp, ignore_errors=True)
     summary = coord.drain()
     cp = coord.log.publish_checkpoint()
     audit = run_audit(coord.log.store.path, workers=2)

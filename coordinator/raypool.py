@@ -86,6 +86,7 @@ class RayPool:
             m.key = key
             coordinator.register(key, name=m.spec.resource)
         self._pending: dict[Any, tuple[_Member, Task]] = {}
+        self._turn = 0
 
     def _det_class(self, m: _Member, system: SystemDefinition) -> str:
         digest = system_digest(system)
@@ -95,7 +96,9 @@ class RayPool:
         return m.classes[digest]
 
     def _feed(self, systems: list[SystemDefinition]) -> None:
-        for m in self.members:
+        # Rotate who asks first, so that no volunteer is starved by list order.
+        self._turn = (self._turn + 1) % len(self.members)
+        for m in self.members[self._turn :] + self.members[: self._turn]:
             if not m.alive or m.in_flight >= m.spec.slots:
                 continue
             for system in systems:

@@ -1,11 +1,14 @@
-"""The ``foldnet`` command as a user runs it: a real subprocess, real engine, real files."""
+"""The ``foldnet`` command as a user runs it: a real subprocess, real Ray (loopback, private
+HOME and RAY_TMPDIR), real engine, real ledger, real files."""
 
 from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,47 +16,85 @@ import pytest
 from sims.structure import read_pdb
 
 
-def _foldnet(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1"}
-    code = "from coordinator.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def _foldnet(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    raytmp = tempfile.mkdtemp(prefix="fncli-", dir="/tmp")  # Ray's socket paths are short
+    env = {
+        **os.environ,
+        "COLUMNS": "160",
+        "NO_COLOR": "1",
+        "HOME": str(home),
+        "RAY_TMPDIR": raytmp,
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", "from coordinator.cli import main; main()", *args],
+            cwd=home,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(raytmp, ignore_errors=True)
 
 
-def test_demo_folds_villin_verifies_segments_and_writes_results(tmp_path):
+@pytest.mark.slow
+def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     out = tmp_path / "results"
     proc = _foldnet(
-        "demo", "--steps", "400000", "--segment-steps", "20000", "--out", str(out), cwd=tmp_path
+        "demo",
+        "--out",
+        str(out),
+        "--runs",
+        "1",
+        "--clones",
+        "2",
+        "--gens",
+        "3",
+        "--steps-per-wu",
+        "100000",
+        home=tmp_path,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "bit-identical" in proc.stdout
-    assert "folded (Q >= 0.8) first at" in proc.stdout
-    with open(out / "villin_observables.csv", newline="") as fh:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    assert "WUs validated: 6;" in text
+    assert "PASSED" in text
+    mallory = next(line for line in text.splitlines() if "mallory" in line and "│" in line)
+    cells = [c.strip() for c in mallory.split("│") if c.strip()]
+    assert cells[1] == "0" and int(cells[2]) >= 1  # no credit, results rejected
+    with open(out / "observables_run0_clone0.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 400 and set(rows[0]) == {"step", "energy", "q", "rmsd", "rg"}
-    assert max(float(r["q"]) for r in rows) >= 0.8  # seed 1 folds by step ~240k at T = 0.7
-    assert len(read_pdb(out / "villin_best.pdb").amino_acids) == 36
-    assert (out / "villin_q_rmsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(rows) == 300 and set(rows[0]) == {"step", "energy", "q", "rmsd", "rg"}
+    assert [int(rows[i]["step"]) for i in (0, 99, 299)] == [1000, 100_000, 300_000]
+    assert len(read_pdb(out / "best_structure.pdb").amino_acids) == 36
+    assert (out / "q_rmsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "checkpoint.txt").read_text().startswith("foldnet.local/ledger\n")
+    audit = _foldnet("audit", str(out / "coordinator" / "ledger.db"), home=tmp_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["demo", "--steps", "-5"], "steps must be > 0"),
-        (["demo", "--temperature", "0"], "temperature must be finite and > 0"),
-        (["demo", "--steps", "1000", "--segment-steps", "300"], "multiple of segment_steps"),
+        (["--steps-per-wu", "-5"], "steps_per_wu must be in"),
+        (["--gens", "0"], "gens must be in"),
+        (["--temperature", "0"], "temperature must be"),
+        (["--steps-per-wu", "1000", "--segment-steps", "300"], "multiple of segment_steps"),
     ],
 )
 def test_bad_options_are_one_clear_line_not_a_traceback(args, message, tmp_path):
-    proc = _foldnet(*args, "--out", str(tmp_path / "o"), cwd=tmp_path)
-    assert proc.returncode == 2
+    proc = _foldnet("demo", "--out", str(tmp_path / "o"), *args, home=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "o").exists()  # nothing written for a refused run
+
+
+def test_demo_refuses_a_non_empty_results_folder(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "mine.txt").write_text("keep me")
+    proc = _foldnet("demo", "--out", str(tmp_path / "o"), home=tmp_path)
+    assert proc.returncode == 2 and "is not empty" in proc.stderr
+    assert (tmp_path / "o" / "mine.txt").read_text() == "keep me"
