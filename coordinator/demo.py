@@ -160,6 +160,7 @@ def run_demo(
             key_path=str(out / "volunteers" / f"{name}.key"),
             behaviour=behaviour,
             num_cpus=0.5,
+            slots=1,  # spread the work so every volunteer, mallory too, takes part
         )
         for name, behaviour in VOLUNTEERS
     ]
