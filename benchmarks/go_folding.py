@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from benchmarks.common import print_table
-from coordinator.demo import VILLIN_PDB
+from sims.examples import VILLIN_PDB
 from sims.go import GoEngine
 from sims.spec import RunSpec
 

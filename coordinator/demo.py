@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -20,20 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pdbfixer
 
 from coordinator.jobs import JobSpec
 from coordinator.raylocal import local_ray
 from coordinator.raypool import RayPool, VolunteerSpec
 from coordinator.service import Coordinator
 from ledger import AuditReport, run_audit
+from sims.examples import VILLIN_PDB
 from sims.fileio import atomic_write_bytes, atomic_write_text
 from sims.go import GoEngine, GoModel
 from sims.structure import ca_pdb_text
 from worker.result import WorkerResult
 from worker.systems import system_digest
 
-VILLIN_PDB = Path(os.path.dirname(pdbfixer.__file__)) / "tests" / "data" / "test.pdb"
 VOLUNTEERS = (("alice", "honest"), ("bob", "honest"), ("carol", "honest"), ("mallory", "perturb"))
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pdbfixer
 import pytest
 
-PDB_DATA = Path(os.path.dirname(pdbfixer.__file__)) / "tests" / "data"
+from sims.examples import BHL_PDB, VILLIN_PDB
+
+PDB_DATA = VILLIN_PDB.parent
 
 
 @pytest.fixture(scope="session")
@@ -19,10 +19,10 @@ def pdb_data() -> Path:
 @pytest.fixture(scope="session")
 def villin_pdb() -> Path:
     """Villin headpiece subdomain HP36 (36 residues)."""
-    return PDB_DATA / "test.pdb"
+    return VILLIN_PDB
 
 
 @pytest.fixture(scope="session")
 def bhl_pdb() -> Path:
     """1BHL, 133 residues in chain A (with three chain breaks)."""
-    return PDB_DATA / "1BHL.pdb"
+    return BHL_PDB
