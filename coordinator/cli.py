@@ -15,6 +15,7 @@ from coordinator.errors import CoordinatorError
 from ledger.cli import audit_cmd, export_cmd, witness_app
 from ledger.errors import LedgerError
 from sims.errors import SimsError
+from worker.cli import app as worker_app
 from worker.errors import WorkerError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(witness_app, name="witness", help="Run a witness that cosigns chec
 ledger_app = typer.Typer(help="Ledger tools.", no_args_is_help=True)
 ledger_app.command("export", help="Export a ledger as C2SP tlog-tiles.")(export_cmd)
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(worker_app, name="worker")
 
 
 @app.callback()

@@ -15,6 +15,13 @@ from worker.errors import IdentityError
 
 
 def default_key_path() -> Path:
+    """``$FOLDNET_KEY``, else ``$FOLDNET_HOME/volunteer.key``, else ``~/.foldnet/volunteer.key``.
+
+    ``foldnet worker join`` sets ``FOLDNET_KEY`` for the Ray node it starts, so the volunteer
+    actor that runs there signs with the key the volunteer chose.
+    """
+    if os.environ.get("FOLDNET_KEY"):
+        return Path(os.environ["FOLDNET_KEY"])
     base = os.environ.get("FOLDNET_HOME") or Path.home() / ".foldnet"
     return Path(base) / "volunteer.key"
 
