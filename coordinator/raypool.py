@@ -161,6 +161,11 @@ class RayPool:
             self._feed(systems)
             if self._pending:
                 ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.25)
+                if ready:  # take everything else that is already done, too
+                    more, _ = ray.wait(
+                        list(self._pending), num_returns=len(self._pending), timeout=0
+                    )
+                    ready = list(dict.fromkeys([*ready, *more]))
                 for ref in ready:
                     self._collect(ref)
             else:

@@ -711,6 +711,11 @@ class Scheduler:
             assert MIN_QUOTA <= v.quota <= MAX_QUOTA
 
     @property
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of anything in flight (a Tick before it changes nothing)."""
+        return self._deadlines[0][0] if self._deadlines else None
+
+    @property
     def awaiting_beacon(self) -> bool:
         """Whether unreplicated results wait for a beacon to draw their spot-checks from."""
         return bool(self._awaiting_beacon)

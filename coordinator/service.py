@@ -344,7 +344,10 @@ class Coordinator:
     def tick(self) -> SignedCheckpoint | None:
         """Deadlines; and when unreplicated results wait for randomness, a new checkpoint
         whose root is the beacon their spot-checks are drawn from."""
-        self._apply([Tick(self.clock())])
+        now = self.clock()
+        deadline = self.scheduler.next_deadline
+        if deadline is not None and deadline <= now:  # a tick before any deadline is a no-op
+            self._apply([Tick(now)])
         if self.scheduler.awaiting_beacon:
             cp = self.log.publish_checkpoint()
             beacon = cp.checkpoint.root_hash + cp.checkpoint.size.to_bytes(8, "big")
