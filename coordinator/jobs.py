@@ -48,6 +48,10 @@ class JobSpec:
     max_total_results: int = 6
     deadline_s: float = 600.0
     spot_check_segments: int = 2
+    #: Fraction of quorum-validated WUs also spot-checked by a volunteer outside the quorum,
+    #: so that two identities of one cheater agreeing on a fake result are caught too. Off by
+    #: default: an audit waits for a volunteer of the class who has not touched the WU.
+    audit_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -90,6 +94,9 @@ class JobSpec:
         if isinstance(d, bool) or not isinstance(d, int | float) or not 1 <= d <= 30 * 86400:
             raise SubmissionError(f"deadline_s must be in [1, 2592000] seconds, got {d!r}")
         _int("spot_check_segments", self.spot_check_segments, 1, 1000)
+        a = self.audit_rate
+        if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a <= 1:
+            raise SubmissionError(f"audit_rate must be a number in [0, 1], got {a!r}")
 
     @property
     def n_segments(self) -> int:

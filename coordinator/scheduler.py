@@ -221,7 +221,9 @@ Instruction = (
 WUState = Literal[
     "unsent", "in_progress", "awaiting_beacon", "spot_checking", "validated", "failed"
 ]
-ReplicaState = Literal["assigned", "returned", "errored", "timed_out", "lost", "valid", "invalid"]
+ReplicaState = Literal[
+    "assigned", "returned", "errored", "timed_out", "lost", "valid", "invalid", "disputed"
+]
 
 
 @dataclass(slots=True)
@@ -244,6 +246,9 @@ class _WU:
     volunteers: set[str] = field(default_factory=set)
     errors: int = 0
     check: int | None = None
+    group: list[int] = field(default_factory=list)  # an agreeing quorum awaiting its audit
+    disputed: list[int] = field(default_factory=list)  # a quorum an audit contradicted
+    auditor: str | None = None
 
 
 @dataclass(slots=True)
@@ -275,6 +280,12 @@ class _Job:
 def unreplicated_coin(wu: bytes, volunteer: str) -> float:
     """A uniform number in [0, 1) that anyone can re-derive from the WU id and volunteer."""
     digest = hashlib.sha256(b"foldnet/adaptive/v1\x00" + wu + volunteer.encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64
+
+
+def audit_coin(segment_root: bytes, beacon: bytes) -> float:
+    """Uniform in [0, 1), fixed only once the beacon exists: whether a quorum is audited."""
+    digest = hashlib.sha256(b"foldnet/audit/v1\x00" + segment_root + beacon).digest()
     return int.from_bytes(digest[:8], "little") / 2**64
 
 
@@ -360,7 +371,7 @@ class Scheduler:
                 return
             chk = self.checks[check_id]
             w = self.wus[chk.wu]
-            if ev.volunteer in w.volunteers or ev.det_class != w.det_class:
+            if ev.det_class != w.det_class or ev.volunteer in self._claimants(w):
                 continue
             self._transition_check_queued_assigned(chk, vol, ev.now, out)
             budget -= 1
@@ -412,12 +423,20 @@ class Scheduler:
         for key in list(self._awaiting_beacon):
             w = self.wus[key]
             del self._awaiting_beacon[key]
-            rep = self.replicas[w.replicas[-1]]
+            rep = self.replicas[w.group[0] if w.group else w.replicas[-1]]
             assert rep.claim is not None
+            if w.group and audit_coin(rep.claim.segment_root, ev.value) >= w.unit.spec.audit_rate:
+                group = [self.replicas[r] for r in w.group]
+                w.group = []
+                w.state = "in_progress"
+                self._transition_in_progress_validated(w, rep.claim.final_digest, group, out)
+                continue
             segments = spot_check_segments(
-                rep.claim.segment_root, ev.value, w.unit.spec.n_segments,
+                rep.claim.segment_root,
+                ev.value,
+                w.unit.spec.n_segments,
                 w.unit.spec.spot_check_segments,
-            )  # fmt: skip
+            )
             chk = _Check(self._new_id(), key, rep.id, "", segments, 0.0)
             self.checks[chk.id] = chk
             w.check = chk.id
@@ -435,16 +454,29 @@ class Scheduler:
         assert rep.claim is not None
         claimed = tuple(rep.claim.boundary_digests[k + 1] for k in chk.segments)
         if ev.det_class == w.det_class and ev.end_digests == claimed:
-            self._transition_spot_checking_validated(w, rep, chk, out)
+            if w.group:  # an audited quorum: all of it is valid
+                group = [self.replicas[r] for r in w.group]
+                w.group = []
+                w.state = "in_progress"
+                self._transition_in_progress_validated(w, rep.claim.final_digest, group, out)
+            else:
+                self._transition_spot_checking_validated(w, rep, chk, out)
         else:
-            # The claim is wrong (or the checker is): fall back to full replication, where a
-            # quorum of independent volunteers decides.
-            rep.state = "invalid"
-            self._penalise(rep.volunteer)
-            out.append(Invalidated(rep.volunteer, w.unit, rep.id, "spot-check mismatch"))
             w.required = w.unit.spec.min_quorum
             w.state = "in_progress"
             w.check = None
+            if w.group:
+                # One auditor against a quorum: neither side is believed yet. The quorum is
+                # set aside and a fresh quorum of volunteers new to this WU decides who lied.
+                for r in w.group:
+                    self.replicas[r].state = "disputed"
+                w.disputed, w.group, w.auditor = w.group, [], chk.volunteer
+                w.volunteers.add(chk.volunteer)
+            else:
+                # An unreplicated claim that a check contradicts: replicate it as usual.
+                rep.state = "invalid"
+                self._penalise(rep.volunteer)
+                out.append(Invalidated(rep.volunteer, w.unit, rep.id, "spot-check mismatch"))
             self._want_more(w, out)
 
     def _on_tick(self, now: float, out: list[Instruction]) -> None:
@@ -519,11 +551,12 @@ class Scheduler:
         self._ready.pop(w.unit.id, None)
         out.append(
             Validated(
-                w.unit, final,
+                w.unit,
+                final,
                 tuple((r.id, r.volunteer) for r in agreeing),
                 tuple((r.id, r.volunteer) for r in invalid),
             )
-        )  # fmt: skip
+        )
         for r in agreeing:
             r.state = "valid"
             self._reward(r.volunteer)
@@ -540,9 +573,14 @@ class Scheduler:
         w.state = "validated"
         rep.state = "valid"
         out.append(
-            Validated(w.unit, rep.claim.final_digest, ((rep.id, rep.volunteer),), (),
-                      spot_checked=chk.segments)
-        )  # fmt: skip
+            Validated(
+                w.unit,
+                rep.claim.final_digest,
+                ((rep.id, rep.volunteer),),
+                (),
+                spot_checked=chk.segments,
+            )
+        )
         self._reward(rep.volunteer)
         out.append(GrantCredit(rep.volunteer, w.unit, rep.id))
         self._advance_trajectory(w, rep.claim.final_digest, out)
@@ -563,10 +601,14 @@ class Scheduler:
         heapq.heappush(self._deadlines, (chk.deadline, "check", chk.id))
         out.append(
             DispatchSpotCheck(
-                chk.id, w.unit, vol.id, chk.segments,
-                tuple(rep.claim.boundary_digests[k] for k in chk.segments), chk.deadline,
+                chk.id,
+                w.unit,
+                vol.id,
+                chk.segments,
+                tuple(rep.claim.boundary_digests[k] for k in chk.segments),
+                chk.deadline,
             )
-        )  # fmt: skip
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -590,6 +632,34 @@ class Scheduler:
         if job.remaining == 0:
             out.append(JobCompleted(u.job))
 
+    def _settle_dispute(
+        self, w: _WU, final: bytes, fresh: list[_Replica], out: list[Instruction]
+    ) -> None:
+        """A fresh quorum decided a disputed WU: the side it contradicts lied."""
+        disputed = [self.replicas[r] for r in w.disputed]
+        w.disputed = []
+        vindicated = all(r.claim is not None and r.claim.final_digest == final for r in disputed)
+        if vindicated:
+            for r in disputed:
+                r.state = "returned"
+            if w.auditor is not None:
+                self._penalise(w.auditor)
+        else:
+            for r in disputed:
+                r.state = "invalid"
+                self._penalise(r.volunteer)
+                out.append(Invalidated(r.volunteer, w.unit, r.id, "contradicted by an audit"))
+        agreeing = fresh + (disputed if vindicated else [])
+        self._transition_in_progress_validated(w, final, agreeing, out)
+
+    def _claimants(self, w: _WU) -> set[str]:
+        """Volunteers who returned a result for ``w``: none of them may check it."""
+        return {
+            r.volunteer
+            for r in (self.replicas[i] for i in w.replicas)
+            if r.state in ("returned", "valid", "invalid", "disputed")
+        }
+
     def _outstanding(self, w: _WU) -> int:
         return sum(1 for r in w.replicas if self.replicas[r].state == "assigned")
 
@@ -610,6 +680,16 @@ class Scheduler:
             if len(members) >= w.required:
                 if w.required == 1 and w.unit.spec.min_quorum > 1:
                     w.state = "awaiting_beacon"  # unreplicated: spot-check before credit
+                    self._awaiting_beacon[w.unit.id] = None
+                    self._ready.pop(w.unit.id, None)
+                    return
+                if w.disputed:
+                    self._settle_dispute(w, final, members, out)
+                    return
+                if w.unit.spec.audit_rate > 0:
+                    # The beacon decides, after the fact, whether a third volunteer checks.
+                    w.group = [r.id for r in members]
+                    w.state = "awaiting_beacon"
                     self._awaiting_beacon[w.unit.id] = None
                     self._ready.pop(w.unit.id, None)
                     return

@@ -82,7 +82,14 @@ class Outcome:
 class Coordinator:
     """Jobs in, tasks out, results in, ledger entries out. Not thread-safe: one caller."""
 
-    def __init__(self, *, store: Store, log: Log, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        log: Log,
+        clock: Callable[[], float] = time.time,
+        beacon_interval_s: float = 0.5,
+    ) -> None:
         self.store = store
         self.log = log
         self.clock = clock
@@ -92,11 +99,16 @@ class Coordinator:
         self._registered: set[bytes] = set()
         self._jobs_in_ledger: set[bytes] = set()
         self._events: list[Instruction] = []
+        #: Checkpoints double as beacons; at most one per interval keeps the log small.
+        self.beacon_interval_s = beacon_interval_s
+        self._last_beacon = float("-inf")
         self._scan_ledger()
         self._replay()
 
     @classmethod
-    def local(cls, workdir: str | Path, *, checkpoint_every: int = 1000) -> Coordinator:
+    def local(
+        cls, workdir: str | Path, *, checkpoint_every: int = 1000, beacon_interval_s: float = 0.5
+    ) -> Coordinator:
         """SQLite coordinator and ledger in ``workdir`` (created), ledger key made on first use."""
         d = Path(workdir)
         d.mkdir(parents=True, exist_ok=True)
@@ -107,7 +119,9 @@ class Coordinator:
             signing_key=key,
             checkpoint_every=checkpoint_every,
         )
-        return cls(store=Store.open(d / "coordinator.db"), log=log)
+        return cls(
+            store=Store.open(d / "coordinator.db"), log=log, beacon_interval_s=beacon_interval_s
+        )
 
     def close(self) -> None:
         self.log.close()
@@ -348,7 +362,8 @@ class Coordinator:
         deadline = self.scheduler.next_deadline
         if deadline is not None and deadline <= now:  # a tick before any deadline is a no-op
             self._apply([Tick(now)])
-        if self.scheduler.awaiting_beacon:
+        if self.scheduler.awaiting_beacon and now - self._last_beacon >= self.beacon_interval_s:
+            self._last_beacon = now
             cp = self.log.publish_checkpoint()
             beacon = cp.checkpoint.root_hash + cp.checkpoint.size.to_bytes(8, "big")
             self._apply([BeaconPublished(beacon)])

@@ -16,7 +16,7 @@ from worker.tasks import ComputeTask, compute
 
 
 def main(workdir: Path) -> None:
-    coord = Coordinator.local(workdir, checkpoint_every=5)
+    coord = Coordinator.local(workdir, checkpoint_every=5, beacon_interval_s=0)
     model = GoModel.from_pdb(VILLIN_PDB)
     engine = GoEngine(model)
     job_file = workdir / "job.txt"

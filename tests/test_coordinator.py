@@ -68,7 +68,7 @@ def run_until_done(coord, job, model, volunteers, rounds=40):
 
 
 def test_job_completes_cheaters_earn_nothing_and_the_ledger_audits(tmp_path, model):
-    coord = Coordinator.local(tmp_path / "c")
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
     honest = [Volunteer(), Volunteer()]
     cheats = [Volunteer("perturb"), Volunteer("skip")]
     job = small_job(coord, model)
@@ -88,18 +88,23 @@ def test_job_completes_cheaters_earn_nothing_and_the_ledger_audits(tmp_path, mod
 
 
 def test_restart_replays_the_log_and_credits_nothing_twice(tmp_path, model):
-    coord = Coordinator.local(tmp_path / "c")
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
     a, b = Volunteer(), Volunteer()
     job = small_job(coord, model)
     a.work(coord, model)
-    b.work(coord, model)  # gen 0 of both clones validated, gen 1 created
+    b.work(coord, model)
+    auditor = Volunteer()
+    coord.tick()  # the beacon: gen 0 of both clones validated (or audited first)
+    while coord.scheduler.summary().get("validated", 0) < 2:
+        auditor.work(coord, model)
+        coord.tick()
     in_flight = coord.request_work(a.key, a.det_class(model), 2)  # gen 1, never returned
     assert len(in_flight) == 2
     before = coord.credits()
     size = coord.log.size
     coord.close()
 
-    again = Coordinator.local(tmp_path / "c")
+    again = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
     assert again.credits() == before and again.log.size == size  # nothing re-appended
     assert all(r.state != "assigned" for r in again.scheduler.replicas.values())
     run_until_done(again, job, model, [a, b, Volunteer()])

@@ -41,7 +41,7 @@ def h(*parts: object) -> bytes:
 def spec(**kw) -> JobSpec:
     base = dict(
         engine="go", system_digest=h("villin"), runs=1, clones=1, gens=1, steps_per_wu=1000,
-        segment_steps=250, report_steps=250, temperature=0.7,
+        segment_steps=250, report_steps=250, temperature=0.7, audit_rate=0.0,
     )  # fmt: skip
     return JobSpec(**(base | kw))
 
@@ -354,3 +354,65 @@ def test_every_event_survives_the_json_event_log(hs):
         "Tick",
         "NodeLost",
     }
+
+
+def test_a_sybil_pair_agreeing_on_a_fake_is_caught_by_the_audit(hs):
+    hs(JobSubmitted("j", spec(audit_rate=1.0), (h("s"),)))
+    (a,) = hs.request("mallory-1")
+    (b,) = hs.request("mallory-2")
+    hs.ret(a, fake_claim(a, "same lie"))
+    hs.ret(b, fake_claim(b, "same lie"))
+    assert not hs.of(Validated) and not hs.of(GrantCredit)  # a quorum, but not yet valid
+    hs(BeaconPublished(h("checkpoint")))
+    assert hs.request("mallory-1") == []  # the audit goes to someone outside the quorum
+    (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
+    honest_ends = tuple(h(a.wu.id, k + 1) for k in chk.segments)
+    hs(SpotCheckReturned(chk.check, "C", honest_ends, CLASS, 0.0))
+    assert not hs.of(Invalidated)  # one auditor's word does not condemn a quorum...
+    while batch := hs.request("D") + hs.request("E"):  # ...a fresh quorum decides
+        for d in batch:
+            hs.ret(d)
+    assert {i.volunteer for i in hs.of(Invalidated)} == {"mallory-1", "mallory-2"}
+    (v,) = hs.of(Validated)
+    assert {x for _, x in v.valid} == {"D", "E"}
+    assert {c.volunteer for c in hs.of(GrantCredit)} == {"D", "E"}
+    assert hs.s.volunteers["mallory-1"].streak == 0 and hs.s.volunteers["C"].streak == 0
+
+
+def test_a_lying_auditor_cannot_condemn_an_honest_quorum(hs):
+    hs(JobSubmitted("j", spec(audit_rate=1.0), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    hs.ret(a)
+    hs.ret(b)
+    hs(BeaconPublished(h("checkpoint")))
+    (chk,) = [i for i in hs(WorkRequested("M", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
+    hs(SpotCheckReturned(chk.check, "M", tuple(h("lie", k) for k in chk.segments), CLASS, 0.0))
+    while batch := hs.request("D") + hs.request("E"):
+        for d in batch:
+            hs.ret(d)
+    (v,) = hs.of(Validated)
+    assert {x for _, x in v.valid} == {"A", "B", "D", "E"}
+    assert not hs.of(Invalidated)
+    assert hs.s.volunteers["M"].quota < hs.s.volunteers["A"].quota  # the auditor paid
+
+
+def test_audits_are_drawn_from_the_beacon_at_the_configured_rate(hs):
+    from coordinator.scheduler import audit_coin
+
+    hs(JobSubmitted("j", spec(runs=200, audit_rate=0.25), tuple(h("s", r) for r in range(200))))
+    for _ in range(200):
+        (a,) = hs.request("A")
+        (b,) = hs.request("B")
+        hs.ret(a)
+        hs.ret(b)
+    roots = [w.replicas for w in hs.s.wus.values()]
+    assert len(roots) == 200 and not hs.of(Validated)
+    hs(BeaconPublished(h("beacon")))
+    audited = len(hs.s._check_queue)
+    expected = sum(
+        audit_coin(hs.s.replicas[w.replicas[0]].claim.segment_root, h("beacon")) < 0.25
+        for w in hs.s.wus.values()
+    )
+    assert audited == expected and 30 <= audited <= 70
+    assert len(hs.of(Validated)) == 200 - audited
