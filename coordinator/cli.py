@@ -46,7 +46,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the results.")] = Path("foldnet-results"),
     runs: Annotated[int, typer.Option(help="Starting structures.")] = 2,
     clones: Annotated[int, typer.Option(help="Trajectories per start.")] = 2,
-    gens: Annotated[int, typer.Option(help="Generations (WUs) per trajectory.")] = 4,
+    gens: Annotated[int, typer.Option(help="Generations (WUs) per trajectory.")] = 8,
     steps_per_wu: Annotated[int, typer.Option(help="Steps per work unit.")] = 100_000,
     segment_steps: Annotated[int, typer.Option(help="Steps per verifiable segment.")] = 20_000,
     temperature: Annotated[

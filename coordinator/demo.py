@@ -39,7 +39,7 @@ VOLUNTEERS = (("alice", "honest"), ("bob", "honest"), ("carol", "honest"), ("mal
 class DemoConfig:
     runs: int = 2
     clones: int = 2
-    gens: int = 4
+    gens: int = 8
     steps_per_wu: int = 100_000
     segment_steps: int = 20_000
     report_steps: int = 1000
