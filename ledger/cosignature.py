@@ -18,16 +18,16 @@ has observed for the log has that root hash.
 
 from __future__ import annotations
 
-import base64
 import struct
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ledger.errors import KeyFileError, SignatureError
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, NoteSignature, check_key_name, key_id
+from ledger.errors import SignatureError
+from ledger.note import SIG_TYPE_COSIGNATURE_V1, NoteSignature, VerifierKey, check_key_name
 
 __all__ = [
     "CosignatureV1Signer",
@@ -55,26 +55,10 @@ def cosignature_timestamp(signature: bytes) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class CosignatureV1Verifier:
+class CosignatureV1Verifier(VerifierKey):
     """Verifies a witness's ``cosignature/v1`` lines; a :class:`~ledger.note.NoteVerifier`."""
 
-    name: str
-    public_key: bytes
-
-    def __post_init__(self) -> None:
-        check_key_name(self.name)
-        if not isinstance(self.public_key, bytes) or len(self.public_key) != 32:
-            raise KeyFileError("an Ed25519 public key is 32 bytes")
-
-    @property
-    def key_id(self) -> bytes:
-        return key_id(self.name, SIG_TYPE_COSIGNATURE_V1, self.public_key)
-
-    @property
-    def vkey(self) -> str:
-        """The verifier key string ``<name>+<hex key id>+<base64(0x04 || key)>``."""
-        blob = base64.b64encode(bytes([SIG_TYPE_COSIGNATURE_V1]) + self.public_key).decode()
-        return f"{self.name}+{self.key_id.hex()}+{blob}"
+    SIG_TYPE: ClassVar[int] = SIG_TYPE_COSIGNATURE_V1
 
     def verify(self, text: str, signature: bytes) -> None:
         ts = cosignature_timestamp(signature)

@@ -22,7 +22,7 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -187,8 +187,10 @@ def _public_bytes(key: Ed25519PublicKey) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Ed25519NoteVerifier:
-    """An Ed25519 (type 0x01) note verifier: the key a log signs its checkpoints with."""
+class VerifierKey:
+    """A named Ed25519 public key of one signature type (0x01 log, 0x04 witness)."""
+
+    SIG_TYPE: ClassVar[int]
 
     name: str
     public_key: bytes
@@ -200,13 +202,20 @@ class Ed25519NoteVerifier:
 
     @property
     def key_id(self) -> bytes:
-        return key_id(self.name, SIG_TYPE_ED25519, self.public_key)
+        return key_id(self.name, self.SIG_TYPE, self.public_key)
 
     @property
     def vkey(self) -> str:
-        """The verifier key string ``<name>+<hex key id>+<base64(0x01 || key)>``."""
-        blob = base64.b64encode(bytes([SIG_TYPE_ED25519]) + self.public_key).decode()
+        """The verifier key string ``<name>+<hex key id>+<base64(type || key)>``."""
+        blob = base64.b64encode(bytes([self.SIG_TYPE]) + self.public_key).decode()
         return f"{self.name}+{self.key_id.hex()}+{blob}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519NoteVerifier(VerifierKey):
+    """An Ed25519 (type 0x01) note verifier: the key a log signs its checkpoints with."""
+
+    SIG_TYPE: ClassVar[int] = SIG_TYPE_ED25519
 
     def verify(self, text: str, signature: bytes) -> None:
         try:
