@@ -2,7 +2,7 @@
 
 A WU's seed comes from its content id (see DESIGN section 3); segment ``k`` gets its own
 seed so that any segment can be recomputed alone from its starting boundary state.
-Python's ``hash()`` is never used: it is salted per process.
+Python's built-in ``hash`` is never used: it is salted per process.
 """
 
 from __future__ import annotations
