@@ -81,6 +81,7 @@ def decode_event(text: str) -> Event:
                 tuple(_bytes(d) for d in c["boundary_digests"]),
                 c["det_class"],
                 c["sane"],
+                c.get("problem", ""),
             )
             return ResultReturned(body["replica"], body["volunteer"], claim, body["now"])
         if kind == "BeaconPublished":

@@ -72,6 +72,7 @@ class Claim:
     boundary_digests: tuple[bytes, ...]
     det_class: str
     sane: bool = True
+    problem: str = ""  # why a claim is not sane (verification failed before the scheduler)
 
 
 # Events
@@ -283,6 +284,23 @@ def unreplicated_coin(wu: bytes, volunteer: str) -> float:
     return int.from_bytes(digest[:8], "little") / 2**64
 
 
+def _claim_problem(claim: Claim, w: _WU) -> str:
+    """Why a claim cannot be compared with others, or "" if it can."""
+    if not claim.sane:
+        return claim.problem or "failed verification"
+    if claim.det_class != w.det_class:
+        return f"determinism class {claim.det_class} is not the WU's {w.det_class}"
+    if len(claim.boundary_digests) != w.unit.spec.n_segments + 1:
+        return (
+            f"{len(claim.boundary_digests)} boundary states, expected {w.unit.spec.n_segments + 1}"
+        )
+    if claim.boundary_digests[0] != w.unit.input_digest:
+        return "the first boundary state is not the WU's input"
+    if claim.boundary_digests[-1] != claim.final_digest:
+        return "the final state is not the last boundary state"
+    return ""
+
+
 def audit_coin(segment_root: bytes, beacon: bytes) -> float:
     """Uniform in [0, 1), fixed only once the beacon exists: whether a quorum is audited."""
     digest = hashlib.sha256(b"foldnet/audit/v1\x00" + segment_root + beacon).digest()
@@ -392,19 +410,12 @@ class Scheduler:
             raise ProtocolError(f"replica {rep.id} already ended as {rep.state}")
         w = self.wus[rep.wu]
         self.volunteers[rep.volunteer].in_flight.discard(rep.id)
-        if (
-            not ev.claim.sane
-            or ev.claim.det_class != w.det_class
-            or (
-                len(ev.claim.boundary_digests) != w.unit.spec.n_segments + 1
-                or ev.claim.boundary_digests[-1] != ev.claim.final_digest
-                or ev.claim.boundary_digests[0] != w.unit.input_digest
-            )
-        ):
+        problem = _claim_problem(ev.claim, w)
+        if problem:
             rep.state = "invalid"
             rep.claim = ev.claim
             self._penalise(rep.volunteer)
-            out.append(Invalidated(rep.volunteer, w.unit, rep.id, "failed sanity checks"))
+            out.append(Invalidated(rep.volunteer, w.unit, rep.id, problem))
             self._count_error(w, out)
             return
         rep.state = "returned"

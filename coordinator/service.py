@@ -330,7 +330,7 @@ class Coordinator:
                 )
             )
         except ResultError as e:
-            claim = Claim(b"\0" * 32, b"\0" * 32, (), str(e), sane=False)
+            claim = Claim(b"\0" * 32, b"\0" * 32, (), "", sane=False, problem=str(e)[:500])
         self._apply([ResultReturned(replica, volunteer_key.hex(), claim, self.clock())])
 
     def submit_spot_check(self, volunteer_key: bytes, result: SpotCheckResult) -> None:

@@ -184,8 +184,11 @@ def test_insane_results_are_invalid_and_replaced(hs):
     good = honest_claim(a)
     truncated = Claim(good.final_digest, good.segment_root, good.boundary_digests[:2], CLASS)
     hs.ret(a, truncated)  # skipped segments
-    hs.ret(b, Claim(h("x"), h("y"), (h("z"),) * 5, CLASS, sane=False))
-    assert [i.volunteer for i in hs.of(Invalidated)] == ["A", "B"]
+    hs.ret(b, Claim(h("x"), h("y"), (h("z"),) * 5, CLASS, sane=False, problem="bad signature"))
+    assert [(i.volunteer, i.reason) for i in hs.of(Invalidated)] == [
+        ("A", "2 boundary states, expected 5"),
+        ("B", "bad signature"),
+    ]
     (c,) = hs.request("C")
     (d,) = hs.request("D")
     hs.ret(c)
