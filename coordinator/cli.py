@@ -134,6 +134,53 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+def status(
+    workdir: Annotated[Path, typer.Argument(help="A coordinator folder (holds coordinator.db).")],
+) -> None:
+    """Progress of every job of a coordinator (read-only)."""
+    from coordinator.lab import CoordinatorView
+
+    view = CoordinatorView(workdir)
+    try:
+        t = Table(title=f"Jobs in {workdir}")
+        for col in ("job", "lab", "engine", "WUs validated", "in progress", "failed", "steps"):
+            t.add_column(col, justify="right" if col not in ("job", "lab") else "left")
+        for j in view.jobs():
+            t.add_row(
+                j.job[:16],
+                j.lab,
+                j.engine,
+                f"{j.validated}/{j.wus_total}",
+                str(j.in_flight),
+                str(j.failed),
+                f"{j.steps_validated:,}",
+            )
+        console.print(t)
+    finally:
+        view.close()
+
+
+@app.command()
+def results(
+    workdir: Annotated[Path, typer.Argument(help="A coordinator folder (holds coordinator.db).")],
+    job: Annotated[str, typer.Argument(help="Job id (as `foldnet status` shows, or in full).")],
+    out: Annotated[Path, typer.Option(help="Folder for the results.")] = Path("job-results"),
+) -> None:
+    """Write a job's trajectories (CSV), best structure (PDB) and plot (PNG)."""
+    from coordinator.lab import CoordinatorView
+
+    view = CoordinatorView(workdir)
+    try:
+        matches = [j for j in view.scheduler.jobs if j.startswith(job)]
+        if len(matches) != 1:
+            raise CoordinatorError(f"job {job!r} matches {len(matches)} jobs; give more of its id")
+        files = view.write_results(matches[0], out)
+    finally:
+        view.close()
+    console.print("wrote " + ", ".join(str(f) for f in files))
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning our errors into one clear line."""
     try:

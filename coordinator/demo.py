@@ -10,26 +10,21 @@ observables (CSV) and a plot of Q and RMSD (PNG).
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from coordinator.jobs import JobSpec
 from coordinator.raylocal import local_ray
 from coordinator.raypool import RayPool, VolunteerSpec
+from coordinator.results import Trajectory, trajectories, write_results
 from coordinator.service import Coordinator
 from ledger import AuditReport, run_audit
 from sims.examples import VILLIN_PDB
-from sims.fileio import atomic_write_bytes, atomic_write_text
+from sims.fileio import atomic_write_text
 from sims.go import GoEngine, GoModel
-from sims.structure import ca_pdb_text
-from worker.result import WorkerResult
 from worker.systems import system_digest
 
 VOLUNTEERS = (("alice", "honest"), ("bob", "honest"), ("carol", "honest"), ("mallory", "perturb"))
@@ -47,15 +42,6 @@ class DemoConfig:
     seed: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Trajectory:
-    run: int
-    clone: int
-    steps: np.ndarray
-    observables: dict[str, np.ndarray]
-    frames: np.ndarray
-
-
 @dataclass(slots=True)
 class DemoReport:
     job: str
@@ -68,60 +54,6 @@ class DemoReport:
     checkpoint: str
     audit: AuditReport
     files: list[Path] = field(default_factory=list)
-
-
-def trajectories(coord: Coordinator, job: str) -> list[Trajectory]:
-    """Each trajectory's validated generations, joined in order (canonical replica of each)."""
-    by_traj: dict[tuple[int, int], dict[int, WorkerResult]] = {}
-    for w in coord.scheduler.wus.values():
-        if w.unit.job != job or w.state != "validated":
-            continue
-        replica = next(r for r in w.replicas if coord.scheduler.replicas[r].state == "valid")
-        by_traj.setdefault((w.unit.run, w.unit.clone), {})[w.unit.gen] = coord.store.result(replica)
-    out = []
-    for (run, clone), gens in sorted(by_traj.items()):
-        ordered = [gens[g] for g in sorted(gens)]
-        steps = np.concatenate([r.frame_steps for r in ordered])  # counted from gen 0
-        obs = {
-            k: np.concatenate([r.observables[k] for r in ordered]) for k in ordered[0].observables
-        }
-        frames = np.concatenate([r.frames for r in ordered])
-        out.append(Trajectory(run, clone, steps, obs, frames))
-    return out
-
-
-def observables_csv(t: Trajectory) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    names = list(t.observables)
-    writer.writerow(["step", *names])
-    for i, step in enumerate(t.steps):
-        writer.writerow([int(step), *(f"{t.observables[n][i]:.6g}" for n in names)])
-    return buf.getvalue()
-
-
-def plot_png(trajs: list[Trajectory], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_q, ax_r) = plt.subplots(2, 1, figsize=(8, 6), dpi=100, sharex=True)
-    for t in trajs:
-        label = f"run {t.run} clone {t.clone}"
-        ax_q.plot(t.steps / 1e3, t.observables["q"], lw=0.8, label=label)
-        ax_r.plot(t.steps / 1e3, t.observables["rmsd"], lw=0.8, label=label)
-    ax_q.set_ylabel("Q (native contacts)")
-    ax_q.set_ylim(0, 1)
-    ax_r.set_ylabel("C-alpha RMSD (A)")
-    ax_r.set_xlabel("step (thousands)")
-    ax_q.legend(fontsize=8, loc="lower right")
-    ax_q.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def run_demo(
@@ -187,7 +119,7 @@ def run_demo(
         )
     report = DemoReport(
         job=job,
-        trajectories=trajectories(coord, job),
+        trajectories=trajectories(coord.scheduler, coord.store, job),
         validated=len(summary.validated),
         rejected=len(summary.invalidated),
         rejected_by=rejected_by,
@@ -197,41 +129,7 @@ def run_demo(
         audit=audit,
     )
     coord.close()
-    _write_results(out, model, report, config)
-    return report
-
-
-def _write_results(out: Path, model: GoModel, report: DemoReport, config: DemoConfig) -> None:
-    best_q, best = -1.0, None
-    for t in report.trajectories:
-        report.files.append(
-            atomic_write_text(
-                out / f"observables_run{t.run}_clone{t.clone}.csv", observables_csv(t)
-            )
-        )
-        i = int(np.argmax(t.observables["q"]))
-        if t.observables["q"][i] > best_q:
-            best_q, best = float(t.observables["q"][i]), (t, i)
-    if best is not None:
-        t, i = best
-        title = (
-            f"foldnet demo best structure: run {t.run} clone {t.clone} step "
-            f"{int(t.steps[i])} Q {best_q:.2f} RMSD {t.observables['rmsd'][i]:.2f} A"
-        )
-        report.files.append(
-            atomic_write_text(
-                out / "best_structure.pdb", ca_pdb_text(model.sequence, t.frames[i], title=title)
-            )
-        )
-    report.files.append(
-        atomic_write_text(out / "native.pdb", ca_pdb_text(model.sequence, model.native))
-    )
-    report.files.append(
-        atomic_write_bytes(
-            out / "q_rmsd.png",
-            plot_png(
-                report.trajectories, f"Villin HP36, Go model, T = {config.temperature} eps/kB"
-            ),
-        )
-    )
+    title = f"Villin HP36, Go model, T = {config.temperature} eps/kB"
+    report.files.extend(write_results(out, model, report.trajectories, title=title))
     report.files.append(atomic_write_text(out / "checkpoint.txt", report.checkpoint))
+    return report

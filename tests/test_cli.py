@@ -74,6 +74,24 @@ def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     audit = _foldnet("audit", str(out / "coordinator" / "ledger.db"), home=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
+    # the lab's view of the same coordinator folder
+    status = _foldnet("status", str(out / "coordinator"), home=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "6/6" in status.stdout and "demo-lab" in status.stdout
+    job = next(
+        line.split("│")[1].strip().rstrip("…")
+        for line in status.stdout.splitlines()
+        if "demo-lab" in line
+    )
+    again = tmp_path / "again"
+    res = _foldnet("results", str(out / "coordinator"), job, "--out", str(again), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for name in ("observables_run0_clone0.csv", "best_structure.pdb"):
+        assert (again / name).read_bytes() == (out / name).read_bytes()
+    assert (again / "q_rmsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = _foldnet("results", str(out / "coordinator"), "nope", home=tmp_path)
+    assert missing.returncode == 2 and "matches 0 jobs" in missing.stderr
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

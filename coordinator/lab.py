@@ -1,0 +1,76 @@
+"""What a lab reads from a coordinator's folder: job progress and results. Read-only: the
+event log is replayed into a scheduler of its own, nothing is written to the coordinator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from coordinator.errors import CoordinatorError
+from coordinator.results import trajectories, write_results
+from coordinator.scheduler import Scheduler, replay
+from coordinator.store import Store
+from sims.go import GoModel
+from worker.systems import decode_system
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    job: str
+    lab: str
+    engine: str
+    wus_total: int
+    validated: int
+    in_flight: int
+    failed: int
+    steps_validated: int
+
+    @property
+    def done(self) -> bool:
+        return self.validated == self.wus_total
+
+
+class CoordinatorView:
+    """A read-only view of a coordinator folder (``coordinator.db`` inside it)."""
+
+    def __init__(self, workdir: str | Path) -> None:
+        db = Path(workdir) / "coordinator.db"
+        if not db.is_file():
+            raise CoordinatorError(f"no coordinator database at {db}")
+        self.store = Store.open(db)
+        self.scheduler: Scheduler = replay(self.store.events())[0]
+
+    def close(self) -> None:
+        self.store.close()
+
+    def jobs(self) -> list[JobStatus]:
+        out = []
+        for job, j in self.scheduler.jobs.items():
+            info = self.store.job(job) or {}
+            wus = [w for w in self.scheduler.wus.values() if w.unit.job == job]
+            validated = sum(1 for w in wus if w.state == "validated")
+            out.append(
+                JobStatus(
+                    job=job,
+                    lab=str(info.get("lab", "")),
+                    engine=j.spec.engine,
+                    wus_total=j.spec.runs * j.spec.clones * j.spec.gens,
+                    validated=validated,
+                    in_flight=sum(1 for w in wus if w.state not in ("validated", "failed")),
+                    failed=sum(1 for w in wus if w.state == "failed"),
+                    steps_validated=validated * j.spec.steps_per_wu,
+                )
+            )
+        return out
+
+    def write_results(self, job: str, out: Path) -> list[Path]:
+        j = self.scheduler.jobs.get(job)
+        if j is None:
+            known = ", ".join(self.scheduler.jobs) or "none"
+            raise CoordinatorError(f"no job {job!r} here; jobs: {known}")
+        system = decode_system(self.store.system(j.spec.system_digest))
+        if not isinstance(system, GoModel):
+            raise CoordinatorError("results of all-atom jobs are written by the HTTP service")
+        trajs = trajectories(self.scheduler, self.store, job)
+        title = f"job {job[:12]}: Go model, T = {j.spec.temperature} eps/kB"
+        return write_results(out, system, trajs, title=title)
