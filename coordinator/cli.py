@@ -135,6 +135,79 @@ def demo(
 
 
 @app.command()
+def submit(
+    workdir: Annotated[Path, typer.Argument(help="The coordinator folder (created if absent).")],
+    pdb: Annotated[Path | None, typer.Option(help="Structure (PDB file).")] = None,
+    sequence: Annotated[str | None, typer.Option(help="One-letter sequence (openmm).")] = None,
+    engine: Annotated[str, typer.Option(help="go or openmm.")] = "go",
+    chain: Annotated[str | None, typer.Option(help="Chain of the PDB (default: first).")] = None,
+    runs: Annotated[int, typer.Option(help="Starting structures.")] = 1,
+    clones: Annotated[int, typer.Option(help="Trajectories per start.")] = 2,
+    gens: Annotated[int, typer.Option(help="Generations (WUs) per trajectory.")] = 2,
+    steps_per_wu: Annotated[int, typer.Option(help="Steps per WU.")] = 100_000,
+    segment_steps: Annotated[int, typer.Option(help="Steps per verifiable segment.")] = 20_000,
+    report_steps: Annotated[int, typer.Option(help="Steps between frames.")] = 1000,
+    temperature: Annotated[float, typer.Option(help="eps/kB (go) or kelvin (openmm).")] = 0.7,
+    quorum: Annotated[int, typer.Option(help="Volunteers that must agree on each WU.")] = 2,
+    lab: Annotated[str, typer.Option(help="Your lab's name, recorded in the ledger.")] = "lab",
+) -> None:
+    """Submit a folding job to a coordinator folder (no coordinator may be running there)."""
+    from coordinator.runner import submit_job
+
+    job = submit_job(
+        workdir,
+        lab=lab,
+        engine=engine,
+        pdb=pdb,
+        sequence=sequence,
+        chain=chain,
+        runs=runs,
+        clones=clones,
+        gens=gens,
+        steps_per_wu=steps_per_wu,
+        segment_steps=segment_steps,
+        report_steps=report_steps,
+        temperature=temperature,
+        min_quorum=quorum,
+    )
+    console.print(f"submitted job [bold]{job}[/]; compute it with: foldnet run {workdir}")
+
+
+@app.command()
+def run(
+    workdir: Annotated[Path, typer.Argument(help="The coordinator folder.")],
+    address: Annotated[
+        str | None, typer.Option(help="A Ray cluster of volunteers (foldnet worker join).")
+    ] = None,
+    volunteers: Annotated[int, typer.Option(help="Local volunteers, without --address.")] = 3,
+) -> None:
+    """Run the coordinator until every job in the folder is done."""
+    from coordinator.runner import run_coordinator
+
+    with Progress(
+        TextColumn("WUs validated"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("wus", total=None)
+
+        def progress(coord: object) -> None:
+            s = coord.scheduler  # type: ignore[attr-defined]
+            total = sum(j.spec.runs * j.spec.clones * j.spec.gens for j in s.jobs.values())
+            done = sum(1 for w in s.wus.values() if w.state == "validated")
+            bar.update(task, completed=done, total=total)
+
+        credits = run_coordinator(
+            workdir, address=address, local_volunteers=volunteers, on_progress=progress
+        )
+    for key, amount in sorted(credits.items()):
+        console.print(f"volunteer {key[:16]}: {amount:,} credit")
+    console.print(f"all jobs done; see: foldnet status {workdir}")
+
+
+@app.command()
 def status(
     workdir: Annotated[Path, typer.Argument(help="A coordinator folder (holds coordinator.db).")],
 ) -> None:
