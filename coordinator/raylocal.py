@@ -25,21 +25,38 @@ def loopback_only() -> None:
 
 
 @contextmanager
+def _environment_restored() -> Iterator[None]:
+    """Undo what ``ray.init`` and :func:`loopback_only` leave in this process's environment
+    (``RAY_AUTH_MODE``, ``PYTHONBREAKPOINT``, cluster mode...), so a later Ray in the same
+    process, with another HOME, starts clean."""
+    saved = dict(os.environ)
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+
+
+@contextmanager
 def local_ray(
     *, num_cpus: int, resources: Mapping[str, float], tmpdir: str | None = None
 ) -> Iterator[None]:
     """``ray.init`` bound to 127.0.0.1 with the given custom resources; always shut down."""
-    loopback_only()
-    ray.init(
-        _node_ip_address=LOOPBACK,
-        num_cpus=num_cpus,
-        resources=dict(resources),
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        _temp_dir=tmpdir,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with _environment_restored():
+        loopback_only()
+        ray.init(
+            _node_ip_address=LOOPBACK,
+            num_cpus=num_cpus,
+            resources=dict(resources),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            _temp_dir=tmpdir,
+        )
+        try:
+            yield
+        finally:
+            ray.shutdown()
