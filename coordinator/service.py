@@ -264,7 +264,14 @@ class Coordinator:
 
     def request_work(self, volunteer_key: bytes, det_class: str, slots: int) -> list[Task]:
         self.register(volunteer_key)
-        out = self._apply([WorkRequested(volunteer_key.hex(), det_class, slots, self.clock())])
+        ev = WorkRequested(volunteer_key.hex(), det_class, slots, self.clock())
+        known = ev.volunteer in self.scheduler.volunteers
+        out = self.scheduler.handle(ev)
+        if out or not known:
+            # Committed before any task leaves. A request that changed nothing (an idle
+            # volunteer polling) is not logged: replay reaches the same state without it.
+            self.store.append_events([ev])
+            self._carry_out(out)
         tasks: list[Task] = []
         for ins in out:
             if isinstance(ins, Dispatch):

@@ -113,3 +113,15 @@ def test_restart_replays_the_log_and_credits_nothing_twice(tmp_path, model):
     again.log.publish_checkpoint()
     assert run_audit(again.log.store.path, workers=1).ok
     again.close()
+
+
+def test_idle_polling_does_not_grow_the_event_log(tmp_path, model):
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    idle = Volunteer()
+    assert idle.work(coord, model) == 0  # no job yet: registers the volunteer, once
+    logged = len(list(coord.store.events()))
+    for _ in range(50):
+        assert idle.work(coord, model) == 0
+        coord.tick()
+    assert len(list(coord.store.events())) == logged
+    coord.close()
