@@ -144,8 +144,9 @@ class Coordinator:
         for ev in self.store.events():
             replayed.extend(self.scheduler.handle(ev))
         # Ledger effects of the history, idempotently: a crash may have come between
-        # committing an event and appending its consequences.
-        self._carry_out(replayed)
+        # committing an event and appending its consequences. Not reported by drain():
+        # that is what happened before this process started.
+        self._record_ledger_effects(replayed)
         if any(r.state == "assigned" for r in self.scheduler.replicas.values()) or any(
             c.state == "assigned" for c in self.scheduler.checks.values()
         ):
@@ -162,24 +163,27 @@ class Coordinator:
         return out
 
     def _carry_out(self, instructions: Sequence[Instruction]) -> None:
+        self._record_ledger_effects(instructions)
+        self._events.extend(instructions)
+
+    def _record_ledger_effects(self, instructions: Sequence[Instruction]) -> None:
         for ins in instructions:
             if isinstance(ins, Validated) and ins.wu.id not in self._recorded:
                 self._record_validated(ins)
-            self._events.append(ins)
 
     def _record_validated(self, v: Validated) -> None:
         attestations = []
         for replica, _volunteer in v.valid:
-            result = self.store.result(replica)
+            header, signature = self.store.signed_header(replica)  # the arrays stay on disk
             rep = self.scheduler.replicas[replica]
             issued_ms = int((rep.deadline - v.wu.spec.deadline_s) * 1000)
             attestations.append(
                 le.Attestation(
-                    volunteer_key=result.header.worker_key,
+                    volunteer_key=header.worker_key,
                     issued_at_ms=max(0, issued_ms),
-                    result_digest=result.result_digest,
-                    final_state_digest=result.header.final_digest,
-                    signature=result.signature,
+                    result_digest=header.digest(),
+                    final_state_digest=header.final_digest,
+                    signature=signature,
                 )
             )
         system = self._system(v.wu.spec.system_digest)

@@ -205,6 +205,16 @@ class Store:
                 )
             )
 
+    def signed_header(self, replica: int) -> tuple[ResultHeader, bytes]:
+        """A stored result's header and signature, without loading its arrays."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(results.c.header, results.c.signature).where(results.c.replica == replica)
+            ).first()
+        if row is None:
+            raise CoordinatorError(f"no stored result for replica {replica}")
+        return _decode_header(row.header), bytes(row.signature)
+
     def result(self, replica: int) -> WorkerResult:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(results).where(results.c.replica == replica)).first()
