@@ -10,8 +10,6 @@ observables (CSV) and a plot of Q and RMSD (PNG).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +92,7 @@ def run_demo(
         )
         for name, behaviour in VOLUNTEERS
     ]
-    tmp = ray_tmpdir or tempfile.mkdtemp(prefix="foldnet-ray-")
-    with local_ray(num_cpus=2, resources={v.resource: 1 for v in volunteers}, tmpdir=tmp):
+    with local_ray(num_cpus=2, resources={v.resource: 1 for v in volunteers}, tmpdir=ray_tmpdir):
         pool = RayPool(coord, volunteers)
         names = {m.key.hex(): m.spec.resource.removeprefix("vol:") for m in pool.members}
         try:
@@ -107,8 +104,6 @@ def run_demo(
             )
         finally:
             pool.shutdown()
-    if ray_tmpdir is None:
-        shutil.rmtree(tmp, ignore_errors=True)
     summary = coord.drain()
     cp = coord.log.publish_checkpoint()
     audit = run_audit(coord.log.store.path, workers=2)

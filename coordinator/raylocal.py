@@ -9,6 +9,8 @@ process and, through the environment, for every Ray process it starts.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -44,7 +46,13 @@ def _environment_restored() -> Iterator[None]:
 def local_ray(
     *, num_cpus: int, resources: Mapping[str, float], tmpdir: str | None = None
 ) -> Iterator[None]:
-    """``ray.init`` bound to 127.0.0.1 with the given custom resources; always shut down."""
+    """``ray.init`` bound to 127.0.0.1 with the given custom resources; always shut down.
+
+    Without ``tmpdir``, Ray's files go to a fresh short folder under /tmp (its socket paths
+    must fit in 107 bytes), removed afterwards.
+    """
+    own = tmpdir is None
+    tmpdir = tmpdir or tempfile.mkdtemp(prefix="foldnet-ray-")
     with _environment_restored():
         loopback_only()
         ray.init(
@@ -60,3 +68,5 @@ def local_ray(
             yield
         finally:
             ray.shutdown()
+            if own:
+                shutil.rmtree(tmpdir, ignore_errors=True)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,16 +156,9 @@ def run_coordinator(
                 )
                 for i in range(local_volunteers)
             ]
-            tmp = tempfile.mkdtemp(prefix="foldnet-ray-")
-            try:
-                with local_ray(
-                    num_cpus=os.cpu_count() or 1,
-                    resources={s.resource: 1 for s in specs},
-                    tmpdir=tmp,
-                ):
-                    drive(specs)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            resources = {s.resource: 1.0 for s in specs}
+            with local_ray(num_cpus=os.cpu_count() or 1, resources=resources):
+                drive(specs)
         coord.log.publish_checkpoint()
         credits = coord.credits()
         coord.close()
