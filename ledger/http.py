@@ -82,6 +82,7 @@ _CHECKPOINT = "public, max-age=2"
 _TEXT = "text/plain; charset=utf-8"
 _OCTETS = "application/octet-stream"
 _DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only (str.isdigit accepts other scripts' digits)
+_MAX_INT = (1 << 63) - 1  # SQLite's INTEGER
 
 P = ParamSpec("P")
 
@@ -122,11 +123,11 @@ def _int(name: str, raw: str | None, default: int | None = None) -> int:
         if default is None:
             raise _ApiError(400, "missing-parameter", f"query parameter {name!r} is required")
         return default
-    if not _DIGITS.fullmatch(raw):
+    if not _DIGITS.fullmatch(raw) or int(raw) > _MAX_INT:
         raise _ApiError(
             400,
             "invalid-parameter",
-            f"{name} must be a non-negative decimal integer (at most 19 digits), got {raw[:40]!r}",
+            f"{name} must be a decimal integer from 0 to 2**63-1, got {raw[:40]!r}",
         )
     return int(raw)
 

@@ -21,12 +21,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ledger_helpers import ORIGIN, Built, Clock, build_ledger, digest, make_result
 from typer.testing import CliRunner
 
@@ -322,6 +325,12 @@ def test_proofs_verify(grower: Log) -> None:
         ("/proof/consistency?first=6&second=5", 400, "invalid-range"),
         ("/proof/consistency?first=5&second=31", 400, "out-of-range"),
         ("/proof/consistency?first=5&second=%F0%9F%92%A5", 400, "invalid-parameter"),
+        ("/entries?start=9223372036854775808", 400, "invalid-parameter"),
+        ("/entries?start=9223372036854775807", 400, "out-of-range"),
+        ("/checkpoints/9999999999999999999", 400, "invalid-parameter"),
+        ("/checkpoints/9223372036854775807", 404, "no-checkpoint"),
+        ("/checkpoints/-5", 400, "invalid-parameter"),
+        ("/tile/0/x999/x999/x999/x999/x999/x999/x999/999", 404, "tile-not-found"),
         ("/tile/0/0000", 400, "invalid-tile-path"),
         ("/tile/0/000.p/0", 400, "invalid-tile-path"),
         ("/tile/0/x000/001", 400, "invalid-tile-path"),
@@ -337,6 +346,47 @@ def test_bad_parameters_are_4xx_json(grower: Log, query: str, status: int, code:
     client = TestClient(_app(lambda: grower), raise_server_exceptions=True)
     detail = _error(client.get(PREFIX + query), status, code)
     assert detail and "Traceback" not in detail
+
+
+@pytest.fixture(scope="module")
+def small_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    built = build_ledger(tmp_path_factory.mktemp("fuzz") / "l.db", n_wus=4)
+    with Log.open_readonly(built.path) as log:
+        yield TestClient(_app(lambda: log), raise_server_exceptions=True)
+
+
+_JUNK = st.one_of(
+    st.text(max_size=30),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.sampled_from(["", "0", "1", "1e3", "0x10", " 1", "+1", "\x00", "٣"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    endpoint=st.sampled_from(["entries", "proof/inclusion", "proof/consistency"]),
+    names=st.lists(
+        st.sampled_from(["start", "end", "index", "tree_size", "first", "second", "x"]),
+        max_size=3,
+    ),
+    values=st.lists(_JUNK, min_size=3, max_size=3),
+    tile=st.text(max_size=40),
+)
+def test_no_input_makes_a_500(
+    small_client: TestClient, endpoint: str, names: list[str], values: list[str], tile: str
+) -> None:
+    """Whatever a client sends, the answer is 200 or a 4xx with the JSON error shape."""
+    params = dict(zip(names, values, strict=False))
+    for r in (
+        small_client.get(f"{PREFIX}/{endpoint}", params=params),
+        small_client.get(f"{PREFIX}/tile/{quote(tile, safe='/')}"),
+        small_client.get(f"{PREFIX}/checkpoints/{quote(values[0], safe='')}"),
+    ):
+        assert r.status_code < 500, r.text
+        if r.status_code != 200:
+            assert r.status_code in (400, 404), r.text
+            body = r.json()
+            assert isinstance(body, dict) and set(body) >= {"detail"}, body
 
 
 def test_page_too_large(grower: Log) -> None:
@@ -575,6 +625,45 @@ def test_audit_live_service_like_an_export(
         assert res.exit_code == 1
         assert "entry-modified" in res.output
         srv.flip.armed = False
+
+
+def test_audits_pass_while_the_log_is_written(
+    serve: Callable[[Callable[[], Log]], _Served], grower: Log
+) -> None:
+    """A writer thread appends and signs checkpoints while audits read the server: every
+    audit sees one signed checkpoint and exactly its tiles, so every audit passes."""
+    _grow_to(grower, 300)
+    srv = serve(lambda: grower)
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for k in range(1, 41):
+                first = grower.size
+                batch = [JobSubmitted(job_id=digest("w", first + i)) for i in range(37)]
+                grower.append_batch(batch)
+                if k % 3 == 0:
+                    grower.publish_checkpoint()
+                time.sleep(0.01)
+            grower.publish_checkpoint()
+        except BaseException as e:
+            failures.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    sizes = []
+    try:
+        while writer.is_alive() or len(sizes) < 2:
+            report = run_audit(srv.url, workers=1)
+            assert report.ok, report.discrepancies
+            sizes.append(report.tree_size)
+    finally:
+        writer.join(60)
+    assert not failures, failures
+    final = run_audit(srv.url, workers=1)
+    assert final.ok and final.tree_size == grower.size - 1  # the final checkpoint
+    sizes.append(final.tree_size)
+    assert sizes == sorted(sizes) and len(set(sizes)) >= 2, sizes
 
 
 def test_audit_server_errors_are_messages(
