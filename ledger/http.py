@@ -21,8 +21,12 @@ Paths below that prefix:
 
 Everything served lies within the latest signed checkpoint (size ``S``): tiles, entries and
 proofs for sizes above ``S`` are refused, so whatever a client reads can be checked against a
-signature. ``tree_size`` and ``second`` default to ``S``. Hashes in JSON are standard base64
-(as in checkpoints and the witness's proof files), 32 bytes each. So
+signature. ``tree_size`` and ``second`` default to ``S``; ``end`` to ``min(start + 1000, S)``.
+Hashes and entries in JSON are standard base64 (hashes as in checkpoints and the witness's
+proof files, 32 bytes each). Answers: ``{"tree_size", "start", "end", "entries": [{"index",
+"leaf_hash", "data"}]}``, ``{"index", "tree_size", "leaf_hash", "hashes"}`` and ``{"first",
+"second", "hashes"}``, to check with :func:`~ledger.merkle.verify_inclusion` and
+:func:`~ledger.merkle.verify_consistency` against signed checkpoints' roots. And
 ``foldnet audit http://host/v1/ledger`` audits the live service exactly as an export.
 
 Tiles and bundles of full width are immutable (``Cache-Control: immutable``, one year);

@@ -39,7 +39,7 @@ def check_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
-        port = parts.port  # raises ValueError for a port out of range or not a number
+        _ = parts.port  # raises ValueError for a port out of range or not a number
     except ValueError as e:
         raise RemoteError(f"{url!r} is not a valid URL: {e}") from e
     if parts.scheme not in ("http", "https"):
@@ -54,7 +54,6 @@ def check_url(url: str) -> str:
             f"{url!r} has a query or fragment; give the log's prefix URL, "
             "e.g. http://127.0.0.1:8000/v1/ledger"
         )
-    del port
     return url.rstrip("/")
 
 
