@@ -547,7 +547,9 @@ def serve() -> Iterator[Callable[[Callable[[], Log]], _Served]]:
 
     def start(get_log: Callable[[], Log]) -> _Served:
         flip = _FlipByte(_app(get_log), f"{PREFIX}/tile/entries/000", 20)
-        sock = socket.socket()
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
+        # without it every small answer waits ~40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
