@@ -55,6 +55,7 @@ from sims.state import State
 from worker.errors import ResultError
 from worker.result import ResultHeader, WorkerResult, verify_result
 from worker.systems import (
+    EngineCache,
     SystemDefinition,
     decode_system,
     encode_system,
@@ -133,6 +134,7 @@ class Coordinator:
         self._deferred: list[Validated] = []  # ledger records waiting for the batch's commit
         #: Headers of results not yet recorded, so recording reads nothing back from the store.
         self._headers: dict[int, tuple[ResultHeader, bytes]] = {}
+        self._engines = EngineCache()  # for the physical sanity checks of results
         self._states = _ByteLRU(64 << 20)  # digest -> State
         self._boundaries = _ByteLRU(128 << 20)  # replica -> (positions, velocities)
         #: Checkpoints double as beacons; at most one per interval keeps the log small.
@@ -419,6 +421,7 @@ class Coordinator:
                 n_atoms=n,
                 n_frames=wu.spec.steps_per_wu // wu.spec.report_steps,
             )
+            self._check_physics(system, result, wu.spec.temperature)
             det = det_class_key(result.header.determinism)
             claim = Claim(
                 result.header.final_digest,
@@ -486,6 +489,18 @@ class Coordinator:
         if system is None:
             system = self._systems[digest] = decode_system(self.store.system(digest))
         return system
+
+    def _check_physics(self, system: SystemDefinition, result: WorkerResult, t: float) -> None:
+        """Sanity of every boundary state (DESIGN section 6): garbage fails here, before any
+        replica or spot-check is spent on it."""
+        engine = self._engines.get(system)
+        for k in range(1, len(result.positions)):
+            problems = engine.sanity_problems(
+                State(positions=result.positions[k], velocities=result.velocities[k]),
+                temperature=t,
+            )
+            if problems:
+                raise ResultError(f"boundary state {k}: {'; '.join(problems)}")
 
     def _put_state(self, state: State) -> bytes:
         digest = self.store.put_state(state)

@@ -9,6 +9,7 @@ isolation: a verifier given boundary ``k`` and the WU seed reproduces boundary `
 from __future__ import annotations
 
 import abc
+import math
 import time
 from collections.abc import Callable
 from typing import ClassVar, Protocol
@@ -58,6 +59,37 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def observe(self, state: State) -> dict[str, float]:
         """Structural observables of one state (RMSD, Q, Rg, ...), without the energy."""
+
+    @abc.abstractmethod
+    def kinetic_temperature(self, state: State) -> float:
+        """Instantaneous temperature of ``state``'s velocities, in the engine's units."""
+
+    def sanity_problems(self, state: State, *, temperature: float) -> list[str]:
+        """Why ``state`` cannot come from an honest run at ``temperature`` (empty if it can).
+
+        For results someone else computed, before anything counts. The bounds are generous:
+        only garbage must fail, and an honest trajectory out of equilibrium (an extended chain
+        collapsing heats up to about three times the bath temperature) must pass. Hence a
+        factor of five either way, widened by eight standard deviations of the kinetic
+        temperature for small systems.
+        """
+        if state.n_atoms != self.n_atoms:
+            return [f"the state has {state.n_atoms} atoms, the system {self.n_atoms}"]
+        if not (np.all(np.isfinite(state.positions)) and np.all(np.isfinite(state.velocities))):
+            return ["the state has NaN or infinite coordinates"]
+        t = self.kinetic_temperature(state)
+        factor = 5.0 * (1.0 + 8.0 * math.sqrt(2.0 / max(1, self.degrees_of_freedom)))
+        lo, hi = temperature / factor, temperature * factor
+        if not lo <= t <= hi:
+            return [
+                f"kinetic temperature {t:.4g} is outside [{lo:.4g}, {hi:.4g}], the range of an "
+                f"honest run at {temperature:g}"
+            ]
+        return []
+
+    @property
+    def degrees_of_freedom(self) -> int:
+        return 3 * self.n_atoms - 3
 
     # -- shared driver -------------------------------------------------------------------
 

@@ -356,3 +356,12 @@ def test_pickle_round_trip(dipeptide: AllAtomEngine) -> None:
     assert not s2.positions.flags.writeable
     assert spec2 == spec
     assert isinstance(dc2, DeterminismClass) and dc2 == dc and dc2.key == dc.key
+
+
+def test_sanity_of_an_honest_state_and_of_overheated_velocities(dipeptide: AllAtomEngine) -> None:
+    state = dipeptide.run(dipeptide.initial_state(temperature=300.0, seed=3), SPEC).final
+    assert 100.0 < dipeptide.kinetic_temperature(state) < 600.0
+    assert dipeptide.sanity_problems(state, temperature=300.0) == []
+    hot = State(positions=state.positions, velocities=state.velocities * 4)  # 16x as hot
+    (problem,) = dipeptide.sanity_problems(hot, temperature=300.0)
+    assert "kinetic temperature" in problem

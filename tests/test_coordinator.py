@@ -216,3 +216,16 @@ def test_a_late_result_is_refused_and_never_logged(tmp_path, model):
     )
     assert replayed.scheduler.replicas[task.replica].state == "timed_out"
     replayed.close()
+
+
+def test_a_fabricated_result_fails_the_physics_sanity_check_before_any_comparison(tmp_path, model):
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    liar = Volunteer("fabricate")
+    small_job(coord, model)
+    assert liar.work(coord, model) == 2
+    out = coord.drain()
+    assert len(out.invalidated) == 2 and {i.volunteer for i in out.invalidated} == {liar.key.hex()}
+    for inv in out.invalidated:
+        assert "kinetic temperature" in inv.reason or "bond" in inv.reason, inv.reason
+    assert coord.credits() == {}
+    coord.close()

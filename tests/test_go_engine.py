@@ -216,3 +216,22 @@ def test_engine_pieces_pickle(villin, result):
     engine = pickle.loads(pickle.dumps(villin))
     assert engine.determinism_class() == villin.determinism_class()
     assert pickle.loads(pickle.dumps(result)).final == result.final
+
+
+def test_sanity_accepts_honest_states_and_names_what_is_wrong_with_garbage(villin, result):
+    temperature = 0.9  # the spec's
+    for state in result.boundaries:
+        assert villin.sanity_problems(state, temperature=temperature) == []
+    honest = result.boundaries[-1]
+    assert abs(villin.kinetic_temperature(honest) - temperature) < 0.4
+    hot = State(positions=honest.positions, velocities=honest.velocities * 5)  # 25x as hot
+    (problem,) = villin.sanity_problems(hot, temperature=temperature)
+    assert "kinetic temperature" in problem and "outside" in problem
+    torn = honest.positions.copy()
+    torn[10:] += 5.0  # one bond pulled apart by 5 A
+    (problem,) = villin.sanity_problems(
+        State(positions=torn, velocities=honest.velocities), temperature=temperature
+    )
+    assert problem.startswith("bond 9-10")
+    (problem,) = villin.sanity_problems(honest, temperature=0.01)  # not a run at 0.01
+    assert "kinetic temperature" in problem

@@ -25,9 +25,15 @@ def honest(task: ComputeTask, engines: EngineCache, identity: Identity) -> Worke
     return compute(task, engines=engines, identity=identity)
 
 
-def _resign(result: WorkerResult, identity: Identity, positions: np.ndarray) -> WorkerResult:
+def _resign(
+    result: WorkerResult,
+    identity: Identity,
+    positions: np.ndarray,
+    velocities: np.ndarray | None = None,
+) -> WorkerResult:
     """Re-derive every digest and the signature, so the lie is internally consistent."""
-    digests = tuple(state_digest(positions[k], result.velocities[k]) for k in range(len(positions)))
+    velocities = result.velocities if velocities is None else velocities
+    digests = tuple(state_digest(positions[k], velocities[k]) for k in range(len(positions)))
     header = dataclasses.replace(
         result.header,
         boundary_digests=digests,
@@ -35,7 +41,9 @@ def _resign(result: WorkerResult, identity: Identity, positions: np.ndarray) -> 
         segment_root=segment_root(digests),
     )
     sig = identity.sign(attestation_message(header.wu_id, header.digest(), header.final_digest))
-    return dataclasses.replace(result, header=header, signature=sig, positions=positions)
+    return dataclasses.replace(
+        result, header=header, signature=sig, positions=positions, velocities=velocities
+    )
 
 
 def perturb_final_state(
@@ -78,9 +86,22 @@ def skip_segments(task: ComputeTask, engines: EngineCache, identity: Identity) -
     return _resign(faked, identity, positions)
 
 
+def fabricate(task: ComputeTask, engines: EngineCache, identity: Identity) -> WorkerResult:
+    """Computes nothing beyond a first step: invents the boundary states as random jiggles
+    of the input, hot and torn (what a client that only wants credit would send)."""
+    result = honest(task, engines, identity)
+    rng = np.random.default_rng(int.from_bytes(task.wu_id[:8], "little"))
+    positions = result.positions.copy()
+    velocities = result.velocities.copy()
+    positions[1:] = positions[0] + rng.normal(scale=2.0, size=positions[1:].shape)
+    velocities[1:] = rng.normal(scale=5.0, size=velocities[1:].shape)
+    return _resign(result, identity, positions, velocities)
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "honest": honest,
     "perturb": perturb_final_state,
     "skip": skip_segments,
+    "fabricate": fabricate,
 }
 HONEST = "honest"

@@ -112,6 +112,10 @@ def cpu_description() -> str:
     return " ".join([host.machine(), model or host.processor() or "unknown", *features])
 
 
+#: k_B N_A in kJ/(mol K): the gas constant (CODATA 2018, exact).
+MOLAR_GAS_CONSTANT_KJ = 0.008314462618
+
+
 class _Simulation:
     """The mutable half of an engine: one Context and its integrator."""
 
@@ -180,6 +184,7 @@ class AllAtomEngine(Engine):
     def _init(self, prepared: PreparedSystem, sim: _Simulation) -> None:
         self._prepared = prepared
         self._sim = sim
+        self._mass_dof: tuple[np.ndarray, int] | None = None
         self._determinism = DeterminismClass(
             engine=self.name,
             engine_version=f"{openmm.__version__} {'+'.join(FORCEFIELD_FILES)}",
@@ -349,6 +354,28 @@ class AllAtomEngine(Engine):
             out["q"] = fraction_native_contacts(ca, p.contacts)
         out["rg"] = radius_of_gyration(ca)
         return out
+
+    def _masses_and_dof(self) -> tuple[np.ndarray, int]:
+        if self._mass_dof is None:
+            system = self._sim.context.getSystem()
+            masses = np.array(
+                [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(self.n_atoms)]
+            )
+            moving = masses > 0
+            dof = 3 * int(moving.sum()) - system.getNumConstraints() - 3
+            self._mass_dof = (masses, max(1, dof))
+        return self._mass_dof
+
+    @property
+    def degrees_of_freedom(self) -> int:
+        return self._masses_and_dof()[1]
+
+    def kinetic_temperature(self, state: State) -> float:
+        """Kelvin, from masses and the degrees of freedom left by the constraints."""
+        masses, dof = self._masses_and_dof()
+        v = np.asarray(state.velocities, dtype=np.float64)  # nm/ps
+        kinetic = 0.5 * float(np.sum(masses[:, None] * v * v))  # kJ/mol
+        return 2.0 * kinetic / (dof * MOLAR_GAS_CONSTANT_KJ)
 
     def potential_energy(self, state: State) -> float:
         """Potential energy (kJ/mol) of ``state``'s positions."""

@@ -170,6 +170,30 @@ class GoEngine(Engine):
                 f"{temperature}"
             )
 
+    def kinetic_temperature(self, state: State) -> float:
+        """Unit masses, k_B = 1, centre-of-mass motion removed (3N - 3 degrees of freedom)."""
+        v = np.asarray(state.velocities, dtype=np.float64)
+        return float(np.sum(v * v) / self.degrees_of_freedom)
+
+    def sanity_problems(self, state: State, *, temperature: float) -> list[str]:
+        problems = super().sanity_problems(state, temperature=temperature)
+        if problems:
+            return problems
+        x = np.asarray(state.positions, dtype=np.float64)
+        r = np.linalg.norm(x[1:] - x[:-1], axis=1)
+        stretch = np.abs(r - self.model.bond_r0) / self.model.bond_r0
+        if np.any(stretch > 0.5):  # kr = 100 eps/A^2: thermal stretch is a few percent
+            k = int(np.argmax(stretch))
+            return [
+                f"bond {k}-{k + 1} is {r[k]:.3g} A long, native {self.model.bond_r0[k]:.3g} A: "
+                "no honest run stretches a bond by half"
+            ]
+        f = np.zeros_like(x)
+        energy = kernels.energy_forces(np.ascontiguousarray(x), f, *self.kernel_args)
+        if not math.isfinite(energy):
+            return [f"potential energy {energy} is not finite"]
+        return []
+
     def start_segment(self, state: State, *, seed: int, temperature: float) -> SegmentRunner:
         return SegmentRunner(self, state, seed, temperature)
 
