@@ -91,6 +91,9 @@ class WorkRequested:
     det_class: str
     slots: int
     now: float
+    #: Only WUs of this engine ("" = any). An HTTP volunteer declares one determinism class
+    #: per engine; without the filter a class of one engine could claim another's fresh WU.
+    engine: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,18 @@ class NodeLost:
 
 
 @dataclass(frozen=True, slots=True)
+class JobCancelled:
+    """The job's lab withdrew it: no WU of it is handed out, validated or credited again.
+
+    Work already validated stays validated (and credited); results still in flight are
+    refused when they come back. Cancelling twice is a no-op, so replaying a log is safe.
+    """
+
+    job: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class Abandoned:
     """Every replica and spot check in flight is lost (the coordinator restarted)."""
 
@@ -153,6 +168,7 @@ Event = (
     | Tick
     | NodeLost
     | Abandoned
+    | JobCancelled
 )
 
 
@@ -220,10 +236,24 @@ Instruction = (
 # -- mutable state (private) ----------------------------------------------------------------
 
 WUState = Literal[
-    "unsent", "in_progress", "awaiting_beacon", "spot_checking", "validated", "failed"
+    "unsent",
+    "in_progress",
+    "awaiting_beacon",
+    "spot_checking",
+    "validated",
+    "failed",
+    "cancelled",
 ]
 ReplicaState = Literal[
-    "assigned", "returned", "errored", "timed_out", "lost", "valid", "invalid", "disputed"
+    "assigned",
+    "returned",
+    "errored",
+    "timed_out",
+    "lost",
+    "valid",
+    "invalid",
+    "disputed",
+    "cancelled",
 ]
 
 
@@ -276,6 +306,7 @@ class _Volunteer:
 class _Job:
     spec: JobSpec
     remaining: int  # trajectories not yet through all generations
+    cancelled: bool = False
 
 
 def unreplicated_coin(wu: bytes, volunteer: str) -> float:
@@ -362,6 +393,8 @@ class Scheduler:
             case Abandoned():
                 for vol in sorted(self.volunteers):
                     self._on_node_lost(NodeLost(vol, event.now), out)
+            case JobCancelled():
+                self._on_job_cancelled(event)
             case _:
                 raise ProtocolError(f"unknown event {event!r}")
         return out
@@ -391,6 +424,8 @@ class Scheduler:
             w = self.wus[chk.wu]
             if ev.det_class != w.det_class or ev.volunteer in self._claimants(w):
                 continue
+            if ev.engine and w.unit.spec.engine != ev.engine:
+                continue
             self._transition_check_queued_assigned(chk, vol, ev.now, out)
             budget -= 1
         for key in list(self._ready):
@@ -401,6 +436,8 @@ class Scheduler:
                 continue  # one result per volunteer per WU
             if w.det_class is not None and w.det_class != ev.det_class:
                 continue  # homogeneous redundancy
+            if ev.engine and w.unit.spec.engine != ev.engine:
+                continue
             self._transition_ready_assigned(w, vol, ev, out)
             budget -= 1
 
@@ -502,6 +539,17 @@ class Scheduler:
                 if chk.state == "assigned":
                     self._requeue_check(chk)
 
+    def _on_job_cancelled(self, ev: JobCancelled) -> None:
+        job = self.jobs.get(ev.job)
+        if job is None:
+            raise ProtocolError(f"no job {ev.job!r}")
+        if job.cancelled:
+            return
+        job.cancelled = True
+        for w in self.wus.values():
+            if w.unit.job == ev.job and w.state not in ("validated", "failed"):
+                self._transition_open_cancelled(w)
+
     def _on_node_lost(self, ev: NodeLost, out: list[Instruction]) -> None:
         vol = self.volunteers.get(ev.volunteer)
         if vol is None:
@@ -546,6 +594,25 @@ class Scheduler:
             # A missed deadline or a lost node is not cheating: just reissue. The volunteer
             # keeps its place in ``w.volunteers``, so a replica never returns to it.
             self._want_more(w, out)
+
+    def _transition_open_cancelled(self, w: _WU) -> None:
+        """Any undecided WU -> cancelled: out of every queue, its work in flight withdrawn."""
+        w.state = "cancelled"
+        self._ready.pop(w.unit.id, None)
+        self._awaiting_beacon.pop(w.unit.id, None)
+        w.group = []
+        for rid in w.replicas:
+            rep = self.replicas[rid]
+            if rep.state == "assigned":
+                self.volunteers[rep.volunteer].in_flight.discard(rid)
+                rep.state = "cancelled"
+        if w.check is not None:
+            chk = self.checks[w.check]
+            self._check_queue.pop(chk.id, None)
+            if chk.state == "assigned":
+                self.volunteers[chk.volunteer].checks.discard(chk.id)
+            chk.state = "lost"
+            w.check = None
 
     def _transition_in_progress_validated(
         self, w: _WU, final: bytes, agreeing: list[_Replica], out: list[Instruction]
@@ -795,6 +862,15 @@ class Scheduler:
                 assert w.state in ("unsent", "in_progress"), f"ready WU in state {w.state}"
             if w.state == "validated":
                 assert any(self.replicas[r].state == "valid" for r in w.replicas)
+            if w.state == "cancelled":
+                assert self.jobs[w.unit.job].cancelled, "a cancelled WU of a live job"
+                assert key not in self._ready and key not in self._awaiting_beacon
+                assert all(self.replicas[r].state != "assigned" for r in w.replicas)
+                assert w.check is None
+            if self.jobs[w.unit.job].cancelled:
+                assert w.state in ("validated", "failed", "cancelled"), (
+                    f"WU of a cancelled job in state {w.state}"
+                )
         for v in self.volunteers.values():
             for rid in v.in_flight:
                 assert self.replicas[rid].state == "assigned"
