@@ -75,8 +75,8 @@ def _spec(model: GoModel, *, clones: int, steps: int, **kw: object) -> JobSpec:
         clones=clones,
         gens=1,
         steps_per_wu=steps,
-        segment_steps=max(1, steps // 10),
-        report_steps=max(1, steps // 10),
+        segment_steps=max(5, steps // 10),
+        report_steps=max(5, steps // 10),
         temperature=TEMPERATURE,
         **kw,  # type: ignore[arg-type]
     )
@@ -200,7 +200,7 @@ def main() -> None:
         wall, replicas = through_ray(model, clones=2, steps=steps, workdir=Path(d) / "a")
         ideal = replicas * t_wu / 2  # the same compute spread perfectly over 2 cores
         efficiency = ideal / wall
-        tiny = 40 if ns.quick else 200
+        tiny = 500 if ns.quick else 3000
         tiny_wall, _ = through_ray(model, clones=tiny, steps=10, workdir=Path(d) / "b")
     ray_cycles = tiny / tiny_wall
     core = core_cycles(2000 if ns.quick else 20_000)

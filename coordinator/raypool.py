@@ -24,7 +24,7 @@ from coordinator.service import Coordinator, Task, det_class_key
 from worker.adversary import HONEST
 from worker.ray_actor import VolunteerWorker
 from worker.systems import SystemDefinition, system_digest
-from worker.tasks import ComputeTask, SpotCheckTask
+from worker.tasks import ComputeTask, SpotCheckTask, TaskFailed
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,11 @@ class VolunteerSpec:
     num_cpus: float = 1.0
 
 
+#: Tiny tasks are sent in batches of about this much compute per Ray call.
+BATCH_TARGET_S = 0.05
+MAX_TASKS_PER_CALL = 64
+
+
 @dataclass(slots=True)
 class _Member:
     spec: VolunteerSpec
@@ -50,6 +55,16 @@ class _Member:
     classes: dict[bytes, str] = field(default_factory=dict)
     in_flight: int = 0
     alive: bool = True
+    task_s: float | None = None  # running mean of compute seconds per task
+
+    def capacity(self) -> tuple[int, int]:
+        """(tasks in flight at most, tasks per Ray call). Long WUs go one per call, up to
+        ``spec.slots`` at once; tiny ones in batches, two batches deep, so the actor never
+        waits for a round trip."""
+        if self.task_s is None or self.task_s >= BATCH_TARGET_S:
+            return self.spec.slots, 1
+        per_call = min(MAX_TASKS_PER_CALL, max(1, int(BATCH_TARGET_S / max(self.task_s, 1e-5))))
+        return max(self.spec.slots, 2 * per_call), per_call
 
 
 def discover_volunteers() -> list[VolunteerSpec]:
@@ -85,7 +100,7 @@ class RayPool:
         for m, (key, _pid) in zip(self.members, hellos, strict=True):
             m.key = key
             coordinator.register(key, name=m.spec.resource)
-        self._pending: dict[Any, tuple[_Member, Task]] = {}
+        self._pending: dict[Any, tuple[_Member, list[Task]]] = {}
         self._turn = 0
 
     def _det_class(self, m: _Member, system: SystemDefinition) -> str:
@@ -95,14 +110,18 @@ class RayPool:
             m.classes[digest] = det_class_key(canonical)
         return m.classes[digest]
 
-    def _feed(self, systems: list[SystemDefinition]) -> None:
+    def _feed(self, systems: list[SystemDefinition]) -> list[tuple[_Member, list[Task]]]:
+        """Ask the coordinator for work for every volunteer with room; the calls to send."""
+        calls: list[tuple[_Member, list[Task]]] = []
         # Rotate who asks first, so that no volunteer is starved by list order.
         self._turn = (self._turn + 1) % len(self.members)
         for m in self.members[self._turn :] + self.members[: self._turn]:
-            if not m.alive or m.in_flight >= m.spec.slots:
+            limit, per_call = m.capacity()
+            if not m.alive or m.in_flight >= limit:
                 continue
+            got: list[Task] = []
             for system in systems:
-                free = m.spec.slots - m.in_flight
+                free = limit - m.in_flight - len(got)
                 if free <= 0:
                     break
                 try:
@@ -110,12 +129,14 @@ class RayPool:
                 except (RayActorError, GetTimeoutError):
                     self._lose(m)
                     break
-                for task in self.coordinator.request_work(m.key, det, free):
-                    method = (
-                        m.actor.compute if isinstance(task, ComputeTask) else m.actor.spot_check
-                    )
-                    self._pending[method.remote(task)] = (m, task)
-                    m.in_flight += 1
+                got.extend(self.coordinator.request_work(m.key, det, free))
+            m.in_flight += len(got)
+            calls.extend((m, got[i : i + per_call]) for i in range(0, len(got), per_call))
+        return calls
+
+    def _send(self, calls: list[tuple[_Member, list[Task]]]) -> None:
+        for m, tasks in calls:
+            self._pending[m.actor.run_batch.remote(tasks)] = (m, tasks)
 
     def _lose(self, m: _Member) -> None:
         if m.alive:
@@ -124,24 +145,32 @@ class RayPool:
             self.coordinator.node_lost(m.key)
 
     def _collect(self, ref: Any) -> None:
-        m, task = self._pending.pop(ref)
-        m.in_flight -= 1
+        m, tasks = self._pending.pop(ref)
+        m.in_flight -= len(tasks)
         try:
-            result = ray.get(ref)
+            results, busy_s = ray.get(ref)
         except RayActorError:
             self._lose(m)
             return
-        except RayTaskError as e:
-            if isinstance(task, ComputeTask):
-                self.coordinator.fail(m.key, task.replica, f"{type(e.cause).__name__}: {e.cause}")
-            return
-        try:
-            if isinstance(task, SpotCheckTask):
-                self.coordinator.submit_spot_check(m.key, result)
-            else:
-                self.coordinator.submit_result(m.key, task.replica, result)
-        except ProtocolError as e:
-            log.info("late or unexpected result from %s ignored: %s", m.spec.resource, e)
+        except RayTaskError as e:  # the whole call failed: every task in it did
+            results, busy_s = [TaskFailed(f"{type(e.cause).__name__}: {e.cause}")] * len(tasks), 0.0
+        if len(results) != len(tasks):
+            log.warning("volunteer %s answered %d tasks with %d results", m.spec.resource,
+                        len(tasks), len(results))  # fmt: skip
+            return  # the replicas time out and are reissued
+        per_task = busy_s / len(tasks)
+        m.task_s = per_task if m.task_s is None else 0.8 * m.task_s + 0.2 * per_task
+        for task, result in zip(tasks, results, strict=True):
+            try:
+                if isinstance(result, TaskFailed):
+                    if isinstance(task, ComputeTask):
+                        self.coordinator.fail(m.key, task.replica, result.reason)
+                elif isinstance(task, SpotCheckTask):
+                    self.coordinator.submit_spot_check(m.key, result)
+                else:
+                    self.coordinator.submit_result(m.key, task.replica, result)
+            except ProtocolError as e:
+                log.info("late or unexpected result from %s ignored: %s", m.spec.resource, e)
 
     def run(
         self,
@@ -151,14 +180,18 @@ class RayPool:
         timeout_s: float = 3600.0,
         on_progress: Callable[[], None] | None = None,
     ) -> None:
-        """Keep every volunteer busy until ``until()`` holds (or ``timeout_s`` passes)."""
+        """Keep every volunteer busy until ``until()`` holds (or ``timeout_s`` passes).
+
+        Each turn of the loop takes every finished call, feeds the volunteers and ticks the
+        coordinator inside one group commit; the new tasks leave only after it committed.
+        """
         deadline = time.monotonic() + timeout_s
         while not until():
             if time.monotonic() > deadline:
                 raise CoordinatorError(f"work not finished after {timeout_s:.0f} s")
             if not any(m.alive for m in self.members):
                 raise CoordinatorError("every volunteer is gone")
-            self._feed(systems)
+            ready: list[Any] = []
             if self._pending:
                 ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.25)
                 if ready:  # take everything else that is already done, too
@@ -166,11 +199,14 @@ class RayPool:
                         list(self._pending), num_returns=len(self._pending), timeout=0
                     )
                     ready = list(dict.fromkeys([*ready, *more]))
+            with self.coordinator.batch():
                 for ref in ready:
                     self._collect(ref)
-            else:
-                time.sleep(0.05)
-            self.coordinator.tick()
+                calls = self._feed(systems)
+                self.coordinator.tick()
+            self._send(calls)
+            if not self._pending:
+                time.sleep(0.05)  # nothing to do yet: wait for work, not a busy loop
             if on_progress is not None:
                 on_progress()
 

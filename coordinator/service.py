@@ -9,13 +9,17 @@ events, so the scheduler only ever compares digests that a valid signature vouch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.errors import ProtocolError, SubmissionError
@@ -50,7 +54,7 @@ from ledger.log import Log
 from sims.spec import RunSpec
 from sims.state import State
 from worker.errors import ResultError
-from worker.result import WorkerResult, verify_result
+from worker.result import ResultHeader, WorkerResult, verify_result
 from worker.systems import (
     SystemDefinition,
     decode_system,
@@ -64,6 +68,32 @@ from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask
 DEFAULT_ORIGIN = "foldnet.local/ledger"
 
 Task = ComputeTask | SpotCheckTask
+
+
+class _ByteLRU:
+    """Recently used arrays, bounded by bytes: the states and boundary states that the next
+    dispatch or spot-check is about to need, so the hot path reads nothing back from disk."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._items: OrderedDict[object, tuple[object, int]] = OrderedDict()
+        self._budget = budget_bytes
+        self._bytes = 0
+
+    def put(self, key: object, value: object, nbytes: int) -> None:
+        if key in self._items or nbytes > self._budget // 4:
+            return
+        self._items[key] = (value, nbytes)
+        self._bytes += nbytes
+        while self._bytes > self._budget:
+            _, (_, n) = self._items.popitem(last=False)
+            self._bytes -= n
+
+    def get(self, key: object) -> object | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
 
 
 def det_class_key(canonical: str) -> str:
@@ -100,6 +130,12 @@ class Coordinator:
         self._registered: set[bytes] = set()
         self._jobs_in_ledger: set[bytes] = set()
         self._events: list[Instruction] = []
+        self._batching = False
+        self._deferred: list[Validated] = []  # ledger records waiting for the batch's commit
+        #: Headers of results not yet recorded, so recording reads nothing back from the store.
+        self._headers: dict[int, tuple[ResultHeader, bytes]] = {}
+        self._states = _ByteLRU(64 << 20)  # digest -> State
+        self._boundaries = _ByteLRU(128 << 20)  # replica -> (positions, velocities)
         #: Checkpoints double as beacons; at most one per interval keeps the log small.
         self.beacon_interval_s = beacon_interval_s
         self._last_beacon = float("-inf")
@@ -151,15 +187,21 @@ class Coordinator:
         if any(r.state == "assigned" for r in self.scheduler.replicas.values()) or any(
             c.state == "assigned" for c in self.scheduler.checks.values()
         ):
-            self._apply([Abandoned(self.clock())])
+            self._apply(Abandoned(self.clock()))
 
     # -- the event pipeline ----------------------------------------------------------------
 
-    def _apply(self, evs: Sequence[Event]) -> list[Instruction]:
-        self.store.append_events(list(evs))  # committed before acted on
-        out: list[Instruction] = []
-        for ev in evs:
-            out.extend(self.scheduler.handle(ev))
+    def _apply(self, ev: Event) -> list[Instruction]:
+        """Feed one event to the scheduler, log it, then carry out what it says. An event the
+        scheduler refuses (:class:`ProtocolError`, raised before it changes anything) is not
+        logged, so replay never meets it."""
+        out = self.scheduler.handle(ev)
+        try:
+            self.store.append_events([ev])  # committed (now, or with the batch) before acted on
+        except BaseException:
+            if not self._batching:  # a batch rebuilds the scheduler itself when it fails
+                self._reload()
+            raise
         self._carry_out(out)
         return out
 
@@ -168,39 +210,92 @@ class Coordinator:
         self._events.extend(instructions)
 
     def _record_ledger_effects(self, instructions: Sequence[Instruction]) -> None:
-        for ins in instructions:
-            if isinstance(ins, Validated) and ins.wu.id not in self._recorded:
-                self._record_validated(ins)
+        todo = [
+            ins
+            for ins in instructions
+            if isinstance(ins, Validated) and ins.wu.id not in self._recorded
+        ]
+        if self._batching:  # appended once the events behind them are committed
+            self._deferred.extend(todo)
+        elif todo:
+            self._record_validated(todo)
 
-    def _record_validated(self, v: Validated) -> None:
-        attestations = []
-        for replica, _volunteer in v.valid:
-            header, signature = self.store.signed_header(replica)  # the arrays stay on disk
-            rep = self.scheduler.replicas[replica]
-            issued_ms = int((rep.deadline - v.wu.spec.deadline_s) * 1000)
-            attestations.append(
-                le.Attestation(
-                    volunteer_key=header.worker_key,
-                    issued_at_ms=max(0, issued_ms),
-                    result_digest=header.digest(),
-                    final_state_digest=header.final_digest,
-                    signature=signature,
+    def _record_validated(self, validated: Sequence[Validated]) -> None:
+        entries = []
+        for v in validated:
+            if v.wu.id in self._recorded:
+                continue
+            attestations = []
+            cached = {
+                r: self._headers.pop(r)
+                for r in self.scheduler.wus[v.wu.id].replicas
+                if r in self._headers
+            }
+            for replica, _volunteer in v.valid:
+                # After a restart the cache is empty: read back (the arrays stay on disk).
+                header, signature = cached.get(replica) or self.store.signed_header(replica)
+                rep = self.scheduler.replicas[replica]
+                issued_ms = int((rep.deadline - v.wu.spec.deadline_s) * 1000)
+                attestations.append(
+                    le.Attestation(
+                        volunteer_key=header.worker_key,
+                        issued_at_ms=max(0, issued_ms),
+                        result_digest=header.digest(),
+                        final_state_digest=header.final_digest,
+                        signature=signature,
+                    )
+                )
+            system = self._system(v.wu.spec.system_digest)
+            entries.append(
+                le.ResultValidated(
+                    wu_id=v.wu.id,
+                    job_id=bytes.fromhex(v.wu.job),
+                    engine=v.wu.spec.engine,
+                    n_particles=int(particle_count(system)),
+                    steps=v.wu.spec.steps_per_wu,
+                    deadline_s=int(v.wu.spec.deadline_s),
+                    attestations=tuple(attestations),
                 )
             )
-        system = self._system(v.wu.spec.system_digest)
-        n_particles = particle_count(system)
-        self.log.record_validated_result(
-            le.ResultValidated(
-                wu_id=v.wu.id,
-                job_id=bytes.fromhex(v.wu.job),
-                engine=v.wu.spec.engine,
-                n_particles=int(n_particles),
-                steps=v.wu.spec.steps_per_wu,
-                deadline_s=int(v.wu.spec.deadline_s),
-                attestations=tuple(attestations),
-            )
-        )
-        self._recorded.add(v.wu.id)
+            self._recorded.add(v.wu.id)
+        try:
+            self.log.record_validated_results(entries)
+        except BaseException:
+            self._recorded.difference_update(e.wu_id for e in entries)
+            raise
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: every event of the calls inside is committed in one transaction
+        when the block exits, then their ledger records in one more. Tasks that
+        :meth:`request_work` returns inside the block must not be handed out before it exits
+        (commit before acting). If the block raises, nothing of it is kept: the store rolls
+        back and the scheduler is rebuilt from the committed events. Nested blocks join the
+        outer one."""
+        if self._batching:
+            yield
+            return
+        self._batching = True
+        try:
+            with self.store.batch():
+                yield
+        except BaseException:
+            self._deferred.clear()
+            self._batching = False
+            self._reload()
+            raise
+        self._batching = False
+        deferred, self._deferred = self._deferred, []
+        if deferred:
+            self._record_validated(deferred)
+
+    def _reload(self) -> None:
+        self.scheduler = Scheduler()
+        self._recorded.clear()
+        self._registered.clear()
+        self._jobs_in_ledger.clear()
+        self._scan_ledger()
+        self._replay()
 
     def drain(self) -> Outcome:
         """Instructions carried out since the last call, summarised."""
@@ -245,7 +340,7 @@ class Coordinator:
         ).hexdigest()
         self._systems[digest] = system
         self.store.put_system(digest, encode_system(system))
-        start_digests = tuple(self.store.put_state(s) for s in starts)
+        start_digests = tuple(self._put_state(s) for s in starts)
         self.store.put_job(
             job,
             lab,
@@ -253,7 +348,7 @@ class Coordinator:
         )
         self.log.append(le.JobSubmitted(job_id=bytes.fromhex(job), lab=lab))
         self._jobs_in_ledger.add(bytes.fromhex(job))
-        self._apply([JobSubmitted(job, spec, start_digests)])
+        self._apply(JobSubmitted(job, spec, start_digests))
         return job
 
     def cancel(self, job: str) -> None:
@@ -300,12 +395,11 @@ class Coordinator:
                         ins.replica,
                         self._system(ins.wu.spec.system_digest),
                         self._run_spec(ins),
-                        self.store.state(ins.wu.input_digest),
+                        self._state(ins.wu.input_digest),
                     )
                 )
             elif isinstance(ins, DispatchSpotCheck):
                 chk = self.scheduler.checks[ins.check]
-                rep = self.store.result(chk.replica)
                 tasks.append(
                     SpotCheckTask(
                         ins.wu.id,
@@ -313,10 +407,7 @@ class Coordinator:
                         self._system(ins.wu.spec.system_digest),
                         self._run_spec(ins),
                         ins.segments,
-                        tuple(
-                            State(positions=rep.positions[k], velocities=rep.velocities[k])
-                            for k in ins.segments
-                        ),
+                        self._boundary_states(chk.replica, ins.segments),
                     )
                 )
         return tasks
@@ -327,6 +418,8 @@ class Coordinator:
         rep = self.scheduler.replicas.get(replica)
         if rep is None or rep.volunteer != volunteer_key.hex():
             raise ProtocolError(f"replica {replica} was not assigned to this volunteer")
+        if rep.state != "assigned":
+            raise ProtocolError(f"replica {replica} already ended as {rep.state}")
         wu = self.scheduler.wus[rep.wu].unit
         system = self._system(wu.spec.system_digest)
         n = particle_count(system)
@@ -348,38 +441,42 @@ class Coordinator:
                 det,
             )
             self.store.put_result(replica, result)
-            self.store.put_state(
+            self._headers[replica] = (result.header, result.signature)
+            self._put_state(
                 State(
                     positions=result.positions[-1],
                     velocities=result.velocities[-1],
                     step=(wu.gen + 1) * wu.spec.steps_per_wu,
                 )
             )
+            self._boundaries.put(
+                replica,
+                (result.positions, result.velocities),
+                result.positions.nbytes + result.velocities.nbytes,
+            )
         except ResultError as e:
             claim = Claim(b"\0" * 32, b"\0" * 32, (), "", sane=False, problem=str(e)[:500])
-        self._apply([ResultReturned(replica, volunteer_key.hex(), claim, self.clock())])
+        self._apply(ResultReturned(replica, volunteer_key.hex(), claim, self.clock()))
 
     def submit_spot_check(self, volunteer_key: bytes, result: SpotCheckResult) -> None:
         result.verify()
         if result.worker_key != volunteer_key:
             raise ProtocolError("spot check signed by another key than the volunteer's")
         self._apply(
-            [
-                SpotCheckReturned(
-                    result.check,
-                    volunteer_key.hex(),
-                    result.end_digests,
-                    det_class_key(result.determinism),
-                    self.clock(),
-                )
-            ]
+            SpotCheckReturned(
+                result.check,
+                volunteer_key.hex(),
+                result.end_digests,
+                det_class_key(result.determinism),
+                self.clock(),
+            )
         )
 
     def fail(self, volunteer_key: bytes, replica: int, reason: str) -> None:
-        self._apply([ReplicaFailed(replica, volunteer_key.hex(), reason[:500], self.clock())])
+        self._apply(ReplicaFailed(replica, volunteer_key.hex(), reason[:500], self.clock()))
 
     def node_lost(self, volunteer_key: bytes) -> None:
-        self._apply([NodeLost(volunteer_key.hex(), self.clock())])
+        self._apply(NodeLost(volunteer_key.hex(), self.clock()))
 
     def tick(self) -> SignedCheckpoint | None:
         """Deadlines; and when unreplicated results wait for randomness, a new checkpoint
@@ -387,12 +484,12 @@ class Coordinator:
         now = self.clock()
         deadline = self.scheduler.next_deadline
         if deadline is not None and deadline <= now:  # a tick before any deadline is a no-op
-            self._apply([Tick(now)])
+            self._apply(Tick(now))
         if self.scheduler.awaiting_beacon and now - self._last_beacon >= self.beacon_interval_s:
             self._last_beacon = now
             cp = self.log.publish_checkpoint()
             beacon = cp.checkpoint.root_hash + cp.checkpoint.size.to_bytes(8, "big")
-            self._apply([BeaconPublished(beacon)])
+            self._apply(BeaconPublished(beacon))
             return cp
         return None
 
@@ -403,6 +500,22 @@ class Coordinator:
         if system is None:
             system = self._systems[digest] = decode_system(self.store.system(digest))
         return system
+
+    def _put_state(self, state: State) -> bytes:
+        digest = self.store.put_state(state)
+        self._states.put(digest, state, state.positions.nbytes + state.velocities.nbytes)
+        return digest
+
+    def _state(self, digest: bytes) -> State:
+        cached = self._states.get(digest)
+        return cached if isinstance(cached, State) else self.store.state(digest)
+
+    def _boundary_states(self, replica: int, segments: Sequence[int]) -> tuple[State, ...]:
+        cached = self._boundaries.get(replica)
+        if cached is None:
+            return self.store.boundary_states(replica, segments)
+        positions, velocities = cast("tuple[np.ndarray, np.ndarray]", cached)
+        return tuple(State(positions=positions[k], velocities=velocities[k]) for k in segments)
 
     @staticmethod
     def _run_spec(ins: Dispatch | DispatchSpotCheck) -> RunSpec:

@@ -8,22 +8,27 @@ state. Content-addressed blobs (states, systems) and returned results sit beside
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.codec import decode_event, encode_event
 from coordinator.errors import CoordinatorError
 from coordinator.scheduler import Event
 from sims.state import State
+from worker.arrays import pack_arrays, unpack_arrays
+from worker.errors import ResultError
 from worker.result import ResultHeader, WorkerResult
 
 metadata = sa.MetaData()
@@ -94,10 +99,13 @@ def _decode_header(text: str) -> ResultHeader:
 
 
 class Store:
-    """Durable coordinator state. Every write method commits before it returns."""
+    """Durable coordinator state. Every write method commits before it returns, except inside
+    :meth:`batch`, whose writes commit together when it exits (a group commit)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._local = threading.local()  # the open batch, per thread: readers elsewhere
+        # (an HTTP handler reading a lab's results) never see uncommitted writes
         try:
             metadata.create_all(engine)
         except SQLAlchemyError as e:
@@ -116,16 +124,66 @@ class Store:
     def close(self) -> None:
         self._engine.dispose()
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for every write inside: all are committed when the block exits
+        normally, none if it raises. Rows are buffered and inserted with one ``executemany``
+        per table; one fsync for many events is what lets the coordinator keep up with
+        thousands of small results a second. Nested blocks join the outer one."""
+        if self._conn is not None:
+            yield
+            return
+        with self._engine.begin() as conn:
+            self._local.conn = conn
+            self._local.pending = {}
+            try:
+                yield
+                self._flush()
+            finally:
+                self._local.conn = None
+                self._local.pending = {}
+
+    @property
+    def _conn(self) -> Connection | None:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        return conn
+
+    def _put(self, name: str, stmt: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows``: now in a transaction of their own, or buffered in the batch."""
+        if self._conn is not None:
+            pending: dict[str, tuple[Any, list[dict[str, Any]]]] = self._local.pending
+            pending.setdefault(name, (stmt, []))[1].extend(rows)
+        else:
+            with self._engine.begin() as conn:
+                conn.execute(stmt, rows)
+
+    def _flush(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        pending, self._local.pending = self._local.pending, {}
+        for stmt, rows in pending.values():
+            conn.execute(stmt, rows)
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        conn = self._conn
+        if conn is not None:  # sees the batch's own uncommitted writes
+            self._flush()
+            yield conn
+        else:
+            with self._engine.connect() as conn:
+                yield conn
+
     # -- events ----------------------------------------------------------------------------
 
     def append_events(self, evs: list[Event]) -> None:
         if not evs:
             return
-        with self._engine.begin() as conn:
-            conn.execute(events.insert(), [{"body": encode_event(e)} for e in evs])
+        self._put("events", events.insert(), [{"body": encode_event(e)} for e in evs])
 
     def events(self) -> Iterator[Event]:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             for (body,) in conn.execute(sa.select(events.c.body).order_by(events.c.seq)):
                 yield decode_event(body)
 
@@ -133,22 +191,23 @@ class Store:
 
     def put_state(self, state: State) -> bytes:
         digest = state.digest()
-        with self._engine.begin() as conn:
-            exists = conn.execute(sa.select(states.c.digest).where(states.c.digest == digest))
-            if exists.first() is None:
-                data = (
-                    state.positions.astype("<f8").tobytes()
-                    + state.velocities.astype("<f8").tobytes()
-                )
-                conn.execute(
-                    states.insert().values(
-                        digest=digest, step=state.step, n_atoms=state.n_atoms, data=data
-                    )
-                )
+        data = state.positions.astype("<f8").tobytes() + state.velocities.astype("<f8").tobytes()
+        row = {"digest": digest, "step": state.step, "n_atoms": state.n_atoms, "data": data}
+        self._put("states", self._insert_new(states, "digest"), [row])
         return digest
 
+    def _insert_new(self, table: sa.Table, key: str) -> Any:
+        """INSERT that leaves an existing row alone (content-addressed: same key, same bytes)."""
+        if self._engine.dialect.name == "sqlite":
+            return sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
+        if self._engine.dialect.name == "postgresql":
+            return pg_insert(table).on_conflict_do_nothing(index_elements=[key])
+        raise CoordinatorError(
+            f"database {self._engine.dialect.name!r} is not supported: use SQLite or PostgreSQL"
+        )
+
     def state(self, digest: bytes) -> State:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(states).where(states.c.digest == digest)).first()
         if row is None:
             raise CoordinatorError(f"no stored state {digest.hex()[:16]}")
@@ -159,13 +218,12 @@ class Store:
         return st
 
     def put_system(self, digest: bytes, data: bytes) -> None:
-        with self._engine.begin() as conn:
-            exists = conn.execute(sa.select(systems.c.digest).where(systems.c.digest == digest))
-            if exists.first() is None:
-                conn.execute(systems.insert().values(digest=digest, data=data))
+        self._put(
+            "systems", self._insert_new(systems, "digest"), [{"digest": digest, "data": data}]
+        )
 
     def system(self, digest: bytes) -> bytes:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(systems.c.data).where(systems.c.digest == digest)).first()
         if row is None:
             raise CoordinatorError(f"no stored system {digest.hex()[:16]}")
@@ -174,18 +232,15 @@ class Store:
     # -- jobs and results ------------------------------------------------------------------
 
     def put_job(self, job: str, lab: str, description: dict[str, Any]) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(
-                jobs.insert().values(job=job, lab=lab, description=json.dumps(description))
-            )
+        row = {"job": job, "lab": lab, "description": json.dumps(description)}
+        self._put("jobs", jobs.insert(), [row])
 
     def job(self, job: str) -> dict[str, Any] | None:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.job == job)).first()
         return None if row is None else {"lab": row.lab, **json.loads(row.description)}
 
     def put_result(self, replica: int, result: WorkerResult) -> None:
-        buf = io.BytesIO()
         arrays: dict[str, np.ndarray] = {
             "positions": result.positions,
             "velocities": result.velocities,
@@ -193,21 +248,18 @@ class Store:
             "frame_steps": result.frame_steps,
         }
         arrays |= {f"obs_{k}": np.asarray(v) for k, v in result.observables.items()}
-        np.savez(buf, allow_pickle=False, **arrays)
-        with self._engine.begin() as conn:
-            conn.execute(
-                results.insert().values(
-                    replica=replica,
-                    wu_id=result.header.wu_id,
-                    header=_encode_header(result.header),
-                    signature=result.signature,
-                    arrays=buf.getvalue(),
-                )
-            )
+        row = {
+            "replica": replica,
+            "wu_id": result.header.wu_id,
+            "header": _encode_header(result.header),
+            "signature": result.signature,
+            "arrays": pack_arrays(arrays),
+        }
+        self._put("results", results.insert(), [row])
 
     def signed_header(self, replica: int) -> tuple[ResultHeader, bytes]:
         """A stored result's header and signature, without loading its arrays."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 sa.select(results.c.header, results.c.signature).where(results.c.replica == replica)
             ).first()
@@ -215,17 +267,33 @@ class Store:
             raise CoordinatorError(f"no stored result for replica {replica}")
         return _decode_header(row.header), bytes(row.signature)
 
-    def result(self, replica: int) -> WorkerResult:
-        with self._engine.connect() as conn:
-            row = conn.execute(sa.select(results).where(results.c.replica == replica)).first()
+    def _arrays(self, replica: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(results.c.arrays).where(results.c.replica == replica)
+            ).first()
         if row is None:
             raise CoordinatorError(f"no stored result for replica {replica}")
-        with np.load(io.BytesIO(row.arrays), allow_pickle=False) as npz:
-            arrays = {k: np.array(npz[k]) for k in npz.files}
+        try:
+            return unpack_arrays(bytes(row.arrays), names)
+        except ResultError as e:
+            raise CoordinatorError(f"stored result of replica {replica} is corrupt: {e}") from e
+
+    def boundary_states(self, replica: int, segments: Sequence[int]) -> tuple[State, ...]:
+        """The claimed states at the start of ``segments`` (for a spot-check), read without
+        the result's frames."""
+        a = self._arrays(replica, ["positions", "velocities"])
+        return tuple(
+            State(positions=a["positions"][k], velocities=a["velocities"][k]) for k in segments
+        )
+
+    def result(self, replica: int) -> WorkerResult:
+        header, signature = self.signed_header(replica)
+        arrays = {k: np.array(v) for k, v in self._arrays(replica).items()}
         obs = {k[4:]: v for k, v in arrays.items() if k.startswith("obs_")}
         return WorkerResult(
-            _decode_header(row.header),
-            bytes(row.signature),
+            header,
+            signature,
             arrays["positions"],
             arrays["velocities"],
             arrays["frames"],

@@ -318,16 +318,29 @@ class Log:
         The credit is priced with the ledger time the result is recorded at. Raises
         :class:`~ledger.errors.CreditError` (nothing appended) if the formula cannot price it.
         """
+        return self.record_validated_results([result], formula_version=formula_version)
+
+    def record_validated_results(
+        self, results: Sequence[ResultValidated], *, formula_version: int = CURRENT_FORMULA_VERSION
+    ) -> list[Appended]:
+        """:meth:`record_validated_result` for many results in one transaction (a group
+        commit): all are durable when this returns, or none is."""
         ts = self._next_timestamp()
-        records = [Record(timestamp_ms=ts, entry=result)]
-        for a in result.attestations:
-            grant = CreditGranted(
-                volunteer_key=a.volunteer_key,
-                wu_id=result.wu_id,
-                formula_version=formula_version,
-                amount=price_attestation(result, a, validated_at_ms=ts, version=formula_version),
-            )
-            records.append(Record(timestamp_ms=ts, entry=grant))
+        records = []
+        for result in results:
+            records.append(Record(timestamp_ms=ts, entry=result))
+            for a in result.attestations:
+                grant = CreditGranted(
+                    volunteer_key=a.volunteer_key,
+                    wu_id=result.wu_id,
+                    formula_version=formula_version,
+                    amount=price_attestation(
+                        result, a, validated_at_ms=ts, version=formula_version
+                    ),
+                )
+                records.append(Record(timestamp_ms=ts, entry=grant))
+        if not records:
+            return []
         out = self._append_records(records)
         self._maybe_publish()
         return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class DeterminismClass:
 
     def canonical(self) -> bytes:
         """Canonical JSON bytes (sorted keys, no spaces): stable across processes."""
-        d = asdict(self)
+        d: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         d["extra"] = [list(kv) for kv in self.extra]
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 

@@ -4,9 +4,12 @@ SQLite, real ledger; volunteers are in-process workers, some of them dishonest."
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
+from coordinator.errors import ProtocolError
 from coordinator.jobs import JobSpec
 from coordinator.service import Coordinator, det_class_key
+from ledger import entries as le
 from ledger import run_audit
 from sims.go import GoEngine, GoModel
 from worker.adversary import BEHAVIOURS
@@ -125,3 +128,89 @@ def test_idle_polling_does_not_grow_the_event_log(tmp_path, model):
         coord.tick()
     assert len(list(coord.store.events())) == logged
     coord.close()
+
+
+def recorded_wus(coord: Coordinator) -> set[bytes]:
+    return {
+        e.wu_id
+        for _i, _l, d in coord.log.store.iter_entries()
+        if isinstance(e := le.decode_record(d).entry, le.ResultValidated)
+    }
+
+
+def test_a_batch_commits_once_and_records_the_ledger_after_the_commit(tmp_path, model):
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    vols = [Volunteer(), Volunteer(), Volunteer()]
+    job = small_job(coord, model)
+    commits = []
+    sa.event.listen(coord.store._engine, "commit", lambda _conn: commits.append(1))
+    events_before = len(list(coord.store.events()))
+    batches = 0
+    while not coord.job_done(job) and batches < 40:
+        batches += 1
+        with coord.batch():
+            recorded_at_start = len(recorded_wus(coord))
+            for v in vols:
+                v.work(coord, model)
+            coord.tick()
+            validated_inside = len(coord._deferred)
+            # Validated inside the batch, but not yet in the ledger: the events behind the
+            # records are not committed yet.
+            assert len(recorded_wus(coord)) == recorded_at_start
+        assert len(recorded_wus(coord)) == recorded_at_start + validated_inside
+    assert coord.job_done(job)
+    events = len(list(coord.store.events())) - events_before
+    assert len(commits) <= batches < events  # many events, one commit per batch
+    assert len(recorded_wus(coord)) == 4
+    credits = coord.credits()
+    coord.close()
+    again = Coordinator.local(tmp_path / "c", beacon_interval_s=0)  # the same state, replayed
+    assert again.job_done(job) and again.credits() == credits
+    again.close()
+
+
+def test_a_failed_batch_keeps_nothing_and_the_scheduler_is_rebuilt(tmp_path, model):
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    a = Volunteer()
+    small_job(coord, model)
+    events_before = len(list(coord.store.events()))
+    summary_before = coord.scheduler.summary()
+    with pytest.raises(RuntimeError, match="boom"), coord.batch():
+        assert len(coord.request_work(a.key, a.det_class(model), 2)) == 2
+        raise RuntimeError("boom")
+    assert len(list(coord.store.events())) == events_before
+    assert coord.scheduler.summary() == summary_before  # the dispatch never happened
+    assert a.work(coord, model) == 2  # the same WUs can be handed out again
+    coord.close()
+
+
+def test_a_late_result_is_refused_and_never_logged(tmp_path, model):
+    """A result for a replica that already timed out is refused before anything is stored,
+    so the event log never holds an event that replay would choke on."""
+    now = [1000.0]
+    coord = Coordinator(
+        store=Coordinator.local(tmp_path / "c").store,
+        log=Coordinator.local(tmp_path / "l").log,
+        clock=lambda: now[0],
+        beacon_interval_s=0,
+    )
+    a = Volunteer()
+    small_job(coord, model, deadline_s=60)
+    (task, *_) = coord.request_work(a.key, a.det_class(model), 1)
+    result = a.behaviour(task, a.engines, a.identity)
+    now[0] += 3600
+    coord.tick()  # the replica times out
+    n_events = len(list(coord.store.events()))
+    with pytest.raises(ProtocolError, match="already ended as timed_out"):
+        coord.submit_result(a.key, task.replica, result)
+    assert len(list(coord.store.events())) == n_events
+    with pytest.raises(ProtocolError):
+        coord.submit_result(Volunteer().key, task.replica, result)  # nor someone else's
+    coord.close()
+    replayed = Coordinator(
+        store=Coordinator.local(tmp_path / "c").store,
+        log=Coordinator.local(tmp_path / "l").log,
+        clock=lambda: now[0],
+    )
+    assert replayed.scheduler.replicas[task.replica].state == "timed_out"
+    replayed.close()

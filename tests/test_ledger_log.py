@@ -385,6 +385,23 @@ def test_unpriceable_result_appends_nothing(tmp_path: Path) -> None:
         assert log.size == before
 
 
+def test_many_results_in_one_transaction_or_none(tmp_path: Path) -> None:
+    built = build_ledger(tmp_path / "l.db", n_wus=1)
+    with Log.open(built.path, origin=ORIGIN, signing_key=built.log_key) as log:
+        before = log.size
+        t = 1_700_000_100_000
+        good = [make_result(built, 60 + i, [0, 1], issued_at_ms=t) for i in range(3)]
+        bad = make_result(built, 70, [0, 2], issued_at_ms=t, engine="gromacs")
+        with pytest.raises(CreditError):
+            log.record_validated_results([*good, bad])
+        assert log.size == before  # not even the good ones
+        appended = log.record_validated_results(good)
+        assert len(appended) == 3 * 3  # each result and its two credits
+        kinds = [type(log.record(a.index).entry) for a in appended]
+        assert kinds == [ResultValidated, CreditGranted, CreditGranted] * 3
+        assert log.record_validated_results([]) == []
+
+
 # --------------------------------------------------------------------------- keys
 
 

@@ -42,6 +42,13 @@ class SpotCheckTask:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskFailed:
+    """A task of a batch that raised on the worker; the others of the batch still count."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SpotCheckResult:
     wu_id: bytes
     check: int
