@@ -361,7 +361,7 @@ class Coordinator:
             raise SubmissionError(f"job {job[:16]} is already cancelled")
         if j.remaining == 0:
             raise SubmissionError(f"job {job[:16]} is already complete: nothing to cancel")
-        self._apply([JobCancelled(job, self.clock())])
+        self._apply(JobCancelled(job, self.clock()))
 
     def job_done(self, job: str) -> bool:
         j = self.scheduler.jobs.get(job)
