@@ -7,14 +7,49 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import uvicorn
 
 from coordinator.accounts import Accounts
-from coordinator.http.app import ServiceConfig, create_app
+from coordinator.http.app import Service, ServiceConfig, create_app
+from coordinator.service import Coordinator
 from sims.examples import VILLIN_PDB
+from worker.identity import Identity
+from worker.wire import sign_headers
+
+
+@dataclass
+class Served:
+    url: str
+    service: Service
+    keys: dict[str, str] = field(default_factory=dict)  # lab API keys, by lab
+
+    def stored(self) -> tuple[int, int, int, int]:
+        """(events, ledger entries, jobs, stored results): what a refused request must not
+        change."""
+        assert self.service.thread is not None
+
+        def count(c: Coordinator) -> tuple[int, int, int, int]:
+            returned = sum(1 for r in c.scheduler.replicas.values() if r.claim is not None)
+            return len(list(c.store.events())), c.log.size, len(c.scheduler.jobs), returned
+
+        return self.service.thread.call_sync(count)
+
+
+def signed(
+    client: httpx.Client,
+    identity: Identity,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    **kw: object,
+) -> httpx.Response:
+    """A request signed like foldnet worker run signs it (``kw`` overrides sign_headers)."""
+    headers = sign_headers(identity, method, path, body, **kw)  # type: ignore[arg-type]
+    return client.request(method, path, content=body or None, headers=headers)
 
 
 def free_port() -> int:
@@ -24,8 +59,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(workdir: Path, config: ServiceConfig | None = None) -> Iterator[str]:
-    """Serve ``workdir`` on 127.0.0.1 until the block exits; yields the base URL."""
+def running_service(workdir: Path, config: ServiceConfig | None = None) -> Iterator[Served]:
+    """Serve ``workdir`` on 127.0.0.1 until the block exits."""
     port = free_port()
     app = create_app(workdir, config)
     server = uvicorn.Server(
@@ -39,7 +74,7 @@ def running_service(workdir: Path, config: ServiceConfig | None = None) -> Itera
             raise RuntimeError("the service did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", app.state.service)
     finally:
         server.should_exit = True
         thread.join(30)
