@@ -80,6 +80,12 @@ def serve(
     max_job_steps: Annotated[
         int, typer.Option(help="Largest job (runs x clones x gens x steps) accepted.")
     ] = 5 * 10**8,
+    volunteer_rate: Annotated[
+        float, typer.Option(help="Requests per second per volunteer key.")
+    ] = 50.0,
+    register_burst: Annotated[
+        float, typer.Option(help="Registrations in a burst from one address.")
+    ] = 50.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the coordinator as an HTTP service for labs and volunteers (Ctrl-C stops it)."""
@@ -87,7 +93,13 @@ def serve(
 
     from coordinator.http.app import ServiceConfig, create_app
 
-    app_ = create_app(workdir, ServiceConfig(max_job_steps=max_job_steps))
+    config = ServiceConfig(
+        max_job_steps=max_job_steps,
+        volunteer_rate=volunteer_rate,
+        volunteer_burst=4 * volunteer_rate,
+        register_burst=register_burst,
+    )
+    app_ = create_app(workdir, config)
     console.print(
         f"foldnet coordinator for {workdir} on http://{host}:{port} "
         f"(docs: http://{host}:{port}/docs)"
