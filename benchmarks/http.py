@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -40,7 +41,13 @@ from worker.identity import Identity
 from worker.result import sign_result
 from worker.systems import EngineCache, SystemDefinition, decode_system
 from worker.tasks import ComputeTask, spot_check
-from worker.wire import decode_task, encode_result, encode_spot_check, sign_headers
+from worker.wire import (
+    RESULT_CONTENT_TYPE,
+    decode_task,
+    encode_result,
+    encode_spot_check,
+    sign_headers,
+)
 
 
 class Conn:
@@ -83,10 +90,8 @@ class Conn:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
             self.writer = None
 
 
@@ -173,9 +178,7 @@ async def _volunteer(
                     engine = shared.engines.get(task.system)
                     run = shared.runs[task.wu_id] = engine.run(task.input_state, task.spec)
                 body = encode_result(sign_result(run, wu_id=task.wu_id, identity=me))
-                st, _ = await call(
-                    "POST", f"/v1/results/{task.replica}", body, "application/x-foldnet-result+npz"
-                )
+                st, _ = await call("POST", f"/v1/results/{task.replica}", body, RESULT_CONTENT_TYPE)
                 if st == 200:
                     report.cycles += 1
                     report.uploaded.append(task.replica)
@@ -266,6 +269,14 @@ class ServeProcess:
                 raise RuntimeError(f"foldnet serve did not start: {err}")
             time.sleep(0.1)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the service process so far (Linux), else 0."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -288,13 +299,23 @@ def bench(volunteers: int, seconds: float, clones: int, workdir: Path) -> dict[s
             base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
         )
         job = lab.post("/v1/jobs", json=tiny_job(clones)).json()["job"]
+        cpu0 = server.cpu_seconds()
         report = run_load(server.url, volunteers, seconds)
+        server_cpu = server.cpu_seconds() - cpu0
         progress = lab.get(f"/v1/jobs/{job}").json()
+        metrics = lab.get("/metrics").text
         lab.close()
     finally:
         server.stop()
     returned = progress["wus"]["results_returned"]
+    gauges = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("foldnet_coordinator_")
+    }
     return {
+        "server_cpu_s": server_cpu,
+        "coordinator": gauges,
         "report": report,
         "progress": progress,
         "lost_or_duplicated": abs(returned - len(report.uploaded))
@@ -337,6 +358,15 @@ def main() -> None:
         f"results acknowledged {len(r.uploaded):,}, returned per the service "
         f"{wus['results_returned']:,}; lost or duplicated: {out['lost_or_duplicated']}; "
         f"spot checks {r.spot_checks}; statuses {dict(sorted(r.statuses.items()))}"
+    )
+    g = out["coordinator"]
+    batches = g.get("foldnet_coordinator_batches_total", 0)
+    print(
+        f"coordinator thread: {batches:,.0f} group commits, "
+        f"{g.get('foldnet_coordinator_commands_total', 0) / max(1, batches):.1f} commands each, "
+        f"busy {g.get('foldnet_coordinator_busy_seconds_total', 0):.1f} s of {r.seconds:.1f} s; "
+        f"service process CPU {out['server_cpu_s']:.1f} s "
+        f"({1000 * out['server_cpu_s'] / max(1, r.cycles):.2f} ms per cycle)"
     )
     print(
         json.dumps(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import pickle
 import threading
 import time
 import zipfile
@@ -26,7 +27,13 @@ from worker.identity import Identity
 from worker.result import sign_result
 from worker.systems import EngineCache, decode_system
 from worker.tasks import compute
-from worker.wire import decode_task, encode_result, sign_headers
+from worker.wire import (
+    decode_task,
+    encode_result,
+    pack_arrays,
+    sign_headers,
+    unpack_arrays,
+)
 
 SMALL = ServiceConfig(max_job_bytes=200_000, max_result_bytes=200_000, max_json_bytes=20_000)
 
@@ -238,12 +245,10 @@ def test_bad_result_uploads_are_refused_and_store_nothing(served, job):
     def bad(**arrays):
         return encode_result(dataclasses.replace(good, **arrays))
 
-    def raw(**arrays):  # an .npz written by hand: dtypes the client would never send
-        with np.load(io.BytesIO(encode_result(good))) as npz:
-            out = {k: npz[k] for k in npz.files} | arrays
-        buf = io.BytesIO()
-        np.savez(buf, **out)
-        return buf.getvalue()
+    def raw(meta=None, **arrays):  # written by hand: what the client would never send
+        manifest, parsed = unpack_arrays(encode_result(good))
+        del manifest["arrays"]
+        return pack_arrays(manifest | (meta or {}), parsed | arrays)
 
     nan = good.positions.copy()
     nan[1, 0, 0] = np.nan
@@ -256,9 +261,14 @@ def test_bad_result_uploads_are_refused_and_store_nothing(served, job):
         (c, me, bad(frames=good.frames[:, :5]), 422, "invalid_result"),
         (c, me, bad(positions=nan), 422, "invalid_result"),
         (c, me, raw(velocities=good.velocities.astype(np.float32)), 422, "invalid_body"),
-        (c, me, raw(obs_q=np.array(["a"] * 4)), 422, "invalid_body"),
+        (c, me, raw(obs_q=np.array([1, 2, 3, 4], np.int16)), 422, "invalid_body"),
         (c, me, raw(extra=np.zeros(3)), 422, "invalid_body"),
-        (c, me, raw(header=np.frombuffer(b'{"a":1}', np.uint8)), 422, "invalid_body"),
+        (c, me, raw({"header": '{"a":1}'}), 422, "invalid_body"),
+        (c, me, raw({"signature": "00"}), 422, "invalid_body"),
+        (c, me, raw({"extra": 1}), 422, "invalid_body"),
+        (c, me, encode_result(good)[:-8], 422, "invalid_body"),  # truncated
+        (c, me, encode_result(good) + b"\0", 422, "invalid_body"),
+        (c, me, raw(obs_q=np.zeros((4, 2))), 422, "invalid_body"),
     ]
     for client, who, body, status, code in cases:
         _error(signed(client, who, "POST", path, body), status, code)
@@ -269,16 +279,17 @@ def test_bad_result_uploads_are_refused_and_store_nothing(served, job):
     _error(signed(c, me, "POST", path, encode_result(good)), 404, "not_assigned")  # once only
 
 
-def test_a_pickle_is_never_loaded(served, job):
+def test_a_pickle_or_an_npz_is_never_loaded(served, job):
     c, me = _registered(served.url)
     (task,) = _pull(c, me)
     buf = io.BytesIO()
-    np.save(buf, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
-    z = io.BytesIO()
-    with zipfile.ZipFile(z, "w") as zf:
-        zf.writestr("header.npy", buf.getvalue())
+    np.savez(buf, header=np.array([{"evil": 1}], dtype=object))
+    evil = pack_arrays({"header": "{}", "signature": "00" * 64}, {}).replace(
+        b'"arrays":[]', b'"arrays":[["positions","|O",[1]]]'
+    )
     before = served.stored()
-    _error(signed(c, me, "POST", f"/v1/results/{task['replica']}", z.getvalue()), 422)
+    for body in (buf.getvalue(), pickle.dumps({"a": 1}), evil):
+        _error(signed(c, me, "POST", f"/v1/results/{task['replica']}", body), 422)
     assert served.stored() == before
 
 

@@ -7,8 +7,9 @@ It lives in ``worker`` because the client needs it and ``worker`` may not import
   method, the path with its query, SHA-256 of the body, a timestamp, a nonce and the key.
 * Metadata is JSON. Arrays inside JSON are ``{"dtype": "<f8", "shape": [..], "data":
   base64}`` (raw little-endian bytes with a declared shape); whole results travel as one
-  ``.npz`` read with ``allow_pickle=False`` after the zip's declared sizes are checked, so a
-  small upload cannot inflate into a large one. Nothing from the network is ever unpickled.
+  binary container (:func:`pack_arrays`: a JSON manifest declaring each array's name, dtype
+  and shape, then the raw little-endian bytes), read with ``np.frombuffer``: nothing to
+  inflate, nothing to unpickle, and far cheaper to parse than an ``.npz``.
 * Every decoder is strict and says what it expected and what it got.
 """
 
@@ -17,11 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import json
 import secrets
 import time
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,7 +40,7 @@ KEY_HEADER = "x-foldnet-key"
 TIMESTAMP_HEADER = "x-foldnet-timestamp"
 NONCE_HEADER = "x-foldnet-nonce"
 SIGNATURE_HEADER = "x-foldnet-signature"
-RESULT_CONTENT_TYPE = "application/x-foldnet-result+npz"
+RESULT_CONTENT_TYPE = "application/x-foldnet-arrays"
 
 #: Array kinds a result may hold, with their dtype and number of dimensions.
 _RESULT_ARRAYS: dict[str, tuple[str, int]] = {
@@ -51,6 +50,8 @@ _RESULT_ARRAYS: dict[str, tuple[str, int]] = {
     "frame_steps": ("<i8", 1),
 }
 _MAX_MEMBERS = 64
+_MAGIC = b"FNA1"
+_DTYPES = {"<f8", "<f4", "<i8", "|u1"}
 
 
 def body_digest(body: bytes) -> str:
@@ -296,62 +297,102 @@ def decode_task(
 # -- results (volunteer -> coordinator) ----------------------------------------------------
 
 
+def pack_arrays(meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The binary container: ``FNA1`` | u32le manifest length | manifest JSON | raw bytes.
+
+    The manifest is ``meta`` plus ``"arrays": [[name, dtype, shape], ...]``; the raw bytes
+    are each array in that order, little-endian, C order. Reading it is a slice and a
+    ``np.frombuffer`` per array: nothing to inflate, nothing to unpickle.
+    """
+    specs = []
+    chunks = []
+    for name, a in arrays.items():
+        arr = np.asarray(a)
+        le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        specs.append([name, le.dtype.str, list(le.shape)])
+        chunks.append(le.tobytes())
+    manifest = json.dumps({**meta, "arrays": specs}, separators=(",", ":")).encode()
+    return _MAGIC + len(manifest).to_bytes(4, "little") + manifest + b"".join(chunks)
+
+
+def unpack_arrays(
+    data: bytes, *, max_manifest: int = 1 << 20
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(manifest, arrays) of a container; strict about sizes, dtypes and names."""
+    if data[:4] != _MAGIC or len(data) < 8:
+        raise WireError(
+            f"expected a foldnet array container (starting {_MAGIC!r}), got {data[:4]!r}"
+        )
+    n = int.from_bytes(data[4:8], "little")
+    if n > max_manifest or 8 + n > len(data):
+        raise WireError(f"manifest of {n:,} bytes does not fit the body ({len(data):,} bytes)")
+    manifest = parse_json_object(data[8 : 8 + n])
+    specs = get_list(manifest, "arrays", _MAX_MEMBERS)
+    pos = 8 + n
+    arrays: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if not (isinstance(spec, list) and len(spec) == 3):
+            raise WireError(f"arrays: expected [name, dtype, shape] entries, got {spec!r:.80}")
+        name, dtype, shape = spec
+        if not isinstance(name, str) or not name.isidentifier() or len(name) > 40:
+            raise WireError(f"array name: expected an identifier, got {name!r:.50}")
+        if name in arrays:
+            raise WireError(f"array {name!r} appears twice")
+        if dtype not in _DTYPES:
+            raise WireError(f"{name}: dtype must be one of {sorted(_DTYPES)}, got {dtype!r:.20}")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > 4
+            or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)
+        ):
+            raise WireError(
+                f"{name}: shape must be up to 4 non-negative integers, got {shape!r:.80}"
+            )
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if size > len(data) - pos:
+            raise WireError(f"{name}: shape {shape} needs {size:,} bytes; the body is too short")
+        arrays[name] = np.frombuffer(
+            data, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=pos
+        ).reshape(shape)
+        pos += size
+    if pos != len(data):
+        raise WireError(f"{len(data) - pos:,} bytes after the last array")
+    return manifest, arrays
+
+
 def encode_result(result: WorkerResult) -> bytes:
-    """One .npz: the header's canonical JSON, the signature, then the arrays."""
+    """A result upload: the header's canonical JSON and the signature in the manifest, then
+    the arrays (boundary states, frames, frame steps, observables) raw."""
     arrays: dict[str, np.ndarray] = {
-        "header": np.frombuffer(result.header.canonical(), dtype=np.uint8),
-        "signature": np.frombuffer(result.signature, dtype=np.uint8),
         "positions": np.asarray(result.positions, dtype="<f8"),
         "velocities": np.asarray(result.velocities, dtype="<f8"),
         "frames": np.asarray(result.frames, dtype="<f4"),
         "frame_steps": np.asarray(result.frame_steps, dtype="<i8"),
     }
     arrays |= {f"obs_{k}": np.asarray(v, dtype="<f8") for k, v in result.observables.items()}
-    buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, **arrays)
-    return buf.getvalue()
-
-
-def _read_npz(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise WireError(f"the upload is not an .npz archive: {e}") from e
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > _MAX_MEMBERS:
-            raise WireError(f"expected at most {_MAX_MEMBERS} arrays, got {len(infos)}")
-        declared = sum(i.file_size for i in infos)
-        if declared > max_bytes:
-            raise WireError(f"the arrays unpack to {declared:,} bytes; the limit is {max_bytes:,}")
-        out: dict[str, np.ndarray] = {}
-        for info in infos:
-            name = info.filename
-            if not name.endswith(".npy") or "/" in name:
-                raise WireError(f"unexpected member {name[:40]!r} in the .npz")
-            try:
-                with zf.open(info) as fh:
-                    arr = np.lib.format.read_array(fh, allow_pickle=False)
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-                raise WireError(f"array {name[:-4]!r} cannot be read: {e}") from e
-            out[name[:-4]] = arr
-        return out
+    meta = {
+        "header": result.header.canonical().decode(),
+        "signature": result.signature.hex(),
+    }
+    return pack_arrays(meta, arrays)
 
 
 def decode_result(data: bytes, *, max_bytes: int) -> WorkerResult:
     """A result upload, checked for kinds, dtypes and dimensions (sizes are the WU's job)."""
-    arrays = _read_npz(data, max_bytes)
-    for name in ("header", "signature", *_RESULT_ARRAYS):
+    if len(data) > max_bytes:
+        raise WireError(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,}")
+    manifest, arrays = unpack_arrays(data)
+    if set(manifest) != {"header", "signature", "arrays"}:
+        raise WireError(
+            f"manifest: expected header, signature and arrays, got {sorted(manifest)[:10]}"
+        )
+    for name in _RESULT_ARRAYS:
         if name not in arrays:
             raise WireError(f"the upload has no {name!r} array")
     for name, arr in arrays.items():
-        if arr.dtype.hasobject:
-            raise WireError(f"array {name!r} has object dtype")
         if name in _RESULT_ARRAYS:
             dtype, ndim = _RESULT_ARRAYS[name]
-        elif name in ("header", "signature"):
-            dtype, ndim = "|u1", 1
-        elif name.startswith("obs_") and 0 < len(name) <= 44 and name[4:].isidentifier():
+        elif name.startswith("obs_") and len(name) > 4:
             dtype, ndim = "<f8", 1
         else:
             raise WireError(f"unexpected array {name[:40]!r} in the upload")
@@ -360,10 +401,8 @@ def decode_result(data: bytes, *, max_bytes: int) -> WorkerResult:
                 f"{name}: expected {ndim}-D {dtype}, got {arr.ndim}-D {arr.dtype.str} "
                 f"{tuple(arr.shape)}"
             )
-    sig = arrays["signature"].tobytes()
-    if len(sig) != 64:
-        raise WireError(f"signature: expected 64 bytes, got {len(sig)}")
-    header = decode_header(arrays["header"].tobytes())
+    sig = get_hex(manifest, "signature", 64)
+    header = decode_header(get_str(manifest, "header", 1 << 20).encode())
     return WorkerResult(
         header,
         sig,

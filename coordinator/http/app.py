@@ -139,7 +139,7 @@ _RESULT_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/x-foldnet-result+npz": {"schema": {"type": "string", "format": "binary"}}
+            "application/x-foldnet-arrays": {"schema": {"type": "string", "format": "binary"}}
         },
     }
 }
@@ -569,8 +569,9 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
     async def upload(
         replica: Annotated[int, PathParam(ge=1, le=2**62)], request: Request
     ) -> dict[str, Any]:
-        """A computed WU: one .npz (header JSON, signature, arrays). Shapes, finiteness, WU id
-        and key are checked before anything is stored."""
+        """A computed WU (worker.wire.encode_result: a JSON manifest with the signed header,
+        then raw little-endian arrays). Shapes, finiteness, WU id and key are checked before
+        anything is stored."""
         body = await request.body()
         key = svc.volunteer(request, body)
         a = svc.assignments.get(replica)
@@ -583,7 +584,7 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
             )
 
         def parse() -> Any:
-            result = decode_result(body, max_bytes=4 * cfg.max_result_bytes)
+            result = decode_result(body, max_bytes=cfg.max_result_bytes)
             precheck(result, a, key)
             return result
 
