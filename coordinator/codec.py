@@ -87,7 +87,7 @@ def decode_event(text: str) -> Event:
             )
             return ResultReturned(body["replica"], body["volunteer"], claim, body["now"])
         if kind == "BeaconPublished":
-            return BeaconPublished(_bytes(body["value"]))
+            return BeaconPublished(_bytes(body["value"]), float(body.get("now", 0.0)))
         if kind == "SpotCheckReturned":
             return SpotCheckReturned(
                 body["check"],

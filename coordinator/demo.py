@@ -74,6 +74,9 @@ def run_demo(
         segment_steps=config.segment_steps,
         report_steps=config.report_steps,
         temperature=config.temperature,
+        # A demo WU takes about a second: an audit nobody can take (every volunteer touched
+        # the WU) gives up after a minute, not after the default ten.
+        deadline_s=60.0,
     )
     engine.check_temperature(config.temperature)
     coord = Coordinator.local(out / "coordinator", checkpoint_every=50)

@@ -49,9 +49,9 @@ class JobSpec:
     deadline_s: float = 600.0
     spot_check_segments: int = 2
     #: Fraction of quorum-validated WUs also spot-checked by a volunteer outside the quorum,
-    #: so that two identities of one cheater agreeing on a fake result are caught too. Off by
-    #: default: an audit waits for a volunteer of the class who has not touched the WU.
-    audit_rate: float = 0.0
+    #: so that two identities of one cheater agreeing on a fake result are caught too. An
+    #: audit that no such volunteer takes within ``deadline_s`` is skipped (liveness).
+    audit_rate: float = 0.1
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from coordinator.errors import SubmissionError
 from coordinator.jobs import JobSpec
@@ -32,6 +33,7 @@ def prepare_job(
     temperature: float,
     min_quorum: int = 2,
     deadline_s: float = 600.0,
+    audit_rate: float | None = None,
     seed: int = 1,
 ) -> tuple[SystemDefinition, list[State], JobSpec]:
     """Validate the plan, then prepare the system once and the start states; stores nothing.
@@ -43,6 +45,8 @@ def prepare_job(
         raise SubmissionError("give exactly one of a PDB file or a sequence")
     if engine not in ("go", "openmm"):
         raise SubmissionError(f"unknown engine {engine!r}: expected go or openmm")
+
+    extra: dict[str, Any] = {} if audit_rate is None else {"audit_rate": audit_rate}
 
     def spec_for(digest: bytes) -> JobSpec:
         return JobSpec(
@@ -57,6 +61,7 @@ def prepare_job(
             temperature=temperature,
             min_quorum=min_quorum,
             deadline_s=deadline_s,
+            **extra,
         )
 
     spec_for(b"\0" * 32)  # the plan alone, before any preparation

@@ -117,6 +117,7 @@ class BeaconPublished:
     """Public randomness that did not exist when pending commitments were made."""
 
     value: bytes
+    now: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +291,7 @@ class _Check:
     volunteer: str
     segments: tuple[int, ...]
     deadline: float
-    state: Literal["assigned", "done", "lost"] = "assigned"
+    state: Literal["assigned", "done", "lost", "skipped"] = "assigned"
 
 
 @dataclass(slots=True)
@@ -366,6 +367,7 @@ class Scheduler:
         self._ready: dict[bytes, None] = {}  # WUs that need another replica, oldest first
         self._awaiting_beacon: dict[bytes, None] = {}
         self._check_queue: dict[int, None] = {}  # spot checks waiting for a verifier
+        self._audit_waits: dict[int, int] = {}  # audit-wait deadline id -> check id
         self._deadlines: list[tuple[float, str, int]] = []
         self._next_id = 1
 
@@ -490,6 +492,8 @@ class Scheduler:
             w.check = chk.id
             w.state = "spot_checking"
             self._check_queue[chk.id] = None
+            if w.group:
+                self._start_audit_wait(w, chk, ev.now)
 
     def _on_spot_check(self, ev: SpotCheckReturned, out: list[Instruction]) -> None:
         chk = self.checks.get(ev.check)
@@ -534,10 +538,14 @@ class Scheduler:
                 rep = self.replicas[ident]
                 if rep.state == "assigned":
                     self._transition_assigned_errored(rep, "timed_out", out)
-            else:
+            elif kind == "check":
                 chk = self.checks[ident]
                 if chk.state == "assigned":
-                    self._requeue_check(chk)
+                    self._requeue_check(chk, now)
+            else:  # "audit": nobody outside the quorum came to audit it in time
+                chk = self.checks[self._audit_waits.pop(ident)]
+                if chk.id in self._check_queue:  # not taken, not replaced
+                    self._transition_audit_queued_skipped(self.wus[chk.wu], chk, out)
 
     def _on_job_cancelled(self, ev: JobCancelled) -> None:
         job = self.jobs.get(ev.job)
@@ -557,7 +565,7 @@ class Scheduler:
         for rid in sorted(vol.in_flight):
             self._transition_assigned_errored(self.replicas[rid], "lost", out)
         for cid in sorted(vol.checks):
-            self._requeue_check(self.checks[cid])
+            self._requeue_check(self.checks[cid], ev.now)
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -807,13 +815,35 @@ class Scheduler:
         self._ready.pop(w.unit.id, None)
         out.append(WUFailed(w.unit, reason))
 
-    def _requeue_check(self, chk: _Check) -> None:
+    def _requeue_check(self, chk: _Check, now: float) -> None:
         self.volunteers[chk.volunteer].checks.discard(chk.id)
         chk.state = "lost"
         replacement = _Check(self._new_id(), chk.wu, chk.replica, "", chk.segments, 0.0)
         self.checks[replacement.id] = replacement
-        self.wus[chk.wu].check = replacement.id
+        w = self.wus[chk.wu]
+        w.check = replacement.id
         self._check_queue[replacement.id] = None
+        if w.group:
+            self._start_audit_wait(w, replacement, now)
+
+    def _start_audit_wait(self, w: _WU, chk: _Check, now: float) -> None:
+        """An audit needs a volunteer outside the quorum; if none takes it within the WU's
+        deadline, the quorum stands without its audit (liveness over the extra sample: a
+        network of two volunteers must still make progress)."""
+        ident = self._new_id()
+        self._audit_waits[ident] = chk.id
+        heapq.heappush(self._deadlines, (now + w.unit.spec.deadline_s, "audit", ident))
+
+    def _transition_audit_queued_skipped(self, w: _WU, chk: _Check, out: list[Instruction]) -> None:
+        del self._check_queue[chk.id]
+        chk.state = "skipped"
+        group = [self.replicas[r] for r in w.group]
+        w.group = []
+        w.check = None
+        w.state = "in_progress"
+        claim = group[0].claim
+        assert claim is not None
+        self._transition_in_progress_validated(w, claim.final_digest, group, out)
 
     def _reward(self, volunteer: str) -> None:
         v = self._volunteer(volunteer)
@@ -871,6 +901,15 @@ class Scheduler:
                 assert w.state in ("validated", "failed", "cancelled"), (
                     f"WU of a cancelled job in state {w.state}"
                 )
+        for cid in self._check_queue:
+            chk = self.checks[cid]
+            w = self.wus[chk.wu]
+            assert chk.volunteer == "" and w.check == cid and w.state == "spot_checking"
+        for w in self.wus.values():
+            if w.group:
+                assert w.state in ("awaiting_beacon", "spot_checking"), f"audit group in {w.state}"
+                if w.state == "spot_checking" and w.check in self._check_queue:
+                    assert w.check in self._audit_waits.values(), "an audit nobody times out"
         for v in self.volunteers.values():
             for rid in v.in_flight:
                 assert self.replicas[rid].state == "assigned"

@@ -489,7 +489,7 @@ class Coordinator:
             self._last_beacon = now
             cp = self.log.publish_checkpoint()
             beacon = cp.checkpoint.root_hash + cp.checkpoint.size.to_bytes(8, "big")
-            self._apply(BeaconPublished(beacon))
+            self._apply(BeaconPublished(beacon, now))
             return cp
         return None
 

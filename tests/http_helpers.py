@@ -100,6 +100,7 @@ def go_job(**kw: object) -> dict[str, object]:
         "segment_steps": 500,
         "report_steps": 500,
         "temperature": 0.8,
+        "audit_rate": 0.0,  # two volunteers: nobody outside the quorum could audit
         "name": "villin test",
     } | kw
 

@@ -479,3 +479,54 @@ def test_audits_are_drawn_from_the_beacon_at_the_configured_rate(hs):
     )
     assert audited == expected and 30 <= audited <= 70
     assert len(hs.of(Validated)) == 200 - audited
+
+
+def test_an_audit_nobody_can_run_lets_the_quorum_stand_after_the_deadline(hs):
+    """Liveness: with only the quorum's own volunteers online, an audit would wait forever."""
+    hs(JobSubmitted("j", spec(audit_rate=1.0, deadline_s=100.0), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    hs.ret(a)
+    hs.ret(b)
+    hs(BeaconPublished(h("checkpoint"), now=10.0))
+    assert hs.request("A") == [] and hs.request("B") == []  # neither may audit itself
+    hs(Tick(109.0))
+    assert not hs.of(Validated)  # still waiting for an auditor
+    hs(Tick(110.0))
+    (v,) = hs.of(Validated)
+    assert {x for _, x in v.valid} == {"A", "B"} and v.spot_checked == ()
+    assert {c.volunteer for c in hs.of(GrantCredit)} == {"A", "B"}
+    assert not hs.s._check_queue  # the audit is withdrawn, not left for someone later
+    assert [i for i in hs(WorkRequested("C", CLASS, 1, 111.0))] == []
+
+
+def test_a_lost_auditor_rearms_the_wait(hs):
+    hs(JobSubmitted("j", spec(audit_rate=1.0, deadline_s=100.0), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    hs.ret(a)
+    hs.ret(b)
+    hs(BeaconPublished(h("checkpoint"), now=0.0))
+    hs.now = 50.0
+    (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 50.0)) if isinstance(i, DispatchSpotCheck)]
+    hs(NodeLost("C", 70.0))  # the auditor vanishes: the audit is queued again, afresh...
+    hs(Tick(169.0))  # (the first wait, at 100, was for C's audit, which C had taken)
+    assert not hs.of(Validated)
+    hs(Tick(170.0))  # ...and nobody else came within a deadline: the quorum stands
+    (v,) = hs.of(Validated)
+    assert {x for _, x in v.valid} == {"A", "B"}
+    with pytest.raises(ProtocolError):
+        hs(SpotCheckReturned(chk.check, "C", (), CLASS, 171.0))
+
+
+def test_replay_of_an_audit_wait_reaches_the_same_state(hs):
+    hs(JobSubmitted("j", spec(audit_rate=1.0, deadline_s=100.0), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    hs.ret(a)
+    hs.ret(b)
+    hs(BeaconPublished(h("checkpoint"), now=10.0))
+    again, _ = replay(hs.events)
+    again.validate_state()
+    out = again.handle(Tick(110.0))
+    assert [type(i).__name__ for i in out].count("Validated") == 1

@@ -108,6 +108,9 @@ class JobRequest(BaseModel):
     temperature: float = Field(gt=0, allow_inf_nan=False)
     min_quorum: int = Field(2, ge=1, le=10)
     deadline_s: float = Field(600.0, ge=1, le=30 * 86400, allow_inf_nan=False)
+    audit_rate: float | None = Field(
+        None, ge=0, le=1, description="share of validated WUs audited (default: the network's)"
+    )
     seed: int = Field(1, ge=0, le=2**31 - 1)
     name: str = Field("", max_length=200)
 
@@ -419,6 +422,7 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
                 temperature=body.temperature,
                 min_quorum=body.min_quorum,
                 deadline_s=body.deadline_s,
+                audit_rate=body.audit_rate,
                 seed=body.seed,
             )
 
