@@ -265,8 +265,8 @@ class ServeProcess:
             except httpx.TransportError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode()[-2000:] if self.proc.stderr else ""
-                raise RuntimeError(f"foldnet serve did not start: {err}")
+                self.stop()
+                raise RuntimeError("foldnet serve did not start")
             time.sleep(0.1)
 
     def cpu_seconds(self) -> float:
@@ -285,6 +285,8 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 def bench(volunteers: int, seconds: float, clones: int, workdir: Path) -> dict[str, Any]:
