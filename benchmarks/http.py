@@ -250,9 +250,11 @@ class ServeProcess:
             "--register-burst",
             "100000",
         ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        self.log = workdir.parent / "serve.log"  # a file, not a pipe nobody drains
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+            )
         if cpus and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(self.proc.pid, cpus)
         import httpx
@@ -266,7 +268,8 @@ class ServeProcess:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("foldnet serve did not start")
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"foldnet serve did not start: {tail}")
             time.sleep(0.1)
 
     def cpu_seconds(self) -> float:
@@ -285,8 +288,6 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 def bench(volunteers: int, seconds: float, clones: int, workdir: Path) -> dict[str, Any]:
