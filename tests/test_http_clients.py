@@ -102,7 +102,7 @@ def test_two_worker_processes_complete_a_job_submitted_over_http(tmp_path):
                     "--key",
                     str(tmp_path / f"v{i}" / "volunteer.key"),
                     home=tmp_path / f"v{i}",
-                )  # fmt: skip
+                )
             )
             for i in range(2)
         ]
