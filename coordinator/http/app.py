@@ -179,7 +179,8 @@ class Service:
         self.labs_by_hash: dict[str, str] = {}
         self.jobs: dict[str, JobInfo] = {}
         self.assignments: dict[int, Assignment] = {}
-        self.checks: dict[int, tuple[bytes, bytes]] = {}  # check -> (volunteer, wu id)
+        self.checks: dict[int, tuple[bytes, bytes, float]] = {}  # (volunteer, wu, deadline)
+        self._pruned = 0.0
         self.systems: dict[str, bytes] = {}  # encoded systems handed out, by digest hex
         self.ledger = LedgerIndex()
         self.outcomes = {"validated": 0, "invalidated": 0, "failed": 0, "completed": 0}
@@ -234,10 +235,13 @@ class Service:
         self.outcomes["invalidated"] += len(out.invalidated)
         self.outcomes["failed"] += len(out.failed)
         self.outcomes["completed"] += len(out.completed)
-        if c.scheduler.next_deadline is not None or self.assignments:
-            now = c.clock()
+        now = c.clock()
+        if now - self._pruned > 5.0:  # work long past its deadline was reissued by now
+            self._pruned = now
             for rid in [r for r, a in list(self.assignments.items()) if a.deadline < now - 60]:
-                self.assignments.pop(rid, None)  # long past its deadline: reissued by now
+                self.assignments.pop(rid, None)
+            for cid in [k for k, v in list(self.checks.items()) if v[2] < now - 60]:
+                self.checks.pop(cid, None)
 
     def coordinator(self) -> CoordinatorThread:
         if self.thread is None:
@@ -261,6 +265,8 @@ class Service:
         if lab is None:
             assert self.accounts is not None
             accounts = self.accounts
+            host = request.client.host if request.client else "?"
+            self.reg_limit.check(("lab-key", host))  # unknown keys cost a database read
             lab = await anyio.to_thread.run_sync(lambda: accounts.lab_for_key(token))
             if lab is None:
                 raise ApiError(
@@ -554,7 +560,7 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
             if isinstance(task, ComputeTask):
                 svc.assignments[task.replica] = assignment
             elif isinstance(task, SpotCheckTask):
-                svc.checks[task.check] = (key, task.wu_id)
+                svc.checks[task.check] = (key, task.wu_id, deadline)
             tasks.append({**encode_task(task, system, eng), "deadline": deadline})
         return {"tasks": tasks, "retry_after_s": None if tasks else cfg.idle_retry_s}
 
