@@ -418,21 +418,28 @@ class Scheduler:
     def _on_work_requested(self, ev: WorkRequested, out: list[Instruction]) -> None:
         vol = self._volunteer(ev.volunteer)
         budget = min(ev.slots, vol.quota - len(vol.in_flight) - len(vol.checks))
-        # Spot checks first: they unblock validated credit for someone else.
-        for check_id in list(self._check_queue):
-            if budget <= 0:
-                return
+        # Spot checks first: they unblock validated credit for someone else. Candidates are
+        # chosen first and assigned after: an assignment changes only its own WU's
+        # eligibility, and copying a queue of 10^5 WUs on every request would cost more
+        # than the request itself.
+        checks: list[_Check] = []
+        for check_id in self._check_queue:
+            if len(checks) >= budget:
+                break
             chk = self.checks[check_id]
             w = self.wus[chk.wu]
             if ev.det_class != w.det_class or ev.volunteer in self._claimants(w):
                 continue
             if ev.engine and w.unit.spec.engine != ev.engine:
                 continue
+            checks.append(chk)
+        for chk in checks:
             self._transition_check_queued_assigned(chk, vol, ev.now, out)
-            budget -= 1
-        for key in list(self._ready):
-            if budget <= 0:
-                return
+        budget -= len(checks)
+        chosen: list[_WU] = []
+        for key in self._ready:
+            if len(chosen) >= budget:
+                break
             w = self.wus[key]
             if ev.volunteer in w.volunteers:
                 continue  # one result per volunteer per WU
@@ -440,8 +447,9 @@ class Scheduler:
                 continue  # homogeneous redundancy
             if ev.engine and w.unit.spec.engine != ev.engine:
                 continue
+            chosen.append(w)
+        for w in chosen:
             self._transition_ready_assigned(w, vol, ev, out)
-            budget -= 1
 
     def _on_result(self, ev: ResultReturned, out: list[Instruction]) -> None:
         rep = self._replica(ev.replica, ev.volunteer)
