@@ -308,6 +308,7 @@ class _Job:
     spec: JobSpec
     remaining: int  # trajectories not yet through all generations
     cancelled: bool = False
+    params: bytes = b""  # spec.engine_parameters(), computed once per job, not once per WU
 
 
 def unreplicated_coin(wu: bytes, volunteer: str) -> float:
@@ -410,7 +411,9 @@ class Scheduler:
             raise SubmissionError(
                 f"expected one start state per run ({ev.spec.runs}), got {len(ev.start_digests)}"
             )
-        self.jobs[ev.job] = _Job(ev.spec, remaining=ev.spec.runs * ev.spec.clones)
+        self.jobs[ev.job] = _Job(
+            ev.spec, remaining=ev.spec.runs * ev.spec.clones, params=ev.spec.engine_parameters()
+        )
         for run, digest in enumerate(ev.start_digests):
             for clone in range(ev.spec.clones):
                 self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
@@ -707,8 +710,9 @@ class Scheduler:
     # -- helpers ---------------------------------------------------------------------------
 
     def _create_wu(self, traj: TrajectoryKey, gen: int, input_digest: bytes) -> None:
-        spec = self.jobs[traj.job].spec
-        ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, spec.engine_parameters())
+        job = self.jobs[traj.job]
+        spec = job.spec
+        ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, job.params)
         seed = int.from_bytes(
             hashlib.sha256(b"foldnet/wu-seed/v1\x00" + ident).digest()[:8], "little"
         )
