@@ -246,8 +246,10 @@ class HttpVolunteer:
 
     # -- one task --------------------------------------------------------------------------
 
-    def run_task(self, doc: dict[str, Any], stop: StopFlag | None = None) -> bool:
-        """Compute and upload one task; False if the server no longer wants it."""
+    def run_task(self, doc: dict[str, Any], pull_next: int = 0) -> list[dict[str, Any]]:
+        """Compute and upload one task; returns the tasks pulled with the upload
+        (``pull_next`` of them at most: one round trip returns a result and fetches work)."""
+        query = f"?next={pull_next}" if pull_next > 0 else ""
         kind, digest = task_header(doc)
         system = self._system(digest)
         task = decode_task(doc, system)
@@ -255,13 +257,13 @@ class HttpVolunteer:
             checked = spot_check(task, engines=self.worker.engines, identity=self.identity)
             r = self._request(
                 "POST",
-                f"/v1/checks/{task.check}",
+                f"/v1/checks/{task.check}{query}",
                 json.dumps(encode_spot_check(checked)).encode(),
                 headers={"content-type": "application/json"},
             )
             self.spot_checks += 1
             self.report(f"spot check {task.check}: {r.status_code}")
-            return r.status_code < 400
+            return list(r.json().get("tasks", [])) if r.status_code < 400 else []
         assert isinstance(task, ComputeTask) and kind == "compute"
         if not self._task_path(task.replica).is_file():
             doc = {**doc, "volunteer": self.identity.public_key.hex()}
@@ -306,24 +308,24 @@ class HttpVolunteer:
             self._json("POST", f"/v1/results/{task.replica}/failure", {"reason": str(e)[:500]})
             self._forget(task.replica)
             self.report(f"WU {task.wu_id.hex()[:12]} failed here and was given back: {e}")
-            return False
+            return []
         self.computed += 1
         r = self._request(
             "POST",
-            f"/v1/results/{task.replica}",
+            f"/v1/results/{task.replica}{query}",
             encode_result(result),
             headers={"content-type": RESULT_CONTENT_TYPE},
         )
         self._forget(task.replica)
         if r.status_code >= 400:
             self.report(f"result of replica {task.replica} refused: {_describe(r)}")
-            return False
+            return []
         self.uploaded += 1
         body = r.json()
         if body.get("accepted"):
             self.accepted += 1
         self.report(f"uploaded replica {task.replica}: {body.get('state')}")
-        return True
+        return list(body.get("tasks", []))
 
     def _save_progress(self, task: ComputeTask, p: PartialRun) -> None:
         names = sorted(p.rows[0]) if p.rows else []
@@ -408,19 +410,28 @@ class HttpVolunteer:
         for doc in self.saved_tasks():  # an interrupted WU first
             if stop.requested:
                 break
-            self.run_task(doc, stop)
+            self.run_task(doc)
             done += 1
         idle = 1.0
+        queue: list[dict[str, Any]] = []
+
+        def wanted() -> int:
+            left = self.slots if max_tasks is None else min(self.slots, max_tasks - done)
+            return 0 if stop.requested else max(0, left - len(queue))
+
         while not stop.requested and (max_tasks is None or done < max_tasks):
-            got = []
-            for engine in self.engines:
-                body = self._json(
-                    "POST", "/v1/work", {"det_class": self.det_class(engine), "slots": self.slots}
-                )
-                got = body["tasks"]
-                if got:
-                    break
-            if not got:
+            if not queue:
+                body: dict[str, Any] = {}
+                for engine in self.engines:
+                    body = self._json(
+                        "POST",
+                        "/v1/work",
+                        {"det_class": self.det_class(engine), "slots": wanted()},
+                    )
+                    queue = list(body["tasks"])
+                    if queue:
+                        break
+            if not queue:
                 if exit_when_idle:
                     break
                 wait = min(self.max_backoff_s, max(idle, float(body.get("retry_after_s") or 1)))
@@ -429,9 +440,12 @@ class HttpVolunteer:
                 idle = min(self.max_backoff_s, idle * 2)
                 continue
             idle = 1.0
-            for doc in got:
-                self.run_task(doc, stop)  # a stop request still finishes what was pulled
-                done += 1
+            doc = queue.pop(0)
+            done += 1
+            # a stop request still finishes (and uploads) what was pulled
+            queue += self.run_task(doc, pull_next=wanted())
+        # Work pulled but not started (only with --slots > 1) is reissued after its
+        # deadline; reporting it as failed would count an error against the WU.
         credit = None
         with contextlib.suppress(ServerError, KeyError, ValueError):
             credit = int(self.me()["credit"])

@@ -183,6 +183,7 @@ class Service:
         self._pruned = 0.0
         self.systems: dict[str, bytes] = {}  # encoded systems handed out, by digest hex
         self.ledger = LedgerIndex()
+        self.classes: dict[bytes, tuple[str, str]] = {}  # key -> (det class, engine) declared
         self.outcomes = {"validated": 0, "invalidated": 0, "failed": 0, "completed": 0}
         self.accounts: Accounts | None = None
         self.thread: CoordinatorThread | None = None
@@ -287,6 +288,25 @@ class Service:
         )
         self.vol_limit.check(key)
         return key
+
+    def hand_out(self, key: bytes, got: list[Any]) -> list[dict[str, Any]]:
+        """Remember what was handed out (after its commit) and encode it for the wire."""
+        tasks = []
+        for task, system, eng, assignment, deadline in got:
+            if isinstance(task, ComputeTask):
+                self.assignments[task.replica] = assignment
+            elif isinstance(task, SpotCheckTask):
+                self.checks[task.check] = (key, task.wu_id, deadline)
+            tasks.append({**encode_task(task, system, eng), "deadline": deadline})
+        return tasks
+
+    def next_pull(self, key: bytes, n: int) -> tuple[str, int, str] | None:
+        """(class, slots, engine) for work pulled with an upload (``?next=N``), using the
+        class the volunteer declared in its last ``/v1/work``."""
+        if n <= 0 or key not in self.classes:
+            return None
+        dkey, engine = self.classes[key]
+        return dkey, min(n, self.config.max_slots), engine
 
     def own_job(self, lab: str, job: str) -> JobInfo:
         info = self.jobs.get(job)
@@ -554,14 +574,9 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
         if engine not in ENGINES:
             raise WireError(f"det_class.engine: expected one of {ENGINES}, got {engine!r}")
         dkey = det_class_key(det)
+        svc.classes[key] = (dkey, engine)
         got = await svc.coordinator().call(lambda c: _pull(svc, c, key, dkey, slots, engine))
-        tasks = []
-        for task, system, eng, assignment, deadline in got:
-            if isinstance(task, ComputeTask):
-                svc.assignments[task.replica] = assignment
-            elif isinstance(task, SpotCheckTask):
-                svc.checks[task.check] = (key, task.wu_id, deadline)
-            tasks.append({**encode_task(task, system, eng), "deadline": deadline})
+        tasks = svc.hand_out(key, got)
         return {"tasks": tasks, "retry_after_s": None if tasks else cfg.idle_retry_s}
 
     @app.get("/v1/systems/{digest}", tags=["volunteers"], response_class=Response)
@@ -577,11 +592,14 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
 
     @app.post("/v1/results/{replica}", tags=["volunteers"], openapi_extra=_RESULT_BODY)
     async def upload(
-        replica: Annotated[int, PathParam(ge=1, le=2**62)], request: Request
+        replica: Annotated[int, PathParam(ge=1, le=2**62)],
+        request: Request,
+        pull_next: Annotated[int, Query(alias="next", ge=0, le=64)] = 0,
     ) -> dict[str, Any]:
         """A computed WU (worker.wire.encode_result: a JSON manifest with the signed header,
         then raw little-endian arrays). Shapes, finiteness, WU id and key are checked before
-        anything is stored."""
+        anything is stored. ``?next=N`` also pulls up to N more WUs in the same round trip
+        (with the class of the volunteer's last ``/v1/work``), returned as ``tasks``."""
         body = await request.body()
         key = svc.volunteer(request, body)
         a = svc.assignments.get(replica)
@@ -600,13 +618,16 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
 
         result = parse() if len(body) < 256 << 10 else await anyio.to_thread.run_sync(parse)
 
-        def submit(c: Coordinator) -> tuple[str, str]:
+        more = svc.next_pull(key, pull_next)
+
+        def submit(c: Coordinator) -> tuple[str, str, list[Any]]:
             c.submit_result(key, replica, result)
             rep = c.scheduler.replicas[replica]
-            return rep.state, (rep.claim.problem if rep.claim else "")
+            got = _pull(svc, c, key, *more) if more else []
+            return rep.state, (rep.claim.problem if rep.claim else ""), got
 
         try:
-            state, problem = await svc.coordinator().call(submit)
+            state, problem, got = await svc.coordinator().call(submit)
         except Exception:
             svc.assignments.pop(replica, None)
             raise
@@ -616,6 +637,7 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
             "accepted": state != "invalid",
             "state": state,
             "problem": problem,
+            "tasks": svc.hand_out(key, got),
         }
 
     @app.post(
@@ -641,9 +663,11 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
 
     @app.post("/v1/checks/{check}", tags=["volunteers"])
     async def spot_check(
-        check: Annotated[int, PathParam(ge=1, le=2**62)], request: Request
+        check: Annotated[int, PathParam(ge=1, le=2**62)],
+        request: Request,
+        pull_next: Annotated[int, Query(alias="next", ge=0, le=64)] = 0,
     ) -> dict[str, Any]:
-        """A spot check's signed end-of-segment digests."""
+        """A spot check's signed end-of-segment digests (``?next=N``: as for results)."""
         body = await request.body()
         key = svc.volunteer(request, body)
         owner = svc.checks.get(check)
@@ -652,9 +676,15 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
         result = decode_spot_check(parse_json_object(body))
         if result.check != check or result.wu_id != owner[1]:
             raise ApiError(422, "invalid_result", "the spot check is for another check or WU")
-        await svc.coordinator().call(lambda c: c.submit_spot_check(key, result))
+        more = svc.next_pull(key, pull_next)
+
+        def submit(c: Coordinator) -> list[Any]:
+            c.submit_spot_check(key, result)
+            return _pull(svc, c, key, *more) if more else []
+
+        got = await svc.coordinator().call(submit)
         svc.checks.pop(check, None)
-        return {"check": check, "accepted": True}
+        return {"check": check, "accepted": True, "tasks": svc.hand_out(key, got)}
 
     @app.get("/v1/volunteers/me", tags=["volunteers"])
     async def me(request: Request) -> dict[str, Any]:
