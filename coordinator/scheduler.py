@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -42,6 +43,8 @@ from coordinator.jobs import JobSpec, TrajectoryKey, wu_id
 
 ADAPTIVE_MIN_STREAK = 10
 DEFAULT_QUOTA = 4
+#: How finely the scheduler tracks when a volunteer was last online (seconds).
+SEEN_GRAIN_S = 60.0
 MIN_QUOTA = 1
 MAX_QUOTA = 64
 
@@ -301,6 +304,8 @@ class _Volunteer:
     quota: int = DEFAULT_QUOTA
     in_flight: set[int] = field(default_factory=set)
     checks: set[int] = field(default_factory=set)
+    #: determinism class -> when the volunteer last asked for work of it (to SEEN_GRAIN_S)
+    seen: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -420,6 +425,10 @@ class Scheduler:
 
     def _on_work_requested(self, ev: WorkRequested, out: list[Instruction]) -> None:
         vol = self._volunteer(ev.volunteer)
+        # Coarse, so that an idle volunteer's polls change nothing (and are not logged) but
+        # once a SEEN_GRAIN_S: who is online decides whether an audit can wait for them.
+        if ev.now - vol.seen.get(ev.det_class, -math.inf) >= SEEN_GRAIN_S:
+            vol.seen[ev.det_class] = ev.now
         budget = min(ev.slots, vol.quota - len(vol.in_flight) - len(vol.checks))
         # Spot checks first: they unblock validated credit for someone else. Candidates are
         # chosen first and assigned after: an assignment changes only its own WU's
@@ -504,6 +513,9 @@ class Scheduler:
             w.state = "spot_checking"
             self._check_queue[chk.id] = None
             if w.group:
+                if not self._auditor_online(w, ev.now):
+                    self._transition_audit_queued_skipped(w, chk, out)
+                    continue
                 self._start_audit_wait(w, chk, ev.now)
 
     def _on_spot_check(self, ev: SpotCheckReturned, out: list[Instruction]) -> None:
@@ -749,6 +761,17 @@ class Scheduler:
                 out.append(Invalidated(r.volunteer, w.unit, r.id, "contradicted by an audit"))
         agreeing = fresh + (disputed if vindicated else [])
         self._transition_in_progress_validated(w, final, agreeing, out)
+
+    def _auditor_online(self, w: _WU, now: float) -> bool:
+        """Whether a volunteer who may audit ``w`` asked for work of its class lately."""
+        assert w.det_class is not None
+        claimants = self._claimants(w)
+        horizon = w.unit.spec.deadline_s + SEEN_GRAIN_S
+        return any(
+            now - v.seen.get(w.det_class, -math.inf) <= horizon
+            for v in self.volunteers.values()
+            if v.id not in claimants
+        )
 
     def _claimants(self, w: _WU) -> set[str]:
         """Volunteers who returned a result for ``w``: none of them may check it."""

@@ -379,9 +379,10 @@ class Coordinator:
     ) -> list[Task]:
         self.register(volunteer_key)
         ev = WorkRequested(volunteer_key.hex(), det_class, slots, self.clock(), engine)
-        known = ev.volunteer in self.scheduler.volunteers
+        vol = self.scheduler.volunteers.get(ev.volunteer)
+        seen = None if vol is None else vol.seen.get(det_class)
         out = self.scheduler.handle(ev)
-        if out or not known:
+        if out or vol is None or vol.seen.get(det_class) != seen:
             # Committed before any task leaves. A request that changed nothing (an idle
             # volunteer polling) is not logged: replay reaches the same state without it.
             self.store.append_events([ev])

@@ -426,6 +426,7 @@ def test_a_sybil_pair_agreeing_on_a_fake_is_caught_by_the_audit(hs):
     hs.ret(a, fake_claim(a, "same lie"))
     hs.ret(b, fake_claim(b, "same lie"))
     assert not hs.of(Validated) and not hs.of(GrantCredit)  # a quorum, but not yet valid
+    assert hs.request("C") == []  # C is online: an audit can wait for it
     hs(BeaconPublished(h("checkpoint")))
     assert hs.request("mallory-1") == []  # the audit goes to someone outside the quorum
     (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
@@ -448,6 +449,7 @@ def test_a_lying_auditor_cannot_condemn_an_honest_quorum(hs):
     (b,) = hs.request("B")
     hs.ret(a)
     hs.ret(b)
+    assert hs.request("M") == []
     hs(BeaconPublished(h("checkpoint")))
     (chk,) = [i for i in hs(WorkRequested("M", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
     hs(SpotCheckReturned(chk.check, "M", tuple(h("lie", k) for k in chk.segments), CLASS, 0.0))
@@ -471,6 +473,7 @@ def test_audits_are_drawn_from_the_beacon_at_the_configured_rate(hs):
         hs.ret(b)
     roots = [w.replicas for w in hs.s.wus.values()]
     assert len(roots) == 200 and not hs.of(Validated)
+    assert hs.request("C") == []  # an auditor is online
     hs(BeaconPublished(h("beacon")))
     audited = len(hs.s._check_queue)
     expected = sum(
@@ -481,7 +484,7 @@ def test_audits_are_drawn_from_the_beacon_at_the_configured_rate(hs):
     assert len(hs.of(Validated)) == 200 - audited
 
 
-def test_an_audit_nobody_can_run_lets_the_quorum_stand_after_the_deadline(hs):
+def test_an_audit_nobody_online_can_run_is_skipped_at_once(hs):
     """Liveness: with only the quorum's own volunteers online, an audit would wait forever."""
     hs(JobSubmitted("j", spec(audit_rate=1.0, deadline_s=100.0), (h("s"),)))
     (a,) = hs.request("A")
@@ -489,15 +492,40 @@ def test_an_audit_nobody_can_run_lets_the_quorum_stand_after_the_deadline(hs):
     hs.ret(a)
     hs.ret(b)
     hs(BeaconPublished(h("checkpoint"), now=10.0))
-    assert hs.request("A") == [] and hs.request("B") == []  # neither may audit itself
-    hs(Tick(109.0))
-    assert not hs.of(Validated)  # still waiting for an auditor
-    hs(Tick(110.0))
     (v,) = hs.of(Validated)
     assert {x for _, x in v.valid} == {"A", "B"} and v.spot_checked == ()
     assert {c.volunteer for c in hs.of(GrantCredit)} == {"A", "B"}
+    assert not hs.s._check_queue
+
+
+def test_an_audit_an_online_volunteer_does_not_take_is_skipped_after_the_deadline(hs):
+    hs(JobSubmitted("j", spec(audit_rate=1.0, deadline_s=100.0), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    assert hs.request("C") == []  # C is online, so the audit waits for it...
+    hs.ret(a)
+    hs.ret(b)
+    hs(BeaconPublished(h("checkpoint"), now=10.0))
+    assert hs.request("A") == [] and hs.request("B") == []  # (neither may audit itself)
+    hs(Tick(109.0))
+    assert not hs.of(Validated)
+    hs(Tick(110.0))  # ...but C never came back: the quorum stands without its audit
+    (v,) = hs.of(Validated)
+    assert {x for _, x in v.valid} == {"A", "B"} and v.spot_checked == ()
     assert not hs.s._check_queue  # the audit is withdrawn, not left for someone later
     assert [i for i in hs(WorkRequested("C", CLASS, 1, 111.0))] == []
+
+
+def test_a_volunteer_not_seen_for_a_while_is_not_waited_for(hs):
+    assert hs.request("C") == []  # at t = 0, before there is any work
+    hs(JobSubmitted("j", spec(audit_rate=1.0, deadline_s=100.0), (h("s"),)))
+    hs.now = 500.0
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    hs.ret(a)
+    hs.ret(b)
+    hs(BeaconPublished(h("checkpoint"), now=500.0))
+    assert len(hs.of(Validated)) == 1  # C was last seen 500 s ago: gone
 
 
 def test_a_lost_auditor_rearms_the_wait(hs):
@@ -506,6 +534,7 @@ def test_a_lost_auditor_rearms_the_wait(hs):
     (b,) = hs.request("B")
     hs.ret(a)
     hs.ret(b)
+    assert hs.request("C") == [] and hs.request("D") == []
     hs(BeaconPublished(h("checkpoint"), now=0.0))
     hs.now = 50.0
     (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 50.0)) if isinstance(i, DispatchSpotCheck)]
@@ -525,7 +554,9 @@ def test_replay_of_an_audit_wait_reaches_the_same_state(hs):
     (b,) = hs.request("B")
     hs.ret(a)
     hs.ret(b)
+    assert hs.request("C") == []
     hs(BeaconPublished(h("checkpoint"), now=10.0))
+    assert not hs.of(Validated)
     again, _ = replay(hs.events)
     again.validate_state()
     out = again.handle(Tick(110.0))
