@@ -19,6 +19,9 @@ import pytest
 from http_helpers import add_lab, go_job, lab_client, running_service, signed
 
 from coordinator.http.app import ServiceConfig
+from ledger.checkpoint import Checkpoint
+from ledger.merkle import leaf_hash, verify_inclusion
+from ledger.note import parse_note
 from sims.engine import PartialRun
 from sims.go import GoEngine, GoModel
 from sims.spec import RunSpec
@@ -324,7 +327,16 @@ def test_two_volunteers_complete_a_job_and_the_lab_downloads_results(tmp_path):
         credit = [v.me()["credit"] for v in vols]
         assert all(c > 0 for c in credit)
         proofs = vols[0]._json("GET", "/v1/volunteers/me/proofs")
-        assert proofs["entries"] or proofs["pending"]
+        assert proofs["pending"] == 0 and len(proofs["entries"]) >= 9  # registered, 4+4 grants
+        cp = Checkpoint.from_body(parse_note(proofs["checkpoint"]).text)
+        for e in proofs["entries"]:
+            verify_inclusion(
+                leaf_hash(bytes.fromhex(e["entry"])),
+                e["index"],
+                cp.size,
+                [bytes.fromhex(p) for p in e["proof"]],
+                cp.root_hash,
+            )
         for v in vols:
             v.close()
 
@@ -421,3 +433,51 @@ def test_a_vanished_volunteers_wu_is_reissued_after_its_deadline(tmp_path):
         _, ra = _computed(ca, a, ta)
         late = signed(ca, a, "POST", f"/v1/results/{ta['replica']}", encode_result(ra))
         _error(late, 409, "conflict")
+
+
+def test_rate_limits_answer_429_with_retry_after(tmp_path):
+    key = add_lab(tmp_path / "c", "lab-a")
+    tight = ServiceConfig(lab_rate=1, lab_burst=2, volunteer_rate=1, volunteer_burst=3)
+    with running_service(tmp_path / "c", tight) as s:
+        lab = _client(s.url, key)
+        assert [lab.get("/v1/jobs").status_code for _ in range(2)] == [200, 200]
+        r = lab.get("/v1/jobs")
+        _error(r, 429, "rate_limited")
+        assert int(r.headers["retry-after"]) >= 1
+        c, me = _registered(s.url)  # one request of the burst
+        body = json.dumps({"det_class": _det_class(), "slots": 1}).encode()
+        codes = [signed(c, me, "POST", "/v1/work", body).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+
+
+@pytest.mark.slow
+def test_an_openmm_job_from_a_sequence_is_accepted_and_reports_ns(tmp_path):
+    key = add_lab(tmp_path / "c", "lab-a")
+    job = {
+        "engine": "openmm",
+        "sequence": "AAA",
+        "runs": 1,
+        "clones": 1,
+        "gens": 2,
+        "steps_per_wu": 1000,
+        "segment_steps": 500,
+        "report_steps": 500,
+        "temperature": 300.0,
+    }
+    with running_service(tmp_path / "c") as s:
+        lab = _client(s.url, key)
+        r = lab.post("/v1/jobs", json=job)
+        assert r.status_code == 201, r.text
+        progress = lab.get(f"/v1/jobs/{r.json()['job']}").json()
+        assert progress["engine"] == "openmm" and progress["ns_simulated"] == 0.0
+        assert progress["wus"] == {
+            "total": 2,
+            "validated": 0,
+            "in_flight": 0,
+            "queued": 2,
+            "failed": 0,
+            "cancelled": 0,
+            "results_returned": 0,
+        }
+        _error(lab.post("/v1/jobs", json=job | {"temperature": 5000.0}), 422, "invalid_input")
+        _error(lab.post("/v1/jobs", json=job | {"sequence": "AXZ"}), 422)

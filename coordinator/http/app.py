@@ -183,6 +183,7 @@ class Service:
         self._pruned = 0.0
         self.systems: dict[str, bytes] = {}  # encoded systems handed out, by digest hex
         self.ledger = LedgerIndex()
+        self.last_checkpoint = float("-inf")  # monotonic time of one signed for proofs
         self.classes: dict[bytes, tuple[str, str]] = {}  # key -> (det class, engine) declared
         self.outcomes = {"validated": 0, "invalidated": 0, "failed": 0, "completed": 0}
         self.accounts: Accounts | None = None
@@ -722,6 +723,15 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
             svc.ledger.update(c.log)
             cp = c.log.checkpoint()
             size = cp.checkpoint.size if cp else 0
+            mine_all = svc.ledger.get(key).entries
+            now = time.monotonic()
+            if mine_all and mine_all[-1] >= size and now - svc.last_checkpoint >= 1.0:
+                # Entries after the latest checkpoint: sign a new one (at most one a second,
+                # so asking for proofs cannot flood the log with checkpoints).
+                svc.last_checkpoint = now
+                cp = c.log.publish_checkpoint()
+                size = cp.checkpoint.size
+                svc.ledger.update(c.log)
             mine = [i for i in svc.ledger.get(key).entries if i < size]
             page = mine[cursor : cursor + limit]
             items = [
