@@ -246,8 +246,8 @@ class Service:
                 self.checks.pop(cid, None)
 
     def coordinator(self) -> CoordinatorThread:
-        if self.thread is None:
-            raise ApiError(503, "unavailable", "the coordinator is not running")
+        if self.thread is None or not self.thread.alive:
+            raise ApiError(503, "unavailable", "the coordinator is not running; retry later")
         return self.thread
 
     def readonly_log(self) -> Log:
@@ -385,7 +385,7 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
 
     @app.get("/v1/health", tags=["service"])
     async def health() -> JSONResponse:
-        alive = svc.thread is not None and svc.thread._thread.is_alive()
+        alive = svc.thread is not None and svc.thread.alive
         body = {
             "status": "ok" if alive else "unavailable",
             "version": app.version,

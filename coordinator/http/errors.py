@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator.errors import CoordinatorError, ProtocolError, SubmissionError
+from coordinator.http.loop import CommitFailedError
 from ledger.errors import LedgerError
 from sims.errors import SimsError
 from worker.errors import ResultError, WireError, WorkerError
@@ -111,6 +112,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(WorkerError)
     async def _worker(_r: Request, e: WorkerError) -> JSONResponse:
         return error_response(422, "invalid_input", str(e))
+
+    @app.exception_handler(CommitFailedError)
+    async def _commit(_r: Request, e: CommitFailedError) -> JSONResponse:
+        return error_response(503, "unavailable", f"{e}; nothing of it was kept: retry")
 
     @app.exception_handler(CoordinatorError)
     async def _coord(_r: Request, e: CoordinatorError) -> JSONResponse:

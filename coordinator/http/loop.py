@@ -77,6 +77,10 @@ class CoordinatorThread:
             self._thread.join(timeout_s)
 
     @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
     def queue_depth(self) -> int:
         return self._q.qsize()
 
