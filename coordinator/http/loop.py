@@ -34,6 +34,16 @@ Command = Callable[[Coordinator], Any]
 _STOP = object()
 
 
+def _deliver(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for afut, ok, value in answers:
+        if afut.done():  # cancelled: its requester went away
+            continue
+        if ok:
+            afut.set_result(value)
+        else:
+            afut.set_exception(value)
+
+
 class CommitFailedError(CoordinatorError):
     """A batch's group commit failed: none of its commands took effect."""
 
@@ -94,13 +104,40 @@ class CoordinatorThread:
         return fut
 
     async def call(self, fn: Callable[[Coordinator], T]) -> T:
-        """Run ``fn(coordinator)`` on the coordinator's thread, in the next group commit."""
-        return await asyncio.wrap_future(self.submit(fn))
+        """Run ``fn(coordinator)`` on the coordinator's thread, in the next group commit.
+
+        The answer is an asyncio future that the thread resolves together with the rest of
+        its batch, in one hop to the event loop (one wake-up per batch, not per request:
+        every wake-up is a system call that hands the GIL over)."""
+        if not self._thread.is_alive():
+            raise CoordinatorError("the coordinator thread is not running")
+        loop = asyncio.get_running_loop()
+        afut: asyncio.Future[T] = loop.create_future()
+        self._q.put((fn, (loop, afut)))
+        return await afut
 
     def call_sync(self, fn: Callable[[Coordinator], T], timeout_s: float = 60.0) -> T:
         return self.submit(fn).result(timeout_s)
 
     # -- the thread ------------------------------------------------------------------------
+
+    @staticmethod
+    def _answer(done: list[tuple[Any, bool, Any]]) -> None:
+        """Resolve a batch's futures: thread futures directly, asyncio ones in one call per
+        event loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]]
+        by_loop = {}
+        for fut, ok, value in done:
+            if isinstance(fut, Future):
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+            else:
+                by_loop.setdefault(fut[0], []).append((fut[1], ok, value))
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_deliver, answers)
 
     def _run(self) -> None:
         try:
@@ -139,17 +176,18 @@ class CoordinatorThread:
             if items or tick:
                 self._run_batch(coord, items, tick)
 
-    def _run_batch(
-        self, coord: Coordinator, items: list[tuple[Command, Future[Any]]], tick: bool
-    ) -> None:
+    def _run_batch(self, coord: Coordinator, items: list[tuple[Command, Any]], tick: bool) -> None:
         t0 = time.perf_counter()
-        done: list[tuple[Future[Any], bool, Any]] = []
+        done: list[tuple[Any, bool, Any]] = []
         batch = getattr(coord, "batch", contextlib.nullcontext)
         try:
             with batch():
                 for fn, fut in items:
-                    if not fut.set_running_or_notify_cancel():
-                        continue  # its requester is gone and it has not run: skip it
+                    if isinstance(fut, Future):
+                        if not fut.set_running_or_notify_cancel():
+                            continue  # its requester is gone and it has not run: skip it
+                    elif fut[1].cancelled():
+                        continue
                     try:
                         done.append((fut, True, fn(coord)))
                     except Exception as e:
@@ -162,18 +200,13 @@ class CoordinatorThread:
         except Exception as e:
             log.exception("group commit of %d commands failed", len(done))
             failure = CommitFailedError(f"the coordinator could not commit this request: {e}")
-            for fut, _ok, _v in done:
-                fut.set_exception(failure)
+            self._answer([(fut, False, failure) for fut, _ok, _v in done])
             self.failed += len(done)
             return
         finally:
             self.busy_s += time.perf_counter() - t0
-        for fut, ok, value in done:
-            if ok:
-                fut.set_result(value)
-            else:
-                self.failed += 1
-                fut.set_exception(value)
+        self.failed += sum(1 for _f, ok, _v in done if not ok)
+        self._answer(done)
         self.batches += 1
         self.commands += len(done)
         self.last_batch = len(done)
