@@ -28,7 +28,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-app.command("audit", help="Audit a ledger (database or tile export) from public data.")(audit_cmd)
+app.command("audit", help="Audit a ledger (database, tiles or URL) from public data.")(audit_cmd)
 app.add_typer(witness_app, name="witness", help="Run a witness that cosigns checkpoints.")
 ledger_app = typer.Typer(help="Ledger tools.", no_args_is_help=True)
 ledger_app.command("export", help="Export a ledger as C2SP tlog-tiles.")(export_cmd)

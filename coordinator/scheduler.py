@@ -399,8 +399,9 @@ class Scheduler:
             case NodeLost():
                 self._on_node_lost(event, out)
             case Abandoned():
+                # The coordinator restarted: work in flight is lost, volunteers are not.
                 for vol in sorted(self.volunteers):
-                    self._on_node_lost(NodeLost(vol, event.now), out)
+                    self._on_node_lost(NodeLost(vol, event.now), out, gone=False)
             case JobCancelled():
                 self._on_job_cancelled(event)
             case _:
@@ -581,7 +582,7 @@ class Scheduler:
             if w.unit.job == ev.job and w.state not in ("validated", "failed"):
                 self._transition_open_cancelled(w)
 
-    def _on_node_lost(self, ev: NodeLost, out: list[Instruction]) -> None:
+    def _on_node_lost(self, ev: NodeLost, out: list[Instruction], *, gone: bool = True) -> None:
         vol = self.volunteers.get(ev.volunteer)
         if vol is None:
             return
@@ -589,6 +590,12 @@ class Scheduler:
             self._transition_assigned_errored(self.replicas[rid], "lost", out)
         for cid in sorted(vol.checks):
             self._requeue_check(self.checks[cid], ev.now)
+        if gone:  # no audit waits for it any longer
+            vol.seen.clear()
+            for cid in list(self._check_queue):
+                w = self.wus[self.checks[cid].wu]
+                if w.group and not self._auditor_online(w, ev.now):
+                    self._transition_audit_queued_skipped(w, self.checks[cid], out)
 
     # -- transitions -----------------------------------------------------------------------
 

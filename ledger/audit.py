@@ -1,6 +1,6 @@
 """The auditor: check a whole ledger, and every credit in it, from public data only.
 
-From a log database or an exported tile folder, :func:`run_audit`:
+From a log database, an exported tile folder or a server of those tiles (HTTP), :func:`run_audit`:
 
 1. verifies the log's signature on every checkpoint (the stored ones and those recorded in the
    log as ``checkpoint published`` entries) and the witness policy on the latest one;
@@ -32,6 +32,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
 import struct
 import time
 from collections import Counter
@@ -74,7 +75,7 @@ from ledger.merkle import verify_inclusion as _verify_inclusion
 from ledger.note import Ed25519NoteVerifier, parse_note
 from ledger.rules import Discrepancy, LedgerState
 from ledger.store import Store
-from ledger.tiles import TileReader
+from ledger.tiles import FolderFetcher, TileFetcher, TileReader
 from ledger.witness import UnsafeNoWitnessPolicy, WitnessVerifier
 
 __all__ = ["AuditReport", "VolunteerReport", "run_audit"]
@@ -214,10 +215,16 @@ class _DbSource:
 
 
 class _TileSource:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.reader = TileReader(path)
-        self.description = f"tile export {path}"
+    """A tile layout, read through a fetcher: an export folder or a live server's tiles."""
+
+    def __init__(self, fetcher: TileFetcher, description: str) -> None:
+        self.fetcher = fetcher
+        try:
+            self.reader = TileReader(fetcher)
+        except BaseException:
+            fetcher.close()
+            raise
+        self.description = description
 
     def checkpoints(self) -> list[tuple[str, str]]:
         return [("checkpoint file", self.reader.checkpoint_text())]
@@ -229,10 +236,12 @@ class _TileSource:
         return self.reader.iter_entries()
 
     def read_nodes_for(self, tree_size: int) -> Callable[[Sequence[tuple[int, int]]], list[bytes]]:
-        return TileReader(self.path, tree_size=tree_size).read_nodes
+        if tree_size == self.reader.tree_size:
+            return self.reader.read_nodes  # its tiles are cached already
+        return TileReader(self.fetcher, tree_size=tree_size).read_nodes
 
     def close(self) -> None:
-        return None
+        self.fetcher.close()
 
 
 # ------------------------------------------------------------------ report
@@ -311,12 +320,23 @@ def _save_state(path: Path, data: dict[str, object]) -> None:
 # ------------------------------------------------------------------ the audit
 
 
-def _open_source(path: Path) -> _Source:
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _open_source(location: str | os.PathLike[str]) -> _Source:
+    if isinstance(location, str) and _URL.match(location):
+        from ledger.remote import HttpFetcher  # httpx is imported only to audit a server
+
+        fetcher = HttpFetcher(location)
+        return _TileSource(fetcher, f"tile server {fetcher.name}")
+    path = Path(location)
     if path.is_dir():
-        return _TileSource(path)
+        return _TileSource(FolderFetcher(path), f"tile export {path}")
     if path.is_file():
         return _DbSource(path)
-    raise StorageError(f"{path} is neither a ledger database nor a tile export folder")
+    raise StorageError(
+        f"{path} is neither a ledger database nor a tile export folder (nor an http(s):// URL)"
+    )
 
 
 def _kind_name(entry: object) -> str:
@@ -324,7 +344,7 @@ def _kind_name(entry: object) -> str:
 
 
 def run_audit(
-    path: str | os.PathLike[str],
+    location: str | os.PathLike[str],
     *,
     log_key: str | None = None,
     state_file: str | os.PathLike[str] | None = None,
@@ -332,18 +352,23 @@ def run_audit(
     volunteer: bytes | None = None,
     workers: int = 2,
 ) -> AuditReport:
-    """Audit the ledger at ``path`` (a database file or a tile export folder).
+    """Audit the ledger at ``location``: a database file, a tile export folder, or the URL of a
+    server of the same tiles (``http://host:port/v1/ledger``, see :mod:`ledger.http`).
+
+    A server is audited exactly as an export: its latest checkpoint, then its tiles and entry
+    bundles for that checkpoint's size.
 
     ``log_key`` is the log's verifier key string; without it the key pinned in ``state_file``
     is used, else the one the log publishes (trust on first use, pinned afterwards).
     ``witness_policy`` defaults to :class:`~ledger.witness.UnsafeNoWitnessPolicy`.
-    Raises :class:`~ledger.errors.LedgerError` only if the input cannot be read at all.
+    Raises :class:`~ledger.errors.LedgerError` only if the input cannot be read at all (for a
+    server: :class:`~ledger.errors.RemoteError` if it cannot be reached or fails).
     """
     started = time.perf_counter()
     policy: WitnessVerifier = witness_policy or UnsafeNoWitnessPolicy()
     state_path = None if state_file is None else Path(state_file)
     saved = _load_state(state_path)
-    source = _open_source(Path(path))
+    source = _open_source(location)
     try:
         return _audit(source, log_key, state_path, saved, policy, volunteer, workers, started)
     finally:

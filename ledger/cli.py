@@ -149,7 +149,13 @@ def _witness_policy(witness_keys: list[str], min_witnesses: int) -> WitnessVerif
 @app.command("audit")
 @_friendly
 def audit_cmd(
-    path: Annotated[Path, typer.Argument(help="ledger database file or tile export folder")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="ledger database file, tile export folder, or http(s):// URL of a tile server "
+            "(e.g. http://127.0.0.1:8000/v1/ledger)"
+        ),
+    ],
     volunteer: Annotated[
         str | None,
         typer.Option(help="volunteer public key (hex or key file): prove its entries"),
@@ -169,7 +175,10 @@ def audit_cmd(
     ] = 0,
     workers: Annotated[int, typer.Option(help="processes verifying signatures")] = 2,
 ) -> None:
-    """Verify the ledger and every credit in it; exit 0 only if nothing is wrong."""
+    """Verify the ledger and every credit in it; exit 0 only if nothing is wrong.
+
+    A server's URL is audited exactly as an export folder: its checkpoint, tiles and entries.
+    """
     vkey = log_key
     if vkey is not None and "+" not in vkey and Path(vkey).is_file():
         vkey = Path(vkey).read_text().strip()

@@ -24,7 +24,8 @@ one of these on failure; they never return a boolean to be forgotten.
     ├── EntryRejectedError          a well-formed entry the ledger's rules refuse to append
     ├── CreditError                 the credit formula cannot price these parameters
     ├── PolicyError                 a verifier policy (k of n witnesses) is not met
-    └── StorageError                a database that cannot be opened, read or written
+    ├── StorageError                a database that cannot be opened, read or written
+    └── RemoteError                 a log server that cannot be reached or answers off-protocol
 """
 
 from __future__ import annotations
@@ -96,3 +97,12 @@ class PolicyError(LedgerError):
 
 class StorageError(LedgerError):
     """A ledger or witness database cannot be opened, read or written."""
+
+
+class RemoteError(LedgerError):
+    """A log server (HTTP) cannot be reached, or answers outside the protocol.
+
+    Deliberately not a :class:`StorageError` nor a :class:`FormatError`: the auditor turns
+    those into discrepancies (a missing tile is evidence), whereas an unreachable server or
+    a 5xx answer says nothing about the log and must stop the audit instead.
+    """

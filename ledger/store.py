@@ -255,6 +255,23 @@ class Store:
             for s, n in self._query("SELECT size, note FROM checkpoints ORDER BY size")
         ]
 
+    def checkpoint_sizes(self) -> list[int]:
+        """The size of every stored checkpoint, ascending (without reading the notes)."""
+        return [int(s) for (s,) in self._query("SELECT size FROM checkpoints ORDER BY size")]  # type: ignore[call-overload]
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """The stored checkpoint ``(size, note)`` of the largest size, or ``None``.
+
+        One indexed row, so a server can ask for it on every request.
+        """
+        rows = self._query("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        return None if not rows else (int(rows[0][0]), str(rows[0][1]))  # type: ignore[call-overload]
+
+    def checkpoint_note(self, size: int) -> str | None:
+        """The stored checkpoint note of ``size`` (without cosignatures), or ``None``."""
+        rows = self._query("SELECT note FROM checkpoints WHERE size=?", (size,))
+        return None if not rows else str(rows[0][0])
+
     def cosignature_lines(self, size: int) -> list[str]:
         return [
             str(r[0])

@@ -11,16 +11,24 @@ Layout under the export folder (servable by any static web server)::
 ``x001/x234/067``). Tile ``N`` at level ``L`` holds ``MTH(D[(N*256+i) * 256**L : (N*256+i+1)
 * 256**L])`` for ``i`` in ``0..W-1``. Full tiles are immutable: an export never overwrites one
 with different bytes. Every file is written atomically.
+
+:class:`TileReader` reads such a layout through a :class:`TileFetcher`: a local folder
+(:class:`FolderFetcher`) or an HTTP server (:class:`ledger.remote.HttpFetcher`), so an auditor
+checks a static export and a live service with the same code. The server side
+(:mod:`ledger.http`) builds each tile with :func:`read_hash_tile` and :func:`read_entry_bundle`,
+the same functions :func:`export_tiles` writes with, so both are byte-identical.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ledger.checkpoint import Checkpoint
 from ledger.errors import FormatError, StorageError, TileFormatError
@@ -30,19 +38,38 @@ from ledger.note import parse_note
 from ledger.store import Store
 
 __all__ = [
+    "MAX_BUNDLE_BYTES",
+    "MAX_CHECKPOINT_BYTES",
+    "MAX_TILE_BYTES",
+    "MAX_VKEY_BYTES",
     "TILE_HEIGHT",
     "TILE_WIDTH",
     "ExportStats",
+    "FolderFetcher",
+    "TileFetcher",
     "TileReader",
+    "TileRef",
+    "encode_bundle",
     "encode_index",
     "entries_path",
     "export_tiles",
+    "parse_tile_path",
+    "read_entry_bundle",
+    "read_hash_tile",
     "tile_path",
+    "tile_width",
 ]
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 _U16 = struct.Struct(">H")
+
+# Upper bounds on what a reader accepts, so a hostile server cannot exhaust its memory.
+MAX_TILE_BYTES = TILE_WIDTH * HASH_SIZE
+MAX_BUNDLE_BYTES = TILE_WIDTH * (_U16.size + 0xFFFF)  # 256 entries of the largest size
+MAX_CHECKPOINT_BYTES = 1 << 20  # a note with hundreds of cosignatures is a few tens of KiB
+MAX_VKEY_BYTES = 4096
+_MAX_INDEX_GROUPS = 8  # 10**24 tiles: beyond any log
 
 
 def encode_index(n: int) -> str:
@@ -77,6 +104,107 @@ def tile_path(level: int, n: int, width: int | None = None) -> str:
 def entries_path(n: int, width: int | None = None) -> str:
     """``tile/entries/<N>[.p/<W>]``."""
     return f"tile/entries/{encode_index(n)}{_suffix(width)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TileRef:
+    """One resource of the layout: a hash tile (``level`` >= 0) or an entry bundle (``None``)."""
+
+    level: int | None
+    index: int
+    width: int
+
+    @property
+    def path(self) -> str:
+        if self.level is None:
+            return entries_path(self.index, self.width)
+        return tile_path(self.level, self.index, self.width)
+
+
+_LEVEL = re.compile(r"0|[1-9][0-9]?")
+_WIDTH = re.compile(r"[1-9][0-9]{0,2}")
+_GROUP_LAST = re.compile(r"[0-9]{3}")
+_GROUP_X = re.compile(r"x[0-9]{3}")
+
+
+def parse_tile_path(rel: str) -> TileRef:
+    """The inverse of :func:`tile_path` and :func:`entries_path`, for a server.
+
+    Only the canonical spelling is accepted (C2SP: no leading zeroes in ``<L>`` and ``<W>``,
+    3-digit groups, all but the last with ``x``, no leading ``x000``), so each resource has
+    exactly one URL and a cache never holds two copies. Raises :class:`TileFormatError`.
+    """
+    parts = rel.split("/")
+    if len(parts) < 3 or parts[0] != "tile":
+        raise TileFormatError(
+            f"{rel!r} is not a tile path: expected tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>]"
+        )
+    level: int | None = None
+    if parts[1] != "entries":
+        if not _LEVEL.fullmatch(parts[1]) or int(parts[1]) > 63:
+            raise TileFormatError(
+                f"tile level must be a decimal 0..63 without leading zeroes, got {parts[1]!r}"
+            )
+        level = int(parts[1])
+    groups = parts[2:]
+    width = TILE_WIDTH
+    if len(groups) >= 2 and groups[-2].endswith(".p"):
+        if not _WIDTH.fullmatch(groups[-1]) or int(groups[-1]) >= TILE_WIDTH:
+            raise TileFormatError(
+                f"partial tile width must be a decimal 1..255 without leading zeroes, "
+                f"got {groups[-1]!r}"
+            )
+        width = int(groups[-1])
+        groups = [*groups[:-2], groups[-2][:-2]]
+    if not 1 <= len(groups) <= _MAX_INDEX_GROUPS:
+        raise TileFormatError(f"tile index {'/'.join(groups)!r} has no or too many groups")
+    if not _GROUP_LAST.fullmatch(groups[-1]) or not all(_GROUP_X.fullmatch(g) for g in groups[:-1]):
+        raise TileFormatError(
+            f"tile index {'/'.join(groups)!r} must be 3-digit groups, all but the last "
+            "prefixed with 'x' (1234067 -> x001/x234/067)"
+        )
+    index = int("".join(g.removeprefix("x") for g in groups))
+    if encode_index(index) != "/".join(groups):
+        raise TileFormatError(
+            f"tile index {'/'.join(groups)!r} is not canonical; write {encode_index(index)!r}"
+        )
+    return TileRef(level=level, index=index, width=width)
+
+
+def tile_width(count: int, n: int) -> int:
+    """Width of tile ``n`` of a level holding ``count`` hashes (or entries); 0 if beyond."""
+    full, rest = divmod(count, TILE_WIDTH)
+    if n < full:
+        return TILE_WIDTH
+    return rest if n == full else 0
+
+
+def encode_bundle(entries: Iterable[bytes]) -> bytes:
+    """An entry bundle: each entry as big-endian uint16 length || bytes."""
+    return b"".join(_U16.pack(len(d)) + d for d in entries)
+
+
+def read_entry_bundle(store: Store, n: int, width: int) -> bytes:
+    """Entry bundle ``n`` of ``width`` entries, from the store (what :func:`export_tiles` writes).
+
+    Raises :class:`StorageError` if one of its entries is missing.
+    """
+    first = n * TILE_WIDTH
+    rows = list(store.iter_entries(first, first + width))
+    if [r[0] for r in rows] != list(range(first, first + width)):
+        raise StorageError(f"{store.path}: entries of bundle {n} are missing")
+    return encode_bundle(d for _, _, d in rows)
+
+
+def read_hash_tile(store: Store, level: int, n: int, width: int) -> bytes:
+    """Hash tile ``n`` of ``level``, ``width`` hashes wide, from the store's stored hashes.
+
+    Tile level ``L`` holds tree level ``8L``: leaf hashes at level 0, the stored perfect
+    subtree hashes above. Raises :class:`StorageError` if a hash is missing.
+    """
+    tree_level = TILE_HEIGHT * level
+    first = n * TILE_WIDTH
+    return b"".join(store.read_nodes([(tree_level, first + i) for i in range(width)]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +266,7 @@ def export_tiles(store: Store, directory: str | os.PathLike[str]) -> ExportStats
         chunk = [next(entries) for _ in range(width)]
         if [r[0] for r in chunk] != list(range(n * TILE_WIDTH, n * TILE_WIDTH + width)):
             raise StorageError(f"{store.path}: entries of bundle {n} are missing")
-        bundle = b"".join(_U16.pack(len(d)) + d for _, _, d in chunk)
+        bundle = encode_bundle(d for _, _, d in chunk)
         full = width == TILE_WIDTH
         out.write(entries_path(n, width), bundle, immutable=full)
         out.write(tile_path(0, n, width), b"".join(h for _, h, _ in chunk), immutable=full)
@@ -150,8 +278,7 @@ def export_tiles(store: Store, directory: str | os.PathLike[str]) -> ExportStats
         tree_level = TILE_HEIGHT * level
         count = size >> tree_level
         for n, width in _tile_widths(count):
-            nodes = [(tree_level, n * TILE_WIDTH + i) for i in range(width)]
-            data = b"".join(store.read_nodes(nodes))
+            data = read_hash_tile(store, level, n, width)
             out.write(tile_path(level, n, width), data, immutable=width == TILE_WIDTH)
             hash_tiles += 1
         level += 1
@@ -168,49 +295,126 @@ def export_tiles(store: Store, directory: str | os.PathLike[str]) -> ExportStats
     )
 
 
-class TileReader:
-    """Reads an exported tile folder: checkpoint, entries and any tree hash for a tree size."""
+class TileFetcher(Protocol):
+    """Where a :class:`TileReader` gets its bytes from: a folder, or an HTTP server.
 
-    __slots__ = ("_cache", "_root", "_size")
+    ``get`` returns the resource at ``rel`` (``checkpoint``, ``tile/0/000`` ...), ``None`` if
+    there is none (no file, HTTP 404), and raises :class:`TileFormatError` if it is larger than
+    ``limit`` bytes; it may raise any other :class:`~ledger.errors.LedgerError` (a network
+    failure is a :class:`~ledger.errors.RemoteError`).
+    """
 
-    def __init__(self, directory: str | os.PathLike[str], *, tree_size: int | None = None) -> None:
+    @property
+    def name(self) -> str: ...
+
+    def get(self, rel: str, *, limit: int) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+class FolderFetcher:
+    """A :class:`TileFetcher` over a local export folder."""
+
+    __slots__ = ("_root",)
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._root = Path(directory)
-        if not (self._root / "checkpoint").is_file():
-            raise TileFormatError(f"{self._root} has no 'checkpoint' file: not a tile export")
+
+    @property
+    def name(self) -> str:
+        return str(self._root)
+
+    def get(self, rel: str, *, limit: int) -> bytes | None:
+        try:
+            with (self._root / rel).open("rb") as f:
+                data = f.read(limit + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise TileFormatError(f"{self._root}: cannot read {rel}: {e.strerror or e}") from e
+        if len(data) > limit:
+            raise TileFormatError(f"{self._root}/{rel} is larger than {limit:,} bytes")
+        return data
+
+    def close(self) -> None:
+        return None
+
+
+class TileReader:
+    """Reads a tile layout: checkpoint, entries and any tree hash for a tree size.
+
+    ``source`` is an export folder or a :class:`TileFetcher`. Without ``tree_size`` the reader
+    reads the checkpoint once and keeps its text: a live server may publish a newer checkpoint
+    meanwhile, and the tiles read must be those of the checkpoint that is audited.
+    """
+
+    __slots__ = ("_cache", "_checkpoint", "_fetcher", "_size")
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | TileFetcher,
+        *,
+        tree_size: int | None = None,
+    ) -> None:
+        self._fetcher: TileFetcher = (
+            FolderFetcher(source) if isinstance(source, str | os.PathLike) else source
+        )
         self._cache: dict[tuple[int, int], bytes] = {}
+        self._checkpoint: str | None = None
         if tree_size is None:
+            text = self.checkpoint_text()
             try:
-                tree_size = Checkpoint.from_body(parse_note(self.checkpoint_text()).text).size
+                tree_size = Checkpoint.from_body(parse_note(text).text).size
             except FormatError as e:
-                raise TileFormatError(f"{self._root}/checkpoint: {e}") from e
+                raise TileFormatError(f"{self._fetcher.name}/checkpoint: {e}") from e
+        if tree_size < 0:
+            raise TileFormatError(f"tree size must be >= 0, got {tree_size}")
         self._size = tree_size
 
     @property
     def tree_size(self) -> int:
         return self._size
 
+    @property
+    def fetcher(self) -> TileFetcher:
+        return self._fetcher
+
     def checkpoint_text(self) -> str:
-        try:
-            return (self._root / "checkpoint").read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise TileFormatError(f"cannot read {self._root}/checkpoint: {e}") from e
+        """The checkpoint note (with cosignatures), read once and then kept."""
+        if self._checkpoint is None:
+            data = self._fetcher.get("checkpoint", limit=MAX_CHECKPOINT_BYTES)
+            if data is None:
+                raise TileFormatError(
+                    f"{self._fetcher.name} has no 'checkpoint' file: not a tile export"
+                )
+            try:
+                self._checkpoint = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TileFormatError(f"{self._fetcher.name}/checkpoint is not UTF-8: {e}") from e
+        return self._checkpoint
 
     def log_vkey(self) -> str | None:
-        p = self._root / "log.vkey"
+        """The published log key (a hint), or ``None`` if absent or unreadable."""
         try:
-            return p.read_text().strip() if p.is_file() else None
-        except (OSError, UnicodeDecodeError):
+            data = self._fetcher.get("log.vkey", limit=MAX_VKEY_BYTES)
+            return None if data is None else data.decode("utf-8").strip()
+        except (TileFormatError, UnicodeDecodeError):
             return None
 
-    def _read(self, rel: str) -> bytes:
-        try:
-            return (self._root / rel).read_bytes()
-        except OSError as e:
-            raise TileFormatError(f"{self._root}: cannot read {rel}: {e.strerror or e}") from e
+    def _get(self, rel: str, full_rel: str | None, limit: int) -> tuple[bytes, bool]:
+        """``(data, from the full resource)``; a missing partial falls back to the full one.
 
-    def _width(self, count: int, n: int) -> int:
-        full = count // TILE_WIDTH
-        return TILE_WIDTH if n < full else count % TILE_WIDTH
+        C2SP tlog-tiles lets a log delete a partial tile once the full tile exists; the full
+        tile starts with the partial one's hashes (or entries), so the prefix serves.
+        """
+        data = self._fetcher.get(rel, limit=limit)
+        if data is not None:
+            return data, False
+        if full_rel is not None:
+            data = self._fetcher.get(full_rel, limit=limit)
+            if data is not None:
+                return data, True
+        raise TileFormatError(f"{self._fetcher.name}: {rel} is missing")
 
     def tile(self, level: int, n: int) -> bytes:
         """Hash tile ``n`` of ``level`` as the tree size needs it (full or partial)."""
@@ -218,10 +422,13 @@ class TileReader:
         if key in self._cache:
             return self._cache[key]
         count = self._size >> (TILE_HEIGHT * level)
-        width = self._width(count, n)
+        width = tile_width(count, n)
         if width == 0:
             raise TileFormatError(f"tile {level}/{n} is beyond a tree of size {self._size}")
-        data = self._read(tile_path(level, n, width))
+        full = None if width == TILE_WIDTH else tile_path(level, n)
+        data, from_full = self._get(tile_path(level, n, width), full, MAX_TILE_BYTES)
+        if from_full:
+            data = data[: width * HASH_SIZE]
         if len(data) != width * HASH_SIZE:
             raise TileFormatError(
                 f"{tile_path(level, n, width)} is {len(data)} bytes, expected {width * HASH_SIZE}"
@@ -250,9 +457,12 @@ class TileReader:
 
     def bundle(self, n: int) -> list[bytes]:
         """The entries of bundle ``n`` (as the tree size needs it)."""
-        width = self._width(self._size, n)
+        width = tile_width(self._size, n)
+        if width == 0:
+            raise TileFormatError(f"entry bundle {n} is beyond a tree of size {self._size}")
         rel = entries_path(n, width)
-        data = self._read(rel)
+        full = None if width == TILE_WIDTH else entries_path(n)
+        data, from_full = self._get(rel, full, MAX_BUNDLE_BYTES)
         out: list[bytes] = []
         pos = 0
         while pos < len(data):
@@ -264,6 +474,8 @@ class TileReader:
                 raise TileFormatError(f"{rel}: entry {len(out)} is truncated")
             out.append(data[pos + 2 : end])
             pos = end
+            if from_full and len(out) == width:
+                break  # the rest of a full bundle lies beyond this tree size
         return out
 
     def iter_entries(self) -> Iterator[tuple[int, bytes | None, bytes]]:

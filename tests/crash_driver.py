@@ -12,7 +12,7 @@ from sims.examples import VILLIN_PDB
 from sims.go import GoEngine, GoModel
 from worker.identity import Identity
 from worker.systems import EngineCache, system_digest
-from worker.tasks import ComputeTask, compute
+from worker.tasks import ComputeTask, compute, spot_check
 
 
 def main(workdir: Path) -> None:
@@ -47,10 +47,14 @@ def main(workdir: Path) -> None:
     while not coord.job_done(job):
         for v in volunteers:
             for task in coord.request_work(v.public_key, det, 1):
-                assert isinstance(task, ComputeTask)
-                coord.submit_result(
-                    v.public_key, task.replica, compute(task, engines=engines, identity=v)
-                )
+                if isinstance(task, ComputeTask):
+                    coord.submit_result(
+                        v.public_key, task.replica, compute(task, engines=engines, identity=v)
+                    )
+                else:  # a spot-check or an audit
+                    coord.submit_spot_check(
+                        v.public_key, spot_check(task, engines=engines, identity=v)
+                    )
                 for val in coord.drain().validated:
                     print(f"validated {val.wu.gen} {val.wu.clone}", flush=True)
         coord.tick()

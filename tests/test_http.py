@@ -19,6 +19,7 @@ import pytest
 from http_helpers import add_lab, go_job, lab_client, running_service, signed
 
 from coordinator.http.app import ServiceConfig
+from ledger import run_audit
 from ledger.checkpoint import Checkpoint
 from ledger.merkle import leaf_hash, verify_inclusion
 from ledger.note import parse_note
@@ -337,6 +338,11 @@ def test_two_volunteers_complete_a_job_and_the_lab_downloads_results(tmp_path):
                 [bytes.fromhex(p) for p in e["proof"]],
                 cp.root_hash,
             )
+        # the auditor's view of the same live service (ledger.http, mounted at /v1/ledger)
+        assert lab.get("/v1/ledger/checkpoint").text.startswith("foldnet.local/ledger\n")
+        report = run_audit(f"{s.url}/v1/ledger", workers=1)
+        assert report.ok, report.discrepancies
+        assert report.balances[vols[0].identity.public_key] == credit[0]
         for v in vols:
             v.close()
 

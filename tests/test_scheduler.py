@@ -561,3 +561,17 @@ def test_replay_of_an_audit_wait_reaches_the_same_state(hs):
     again.validate_state()
     out = again.handle(Tick(110.0))
     assert [type(i).__name__ for i in out].count("Validated") == 1
+
+
+def test_when_the_last_possible_auditor_is_lost_the_audit_is_skipped(hs):
+    hs(JobSubmitted("j", spec(audit_rate=1.0, deadline_s=100.0), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    assert hs.request("C") == []
+    hs.ret(a)
+    hs.ret(b)
+    hs(BeaconPublished(h("checkpoint"), now=10.0))
+    assert not hs.of(Validated)  # waiting for C
+    hs(NodeLost("C", 20.0))
+    (v,) = hs.of(Validated)  # nobody else could audit it: no need to wait out the deadline
+    assert {x for _, x in v.valid} == {"A", "B"}

@@ -12,9 +12,7 @@ OpenAPI schema is at ``/v1/openapi.json`` and the docs at ``/docs``.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from coordinator.http.wire import Assignment, precheck
 from coordinator.jobs import ENGINES, MAX_TRAJECTORIES
 from coordinator.prepare import prepare_job
 from coordinator.service import Coordinator, det_class_key
+from ledger.http import ledger_router
 from ledger.log import Log
 from worker.errors import WireError
 from worker.systems import particle_count
@@ -189,7 +188,7 @@ class Service:
         self.accounts: Accounts | None = None
         self.thread: CoordinatorThread | None = None
         self._stack = contextlib.ExitStack()
-        self._readonly = threading.local()
+        self.log: Log | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -219,6 +218,7 @@ class Service:
                     (job, str((c.store.job(job) or {}).get("lab", ""))) for job in c.scheduler.jobs
                 ]
 
+            self.log = self.thread.call_sync(lambda c: c.log)
             for job, lab in self.thread.call_sync(index):
                 info = known.get(job)
                 self.jobs[job] = JobInfo(
@@ -250,13 +250,12 @@ class Service:
             raise ApiError(503, "unavailable", "the coordinator is not running; retry later")
         return self.thread
 
-    def readonly_log(self) -> Log:
-        """A read-only view of the ledger for this thread (for the auditor's endpoints)."""
-        log = getattr(self._readonly, "log", None)
-        if log is None:
-            log = self._readonly.log = Log.open_readonly(self.workdir / "ledger.db")
-        log.store.refresh()
-        return log
+    def ledger_log(self) -> Log:
+        """The coordinator's ledger, for the auditor's endpoints (ledger.http), which read
+        only its file path and open read-only connections of their own."""
+        if self.log is None:
+            raise ApiError(503, "unavailable", "the coordinator is not running")
+        return self.log
 
     # -- who is asking ---------------------------------------------------------------------
 
@@ -753,9 +752,7 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
 
         return await svc.coordinator().call(read)
 
-    # The auditor's endpoints (issue 5, built beside this): mounted when ledger.http exists.
-    with contextlib.suppress(ImportError):
-        router = importlib.import_module("ledger.http").ledger_router(svc.readonly_log)
-        app.include_router(router, prefix="/v1/ledger")
+    # The auditor's read-only ledger API (foldnet audit http://HOST/v1/ledger audits it).
+    app.include_router(ledger_router(svc.ledger_log), prefix="/v1/ledger")
 
     return app

@@ -1,0 +1,347 @@
+"""The auditor's side of the HTTP service: a read-only API of the ledger, no key needed.
+
+:func:`ledger_router` returns a FastAPI router; the coordinator mounts it under ``/v1/ledger``.
+Paths below that prefix:
+
+==============================================  ==============================================
+``GET /checkpoint``                             latest signed checkpoint with its witness
+                                                cosignature lines (``text/plain``), exactly the
+                                                ``checkpoint`` file of a tile export
+``GET /log.vkey``                               the log's verifier key, one line (a hint: pin
+                                                it out of band)
+``GET /tile/<L>/<N>[.p/<W>]``                   C2SP tlog-tiles hash tile, byte-identical to
+``GET /tile/entries/<N>[.p/<W>]``               :func:`~ledger.tiles.export_tiles`'s file
+``GET /checkpoints``                            ``{"latest": S, "sizes": [...]}``: every
+                                                checkpoint the log signed
+``GET /checkpoints/<size>``                     that checkpoint's note, with cosignatures
+``GET /entries?start=A&end=B``                  entries ``A <= i < B`` (at most 1000), base64
+``GET /proof/inclusion?index=I&tree_size=N``    ``PATH(I, D[N])`` (RFC 9162 §2.1.3.1)
+``GET /proof/consistency?first=M&second=N``     ``PROOF(M, D[N])`` (RFC 9162 §2.1.4.1)
+==============================================  ==============================================
+
+Everything served lies within the latest signed checkpoint (size ``S``): tiles, entries and
+proofs for sizes above ``S`` are refused, so whatever a client reads can be checked against a
+signature. ``tree_size`` and ``second`` default to ``S``; ``end`` to ``min(start + 1000, S)``.
+Hashes and entries in JSON are standard base64 (hashes as in checkpoints and the witness's
+proof files, 32 bytes each). Answers: ``{"tree_size", "start", "end", "entries": [{"index",
+"leaf_hash", "data"}]}``, ``{"index", "tree_size", "leaf_hash", "hashes"}`` and ``{"first",
+"second", "hashes"}``, to check with :func:`~ledger.merkle.verify_inclusion` and
+:func:`~ledger.merkle.verify_consistency` against signed checkpoints' roots. And
+``foldnet audit http://host/v1/ledger`` audits the live service exactly as an export.
+
+Tiles and bundles of full width are immutable (``Cache-Control: immutable``, one year);
+a partial tile never changes either, but is superseded, so it is cached an hour; the
+checkpoint may be cached two seconds (C2SP: "not beyond a few seconds"). Any partial tile
+within ``S`` is served, not only the one of ``S``'s width: a client with an older checkpoint
+can still read its tiles. Entry bundles are not compressed here; the app may add
+``GZipMiddleware`` (clients send ``Accept-Encoding: gzip``).
+
+Errors are JSON ``{"error": code, "detail": text}``: 400 for a malformed or out-of-range
+parameter, 404 for what does not exist (yet), 503 if the database cannot be read. Never a 500
+for anything a client sends.
+
+Thread safety: the coordinator's :class:`~ledger.log.Log` belongs to its writer thread (a
+:class:`~ledger.store.Store` is not thread-safe, and a read through the writer's connection
+would see its uncommitted transaction). So each request opens its own read-only SQLite
+connection on the same file (WAL: a reader never blocks the writer and sees only committed
+rows) and closes it when done. ``get_log`` is called once per request, only for the log's
+file path. Within ``S`` every row is append-only (a checkpoint is committed with or after the
+entries and hashes it covers), so a request needs no transaction to be consistent; at worst
+it misses a cosignature added meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from ledger.errors import LedgerError, StorageError, TileFormatError
+from ledger.log import Log
+from ledger.merkle import consistency_proof, inclusion_proof
+from ledger.store import Store
+from ledger.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    parse_tile_path,
+    read_entry_bundle,
+    read_hash_tile,
+    tile_width,
+)
+
+__all__ = ["MAX_PAGE", "ledger_router"]
+
+MAX_PAGE = 1000
+"""Most entries one ``/entries`` request returns."""
+
+_IMMUTABLE = "public, max-age=31536000, immutable"
+_PARTIAL = "public, max-age=3600"
+_CHECKPOINT = "public, max-age=2"
+_TEXT = "text/plain; charset=utf-8"
+_OCTETS = "application/octet-stream"
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only (str.isdigit accepts other scripts' digits)
+_MAX_INT = (1 << 63) - 1  # SQLite's INTEGER
+
+P = ParamSpec("P")
+
+
+class _ApiError(Exception):
+    """An answer other than 200: becomes ``{"error": code, "detail": detail}``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.code, "detail": self.detail}, status_code=self.status)
+
+
+def _api(fn: Callable[P, Response]) -> Callable[P, Response]:
+    """Turn :class:`_ApiError` and ledger errors into JSON answers, never a bare 500."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
+        try:
+            return fn(*args, **kwargs)
+        except _ApiError as e:
+            return e.response()
+        except StorageError as e:
+            return _ApiError(503, "storage-error", f"the ledger cannot be read: {e}").response()
+        except LedgerError as e:  # a bug or a damaged log: still an answer, not a traceback
+            return _ApiError(503, "ledger-error", str(e)).response()
+
+    return wrapper
+
+
+def _int(name: str, raw: str | None, default: int | None = None) -> int:
+    """A non-negative decimal query parameter, or a 400 that says what was expected."""
+    if raw is None or raw == "":
+        if default is None:
+            raise _ApiError(400, "missing-parameter", f"query parameter {name!r} is required")
+        return default
+    if not _DIGITS.fullmatch(raw) or int(raw) > _MAX_INT:
+        raise _ApiError(
+            400,
+            "invalid-parameter",
+            f"{name} must be a decimal integer from 0 to 2**63-1, got {raw[:40]!r}",
+        )
+    return int(raw)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class _Reader:
+    """Opens a private read-only connection to the live log's file for one request."""
+
+    __slots__ = ("_get_log",)
+
+    def __init__(self, get_log: Callable[[], Log]) -> None:
+        self._get_log = get_log
+
+    @contextmanager
+    def store(self) -> Iterator[Store]:
+        try:
+            path = self._get_log().store.path
+        except Exception as e:  # the service is not ready: its callable failed
+            raise _ApiError(503, "unavailable", f"the ledger is not available: {e}") from e
+        store = Store.open_readonly(path)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    @contextmanager
+    def signed(self) -> Iterator[tuple[Store, int, str]]:
+        """``(store, latest checkpoint size S, its note)``; 404 if the log has not signed one."""
+        with self.store() as store:
+            latest = store.latest_checkpoint()
+            if latest is None:
+                raise _ApiError(
+                    404, "no-checkpoint", "the log has not published a checkpoint yet; try later"
+                )
+            yield store, latest[0], latest[1]
+
+
+def _with_cosignatures(store: Store, size: int, note: str) -> str:
+    return note + "".join(store.cosignature_lines(size))
+
+
+def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
+    """The read-only ledger API (see the module docstring); mount it under ``/v1/ledger``.
+
+    ``get_log`` returns the service's live :class:`~ledger.log.Log`; only its file path is used,
+    from a private read-only connection per request, so the writer is never disturbed.
+    """
+    reader = _Reader(get_log)
+    router = APIRouter(tags=["ledger"])
+
+    @router.get("/checkpoint", response_class=Response)
+    @_api
+    def checkpoint() -> Response:
+        """The latest signed checkpoint and its witness cosignatures (a C2SP signed note)."""
+        with reader.signed() as (store, size, note):
+            text = _with_cosignatures(store, size, note)
+        return Response(text, media_type=_TEXT, headers={"Cache-Control": _CHECKPOINT})
+
+    @router.get("/log.vkey", response_class=Response)
+    @_api
+    def log_vkey() -> Response:
+        """The log's verifier key (C2SP signed-note vkey); pin it out of band."""
+        with reader.store() as store:
+            vkey = store.meta("log_vkey")
+        if vkey is None:
+            raise _ApiError(404, "no-log-key", "the log has no signing key yet")
+        return Response(vkey + "\n", media_type=_TEXT, headers={"Cache-Control": _PARTIAL})
+
+    @router.get("/checkpoints")
+    @_api
+    def checkpoints() -> Response:
+        """The size of every checkpoint the log signed, ascending."""
+        with reader.store() as store:
+            sizes = store.checkpoint_sizes()
+        return JSONResponse(
+            {"latest": sizes[-1] if sizes else None, "sizes": sizes},
+            headers={"Cache-Control": _CHECKPOINT},
+        )
+
+    @router.get("/checkpoints/{size}", response_class=Response)
+    @_api
+    def checkpoint_at(size: str) -> Response:
+        """The checkpoint of that size, with the witness cosignatures it has now."""
+        n = _int("size", size)
+        with reader.store() as store:
+            note = store.checkpoint_note(n)
+            if note is None:
+                raise _ApiError(404, "no-checkpoint", f"the log signed no checkpoint of size {n}")
+            text = _with_cosignatures(store, n, note)
+        return Response(text, media_type=_TEXT, headers={"Cache-Control": _CHECKPOINT})
+
+    @router.get("/tile/{rest:path}", response_class=Response)
+    @_api
+    def tile(rest: str) -> Response:
+        """A C2SP tlog-tiles hash tile or entry bundle within the latest checkpoint."""
+        try:
+            ref = parse_tile_path("tile/" + rest)
+        except TileFormatError as e:
+            raise _ApiError(400, "invalid-tile-path", str(e)) from e
+        with reader.signed() as (store, size, _):
+            per = 0 if ref.level is None else TILE_HEIGHT * ref.level
+            available = tile_width(size >> per, ref.index)
+            if ref.width > available:
+                raise _ApiError(
+                    404,
+                    "tile-not-found",
+                    f"{ref.path} is not covered by the latest checkpoint (size {size:,})",
+                )
+            if ref.level is None:
+                data = read_entry_bundle(store, ref.index, ref.width)
+            else:
+                data = read_hash_tile(store, ref.level, ref.index, ref.width)
+        cache = _IMMUTABLE if ref.width == TILE_WIDTH else _PARTIAL
+        return Response(data, media_type=_OCTETS, headers={"Cache-Control": cache})
+
+    @router.get("/entries")
+    @_api
+    def entries(
+        start: str | None = Query(None, description="first index (inclusive)"),
+        end: str | None = Query(None, description=f"last index (exclusive), <= start+{MAX_PAGE}"),
+    ) -> Response:
+        """Entries ``start <= i < end`` of the latest checkpoint's tree, base64."""
+        a = _int("start", start)
+        with reader.signed() as (store, size, _):
+            b = _int("end", end, min(a + MAX_PAGE, size))
+            if a > size:
+                raise _ApiError(
+                    400, "out-of-range", f"start {a} is beyond the latest checkpoint (size {size})"
+                )
+            if b < a:
+                raise _ApiError(400, "invalid-range", f"end {b} is before start {a}")
+            if b > size:
+                raise _ApiError(
+                    400, "out-of-range", f"end {b} is beyond the latest checkpoint (size {size})"
+                )
+            if b - a > MAX_PAGE:
+                raise _ApiError(
+                    400,
+                    "page-too-large",
+                    f"at most {MAX_PAGE} entries per request, asked for {b - a}; page through "
+                    "with start and end",
+                )
+            rows = list(store.iter_entries(a, b))
+        if [r[0] for r in rows] != list(range(a, b)):
+            raise StorageError(f"entries {a}..{b - 1} are not all in the database")
+        body: dict[str, Any] = {
+            "tree_size": size,
+            "start": a,
+            "end": b,
+            "entries": [{"index": i, "leaf_hash": _b64(h), "data": _b64(d)} for i, h, d in rows],
+        }
+        return JSONResponse(body)
+
+    @router.get("/proof/inclusion")
+    @_api
+    def proof_inclusion(
+        index: str | None = Query(None, description="leaf index"),
+        tree_size: str | None = Query(None, description="tree size, default the latest checkpoint"),
+    ) -> Response:
+        """An inclusion proof of leaf ``index`` in the tree of ``tree_size`` leaves."""
+        i = _int("index", index)
+        with reader.signed() as (store, size, _):
+            n = _int("tree_size", tree_size, size)
+            if n > size:
+                raise _ApiError(
+                    400,
+                    "out-of-range",
+                    f"tree_size {n} is beyond the latest checkpoint (size {size})",
+                )
+            if i >= n:
+                raise _ApiError(
+                    400, "out-of-range", f"index {i} is not in a tree of size {n} (0..{n - 1})"
+                )
+            proof = inclusion_proof(i, n, store.read_nodes)
+            (leaf,) = store.read_nodes([(0, i)])
+        return JSONResponse(
+            {
+                "index": i,
+                "tree_size": n,
+                "leaf_hash": _b64(leaf),
+                "hashes": [_b64(h) for h in proof],
+            }
+        )
+
+    @router.get("/proof/consistency")
+    @_api
+    def proof_consistency(
+        first: str | None = Query(None, description="the older tree size, >= 1"),
+        second: str | None = Query(None, description="the newer size, default the latest"),
+    ) -> Response:
+        """A consistency proof that the tree of ``second`` leaves extends that of ``first``."""
+        m = _int("first", first)
+        with reader.signed() as (store, size, _):
+            n = _int("second", second, size)
+            if m == 0:
+                raise _ApiError(
+                    400, "out-of-range", "first must be >= 1: a proof from the empty tree is empty"
+                )
+            if m > n:
+                raise _ApiError(
+                    400, "invalid-range", f"first ({m}) must not be larger than second ({n})"
+                )
+            if n > size:
+                raise _ApiError(
+                    400, "out-of-range", f"second {n} is beyond the latest checkpoint (size {size})"
+                )
+            proof = consistency_proof(m, n, store.read_nodes)
+        return JSONResponse({"first": m, "second": n, "hashes": [_b64(h) for h in proof]})
+
+    return router
