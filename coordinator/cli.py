@@ -36,6 +36,77 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(worker_app, name="worker")
 
 
+lab_app = typer.Typer(help="Labs of an HTTP service (operator).", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("add")
+def lab_add(
+    name: Annotated[str, typer.Argument(help="The lab's name (letters, digits, _ . -).")],
+    workdir: Annotated[Path, typer.Option(help="The coordinator folder.")] = Path("."),
+) -> None:
+    """Create a lab and print its API key (shown once; only its hash is kept)."""
+    from coordinator.accounts import Accounts
+
+    accounts = Accounts.in_folder(workdir)
+    try:
+        key = accounts.add_lab(name)
+    finally:
+        accounts.close()
+    console.print(f"lab [bold]{name}[/] created. Its API key (shown once, keep it secret):")
+    print(key)
+
+
+@lab_app.command("list")
+def lab_list(
+    workdir: Annotated[Path, typer.Option(help="The coordinator folder.")] = Path("."),
+) -> None:
+    """The labs of a coordinator folder."""
+    from coordinator.accounts import Accounts
+
+    accounts = Accounts.in_folder(workdir)
+    try:
+        for lab in accounts.lab_names():
+            print(lab)
+    finally:
+        accounts.close()
+
+
+@app.command()
+def serve(
+    workdir: Annotated[Path, typer.Argument(help="The coordinator folder (created if absent).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_job_steps: Annotated[
+        int, typer.Option(help="Largest job (runs x clones x gens x steps) accepted.")
+    ] = 5 * 10**8,
+    volunteer_rate: Annotated[
+        float, typer.Option(help="Requests per second per volunteer key.")
+    ] = 50.0,
+    register_burst: Annotated[
+        float, typer.Option(help="Registrations in a burst from one address.")
+    ] = 50.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the coordinator as an HTTP service for labs and volunteers (Ctrl-C stops it)."""
+    import uvicorn
+
+    from coordinator.http.app import ServiceConfig, create_app
+
+    config = ServiceConfig(
+        max_job_steps=max_job_steps,
+        volunteer_rate=volunteer_rate,
+        volunteer_burst=4 * volunteer_rate,
+        register_burst=register_burst,
+    )
+    app_ = create_app(workdir, config)
+    console.print(
+        f"foldnet coordinator for {workdir} on http://{host}:{port} "
+        f"(docs: http://{host}:{port}/docs)"
+    )
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+
+
 @app.callback()
 def _root() -> None:
     """Volunteer protein folding with verified results and an auditable credit ledger."""

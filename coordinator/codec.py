@@ -17,6 +17,7 @@ from coordinator.scheduler import (
     BeaconPublished,
     Claim,
     Event,
+    JobCancelled,
     JobSubmitted,
     NodeLost,
     ReplicaFailed,
@@ -38,6 +39,7 @@ _TYPES: dict[str, type] = {
         Tick,
         NodeLost,
         Abandoned,
+        JobCancelled,
     )
 }
 

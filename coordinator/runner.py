@@ -8,37 +8,17 @@ coordinator runs there; submitting to a live coordinator is the HTTP service's j
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from coordinator.errors import CoordinatorError, SubmissionError
-from coordinator.jobs import JobSpec
+from coordinator.errors import CoordinatorError
+from coordinator.folder import owned
+from coordinator.prepare import prepare_job
 from coordinator.raylocal import local_ray
 from coordinator.raypool import RayPool, VolunteerSpec, discover_volunteers
 from coordinator.service import Coordinator
-from sims.allatom import AllAtomEngine
-from sims.go import GoEngine, GoModel
-from worker.systems import SystemDefinition, decode_system, system_digest
-
-
-@contextmanager
-def owned(workdir: Path) -> Iterator[None]:
-    """Hold the folder's lock, or fail at once naming the reason."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(workdir / "coordinator.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise CoordinatorError(
-                f"a coordinator is running in {workdir}: stop it first (or submit over HTTP)"
-            ) from e
-        yield
-    finally:
-        os.close(fd)
+from worker.systems import decode_system
 
 
 def submit_job(
@@ -60,26 +40,11 @@ def submit_job(
     seed: int = 1,
 ) -> str:
     """Prepare the system once, validate the whole spec, then store the job."""
-    if (pdb is None) == (sequence is None):
-        raise SubmissionError("give exactly one of a PDB file or a sequence")
-    system: SystemDefinition
-    if engine == "go":
-        if pdb is None:
-            raise SubmissionError("the go engine needs a native structure: give a PDB file")
-        system = GoModel.from_pdb(pdb, chain=chain)
-        eng: GoEngine | AllAtomEngine = GoEngine(system)
-    elif engine == "openmm":
-        eng = (
-            AllAtomEngine.from_pdb(pdb, chain=chain)
-            if pdb is not None
-            else AllAtomEngine.from_sequence(sequence or "")
-        )
-        system = eng.prepared
-    else:
-        raise SubmissionError(f"unknown engine {engine!r}: expected go or openmm")
-    spec = JobSpec(
+    system, starts, spec = prepare_job(
         engine=engine,
-        system_digest=system_digest(system),
+        pdb=pdb,
+        sequence=sequence,
+        chain=chain,
         runs=runs,
         clones=clones,
         gens=gens,
@@ -88,9 +53,8 @@ def submit_job(
         report_steps=report_steps,
         temperature=temperature,
         min_quorum=min_quorum,
+        seed=seed,
     )
-    eng.check_temperature(temperature)
-    starts = [eng.initial_state(temperature=temperature, seed=seed + r) for r in range(runs)]
     with owned(workdir):
         coord = Coordinator.local(workdir)
         try:

@@ -94,6 +94,9 @@ class WorkRequested:
     det_class: str
     slots: int
     now: float
+    #: Only WUs of this engine ("" = any). An HTTP volunteer declares one determinism class
+    #: per engine; without the filter a class of one engine could claim another's fresh WU.
+    engine: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,18 @@ class NodeLost:
 
 
 @dataclass(frozen=True, slots=True)
+class JobCancelled:
+    """The job's lab withdrew it: no WU of it is handed out, validated or credited again.
+
+    Work already validated stays validated (and credited); results still in flight are
+    refused when they come back. Cancelling twice is a no-op, so replaying a log is safe.
+    """
+
+    job: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class Abandoned:
     """Every replica and spot check in flight is lost (the coordinator restarted)."""
 
@@ -157,6 +172,7 @@ Event = (
     | Tick
     | NodeLost
     | Abandoned
+    | JobCancelled
 )
 
 
@@ -224,10 +240,24 @@ Instruction = (
 # -- mutable state (private) ----------------------------------------------------------------
 
 WUState = Literal[
-    "unsent", "in_progress", "awaiting_beacon", "spot_checking", "validated", "failed"
+    "unsent",
+    "in_progress",
+    "awaiting_beacon",
+    "spot_checking",
+    "validated",
+    "failed",
+    "cancelled",
 ]
 ReplicaState = Literal[
-    "assigned", "returned", "errored", "timed_out", "lost", "valid", "invalid", "disputed"
+    "assigned",
+    "returned",
+    "errored",
+    "timed_out",
+    "lost",
+    "valid",
+    "invalid",
+    "disputed",
+    "cancelled",
 ]
 
 
@@ -282,6 +312,8 @@ class _Volunteer:
 class _Job:
     spec: JobSpec
     remaining: int  # trajectories not yet through all generations
+    cancelled: bool = False
+    params: bytes = b""  # spec.engine_parameters(), computed once per job, not once per WU
 
 
 def unreplicated_coin(wu: bytes, volunteer: str) -> float:
@@ -370,6 +402,8 @@ class Scheduler:
                 # The coordinator restarted: work in flight is lost, volunteers are not.
                 for vol in sorted(self.volunteers):
                     self._on_node_lost(NodeLost(vol, event.now), out, gone=False)
+            case JobCancelled():
+                self._on_job_cancelled(event)
             case _:
                 raise ProtocolError(f"unknown event {event!r}")
         return out
@@ -383,7 +417,9 @@ class Scheduler:
             raise SubmissionError(
                 f"expected one start state per run ({ev.spec.runs}), got {len(ev.start_digests)}"
             )
-        self.jobs[ev.job] = _Job(ev.spec, remaining=ev.spec.runs * ev.spec.clones)
+        self.jobs[ev.job] = _Job(
+            ev.spec, remaining=ev.spec.runs * ev.spec.clones, params=ev.spec.engine_parameters()
+        )
         for run, digest in enumerate(ev.start_digests):
             for clone in range(ev.spec.clones):
                 self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
@@ -395,26 +431,38 @@ class Scheduler:
         if ev.now - vol.seen.get(ev.det_class, -math.inf) >= SEEN_GRAIN_S:
             vol.seen[ev.det_class] = ev.now
         budget = min(ev.slots, vol.quota - len(vol.in_flight) - len(vol.checks))
-        # Spot checks first: they unblock validated credit for someone else.
-        for check_id in list(self._check_queue):
-            if budget <= 0:
-                return
+        # Spot checks first: they unblock validated credit for someone else. Candidates are
+        # chosen first and assigned after: an assignment changes only its own WU's
+        # eligibility, and copying a queue of 10^5 WUs on every request would cost more
+        # than the request itself.
+        checks: list[_Check] = []
+        for check_id in self._check_queue:
+            if len(checks) >= budget:
+                break
             chk = self.checks[check_id]
             w = self.wus[chk.wu]
             if ev.det_class != w.det_class or ev.volunteer in self._claimants(w):
                 continue
+            if ev.engine and w.unit.spec.engine != ev.engine:
+                continue
+            checks.append(chk)
+        for chk in checks:
             self._transition_check_queued_assigned(chk, vol, ev.now, out)
-            budget -= 1
-        for key in list(self._ready):
-            if budget <= 0:
-                return
+        budget -= len(checks)
+        chosen: list[_WU] = []
+        for key in self._ready:
+            if len(chosen) >= budget:
+                break
             w = self.wus[key]
             if ev.volunteer in w.volunteers:
                 continue  # one result per volunteer per WU
             if w.det_class is not None and w.det_class != ev.det_class:
                 continue  # homogeneous redundancy
+            if ev.engine and w.unit.spec.engine != ev.engine:
+                continue
+            chosen.append(w)
+        for w in chosen:
             self._transition_ready_assigned(w, vol, ev, out)
-            budget -= 1
 
     def _on_result(self, ev: ResultReturned, out: list[Instruction]) -> None:
         rep = self._replica(ev.replica, ev.volunteer)
@@ -523,6 +571,17 @@ class Scheduler:
                 if chk.id in self._check_queue:  # not taken, not replaced
                     self._transition_audit_queued_skipped(self.wus[chk.wu], chk, out)
 
+    def _on_job_cancelled(self, ev: JobCancelled) -> None:
+        job = self.jobs.get(ev.job)
+        if job is None:
+            raise ProtocolError(f"no job {ev.job!r}")
+        if job.cancelled:
+            return
+        job.cancelled = True
+        for w in self.wus.values():
+            if w.unit.job == ev.job and w.state not in ("validated", "failed"):
+                self._transition_open_cancelled(w)
+
     def _on_node_lost(self, ev: NodeLost, out: list[Instruction], *, gone: bool = True) -> None:
         vol = self.volunteers.get(ev.volunteer)
         if vol is None:
@@ -573,6 +632,25 @@ class Scheduler:
             # A missed deadline or a lost node is not cheating: just reissue. The volunteer
             # keeps its place in ``w.volunteers``, so a replica never returns to it.
             self._want_more(w, out)
+
+    def _transition_open_cancelled(self, w: _WU) -> None:
+        """Any undecided WU -> cancelled: out of every queue, its work in flight withdrawn."""
+        w.state = "cancelled"
+        self._ready.pop(w.unit.id, None)
+        self._awaiting_beacon.pop(w.unit.id, None)
+        w.group = []
+        for rid in w.replicas:
+            rep = self.replicas[rid]
+            if rep.state == "assigned":
+                self.volunteers[rep.volunteer].in_flight.discard(rid)
+                rep.state = "cancelled"
+        if w.check is not None:
+            chk = self.checks[w.check]
+            self._check_queue.pop(chk.id, None)
+            if chk.state == "assigned":
+                self.volunteers[chk.volunteer].checks.discard(chk.id)
+            chk.state = "lost"
+            w.check = None
 
     def _transition_in_progress_validated(
         self, w: _WU, final: bytes, agreeing: list[_Replica], out: list[Instruction]
@@ -651,8 +729,9 @@ class Scheduler:
     # -- helpers ---------------------------------------------------------------------------
 
     def _create_wu(self, traj: TrajectoryKey, gen: int, input_digest: bytes) -> None:
-        spec = self.jobs[traj.job].spec
-        ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, spec.engine_parameters())
+        job = self.jobs[traj.job]
+        spec = job.spec
+        ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, job.params)
         seed = int.from_bytes(
             hashlib.sha256(b"foldnet/wu-seed/v1\x00" + ident).digest()[:8], "little"
         )
@@ -855,6 +934,15 @@ class Scheduler:
                 assert w.state in ("unsent", "in_progress"), f"ready WU in state {w.state}"
             if w.state == "validated":
                 assert any(self.replicas[r].state == "valid" for r in w.replicas)
+            if w.state == "cancelled":
+                assert self.jobs[w.unit.job].cancelled, "a cancelled WU of a live job"
+                assert key not in self._ready and key not in self._awaiting_beacon
+                assert all(self.replicas[r].state != "assigned" for r in w.replicas)
+                assert w.check is None
+            if self.jobs[w.unit.job].cancelled:
+                assert w.state in ("validated", "failed", "cancelled"), (
+                    f"WU of a cancelled job in state {w.state}"
+                )
         for cid in self._check_queue:
             chk = self.checks[cid]
             w = self.wus[chk.wu]

@@ -33,6 +33,7 @@ from coordinator.scheduler import (
     Event,
     Instruction,
     Invalidated,
+    JobCancelled,
     JobCompleted,
     JobSubmitted,
     NodeLost,
@@ -352,6 +353,18 @@ class Coordinator:
         self._apply(JobSubmitted(job, spec, start_digests))
         return job
 
+    def cancel(self, job: str) -> None:
+        """Withdraw a job (its lab's request). Checked before the event is committed, so the
+        log never holds an event that replay would refuse."""
+        j = self.scheduler.jobs.get(job)
+        if j is None:
+            raise SubmissionError(f"no job {job!r}")
+        if j.cancelled:
+            raise SubmissionError(f"job {job[:16]} is already cancelled")
+        if j.remaining == 0:
+            raise SubmissionError(f"job {job[:16]} is already complete: nothing to cancel")
+        self._apply(JobCancelled(job, self.clock()))
+
     def job_done(self, job: str) -> bool:
         j = self.scheduler.jobs.get(job)
         return j is not None and j.remaining == 0
@@ -363,9 +376,11 @@ class Coordinator:
             self.log.append(le.VolunteerRegistered(volunteer_key=volunteer_key, name=name[:100]))
             self._registered.add(volunteer_key)
 
-    def request_work(self, volunteer_key: bytes, det_class: str, slots: int) -> list[Task]:
+    def request_work(
+        self, volunteer_key: bytes, det_class: str, slots: int, engine: str = ""
+    ) -> list[Task]:
         self.register(volunteer_key)
-        ev = WorkRequested(volunteer_key.hex(), det_class, slots, self.clock())
+        ev = WorkRequested(volunteer_key.hex(), det_class, slots, self.clock(), engine)
         vol = self.scheduler.volunteers.get(ev.volunteer)
         seen = None if vol is None else vol.seen.get(det_class)
         out = self.scheduler.handle(ev)

@@ -12,6 +12,7 @@ import abc
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -24,6 +25,28 @@ from sims.state import State
 
 #: Called after each finished segment with (segments done, segments total).
 ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PartialRun:
+    """A WU stopped at a segment boundary: everything needed to finish it bit for bit.
+
+    Segment ``k`` depends only on boundary ``k`` and its own seed, so continuing from here
+    gives the same boundaries, frames and observables as a run that never stopped; the
+    frames and observables of the finished segments are kept because the result commits to
+    all of them.
+    """
+
+    segments_done: int
+    boundaries: tuple[State, ...]  # boundaries[0] is the WU's input state
+    frames: tuple[np.ndarray, ...]  # float32 (N, 3), one per report
+    frame_steps: tuple[int, ...]
+    rows: tuple[dict[str, float], ...]  # observables, one row per frame
+    wall_time_s: float
+
+
+#: Called after each finished segment with the run so far (to save it for a resume).
+SegmentCallback = Callable[[PartialRun], None]
 
 
 class SegmentRun(Protocol):
@@ -106,17 +129,36 @@ class Engine(abc.ABC):
         self.check_temperature(spec.temperature)
 
     def run(
-        self, state: State, spec: RunSpec, *, progress: ProgressCallback | None = None
+        self,
+        state: State,
+        spec: RunSpec,
+        *,
+        progress: ProgressCallback | None = None,
+        resume: PartialRun | None = None,
+        on_segment: SegmentCallback | None = None,
     ) -> RunResult:
-        """Run a whole WU from ``state``; boundaries, frames and observables per DESIGN 4."""
+        """Run a whole WU from ``state``; boundaries, frames and observables per DESIGN 4.
+
+        ``resume`` continues a run that stopped at a segment boundary (as ``on_segment``
+        reported it); the result is identical to an uninterrupted run's.
+        """
         self._check_inputs(state, spec)
         t0 = time.perf_counter()
         boundaries = [state]
         frames: list[np.ndarray] = []
         frame_steps: list[int] = []
         rows: list[dict[str, float]] = []
-        done = 0
-        for k in range(spec.n_segments):
+        first = 0
+        earlier_s = 0.0
+        if resume is not None:
+            self._check_resume(state, spec, resume)
+            boundaries = list(resume.boundaries)
+            frames, frame_steps = list(resume.frames), list(resume.frame_steps)
+            rows = [dict(r) for r in resume.rows]
+            first = resume.segments_done
+            earlier_s = resume.wall_time_s
+        done = first * spec.segment_steps
+        for k in range(first, spec.n_segments):
             runner = self.start_segment(
                 boundaries[-1],
                 seed=segment_seed(spec.seed, k),
@@ -135,6 +177,17 @@ class Engine(abc.ABC):
                     frame_steps.append(current.step)
                     rows.append({"energy": runner.potential_energy(), **self.observe(current)})
             boundaries.append(runner.state())
+            if on_segment is not None:
+                on_segment(
+                    PartialRun(
+                        k + 1,
+                        tuple(boundaries),
+                        tuple(frames),
+                        tuple(frame_steps),
+                        tuple(rows),
+                        earlier_s + time.perf_counter() - t0,
+                    )
+                )
             if progress is not None:
                 progress(k + 1, spec.n_segments)
         names = list(rows[0]) if rows else ["energy"]
@@ -146,8 +199,26 @@ class Engine(abc.ABC):
             frame_steps=np.array(frame_steps, dtype=np.int64),
             observables=observables,
             determinism=self.determinism_class(),
-            wall_time_s=time.perf_counter() - t0,
+            wall_time_s=earlier_s + time.perf_counter() - t0,
         )
+
+    def _check_resume(self, state: State, spec: RunSpec, resume: PartialRun) -> None:
+        k = resume.segments_done
+        n_frames = k * spec.segment_steps // spec.report_steps
+        if not 0 <= k <= spec.n_segments or len(resume.boundaries) != k + 1:
+            raise ParameterError(
+                f"cannot resume: {len(resume.boundaries)} boundary states for {k} segments "
+                f"done of {spec.n_segments}"
+            )
+        if resume.boundaries[0].digest() != state.digest():
+            raise StateError("cannot resume: the saved run started from another input state")
+        if len(resume.frames) != n_frames or len(resume.frame_steps) != n_frames:
+            raise ParameterError(
+                f"cannot resume: expected {n_frames} frames after {k} segments, "
+                f"got {len(resume.frames)}"
+            )
+        if len(resume.rows) != n_frames:
+            raise ParameterError(f"cannot resume: expected {n_frames} observable rows")
 
     def run_segment(self, state: State, spec: RunSpec, segment: int) -> State:
         """Recompute segment ``segment`` of the WU alone, from its starting boundary state."""

@@ -15,6 +15,7 @@ from coordinator.scheduler import (
     DispatchSpotCheck,
     GrantCredit,
     Invalidated,
+    JobCancelled,
     JobCompleted,
     JobSubmitted,
     NodeLost,
@@ -344,6 +345,7 @@ def test_every_event_survives_the_json_event_log(hs):
     hs(BeaconPublished(h("b")))
     hs(Tick(3.0))
     hs(NodeLost("A", 4.0))
+    hs(JobCancelled("j", 5.0))
     unfed = [ReplicaFailed(9, "Z", "crashed", 1.0), SpotCheckReturned(3, "C", (h(1),), CLASS, 2.0)]
     for ev in [*hs.events, *unfed]:
         assert decode_event(encode_event(ev)) == ev
@@ -356,7 +358,65 @@ def test_every_event_survives_the_json_event_log(hs):
         "SpotCheckReturned",
         "Tick",
         "NodeLost",
+        "JobCancelled",
     }
+    old = '{"body":{"det_class":"c","now":1.0,"slots":2,"volunteer":"A"},"type":"WorkRequested"}'
+    assert decode_event(old) == WorkRequested("A", "c", 2, 1.0)  # logs from before engine=
+
+
+def test_cancel_withdraws_open_work_keeps_validated_work_and_refuses_late_results(hs):
+    hs(JobSubmitted("j", spec(clones=3, gens=2), (h("s"),)))
+    hs(JobSubmitted("k", spec(), (h("other"),)))
+    a = hs.request("A", slots=4)
+    b = hs.request("B", slots=4)
+    clone0 = [d for d in a + b if d.wu.clone == 0 and d.wu.job == "j"]
+    for d in clone0:
+        hs.ret(d)  # clone 0's gen 0 is validated before the cancel
+    assert len(hs.of(Validated)) == 1
+    credits = len(hs.of(GrantCredit))
+    assert hs(JobCancelled("j", 1.0)) == []
+    assert {w.state for w in hs.s.wus.values() if w.unit.job == "j"} == {"validated", "cancelled"}
+    late = next(d for d in a if d.wu.job == "j" and d.wu.clone == 1)
+    with pytest.raises(ProtocolError, match="already ended as cancelled"):
+        hs.ret(late)
+    hs.events.pop()  # a refused event never enters the coordinator's log
+    assert all(d.wu.job == "k" for d in hs.request("C", slots=8))  # only the other job
+    assert hs(JobCancelled("j", 2.0)) == []  # idempotent: a replayed log stays valid
+    hs.now = 10_000.0
+    hs(Tick(hs.now))  # deadlines of withdrawn replicas change nothing
+    assert len(hs.of(GrantCredit)) == credits and not hs.of(JobCompleted)
+    assert all(not v.in_flight or all(hs.s.replicas[r].wu not in
+               {w for w in hs.s.wus if hs.s.wus[w].unit.job == "j"} for r in v.in_flight)
+               for v in hs.s.volunteers.values())  # fmt: skip
+    with pytest.raises(ProtocolError, match="no job"):
+        hs(JobCancelled("nope", 3.0))
+    hs.events.pop()
+    again, _ = replay(hs.events)  # the log a coordinator keeps (refused events never enter it)
+    again.validate_state()
+    assert {w.state for w in again.wus.values() if w.unit.job == "j"} == {"validated", "cancelled"}
+
+
+def test_cancel_withdraws_a_pending_spot_check(hs):
+    _build_streak(hs, "A", 10)
+    hs(JobSubmitted("j", spec(runs=10), tuple(h("s", r) for r in range(10))))
+    for _ in range(10):
+        (d,) = hs.request("A")
+        hs.ret(d)
+        if hs.s.wus[d.wu.id].required == 1:
+            break
+    hs(BeaconPublished(h("beacon")))
+    (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
+    hs(JobCancelled("j", 1.0))
+    assert not hs.s.volunteers["C"].checks
+    with pytest.raises(ProtocolError, match="not assigned"):
+        hs(SpotCheckReturned(chk.check, "C", (), CLASS, 2.0))
+
+
+def test_an_engine_filter_keeps_fresh_wus_of_other_engines(hs):
+    hs(JobSubmitted("mm", spec(engine="openmm"), (h("s"),)))
+    assert hs(WorkRequested("A", "go-class", 4, 0.0, "go")) == []
+    (d,) = hs(WorkRequested("A", "mm-class", 4, 0.0, "openmm"))
+    assert d.wu.job == "mm"
 
 
 def test_a_sybil_pair_agreeing_on_a_fake_is_caught_by_the_audit(hs):

@@ -83,3 +83,58 @@ def leave() -> None:
     if proc.returncode != 0:
         raise WorkerError("ray stop failed: " + (proc.stderr or proc.stdout).strip()[-300:])
     console.print("left the cluster")
+
+
+@app.command("run")
+def run_cmd(
+    server: Annotated[str, typer.Option(help="The coordinator's URL, e.g. http://host:8000.")],
+    key: Annotated[
+        Path | None, typer.Option(help="Volunteer key file (made on first use).")
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="Saved work and caches (default $FOLDNET_HOME).")
+    ] = None,
+    engine: Annotated[
+        list[str] | None, typer.Option(help="Engines to run: go, openmm (repeatable).")
+    ] = None,
+    slots: Annotated[int, typer.Option(help="Work units to pull at once.")] = 1,
+    name: Annotated[str, typer.Option(help="A public name for this volunteer.")] = "",
+    max_tasks: Annotated[int | None, typer.Option(help="Stop after this many work units.")] = None,
+    exit_when_idle: Annotated[
+        bool, typer.Option(help="Stop when the server has no work, instead of waiting.")
+    ] = False,
+) -> None:
+    """Compute work units for a coordinator over HTTP (Ctrl-C: stop after this one)."""
+    from worker.client import HttpVolunteer, StopFlag, default_home, install_signal_handlers
+
+    engines = tuple(engine or ["go", "openmm"])
+    for e in engines:
+        if e not in ("go", "openmm"):
+            raise WorkerError(f"--engine must be go or openmm, got {e!r}")
+    if not 1 <= slots <= 8:
+        raise WorkerError(f"--slots must be between 1 and 8, got {slots}")
+
+    def say(message: str) -> None:
+        console.print(message, highlight=False)
+
+    client = HttpVolunteer(
+        server,
+        home=(home or default_home()).expanduser(),
+        key_path=(key or default_key_path()).expanduser(),
+        engines=engines,
+        slots=slots,
+        name=name,
+        report=say,
+    )
+    stop = StopFlag()
+    install_signal_handlers(stop, say)
+    say(f"volunteer [bold]{client.identity.fingerprint}[/] computing for {server}")
+    try:
+        stats = client.run(stop, max_tasks=max_tasks, exit_when_idle=exit_when_idle)
+    finally:
+        client.close()
+    say(
+        f"done: {stats.computed} WUs computed, {stats.accepted} accepted, "
+        f"{stats.spot_checks} spot checks; credit in the ledger: "
+        + ("unknown" if stats.credit is None else f"{stats.credit:,}")
+    )

@@ -4,8 +4,9 @@
 
     WorkerError
     ├── IdentityError      the volunteer key cannot be read or created
-    └── ResultError        a result is malformed, inconsistent or wrongly signed
-        └── ResultSignatureError   the signature does not verify
+    ├── ResultError        a result is malformed, inconsistent or wrongly signed
+    │   └── ResultSignatureError   the signature does not verify
+    └── WireError          data from the network is not what the HTTP protocol expects
 """
 
 from __future__ import annotations
@@ -25,3 +26,7 @@ class ResultError(WorkerError):
 
 class ResultSignatureError(ResultError):
     """The result's Ed25519 signature does not verify under the claimed worker key."""
+
+
+class WireError(WorkerError):
+    """A request or response body does not follow the HTTP wire format (worker.wire)."""

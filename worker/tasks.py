@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from sims.engine import PartialRun, ProgressCallback, SegmentCallback
 from sims.spec import RunSpec
 from sims.state import State
 from worker.errors import ResultSignatureError
@@ -76,9 +77,20 @@ class SpotCheckResult:
             raise ResultSignatureError("the spot-check signature does not verify") from e
 
 
-def compute(task: ComputeTask, *, engines: EngineCache, identity: Identity) -> WorkerResult:
+def compute(
+    task: ComputeTask,
+    *,
+    engines: EngineCache,
+    identity: Identity,
+    resume: PartialRun | None = None,
+    on_segment: SegmentCallback | None = None,
+    progress: ProgressCallback | None = None,
+) -> WorkerResult:
+    """Run and sign one WU; ``resume``/``on_segment`` let a client survive a restart."""
     engine = engines.get(task.system)
-    run = engine.run(task.input_state, task.spec)
+    run = engine.run(
+        task.input_state, task.spec, resume=resume, on_segment=on_segment, progress=progress
+    )
     return sign_result(run, wu_id=task.wu_id, identity=identity)
 
 

@@ -1,0 +1,425 @@
+"""The HTTP service under load: many simulated volunteers pulling tiny WUs and uploading
+signed results concurrently, against one ``foldnet serve`` on loopback.
+
+``python -m benchmarks.http [--quick] [--volunteers N] [--seconds S]``
+
+The service runs in its own process (``foldnet serve``), the volunteers in this one, as
+asyncio tasks over a minimal HTTP/1.1 keep-alive client (one connection per volunteer), so
+the measurement is the service's, not a client library's. Every result is real: computed by
+the Go engine (tiny WUs: one 10-step segment), signed by the volunteer's own key, verified
+and validated by the coordinator, credited in the ledger. A cycle is one pull plus one
+upload (a WU's result or a spot check); each upload carries ``?next=1``, so the next WU
+comes back with its answer and a busy volunteer needs one round trip per cycle. At the end
+the service's own count of returned results is compared with the uploads it acknowledged:
+nothing lost, nothing counted twice.
+
+Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import print_table
+from coordinator.accounts import Accounts
+from sims.examples import VILLIN_PDB
+from sims.result import RunResult
+from worker.identity import Identity
+from worker.result import sign_result
+from worker.systems import EngineCache, SystemDefinition, decode_system
+from worker.tasks import ComputeTask, spot_check
+from worker.wire import (
+    RESULT_CONTENT_TYPE,
+    decode_task,
+    encode_result,
+    encode_spot_check,
+    sign_headers,
+)
+
+
+class Conn:
+    """One HTTP/1.1 keep-alive connection, just enough for JSON and binary bodies."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split()[1])
+        length = 0
+        close = False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                close = True
+        data = await self.reader.readexactly(length) if length else b""
+        if close:
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+            self.writer = None
+
+
+@dataclass
+class LoadReport:
+    seconds: float = 0.0
+    cycles: int = 0
+    requests: int = 0
+    errors: int = 0  # any answer other than 2xx, and connection failures
+    server_errors: int = 0  # 5xx
+    spot_checks: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    uploaded: list[int] = field(default_factory=list)  # replica ids acknowledged
+    statuses: dict[int, int] = field(default_factory=dict)
+    client_cpu_s: float = 0.0  # CPU the simulated volunteers used (this process)
+
+    @property
+    def cycles_per_s(self) -> float:
+        """Pull + upload cycles per second: results and spot checks both count."""
+        return (self.cycles + self.spot_checks) / self.seconds if self.seconds else 0.0
+
+    @property
+    def results_per_s(self) -> float:
+        return self.cycles / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else 0.0
+
+
+class _Shared:
+    """What all simulated volunteers share in this process: systems and computed runs (the
+    replicas of one WU compute the same thing; each volunteer still signs its own)."""
+
+    def __init__(self) -> None:
+        self.systems: dict[str, SystemDefinition] = {}
+        self.runs: dict[bytes, RunResult] = {}
+        self.engines = EngineCache()
+        self.det_class = ""
+
+
+async def _volunteer(
+    i: int, host: str, port: int, shared: _Shared, report: LoadReport, stop_at: float
+) -> None:
+    me = Identity.ephemeral()
+    conn = Conn(host, port)
+
+    async def call(method: str, path: str, body: bytes = b"", ctype: str = "") -> tuple[int, bytes]:
+        headers = sign_headers(me, method, path, body)
+        if ctype:
+            headers["Content-Type"] = ctype
+        t0 = time.perf_counter()
+        try:
+            status, data = await conn.request(method, path, body, headers)
+        except (OSError, ConnectionError, asyncio.IncompleteReadError):
+            report.errors += 1
+            await conn.close()
+            return 0, b""
+        report.latencies_ms.append((time.perf_counter() - t0) * 1000)
+        report.requests += 1
+        report.statuses[status] = report.statuses.get(status, 0) + 1
+        if status >= 400:
+            report.errors += 1
+            if status >= 500:
+                report.server_errors += 1
+        return status, data
+
+    reg = json.dumps({"public_key": me.public_key.hex(), "name": f"load{i}"}).encode()
+    await call("POST", "/v1/volunteers", reg, "application/json")
+    pull = json.dumps({"det_class": shared.det_class, "slots": 1}).encode()
+    queue: list[dict[str, Any]] = []
+    while time.monotonic() < stop_at:
+        if not queue:
+            status, data = await call("POST", "/v1/work", pull, "application/json")
+            if status != 200:
+                await asyncio.sleep(0.05)
+                continue
+            queue = json.loads(data)["tasks"]
+            if not queue:
+                await asyncio.sleep(0.02)
+                continue
+        doc = queue.pop(0)
+        digest = doc["system"]
+        if digest not in shared.systems:
+            st, blob = await call("GET", f"/v1/systems/{digest}")
+            if st != 200:
+                continue
+            shared.systems[digest] = decode_system(blob)
+        task = decode_task(doc, shared.systems[digest])
+        # Each upload also pulls the next WU (?next=1): one round trip per cycle.
+        if isinstance(task, ComputeTask):
+            run = shared.runs.pop(task.wu_id, None)
+            if run is None:
+                engine = shared.engines.get(task.system)
+                run = shared.runs[task.wu_id] = engine.run(task.input_state, task.spec)
+            body = encode_result(sign_result(run, wu_id=task.wu_id, identity=me))
+            st, data = await call(
+                "POST", f"/v1/results/{task.replica}?next=1", body, RESULT_CONTENT_TYPE
+            )
+            if st == 200:
+                report.cycles += 1
+                report.uploaded.append(task.replica)
+        else:
+            res = spot_check(task, engines=shared.engines, identity=me)
+            body = json.dumps(encode_spot_check(res)).encode()
+            st, data = await call(
+                "POST", f"/v1/checks/{task.check}?next=1", body, "application/json"
+            )
+            if st == 200:
+                report.spot_checks += 1
+        if st == 200:
+            queue += json.loads(data)["tasks"]
+    await conn.close()
+
+
+async def _load(host: str, port: int, volunteers: int, seconds: float) -> LoadReport:
+    shared = _Shared()
+    from sims.go import GoModel
+
+    shared.det_class = (
+        shared.engines.get(GoModel.from_pdb(VILLIN_PDB)).determinism_class().canonical().decode()
+    )
+    report = LoadReport()
+    cpu0 = time.process_time()
+    t0 = time.monotonic()
+    stop_at = t0 + seconds
+    await asyncio.gather(
+        *(_volunteer(i, host, port, shared, report, stop_at) for i in range(volunteers))
+    )
+    report.seconds = time.monotonic() - t0
+    report.client_cpu_s = time.process_time() - cpu0
+    return report
+
+
+def run_load(url: str, volunteers: int, seconds: float) -> LoadReport:
+    """Drive ``volunteers`` simulated volunteers against ``url`` for ``seconds``."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    return asyncio.run(_load(host, int(port), volunteers, seconds))
+
+
+def tiny_job(clones: int) -> dict[str, Any]:
+    return {
+        "engine": "go",
+        "pdb": VILLIN_PDB.read_text(),
+        "runs": 1,
+        "clones": clones,
+        "gens": 1,
+        "steps_per_wu": 10,
+        "segment_steps": 10,
+        "report_steps": 10,
+        "temperature": 0.8,
+        "name": "load",
+    }
+
+
+class ServeProcess:
+    """``foldnet serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, workdir: Path, *, cpus: list[int] | None = None) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            sys.executable,
+            "-c",
+            "from coordinator.cli import main; main()",
+            "serve",
+            str(workdir),
+            "--port",
+            str(self.port),
+            "--register-burst",
+            "100000",
+        ]
+        self.log = workdir.parent / "serve.log"  # a file, not a pipe nobody drains
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+            )
+        if cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(self.proc.pid, cpus)
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"foldnet serve did not start: {tail}")
+            time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the service process so far (Linux), else 0."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def bench(volunteers: int, seconds: float, clones: int, workdir: Path) -> dict[str, Any]:
+    import httpx
+
+    accounts = Accounts.in_folder(workdir)
+    key = accounts.add_lab("bench")
+    accounts.close()
+    server = ServeProcess(workdir)
+    try:
+        lab = httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        )
+        job = lab.post("/v1/jobs", json=tiny_job(clones)).json()["job"]
+        cpu0 = server.cpu_seconds()
+        report = run_load(server.url, volunteers, seconds)
+        server_cpu = server.cpu_seconds() - cpu0
+        progress = lab.get(f"/v1/jobs/{job}").json()
+        metrics = lab.get("/metrics").text
+        lab.close()
+    finally:
+        server.stop()
+    returned = progress["wus"]["results_returned"]
+    gauges = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("foldnet_coordinator_")
+    }
+    return {
+        "server_cpu_s": server_cpu,
+        "coordinator": gauges,
+        "report": report,
+        "progress": progress,
+        "lost_or_duplicated": abs(returned - len(report.uploaded))
+        + (len(report.uploaded) - len(set(report.uploaded))),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="10 s of load (under a minute in all)")
+    ap.add_argument("--volunteers", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=None)
+    ns = ap.parse_args()
+    seconds = ns.seconds or (10.0 if ns.quick else 30.0)
+    clones = int(min(100_000, max(2000, 1500 * seconds)))
+    d = Path(tempfile.mkdtemp(prefix="fnhttp-"))
+    try:
+        out = bench(ns.volunteers, seconds, clones, d / "c")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    r: LoadReport = out["report"]
+    wus = out["progress"]["wus"]
+    print_table(
+        f"HTTP pull + upload cycles: {ns.volunteers} volunteers, {r.seconds:.1f} s, "
+        f"{os.cpu_count()} cores (service and volunteers share them)",
+        [
+            "cycles/s",
+            "results/s",
+            "requests/s",
+            "p50 (ms)",
+            "p99 (ms)",
+            "errors",
+            "5xx",
+            "WUs validated",
+        ],
+        [
+            [
+                f"{r.cycles_per_s:,.0f}",
+                f"{r.results_per_s:,.0f}",
+                f"{r.requests / r.seconds:,.0f}",
+                f"{r.percentile(50):.1f}",
+                f"{r.percentile(99):.1f}",
+                str(r.errors),
+                str(r.server_errors),
+                f"{wus['validated']:,}",
+            ]
+        ],
+    )
+    print(
+        f"results acknowledged {len(r.uploaded):,}, returned per the service "
+        f"{wus['results_returned']:,}; lost or duplicated: {out['lost_or_duplicated']}; "
+        f"spot checks {r.spot_checks}; statuses {dict(sorted(r.statuses.items()))}"
+    )
+    g = out["coordinator"]
+    batches = g.get("foldnet_coordinator_batches_total", 0)
+    print(
+        f"coordinator thread: {batches:,.0f} group commits, "
+        f"{g.get('foldnet_coordinator_commands_total', 0) / max(1, batches):.1f} commands each, "
+        f"busy {g.get('foldnet_coordinator_busy_seconds_total', 0):.1f} s of {r.seconds:.1f} s; "
+        f"service process CPU {out['server_cpu_s']:.1f} s "
+        f"({1000 * out['server_cpu_s'] / max(1, r.cycles + r.spot_checks):.2f} ms per cycle); "
+        f"simulated volunteers' CPU {r.client_cpu_s:.1f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "http_cycles_per_s": round(r.cycles_per_s, 1),
+                "http_results_per_s": round(r.results_per_s, 1),
+                "http_requests_per_s": round(r.requests / r.seconds, 1),
+                "p50_ms": round(r.percentile(50), 2),
+                "p99_ms": round(r.percentile(99), 2),
+                "errors": r.errors,
+                "server_errors": r.server_errors,
+                "lost_or_duplicated": out["lost_or_duplicated"],
+                "wus_validated": wus["validated"],
+                "volunteers": ns.volunteers,
+                "seconds": round(r.seconds, 1),
+                "quick": ns.quick,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

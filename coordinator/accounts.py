@@ -1,0 +1,162 @@
+"""Who may use the HTTP service: labs (API keys, stored hashed) and registered volunteers.
+
+A table of its own in ``accounts.db`` beside the coordinator's database, through SQLAlchemy
+Core like :mod:`coordinator.store`, so ``foldnet lab add`` can add a lab while a service
+runs (the coordinator's own database belongs to the one process holding its lock).
+
+Lab keys are 256-bit random tokens, shown once and stored as SHA-256: a salted slow hash
+protects guessable passwords, but a random token has nothing to guess, and a plain hash
+lets a request be looked up by its key in one indexed read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from coordinator.errors import CoordinatorError
+
+KEY_PREFIX = "fnlab_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+metadata = sa.MetaData()
+labs = sa.Table(
+    "labs",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+)
+lab_jobs = sa.Table(
+    "lab_jobs",
+    metadata,
+    sa.Column("job", sa.String(64), primary_key=True),
+    sa.Column("lab", sa.String(64), nullable=False, index=True),
+    sa.Column("submitted_at", sa.Float, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+)
+volunteers = sa.Table(
+    "volunteers",
+    metadata,
+    sa.Column("key", sa.LargeBinary(32), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("registered_at", sa.Float, nullable=False),
+)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LabJob:
+    job: str
+    lab: str
+    submitted_at: float
+    name: str
+
+
+def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Accounts:
+    """Labs, their jobs, and registered volunteers. Every write commits before it returns."""
+
+    def __init__(self, url_or_path: str | Path) -> None:
+        text = str(url_or_path)
+        url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+        self._engine = sa.create_engine(url, future=True)
+        if self._engine.dialect.name == "sqlite":
+            sa_event.listen(self._engine, "connect", _pragmas)
+        try:
+            metadata.create_all(self._engine)
+        except SQLAlchemyError as e:
+            raise CoordinatorError(f"cannot open the accounts database {text}: {e}") from e
+
+    @classmethod
+    def in_folder(cls, workdir: str | Path) -> Accounts:
+        d = Path(workdir)
+        d.mkdir(parents=True, exist_ok=True)
+        return cls(d / "accounts.db")
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- labs ------------------------------------------------------------------------------
+
+    def add_lab(self, name: str) -> str:
+        """Create a lab and return its API key (the only time the key is ever visible)."""
+        if not _NAME.match(name):
+            raise CoordinatorError(
+                f"lab name {name[:80]!r} is not allowed: use 1-64 letters, digits, '_', '.' "
+                "or '-', starting with a letter or digit"
+            )
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    labs.insert().values(
+                        name=name, key_sha256=key_hash(key), created_at=time.time(), revoked=False
+                    )
+                )
+        except IntegrityError as e:
+            raise CoordinatorError(f"a lab named {name!r} already exists") from e
+        return key
+
+    def lab_for_key(self, key: str) -> str | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(labs.c.name).where(
+                    labs.c.key_sha256 == key_hash(key), labs.c.revoked.is_(False)
+                )
+            ).first()
+        return None if row is None else str(row.name)
+
+    def lab_names(self) -> list[str]:
+        with self._engine.connect() as conn:
+            return [str(r.name) for r in conn.execute(sa.select(labs.c.name).order_by(labs.c.name))]
+
+    # -- jobs of labs ----------------------------------------------------------------------
+
+    def add_job(self, job: str, lab: str, name: str, submitted_at: float) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                lab_jobs.insert().values(job=job, lab=lab, name=name, submitted_at=submitted_at)
+            )
+
+    def jobs(self) -> list[LabJob]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(lab_jobs).order_by(lab_jobs.c.submitted_at))
+            return [LabJob(r.job, r.lab, r.submitted_at, r.name) for r in rows]
+
+    # -- volunteers ------------------------------------------------------------------------
+
+    def add_volunteer(self, key: bytes, name: str) -> bool:
+        """Record a volunteer; False if it was registered already."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    volunteers.insert().values(key=key, name=name, registered_at=time.time())
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def volunteer_keys(self) -> set[bytes]:
+        with self._engine.connect() as conn:
+            return {bytes(r.key) for r in conn.execute(sa.select(volunteers.c.key))}

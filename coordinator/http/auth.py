@@ -1,0 +1,192 @@
+"""Authentication of HTTP requests: signed volunteer requests, lab API keys, rate limits.
+
+A volunteer signs every request (see :func:`worker.wire.signing_message`). The server checks
+the timestamp window first (cheap), then the signature, and only then remembers the nonce,
+so forged requests cannot fill the nonce memory. Nonces are kept per key for as long as a
+timestamp stays acceptable (twice the window); a replay inside that time is refused and one
+after it is refused for its timestamp. All of this runs on the event loop's thread, so the
+structures here need no locks.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from coordinator.http.errors import ApiError
+from worker.wire import (
+    KEY_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    body_digest,
+    signing_message,
+)
+
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX128 = re.compile(r"^[0-9a-f]{128}$")
+
+
+class RateLimiter:
+    """Token buckets per identity: ``rate`` requests per second, bursts up to ``burst``."""
+
+    def __init__(
+        self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: OrderedDict[object, tuple[float, float]] = OrderedDict()
+        self._max_buckets = 100_000
+
+    def check(self, who: object) -> None:
+        now = self._clock()
+        tokens, last = self._buckets.pop(who, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[who] = (tokens, now)
+            wait = (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"more than {self.rate:g} requests per second; retry after {wait:.2f} s",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
+        self._buckets[who] = (tokens - 1.0, now)
+        while len(self._buckets) > self._max_buckets:
+            self._buckets.popitem(last=False)
+
+
+class VolunteerAuth:
+    """Checks signed requests; knows which keys are registered."""
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 300.0,
+        max_nonces_per_key: int = 20_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.window_s = window_s
+        self.max_nonces = max_nonces_per_key
+        self.clock = clock
+        self.registered: set[bytes] = set()
+        self._nonces: dict[bytes, OrderedDict[str, float]] = {}
+        self._keys: OrderedDict[bytes, Ed25519PublicKey] = OrderedDict()
+
+    def _public_key(self, key: bytes) -> Ed25519PublicKey:
+        pk = self._keys.get(key)
+        if pk is None:
+            try:
+                pk = Ed25519PublicKey.from_public_bytes(key)
+            except ValueError as e:
+                raise ApiError(401, "bad_key", "the key is not an Ed25519 public key") from e
+            self._keys[key] = pk
+            if len(self._keys) > 100_000:
+                self._keys.popitem(last=False)
+        return pk
+
+    def verify(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        registering: bool = False,
+    ) -> bytes:
+        """The verified key of a signed request, or :class:`ApiError` (401) saying why."""
+        missing = [
+            h
+            for h in (KEY_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
+            if h not in headers
+        ]
+        if missing:
+            raise ApiError(
+                401,
+                "unsigned",
+                f"volunteer requests must be signed; missing headers: {', '.join(missing)} "
+                "(foldnet worker run signs them; see worker.wire.sign_headers)",
+            )
+        key_hex = headers[KEY_HEADER]
+        ts_text = headers[TIMESTAMP_HEADER]
+        nonce = headers[NONCE_HEADER]
+        sig_hex = headers[SIGNATURE_HEADER]
+        if not _HEX64.match(key_hex):
+            raise ApiError(401, "bad_key", f"{KEY_HEADER}: expected 64 lowercase hex digits")
+        if not ts_text.isdigit() or len(ts_text) > 12:
+            raise ApiError(401, "bad_timestamp", f"{TIMESTAMP_HEADER}: expected Unix seconds")
+        if not _NONCE.match(nonce):
+            raise ApiError(
+                401, "bad_nonce", f"{NONCE_HEADER}: expected 16-64 characters of [A-Za-z0-9_-]"
+            )
+        if not _HEX128.match(sig_hex):
+            raise ApiError(401, "bad_signature", f"{SIGNATURE_HEADER}: expected 128 hex digits")
+        now = self.clock()
+        ts = int(ts_text)
+        if abs(now - ts) > self.window_s:
+            raise ApiError(
+                401,
+                "expired",
+                f"timestamp {ts} is {now - ts:+.0f} s from the server's clock; the window is "
+                f"±{self.window_s:.0f} s: check the volunteer machine's clock",
+            )
+        key = bytes.fromhex(key_hex)
+        if not registering and key not in self.registered:
+            raise ApiError(
+                401,
+                "unknown_volunteer",
+                "this key is not registered: POST /v1/volunteers first (foldnet worker run "
+                "does it on start)",
+            )
+        message = signing_message(method, target, body_digest(body), ts, nonce, key_hex)
+        try:
+            self._public_key(key).verify(bytes.fromhex(sig_hex), message)
+        except InvalidSignature as e:
+            raise ApiError(
+                401,
+                "bad_signature",
+                "the signature does not verify for this method, path, body, timestamp and nonce",
+            ) from e
+        seen = self._nonces.setdefault(key, OrderedDict())
+        horizon = now - 2 * self.window_s
+        while seen and next(iter(seen.values())) < horizon:
+            seen.popitem(last=False)
+        if nonce in seen:
+            raise ApiError(401, "replayed", "this nonce was used already: a replay is refused")
+        if len(seen) >= self.max_nonces:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"more than {self.max_nonces} requests from this key in {2 * self.window_s:.0f} s",
+                {"Retry-After": "10"},
+            )
+        seen[nonce] = now
+        return key
+
+
+def bearer_token(headers: Mapping[str, str]) -> str:
+    value = headers.get("authorization")
+    if value is None:
+        raise ApiError(
+            401,
+            "missing_api_key",
+            "send the lab's API key as 'Authorization: Bearer <key>' (the operator creates it "
+            "with foldnet lab add NAME)",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or len(token) > 200:
+        raise ApiError(
+            401,
+            "missing_api_key",
+            "expected 'Authorization: Bearer <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()

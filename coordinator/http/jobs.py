@@ -1,0 +1,181 @@
+"""What a lab sees of its job over HTTP: progress (WUs, steps, ns, ETA) and the results
+archive (per-trajectory observables, frames, final and best structures).
+
+Progress and the choice of which replicas make up the results are read from the scheduler,
+on the coordinator's thread; the arrays are then loaded from the store and packed on
+another thread, so a large download does not stall the volunteers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from openmm import app
+
+from coordinator.service import Coordinator
+from coordinator.store import Store
+from sims.allatom.engine import TIMESTEP_FS
+from sims.allatom.prepare import PreparedSystem
+from sims.go import GoModel
+from sims.structure import ca_pdb_text
+from worker.systems import SystemDefinition, decode_system
+
+
+def job_progress(
+    coord: Coordinator, job: str, *, name: str, submitted_at: float, now: float
+) -> dict[str, Any]:
+    j = coord.scheduler.jobs[job]
+    spec = j.spec
+    counts = {"validated": 0, "in_flight": 0, "queued": 0, "failed": 0, "cancelled": 0}
+    returned = 0
+    for w in coord.scheduler.wus.values():
+        if w.unit.job != job:
+            continue
+        if w.state in ("validated", "failed", "cancelled"):
+            counts[w.state] += 1
+        elif w.state in ("awaiting_beacon", "spot_checking") or any(
+            coord.scheduler.replicas[r].state == "assigned" for r in w.replicas
+        ):
+            counts["in_flight"] += 1
+        else:
+            counts["queued"] += 1
+        returned += sum(
+            1
+            for r in w.replicas
+            if coord.scheduler.replicas[r].state in ("returned", "valid", "invalid", "disputed")
+        )
+    total = spec.runs * spec.clones * spec.gens
+    counts["queued"] += total - sum(counts.values())  # generations not created yet
+    steps = counts["validated"] * spec.steps_per_wu
+    if j.cancelled:
+        state = "cancelled"
+    elif j.remaining == 0:
+        state = "completed"
+    elif counts["failed"] and counts["in_flight"] == 0 and counts["queued"] == 0:
+        state = "failed"
+    else:
+        state = "running"
+    left = total - counts["validated"] - counts["failed"] - counts["cancelled"]
+    elapsed = max(0.0, now - submitted_at)
+    eta = None
+    if state == "running" and counts["validated"] > 0 and elapsed > 0:
+        eta = round(elapsed * left / counts["validated"], 1)
+    return {
+        "job": job,
+        "name": name,
+        "engine": spec.engine,
+        "state": state,
+        "plan": {
+            "runs": spec.runs,
+            "clones": spec.clones,
+            "gens": spec.gens,
+            "steps_per_wu": spec.steps_per_wu,
+            "segment_steps": spec.segment_steps,
+            "report_steps": spec.report_steps,
+            "temperature": spec.temperature,
+            "min_quorum": spec.min_quorum,
+            "deadline_s": spec.deadline_s,
+        },
+        "wus": {"total": total, **counts, "results_returned": returned},
+        "steps_simulated": steps,
+        "ns_simulated": steps * TIMESTEP_FS * 1e-6 if spec.engine == "openmm" else None,
+        "submitted_at": submitted_at,
+        "eta_s": eta,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPlan:
+    """The validated replica of every WU of a job, chosen on the coordinator's thread."""
+
+    job: str
+    system_digest: bytes
+    engine: str
+    temperature: float
+    picks: tuple[tuple[int, int, int, int], ...]  # (run, clone, gen, replica)
+
+
+def result_plan(coord: Coordinator, job: str) -> ResultPlan:
+    s = coord.scheduler
+    picks = []
+    for w in s.wus.values():
+        if w.unit.job != job or w.state != "validated":
+            continue
+        replica = next(r for r in w.replicas if s.replicas[r].state == "valid")
+        picks.append((w.unit.run, w.unit.clone, w.unit.gen, replica))
+    spec = s.jobs[job].spec
+    return ResultPlan(job, spec.system_digest, spec.engine, spec.temperature, tuple(sorted(picks)))
+
+
+def _pdb(system: SystemDefinition, positions: np.ndarray, title: str) -> str:
+    if isinstance(system, GoModel):
+        return ca_pdb_text(system.sequence, positions, title=title)
+    assert isinstance(system, PreparedSystem)
+    buf = io.StringIO()
+    buf.write(f"REMARK   1 {title[:68]}\n")
+    app.PDBFile.writeFile(system.topology, np.asarray(positions) * 10.0, buf, keepIds=True)
+    return buf.getvalue()
+
+
+def results_zip(store: Store, plan: ResultPlan) -> bytes:
+    """A zip: observables CSV, frames .npz and final structure per trajectory, the best
+    structure of the job (highest Q, else lowest RMSD, else last), and a summary."""
+    system = decode_system(store.system(plan.system_digest))
+    by_traj: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for run, clone, gen, replica in plan.picks:
+        by_traj.setdefault((run, clone), []).append((gen, replica))
+    buf = io.BytesIO()
+    summary: dict[str, Any] = {"job": plan.job, "engine": plan.engine, "trajectories": []}
+    best: tuple[float, str, np.ndarray] | None = None
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for (run, clone), gens in sorted(by_traj.items()):
+            gens.sort()
+            contiguous = [g for i, g in enumerate(gens) if g[0] == i]  # gens 0..k, no holes
+            results = [store.result(replica) for _gen, replica in contiguous]
+            if not results:
+                continue
+            steps = np.concatenate([r.frame_steps for r in results])
+            names = sorted(results[0].observables)
+            obs = {k: np.concatenate([r.observables[k] for r in results]) for k in names}
+            frames = np.concatenate([r.frames for r in results])
+            tag = f"run{run}_clone{clone}"
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(["step", *names])
+            for i, st in enumerate(steps):
+                writer.writerow([int(st), *(f"{obs[n][i]:.6g}" for n in names)])
+            zf.writestr(f"observables_{tag}.csv", text.getvalue())
+            fbuf = io.BytesIO()
+            np.savez_compressed(fbuf, frames=frames, steps=steps)
+            zf.writestr(f"frames_{tag}.npz", fbuf.getvalue())
+            final = results[-1].positions[-1]
+            zf.writestr(
+                f"final_{tag}.pdb",
+                _pdb(system, final, f"foldnet job {plan.job[:16]} {tag} final state"),
+            )
+            if "q" in obs:
+                i, score = int(np.argmax(obs["q"])), float(np.max(obs["q"]))
+            elif "rmsd" in obs:
+                i, score = int(np.argmin(obs["rmsd"])), -float(np.min(obs["rmsd"]))
+            else:
+                i, score = len(frames) - 1, 0.0
+            label = f"{tag} step {int(steps[i])}" + "".join(
+                f" {n} {obs[n][i]:.3g}" for n in names if n != "energy"
+            )
+            if best is None or score > best[0]:
+                best = (score, label, frames[i])
+            summary["trajectories"].append(
+                {"run": run, "clone": clone, "generations": len(results), "frames": len(frames)}
+            )
+        if best is not None:
+            zf.writestr(
+                "best_structure.pdb", _pdb(system, best[2], f"foldnet best structure: {best[1]}")
+            )
+        zf.writestr("summary.json", json.dumps(summary, indent=1))
+    return buf.getvalue()

@@ -1,0 +1,217 @@
+"""The one thread that owns the :class:`Coordinator` (which is single-threaded by design).
+
+Request handlers put commands (plain functions of the coordinator) on a queue and await
+their futures. The thread takes everything queued at once and runs it inside one
+``coordinator.batch()`` (group commit: one transaction for the whole batch), and resolves
+the futures only after the batch has exited, i.e. after its writes are durable: tasks
+handed out by ``request_work`` never leave before the events behind them are committed
+(DESIGN section 10). A command that raises fails only its own future. The thread also
+calls ``coordinator.tick()`` every ``tick_s`` for deadlines and beacons.
+
+The coordinator is opened on this thread too: the ledger's SQLite connection belongs to the
+thread that made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from coordinator.errors import CoordinatorError
+from coordinator.service import Coordinator
+
+log = logging.getLogger("foldnet.http")
+
+T = TypeVar("T")
+Command = Callable[[Coordinator], Any]
+_STOP = object()
+
+
+def _deliver(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for afut, ok, value in answers:
+        if afut.done():  # cancelled: its requester went away
+            continue
+        if ok:
+            afut.set_result(value)
+        else:
+            afut.set_exception(value)
+
+
+class CommitFailedError(CoordinatorError):
+    """A batch's group commit failed: none of its commands took effect."""
+
+
+class CoordinatorThread:
+    def __init__(
+        self,
+        open_coordinator: Callable[[], Coordinator],
+        *,
+        tick_s: float = 0.2,
+        max_batch: int = 1024,
+        after_batch: Callable[[Coordinator], None] | None = None,
+    ) -> None:
+        self._open = open_coordinator
+        self.tick_s = tick_s
+        self.max_batch = max_batch
+        self._after_batch = after_batch
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="foldnet-coordinator", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        #: For metrics: batches run, commands run, commands that raised, last batch size.
+        self.batches = 0
+        self.commands = 0
+        self.failed = 0
+        self.last_batch = 0
+        self.busy_s = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 600.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise CoordinatorError("the coordinator did not open in time")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self._thread.is_alive():
+            self._q.put(_STOP)
+            self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._q.qsize()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[[Coordinator], T]) -> Future[T]:
+        if not self._thread.is_alive():
+            raise CoordinatorError("the coordinator thread is not running")
+        fut: Future[T] = Future()
+        self._q.put((fn, fut))
+        return fut
+
+    async def call(self, fn: Callable[[Coordinator], T]) -> T:
+        """Run ``fn(coordinator)`` on the coordinator's thread, in the next group commit.
+
+        The answer is an asyncio future that the thread resolves together with the rest of
+        its batch, in one hop to the event loop (one wake-up per batch, not per request:
+        every wake-up is a system call that hands the GIL over)."""
+        if not self._thread.is_alive():
+            raise CoordinatorError("the coordinator thread is not running")
+        loop = asyncio.get_running_loop()
+        afut: asyncio.Future[T] = loop.create_future()
+        self._q.put((fn, (loop, afut)))
+        return await afut
+
+    def call_sync(self, fn: Callable[[Coordinator], T], timeout_s: float = 60.0) -> T:
+        return self.submit(fn).result(timeout_s)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    @staticmethod
+    def _answer(done: list[tuple[Any, bool, Any]]) -> None:
+        """Resolve a batch's futures: thread futures directly, asyncio ones in one call per
+        event loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]]
+        by_loop = {}
+        for fut, ok, value in done:
+            if isinstance(fut, Future):
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+            else:
+                by_loop.setdefault(fut[0], []).append((fut[1], ok, value))
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_deliver, answers)
+
+    def _run(self) -> None:
+        try:
+            coord = self._open()
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._serve(coord)
+        finally:
+            try:
+                coord.close()
+            except Exception:
+                log.exception("closing the coordinator failed")
+
+    def _serve(self, coord: Coordinator) -> None:
+        next_tick = time.monotonic() + self.tick_s
+        stopping = False
+        while not stopping:
+            items: list[Any] = []
+            with contextlib.suppress(queue.Empty):
+                items.append(self._q.get(timeout=max(0.0, next_tick - time.monotonic())))
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            if any(it is _STOP for it in items):
+                stopping = True
+                items = [it for it in items if it is not _STOP]
+            tick = time.monotonic() >= next_tick
+            if tick:
+                next_tick = time.monotonic() + self.tick_s
+            if items or tick:
+                self._run_batch(coord, items, tick)
+
+    def _run_batch(self, coord: Coordinator, items: list[tuple[Command, Any]], tick: bool) -> None:
+        t0 = time.perf_counter()
+        done: list[tuple[Any, bool, Any]] = []
+        batch = getattr(coord, "batch", contextlib.nullcontext)
+        try:
+            with batch():
+                for fn, fut in items:
+                    if isinstance(fut, Future):
+                        if not fut.set_running_or_notify_cancel():
+                            continue  # its requester is gone and it has not run: skip it
+                    elif fut[1].cancelled():
+                        continue
+                    try:
+                        done.append((fut, True, fn(coord)))
+                    except Exception as e:
+                        done.append((fut, False, e))
+                if tick:
+                    try:
+                        coord.tick()
+                    except Exception:
+                        log.exception("coordinator tick failed")
+        except Exception as e:
+            log.exception("group commit of %d commands failed", len(done))
+            failure = CommitFailedError(f"the coordinator could not commit this request: {e}")
+            self._answer([(fut, False, failure) for fut, _ok, _v in done])
+            self.failed += len(done)
+            return
+        finally:
+            self.busy_s += time.perf_counter() - t0
+        self.failed += sum(1 for _f, ok, _v in done if not ok)
+        self._answer(done)
+        self.batches += 1
+        self.commands += len(done)
+        self.last_batch = len(done)
+        if self._after_batch is not None:
+            try:
+                self._after_batch(coord)
+            except Exception:
+                log.exception("after-batch hook failed")

@@ -1,0 +1,183 @@
+"""Pure ASGI middleware: request body limits and request metrics.
+
+Body limits are enforced before any handler runs: a declared ``Content-Length`` over the
+limit is answered 413 at once; a body without one is read up to the limit and refused
+past it, so no handler ever sees (or stores) part of an oversized upload.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def send_json_error(send: Send, status: int, code: str, detail: str) -> None:
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit_for(method, path)`` bytes with a 413 JSON error."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str, str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["method"], scope["path"])
+        declared = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await send_json_error(send, 400, "bad_request", "invalid Content-Length")
+                    return
+        if declared is not None and declared > limit:
+            await send_json_error(
+                send, 413, "too_large", f"the body is {declared:,} bytes; the limit here is "
+                f"{limit:,}"
+            )  # fmt: skip
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await send_json_error(
+                    send, 413, "too_large", f"the body is over the limit of {limit:,} bytes"
+                )
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        await self.app(
+            scope, _replay([{"type": "http.request", "body": body, "more_body": False}]), send
+        )
+
+
+def _replay(messages: list[Message]) -> Receive:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+#: Latency histogram buckets, seconds (Prometheus ``le`` labels).
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Counters and a latency histogram per route, rendered in Prometheus' text format."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, list[int]] = {}
+        self.latency_sum: dict[str, float] = {}
+        self.latency_count: dict[str, int] = {}
+        self.started = time.time()
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        counts = self.latency.setdefault(route, [0] * len(BUCKETS))
+        for i, b in enumerate(BUCKETS):
+            if seconds <= b:
+                counts[i] += 1
+        self.latency_sum[route] = self.latency_sum.get(route, 0.0) + seconds
+        self.latency_count[route] = self.latency_count.get(route, 0) + 1
+
+    def render(self, gauges: dict[str, tuple[str, dict[str, float] | float]]) -> str:
+        out = [
+            "# HELP foldnet_http_requests_total HTTP requests by method, route and status.",
+            "# TYPE foldnet_http_requests_total counter",
+        ]
+        for (method, route, status), n in sorted(self.requests.items()):
+            out.append(
+                f'foldnet_http_requests_total{{method="{method}",route="{route}",'
+                f'status="{status}"}} {n}'
+            )
+        out += [
+            "# HELP foldnet_http_request_duration_seconds Time to answer, by route.",
+            "# TYPE foldnet_http_request_duration_seconds histogram",
+        ]
+        for route, counts in sorted(self.latency.items()):
+            for b, n in zip(BUCKETS, counts, strict=True):
+                out.append(
+                    f'foldnet_http_request_duration_seconds_bucket{{route="{route}",le="{b}"}} {n}'
+                )
+            total = self.latency_count[route]
+            out.append(
+                f'foldnet_http_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {total}'
+            )
+            out.append(
+                f'foldnet_http_request_duration_seconds_sum{{route="{route}"}} '
+                f"{self.latency_sum[route]:.6f}"
+            )
+            out.append(f'foldnet_http_request_duration_seconds_count{{route="{route}"}} {total}')
+        for name, (help_text, value) in gauges.items():
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} gauge")
+            if isinstance(value, dict):
+                for label, v in sorted(value.items()):
+                    out.append(f'{name}{{state="{label}"}} {v:g}')
+            else:
+                out.append(f"{name} {value:g}")
+        return "\n".join(out) + "\n"
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], template, status, time.perf_counter() - t0)

@@ -1,0 +1,62 @@
+"""The server's side of the wire: what it remembers about work it handed out, and the checks
+an upload must pass before it reaches the coordinator.
+
+An upload that is not even shaped like the WU it answers (wrong sizes, NaN or inf, another
+WU's id or another key's) is refused with a 4xx and nothing is stored: it is a malformed
+request, not a result. A well-formed result whose signature or digests do not hold goes on
+to the coordinator, which records it as invalid against its volunteer (DESIGN section 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from coordinator.http.errors import ApiError
+from worker.result import WorkerResult
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A replica handed to a volunteer over HTTP, with the sizes its result must have."""
+
+    volunteer: bytes
+    wu_id: bytes
+    n_segments: int
+    n_atoms: int
+    n_frames: int
+    deadline: float
+    steps: int
+
+
+def precheck(result: WorkerResult, a: Assignment, key: bytes) -> None:
+    """Raise 422 unless ``result`` has the WU's id, the sender's key, the WU's shapes and
+    only finite numbers."""
+    h = result.header
+    if h.wu_id != a.wu_id:
+        raise ApiError(
+            422,
+            "invalid_result",
+            f"the result is for WU {h.wu_id.hex()[:16]}; this replica is WU {a.wu_id.hex()[:16]}",
+        )
+    if h.worker_key != key:
+        raise ApiError(422, "invalid_result", "the result is signed by another key than yours")
+    shapes = {
+        "positions": (result.positions, (a.n_segments + 1, a.n_atoms, 3)),
+        "velocities": (result.velocities, (a.n_segments + 1, a.n_atoms, 3)),
+        "frames": (result.frames, (a.n_frames, a.n_atoms, 3)),
+        "frame_steps": (result.frame_steps, (a.n_frames,)),
+    }
+    shapes |= {f"obs_{k}": (v, (a.n_frames,)) for k, v in result.observables.items()}
+    if len(result.observables) > 16:
+        raise ApiError(422, "invalid_result", "at most 16 observables per result")
+    for name, (arr, want) in shapes.items():
+        if arr.shape != want:
+            raise ApiError(
+                422, "invalid_result", f"{name}: expected shape {want}, got {tuple(arr.shape)}"
+            )
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ApiError(422, "invalid_result", f"{name}: contains NaN or inf")
+    if not np.all(np.diff(result.frame_steps) > 0):
+        raise ApiError(422, "invalid_result", "frame_steps must increase")

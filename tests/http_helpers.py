@@ -1,0 +1,109 @@
+"""A real foldnet HTTP service on loopback for tests: uvicorn in a thread, random port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from coordinator.accounts import Accounts
+from coordinator.http.app import Service, ServiceConfig, create_app
+from coordinator.service import Coordinator
+from sims.examples import VILLIN_PDB
+from worker.identity import Identity
+from worker.wire import sign_headers
+
+
+@dataclass
+class Served:
+    url: str
+    service: Service
+    keys: dict[str, str] = field(default_factory=dict)  # lab API keys, by lab
+
+    def stored(self) -> tuple[int, int, int, int]:
+        """(events, ledger entries, jobs, stored results): what a refused request must not
+        change."""
+        assert self.service.thread is not None
+
+        def count(c: Coordinator) -> tuple[int, int, int, int]:
+            returned = sum(1 for r in c.scheduler.replicas.values() if r.claim is not None)
+            return len(list(c.store.events())), c.log.size, len(c.scheduler.jobs), returned
+
+        return self.service.thread.call_sync(count)
+
+
+def signed(
+    client: httpx.Client,
+    identity: Identity,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    **kw: object,
+) -> httpx.Response:
+    """A request signed like foldnet worker run signs it (``kw`` overrides sign_headers)."""
+    headers = sign_headers(identity, method, path, body, **kw)  # type: ignore[arg-type]
+    return client.request(method, path, content=body or None, headers=headers)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_service(workdir: Path, config: ServiceConfig | None = None) -> Iterator[Served]:
+    """Serve ``workdir`` on 127.0.0.1 until the block exits."""
+    port = free_port()
+    app = create_app(workdir, config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the service did not start")
+        time.sleep(0.02)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", app.state.service)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def add_lab(workdir: Path, name: str) -> str:
+    accounts = Accounts.in_folder(workdir)
+    try:
+        return accounts.add_lab(name)
+    finally:
+        accounts.close()
+
+
+def go_job(**kw: object) -> dict[str, object]:
+    """A small Go-model villin job as a lab submits it over HTTP."""
+    return {
+        "engine": "go",
+        "pdb": VILLIN_PDB.read_text(),
+        "runs": 1,
+        "clones": 2,
+        "gens": 2,
+        "steps_per_wu": 2000,
+        "segment_steps": 500,
+        "report_steps": 500,
+        "temperature": 0.8,
+        "audit_rate": 0.0,  # two volunteers: nobody outside the quorum could audit
+        "name": "villin test",
+    } | kw
+
+
+def lab_client(url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)

@@ -1,0 +1,478 @@
+"""The HTTP wire format shared by the coordinator's service and the volunteer's client.
+
+It lives in ``worker`` because the client needs it and ``worker`` may not import
+``coordinator`` (DESIGN section 2); the service imports it from here.
+
+* Requests of a volunteer are signed: Ed25519 over :func:`signing_message`, i.e. the
+  method, the path with its query, SHA-256 of the body, a timestamp, a nonce and the key.
+* Metadata is JSON. Arrays inside JSON are ``{"dtype": "<f8", "shape": [..], "data":
+  base64}`` (raw little-endian bytes with a declared shape); whole results travel as one
+  binary container (:func:`pack_arrays`: a JSON manifest declaring each array's name, dtype
+  and shape, then the raw little-endian bytes), read with ``np.frombuffer``: nothing to
+  inflate, nothing to unpickle, and far cheaper to parse than an ``.npz``.
+* Every decoder is strict and says what it expected and what it got.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from sims.errors import SimsError
+from sims.spec import RunSpec
+from sims.state import State
+from worker.errors import WireError
+from worker.identity import Identity
+from worker.result import ResultHeader, WorkerResult
+from worker.systems import SystemDefinition
+from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask
+
+PROTOCOL = "foldnet-http/v1"
+KEY_HEADER = "x-foldnet-key"
+TIMESTAMP_HEADER = "x-foldnet-timestamp"
+NONCE_HEADER = "x-foldnet-nonce"
+SIGNATURE_HEADER = "x-foldnet-signature"
+RESULT_CONTENT_TYPE = "application/x-foldnet-arrays"
+
+#: Array kinds a result may hold, with their dtype and number of dimensions.
+_RESULT_ARRAYS: dict[str, tuple[str, int]] = {
+    "positions": ("<f8", 3),
+    "velocities": ("<f8", 3),
+    "frames": ("<f4", 3),
+    "frame_steps": ("<i8", 1),
+}
+_MAX_MEMBERS = 64
+_MAGIC = b"FNA1"
+_DTYPES = {"<f8", "<f4", "<i8", "|u1"}
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def signing_message(
+    method: str, target: str, body_sha256: str, timestamp: int, nonce: str, key_hex: str
+) -> bytes:
+    """The exact bytes a volunteer signs: one field per line, nothing ambiguous."""
+    return "\n".join(
+        (PROTOCOL, method.upper(), target, body_sha256, str(timestamp), nonce, key_hex)
+    ).encode()
+
+
+def sign_headers(
+    identity: Identity,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    *,
+    now: float | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """Headers that authenticate one request (``target`` is the path plus ``?query``)."""
+    ts = int(time.time() if now is None else now)
+    n = nonce if nonce is not None else secrets.token_hex(16)
+    key = identity.public_key.hex()
+    sig = identity.sign(signing_message(method, target, body_digest(body), ts, n, key))
+    return {
+        KEY_HEADER: key,
+        TIMESTAMP_HEADER: str(ts),
+        NONCE_HEADER: n,
+        SIGNATURE_HEADER: sig.hex(),
+    }
+
+
+# -- small strict readers ------------------------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def get_int(doc: Mapping[str, Any], name: str, lo: int, hi: int) -> int:
+    v = doc.get(name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise WireError(f"{name}: expected an integer, got {_type_name(v)}")
+    if not lo <= v <= hi:
+        raise WireError(f"{name}: expected an integer in [{lo}, {hi}], got {v}")
+    return v
+
+
+def get_str(doc: Mapping[str, Any], name: str, max_len: int) -> str:
+    v = doc.get(name)
+    if not isinstance(v, str):
+        raise WireError(f"{name}: expected a string, got {_type_name(v)}")
+    if len(v) > max_len:
+        raise WireError(f"{name}: expected at most {max_len} characters, got {len(v)}")
+    return v
+
+
+def get_hex(doc: Mapping[str, Any], name: str, n_bytes: int) -> bytes:
+    v = get_str(doc, name, 2 * n_bytes)
+    try:
+        raw = bytes.fromhex(v)
+    except ValueError as e:
+        raise WireError(f"{name}: expected {2 * n_bytes} hex digits, got {v[:20]!r}") from e
+    if len(raw) != n_bytes:
+        raise WireError(f"{name}: expected {2 * n_bytes} hex digits, got {len(v)}")
+    return raw
+
+
+def get_float(doc: Mapping[str, Any], name: str) -> float:
+    v = doc.get(name)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise WireError(f"{name}: expected a number, got {_type_name(v)}")
+    return float(v)
+
+
+def get_list(doc: Mapping[str, Any], name: str, max_len: int) -> list[Any]:
+    v = doc.get(name)
+    if not isinstance(v, list):
+        raise WireError(f"{name}: expected a list, got {_type_name(v)}")
+    if len(v) > max_len:
+        raise WireError(f"{name}: expected at most {max_len} items, got {len(v)}")
+    return v
+
+
+def get_object(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
+    v = doc.get(name)
+    if not isinstance(v, dict):
+        raise WireError(f"{name}: expected an object, got {_type_name(v)}")
+    return v
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WireError(f"the body is not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise WireError(f"the body must be a JSON object, got {_type_name(doc)}")
+    return doc
+
+
+# -- arrays inside JSON --------------------------------------------------------------------
+
+
+def encode_array(a: np.ndarray, dtype: str) -> dict[str, Any]:
+    arr = np.ascontiguousarray(a, dtype=dtype)
+    return {
+        "dtype": dtype,
+        "shape": list(arr.shape),
+        "data": base64.b64encode(arr.tobytes()).decode(),
+    }
+
+
+def decode_array(doc: object, name: str, dtype: str, ndim: int, max_bytes: int) -> np.ndarray:
+    if not isinstance(doc, dict):
+        raise WireError(f"{name}: expected an array object, got {_type_name(doc)}")
+    if doc.get("dtype") != dtype:
+        raise WireError(f"{name}: expected dtype {dtype}, got {doc.get('dtype')!r}")
+    shape = get_list(doc, "shape", ndim)
+    if len(shape) != ndim or any(isinstance(d, bool) or not isinstance(d, int) for d in shape):
+        raise WireError(f"{name}: expected a shape of {ndim} integers, got {shape!r}")
+    if any(d < 0 for d in shape):
+        raise WireError(f"{name}: negative dimension in shape {shape}")
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size > max_bytes:
+        raise WireError(f"{name}: {size:,} bytes is over the limit of {max_bytes:,}")
+    data = get_str(doc, "data", 4 * (max_bytes // 3 + 4))
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise WireError(f"{name}: data is not base64: {e}") from e
+    if len(raw) != size:
+        raise WireError(f"{name}: shape {shape} needs {size} bytes, got {len(raw)}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def encode_state(s: State) -> dict[str, Any]:
+    return {
+        "step": s.step,
+        "positions": encode_array(s.positions, "<f8"),
+        "velocities": encode_array(s.velocities, "<f8"),
+    }
+
+
+def decode_state(doc: object, name: str, max_bytes: int) -> State:
+    if not isinstance(doc, dict):
+        raise WireError(f"{name}: expected a state object, got {_type_name(doc)}")
+    step = get_int(doc, "step", 0, 2**62)
+    pos = decode_array(doc.get("positions"), f"{name}.positions", "<f8", 2, max_bytes)
+    vel = decode_array(doc.get("velocities"), f"{name}.velocities", "<f8", 2, max_bytes)
+    try:
+        return State(positions=pos, velocities=vel, step=step)
+    except SimsError as e:
+        raise WireError(f"{name}: {e}") from e
+
+
+# -- tasks (coordinator -> volunteer) ------------------------------------------------------
+
+
+def encode_spec(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "steps": spec.steps,
+        "segment_steps": spec.segment_steps,
+        "report_steps": spec.report_steps,
+        "temperature": spec.temperature,
+        "seed": spec.seed,
+    }
+
+
+def encode_task(task: ComputeTask | SpotCheckTask, system: str, engine: str) -> dict[str, Any]:
+    """``system`` is the hex digest the client fetches (and caches) the system by."""
+    base = {
+        "wu_id": task.wu_id.hex(),
+        "system": system,
+        "engine": engine,
+        "spec": encode_spec(task.spec),
+    }
+    if isinstance(task, ComputeTask):
+        return {
+            "kind": "compute",
+            "replica": task.replica,
+            "input_state": encode_state(task.input_state),
+            **base,
+        }
+    return {
+        "kind": "spot_check",
+        "check": task.check,
+        "segments": list(task.segments),
+        "start_states": [encode_state(s) for s in task.start_states],
+        **base,
+    }
+
+
+def task_header(doc: object) -> tuple[str, str]:
+    """(kind, system digest hex) of a task, checked, before the system is fetched."""
+    if not isinstance(doc, dict):
+        raise WireError(f"task: expected an object, got {_type_name(doc)}")
+    kind = doc.get("kind")
+    if kind not in ("compute", "spot_check"):
+        raise WireError(f"task.kind: expected 'compute' or 'spot_check', got {kind!r}")
+    return kind, get_hex(doc, "system", 32).hex()
+
+
+def decode_task(
+    doc: dict[str, Any], system: SystemDefinition, max_bytes: int = 1 << 30
+) -> ComputeTask | SpotCheckTask:
+    kind, _ = task_header(doc)
+    s = get_object(doc, "spec")
+    try:
+        spec = RunSpec(
+            steps=get_int(s, "steps", 1, 10**9),
+            segment_steps=get_int(s, "segment_steps", 1, 10**9),
+            report_steps=get_int(s, "report_steps", 1, 10**9),
+            temperature=get_float(s, "temperature"),
+            seed=get_int(s, "seed", 0, 2**64 - 1),
+        )
+    except SimsError as e:
+        raise WireError(f"task.spec: {e}") from e
+    wu = get_hex(doc, "wu_id", 32)
+    if kind == "compute":
+        return ComputeTask(
+            wu,
+            get_int(doc, "replica", 1, 2**62),
+            system,
+            spec,
+            decode_state(doc.get("input_state"), "input_state", max_bytes),
+        )
+    segments = tuple(get_int({"s": k}, "s", 0, 10**9) for k in get_list(doc, "segments", 10**4))
+    starts = tuple(
+        decode_state(x, f"start_states[{i}]", max_bytes)
+        for i, x in enumerate(get_list(doc, "start_states", 10**4))
+    )
+    if len(starts) != len(segments):
+        raise WireError(f"{len(segments)} segments but {len(starts)} start states")
+    return SpotCheckTask(wu, get_int(doc, "check", 1, 2**62), system, spec, segments, starts)
+
+
+# -- results (volunteer -> coordinator) ----------------------------------------------------
+
+
+def pack_arrays(meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The binary container: ``FNA1`` | u32le manifest length | manifest JSON | raw bytes.
+
+    The manifest is ``meta`` plus ``"arrays": [[name, dtype, shape], ...]``; the raw bytes
+    are each array in that order, little-endian, C order. Reading it is a slice and a
+    ``np.frombuffer`` per array: nothing to inflate, nothing to unpickle.
+    """
+    specs = []
+    chunks = []
+    for name, a in arrays.items():
+        arr = np.asarray(a)
+        le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        specs.append([name, le.dtype.str, list(le.shape)])
+        chunks.append(le.tobytes())
+    manifest = json.dumps({**meta, "arrays": specs}, separators=(",", ":")).encode()
+    return _MAGIC + len(manifest).to_bytes(4, "little") + manifest + b"".join(chunks)
+
+
+def unpack_arrays(
+    data: bytes, *, max_manifest: int = 1 << 20
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(manifest, arrays) of a container; strict about sizes, dtypes and names."""
+    if data[:4] != _MAGIC or len(data) < 8:
+        raise WireError(
+            f"expected a foldnet array container (starting {_MAGIC!r}), got {data[:4]!r}"
+        )
+    n = int.from_bytes(data[4:8], "little")
+    if n > max_manifest or 8 + n > len(data):
+        raise WireError(f"manifest of {n:,} bytes does not fit the body ({len(data):,} bytes)")
+    manifest = parse_json_object(data[8 : 8 + n])
+    specs = get_list(manifest, "arrays", _MAX_MEMBERS)
+    pos = 8 + n
+    arrays: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if not (isinstance(spec, list) and len(spec) == 3):
+            raise WireError(f"arrays: expected [name, dtype, shape] entries, got {spec!r:.80}")
+        name, dtype, shape = spec
+        if not isinstance(name, str) or not name.isidentifier() or len(name) > 40:
+            raise WireError(f"array name: expected an identifier, got {name!r:.50}")
+        if name in arrays:
+            raise WireError(f"array {name!r} appears twice")
+        if dtype not in _DTYPES:
+            raise WireError(f"{name}: dtype must be one of {sorted(_DTYPES)}, got {dtype!r:.20}")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > 4
+            or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)
+        ):
+            raise WireError(
+                f"{name}: shape must be up to 4 non-negative integers, got {shape!r:.80}"
+            )
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if size > len(data) - pos:
+            raise WireError(f"{name}: shape {shape} needs {size:,} bytes; the body is too short")
+        arrays[name] = np.frombuffer(
+            data, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=pos
+        ).reshape(shape)
+        pos += size
+    if pos != len(data):
+        raise WireError(f"{len(data) - pos:,} bytes after the last array")
+    return manifest, arrays
+
+
+def encode_result(result: WorkerResult) -> bytes:
+    """A result upload: the header's canonical JSON and the signature in the manifest, then
+    the arrays (boundary states, frames, frame steps, observables) raw."""
+    arrays: dict[str, np.ndarray] = {
+        "positions": np.asarray(result.positions, dtype="<f8"),
+        "velocities": np.asarray(result.velocities, dtype="<f8"),
+        "frames": np.asarray(result.frames, dtype="<f4"),
+        "frame_steps": np.asarray(result.frame_steps, dtype="<i8"),
+    }
+    arrays |= {f"obs_{k}": np.asarray(v, dtype="<f8") for k, v in result.observables.items()}
+    meta = {
+        "header": result.header.canonical().decode(),
+        "signature": result.signature.hex(),
+    }
+    return pack_arrays(meta, arrays)
+
+
+def decode_result(data: bytes, *, max_bytes: int) -> WorkerResult:
+    """A result upload, checked for kinds, dtypes and dimensions (sizes are the WU's job)."""
+    if len(data) > max_bytes:
+        raise WireError(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,}")
+    manifest, arrays = unpack_arrays(data)
+    if set(manifest) != {"header", "signature", "arrays"}:
+        raise WireError(
+            f"manifest: expected header, signature and arrays, got {sorted(manifest)[:10]}"
+        )
+    for name in _RESULT_ARRAYS:
+        if name not in arrays:
+            raise WireError(f"the upload has no {name!r} array")
+    for name, arr in arrays.items():
+        if name in _RESULT_ARRAYS:
+            dtype, ndim = _RESULT_ARRAYS[name]
+        elif name.startswith("obs_") and len(name) > 4:
+            dtype, ndim = "<f8", 1
+        else:
+            raise WireError(f"unexpected array {name[:40]!r} in the upload")
+        if arr.dtype.str != dtype or arr.ndim != ndim:
+            raise WireError(
+                f"{name}: expected {ndim}-D {dtype}, got {arr.ndim}-D {arr.dtype.str} "
+                f"{tuple(arr.shape)}"
+            )
+    sig = get_hex(manifest, "signature", 64)
+    header = decode_header(get_str(manifest, "header", 1 << 20).encode())
+    return WorkerResult(
+        header,
+        sig,
+        arrays["positions"],
+        arrays["velocities"],
+        arrays["frames"],
+        arrays["frame_steps"],
+        {k[4:]: v for k, v in arrays.items() if k.startswith("obs_")},
+    )
+
+
+def decode_header(raw: bytes) -> ResultHeader:
+    doc = parse_json_object(raw)
+    expected = {
+        "boundary_digests",
+        "determinism",
+        "final_digest",
+        "frames_digest",
+        "n_atoms",
+        "observables_digest",
+        "segment_root",
+        "version",
+        "wall_time_s",
+        "worker_key",
+        "wu_id",
+    }
+    if set(doc) != expected:
+        raise WireError(f"header: expected the fields {sorted(expected)}, got {sorted(doc)[:20]}")
+    digests = get_list(doc, "boundary_digests", 100_000)
+    wall = get_str(doc, "wall_time_s", 40)
+    try:
+        wall_s = float(wall)
+    except ValueError as e:
+        raise WireError(f"header.wall_time_s: expected a number, got {wall!r}") from e
+    return ResultHeader(
+        wu_id=get_hex(doc, "wu_id", 32),
+        worker_key=get_hex(doc, "worker_key", 32),
+        determinism=get_str(doc, "determinism", 4096),
+        boundary_digests=tuple(get_hex({"d": d}, "d", 32) for d in digests),
+        segment_root=get_hex(doc, "segment_root", 32),
+        final_digest=get_hex(doc, "final_digest", 32),
+        frames_digest=get_hex(doc, "frames_digest", 32),
+        observables_digest=get_hex(doc, "observables_digest", 32),
+        n_atoms=get_int(doc, "n_atoms", 1, 10**8),
+        wall_time_s=wall_s,
+        version=get_int(doc, "version", 0, 1000),
+    )
+
+
+def encode_spot_check(r: SpotCheckResult) -> dict[str, Any]:
+    return {
+        "wu_id": r.wu_id.hex(),
+        "check": r.check,
+        "segments": list(r.segments),
+        "end_digests": [d.hex() for d in r.end_digests],
+        "determinism": r.determinism,
+        "worker_key": r.worker_key.hex(),
+        "signature": r.signature.hex(),
+    }
+
+
+def decode_spot_check(doc: dict[str, Any]) -> SpotCheckResult:
+    segments = get_list(doc, "segments", 10**4)
+    ends = get_list(doc, "end_digests", 10**4)
+    return SpotCheckResult(
+        get_hex(doc, "wu_id", 32),
+        get_int(doc, "check", 1, 2**62),
+        tuple(get_int({"s": k}, "s", 0, 10**9) for k in segments),
+        tuple(get_hex({"d": d}, "d", 32) for d in ends),
+        get_str(doc, "determinism", 4096),
+        get_hex(doc, "worker_key", 32),
+        get_hex(doc, "signature", 64),
+    )
