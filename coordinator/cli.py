@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from coordinator.errors import CoordinatorError
+from coordinator.labclient import LabClient, is_url
 from ledger.cli import audit_cmd, export_cmd, witness_app
 from ledger.errors import LedgerError
 from sims.errors import SimsError
@@ -205,9 +206,18 @@ def demo(
         raise typer.Exit(1)
 
 
+ApiKey = Annotated[
+    str,
+    typer.Option(envvar="FOLDNET_API_KEY", help="The lab's API key, for a URL (foldnet lab add)."),
+]
+
+
 @app.command()
 def submit(
-    workdir: Annotated[Path, typer.Argument(help="The coordinator folder (created if absent).")],
+    target: Annotated[
+        str,
+        typer.Argument(help="A coordinator folder (created if absent), or a foldnet serve URL."),
+    ],
     pdb: Annotated[Path | None, typer.Option(help="Structure (PDB file).")] = None,
     sequence: Annotated[str | None, typer.Option(help="One-letter sequence (openmm).")] = None,
     engine: Annotated[str, typer.Option(help="go or openmm.")] = "go",
@@ -220,13 +230,41 @@ def submit(
     report_steps: Annotated[int, typer.Option(help="Steps between frames.")] = 1000,
     temperature: Annotated[float, typer.Option(help="eps/kB (go) or kelvin (openmm).")] = 0.7,
     quorum: Annotated[int, typer.Option(help="Volunteers that must agree on each WU.")] = 2,
-    lab: Annotated[str, typer.Option(help="Your lab's name, recorded in the ledger.")] = "lab",
+    lab: Annotated[
+        str, typer.Option(help="Your lab's name (folder only; a URL knows it).")
+    ] = "lab",
+    api_key: ApiKey = "",
 ) -> None:
-    """Submit a folding job to a coordinator folder (no coordinator may be running there)."""
+    """Submit a folding job: to a coordinator folder (no coordinator may be running there),
+    or to a running service over HTTP."""
+    if is_url(target):
+        if pdb is not None and not pdb.is_file():
+            raise CoordinatorError(f"no PDB file at {pdb}")
+        job: dict[str, object] = {
+            "engine": engine,
+            "runs": runs,
+            "clones": clones,
+            "gens": gens,
+            "steps_per_wu": steps_per_wu,
+            "segment_steps": segment_steps,
+            "report_steps": report_steps,
+            "temperature": temperature,
+            "min_quorum": quorum,
+        }
+        if pdb is not None:
+            job["pdb"] = pdb.read_text(errors="replace")
+        if sequence is not None:
+            job["sequence"] = sequence
+        if chain is not None:
+            job["chain"] = chain
+        with LabClient(target, api_key) as client:
+            answer = client.submit(job)
+        console.print(f"submitted job [bold]{answer['job']}[/] to {target}")
+        return
     from coordinator.runner import submit_job
 
-    job = submit_job(
-        workdir,
+    job_id = submit_job(
+        Path(target),
         lab=lab,
         engine=engine,
         pdb=pdb,
@@ -241,7 +279,7 @@ def submit(
         temperature=temperature,
         min_quorum=quorum,
     )
-    console.print(f"submitted job [bold]{job}[/]; compute it with: foldnet run {workdir}")
+    console.print(f"submitted job [bold]{job_id}[/]; compute it with: foldnet run {target}")
 
 
 @app.command()
@@ -280,25 +318,44 @@ def run(
 
 @app.command()
 def status(
-    workdir: Annotated[Path, typer.Argument(help="A coordinator folder (holds coordinator.db).")],
+    target: Annotated[
+        str, typer.Argument(help="A coordinator folder (holds coordinator.db), or a URL.")
+    ],
+    api_key: ApiKey = "",
 ) -> None:
-    """Progress of every job of a coordinator (read-only)."""
+    """Progress of every job: of a coordinator folder (read-only), or of your lab's jobs on a
+    running service."""
+    t = Table(title=f"Jobs in {target}")
+    for col in ("job", "lab", "engine", "WUs validated", "in progress", "failed", "steps"):
+        t.add_column(col, justify="right" if col not in ("job", "lab") else "left")
+    if is_url(target):
+        with LabClient(target, api_key) as client:
+            for j in client.jobs():
+                w = j["wus"]
+                t.add_row(
+                    j["job"][:16],
+                    j.get("name") or "",
+                    j["engine"],
+                    f"{w['validated']}/{w['total']}",
+                    str(w["in_flight"]),
+                    str(w["failed"]),
+                    f"{j['steps_simulated']:,}",
+                )
+        console.print(t)
+        return
     from coordinator.lab import CoordinatorView
 
-    view = CoordinatorView(workdir)
+    view = CoordinatorView(Path(target))
     try:
-        t = Table(title=f"Jobs in {workdir}")
-        for col in ("job", "lab", "engine", "WUs validated", "in progress", "failed", "steps"):
-            t.add_column(col, justify="right" if col not in ("job", "lab") else "left")
-        for j in view.jobs():
+        for js in view.jobs():
             t.add_row(
-                j.job[:16],
-                j.lab,
-                j.engine,
-                f"{j.validated}/{j.wus_total}",
-                str(j.in_flight),
-                str(j.failed),
-                f"{j.steps_validated:,}",
+                js.job[:16],
+                js.lab,
+                js.engine,
+                f"{js.validated}/{js.wus_total}",
+                str(js.in_flight),
+                str(js.failed),
+                f"{js.steps_validated:,}",
             )
         console.print(t)
     finally:
@@ -307,14 +364,22 @@ def status(
 
 @app.command()
 def results(
-    workdir: Annotated[Path, typer.Argument(help="A coordinator folder (holds coordinator.db).")],
+    target: Annotated[
+        str, typer.Argument(help="A coordinator folder (holds coordinator.db), or a URL.")
+    ],
     job: Annotated[str, typer.Argument(help="Job id (as `foldnet status` shows, or in full).")],
     out: Annotated[Path, typer.Option(help="Folder for the results.")] = Path("job-results"),
+    api_key: ApiKey = "",
 ) -> None:
-    """Write a job's trajectories (CSV), best structure (PDB) and plot (PNG)."""
+    """Write a job's trajectories (CSV), structures (PDB) and, for a folder, a plot (PNG)."""
+    if is_url(target):
+        with LabClient(target, api_key) as client:
+            files = client.download(job, out)
+        console.print(f"wrote {len(files)} files to {out}")
+        return
     from coordinator.lab import CoordinatorView
 
-    view = CoordinatorView(workdir)
+    view = CoordinatorView(Path(target))
     try:
         matches = [j for j in view.scheduler.jobs if j.startswith(job)]
         if len(matches) != 1:
@@ -323,6 +388,18 @@ def results(
     finally:
         view.close()
     console.print("wrote " + ", ".join(str(f) for f in files))
+
+
+@app.command()
+def cancel(
+    url: Annotated[str, typer.Argument(help="The URL of a running foldnet serve.")],
+    job: Annotated[str, typer.Argument(help="Job id (as `foldnet status URL` shows).")],
+    api_key: ApiKey = "",
+) -> None:
+    """Withdraw one of your lab's jobs: nothing more is handed out; validated work stays."""
+    with LabClient(url, api_key) as client:
+        answer = client.cancel(job)
+    console.print(f"job {answer['job'][:16]}: {answer['state']}")
 
 
 def main() -> None:
