@@ -118,6 +118,17 @@ class Accounts:
             raise CoordinatorError(f"a lab named {name!r} already exists") from e
         return key
 
+    def revoke_lab(self, name: str) -> None:
+        """Withdraw a lab's key (a running service stops accepting it within
+        ``LAB_KEY_CACHE_S``). Its jobs and ledger entries stay."""
+        with self._engine.begin() as conn:
+            done = conn.execute(
+                labs.update().where(labs.c.name == name, labs.c.revoked.is_(False)),
+                {"revoked": True},
+            )
+        if done.rowcount != 1:
+            raise CoordinatorError(f"no lab named {name!r} with a valid key (see foldnet lab list)")
+
     def lab_for_key(self, key: str) -> str | None:
         with self._engine.connect() as conn:
             row = conn.execute(

@@ -58,6 +58,22 @@ def lab_add(
     print(key)
 
 
+@lab_app.command("revoke")
+def lab_revoke(
+    name: Annotated[str, typer.Argument(help="The lab's name.")],
+    workdir: Annotated[Path, typer.Option(help="The coordinator folder.")] = Path("."),
+) -> None:
+    """Withdraw a lab's API key (a running service refuses it within 30 s)."""
+    from coordinator.accounts import Accounts
+
+    accounts = Accounts.in_folder(workdir)
+    try:
+        accounts.revoke_lab(name)
+    finally:
+        accounts.close()
+    console.print(f"the key of lab [bold]{name}[/] is revoked")
+
+
 @lab_app.command("list")
 def lab_list(
     workdir: Annotated[Path, typer.Option(help="The coordinator folder.")] = Path("."),

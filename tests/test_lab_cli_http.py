@@ -69,3 +69,22 @@ def test_wrong_key_and_bad_plan_are_one_clear_line(tmp_path):
         assert big.returncode == 2 and "422" in big.stderr and "Traceback" not in big.stderr
     down = foldnet("status", s.url, key=key, home=tmp_path)  # the service is gone
     assert down.returncode == 2 and "cannot reach" in down.stderr
+
+
+def test_a_revoked_key_is_refused_by_the_running_service(tmp_path, monkeypatch):
+    import coordinator.http.app as http_app
+
+    monkeypatch.setattr(http_app, "LAB_KEY_CACHE_S", 0.0)  # no waiting for the cache here
+    key = add_lab(tmp_path / "c", "lab-a")
+    with running_service(tmp_path / "c") as s:
+        assert foldnet("status", s.url, key=key, home=tmp_path).returncode == 0
+        rev = foldnet(
+            "lab", "revoke", "lab-a", "--workdir", str(tmp_path / "c"), key="", home=tmp_path
+        )
+        assert rev.returncode == 0, rev.stdout + rev.stderr
+        after = foldnet("status", s.url, key=key, home=tmp_path)
+        assert after.returncode == 2 and "403" in after.stderr, after.stderr
+    again = foldnet(
+        "lab", "revoke", "lab-a", "--workdir", str(tmp_path / "c"), key="", home=tmp_path
+    )
+    assert again.returncode == 2 and "no lab named 'lab-a' with a valid key" in again.stderr

@@ -53,6 +53,10 @@ from worker.wire import (
     parse_json_object,
 )
 
+#: How long a running service trusts a lab key it checked (``foldnet lab revoke`` takes
+#: hold within this time).
+LAB_KEY_CACHE_S = 30.0
+
 API_VERSION = "v1"
 
 
@@ -175,7 +179,7 @@ class Service:
         self.lab_limit = RateLimiter(config.lab_rate, config.lab_burst)
         self.vol_limit = RateLimiter(config.volunteer_rate, config.volunteer_burst)
         self.reg_limit = RateLimiter(config.register_rate, config.register_burst)
-        self.labs_by_hash: dict[str, str] = {}
+        self.labs_by_hash: dict[str, tuple[str, float]] = {}  # key hash -> (lab, valid until)
         self.jobs: dict[str, JobInfo] = {}
         self.assignments: dict[int, Assignment] = {}
         self.checks: dict[int, tuple[bytes, bytes, float]] = {}  # (volunteer, wu, deadline)
@@ -262,7 +266,9 @@ class Service:
     async def lab(self, request: Request) -> str:
         token = bearer_token(request.headers)
         h = key_hash(token)
-        lab = self.labs_by_hash.get(h)
+        cached = self.labs_by_hash.get(h)
+        now = time.monotonic()
+        lab = cached[0] if cached is not None and cached[1] > now else None
         if lab is None:
             assert self.accounts is not None
             accounts = self.accounts
@@ -276,7 +282,7 @@ class Service:
                     "this API key is not valid; the operator creates lab keys with "
                     "'foldnet lab add NAME'",
                 )
-            self.labs_by_hash[h] = lab
+            self.labs_by_hash[h] = (lab, now + LAB_KEY_CACHE_S)  # so a revocation takes hold
         self.lab_limit.check(("lab", lab))
         return lab
 
