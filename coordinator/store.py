@@ -28,7 +28,7 @@ from coordinator.errors import CoordinatorError
 from coordinator.scheduler import Event
 from sims.state import State
 from worker.arrays import pack_arrays, unpack_arrays
-from worker.errors import ResultError
+from worker.errors import WireError
 from worker.result import ResultHeader, WorkerResult
 
 metadata = sa.MetaData()
@@ -276,7 +276,7 @@ class Store:
             raise CoordinatorError(f"no stored result for replica {replica}")
         try:
             return unpack_arrays(bytes(row.arrays), names)
-        except ResultError as e:
+        except WireError as e:
             raise CoordinatorError(f"stored result of replica {replica} is corrupt: {e}") from e
 
     def boundary_states(self, replica: int, segments: Sequence[int]) -> tuple[State, ...]:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.arrays import MAGIC, pack_arrays, unpack_arrays
-from worker.errors import ResultError
+from worker.errors import WireError
 
 
 def sample() -> dict[str, np.ndarray]:
@@ -43,7 +43,7 @@ def test_big_endian_input_is_stored_little_endian():
 
 
 def test_object_arrays_are_refused():
-    with pytest.raises(ResultError, match="dtype"):
+    with pytest.raises(WireError, match="dtype"):
         pack_arrays({"x": np.array([object()], dtype=object)})
 
 
@@ -54,24 +54,27 @@ def _blob(index: bytes, tail: bytes = b"") -> bytes:
 @pytest.mark.parametrize(
     ("blob", "message"),
     [
-        (b"", "not a packed-array blob"),
-        (b"PK\x03\x04garbage", "not a packed-array blob"),
+        (b"", "expected a foldnet array container"),
+        (b"PK\x03\x04garbage", "expected a foldnet array container"),
         (MAGIC + struct.pack("<I", 10**9), "does not fit"),
-        (_blob(b"{not json"), "index is not"),
-        (_blob(b'[["a", "|O", [1]]]', b"\0" * 8), "bad dtype"),
-        (_blob(b'[["a", "<f8", [-1]]]'), "bad dtype"),
-        (_blob(b'[["a", "<f8", [4]]]', b"\0" * 8), "runs past the end"),
-        (_blob(b'[["a", "<f8", [1]]]', b"\0" * 9), "unexpected bytes"),
-        (_blob(b'[["a"]]'), "index is not"),
+        (_blob(b"{not json"), "not JSON"),
+        (_blob(b'{"arrays": [["a", "|O", [1]]]}', b"\0" * 8), "dtype must be"),
+        (_blob(b'{"arrays": [["a", "<f8", [-1]]]}'), "non-negative"),
+        (_blob(b'{"arrays": [["a", "<f8", [4]]]}', b"\0" * 8), "too short"),
+        (_blob(b'{"arrays": [["a", "<f8", [1]]]}', b"\0" * 9), "after the last array"),
+        (_blob(b'{"arrays": [["a"]]}'), "expected \\[name, dtype, shape\\]"),
+        (_blob(b'[["a", "<f8", [1]]]', b"\0" * 8), "expected an object"),
+        (_blob(b'{"arrays": [["a", "<f8", [1]], ["a", "<f8", [1]]]}', b"\0" * 16), "twice"),
+        (_blob(b'{"arrays": [["no such", "<f8", [1]]]}', b"\0" * 8), "identifier"),
     ],
 )
 def test_malformed_blobs_are_refused_with_a_reason(blob, message):
-    with pytest.raises(ResultError, match=message):
+    with pytest.raises(WireError, match=message):
         unpack_arrays(blob)
 
 
 def test_asking_for_a_missing_array_says_which():
-    with pytest.raises(ResultError, match="lack"):
+    with pytest.raises(WireError, match="lacks"):
         unpack_arrays(pack_arrays(sample()), ["velocities"])
 
 
@@ -80,6 +83,6 @@ def test_random_bytes_never_crash(data):
     for blob in (data, _blob(data[:100], data[100:])):
         try:
             out = unpack_arrays(blob)
-        except ResultError:
+        except WireError:
             continue
         assert all(isinstance(v, np.ndarray) for v in out.values())

@@ -26,18 +26,13 @@ from ledger.note import parse_note
 from sims.engine import PartialRun
 from sims.go import GoEngine, GoModel
 from sims.spec import RunSpec
+from worker.arrays import pack_arrays, read_container
 from worker.client import HttpVolunteer
 from worker.identity import Identity
 from worker.result import sign_result
 from worker.systems import EngineCache, decode_system
 from worker.tasks import compute
-from worker.wire import (
-    decode_task,
-    encode_result,
-    pack_arrays,
-    sign_headers,
-    unpack_arrays,
-)
+from worker.wire import decode_task, encode_result, sign_headers
 
 SMALL = ServiceConfig(max_job_bytes=200_000, max_result_bytes=200_000, max_json_bytes=20_000)
 
@@ -250,9 +245,9 @@ def test_bad_result_uploads_are_refused_and_store_nothing(served, job):
         return encode_result(dataclasses.replace(good, **arrays))
 
     def raw(meta=None, **arrays):  # written by hand: what the client would never send
-        manifest, parsed = unpack_arrays(encode_result(good))
+        manifest, parsed = read_container(encode_result(good))
         del manifest["arrays"]
-        return pack_arrays(manifest | (meta or {}), parsed | arrays)
+        return pack_arrays(parsed | arrays, manifest | (meta or {}))
 
     nan = good.positions.copy()
     nan[1, 0, 0] = np.nan
@@ -265,7 +260,7 @@ def test_bad_result_uploads_are_refused_and_store_nothing(served, job):
         (c, me, bad(frames=good.frames[:, :5]), 422, "invalid_result"),
         (c, me, bad(positions=nan), 422, "invalid_result"),
         (c, me, raw(velocities=good.velocities.astype(np.float32)), 422, "invalid_body"),
-        (c, me, raw(obs_q=np.array([1, 2, 3, 4], np.int16)), 422, "invalid_body"),
+        (c, me, raw(obs_q=np.array([1, 2, 3, 4], np.int64)), 422, "invalid_body"),
         (c, me, raw(extra=np.zeros(3)), 422, "invalid_body"),
         (c, me, raw({"header": '{"a":1}'}), 422, "invalid_body"),
         (c, me, raw({"signature": "00"}), 422, "invalid_body"),
@@ -288,7 +283,7 @@ def test_a_pickle_or_an_npz_is_never_loaded(served, job):
     (task,) = _pull(c, me)
     buf = io.BytesIO()
     np.savez(buf, header=np.array([{"evil": 1}], dtype=object))
-    evil = pack_arrays({"header": "{}", "signature": "00" * 64}, {}).replace(
+    evil = pack_arrays({}, {"header": "{}", "signature": "00" * 64}).replace(
         b'"arrays":[]', b'"arrays":[["positions","|O",[1]]]'
     )
     before = served.stored()

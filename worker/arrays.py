@@ -1,74 +1,106 @@
-"""A flat, pickle-free container for named numeric arrays: a JSON index, then raw bytes.
+"""The one container for named numeric arrays, on the wire and on disk: a JSON manifest,
+then raw little-endian bytes.
 
-``np.savez`` costs about a millisecond per call in zip bookkeeping; a coordinator that
-stores thousands of small results a second cannot afford it. This layout is trivially
-parsed, reads one array without touching the others, and admits only plain little-endian
-numeric dtypes, so nothing in it can ever run code.
+``np.savez`` costs about a millisecond per call in zip bookkeeping, and a zip must be
+inflated and walked; this layout is a slice and an ``np.frombuffer`` per array, can read one
+array without touching the others, and admits only plain numeric dtypes, so nothing in it
+can ever run code (no pickles, no object arrays). Volunteers upload results in it
+(:mod:`worker.wire`) and the coordinator stores them in it (:mod:`coordinator.store`).
 
-Layout: ``b"FNA1"``, a little-endian uint32 ``n``, ``n`` bytes of JSON
-``[[name, dtype, shape], ...]``, then each array's bytes in that order (C order).
+Layout: ``b"FNA1"`` | manifest length (uint32, little-endian) | manifest (a JSON object:
+optional metadata plus ``"arrays": [[name, dtype, shape], ...]``) | each array's bytes, in
+that order, C order.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
-from worker.errors import ResultError
+from worker.errors import WireError
 
 MAGIC = b"FNA1"
-DTYPES = frozenset({"<f8", "<f4", "<i8", "<i4", "<u8", "<u4", "|u1", "|b1"})
-MAX_INDEX_BYTES = 1 << 20
+DTYPES = frozenset({"<f8", "<f4", "<i8", "<i4", "<u8", "|u1", "|b1"})
+MAX_ARRAYS = 64
+MAX_DIMS = 4
+MAX_MANIFEST_BYTES = 1 << 20
 
 
-def pack_arrays(arrays: Mapping[str, np.ndarray]) -> bytes:
-    index = []
-    parts = []
-    for name, arr in arrays.items():
-        a = np.asarray(arr)
-        dtype = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
-        a = np.ascontiguousarray(a, dtype=dtype)
-        if a.dtype.str not in DTYPES:
-            raise ResultError(f"array {name!r}: dtype {a.dtype.str} is not one of {sorted(DTYPES)}")
-        index.append([name, a.dtype.str, list(a.shape)])
-        parts.append(a.tobytes())
-    head = json.dumps(index, separators=(",", ":")).encode()
-    return MAGIC + struct.pack("<I", len(head)) + head + b"".join(parts)
+def pack_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:
+    specs = []
+    chunks = []
+    for name, a in arrays.items():
+        arr = np.asarray(a)
+        le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        if le.dtype.str not in DTYPES:
+            raise WireError(f"array {name!r}: dtype {le.dtype.str} is not one of {sorted(DTYPES)}")
+        specs.append([name, le.dtype.str, list(le.shape)])
+        chunks.append(le.tobytes())
+    manifest = json.dumps({**(meta or {}), "arrays": specs}, separators=(",", ":")).encode()
+    return MAGIC + len(manifest).to_bytes(4, "little") + manifest + b"".join(chunks)
+
+
+def read_container(
+    data: bytes, names: Iterable[str] | None = None, *, max_manifest: int = MAX_MANIFEST_BYTES
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(manifest, arrays): all arrays, or only ``names``, as read-only views of ``data``.
+
+    Raises :class:`~worker.errors.WireError` saying what was wrong with a malformed blob."""
+    if len(data) < 8 or data[:4] != MAGIC:
+        raise WireError(
+            f"expected a foldnet array container (starting {MAGIC!r}), got {data[:4]!r}"
+        )
+    n = int.from_bytes(data[4:8], "little")
+    if n > max_manifest or 8 + n > len(data):
+        raise WireError(f"manifest of {n:,} bytes does not fit the body ({len(data):,} bytes)")
+    try:
+        manifest = json.loads(data[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WireError(f"the manifest is not JSON: {e}") from e
+    specs = manifest.get("arrays") if isinstance(manifest, dict) else None
+    if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
+        raise WireError(f"manifest: expected an object with 'arrays', a list of <= {MAX_ARRAYS}")
+    wanted = None if names is None else set(names)
+    pos = 8 + n
+    arrays: dict[str, np.ndarray] = {}
+    seen: set[str] = set()
+    for spec in specs:
+        if not (isinstance(spec, list) and len(spec) == 3):
+            raise WireError(f"arrays: expected [name, dtype, shape] entries, got {spec!r:.80}")
+        name, dtype, shape = spec
+        if not isinstance(name, str) or not name.isidentifier() or len(name) > 40:
+            raise WireError(f"array name: expected an identifier, got {name!r:.50}")
+        if name in seen:
+            raise WireError(f"array {name!r} appears twice")
+        seen.add(name)
+        if dtype not in DTYPES:
+            raise WireError(f"{name}: dtype must be one of {sorted(DTYPES)}, got {dtype!r:.20}")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_DIMS
+            or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)
+        ):
+            raise WireError(
+                f"{name}: shape must be up to {MAX_DIMS} non-negative integers, got {shape!r:.80}"
+            )
+        count = math.prod(shape)
+        size = count * np.dtype(dtype).itemsize
+        if size > len(data) - pos:
+            raise WireError(f"{name}: shape {shape} needs {size:,} bytes; the data is too short")
+        if wanted is None or name in wanted:
+            arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=pos).reshape(shape)
+        pos += size
+    if pos != len(data):
+        raise WireError(f"{len(data) - pos:,} bytes after the last array")
+    if wanted is not None and (missing := wanted - arrays.keys()):
+        raise WireError(f"the container lacks {sorted(missing)}")
+    return manifest, arrays
 
 
 def unpack_arrays(data: bytes, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """The arrays (all, or only ``names``), as read-only views of ``data``.
-
-    Raises :class:`~worker.errors.ResultError` on anything malformed."""
-    if len(data) < 8 or data[:4] != MAGIC:
-        raise ResultError(f"not a packed-array blob: expected it to start with {MAGIC!r}")
-    (n,) = struct.unpack_from("<I", data, 4)
-    if n > MAX_INDEX_BYTES or 8 + n > len(data):
-        raise ResultError(f"packed-array index of {n} bytes does not fit in {len(data)} bytes")
-    try:
-        index = json.loads(data[8 : 8 + n])
-        entries = [(str(nm), str(dt), tuple(int(d) for d in shape)) for nm, dt, shape in index]
-    except (ValueError, TypeError) as e:
-        raise ResultError(f"packed-array index is not [[name, dtype, shape], ...]: {e}") from e
-    wanted = None if names is None else set(names)
-    out: dict[str, np.ndarray] = {}
-    offset = 8 + n
-    for name, dt, shape in entries:
-        if dt not in DTYPES or any(d < 0 for d in shape):
-            raise ResultError(f"array {name!r}: bad dtype {dt!r} or shape {shape}")
-        nbytes = math.prod(shape) * np.dtype(dt).itemsize
-        if offset + nbytes > len(data):
-            raise ResultError(f"array {name!r} runs past the end of the blob")
-        if wanted is None or name in wanted:
-            out[name] = np.frombuffer(data, dtype=dt, count=math.prod(shape), offset=offset)
-            out[name] = out[name].reshape(shape)
-        offset += nbytes
-    if offset != len(data):
-        raise ResultError(f"{len(data) - offset} unexpected bytes after the last array")
-    if wanted is not None and (missing := wanted - out.keys()):
-        raise ResultError(f"packed arrays lack {sorted(missing)}")
-    return out
+    """The arrays of a container (all, or only ``names``); see :func:`read_container`."""
+    return read_container(data, names)[1]

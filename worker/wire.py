@@ -7,7 +7,7 @@ It lives in ``worker`` because the client needs it and ``worker`` may not import
   method, the path with its query, SHA-256 of the body, a timestamp, a nonce and the key.
 * Metadata is JSON. Arrays inside JSON are ``{"dtype": "<f8", "shape": [..], "data":
   base64}`` (raw little-endian bytes with a declared shape); whole results travel as one
-  binary container (:func:`pack_arrays`: a JSON manifest declaring each array's name, dtype
+  binary container (:mod:`worker.arrays`: a JSON manifest declaring each array's name, dtype
   and shape, then the raw little-endian bytes), read with ``np.frombuffer``: nothing to
   inflate, nothing to unpickle, and far cheaper to parse than an ``.npz``.
 * Every decoder is strict and says what it expected and what it got.
@@ -29,6 +29,7 @@ import numpy as np
 from sims.errors import SimsError
 from sims.spec import RunSpec
 from sims.state import State
+from worker.arrays import pack_arrays, read_container
 from worker.errors import WireError
 from worker.identity import Identity
 from worker.result import ResultHeader, WorkerResult
@@ -49,9 +50,6 @@ _RESULT_ARRAYS: dict[str, tuple[str, int]] = {
     "frames": ("<f4", 3),
     "frame_steps": ("<i8", 1),
 }
-_MAX_MEMBERS = 64
-_MAGIC = b"FNA1"
-_DTYPES = {"<f8", "<f4", "<i8", "|u1"}
 
 
 def body_digest(body: bytes) -> str:
@@ -297,69 +295,6 @@ def decode_task(
 # -- results (volunteer -> coordinator) ----------------------------------------------------
 
 
-def pack_arrays(meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
-    """The binary container: ``FNA1`` | u32le manifest length | manifest JSON | raw bytes.
-
-    The manifest is ``meta`` plus ``"arrays": [[name, dtype, shape], ...]``; the raw bytes
-    are each array in that order, little-endian, C order. Reading it is a slice and a
-    ``np.frombuffer`` per array: nothing to inflate, nothing to unpickle.
-    """
-    specs = []
-    chunks = []
-    for name, a in arrays.items():
-        arr = np.asarray(a)
-        le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-        specs.append([name, le.dtype.str, list(le.shape)])
-        chunks.append(le.tobytes())
-    manifest = json.dumps({**meta, "arrays": specs}, separators=(",", ":")).encode()
-    return _MAGIC + len(manifest).to_bytes(4, "little") + manifest + b"".join(chunks)
-
-
-def unpack_arrays(
-    data: bytes, *, max_manifest: int = 1 << 20
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(manifest, arrays) of a container; strict about sizes, dtypes and names."""
-    if data[:4] != _MAGIC or len(data) < 8:
-        raise WireError(
-            f"expected a foldnet array container (starting {_MAGIC!r}), got {data[:4]!r}"
-        )
-    n = int.from_bytes(data[4:8], "little")
-    if n > max_manifest or 8 + n > len(data):
-        raise WireError(f"manifest of {n:,} bytes does not fit the body ({len(data):,} bytes)")
-    manifest = parse_json_object(data[8 : 8 + n])
-    specs = get_list(manifest, "arrays", _MAX_MEMBERS)
-    pos = 8 + n
-    arrays: dict[str, np.ndarray] = {}
-    for spec in specs:
-        if not (isinstance(spec, list) and len(spec) == 3):
-            raise WireError(f"arrays: expected [name, dtype, shape] entries, got {spec!r:.80}")
-        name, dtype, shape = spec
-        if not isinstance(name, str) or not name.isidentifier() or len(name) > 40:
-            raise WireError(f"array name: expected an identifier, got {name!r:.50}")
-        if name in arrays:
-            raise WireError(f"array {name!r} appears twice")
-        if dtype not in _DTYPES:
-            raise WireError(f"{name}: dtype must be one of {sorted(_DTYPES)}, got {dtype!r:.20}")
-        if (
-            not isinstance(shape, list)
-            or len(shape) > 4
-            or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)
-        ):
-            raise WireError(
-                f"{name}: shape must be up to 4 non-negative integers, got {shape!r:.80}"
-            )
-        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        if size > len(data) - pos:
-            raise WireError(f"{name}: shape {shape} needs {size:,} bytes; the body is too short")
-        arrays[name] = np.frombuffer(
-            data, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=pos
-        ).reshape(shape)
-        pos += size
-    if pos != len(data):
-        raise WireError(f"{len(data) - pos:,} bytes after the last array")
-    return manifest, arrays
-
-
 def encode_result(result: WorkerResult) -> bytes:
     """A result upload: the header's canonical JSON and the signature in the manifest, then
     the arrays (boundary states, frames, frame steps, observables) raw."""
@@ -374,14 +309,14 @@ def encode_result(result: WorkerResult) -> bytes:
         "header": result.header.canonical().decode(),
         "signature": result.signature.hex(),
     }
-    return pack_arrays(meta, arrays)
+    return pack_arrays(arrays, meta)
 
 
 def decode_result(data: bytes, *, max_bytes: int) -> WorkerResult:
     """A result upload, checked for kinds, dtypes and dimensions (sizes are the WU's job)."""
     if len(data) > max_bytes:
         raise WireError(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,}")
-    manifest, arrays = unpack_arrays(data)
+    manifest, arrays = read_container(data)
     if set(manifest) != {"header", "signature", "arrays"}:
         raise WireError(
             f"manifest: expected header, signature and arrays, got {sorted(manifest)[:10]}"
