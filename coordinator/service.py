@@ -77,15 +77,15 @@ class _ByteLRU:
 
     def __init__(self, budget_bytes: int) -> None:
         self._items: OrderedDict[object, tuple[object, int]] = OrderedDict()
-        self._budget = budget_bytes
+        self.budget = budget_bytes
         self._bytes = 0
 
     def put(self, key: object, value: object, nbytes: int) -> None:
-        if key in self._items or nbytes > self._budget // 4:
+        if key in self._items or nbytes > self.budget // 4:
             return
         self._items[key] = (value, nbytes)
         self._bytes += nbytes
-        while self._bytes > self._budget:
+        while self._bytes > self.budget:
             _, (_, n) = self._items.popitem(last=False)
             self._bytes -= n
 
@@ -292,7 +292,13 @@ class Coordinator:
             self._record_validated(deferred)
 
     def _reload(self) -> None:
+        """Back to the committed state: the scheduler replayed, and every cache dropped
+        (replica ids are reused by the replay, so a cached header could name another
+        result)."""
         self.scheduler = Scheduler()
+        self._headers.clear()
+        self._states = _ByteLRU(self._states.budget)
+        self._boundaries = _ByteLRU(self._boundaries.budget)
         self._recorded.clear()
         self._registered.clear()
         self._jobs_in_ledger.clear()
