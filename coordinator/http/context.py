@@ -1,0 +1,216 @@
+"""What the HTTP handlers share: the service's configuration, the coordinator's thread,
+accounts, authentication and rate limits, and what the service remembers of its jobs,
+assignments and volunteers."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import Request
+
+from coordinator.accounts import Accounts, key_hash
+from coordinator.folder import owned
+from coordinator.http.auth import RateLimiter, VolunteerAuth, bearer_token
+from coordinator.http.errors import ApiError
+from coordinator.http.ledger_index import LedgerIndex
+from coordinator.http.loop import CoordinatorThread
+from coordinator.http.middleware import Metrics
+from coordinator.http.wire import Assignment
+from coordinator.service import Coordinator
+from ledger.log import Log
+from worker.tasks import ComputeTask, SpotCheckTask
+from worker.wire import encode_task
+
+#: How long a running service trusts a lab key it checked (``foldnet lab revoke`` takes
+#: hold within this time).
+LAB_KEY_CACHE_S = 30.0
+
+API_VERSION = "v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """Limits of one service; the defaults suit a public deployment on a small machine."""
+
+    max_json_bytes: int = 1 << 20
+    max_job_bytes: int = 16 << 20  # a PDB upload
+    max_result_bytes: int = 64 << 20
+    max_job_steps: int = 5 * 10**8  # steps of one job in all (runs x clones x gens x steps)
+    max_slots: int = 8  # WUs in one pull
+    page_max: int = 100
+    lab_rate: float = 20.0
+    lab_burst: float = 60.0
+    volunteer_rate: float = 50.0
+    volunteer_burst: float = 200.0
+    register_rate: float = 5.0  # per client address
+    register_burst: float = 50.0
+    signature_window_s: float = 300.0
+    idle_retry_s: float = 5.0  # what a volunteer is told to wait when there is no work
+    tick_s: float = 0.2
+    beacon_interval_s: float = 0.5
+    checkpoint_every: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    lab: str
+    name: str
+    submitted_at: float
+
+
+class Service:
+    """Everything the handlers share: the coordinator thread, accounts, auth, limits."""
+
+    def __init__(self, workdir: str | Path, config: ServiceConfig) -> None:
+        self.workdir = Path(workdir)
+        self.config = config
+        self.metrics = Metrics()
+        self.vauth = VolunteerAuth(window_s=config.signature_window_s)
+        self.lab_limit = RateLimiter(config.lab_rate, config.lab_burst)
+        self.vol_limit = RateLimiter(config.volunteer_rate, config.volunteer_burst)
+        self.reg_limit = RateLimiter(config.register_rate, config.register_burst)
+        self.labs_by_hash: dict[str, tuple[str, float]] = {}  # key hash -> (lab, valid until)
+        self.jobs: dict[str, JobInfo] = {}
+        self.assignments: dict[int, Assignment] = {}
+        self.checks: dict[int, tuple[bytes, bytes, float]] = {}  # (volunteer, wu, deadline)
+        self._pruned = 0.0
+        self.systems: dict[str, bytes] = {}  # encoded systems handed out, by digest hex
+        self.ledger = LedgerIndex()
+        self.last_checkpoint = float("-inf")  # monotonic time of one signed for proofs
+        self.classes: dict[bytes, tuple[str, str]] = {}  # key -> (det class, engine) declared
+        self.outcomes = {"validated": 0, "invalidated": 0, "failed": 0, "completed": 0}
+        self.accounts: Accounts | None = None
+        self.thread: CoordinatorThread | None = None
+        self._stack = contextlib.ExitStack()
+        self.log: Log | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stack.enter_context(owned(self.workdir))
+        try:
+            self.accounts = Accounts.in_folder(self.workdir)
+            self._stack.callback(self.accounts.close)
+            self.vauth.registered = self.accounts.volunteer_keys()
+            cfg = self.config
+            self.thread = CoordinatorThread(
+                lambda: Coordinator.local(
+                    self.workdir,
+                    checkpoint_every=cfg.checkpoint_every,
+                    beacon_interval_s=cfg.beacon_interval_s,
+                ),
+                tick_s=cfg.tick_s,
+                after_batch=self._after_batch,
+            )
+            self.thread.start()
+            self._stack.callback(self.thread.stop)
+            known = {j.job: j for j in self.accounts.jobs()}
+            now = time.time()
+
+            def index(c: Coordinator) -> list[tuple[str, str]]:
+                return [
+                    (job, str((c.store.job(job) or {}).get("lab", ""))) for job in c.scheduler.jobs
+                ]
+
+            self.log = self.thread.call_sync(lambda c: c.log)
+            for job, lab in self.thread.call_sync(index):
+                info = known.get(job)
+                self.jobs[job] = JobInfo(
+                    lab, info.name if info else "", info.submitted_at if info else now
+                )
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def _after_batch(self, c: Coordinator) -> None:
+        out = c.drain()  # keeps the coordinator's instruction buffer from growing
+        self.outcomes["validated"] += len(out.validated)
+        self.outcomes["invalidated"] += len(out.invalidated)
+        self.outcomes["failed"] += len(out.failed)
+        self.outcomes["completed"] += len(out.completed)
+        now = c.clock()
+        if now - self._pruned > 5.0:  # work long past its deadline was reissued by now
+            self._pruned = now
+            for rid in [r for r, a in list(self.assignments.items()) if a.deadline < now - 60]:
+                self.assignments.pop(rid, None)
+            for cid in [k for k, v in list(self.checks.items()) if v[2] < now - 60]:
+                self.checks.pop(cid, None)
+
+    def coordinator(self) -> CoordinatorThread:
+        if self.thread is None or not self.thread.alive:
+            raise ApiError(503, "unavailable", "the coordinator is not running; retry later")
+        return self.thread
+
+    def ledger_log(self) -> Log:
+        """The coordinator's ledger, for the auditor's endpoints (ledger.http), which read
+        only its file path and open read-only connections of their own."""
+        if self.log is None:
+            raise ApiError(503, "unavailable", "the coordinator is not running")
+        return self.log
+
+    # -- who is asking ---------------------------------------------------------------------
+
+    async def lab(self, request: Request) -> str:
+        token = bearer_token(request.headers)
+        h = key_hash(token)
+        cached = self.labs_by_hash.get(h)
+        now = time.monotonic()
+        lab = cached[0] if cached is not None and cached[1] > now else None
+        if lab is None:
+            assert self.accounts is not None
+            accounts = self.accounts
+            host = request.client.host if request.client else "?"
+            self.reg_limit.check(("lab-key", host))  # unknown keys cost a database read
+            lab = await anyio.to_thread.run_sync(lambda: accounts.lab_for_key(token))
+            if lab is None:
+                raise ApiError(
+                    403,
+                    "bad_api_key",
+                    "this API key is not valid; the operator creates lab keys with "
+                    "'foldnet lab add NAME'",
+                )
+            self.labs_by_hash[h] = (lab, now + LAB_KEY_CACHE_S)  # so a revocation takes hold
+        self.lab_limit.check(("lab", lab))
+        return lab
+
+    def volunteer(self, request: Request, body: bytes, *, registering: bool = False) -> bytes:
+        query = request.url.query
+        target = request.url.path + (f"?{query}" if query else "")
+        key = self.vauth.verify(
+            request.method, target, request.headers, body, registering=registering
+        )
+        self.vol_limit.check(key)
+        return key
+
+    def hand_out(self, key: bytes, got: list[Any]) -> list[dict[str, Any]]:
+        """Remember what was handed out (after its commit) and encode it for the wire."""
+        tasks = []
+        for task, system, eng, assignment, deadline in got:
+            if isinstance(task, ComputeTask):
+                self.assignments[task.replica] = assignment
+            elif isinstance(task, SpotCheckTask):
+                self.checks[task.check] = (key, task.wu_id, deadline)
+            tasks.append({**encode_task(task, system, eng), "deadline": deadline})
+        return tasks
+
+    def next_pull(self, key: bytes, n: int) -> tuple[str, int, str] | None:
+        """(class, slots, engine) for work pulled with an upload (``?next=N``), using the
+        class the volunteer declared in its last ``/v1/work``."""
+        if n <= 0 or key not in self.classes:
+            return None
+        dkey, engine = self.classes[key]
+        return dkey, min(n, self.config.max_slots), engine
+
+    def own_job(self, lab: str, job: str) -> JobInfo:
+        info = self.jobs.get(job)
+        if info is None or info.lab != lab:
+            raise ApiError(404, "not_found", f"no job {job[:64]!r} among this lab's jobs")
+        return info
