@@ -95,6 +95,7 @@ def decode_event(text: str) -> Event:
                 tuple(_bytes(d) for d in body["end_digests"]),
                 body["det_class"],
                 body["now"],
+                body.get("agrees"),
             )
         cls = _TYPES[kind]
         return cls(**body)

@@ -43,6 +43,9 @@ from coordinator.jobs import JobSpec, TrajectoryKey, wu_id
 
 ADAPTIVE_MIN_STREAK = 10
 DEFAULT_QUOTA = 4
+#: Engines whose spot-checks may be recomputed in another determinism class and compared
+#: with a tolerance (see ``sims.engine.Engine.cross_class_tolerance``).
+CROSS_CLASS_ENGINES = frozenset({"go"})
 #: How finely the scheduler tracks when a volunteer was last online (seconds).
 SEEN_GRAIN_S = 60.0
 MIN_QUOTA = 1
@@ -130,6 +133,10 @@ class SpotCheckReturned:
     end_digests: tuple[bytes, ...]  # digest of the state at the end of each checked segment
     det_class: str
     now: float
+    #: For a check from another determinism class: whether the coordinator found its end
+    #: states within the engine's tolerance of the claimed ones (None: same class, digests
+    #: are compared bit for bit).
+    agrees: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +448,9 @@ class Scheduler:
                 break
             chk = self.checks[check_id]
             w = self.wus[chk.wu]
-            if ev.det_class != w.det_class or ev.volunteer in self._claimants(w):
+            if ev.volunteer in self._claimants(w):
+                continue
+            if ev.det_class != w.det_class and not self._cross_class_ok(w, ev.now):
                 continue
             if ev.engine and w.unit.spec.engine != ev.engine:
                 continue
@@ -514,7 +523,7 @@ class Scheduler:
             w.state = "spot_checking"
             self._check_queue[chk.id] = None
             if w.group:
-                if not self._auditor_online(w, ev.now):
+                if not self._checker_online(w, ev.now):
                     self._transition_audit_queued_skipped(w, chk, out)
                     continue
                 self._start_audit_wait(w, chk, ev.now)
@@ -529,7 +538,11 @@ class Scheduler:
         rep = self.replicas[chk.replica]
         assert rep.claim is not None
         claimed = tuple(rep.claim.boundary_digests[k + 1] for k in chk.segments)
-        if ev.det_class == w.det_class and ev.end_digests == claimed:
+        if ev.det_class == w.det_class:
+            agrees = ev.end_digests == claimed
+        else:  # compared with the engine's tolerance by the coordinator, which has the states
+            agrees = bool(ev.agrees) and w.unit.spec.engine in CROSS_CLASS_ENGINES
+        if agrees:
             if w.group:  # an audited quorum: all of it is valid
                 group = [self.replicas[r] for r in w.group]
                 w.group = []
@@ -594,7 +607,7 @@ class Scheduler:
             vol.seen.clear()
             for cid in list(self._check_queue):
                 w = self.wus[self.checks[cid].wu]
-                if w.group and not self._auditor_online(w, ev.now):
+                if w.group and not self._checker_online(w, ev.now):
                     self._transition_audit_queued_skipped(w, self.checks[cid], out)
 
     # -- transitions -----------------------------------------------------------------------
@@ -769,15 +782,32 @@ class Scheduler:
         agreeing = fresh + (disputed if vindicated else [])
         self._transition_in_progress_validated(w, final, agreeing, out)
 
-    def _auditor_online(self, w: _WU, now: float) -> bool:
-        """Whether a volunteer who may audit ``w`` asked for work of its class lately."""
+    def _cross_class_ok(self, w: _WU, now: float) -> bool:
+        """Whether a check of ``w`` may go to another determinism class: only for engines
+        whose segments can be compared with a tolerance, and only when no volunteer of
+        ``w``'s own class who may check it is online (a bit-for-bit check is cheaper and
+        stricter, so it is preferred)."""
+        if w.unit.spec.engine not in CROSS_CLASS_ENGINES:
+            return False
+        return not self._checker_online(w, now, same_class=True)
+
+    def _checker_online(self, w: _WU, now: float, *, same_class: bool = False) -> bool:
+        """Whether a volunteer who may check ``w`` asked for work lately: of ``w``'s class,
+        or (engines compared with a tolerance, unless ``same_class``) of any class."""
         assert w.det_class is not None
+        classes = (
+            None
+            if (w.unit.spec.engine in CROSS_CLASS_ENGINES and not same_class)
+            else {w.det_class}
+        )
         claimants = self._claimants(w)
         horizon = w.unit.spec.deadline_s + SEEN_GRAIN_S
         return any(
-            now - v.seen.get(w.det_class, -math.inf) <= horizon
+            now - t <= horizon
             for v in self.volunteers.values()
             if v.id not in claimants
+            for c, t in v.seen.items()
+            if classes is None or c in classes
         )
 
     def _claimants(self, w: _WU) -> set[str]:

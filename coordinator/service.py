@@ -472,15 +472,44 @@ class Coordinator:
         result.verify()
         if result.worker_key != volunteer_key:
             raise ProtocolError("spot check signed by another key than the volunteer's")
+        chk = self.scheduler.checks.get(result.check)
+        if chk is None or chk.volunteer != volunteer_key.hex() or chk.state != "assigned":
+            raise ProtocolError(f"spot check {result.check} is not assigned to this volunteer")
+        det = det_class_key(result.determinism)
+        wu = self.scheduler.wus[chk.wu]
+        agrees = None if det == wu.det_class else self._agrees_across_classes(chk.id, result)
         self._apply(
             SpotCheckReturned(
-                result.check,
-                volunteer_key.hex(),
-                result.end_digests,
-                det_class_key(result.determinism),
-                self.clock(),
+                result.check, volunteer_key.hex(), result.end_digests, det, self.clock(), agrees
             )
         )
+
+    def _agrees_across_classes(self, check_id: int, result: SpotCheckResult) -> bool:
+        """A check from another determinism class: its end states (bound to its signed
+        digests) against the claimed boundary states, within the engine's tolerance."""
+        chk = self.scheduler.checks[check_id]
+        wu = self.scheduler.wus[chk.wu].unit
+        system = self._system(wu.spec.system_digest)
+        tolerance = self._engines.get(system).cross_class_tolerance(wu.spec.segment_steps)
+        ends = result.end_states
+        if (
+            tolerance is None
+            or tuple(result.segments) != tuple(chk.segments)
+            or len(ends) != len(chk.segments)
+            or any(s.digest() != d for s, d in zip(ends, result.end_digests, strict=True))
+        ):
+            return False
+        claimed = self._boundary_states(chk.replica, [k + 1 for k in chk.segments])
+        for mine, theirs in zip(ends, claimed, strict=True):
+            if mine.n_atoms != theirs.n_atoms:
+                return False
+            worst = max(
+                float(np.max(np.abs(mine.positions - theirs.positions))),
+                float(np.max(np.abs(mine.velocities - theirs.velocities))),
+            )
+            if not worst <= tolerance:
+                return False
+        return True
 
     def fail(self, volunteer_key: bytes, replica: int, reason: str) -> None:
         self._apply(ReplicaFailed(replica, volunteer_key.hex(), reason[:500], self.clock()))

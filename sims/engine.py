@@ -114,6 +114,12 @@ class Engine(abc.ABC):
     def degrees_of_freedom(self) -> int:
         return 3 * self.n_atoms - 3
 
+    def cross_class_tolerance(self, steps: int) -> float | None:
+        """How far (max abs difference of positions and of velocities) an honest recomputation
+        of ``steps`` steps in another determinism class may land from the original, or None
+        if the dynamics diverge too fast for any tolerance to mean something."""
+        return None
+
     # -- shared driver -------------------------------------------------------------------
 
     def _check_inputs(self, state: State, spec: RunSpec) -> None:

@@ -3,6 +3,8 @@ SQLite, real ledger; volunteers are in-process workers, some of them dishonest."
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 
@@ -12,10 +14,11 @@ from coordinator.service import Coordinator, det_class_key
 from ledger import entries as le
 from ledger import run_audit
 from sims.go import GoEngine, GoModel
+from sims.state import State
 from worker.adversary import BEHAVIOURS
 from worker.identity import Identity
 from worker.systems import EngineCache, system_digest
-from worker.tasks import ComputeTask, spot_check
+from worker.tasks import ComputeTask, SpotCheckTask, spot_check
 
 
 class Volunteer:
@@ -238,4 +241,74 @@ def test_a_fabricated_result_fails_the_physics_sanity_check_before_any_compariso
     for inv in out.invalidated:
         assert "kinetic temperature" in inv.reason or "bond" in inv.reason, inv.reason
     assert coord.credits() == {}
+    coord.close()
+
+
+OTHER_CLASS = '{"engine":"go","platform":"another-cpu"}'
+
+
+def _as_other_class(r, identity: Identity, end_states=None):
+    """The same recomputation, reported from another determinism class (re-signed)."""
+    states = r.end_states if end_states is None else end_states
+    unsigned = dataclasses.replace(
+        r,
+        determinism=OTHER_CLASS,
+        end_digests=tuple(s.digest() for s in states),
+        end_states=states,
+        signature=b"",
+    )
+    return dataclasses.replace(unsigned, signature=identity.sign(unsigned.message()))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "credited"),
+    [
+        ("none", True),  # honest, other bits: within the Go engine's tolerance
+        ("nudge", False),  # end states 1e-3 A away from the claim
+        ("mismatch", False),  # end states that are not the ones the digests were signed for
+    ],
+)
+def test_a_spot_check_from_another_determinism_class_is_compared_with_a_tolerance(
+    tmp_path, model, tamper, credited
+):
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    a, x = Volunteer(), Volunteer()
+    small_job(coord, model, audit_rate=0.0)
+    a.work(coord, model)  # registers A, so it can be given a long streak
+    coord.scheduler._volunteer(a.key.hex()).streak = 10**6  # its next WUs go unreplicated
+    job = small_job(coord, model, audit_rate=0.0)
+    tasks = [t for t in coord.request_work(a.key, a.det_class(model), 2) if t.wu_id]
+    unreplicated = [t for t in tasks if coord.scheduler.wus[t.wu_id].required == 1]
+    assert unreplicated
+    for t in tasks:
+        coord.submit_result(a.key, t.replica, a.behaviour(t, a.engines, a.identity))
+    coord.tick()  # the beacon: the spot-checks are drawn
+    other = det_class_key(OTHER_CLASS)
+    checks = [t for t in coord.request_work(x.key, other, 4) if isinstance(t, SpotCheckTask)]
+    assert checks  # nobody of A's class may check it, so another class does
+    for t in checks:
+        honest = spot_check(t, engines=x.engines, identity=x.identity)
+        assert len(honest.end_states) == len(t.segments)
+        if tamper == "nudge":
+            nudged = tuple(
+                State(positions=s.positions + 1e-3, velocities=s.velocities, step=s.step)
+                for s in honest.end_states
+            )
+            report = _as_other_class(honest, x.identity, nudged)
+        elif tamper == "mismatch":
+            good = _as_other_class(honest, x.identity)
+            wrong = tuple(
+                State(positions=s.positions + 1e-3, velocities=s.velocities, step=s.step)
+                for s in good.end_states
+            )
+            report = dataclasses.replace(good, end_states=wrong)  # digests still the old ones
+        else:
+            report = _as_other_class(honest, x.identity)
+        coord.submit_spot_check(x.key, report)
+    out = coord.drain()
+    checked = {t.wu_id for t in checks}
+    validated = {v.wu.id for v in out.validated if v.wu.job == job}
+    invalidated = {i.wu.id for i in out.invalidated if i.wu.job == job}
+    assert (checked <= validated) is credited
+    assert (checked <= invalidated) is (not credited)
     coord.close()

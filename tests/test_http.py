@@ -28,6 +28,7 @@ from sims.go import GoEngine, GoModel
 from sims.spec import RunSpec
 from worker.arrays import pack_arrays, read_container
 from worker.client import HttpVolunteer
+from worker.errors import WireError
 from worker.identity import Identity
 from worker.result import sign_result
 from worker.systems import EngineCache, decode_system
@@ -487,3 +488,24 @@ def test_an_openmm_job_from_a_sequence_is_accepted_and_reports_ns(tmp_path):
         }
         _error(lab.post("/v1/jobs", json=job | {"temperature": 5000.0}), 422, "invalid_input")
         _error(lab.post("/v1/jobs", json=job | {"sequence": "AXZ"}), 422)
+
+
+def test_a_spot_check_with_its_end_states_survives_the_wire(tmp_path, villin_pdb):
+    from worker.tasks import SpotCheckTask, spot_check
+    from worker.wire import decode_spot_check, encode_spot_check
+
+    model = GoModel.from_pdb(villin_pdb)
+    engines = EngineCache()
+    start = GoEngine(model).initial_state(temperature=0.8, seed=1)
+    spec = RunSpec(steps=200, segment_steps=100, report_steps=100, temperature=0.8, seed=5)
+    task = SpotCheckTask(b"\7" * 32, 3, model, spec, (1,), (start,))
+    r = spot_check(task, engines=engines, identity=Identity.ephemeral())
+    assert len(r.end_states) == 1  # the Go engine compares across classes: states travel
+    back = decode_spot_check(json.loads(json.dumps(encode_spot_check(r))))
+    back.verify()
+    assert back.end_digests == r.end_digests
+    assert back.end_states[0].digest() == r.end_states[0].digest() == r.end_digests[0]
+    doc = encode_spot_check(r)
+    doc["end_states"] = [{"step": 0, "positions": "not an array"}]
+    with pytest.raises(WireError, match="end_states"):
+        decode_spot_check(doc)

@@ -575,3 +575,55 @@ def test_when_the_last_possible_auditor_is_lost_the_audit_is_skipped(hs):
     hs(NodeLost("C", 20.0))
     (v,) = hs.of(Validated)  # nobody else could audit it: no need to wait out the deadline
     assert {x for _, x in v.valid} == {"A", "B"}
+
+
+def test_a_check_goes_to_another_class_only_when_nobody_of_its_own_is_online(hs):
+    """Go segments can be compared across determinism classes with a tolerance; a bit-exact
+    check in the WU's own class is preferred while someone of that class is online."""
+    hs(JobSubmitted("j", spec(audit_rate=1.0, deadline_s=100.0), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    assert hs.request("C") == []  # C, of the WU's class, is online
+    hs.ret(a)
+    hs.ret(b)
+    hs(BeaconPublished(h("checkpoint"), now=0.0))
+    assert not [
+        i for i in hs(WorkRequested("X", "arm-neon", 1, 1.0)) if isinstance(i, DispatchSpotCheck)
+    ]
+    hs(NodeLost("C", 2.0))  # C leaves: X, of another class, may take the audit now
+    (chk,) = [
+        i for i in hs(WorkRequested("X", "arm-neon", 1, 3.0)) if isinstance(i, DispatchSpotCheck)
+    ]
+    hs(SpotCheckReturned(chk.check, "X", (h("other bits"),) * 2, "arm-neon", 4.0, agrees=True))
+    (v,) = hs.of(Validated)  # the coordinator found X's states within tolerance
+    assert {x for _, x in v.valid} == {"A", "B"}
+
+
+def test_a_cross_class_check_that_disagrees_condemns_an_unreplicated_claim(hs):
+    hs(JobSubmitted("j", spec(), (h("s"),)))
+    hs.s._volunteer("A").streak = 10**6  # an established volunteer: its WU goes unreplicated
+    (a,) = hs.request("A")
+    assert hs.s.wus[a.wu.id].required == 1
+    hs.ret(a, fake_claim(a))
+    hs(BeaconPublished(h("checkpoint"), now=0.0))
+    (chk,) = [
+        i for i in hs(WorkRequested("X", "arm-neon", 1, 1.0)) if isinstance(i, DispatchSpotCheck)
+    ]
+    hs(
+        SpotCheckReturned(
+            chk.check, "X", (h("e"),) * len(chk.segments), "arm-neon", 2.0, agrees=False
+        )
+    )
+    assert [i.volunteer for i in hs.of(Invalidated)] == ["A"] and not hs.of(GrantCredit)
+
+
+def test_engines_without_a_tolerance_keep_checks_in_their_class(hs):
+    hs(JobSubmitted("j", spec(engine="openmm", audit_rate=0.0), (h("s"),)))
+    hs.s._volunteer("A").streak = 10**6
+    (a,) = hs.request("A")
+    hs.ret(a)
+    hs(BeaconPublished(h("checkpoint"), now=0.0))
+    assert not [
+        i for i in hs(WorkRequested("X", "cuda", 1, 1.0)) if isinstance(i, DispatchSpotCheck)
+    ]
+    assert [i for i in hs(WorkRequested("B", CLASS, 1, 1.0)) if isinstance(i, DispatchSpotCheck)]

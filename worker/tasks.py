@@ -57,6 +57,9 @@ class SpotCheckResult:
     determinism: str
     worker_key: bytes
     signature: bytes
+    #: The recomputed end states (their digests are ``end_digests``, which the signature
+    #: covers), sent when the engine allows comparing them across determinism classes.
+    end_states: tuple[State, ...] = ()
 
     def message(self) -> bytes:
         return (
@@ -96,10 +99,12 @@ def compute(
 
 def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity) -> SpotCheckResult:
     engine = engines.get(task.system)
-    ends = tuple(
-        engine.run_segment(start, task.spec, k).digest()
+    states = tuple(
+        engine.run_segment(start, task.spec, k)
         for k, start in zip(task.segments, task.start_states, strict=True)
     )
+    ends = tuple(s.digest() for s in states)
+    shared = engine.cross_class_tolerance(task.spec.segment_steps) is not None
     unsigned = SpotCheckResult(
         task.wu_id,
         task.check,
@@ -117,4 +122,5 @@ def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity)
         unsigned.determinism,
         identity.public_key,
         identity.sign(unsigned.message()),
+        states if shared else (),
     )

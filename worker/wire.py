@@ -396,12 +396,14 @@ def encode_spot_check(r: SpotCheckResult) -> dict[str, Any]:
         "determinism": r.determinism,
         "worker_key": r.worker_key.hex(),
         "signature": r.signature.hex(),
+        "end_states": [encode_state(st) for st in r.end_states],
     }
 
 
-def decode_spot_check(doc: dict[str, Any]) -> SpotCheckResult:
+def decode_spot_check(doc: dict[str, Any], *, max_state_bytes: int = 1 << 20) -> SpotCheckResult:
     segments = get_list(doc, "segments", 10**4)
     ends = get_list(doc, "end_digests", 10**4)
+    states = get_list(doc, "end_states", 10**4) if "end_states" in doc else []
     return SpotCheckResult(
         get_hex(doc, "wu_id", 32),
         get_int(doc, "check", 1, 2**62),
@@ -410,4 +412,5 @@ def decode_spot_check(doc: dict[str, Any]) -> SpotCheckResult:
         get_str(doc, "determinism", 4096),
         get_hex(doc, "worker_key", 32),
         get_hex(doc, "signature", 64),
+        tuple(decode_state(st, f"end_states[{i}]", max_state_bytes) for i, st in enumerate(states)),
     )

