@@ -53,9 +53,16 @@ class EngineCache:
         self._capacity = capacity
         self._threads = threads
         self._platform = platform
+        #: The last system asked for and its digest: hashing a model on every task costs as
+        #: much as a tiny task's dynamics. Systems are immutable once prepared.
+        self._last: tuple[SystemDefinition, bytes] | None = None
 
     def get(self, system: SystemDefinition) -> Engine:
-        key = system_digest(system)
+        if self._last is not None and self._last[0] is system:
+            key = self._last[1]
+        else:
+            key = system_digest(system)
+            self._last = (system, key)
         engine = self._engines.get(key)
         if engine is None:
             if isinstance(system, GoModel):
