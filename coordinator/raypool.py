@@ -42,9 +42,40 @@ class VolunteerSpec:
     num_cpus: float = 1.0
 
 
-#: Tiny tasks are sent in batches of about this much compute per Ray call.
+#: Tiny tasks are sent in batches of about this much compute per Ray call, and a volunteer
+#: is kept about two batches deep so that it never waits for a round trip.
 BATCH_TARGET_S = 0.05
 MAX_TASKS_PER_CALL = 64
+
+
+def task_work(task: Task) -> float:
+    """The size of a task in particle-steps: what its compute time is proportional to."""
+    if isinstance(task, ComputeTask):
+        return float(task.spec.steps * task.input_state.n_atoms)
+    n_atoms = task.start_states[0].n_atoms if task.start_states else 0
+    return float(len(task.segments) * task.spec.segment_steps * n_atoms)
+
+
+def plan_calls(tasks: list[Task], seconds_per_work: float | None) -> list[list[Task]]:
+    """Group a volunteer's new tasks into Ray calls: consecutive tasks share a call while
+    their estimated compute stays under ``BATCH_TARGET_S``; a long task (or any task while
+    the volunteer's speed is unknown) travels alone, so its result is back as soon as it
+    is done."""
+    if seconds_per_work is None:
+        return [[t] for t in tasks]
+    calls: list[list[Task]] = []
+    current: list[Task] = []
+    est = 0.0
+    for t in tasks:
+        cost = task_work(t) * seconds_per_work
+        if current and (est + cost > BATCH_TARGET_S or len(current) >= MAX_TASKS_PER_CALL):
+            calls.append(current)
+            current, est = [], 0.0
+        current.append(t)
+        est += cost
+    if current:
+        calls.append(current)
+    return calls
 
 
 @dataclass(slots=True)
@@ -55,16 +86,24 @@ class _Member:
     classes: dict[bytes, str] = field(default_factory=dict)
     in_flight: int = 0
     alive: bool = True
-    task_s: float | None = None  # running mean of compute seconds per task
+    #: running mean of compute seconds per particle-step, measured by the actor
+    seconds_per_work: float | None = None
+    queued_s: float = 0.0  # estimated compute of the tasks in flight
 
-    def capacity(self) -> tuple[int, int]:
-        """(tasks in flight at most, tasks per Ray call). Long WUs go one per call, up to
-        ``spec.slots`` at once; tiny ones in batches, two batches deep, so the actor never
-        waits for a round trip."""
-        if self.task_s is None or self.task_s >= BATCH_TARGET_S:
-            return self.spec.slots, 1
-        per_call = min(MAX_TASKS_PER_CALL, max(1, int(BATCH_TARGET_S / max(self.task_s, 1e-5))))
-        return max(self.spec.slots, 2 * per_call), per_call
+    def estimate(self, tasks: list[Task]) -> float:
+        spw = self.seconds_per_work
+        return 0.0 if spw is None else spw * sum(task_work(t) for t in tasks)
+
+    def wants(self) -> int:
+        """How many more tasks to ask for now: up to ``spec.slots`` in flight, and beyond
+        that only while the queued work is short (tiny tasks), one probe at a time until
+        their size is known, so a volunteer never hoards long WUs."""
+        room = self.spec.slots - self.in_flight
+        if room > 0:
+            return room
+        if self.seconds_per_work is None or self.queued_s >= 2 * BATCH_TARGET_S:
+            return 0
+        return 1
 
 
 def discover_volunteers() -> list[VolunteerSpec]:
@@ -100,7 +139,7 @@ class RayPool:
         for m, (key, _pid) in zip(self.members, hellos, strict=True):
             m.key = key
             coordinator.register(key, name=m.spec.resource)
-        self._pending: dict[Any, tuple[_Member, list[Task]]] = {}
+        self._pending: dict[Any, tuple[_Member, list[Task], float]] = {}
         self._turn = 0
 
     def _det_class(self, m: _Member, system: SystemDefinition) -> str:
@@ -110,33 +149,51 @@ class RayPool:
             m.classes[digest] = det_class_key(canonical)
         return m.classes[digest]
 
+    def _request(self, m: _Member, systems: list[SystemDefinition], n: int) -> list[Task] | None:
+        got: list[Task] = []
+        for system in systems:
+            if len(got) >= n:
+                break
+            try:
+                det = self._det_class(m, system)
+            except (RayActorError, GetTimeoutError):
+                self._lose(m)
+                return None
+            got.extend(self.coordinator.request_work(m.key, det, n - len(got)))
+        return got
+
     def _feed(self, systems: list[SystemDefinition]) -> list[tuple[_Member, list[Task]]]:
         """Ask the coordinator for work for every volunteer with room; the calls to send."""
         calls: list[tuple[_Member, list[Task]]] = []
         # Rotate who asks first, so that no volunteer is starved by list order.
         self._turn = (self._turn + 1) % len(self.members)
         for m in self.members[self._turn :] + self.members[: self._turn]:
-            limit, per_call = m.capacity()
-            if not m.alive or m.in_flight >= limit:
-                continue
             got: list[Task] = []
-            for system in systems:
-                free = limit - m.in_flight - len(got)
-                if free <= 0:
+            while m.alive and (n := m.wants()) > 0:
+                if m.in_flight >= m.spec.slots and got:
+                    # Beyond the slots: after a probe, take as many more as fit the target.
+                    per = m.estimate(got[-1:])
+                    n = max(
+                        1,
+                        min(
+                            MAX_TASKS_PER_CALL,
+                            int((2 * BATCH_TARGET_S - m.queued_s) / max(per, 1e-9)),
+                        ),
+                    )
+                new = self._request(m, systems, n)
+                if not new:
                     break
-                try:
-                    det = self._det_class(m, system)
-                except (RayActorError, GetTimeoutError):
-                    self._lose(m)
+                got.extend(new)
+                m.in_flight += len(new)
+                m.queued_s += m.estimate(new)
+                if m.in_flight >= MAX_TASKS_PER_CALL * 2:
                     break
-                got.extend(self.coordinator.request_work(m.key, det, free))
-            m.in_flight += len(got)
-            calls.extend((m, got[i : i + per_call]) for i in range(0, len(got), per_call))
+            calls.extend((m, call) for call in plan_calls(got, m.seconds_per_work))
         return calls
 
     def _send(self, calls: list[tuple[_Member, list[Task]]]) -> None:
         for m, tasks in calls:
-            self._pending[m.actor.run_batch.remote(tasks)] = (m, tasks)
+            self._pending[m.actor.run_batch.remote(tasks)] = (m, tasks, m.estimate(tasks))
 
     def _lose(self, m: _Member) -> None:
         if m.alive:
@@ -145,8 +202,9 @@ class RayPool:
             self.coordinator.node_lost(m.key)
 
     def _collect(self, ref: Any) -> None:
-        m, tasks = self._pending.pop(ref)
+        m, tasks, estimate = self._pending.pop(ref)
         m.in_flight -= len(tasks)
+        m.queued_s = max(0.0, m.queued_s - estimate)
         try:
             results, busy_s = ray.get(ref)
         except RayActorError:
@@ -158,8 +216,12 @@ class RayPool:
             log.warning("volunteer %s answered %d tasks with %d results", m.spec.resource,
                         len(tasks), len(results))  # fmt: skip
             return  # the replicas time out and are reissued
-        per_task = busy_s / len(tasks)
-        m.task_s = per_task if m.task_s is None else 0.8 * m.task_s + 0.2 * per_task
+        work = sum(task_work(t) for t in tasks)
+        if work > 0 and busy_s > 0:
+            spw = busy_s / work
+            m.seconds_per_work = (
+                spw if m.seconds_per_work is None else 0.8 * m.seconds_per_work + 0.2 * spw
+            )
         for task, result in zip(tasks, results, strict=True):
             try:
                 if isinstance(result, TaskFailed):
