@@ -90,11 +90,7 @@ def through_ray(model: GoModel, *, clones: int, steps: int, workdir: Path) -> tu
         VolunteerSpec(resource=f"vol:b{i}", key_path=str(workdir / f"b{i}.key"), slots=2)
         for i in range(2)
     ]
-    with local_ray(
-        num_cpus=2,
-        resources={v.resource: 1 for v in vols},
-        tmpdir=tempfile.mkdtemp(prefix="fnbench-", dir="/tmp"),
-    ):
+    with local_ray(num_cpus=2, resources={v.resource: 1 for v in vols}):  # its own temp folder
         pool = RayPool(coord, vols)
         # Warm up: compile kernels and determinism classes in the actors, outside the timing.
         pool.run([model], until=lambda: True)
