@@ -40,6 +40,20 @@ _STATUS_CODES = {
 }
 
 
+#: The project's exceptions and their answers (a handler is chosen by the exception's class
+#: hierarchy, most specific first, so the order here does not matter).
+_MAPPED: dict[type[Exception], tuple[int, str]] = {
+    SubmissionError: (422, "invalid_job"),
+    ProtocolError: (409, "conflict"),
+    WireError: (422, "invalid_body"),
+    ResultError: (422, "invalid_result"),
+    SimsError: (422, "invalid_input"),
+    WorkerError: (422, "invalid_input"),
+    CoordinatorError: (400, "bad_request"),
+    LedgerError: (400, "bad_request"),
+}
+
+
 class ApiError(Exception):
     """An answer other than success: HTTP status, stable code, human detail."""
 
@@ -73,6 +87,13 @@ def _validation_detail(errors: Any) -> str:
     return "; ".join(parts) or "the request does not match the schema"
 
 
+def _plain_handler(status: int, code: str) -> Any:
+    async def handler(_r: Request, e: Exception) -> JSONResponse:
+        return error_response(status, code, str(e))
+
+    return handler
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn exceptions into the JSON error shape."""
 
@@ -89,41 +110,12 @@ def install(app: FastAPI) -> None:
         code = _STATUS_CODES.get(e.status_code, "error")
         return error_response(e.status_code, code, str(e.detail), dict(e.headers or {}))
 
-    @app.exception_handler(SubmissionError)
-    async def _submission(_r: Request, e: SubmissionError) -> JSONResponse:
-        return error_response(422, "invalid_job", str(e))
-
-    @app.exception_handler(ProtocolError)
-    async def _protocol(_r: Request, e: ProtocolError) -> JSONResponse:
-        return error_response(409, "conflict", str(e))
-
-    @app.exception_handler(WireError)
-    async def _wire(_r: Request, e: WireError) -> JSONResponse:
-        return error_response(422, "invalid_body", str(e))
-
-    @app.exception_handler(ResultError)
-    async def _result(_r: Request, e: ResultError) -> JSONResponse:
-        return error_response(422, "invalid_result", str(e))
-
-    @app.exception_handler(SimsError)
-    async def _sims(_r: Request, e: SimsError) -> JSONResponse:
-        return error_response(422, "invalid_input", str(e))
-
-    @app.exception_handler(WorkerError)
-    async def _worker(_r: Request, e: WorkerError) -> JSONResponse:
-        return error_response(422, "invalid_input", str(e))
+    for kind, (status, code) in _MAPPED.items():
+        app.add_exception_handler(kind, _plain_handler(status, code))
 
     @app.exception_handler(CommitFailedError)
     async def _commit(_r: Request, e: CommitFailedError) -> JSONResponse:
         return error_response(503, "unavailable", f"{e}; nothing of it was kept: retry")
-
-    @app.exception_handler(CoordinatorError)
-    async def _coord(_r: Request, e: CoordinatorError) -> JSONResponse:
-        return error_response(400, "bad_request", str(e))
-
-    @app.exception_handler(LedgerError)
-    async def _ledger(_r: Request, e: LedgerError) -> JSONResponse:
-        return error_response(400, "bad_request", str(e))
 
     @app.exception_handler(Exception)
     async def _unexpected(r: Request, e: Exception) -> JSONResponse:
