@@ -277,11 +277,10 @@ def submit(
             answer = client.submit(job)
         console.print(f"submitted job [bold]{answer['job']}[/] to {target}")
         return
+    from coordinator.prepare import prepare_job
     from coordinator.runner import submit_job
 
-    job_id = submit_job(
-        Path(target),
-        lab=lab,
+    prepared = prepare_job(
         engine=engine,
         pdb=pdb,
         sequence=sequence,
@@ -295,6 +294,7 @@ def submit(
         temperature=temperature,
         min_quorum=quorum,
     )
+    job_id = submit_job(Path(target), lab=lab, job=prepared)
     console.print(f"submitted job [bold]{job_id}[/]; compute it with: foldnet run {target}")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from coordinator.errors import SubmissionError
 from coordinator.jobs import JobSpec
@@ -15,6 +15,12 @@ from sims.go import GoEngine, GoModel
 from sims.state import State
 from sims.structure import parse_pdb, read_pdb
 from worker.systems import SystemDefinition, system_digest
+
+
+class PreparedJob(NamedTuple):
+    system: SystemDefinition
+    starts: list[State]
+    spec: JobSpec
 
 
 def prepare_job(
@@ -35,7 +41,7 @@ def prepare_job(
     deadline_s: float = 600.0,
     audit_rate: float | None = None,
     seed: int = 1,
-) -> tuple[SystemDefinition, list[State], JobSpec]:
+) -> PreparedJob:
     """Validate the plan, then prepare the system once and the start states; stores nothing.
 
     The plan is checked before the (possibly slow) preparation, so a bad plan costs nothing.
@@ -90,4 +96,4 @@ def prepare_job(
     spec = spec_for(system_digest(system))
     eng.check_temperature(temperature)
     starts = [eng.initial_state(temperature=temperature, seed=seed + r) for r in range(runs)]
-    return system, starts, spec
+    return PreparedJob(system, starts, spec)

@@ -14,51 +14,20 @@ from pathlib import Path
 
 from coordinator.errors import CoordinatorError
 from coordinator.folder import owned
-from coordinator.prepare import prepare_job
+from coordinator.prepare import PreparedJob
 from coordinator.raylocal import local_ray
 from coordinator.raypool import RayPool, VolunteerSpec, discover_volunteers
 from coordinator.service import Coordinator
 from worker.systems import decode_system
 
 
-def submit_job(
-    workdir: Path,
-    *,
-    lab: str,
-    engine: str,
-    pdb: Path | None,
-    sequence: str | None,
-    chain: str | None,
-    runs: int,
-    clones: int,
-    gens: int,
-    steps_per_wu: int,
-    segment_steps: int,
-    report_steps: int,
-    temperature: float,
-    min_quorum: int = 2,
-    seed: int = 1,
-) -> str:
-    """Prepare the system once, validate the whole spec, then store the job."""
-    system, starts, spec = prepare_job(
-        engine=engine,
-        pdb=pdb,
-        sequence=sequence,
-        chain=chain,
-        runs=runs,
-        clones=clones,
-        gens=gens,
-        steps_per_wu=steps_per_wu,
-        segment_steps=segment_steps,
-        report_steps=report_steps,
-        temperature=temperature,
-        min_quorum=min_quorum,
-        seed=seed,
-    )
+def submit_job(workdir: Path, *, lab: str, job: PreparedJob) -> str:
+    """Store a prepared job (:func:`coordinator.prepare.prepare_job`, which validated it) in
+    the folder; refused while a coordinator runs there."""
     with owned(workdir):
         coord = Coordinator.local(workdir)
         try:
-            return coord.submit(lab=lab, system=system, starts=starts, spec=spec)
+            return coord.submit(lab=lab, system=job.system, starts=job.starts, spec=job.spec)
         finally:
             coord.close()
 

@@ -13,12 +13,13 @@ import pytest
 
 from coordinator.errors import CoordinatorError, SubmissionError
 from coordinator.lab import CoordinatorView
+from coordinator.prepare import prepare_job
 from coordinator.runner import owned, run_coordinator, submit_job
 from ledger import run_audit
 from sims.errors import StructureError
 
+LAB = "Doe lab"
 JOB = dict(
-    lab="Doe lab",
     engine="go",
     sequence=None,
     chain=None,
@@ -60,7 +61,7 @@ def _foldnet_run(workdir, home) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_submit_run_status_results(tmp_path, villin_pdb):
     workdir = tmp_path / "coord"
-    job = submit_job(workdir, pdb=villin_pdb, **JOB)
+    job = submit_job(workdir, lab=LAB, job=prepare_job(pdb=villin_pdb, **JOB))
     view = CoordinatorView(workdir)
     (status,) = view.jobs()
     assert (status.job, status.validated, status.wus_total) == (job, 0, 4)
@@ -72,7 +73,7 @@ def test_submit_run_status_results(tmp_path, villin_pdb):
 
     view = CoordinatorView(workdir)
     (status,) = view.jobs()
-    assert status.done and status.steps_validated == 80_000 and status.lab == "Doe lab"
+    assert status.done and status.steps_validated == 80_000 and status.lab == LAB
     files = view.write_results(job, tmp_path / "out")
     view.close()
     assert {f.name for f in files} >= {"observables_run0_clone0.csv", "best_structure.pdb"}
@@ -82,7 +83,7 @@ def test_submit_run_status_results(tmp_path, villin_pdb):
 def test_one_coordinator_per_folder(tmp_path, villin_pdb):
     workdir = tmp_path / "coord"
     with owned(workdir), pytest.raises(CoordinatorError, match="a coordinator is running"):
-        submit_job(workdir, pdb=villin_pdb, **JOB)
+        submit_job(workdir, lab=LAB, job=prepare_job(pdb=villin_pdb, **JOB))
     with pytest.raises(CoordinatorError, match="no jobs in"):
         run_coordinator(workdir, address=None, local_volunteers=1)
 
@@ -101,5 +102,5 @@ def test_one_coordinator_per_folder(tmp_path, villin_pdb):
 def test_bad_submissions_store_nothing(tmp_path, villin_pdb, changes, error, message):
     workdir = tmp_path / "coord"
     with pytest.raises(error, match=message):
-        submit_job(workdir, pdb=villin_pdb, **(JOB | changes))
+        submit_job(workdir, lab=LAB, job=prepare_job(pdb=villin_pdb, **(JOB | changes)))
     assert not (workdir / "coordinator.db").exists()
