@@ -17,13 +17,12 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from coordinator.errors import CoordinatorError
+from coordinator.store import open_engine
 
 KEY_PREFIX = "fnlab_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -66,23 +65,13 @@ class LabJob:
     name: str
 
 
-def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
-
-
 class Accounts:
     """Labs, their jobs, and registered volunteers. Every write commits before it returns."""
 
     def __init__(self, url_or_path: str | Path) -> None:
         text = str(url_or_path)
-        url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
-        self._engine = sa.create_engine(url, future=True)
-        if self._engine.dialect.name == "sqlite":
-            sa_event.listen(self._engine, "connect", _pragmas)
+        # Shared by the service and the operator's `foldnet lab` commands: wait for a lock.
+        self._engine = open_engine(url_or_path, busy_timeout_ms=5000)
         try:
             metadata.create_all(self._engine)
         except SQLAlchemyError as e:
@@ -96,6 +85,12 @@ class Accounts:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def __enter__(self) -> Accounts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- labs ------------------------------------------------------------------------------
 

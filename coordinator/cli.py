@@ -49,11 +49,8 @@ def lab_add(
     """Create a lab and print its API key (shown once; only its hash is kept)."""
     from coordinator.accounts import Accounts
 
-    accounts = Accounts.in_folder(workdir)
-    try:
+    with Accounts.in_folder(workdir) as accounts:
         key = accounts.add_lab(name)
-    finally:
-        accounts.close()
     console.print(f"lab [bold]{name}[/] created. Its API key (shown once, keep it secret):")
     print(key)
 
@@ -66,11 +63,8 @@ def lab_revoke(
     """Withdraw a lab's API key (a running service refuses it within 30 s)."""
     from coordinator.accounts import Accounts
 
-    accounts = Accounts.in_folder(workdir)
-    try:
+    with Accounts.in_folder(workdir) as accounts:
         accounts.revoke_lab(name)
-    finally:
-        accounts.close()
     console.print(f"the key of lab [bold]{name}[/] is revoked")
 
 
@@ -81,12 +75,9 @@ def lab_list(
     """The labs of a coordinator folder."""
     from coordinator.accounts import Accounts
 
-    accounts = Accounts.in_folder(workdir)
-    try:
+    with Accounts.in_folder(workdir) as accounts:
         for lab in accounts.lab_names():
             print(lab)
-    finally:
-        accounts.close()
 
 
 @app.command()

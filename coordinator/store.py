@@ -70,11 +70,24 @@ results = sa.Table(
 )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.close()
+def open_engine(url_or_path: str | Path, *, busy_timeout_ms: int | None = None) -> Engine:
+    """A database URL (``postgresql://...``) or a path to a SQLite file; SQLite gets WAL and
+    FULL synchronous commits (durable before acknowledged), and a busy timeout if asked."""
+    text = str(url_or_path)
+    url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+
+        def pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            if busy_timeout_ms is not None:
+                cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.close()
+
+        sa_event.listen(engine, "connect", pragmas)
+    return engine
 
 
 def _encode_header(h: ResultHeader) -> str:
@@ -114,12 +127,7 @@ class Store:
     @classmethod
     def open(cls, url_or_path: str | Path) -> Store:
         """A database URL (``postgresql://...``) or a path to a SQLite file."""
-        text = str(url_or_path)
-        url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
-        engine = sa.create_engine(url, future=True)
-        if engine.dialect.name == "sqlite":
-            sa_event.listen(engine, "connect", _sqlite_pragmas)
-        return cls(engine)
+        return cls(open_engine(url_or_path))
 
     def close(self) -> None:
         self._engine.dispose()

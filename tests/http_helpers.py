@@ -81,11 +81,8 @@ def running_service(workdir: Path, config: ServiceConfig | None = None) -> Itera
 
 
 def add_lab(workdir: Path, name: str) -> str:
-    accounts = Accounts.in_folder(workdir)
-    try:
+    with Accounts.in_folder(workdir) as accounts:
         return accounts.add_lab(name)
-    finally:
-        accounts.close()
 
 
 def go_job(**kw: object) -> dict[str, object]:
