@@ -4,46 +4,17 @@ HOME and RAY_TMPDIR), real engine, real ledger, real files."""
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
+from cli_helpers import run_foldnet
 
 from sims.structure import read_pdb
-
-
-def _foldnet(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    raytmp = tempfile.mkdtemp(prefix="fncli-", dir="/tmp")  # Ray's socket paths are short
-    env = {
-        **os.environ,
-        "COLUMNS": "160",
-        "NO_COLOR": "1",
-        "HOME": str(home),
-        "RAY_TMPDIR": raytmp,
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", "from coordinator.cli import main; main()", *args],
-            cwd=home,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-    finally:
-        shutil.rmtree(raytmp, ignore_errors=True)
 
 
 @pytest.mark.slow
 def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     out = tmp_path / "results"
-    proc = _foldnet(
+    proc = run_foldnet(
         "demo",
         "--out",
         str(out),
@@ -71,11 +42,11 @@ def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     assert len(read_pdb(out / "best_structure.pdb").amino_acids) == 36
     assert (out / "q_rmsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "checkpoint.txt").read_text().startswith("foldnet.local/ledger\n")
-    audit = _foldnet("audit", str(out / "coordinator" / "ledger.db"), home=tmp_path)
+    audit = run_foldnet("audit", str(out / "coordinator" / "ledger.db"), home=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
     # the lab's view of the same coordinator folder
-    status = _foldnet("status", str(out / "coordinator"), home=tmp_path)
+    status = run_foldnet("status", str(out / "coordinator"), home=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "6/6" in status.stdout and "demo-lab" in status.stdout
     job = next(
@@ -84,12 +55,12 @@ def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
         if "demo-lab" in line
     )
     again = tmp_path / "again"
-    res = _foldnet("results", str(out / "coordinator"), job, "--out", str(again), home=tmp_path)
+    res = run_foldnet("results", str(out / "coordinator"), job, "--out", str(again), home=tmp_path)
     assert res.returncode == 0, res.stderr
     for name in ("observables_run0_clone0.csv", "best_structure.pdb"):
         assert (again / name).read_bytes() == (out / name).read_bytes()
     assert (again / "q_rmsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    missing = _foldnet("results", str(out / "coordinator"), "nope", home=tmp_path)
+    missing = run_foldnet("results", str(out / "coordinator"), "nope", home=tmp_path)
     assert missing.returncode == 2 and "matches 0 jobs" in missing.stderr
 
 
@@ -103,7 +74,7 @@ def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     ],
 )
 def test_bad_options_are_one_clear_line_not_a_traceback(args, message, tmp_path):
-    proc = _foldnet("demo", "--out", str(tmp_path / "o"), *args, home=tmp_path)
+    proc = run_foldnet("demo", "--out", str(tmp_path / "o"), *args, home=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -113,6 +84,6 @@ def test_bad_options_are_one_clear_line_not_a_traceback(args, message, tmp_path)
 def test_demo_refuses_a_non_empty_results_folder(tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "mine.txt").write_text("keep me")
-    proc = _foldnet("demo", "--out", str(tmp_path / "o"), home=tmp_path)
+    proc = run_foldnet("demo", "--out", str(tmp_path / "o"), home=tmp_path)
     assert proc.returncode == 2 and "is not empty" in proc.stderr
     assert (tmp_path / "o" / "mine.txt").read_text() == "keep me"

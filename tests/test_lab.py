@@ -3,13 +3,8 @@ on local Ray volunteers (loopback, private HOME and RAY_TMPDIR), read status and
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-
 import pytest
+from cli_helpers import run_foldnet
 
 from coordinator.errors import CoordinatorError, SubmissionError
 from coordinator.lab import CoordinatorView
@@ -33,31 +28,6 @@ JOB = dict(
 )
 
 
-def _foldnet_run(workdir, home) -> subprocess.CompletedProcess[str]:
-    """``foldnet run`` in its own process: Ray's state never leaks into the test process."""
-    raytmp = tempfile.mkdtemp(prefix="fnlab-", dir="/tmp")  # Ray's socket paths are short
-    env = {**os.environ, "HOME": str(home), "RAY_TMPDIR": raytmp, "COLUMNS": "160"}
-    try:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from coordinator.cli import main; main()",
-                "run",
-                str(workdir),
-                "--volunteers",
-                "3",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-    finally:
-        shutil.rmtree(raytmp, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_submit_run_status_results(tmp_path, villin_pdb):
     workdir = tmp_path / "coord"
@@ -67,7 +37,7 @@ def test_submit_run_status_results(tmp_path, villin_pdb):
     assert (status.job, status.validated, status.wus_total) == (job, 0, 4)
     view.close()
 
-    proc = _foldnet_run(workdir, tmp_path)
+    proc = run_foldnet("run", str(workdir), "--volunteers", "3", home=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.count(" credit") >= 2 and "all jobs done" in proc.stdout
 

@@ -3,11 +3,10 @@ a wrong key or a bad plan is one clear line and exit code 2."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from cli_helpers import run_foldnet
 from http_helpers import add_lab, running_service
 
 from sims.examples import VILLIN_PDB
@@ -15,15 +14,7 @@ from worker.client import HttpVolunteer
 
 
 def foldnet(*args: str, key: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FOLDNET_API_KEY": key, "HOME": str(home), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-c", "from coordinator.cli import main; main()", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_foldnet(*args, home=home, env={"FOLDNET_API_KEY": key, "COLUMNS": "200"})
 
 
 PLAN = ["--runs", "1", "--clones", "1", "--gens", "1", "--steps-per-wu", "1000",

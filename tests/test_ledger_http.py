@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -26,6 +23,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import uvicorn
+from cli_helpers import run_foldnet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from hypothesis import given, settings
@@ -693,15 +691,6 @@ def test_foldnet_audit_command_against_a_server(
     built = build_ledger(tmp_path / "l.db", n_wus=20)
     with Log.open_readonly(built.path) as log:
         srv = serve(lambda: log)
-        env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1", "HOME": str(tmp_path)}
-        res = subprocess.run(
-            [sys.executable, "-c", "from coordinator.cli import main; main()", "audit", srv.url],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        res = run_foldnet("audit", srv.url, home=tmp_path, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "no discrepancy" in res.stdout
