@@ -24,6 +24,7 @@ from coordinator.scheduler import (
     ResultReturned,
     SpotCheckReturned,
     Tick,
+    VolunteerTrusted,
     WorkRequested,
 )
 
@@ -40,6 +41,7 @@ _TYPES: dict[str, type] = {
         NodeLost,
         Abandoned,
         JobCancelled,
+        VolunteerTrusted,
     )
 }
 
@@ -84,6 +86,9 @@ def decode_event(text: str) -> Event:
                 c["det_class"],
                 c["sane"],
                 c.get("problem", ""),
+                _bytes(c["frames_digest"]) if "frames_digest" in c else b"",
+                _bytes(c["observables_digest"]) if "observables_digest" in c else b"",
+                tuple(_bytes(d) for d in c.get("segment_data", ())),
             )
             return ResultReturned(body["replica"], body["volunteer"], claim, body["now"])
         if kind == "BeaconPublished":
@@ -96,6 +101,7 @@ def decode_event(text: str) -> Event:
                 body["det_class"],
                 body["now"],
                 body.get("agrees"),
+                tuple(_bytes(d) for d in body.get("segment_data", ())),
             )
         cls = _TYPES[kind]
         return cls(**body)

@@ -92,6 +92,9 @@ def run_demo(
             behaviour=behaviour,
             num_cpus=0.5,
             slots=1,  # spread the work so every volunteer, mallory too, takes part
+            # alice is the operator's own machine; the others start on probation and are
+            # established once their results agree with an established volunteer's
+            trusted=name == "alice",
         )
         for name, behaviour in VOLUNTEERS
     ]

@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from coordinator.errors import CoordinatorError, ProtocolError
-from coordinator.service import Coordinator, Task, det_class_key
+from coordinator.service import Coordinator, Task
 from worker.adversary import HONEST
 from worker.ray_actor import VolunteerWorker
 from worker.systems import SystemDefinition, system_digest
@@ -40,6 +40,9 @@ class VolunteerSpec:
     behaviour: str = HONEST  # anything else only in demos and tests
     slots: int = 2  # WUs queued on the actor at once (one running, one waiting)
     num_cpus: float = 1.0
+    #: The operator's own machine: established from the start (see
+    #: ``coordinator.messages.VolunteerTrusted``); volunteers who joined are on probation.
+    trusted: bool = False
 
 
 #: Tiny tasks are sent in batches of about this much compute per Ray call, and a volunteer
@@ -83,7 +86,7 @@ class _Member:
     spec: VolunteerSpec
     actor: Any
     key: bytes
-    classes: dict[bytes, str] = field(default_factory=dict)
+    classes: dict[bytes, tuple[str, str]] = field(default_factory=dict)
     in_flight: int = 0
     alive: bool = True
     #: running mean of compute seconds per particle-step, measured by the actor
@@ -139,14 +142,19 @@ class RayPool:
         for m, (key, _pid) in zip(self.members, hellos, strict=True):
             m.key = key
             coordinator.register(key, name=m.spec.resource)
+            if m.spec.trusted:
+                coordinator.trust(key)
         self._pending: dict[Any, tuple[_Member, list[Task], float]] = {}
         self._turn = 0
 
-    def _det_class(self, m: _Member, system: SystemDefinition) -> str:
+    def _det_class(self, m: _Member, system: SystemDefinition) -> tuple[str, str]:
+        """The (class key, engine) the member computes ``system`` in, if the coordinator
+        accepts that class (:class:`~coordinator.classes.ClassRefusedError` otherwise)."""
         digest = system_digest(system)
         if digest not in m.classes:
             canonical = ray.get(m.actor.determinism_class.remote(system), timeout=300)
-            m.classes[digest] = det_class_key(canonical)
+            accepted = self.coordinator.accept_class(canonical)
+            m.classes[digest] = (accepted.key, accepted.engine)
         return m.classes[digest]
 
     def _request(self, m: _Member, systems: list[SystemDefinition], n: int) -> list[Task] | None:
@@ -155,11 +163,11 @@ class RayPool:
             if len(got) >= n:
                 break
             try:
-                det = self._det_class(m, system)
+                det, engine = self._det_class(m, system)
             except (RayActorError, GetTimeoutError):
                 self._lose(m)
                 return None
-            got.extend(self.coordinator.request_work(m.key, det, n - len(got)))
+            got.extend(self.coordinator.request_work(m.key, det, n - len(got), engine))
         return got
 
     def _feed(self, systems: list[SystemDefinition]) -> list[tuple[_Member, list[Task]]]:

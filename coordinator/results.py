@@ -16,7 +16,6 @@ from coordinator.store import Store
 from sims.fileio import atomic_write_bytes, atomic_write_text
 from sims.go import GoModel
 from sims.structure import ca_pdb_text
-from worker.result import WorkerResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,16 +28,30 @@ class Trajectory:
 
 
 def trajectories(scheduler: Scheduler, store: Store, job: str) -> list[Trajectory]:
-    """Each trajectory's validated generations, in order (the canonical replica of each)."""
-    by_traj: dict[tuple[int, int], dict[int, WorkerResult]] = {}
+    """Each trajectory's validated generations, in order (the canonical replica of each).
+
+    Only results whose agreeing replicas bound every frame and observable are used; a
+    generation that was retracted (a convicted key vouched for a fake) or that waits for a
+    re-check ends its trajectory there, so nothing built on it reaches the lab."""
+    by_traj: dict[tuple[int, int], dict[int, int]] = {}
     for w in scheduler.wus.values():
-        if w.unit.job != job or w.state != "validated":
+        if w.unit.job != job or w.state != "validated" or w.retracted:
             continue
-        replica = next(r for r in w.replicas if scheduler.replicas[r].state == "valid")
-        by_traj.setdefault((w.unit.run, w.unit.clone), {})[w.unit.gen] = store.result(replica)
+        if w.reverify is not None:
+            by_traj.setdefault((w.unit.run, w.unit.clone), {})[w.unit.gen] = -1
+            continue
+        replica = next(r for r in w.replicas if scheduler.replicas[r].state in ("valid", "revoked"))
+        by_traj.setdefault((w.unit.run, w.unit.clone), {})[w.unit.gen] = replica
     out = []
     for (run, clone), gens in sorted(by_traj.items()):
-        ordered = [gens[g] for g in sorted(gens)]
+        usable = []
+        for g in range(len(gens)):
+            if gens.get(g, -1) < 0:
+                break
+            usable.append(g)
+        if not usable:
+            continue
+        ordered = [store.result(gens[g]) for g in usable]
         steps = np.concatenate([r.frame_steps for r in ordered])  # counted from gen 0
         names = ordered[0].observables
         obs = {k: np.concatenate([r.observables[k] for r in ordered]) for k in names}

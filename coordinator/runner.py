@@ -86,6 +86,7 @@ def run_coordinator(
                     slots=1,
                     num_cpus=0.5,
                     key_path=str(workdir / "volunteers" / f"local{i}.key"),
+                    trusted=True,  # this machine's own volunteers are the operator's
                 )
                 for i in range(local_volunteers)
             ]

@@ -5,41 +5,142 @@ Ray, HTTP and the database only feed :meth:`Scheduler.handle` events and carry o
 instructions it returns, so every scheduling and validation decision is a pure function of
 the event history: replayable after a crash and testable without Ray or a database.
 
-States
-------
-WU:       unsent -> in_progress -> validated | failed
-          (``in_progress`` while replicas are out or more are needed; ``awaiting_beacon`` and
-          ``spot_checking`` for an unreplicated result on its way to validation)
-Replica:  assigned -> returned | errored | timed_out | lost
-          returned replicas end valid or invalid once their WU is decided
+States and transitions
+----------------------
+Every change of a WU's, replica's or check's state goes through one checked transition
+(:data:`WU_TRANSITIONS`, :data:`REPLICA_TRANSITIONS`, :data:`CHECK_TRANSITIONS`); the
+``_transition_<from>_<to>`` methods carry the ones with consequences.
+
+WU:       unsent -> in_progress -> [awaiting_beacon -> spot_checking ->] validated | failed
+          (and cancelled from any undecided state)
+Replica:  offered -> assigned -> returned -> valid | invalid | disputed
+          (offered -> lapsed; assigned -> errored | timed_out | lost; valid -> revoked)
+Check:    queued -> offered -> assigned -> done (or lost, skipped, cancelled)
+
+Trust (DESIGN section 1: nothing a volunteer says about itself decides who checks it)
+-----------------------------------------------------------------------------------
+* Determinism classes are accepted by the coordinator from a known set before they reach
+  the scheduler; a key may use at most ``max_classes_per_volunteer`` of them.
+* **The server draws.** Every replica, spot-check and audit goes to a volunteer drawn
+  uniformly from the eligible volunteers online with free capacity, seeded by the latest
+  beacon (:func:`coordinator.draws.draw_index`); a drawn volunteer who is not asking right
+  now is *offered* the task and takes it at its next request. Asking first, or often,
+  chooses nothing.
+* **Probation.** A key starts on probation. A WU is validated only by an agreeing group that
+  includes an established volunteer, so fresh keys alone never validate anything; a key is
+  established after ``probation_results`` results validated alongside established ones.
+  The operator's own machines are established by :class:`VolunteerTrusted`.
+* **Network minimum.** A job may raise its quorum or audit rate, never lower them below the
+  :class:`~coordinator.policy.NetworkPolicy`: one unchecked result is never credited.
+* **Claims bind everything a lab receives**: boundary states, final state, frames and
+  observables (:attr:`Claim.agreement`).
+* **Penalties and disputes.** Errors, timeouts and lost work cost the key (streak, quota);
+  errors of keys on probation do not count toward ``max_error_results``. A spot-check or
+  audit that contradicts a result is a dispute, settled by a fresh quorum; the losing side
+  is convicted: banned, every credit it earned revoked (with the evidence), and the WUs it
+  vouched for without another trustworthy voice are checked again (and retracted, their
+  trajectory rolled back, if they were fakes).
 
 Validation (DESIGN section 6)
 -----------------------------
-* Quorum replication: ``min_quorum`` replicas on distinct volunteers, one per volunteer per
-  WU, all in the WU's determinism class (homogeneous redundancy: the class is fixed by the
-  first dispatch); ``min_quorum`` bit-identical results (same final digest and segment root)
-  validate the WU, disagreement adds a replica up to ``max_total_results``, errors up to
-  ``max_error_results``, a missed deadline reissues.
-* Adaptive replication (BOINC): a volunteer whose streak of consecutive valid results is
-  N >= 10 gets a WU unreplicated with probability 1 - 1/N. The coin is SHA-256 of the WU id
-  and the volunteer, so an auditor can re-derive it. One invalid result resets the streak
-  and halves the volunteer's quota.
+* Quorum replication: ``quorum`` replicas on distinct volunteers, one per volunteer per
+  WU, in the WU's determinism class (homogeneous redundancy: the class is fixed by the
+  first replica); a quorum of identical claims validates, disagreement adds a replica up to
+  ``max_total_results``, errors up to ``max_error_results``, a missed deadline reissues.
+* Adaptive replication (BOINC): an established volunteer whose streak of consecutive valid
+  results is N >= 10 gets a WU unreplicated with probability 1 - 1/N. The coin is SHA-256 of
+  the WU id and the volunteer, so an auditor can re-derive it.
 * Spot-checks: an unreplicated result is validated only after ``spot_check_segments``
   segments, chosen from SHA-256(segment root || beacon) with a beacon published *after* the
-  worker committed (the next ledger checkpoint), are recomputed by another volunteer and match.
+  worker committed (the next ledger checkpoint), are recomputed by a drawn volunteer and match
+  (end states, frames and observables).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from coordinator.draws import (
+    audit_coin,
+    draw_index,
+    spot_check_segments,
+    unreplicated_coin,
+)
 from coordinator.errors import ProtocolError, SubmissionError
 from coordinator.jobs import JobSpec, TrajectoryKey, wu_id
+from coordinator.messages import (
+    Abandoned,
+    BeaconPublished,
+    Claim,
+    Convicted,
+    Dispatch,
+    DispatchSpotCheck,
+    Event,
+    GrantCredit,
+    Instruction,
+    Invalidated,
+    JobCancelled,
+    JobCompleted,
+    JobSubmitted,
+    NodeLost,
+    Offered,
+    ReplicaFailed,
+    ResultReturned,
+    Retracted,
+    RevokeCredit,
+    SpotCheckReturned,
+    Tick,
+    Validated,
+    VolunteerTrusted,
+    WorkRequested,
+    WorkUnit,
+    WUFailed,
+)
+from coordinator.policy import NetworkPolicy
+
+__all__ = [
+    "ADAPTIVE_MIN_STREAK",
+    "CROSS_CLASS_ENGINES",
+    "Abandoned",
+    "BeaconPublished",
+    "Claim",
+    "Convicted",
+    "Dispatch",
+    "DispatchSpotCheck",
+    "Event",
+    "GrantCredit",
+    "Instruction",
+    "Invalidated",
+    "JobCancelled",
+    "JobCompleted",
+    "JobSubmitted",
+    "NetworkPolicy",
+    "NodeLost",
+    "Offered",
+    "ReplicaFailed",
+    "ResultReturned",
+    "Retracted",
+    "RevokeCredit",
+    "Scheduler",
+    "SpotCheckReturned",
+    "Tick",
+    "Validated",
+    "VolunteerTrusted",
+    "WUFailed",
+    "WorkRequested",
+    "WorkUnit",
+    "audit_coin",
+    "replay",
+    "spot_check_segments",
+    "unreplicated_coin",
+]
 
 ADAPTIVE_MIN_STREAK = 10
 DEFAULT_QUOTA = 4
@@ -48,203 +149,14 @@ DEFAULT_QUOTA = 4
 CROSS_CLASS_ENGINES = frozenset({"go"})
 #: How finely the scheduler tracks when a volunteer was last online (seconds).
 SEEN_GRAIN_S = 60.0
+#: A volunteer seen within this long may be drawn.
+ONLINE_S = 2 * SEEN_GRAIN_S
 MIN_QUOTA = 1
 MAX_QUOTA = 64
-
-
-# -- immutable messages ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WorkUnit:
-    """What a worker needs to compute one WU (the prepared system is looked up by digest)."""
-
-    id: bytes
-    job: str
-    run: int
-    clone: int
-    gen: int
-    input_digest: bytes
-    seed: int
-    spec: JobSpec
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The checkable part of a returned result; signatures are verified before this point."""
-
-    final_digest: bytes
-    segment_root: bytes
-    boundary_digests: tuple[bytes, ...]
-    det_class: str
-    sane: bool = True
-    problem: str = ""  # why a claim is not sane (verification failed before the scheduler)
-
-
-# Events
-
-
-@dataclass(frozen=True, slots=True)
-class JobSubmitted:
-    job: str
-    spec: JobSpec
-    start_digests: tuple[bytes, ...]  # one prepared start state per run
-
-
-@dataclass(frozen=True, slots=True)
-class WorkRequested:
-    volunteer: str
-    det_class: str
-    slots: int
-    now: float
-    #: Only WUs of this engine ("" = any). An HTTP volunteer declares one determinism class
-    #: per engine; without the filter a class of one engine could claim another's fresh WU.
-    engine: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ResultReturned:
-    replica: int
-    volunteer: str
-    claim: Claim
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaFailed:
-    replica: int
-    volunteer: str
-    reason: str
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class BeaconPublished:
-    """Public randomness that did not exist when pending commitments were made."""
-
-    value: bytes
-    now: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class SpotCheckReturned:
-    check: int
-    volunteer: str
-    end_digests: tuple[bytes, ...]  # digest of the state at the end of each checked segment
-    det_class: str
-    now: float
-    #: For a check from another determinism class: whether the coordinator found its end
-    #: states within the engine's tolerance of the claimed ones (None: same class, digests
-    #: are compared bit for bit).
-    agrees: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class NodeLost:
-    volunteer: str
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class JobCancelled:
-    """The job's lab withdrew it: no WU of it is handed out, validated or credited again.
-
-    Work already validated stays validated (and credited); results still in flight are
-    refused when they come back. Cancelling twice is a no-op, so replaying a log is safe.
-    """
-
-    job: str
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class Abandoned:
-    """Every replica and spot check in flight is lost (the coordinator restarted)."""
-
-    now: float
-
-
-Event = (
-    JobSubmitted
-    | WorkRequested
-    | ResultReturned
-    | ReplicaFailed
-    | BeaconPublished
-    | SpotCheckReturned
-    | Tick
-    | NodeLost
-    | Abandoned
-    | JobCancelled
-)
-
-
-# Instructions
-
-
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    replica: int
-    wu: WorkUnit
-    volunteer: str
-    deadline: float
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchSpotCheck:
-    check: int
-    wu: WorkUnit
-    volunteer: str
-    segments: tuple[int, ...]
-    start_digests: tuple[bytes, ...]  # boundary digest at the start of each checked segment
-    deadline: float
-
-
-@dataclass(frozen=True, slots=True)
-class Validated:
-    wu: WorkUnit
-    final_digest: bytes
-    valid: tuple[tuple[int, str], ...]  # (replica, volunteer) whose results agreed
-    invalid: tuple[tuple[int, str], ...]
-    spot_checked: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class GrantCredit:
-    volunteer: str
-    wu: WorkUnit
-    replica: int
-
-
-@dataclass(frozen=True, slots=True)
-class Invalidated:
-    volunteer: str
-    wu: WorkUnit
-    replica: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class WUFailed:
-    wu: WorkUnit
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class JobCompleted:
-    job: str
-
-
-Instruction = (
-    Dispatch | DispatchSpotCheck | Validated | GrantCredit | Invalidated | WUFailed | JobCompleted
-)
-
-
-# -- mutable state (private) ----------------------------------------------------------------
+#: Ready WUs (and queued checks) looked at per request: bounds a request's cost when the
+#: head of a long queue has nobody eligible online.
+SCAN_LIMIT = 512
+_DRAW_TRIES = 8
 
 WUState = Literal[
     "unsent",
@@ -256,16 +168,74 @@ WUState = Literal[
     "cancelled",
 ]
 ReplicaState = Literal[
+    "offered",
     "assigned",
     "returned",
     "errored",
     "timed_out",
     "lost",
+    "lapsed",
     "valid",
     "invalid",
     "disputed",
+    "revoked",
     "cancelled",
 ]
+CheckState = Literal["queued", "offered", "assigned", "done", "lost", "skipped", "cancelled"]
+Trust = Literal["probation", "established", "banned"]
+
+_UNDECIDED: tuple[WUState, ...] = ("unsent", "in_progress", "awaiting_beacon", "spot_checking")
+
+#: (from, to) -> the method that carries the transition out (dask's ``_TRANSITIONS_TABLE``).
+WU_TRANSITIONS: dict[tuple[WUState, WUState], str] = {
+    ("unsent", "in_progress"): "_transition_unsent_in_progress",
+    ("in_progress", "awaiting_beacon"): "_transition_in_progress_awaiting_beacon",
+    ("awaiting_beacon", "spot_checking"): "_transition_awaiting_beacon_spot_checking",
+    ("spot_checking", "in_progress"): "_transition_spot_checking_in_progress",
+    ("in_progress", "validated"): "_transition_to_validated",
+    ("awaiting_beacon", "validated"): "_transition_to_validated",
+    ("spot_checking", "validated"): "_transition_to_validated",
+    ("unsent", "failed"): "_transition_to_failed",
+    ("in_progress", "failed"): "_transition_to_failed",
+    **{(s, "cancelled"): "_transition_to_cancelled" for s in _UNDECIDED},
+}
+REPLICA_TRANSITIONS: frozenset[tuple[ReplicaState, ReplicaState]] = frozenset(
+    {
+        ("offered", "assigned"),
+        ("offered", "lapsed"),
+        ("offered", "cancelled"),
+        ("assigned", "returned"),
+        ("assigned", "invalid"),
+        ("assigned", "errored"),
+        ("assigned", "timed_out"),
+        ("assigned", "lost"),
+        ("assigned", "cancelled"),
+        ("returned", "valid"),
+        ("returned", "invalid"),
+        ("returned", "disputed"),
+        ("disputed", "valid"),
+        ("disputed", "invalid"),
+        ("disputed", "returned"),
+        ("valid", "revoked"),
+    }
+)
+CHECK_TRANSITIONS: frozenset[tuple[CheckState, CheckState]] = frozenset(
+    {
+        ("queued", "offered"),
+        ("queued", "assigned"),
+        ("queued", "skipped"),
+        ("queued", "cancelled"),
+        ("offered", "assigned"),
+        ("offered", "lost"),
+        ("offered", "cancelled"),
+        ("assigned", "done"),
+        ("assigned", "lost"),
+        ("assigned", "cancelled"),
+    }
+)
+
+
+# -- mutable state (private) ----------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -274,23 +244,26 @@ class _Replica:
     wu: bytes
     volunteer: str
     deadline: float
-    state: ReplicaState = "assigned"
+    state: ReplicaState = "offered"
     claim: Claim | None = None
 
 
 @dataclass(slots=True)
 class _WU:
     unit: WorkUnit
+    required: int
     state: WUState = "unsent"
-    required: int = 2
     det_class: str | None = None
     replicas: list[int] = field(default_factory=list)
     volunteers: set[str] = field(default_factory=set)
     errors: int = 0
     check: int | None = None
     group: list[int] = field(default_factory=list)  # an agreeing quorum awaiting its audit
-    disputed: list[int] = field(default_factory=list)  # a quorum an audit contradicted
-    auditor: str | None = None
+    disputed: list[int] = field(default_factory=list)  # a result a check contradicted
+    auditor: str | None = None  # the checker whose word started the dispute
+    checker: str | None = None  # who confirmed it, for a spot-checked WU
+    retracted: bool = False  # validated, then found to be a fake
+    reverify: int | None = None  # a full re-check after one of its voices was convicted
 
 
 @dataclass(slots=True)
@@ -301,77 +274,54 @@ class _Check:
     volunteer: str
     segments: tuple[int, ...]
     deadline: float
-    state: Literal["assigned", "done", "lost", "skipped"] = "assigned"
+    state: CheckState = "queued"
+    kind: Literal["spot", "audit", "reverify"] = "spot"
 
 
 @dataclass(slots=True)
 class _Volunteer:
     id: str
+    trust: Trust = "probation"
+    proven: int = 0  # results validated alongside an established volunteer
     streak: int = 0
     quota: int = DEFAULT_QUOTA
+    width: int = 0  # tasks it said it can hold at once (in flight + what it asked for)
     in_flight: set[int] = field(default_factory=set)
-    checks: set[int] = field(default_factory=set)
-    #: determinism class -> when the volunteer last asked for work of it (to SEEN_GRAIN_S)
-    seen: dict[str, float] = field(default_factory=dict)
+    offers: set[int] = field(default_factory=set)
+    checks: set[int] = field(default_factory=set)  # offered or assigned
+    classes: dict[str, str] = field(default_factory=dict)  # engine ("" = any) -> class
+    class_history: list[str] = field(default_factory=list)
+    seen: float = -math.inf  # when it last asked for work (to SEEN_GRAIN_S)
+    credited: list[int] = field(default_factory=list)  # its valid replicas, for clawback
+
+    @property
+    def established(self) -> bool:
+        return self.trust == "established"
+
+    def class_for(self, engine: str) -> str | None:
+        return self.classes.get(engine) or self.classes.get("")
+
+    def capacity(self) -> int:
+        return (
+            min(self.width, self.quota) - len(self.in_flight) - len(self.offers) - len(self.checks)
+        )
 
 
 @dataclass(slots=True)
 class _Job:
     spec: JobSpec
     remaining: int  # trajectories not yet through all generations
+    quorum: int
+    audit_rate: float
     cancelled: bool = False
     params: bytes = b""  # spec.engine_parameters(), computed once per job, not once per WU
-
-
-def unreplicated_coin(wu: bytes, volunteer: str) -> float:
-    """A uniform number in [0, 1) that anyone can re-derive from the WU id and volunteer."""
-    digest = hashlib.sha256(b"foldnet/adaptive/v1\x00" + wu + volunteer.encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2**64
-
-
-def _claim_problem(claim: Claim, w: _WU) -> str:
-    """Why a claim cannot be compared with others, or "" if it can."""
-    if not claim.sane:
-        return claim.problem or "failed verification"
-    if claim.det_class != w.det_class:
-        return f"determinism class {claim.det_class} is not the WU's {w.det_class}"
-    if len(claim.boundary_digests) != w.unit.spec.n_segments + 1:
-        return (
-            f"{len(claim.boundary_digests)} boundary states, expected {w.unit.spec.n_segments + 1}"
-        )
-    if claim.boundary_digests[0] != w.unit.input_digest:
-        return "the first boundary state is not the WU's input"
-    if claim.boundary_digests[-1] != claim.final_digest:
-        return "the final state is not the last boundary state"
-    return ""
-
-
-def audit_coin(segment_root: bytes, beacon: bytes) -> float:
-    """Uniform in [0, 1), fixed only once the beacon exists: whether a quorum is audited."""
-    digest = hashlib.sha256(b"foldnet/audit/v1\x00" + segment_root + beacon).digest()
-    return int.from_bytes(digest[:8], "little") / 2**64
-
-
-def spot_check_segments(
-    segment_root: bytes, beacon: bytes, n_segments: int, k: int
-) -> tuple[int, ...]:
-    """``k`` distinct segments drawn from SHA-256(root || beacon || counter), sorted."""
-    k = min(k, n_segments)
-    chosen: set[int] = set()
-    counter = 0
-    while len(chosen) < k:
-        h = hashlib.sha256(
-            b"foldnet/spot-check/v1\x00" + segment_root + beacon + counter.to_bytes(8, "little")
-        ).digest()
-        chosen.add(int.from_bytes(h[:8], "little") % n_segments)
-        counter += 1
-    return tuple(sorted(chosen))
 
 
 class Scheduler:
     """All job, WU, replica and volunteer state, and the transitions between states."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: NetworkPolicy | None = None) -> None:
+        self.policy = policy or NetworkPolicy()
         self.jobs: dict[str, _Job] = {}
         self.wus: dict[bytes, _WU] = {}
         self.replicas: dict[int, _Replica] = {}
@@ -379,18 +329,25 @@ class Scheduler:
         self.volunteers: dict[str, _Volunteer] = {}
         self._ready: dict[bytes, None] = {}  # WUs that need another replica, oldest first
         self._awaiting_beacon: dict[bytes, None] = {}
-        self._check_queue: dict[int, None] = {}  # spot checks waiting for a verifier
+        self._check_queue: dict[int, None] = {}  # checks waiting to be drawn
         self._audit_waits: dict[int, int] = {}  # audit-wait deadline id -> check id
         self._deadlines: list[tuple[float, str, int]] = []
+        self._free: list[str] = []  # volunteers online with free capacity (draw pool)
+        self._free_at: dict[str, int] = {}
+        self._trajectory: dict[TrajectoryKey, bytes] = {}  # newest WU of each trajectory
+        self._beacon = b""
         self._next_id = 1
+        #: Whether the last event changed anything (an idle poll does not, and is not logged).
+        self.changed = False
 
     # -- the one entry point ---------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Instruction]:
         out: list[Instruction] = []
+        self.changed = True
         match event:
             case JobSubmitted():
-                self._on_job_submitted(event, out)
+                self._on_job_submitted(event)
             case WorkRequested():
                 self._on_work_requested(event, out)
             case ResultReturned():
@@ -407,17 +364,19 @@ class Scheduler:
                 self._on_node_lost(event, out)
             case Abandoned():
                 # The coordinator restarted: work in flight is lost, volunteers are not.
-                for vol in sorted(self.volunteers):
+                for vol in list(self.volunteers):
                     self._on_node_lost(NodeLost(vol, event.now), out, gone=False)
             case JobCancelled():
                 self._on_job_cancelled(event)
+            case VolunteerTrusted():
+                self._on_trusted(event)
             case _:
                 raise ProtocolError(f"unknown event {event!r}")
         return out
 
     # -- events ----------------------------------------------------------------------------
 
-    def _on_job_submitted(self, ev: JobSubmitted, out: list[Instruction]) -> None:
+    def _on_job_submitted(self, ev: JobSubmitted) -> None:
         if ev.job in self.jobs:
             raise SubmissionError(f"job {ev.job!r} already exists")
         if len(ev.start_digests) != ev.spec.runs:
@@ -425,164 +384,158 @@ class Scheduler:
                 f"expected one start state per run ({ev.spec.runs}), got {len(ev.start_digests)}"
             )
         self.jobs[ev.job] = _Job(
-            ev.spec, remaining=ev.spec.runs * ev.spec.clones, params=ev.spec.engine_parameters()
+            ev.spec,
+            remaining=ev.spec.runs * ev.spec.clones,
+            quorum=self.policy.quorum(ev.spec),
+            audit_rate=self.policy.audit_rate(ev.spec),
+            params=ev.spec.engine_parameters(),
         )
         for run, digest in enumerate(ev.start_digests):
             for clone in range(ev.spec.clones):
                 self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
 
+    def _on_trusted(self, ev: VolunteerTrusted) -> None:
+        vol = self._volunteer(ev.volunteer)
+        if vol.trust == "banned":
+            raise ProtocolError(f"volunteer {ev.volunteer[:16]} was convicted of faking")
+        vol.trust = "established"
+        self._refresh(vol, ev.now)
+
     def _on_work_requested(self, ev: WorkRequested, out: list[Instruction]) -> None:
         vol = self._volunteer(ev.volunteer)
+        before = (vol.seen, vol.width, dict(vol.classes))
+        if ev.det_class not in vol.class_history:
+            if len(vol.class_history) >= self.policy.max_classes_per_volunteer:
+                raise ProtocolError(
+                    f"this key already computes in {len(vol.class_history)} determinism "
+                    f"classes, the most one key may use; expected one of those again"
+                )
+            vol.class_history.append(ev.det_class)
+        vol.classes[ev.engine] = ev.det_class
         # Coarse, so that an idle volunteer's polls change nothing (and are not logged) but
-        # once a SEEN_GRAIN_S: who is online decides whether an audit can wait for them.
-        if ev.now - vol.seen.get(ev.det_class, -math.inf) >= SEEN_GRAIN_S:
-            vol.seen[ev.det_class] = ev.now
-        budget = min(ev.slots, vol.quota - len(vol.in_flight) - len(vol.checks))
-        # Spot checks first: they unblock validated credit for someone else. Candidates are
-        # chosen first and assigned after: an assignment changes only its own WU's
-        # eligibility, and copying a queue of 10^5 WUs on every request would cost more
-        # than the request itself.
-        checks: list[_Check] = []
-        for check_id in self._check_queue:
-            if len(checks) >= budget:
-                break
-            chk = self.checks[check_id]
-            w = self.wus[chk.wu]
-            if ev.volunteer in self._claimants(w):
-                continue
-            if ev.det_class != w.det_class and not self._cross_class_ok(w, ev.now):
-                continue
-            if ev.engine and w.unit.spec.engine != ev.engine:
-                continue
-            checks.append(chk)
-        for chk in checks:
-            self._transition_check_queued_assigned(chk, vol, ev.now, out)
-        budget -= len(checks)
-        chosen: list[_WU] = []
-        for key in self._ready:
-            if len(chosen) >= budget:
-                break
-            w = self.wus[key]
-            if ev.volunteer in w.volunteers:
-                continue  # one result per volunteer per WU
-            if w.det_class is not None and w.det_class != ev.det_class:
-                continue  # homogeneous redundancy
-            if ev.engine and w.unit.spec.engine != ev.engine:
-                continue
-            chosen.append(w)
-        for w in chosen:
-            self._transition_ready_assigned(w, vol, ev, out)
+        # once a SEEN_GRAIN_S: who is online decides who is drawn and whom an audit awaits.
+        if ev.now - vol.seen >= SEEN_GRAIN_S:
+            vol.seen = ev.now
+        vol.width = min(MAX_QUOTA, len(vol.in_flight) + len(vol.checks) + ev.slots)
+        if vol.trust == "banned":
+            self.changed = before != (vol.seen, vol.width, vol.classes)
+            return
+        self._refresh(vol, ev.now)
+        budget = ev.slots
+        # What it was offered while away: checks first (they unblock someone's credit).
+        for cid in sorted(vol.checks):
+            chk = self.checks[cid]
+            if budget > 0 and chk.state == "offered":
+                self._assign_check(chk, vol, ev.now, out)
+                budget -= 1
+        for rid in sorted(vol.offers):
+            rep = self.replicas[rid]
+            if budget > 0 and self._matches(vol, self.wus[rep.wu], ev.engine):
+                self._assign_replica(rep, vol, ev.now, out)
+                budget -= 1
+        if budget > 0:
+            budget = self._draw_checks(vol, budget, ev, out)
+        if budget > 0:
+            self._draw_replicas(vol, budget, ev, out)
+        self.changed = bool(out) or before != (vol.seen, vol.width, vol.classes)
 
     def _on_result(self, ev: ResultReturned, out: list[Instruction]) -> None:
         rep = self._replica(ev.replica, ev.volunteer)
         if rep.state != "assigned":
             raise ProtocolError(f"replica {rep.id} already ended as {rep.state}")
         w = self.wus[rep.wu]
-        self.volunteers[rep.volunteer].in_flight.discard(rep.id)
-        problem = _claim_problem(ev.claim, w)
-        if problem:
-            rep.state = "invalid"
-            rep.claim = ev.claim
-            self._penalise(rep.volunteer)
-            out.append(Invalidated(rep.volunteer, w.unit, rep.id, problem))
-            self._count_error(w, out)
-            return
-        rep.state = "returned"
+        vol = self.volunteers[rep.volunteer]
+        vol.in_flight.discard(rep.id)
+        self._refresh(vol, ev.now)
         rep.claim = ev.claim
-        if w.state in ("validated", "failed"):
-            return  # a late replica: its WU was decided without it
-        self._try_validate(w, out)
+        problem = _claim_problem(ev.claim, w)
+        if not problem and vol.trust == "banned":
+            problem = "the key was convicted of faking results"
+        if problem:
+            self._set_replica(rep, "invalid")
+            self._penalise(vol)
+            out.append(Invalidated(rep.volunteer, w.unit, rep.id, problem))
+            self._count_error(w, vol, out)
+            return
+        self._set_replica(rep, "returned")
+        if w.state not in ("in_progress",):
+            return  # a late replica: its WU was decided (or is being checked) without it
+        self._try_validate(w, ev.now, out)
 
     def _on_failed(self, ev: ReplicaFailed, out: list[Instruction]) -> None:
         rep = self._replica(ev.replica, ev.volunteer)
         if rep.state != "assigned":
             return
-        self._transition_assigned_errored(rep, "errored", out)
+        self._transition_assigned_ended(rep, "errored", ev.now, out)
 
     def _on_beacon(self, ev: BeaconPublished, out: list[Instruction]) -> None:
+        self._beacon = ev.value
         for key in list(self._awaiting_beacon):
             w = self.wus[key]
             del self._awaiting_beacon[key]
-            rep = self.replicas[w.group[0] if w.group else w.replicas[-1]]
+            rep = self.replicas[w.group[0] if w.group else self._unreplicated(w).id]
             assert rep.claim is not None
-            if w.group and audit_coin(rep.claim.segment_root, ev.value) >= w.unit.spec.audit_rate:
-                group = [self.replicas[r] for r in w.group]
-                w.group = []
-                w.state = "in_progress"
-                self._transition_in_progress_validated(w, rep.claim.final_digest, group, out)
+            job = self.jobs[w.unit.job]
+            if w.group and audit_coin(rep.claim.segment_root, ev.value) >= job.audit_rate:
+                self._transition_wu(w, "validated", rep.claim, self._group(w), out)
                 continue
-            segments = spot_check_segments(
-                rep.claim.segment_root,
-                ev.value,
-                w.unit.spec.n_segments,
-                w.unit.spec.spot_check_segments,
-            )
-            chk = _Check(self._new_id(), key, rep.id, "", segments, 0.0)
-            self.checks[chk.id] = chk
-            w.check = chk.id
-            w.state = "spot_checking"
-            self._check_queue[chk.id] = None
-            if w.group:
-                if not self._checker_online(w, ev.now):
-                    self._transition_audit_queued_skipped(w, chk, out)
-                    continue
-                self._start_audit_wait(w, chk, ev.now)
+            self._transition_wu(w, "spot_checking", rep, ev, out)
 
     def _on_spot_check(self, ev: SpotCheckReturned, out: list[Instruction]) -> None:
         chk = self.checks.get(ev.check)
         if chk is None or chk.volunteer != ev.volunteer or chk.state != "assigned":
             raise ProtocolError(f"spot check {ev.check} is not assigned to {ev.volunteer}")
-        chk.state = "done"
-        self.volunteers[chk.volunteer].checks.discard(chk.id)
+        self._set_check(chk, "done")
+        vol = self.volunteers[chk.volunteer]
+        vol.checks.discard(chk.id)
+        self._refresh(vol, ev.now)
         w = self.wus[chk.wu]
         rep = self.replicas[chk.replica]
         assert rep.claim is not None
-        claimed = tuple(rep.claim.boundary_digests[k + 1] for k in chk.segments)
-        if ev.det_class == w.det_class:
-            agrees = ev.end_digests == claimed
-        else:  # compared with the engine's tolerance by the coordinator, which has the states
-            agrees = bool(ev.agrees) and w.unit.spec.engine in CROSS_CLASS_ENGINES
+        agrees = self._check_agrees(chk, w, rep.claim, ev)
+        if chk.kind == "reverify":
+            w.reverify = None
+            if agrees:
+                self._reward(vol)
+            else:
+                self._retract(w, chk.volunteer, ev.now, out)
+            return
         if agrees:
-            if w.group:  # an audited quorum: all of it is valid
-                group = [self.replicas[r] for r in w.group]
-                w.group = []
-                w.state = "in_progress"
-                self._transition_in_progress_validated(w, rep.claim.final_digest, group, out)
-            else:
-                self._transition_spot_checking_validated(w, rep, chk, out)
-        else:
-            w.required = w.unit.spec.min_quorum
-            w.state = "in_progress"
-            w.check = None
-            if w.group:
-                # One auditor against a quorum: neither side is believed yet. The quorum is
-                # set aside and a fresh quorum of volunteers new to this WU decides who lied.
-                for r in w.group:
-                    self.replicas[r].state = "disputed"
-                w.disputed, w.group, w.auditor = w.group, [], chk.volunteer
-                w.volunteers.add(chk.volunteer)
-            else:
-                # An unreplicated claim that a check contradicts: replicate it as usual.
-                rep.state = "invalid"
-                self._penalise(rep.volunteer)
-                out.append(Invalidated(rep.volunteer, w.unit, rep.id, "spot-check mismatch"))
-            self._want_more(w, out)
+            self._reward(vol)
+            w.checker = chk.volunteer
+            members = self._group(w) if w.group else [rep]
+            self._transition_wu(w, "validated", rep.claim, members, out)
+            return
+        # One checker against a result: neither side is believed yet. The result is set
+        # aside and a fresh quorum of volunteers new to this WU decides who lied.
+        self._transition_wu(w, "in_progress", chk, out)
+        self._want_more(w, out)
 
     def _on_tick(self, now: float, out: list[Instruction]) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
-            _, kind, ident = heapq.heappop(self._deadlines)
+            when, kind, ident = heapq.heappop(self._deadlines)
             if kind == "replica":
                 rep = self.replicas[ident]
+                if when < rep.deadline:
+                    continue  # the deadline of an offer since taken
                 if rep.state == "assigned":
-                    self._transition_assigned_errored(rep, "timed_out", out)
+                    self._transition_assigned_ended(rep, "timed_out", now, out)
+                elif rep.state == "offered":
+                    self._lapse_offer(rep, now, out)
             elif kind == "check":
                 chk = self.checks[ident]
-                if chk.state == "assigned":
+                if when < chk.deadline:
+                    continue
+                if chk.state in ("assigned", "offered"):
+                    if chk.state == "offered":  # not taken: whoever was drawn is away
+                        self.volunteers[chk.volunteer].seen = -math.inf
+                    else:
+                        self._penalise(self.volunteers[chk.volunteer])
                     self._requeue_check(chk, now)
             else:  # "audit": nobody outside the quorum came to audit it in time
                 chk = self.checks[self._audit_waits.pop(ident)]
-                if chk.id in self._check_queue:  # not taken, not replaced
-                    self._transition_audit_queued_skipped(self.wus[chk.wu], chk, out)
+                if chk.state in ("queued", "offered"):  # not taken, not replaced
+                    self._skip_audit(self.wus[chk.wu], chk, out)
 
     def _on_job_cancelled(self, ev: JobCancelled) -> None:
         job = self.jobs.get(ev.job)
@@ -592,141 +545,223 @@ class Scheduler:
             return
         job.cancelled = True
         for w in self.wus.values():
-            if w.unit.job == ev.job and w.state not in ("validated", "failed"):
-                self._transition_open_cancelled(w)
+            if w.unit.job == ev.job and w.state in _UNDECIDED:
+                self._transition_wu(w, "cancelled", ev.now)
+            if w.unit.job == ev.job and w.reverify is not None:
+                self._cancel_check(self.checks[w.reverify], ev.now)
+                w.reverify = None
 
     def _on_node_lost(self, ev: NodeLost, out: list[Instruction], *, gone: bool = True) -> None:
         vol = self.volunteers.get(ev.volunteer)
         if vol is None:
             return
         for rid in sorted(vol.in_flight):
-            self._transition_assigned_errored(self.replicas[rid], "lost", out)
+            self._transition_assigned_ended(self.replicas[rid], "lost", ev.now, out, blame=gone)
+        for rid in sorted(vol.offers):
+            self._lapse_offer(self.replicas[rid], ev.now, out)
         for cid in sorted(vol.checks):
             self._requeue_check(self.checks[cid], ev.now)
         if gone:  # no audit waits for it any longer
-            vol.seen.clear()
+            vol.seen = -math.inf
+            self._refresh(vol, ev.now)
             for cid in list(self._check_queue):
-                w = self.wus[self.checks[cid].wu]
-                if w.group and not self._checker_online(w, ev.now):
-                    self._transition_audit_queued_skipped(w, self.checks[cid], out)
+                chk = self.checks[cid]
+                w = self.wus[chk.wu]
+                if chk.kind == "audit" and not self._checker_online(w, ev.now):
+                    self._skip_audit(w, chk, out)
 
-    # -- transitions -----------------------------------------------------------------------
+    # -- drawing volunteers ----------------------------------------------------------------
 
-    def _transition_ready_assigned(
-        self, w: _WU, vol: _Volunteer, ev: WorkRequested, out: list[Instruction]
+    def _draw(
+        self, subject: bytes, ok: Callable[[_Volunteer], bool], now: float
+    ) -> _Volunteer | None:
+        """A volunteer drawn uniformly (by the beacon) from those online with free capacity
+        for whom ``ok`` holds: a few random tries, then a scan from a random start."""
+        for attempt in range(_DRAW_TRIES):
+            if not self._free:
+                return None
+            v = self.volunteers[
+                self._free[draw_index(self._beacon, subject, attempt, len(self._free))]
+            ]
+            if not self._online(v, now):
+                self._refresh(v, now)
+                continue
+            if ok(v):
+                return v
+        n = len(self._free)
+        if not n:
+            return None
+        start = draw_index(self._beacon, subject, _DRAW_TRIES, n)
+        for j in range(n):
+            v = self.volunteers[self._free[(start + j) % n]]
+            if self._online(v, now) and ok(v):
+                return v
+        return None
+
+    def _draw_checks(
+        self, vol: _Volunteer, budget: int, ev: WorkRequested, out: list[Instruction]
+    ) -> int:
+        for cid in list(itertools.islice(self._check_queue, SCAN_LIMIT)):
+            if budget <= 0 or not self._free:
+                break
+            chk = self.checks[cid]
+            w = self.wus[chk.wu]
+            pick = self._draw(
+                w.unit.id + b"check" + chk.id.to_bytes(8, "little"),
+                functools.partial(self._may_check, w=w, now=ev.now),
+                ev.now,
+            )
+            if pick is None:
+                continue
+            if pick is vol and self._matches(vol, w, ev.engine):
+                self._assign_check(chk, vol, ev.now, out)
+                budget -= 1
+            else:
+                self._offer_check(chk, pick, ev.now, out)
+        return budget
+
+    def _draw_replicas(
+        self, vol: _Volunteer, budget: int, ev: WorkRequested, out: list[Instruction]
     ) -> None:
-        if w.det_class is None:
-            w.det_class = ev.det_class
-            if (
-                w.unit.spec.min_quorum > 1
-                and vol.streak >= ADAPTIVE_MIN_STREAK
-                and unreplicated_coin(w.unit.id, vol.id) < 1.0 - 1.0 / vol.streak
-            ):
-                w.required = 1
-        rep = _Replica(self._new_id(), w.unit.id, vol.id, ev.now + w.unit.spec.deadline_s)
+        for key in list(itertools.islice(self._ready, SCAN_LIMIT)):
+            if budget <= 0 or not self._free:
+                break
+            w = self.wus.get(key)
+            if w is None or key not in self._ready:
+                continue
+            while key in self._ready and budget > 0 and self._free:
+                subject = w.unit.id + len(w.replicas).to_bytes(4, "little")
+                need_established = self._needs_established(w)
+                pick = self._draw(
+                    subject,
+                    functools.partial(self._may_compute, w=w, need_established=need_established),
+                    ev.now,
+                )
+                if pick is None:
+                    break
+                if pick is vol and self._matches(vol, w, ev.engine):
+                    rep = self._offer_replica(w, vol, ev.now, out, announce=False)
+                    self._assign_replica(rep, vol, ev.now, out)
+                    budget -= 1
+                else:  # (drawn for an engine it is not asking for now: it takes it later)
+                    self._offer_replica(w, pick, ev.now, out)
+
+    def _may_compute(self, v: _Volunteer, w: _WU, need_established: bool) -> bool:
+        if v.id in w.volunteers or v.capacity() <= 0:
+            return False
+        cls = v.class_for(w.unit.spec.engine)
+        if cls is None or (w.det_class is not None and cls != w.det_class):
+            return False  # homogeneous redundancy
+        return v.established or not need_established
+
+    def _may_check(self, v: _Volunteer, w: _WU, now: float) -> bool:
+        if not v.established or v.capacity() <= 0 or v.id in self._claimants(w):
+            return False
+        if w.group and v.id in w.volunteers:
+            return False
+        cls = v.class_for(w.unit.spec.engine)
+        if cls is None:
+            return False
+        return cls == w.det_class or self._cross_class_ok(w, now)
+
+    def _needs_established(self, w: _WU) -> bool:
+        """Whether the next replica must be an established volunteer: the last one that can
+        still join the WU's quorum while nobody established is among its live replicas."""
+        live = [
+            self.replicas[r]
+            for r in w.replicas
+            if self.replicas[r].state in ("offered", "assigned", "returned")
+        ]
+        if any(self.volunteers[r.volunteer].established for r in live):
+            return False
+        best = max((len(g) for g in self._groups(w).values()), default=0)
+        outstanding = sum(1 for r in live if r.state != "returned")
+        return best + outstanding + 1 >= w.required
+
+    def _online(self, v: _Volunteer, now: float) -> bool:
+        return now - v.seen <= ONLINE_S
+
+    def _refresh(self, v: _Volunteer, now: float) -> None:
+        """Keep the draw pool exact: in it iff online, not banned and with free capacity."""
+        inside = v.id in self._free_at
+        should = v.trust != "banned" and self._online(v, now) and v.capacity() > 0
+        if should and not inside:
+            self._free_at[v.id] = len(self._free)
+            self._free.append(v.id)
+        elif inside and not should:
+            i = self._free_at.pop(v.id)
+            last = self._free.pop()
+            if last != v.id:
+                self._free[i] = last
+                self._free_at[last] = i
+
+    # -- offers and assignments ------------------------------------------------------------
+
+    def _offer_replica(
+        self, w: _WU, vol: _Volunteer, now: float, out: list[Instruction], *, announce: bool = True
+    ) -> _Replica:
+        if w.state == "unsent":
+            self._transition_wu(w, "in_progress", vol)
+        rep = _Replica(self._new_id(), w.unit.id, vol.id, now + self.policy.offer_s)
         self.replicas[rep.id] = rep
         w.replicas.append(rep.id)
         w.volunteers.add(vol.id)
-        w.state = "in_progress"
-        vol.in_flight.add(rep.id)
-        heapq.heappush(self._deadlines, (rep.deadline, "replica", rep.id))
+        vol.offers.add(rep.id)
+        self._refresh(vol, now)
+        if announce:
+            heapq.heappush(self._deadlines, (rep.deadline, "replica", rep.id))
+            out.append(Offered(vol.id, w.unit.id, rep.deadline))
         self._want_more(w, out)
+        return rep
+
+    def _assign_replica(
+        self, rep: _Replica, vol: _Volunteer, now: float, out: list[Instruction]
+    ) -> None:
+        w = self.wus[rep.wu]
+        self._set_replica(rep, "assigned")
+        vol.offers.discard(rep.id)
+        vol.in_flight.add(rep.id)
+        rep.deadline = now + w.unit.spec.deadline_s
+        heapq.heappush(self._deadlines, (rep.deadline, "replica", rep.id))
+        self._refresh(vol, now)
         out.append(Dispatch(rep.id, w.unit, vol.id, rep.deadline))
 
-    def _transition_assigned_errored(
-        self, rep: _Replica, state: ReplicaState, out: list[Instruction]
+    def _lapse_offer(self, rep: _Replica, now: float, out: list[Instruction]) -> None:
+        """An offer nobody came for: the volunteer is taken to be away, the WU drawn again."""
+        vol = self.volunteers[rep.volunteer]
+        self._set_replica(rep, "lapsed")
+        vol.offers.discard(rep.id)
+        self.wus[rep.wu].volunteers.discard(vol.id)  # it computed nothing: may be drawn again
+        vol.seen = -math.inf
+        self._refresh(vol, now)
+        self._want_more(self.wus[rep.wu], out)
+
+    def _offer_check(
+        self, chk: _Check, vol: _Volunteer, now: float, out: list[Instruction]
     ) -> None:
-        rep.state = state
-        self.volunteers[rep.volunteer].in_flight.discard(rep.id)
-        w = self.wus[rep.wu]
-        if state == "errored":
-            self._count_error(w, out)
-        else:
-            # A missed deadline or a lost node is not cheating: just reissue. The volunteer
-            # keeps its place in ``w.volunteers``, so a replica never returns to it.
-            self._want_more(w, out)
+        del self._check_queue[chk.id]
+        self._set_check(chk, "offered")
+        chk.volunteer = vol.id
+        chk.deadline = now + self.policy.offer_s
+        vol.checks.add(chk.id)
+        self._refresh(vol, now)
+        heapq.heappush(self._deadlines, (chk.deadline, "check", chk.id))
+        out.append(Offered(vol.id, chk.wu, chk.deadline))
 
-    def _transition_open_cancelled(self, w: _WU) -> None:
-        """Any undecided WU -> cancelled: out of every queue, its work in flight withdrawn."""
-        w.state = "cancelled"
-        self._ready.pop(w.unit.id, None)
-        self._awaiting_beacon.pop(w.unit.id, None)
-        w.group = []
-        for rid in w.replicas:
-            rep = self.replicas[rid]
-            if rep.state == "assigned":
-                self.volunteers[rep.volunteer].in_flight.discard(rid)
-                rep.state = "cancelled"
-        if w.check is not None:
-            chk = self.checks[w.check]
-            self._check_queue.pop(chk.id, None)
-            if chk.state == "assigned":
-                self.volunteers[chk.volunteer].checks.discard(chk.id)
-            chk.state = "lost"
-            w.check = None
-
-    def _transition_in_progress_validated(
-        self, w: _WU, final: bytes, agreeing: list[_Replica], out: list[Instruction]
-    ) -> None:
-        invalid: list[_Replica] = []
-        for rid in w.replicas:
-            r = self.replicas[rid]
-            if r in agreeing:
-                continue
-            if r.state == "returned":
-                r.state = "invalid"
-                invalid.append(r)
-        w.state = "validated"
-        self._ready.pop(w.unit.id, None)
-        out.append(
-            Validated(
-                w.unit,
-                final,
-                tuple((r.id, r.volunteer) for r in agreeing),
-                tuple((r.id, r.volunteer) for r in invalid),
-            )
-        )
-        for r in agreeing:
-            r.state = "valid"
-            self._reward(r.volunteer)
-            out.append(GrantCredit(r.volunteer, w.unit, r.id))
-        for r in invalid:
-            self._penalise(r.volunteer)
-            out.append(Invalidated(r.volunteer, w.unit, r.id, "disagreed with the quorum"))
-        self._advance_trajectory(w, final, out)
-
-    def _transition_spot_checking_validated(
-        self, w: _WU, rep: _Replica, chk: _Check, out: list[Instruction]
-    ) -> None:
-        assert rep.claim is not None
-        w.state = "validated"
-        rep.state = "valid"
-        out.append(
-            Validated(
-                w.unit,
-                rep.claim.final_digest,
-                ((rep.id, rep.volunteer),),
-                (),
-                spot_checked=chk.segments,
-            )
-        )
-        self._reward(rep.volunteer)
-        out.append(GrantCredit(rep.volunteer, w.unit, rep.id))
-        self._advance_trajectory(w, rep.claim.final_digest, out)
-
-    def _transition_check_queued_assigned(
+    def _assign_check(
         self, chk: _Check, vol: _Volunteer, now: float, out: list[Instruction]
     ) -> None:
         w = self.wus[chk.wu]
         rep = self.replicas[chk.replica]
         assert rep.claim is not None
-        del self._check_queue[chk.id]
+        self._check_queue.pop(chk.id, None)
+        self._set_check(chk, "assigned")
         chk.volunteer = vol.id
-        chk.state = "assigned"
         # a spot check costs a few segments, so it gets a proportional share of the deadline
         share = max(1.0, w.unit.spec.deadline_s * len(chk.segments) / w.unit.spec.n_segments)
         chk.deadline = now + share
         vol.checks.add(chk.id)
+        self._refresh(vol, now)
         heapq.heappush(self._deadlines, (chk.deadline, "check", chk.id))
         out.append(
             DispatchSpotCheck(
@@ -739,17 +774,369 @@ class Scheduler:
             )
         )
 
+    # -- transitions -----------------------------------------------------------------------
+
+    def _transition_wu(self, w: _WU, to: WUState, *args: object) -> None:
+        name = WU_TRANSITIONS.get((w.state, to))
+        if name is None:
+            raise AssertionError(f"no transition {w.state} -> {to} for WU {w.unit.id.hex()[:12]}")
+        getattr(self, name)(w, *args)
+
+    def _set_wu(self, w: _WU, to: WUState) -> None:
+        assert (w.state, to) in WU_TRANSITIONS, f"WU {w.state} -> {to}"
+        w.state = to
+
+    def _set_replica(self, r: _Replica, to: ReplicaState) -> None:
+        assert (r.state, to) in REPLICA_TRANSITIONS, f"replica {r.state} -> {to}"
+        r.state = to
+
+    def _set_check(self, c: _Check, to: CheckState) -> None:
+        assert (c.state, to) in CHECK_TRANSITIONS, f"check {c.state} -> {to}"
+        c.state = to
+
+    def _transition_unsent_in_progress(self, w: _WU, vol: _Volunteer) -> None:
+        """The first replica fixes the WU's class and whether it goes unreplicated."""
+        self._set_wu(w, "in_progress")
+        w.det_class = vol.class_for(w.unit.spec.engine)
+        job = self.jobs[w.unit.job]
+        if (
+            job.quorum > 1
+            and vol.established
+            and vol.streak >= ADAPTIVE_MIN_STREAK
+            and unreplicated_coin(w.unit.id, vol.id) < 1.0 - 1.0 / vol.streak
+        ):
+            w.required = 1
+
+    def _transition_in_progress_awaiting_beacon(self, w: _WU, group: list[_Replica] | None) -> None:
+        self._set_wu(w, "awaiting_beacon")
+        w.group = [r.id for r in group] if group else []
+        self._awaiting_beacon[w.unit.id] = None
+        self._ready.pop(w.unit.id, None)
+
+    def _transition_awaiting_beacon_spot_checking(
+        self, w: _WU, rep: _Replica, ev: BeaconPublished, out: list[Instruction]
+    ) -> None:
+        assert rep.claim is not None
+        self._set_wu(w, "spot_checking")
+        segments = spot_check_segments(
+            rep.claim.segment_root,
+            ev.value,
+            w.unit.spec.n_segments,
+            w.unit.spec.spot_check_segments,
+        )
+        kind: Literal["spot", "audit"] = "audit" if w.group else "spot"
+        chk = _Check(self._new_id(), w.unit.id, rep.id, "", segments, 0.0, kind=kind)
+        self.checks[chk.id] = chk
+        w.check = chk.id
+        self._check_queue[chk.id] = None
+        if w.group:
+            if not self._checker_online(w, ev.now):
+                self._skip_audit(w, chk, out)
+                return
+            self._start_audit_wait(w, chk, ev.now)
+
+    def _transition_spot_checking_in_progress(
+        self, w: _WU, chk: _Check, out: list[Instruction]
+    ) -> None:
+        """A check contradicted the result (or the audited quorum): a dispute."""
+        self._set_wu(w, "in_progress")
+        w.check = None
+        w.required = self.jobs[w.unit.job].quorum
+        disputed = self._group(w) if w.group else [self.replicas[chk.replica]]
+        for r in disputed:
+            self._set_replica(r, "disputed")
+        w.disputed, w.group, w.auditor = [r.id for r in disputed], [], chk.volunteer
+        w.volunteers.add(chk.volunteer)
+
+    def _transition_to_validated(
+        self, w: _WU, claim: Claim, agreeing: list[_Replica], out: list[Instruction]
+    ) -> None:
+        was = w.state
+        if was == "awaiting_beacon":
+            self._awaiting_beacon.pop(w.unit.id, None)
+        self._set_wu(w, "validated")
+        self._ready.pop(w.unit.id, None)
+        w.group = []
+        if w.check is not None:
+            chk = self.checks[w.check]
+            spot = chk.segments if chk.state == "done" and chk.kind == "spot" else ()
+            w.check = None
+        else:
+            spot = ()
+        invalid: list[_Replica] = []
+        for rid in w.replicas:
+            r = self.replicas[rid]
+            if r in agreeing:
+                continue
+            if r.state == "returned":
+                self._set_replica(r, "invalid")
+                invalid.append(r)
+        out.append(
+            Validated(
+                w.unit,
+                claim.final_digest,
+                tuple((r.id, r.volunteer) for r in agreeing),
+                tuple((r.id, r.volunteer) for r in invalid),
+                spot_checked=spot,
+            )
+        )
+        vouchers = {r.volunteer for r in agreeing} | ({w.checker} if w.checker else set())
+        established = {v for v in vouchers if self.volunteers[v].established}
+        for r in agreeing:
+            self._set_replica(r, "valid")
+            vol = self.volunteers[r.volunteer]
+            vol.credited.append(r.id)
+            self._reward(vol)
+            if not vol.established and established - {vol.id}:
+                vol.proven += 1
+                if vol.proven >= self.policy.probation_results and vol.trust == "probation":
+                    vol.trust = "established"
+            out.append(GrantCredit(r.volunteer, w.unit, r.id))
+        for r in invalid:
+            self._penalise(self.volunteers[r.volunteer])
+            out.append(Invalidated(r.volunteer, w.unit, r.id, "disagreed with the quorum"))
+        self._advance_trajectory(w, claim.final_digest, out)
+
+    def _transition_to_failed(self, w: _WU, reason: str, out: list[Instruction]) -> None:
+        self._set_wu(w, "failed")
+        self._ready.pop(w.unit.id, None)
+        out.append(WUFailed(w.unit, reason))
+
+    def _transition_to_cancelled(self, w: _WU, now: float) -> None:
+        """Any undecided WU -> cancelled: out of every queue, its work in flight withdrawn."""
+        self._set_wu(w, "cancelled")
+        self._ready.pop(w.unit.id, None)
+        self._awaiting_beacon.pop(w.unit.id, None)
+        w.group = []
+        for rid in w.replicas:
+            rep = self.replicas[rid]
+            if rep.state in ("assigned", "offered"):
+                vol = self.volunteers[rep.volunteer]
+                vol.in_flight.discard(rid)
+                vol.offers.discard(rid)
+                self._set_replica(rep, "cancelled")
+                self._refresh(vol, now)
+        if w.check is not None:
+            self._cancel_check(self.checks[w.check], now)
+            w.check = None
+
+    def _transition_assigned_ended(
+        self,
+        rep: _Replica,
+        state: Literal["errored", "timed_out", "lost"],
+        now: float,
+        out: list[Instruction],
+        *,
+        blame: bool = True,
+    ) -> None:
+        """Errors, missed deadlines and lost nodes all cost the key (work it held and did
+        not deliver); only errors of established keys count toward ``max_error_results``,
+        so throwaway keys cannot fail a WU on purpose."""
+        self._set_replica(rep, state)
+        vol = self.volunteers[rep.volunteer]
+        vol.in_flight.discard(rep.id)
+        if blame:
+            self._penalise(vol)
+        self._refresh(vol, now)
+        w = self.wus[rep.wu]
+        if state == "errored":
+            self._count_error(w, vol, out)
+        else:
+            # The volunteer keeps its place in ``w.volunteers``: a replica never returns to it.
+            self._want_more(w, out)
+
+    def _cancel_check(self, chk: _Check, now: float) -> None:
+        self._check_queue.pop(chk.id, None)
+        if chk.state in ("assigned", "offered"):
+            vol = self.volunteers[chk.volunteer]
+            vol.checks.discard(chk.id)
+            self._refresh(vol, now)
+        if chk.state in ("queued", "offered", "assigned"):
+            self._set_check(chk, "cancelled")
+
+    # -- validation ------------------------------------------------------------------------
+
+    def _try_validate(self, w: _WU, now: float, out: list[Instruction]) -> None:
+        for members in self._groups(w).values():
+            if len(members) < w.required or not self._vouched(members):
+                continue
+            claim = members[0].claim
+            assert claim is not None
+            if w.disputed:
+                self._settle_dispute(w, claim, members, now, out)
+            elif w.required == 1 and self.jobs[w.unit.job].quorum > 1:
+                self._transition_wu(w, "awaiting_beacon", None)  # spot-check before credit
+            elif self.jobs[w.unit.job].audit_rate > 0:
+                # The beacon decides, after the fact, whether a volunteer outside checks.
+                self._transition_wu(w, "awaiting_beacon", members)
+            else:
+                self._transition_wu(w, "validated", claim, members, out)
+            return
+        self._want_more(w, out)
+
+    def _vouched(self, members: list[_Replica]) -> bool:
+        """An agreeing group counts only with an established, unconvicted volunteer in it."""
+        return any(self.volunteers[r.volunteer].established for r in members)
+
+    def _settle_dispute(
+        self, w: _WU, claim: Claim, fresh: list[_Replica], now: float, out: list[Instruction]
+    ) -> None:
+        """A fresh quorum decided a disputed WU: the side it contradicts lied."""
+        disputed = [self.replicas[r] for r in w.disputed]
+        w.disputed = []
+        vindicated = all(
+            r.claim is not None and r.claim.agreement == claim.agreement for r in disputed
+        )
+        evidence = tuple(r.volunteer for r in fresh)
+        if vindicated:
+            if w.auditor is not None:
+                self._convict(w.auditor, w, evidence, "a check it returned contradicts", now, out)
+            agreeing = fresh + disputed
+        else:
+            agreeing = fresh
+            for r in disputed:
+                self._set_replica(r, "invalid")
+                out.append(Invalidated(r.volunteer, w.unit, r.id, "contradicted by a check"))
+            for r in disputed:
+                self._convict(r.volunteer, w, evidence, "its result contradicts", now, out)
+        w.auditor = None
+        self._transition_wu(w, "validated", claim, agreeing, out)
+
+    def _check_agrees(self, chk: _Check, w: _WU, claim: Claim, ev: SpotCheckReturned) -> bool:
+        if ev.det_class == w.det_class:
+            claimed = tuple(claim.boundary_digests[k + 1] for k in chk.segments)
+            if ev.end_digests != claimed:
+                return False
+            if claim.segment_data:  # frames and observables of the checked segments too
+                data = tuple(claim.segment_data[k] for k in chk.segments)
+                return ev.segment_data == data
+            return True
+        # compared with the engine's tolerance by the coordinator, which has the states
+        return bool(ev.agrees) and w.unit.spec.engine in CROSS_CLASS_ENGINES
+
+    # -- conviction and clawback -----------------------------------------------------------
+
+    def _convict(
+        self,
+        volunteer: str,
+        w: _WU,
+        evidence: tuple[str, ...],
+        why: str,
+        now: float,
+        out: list[Instruction],
+    ) -> None:
+        """Caught faking: banned; every credit revoked; what it vouched for re-checked."""
+        vol = self.volunteers[volunteer]
+        if vol.trust == "banned":
+            return
+        vol.trust = "banned"
+        vol.streak = 0
+        vol.quota = MIN_QUOTA
+        reason = f"{why} the validated outcome of WU {w.unit.id.hex()[:16]}"
+        out.append(Convicted(volunteer, w.unit.id, evidence, reason))
+        for rid in sorted(vol.offers):
+            rep = self.replicas[rid]
+            vol.offers.discard(rid)
+            self._set_replica(rep, "lapsed")
+            self._want_more(self.wus[rep.wu], out)
+        for cid in sorted(vol.checks):
+            self._requeue_check(self.checks[cid], now)
+        self._refresh(vol, now)
+        credited, vol.credited = vol.credited, []
+        for rid in credited:
+            rep = self.replicas[rid]
+            if rep.state != "valid":
+                continue
+            self._set_replica(rep, "revoked")
+            cw = self.wus[rep.wu]
+            out.append(RevokeCredit(volunteer, cw.unit, rid, w.unit.id, evidence, reason))
+            if not self._trustworthy(cw) and not cw.retracted:
+                self._start_reverify(cw, rep)
+        # disputes it started by its word alone: its word no longer counts
+        for d_wu in self.wus.values():
+            if d_wu.auditor == volunteer and d_wu.disputed and d_wu.state == "in_progress":
+                for rid in d_wu.disputed:
+                    self._set_replica(self.replicas[rid], "returned")
+                d_wu.disputed, d_wu.auditor = [], None
+                self._try_validate(d_wu, now, out)
+        # results it returned that wait for a decision no longer count
+        for v_wu in self.wus.values():
+            if v_wu.state != "in_progress" or volunteer not in v_wu.volunteers:
+                continue
+            for rid in v_wu.replicas:
+                r = self.replicas[rid]
+                if r.volunteer == volunteer and r.state == "returned":
+                    self._set_replica(r, "invalid")
+                    out.append(Invalidated(volunteer, v_wu.unit, rid, "the key was convicted"))
+                    self._want_more(v_wu, out)
+
+    def _trustworthy(self, w: _WU) -> bool:
+        """Whether a validated WU still has an established, unconvicted voice behind it."""
+        voices = [
+            self.replicas[r].volunteer
+            for r in w.replicas
+            if self.replicas[r].state in ("valid", "revoked")
+        ]
+        if w.checker:
+            voices.append(w.checker)
+        return any(self.volunteers[v].established for v in voices)
+
+    def _start_reverify(self, w: _WU, rep: _Replica) -> None:
+        """Recompute every segment of a WU whose only trustworthy voice was a convict's."""
+        if w.reverify is not None or self.jobs[w.unit.job].cancelled:
+            return
+        segments = tuple(range(w.unit.spec.n_segments))
+        chk = _Check(self._new_id(), w.unit.id, rep.id, "", segments, 0.0, kind="reverify")
+        self.checks[chk.id] = chk
+        w.reverify = chk.id
+        self._check_queue[chk.id] = None
+
+    def _retract(self, w: _WU, checker: str, now: float, out: list[Instruction]) -> None:
+        """A validated WU was a fake: everyone who vouched for it is convicted, its data and
+        its trajectory's later generations are withdrawn from the lab, and the generation
+        is computed again from its (validated) input."""
+        w.retracted = True
+        out.append(Retracted(w.unit, "a full recomputation contradicts it"))
+        for rid in w.replicas:
+            r = self.replicas[rid]
+            if r.state in ("valid", "revoked"):
+                self._convict(r.volunteer, w, (checker,), "it vouched for a fake;", now, out)
+        traj = TrajectoryKey(w.unit.job, w.unit.run, w.unit.clone)
+        job = self.jobs[w.unit.job]
+        newest = self.wus[self._trajectory[traj]]
+        for later in self.wus.values():
+            if (
+                later.unit.job == w.unit.job
+                and (later.unit.run, later.unit.clone) == (w.unit.run, w.unit.clone)
+                and later.unit.gen > w.unit.gen
+                and later is not w
+            ):
+                if later.state == "validated" and not later.retracted:
+                    later.retracted = True
+                    out.append(Retracted(later.unit, "it descends from a retracted generation"))
+                elif later.state in _UNDECIDED:
+                    later.retracted = True
+                    self._transition_wu(later, "cancelled", now)
+        if newest.state == "validated" and newest.unit.gen + 1 >= newest.unit.spec.gens:
+            job.remaining += 1  # the trajectory is no longer through all its generations
+        self._create_wu(traj, w.unit.gen, w.unit.input_digest, attempt=w.unit.attempt + 1)
+
     # -- helpers ---------------------------------------------------------------------------
 
-    def _create_wu(self, traj: TrajectoryKey, gen: int, input_digest: bytes) -> None:
+    def _create_wu(
+        self, traj: TrajectoryKey, gen: int, input_digest: bytes, *, attempt: int = 0
+    ) -> None:
         job = self.jobs[traj.job]
-        spec = job.spec
-        ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, job.params)
+        params = job.params + (b"" if attempt == 0 else b"#attempt=%d" % attempt)
+        ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, params)
         seed = int.from_bytes(
             hashlib.sha256(b"foldnet/wu-seed/v1\x00" + ident).digest()[:8], "little"
         )
-        unit = WorkUnit(ident, traj.job, traj.run, traj.clone, gen, input_digest, seed, spec)
-        self.wus[ident] = _WU(unit, required=spec.min_quorum)
+        unit = WorkUnit(
+            ident, traj.job, traj.run, traj.clone, gen, input_digest, seed, job.spec, attempt
+        )
+        self.wus[ident] = _WU(unit, required=job.quorum)
+        self._trajectory[traj] = ident
         self._ready[ident] = None
 
     def _advance_trajectory(self, w: _WU, final: bytes, out: list[Instruction]) -> None:
@@ -762,26 +1149,6 @@ class Scheduler:
         if job.remaining == 0:
             out.append(JobCompleted(u.job))
 
-    def _settle_dispute(
-        self, w: _WU, final: bytes, fresh: list[_Replica], out: list[Instruction]
-    ) -> None:
-        """A fresh quorum decided a disputed WU: the side it contradicts lied."""
-        disputed = [self.replicas[r] for r in w.disputed]
-        w.disputed = []
-        vindicated = all(r.claim is not None and r.claim.final_digest == final for r in disputed)
-        if vindicated:
-            for r in disputed:
-                r.state = "returned"
-            if w.auditor is not None:
-                self._penalise(w.auditor)
-        else:
-            for r in disputed:
-                r.state = "invalid"
-                self._penalise(r.volunteer)
-                out.append(Invalidated(r.volunteer, w.unit, r.id, "contradicted by an audit"))
-        agreeing = fresh + (disputed if vindicated else [])
-        self._transition_in_progress_validated(w, final, agreeing, out)
-
     def _cross_class_ok(self, w: _WU, now: float) -> bool:
         """Whether a check of ``w`` may go to another determinism class: only for engines
         whose segments can be compared with a tolerance, and only when no volunteer of
@@ -792,22 +1159,21 @@ class Scheduler:
         return not self._checker_online(w, now, same_class=True)
 
     def _checker_online(self, w: _WU, now: float, *, same_class: bool = False) -> bool:
-        """Whether a volunteer who may check ``w`` asked for work lately: of ``w``'s class,
-        or (engines compared with a tolerance, unless ``same_class``) of any class."""
+        """Whether an established volunteer who may check ``w`` asked for work lately: of
+        ``w``'s class, or (engines compared with a tolerance, unless ``same_class``) of any."""
         assert w.det_class is not None
-        classes = (
-            None
-            if (w.unit.spec.engine in CROSS_CLASS_ENGINES and not same_class)
-            else {w.det_class}
-        )
+        any_class = w.unit.spec.engine in CROSS_CLASS_ENGINES and not same_class
         claimants = self._claimants(w)
         horizon = w.unit.spec.deadline_s + SEEN_GRAIN_S
+        engine = w.unit.spec.engine
         return any(
-            now - t <= horizon
+            v.established
+            and now - v.seen <= horizon
+            and v.id not in claimants
+            and not (w.group and v.id in w.volunteers)
+            and (cls := v.class_for(engine)) is not None
+            and (any_class or cls == w.det_class)
             for v in self.volunteers.values()
-            if v.id not in claimants
-            for c, t in v.seen.items()
-            if classes is None or c in classes
         )
 
     def _claimants(self, w: _WU) -> set[str]:
@@ -815,52 +1181,49 @@ class Scheduler:
         return {
             r.volunteer
             for r in (self.replicas[i] for i in w.replicas)
-            if r.state in ("returned", "valid", "invalid", "disputed")
+            if r.state in ("returned", "valid", "invalid", "disputed", "revoked")
         }
 
-    def _outstanding(self, w: _WU) -> int:
-        return sum(1 for r in w.replicas if self.replicas[r].state == "assigned")
+    def _unreplicated(self, w: _WU) -> _Replica:
+        return next(
+            self.replicas[r] for r in reversed(w.replicas) if self.replicas[r].state == "returned"
+        )
 
-    def _groups(self, w: _WU) -> dict[tuple[bytes, bytes], list[_Replica]]:
-        groups: dict[tuple[bytes, bytes], list[_Replica]] = {}
+    def _group(self, w: _WU) -> list[_Replica]:
+        return [self.replicas[r] for r in w.group]
+
+    def _outstanding(self, w: _WU) -> int:
+        return sum(1 for r in w.replicas if self.replicas[r].state in ("assigned", "offered"))
+
+    def _groups(self, w: _WU) -> dict[tuple[bytes, bytes, bytes, bytes], list[_Replica]]:
+        groups: dict[tuple[bytes, bytes, bytes, bytes], list[_Replica]] = {}
         for rid in w.replicas:
             r = self.replicas[rid]
             if r.state == "returned" and r.claim is not None:
-                groups.setdefault((r.claim.final_digest, r.claim.segment_root), []).append(r)
+                groups.setdefault(r.claim.agreement, []).append(r)
         return groups
 
-    def _agreeing_best(self, w: _WU) -> int:
-        return max((len(g) for g in self._groups(w).values()), default=0)
-
-    def _try_validate(self, w: _WU, out: list[Instruction]) -> None:
-        groups = self._groups(w)
-        for (final, _root), members in groups.items():
-            if len(members) >= w.required:
-                if w.required == 1 and w.unit.spec.min_quorum > 1:
-                    w.state = "awaiting_beacon"  # unreplicated: spot-check before credit
-                    self._awaiting_beacon[w.unit.id] = None
-                    self._ready.pop(w.unit.id, None)
-                    return
-                if w.disputed:
-                    self._settle_dispute(w, final, members, out)
-                    return
-                if w.unit.spec.audit_rate > 0:
-                    # The beacon decides, after the fact, whether a third volunteer checks.
-                    w.group = [r.id for r in members]
-                    w.state = "awaiting_beacon"
-                    self._awaiting_beacon[w.unit.id] = None
-                    self._ready.pop(w.unit.id, None)
-                    return
-                self._transition_in_progress_validated(w, final, members, out)
-                return
-        self._want_more(w, out)
-
     def _want_more(self, w: _WU, out: list[Instruction]) -> None:
-        """Put ``w`` in the ready queue if it needs another replica, or fail it."""
+        """Put ``w`` in the ready queue if it needs another replica, or fail it. A quorum
+        counts only with an established volunteer in it, so a WU whose live replicas are
+        all on probation needs one more (drawn among established volunteers)."""
         if w.state not in ("unsent", "in_progress"):
             return
-        outstanding = self._outstanding(w)
-        if self._agreeing_best(w) + outstanding >= w.required:
+        out_reps = [
+            self.replicas[r]
+            for r in w.replicas
+            if self.replicas[r].state in ("assigned", "offered")
+        ]
+        outstanding = len(out_reps)
+        groups = self._groups(w).values()
+        best = max((len(g) for g in groups), default=0)
+        vouched = any(self._vouched(g) for g in groups) or any(
+            self.volunteers[r.volunteer].established for r in out_reps
+        )
+        need = w.required - best - outstanding
+        if not vouched:
+            need = max(need, 1)
+        if need <= 0:
             self._ready.pop(w.unit.id, None)  # enough replicas in flight to reach a quorum
             return
         results = sum(
@@ -869,34 +1232,43 @@ class Scheduler:
         if results + outstanding >= w.unit.spec.max_total_results:
             self._ready.pop(w.unit.id, None)
             if outstanding == 0:
-                self._fail(w, f"no quorum among {results} results", out)
+                self._transition_wu(w, "failed", f"no quorum among {results} results", out)
             return
         self._ready[w.unit.id] = None
 
-    def _count_error(self, w: _WU, out: list[Instruction]) -> None:
-        w.errors += 1
-        if w.errors >= w.unit.spec.max_error_results:
-            self._fail(w, f"{w.errors} error results", out)
+    def _count_error(self, w: _WU, vol: _Volunteer, out: list[Instruction]) -> None:
+        if vol.established:
+            w.errors += 1
+        if w.errors >= w.unit.spec.max_error_results and w.state in ("unsent", "in_progress"):
+            self._transition_wu(w, "failed", f"{w.errors} error results", out)
         else:
             self._want_more(w, out)
 
-    def _fail(self, w: _WU, reason: str, out: list[Instruction]) -> None:
-        if w.state in ("validated", "failed"):
-            return
-        w.state = "failed"
-        self._ready.pop(w.unit.id, None)
-        out.append(WUFailed(w.unit, reason))
-
     def _requeue_check(self, chk: _Check, now: float) -> None:
-        self.volunteers[chk.volunteer].checks.discard(chk.id)
-        chk.state = "lost"
-        replacement = _Check(self._new_id(), chk.wu, chk.replica, "", chk.segments, 0.0)
+        """A check its volunteer did not take (offer lapsed) or did not finish: queued
+        afresh. An audit's wait restarts only when an auditor had taken it and vanished."""
+        taken = chk.state == "assigned"
+        vol = self.volunteers[chk.volunteer]
+        vol.checks.discard(chk.id)
+        self._refresh(vol, now)
+        self._set_check(chk, "lost")
+        replacement = _Check(
+            self._new_id(), chk.wu, chk.replica, "", chk.segments, 0.0, kind=chk.kind
+        )
         self.checks[replacement.id] = replacement
         w = self.wus[chk.wu]
-        w.check = replacement.id
+        if chk.kind == "reverify":
+            w.reverify = replacement.id
+        else:
+            w.check = replacement.id
         self._check_queue[replacement.id] = None
-        if w.group:
-            self._start_audit_wait(w, replacement, now)
+        if chk.kind == "audit":
+            if taken:
+                self._start_audit_wait(w, replacement, now)
+            else:
+                for ident, cid in self._audit_waits.items():
+                    if cid == chk.id:
+                        self._audit_waits[ident] = replacement.id
 
     def _start_audit_wait(self, w: _WU, chk: _Check, now: float) -> None:
         """An audit needs a volunteer outside the quorum; if none takes it within the WU's
@@ -906,24 +1278,26 @@ class Scheduler:
         self._audit_waits[ident] = chk.id
         heapq.heappush(self._deadlines, (now + w.unit.spec.deadline_s, "audit", ident))
 
-    def _transition_audit_queued_skipped(self, w: _WU, chk: _Check, out: list[Instruction]) -> None:
-        del self._check_queue[chk.id]
-        chk.state = "skipped"
-        group = [self.replicas[r] for r in w.group]
-        w.group = []
+    def _skip_audit(self, w: _WU, chk: _Check, out: list[Instruction]) -> None:
+        if chk.state == "offered":
+            vol = self.volunteers[chk.volunteer]
+            vol.checks.discard(chk.id)
+            self._set_check(chk, "cancelled")
+            self._refresh(vol, vol.seen)
+        else:
+            del self._check_queue[chk.id]
+            self._set_check(chk, "skipped")
         w.check = None
-        w.state = "in_progress"
+        group = self._group(w)
         claim = group[0].claim
         assert claim is not None
-        self._transition_in_progress_validated(w, claim.final_digest, group, out)
+        self._transition_wu(w, "validated", claim, group, out)
 
-    def _reward(self, volunteer: str) -> None:
-        v = self._volunteer(volunteer)
+    def _reward(self, v: _Volunteer) -> None:
         v.streak += 1
         v.quota = min(MAX_QUOTA, v.quota + 1)
 
-    def _penalise(self, volunteer: str) -> None:
-        v = self._volunteer(volunteer)
+    def _penalise(self, v: _Volunteer) -> None:
         v.streak = 0
         v.quota = max(MIN_QUOTA, v.quota // 2)
 
@@ -932,6 +1306,9 @@ class Scheduler:
         if v is None:
             v = self.volunteers[volunteer] = _Volunteer(volunteer)
         return v
+
+    def _matches(self, vol: _Volunteer, w: _WU, engine: str) -> bool:
+        return not engine or w.unit.spec.engine == engine
 
     def _replica(self, replica: int, volunteer: str) -> _Replica:
         rep = self.replicas.get(replica)
@@ -946,28 +1323,49 @@ class Scheduler:
         self._next_id += 1
         return ident
 
-    # -- invariants (checked by the test fixture after every test) --------------------------
+    # -- invariants (checked by the test fixture after every event) -------------------------
 
     def validate_state(self) -> None:
         for key, w in self.wus.items():
             assert w.unit.id == key
-            vols = [self.replicas[r].volunteer for r in w.replicas]
+            vols = [
+                self.replicas[r].volunteer
+                for r in w.replicas
+                if self.replicas[r].state not in ("lapsed", "cancelled")
+            ]
             assert len(vols) == len(set(vols)), f"two replicas of one WU on one volunteer: {vols}"
             assert set(vols) <= w.volunteers
             for rid in w.replicas:
                 r = self.replicas[rid]
                 if r.state == "assigned":
                     assert rid in self.volunteers[r.volunteer].in_flight
+                if r.state == "offered":
+                    assert rid in self.volunteers[r.volunteer].offers
                 if r.state == "valid":
                     assert w.state == "validated", "credit-worthy replica of an undecided WU"
+                    assert self.volunteers[r.volunteer].trust != "banned", "a convict's credit"
             if key in self._ready:
                 assert w.state in ("unsent", "in_progress"), f"ready WU in state {w.state}"
-            if w.state == "validated":
-                assert any(self.replicas[r].state == "valid" for r in w.replicas)
+            if w.state == "validated" and not w.retracted:
+                valid = [
+                    self.replicas[r]
+                    for r in w.replicas
+                    if self.replicas[r].state in ("valid", "revoked")
+                ]
+                assert valid, "a validated WU without an agreeing result"
+                assert (
+                    w.reverify is not None
+                    or self._trustworthy(w)
+                    or self.jobs[w.unit.job].cancelled
+                ), "a validated WU nobody established vouches for"
             if w.state == "cancelled":
-                assert self.jobs[w.unit.job].cancelled, "a cancelled WU of a live job"
+                assert self.jobs[w.unit.job].cancelled or w.retracted, (
+                    "a cancelled WU of a live job"
+                )
                 assert key not in self._ready and key not in self._awaiting_beacon
-                assert all(self.replicas[r].state != "assigned" for r in w.replicas)
+                assert all(
+                    self.replicas[r].state not in ("assigned", "offered") for r in w.replicas
+                )
                 assert w.check is None
             if self.jobs[w.unit.job].cancelled:
                 assert w.state in ("validated", "failed", "cancelled"), (
@@ -976,7 +1374,11 @@ class Scheduler:
         for cid in self._check_queue:
             chk = self.checks[cid]
             w = self.wus[chk.wu]
-            assert chk.volunteer == "" and w.check == cid and w.state == "spot_checking"
+            assert chk.volunteer == "" and chk.state == "queued"
+            if chk.kind == "reverify":
+                assert w.reverify == cid and w.state == "validated"
+            else:
+                assert w.check == cid and w.state == "spot_checking"
         for w in self.wus.values():
             if w.group:
                 assert w.state in ("awaiting_beacon", "spot_checking"), f"audit group in {w.state}"
@@ -986,7 +1388,18 @@ class Scheduler:
             for rid in v.in_flight:
                 assert self.replicas[rid].state == "assigned"
                 assert self.replicas[rid].volunteer == v.id
+            for rid in v.offers:
+                assert self.replicas[rid].state == "offered"
+            for cid in v.checks:
+                assert self.checks[cid].state in ("offered", "assigned")
+                assert self.checks[cid].volunteer == v.id
             assert MIN_QUOTA <= v.quota <= MAX_QUOTA
+            assert len(v.class_history) <= self.policy.max_classes_per_volunteer
+            if v.trust == "banned":
+                assert v.id not in self._free_at and not v.credited and not v.offers
+        for i, vid in enumerate(self._free):
+            assert self._free_at[vid] == i
+            assert self.volunteers[vid].capacity() > 0
 
     @property
     def next_deadline(self) -> float | None:
@@ -1005,9 +1418,30 @@ class Scheduler:
         return counts
 
 
-def replay(events: Iterable[Event]) -> tuple[Scheduler, list[Instruction]]:
+def _claim_problem(claim: Claim, w: _WU) -> str:
+    """Why a claim cannot be compared with others, or "" if it can."""
+    if not claim.sane:
+        return claim.problem or "failed verification"
+    if claim.det_class != w.det_class:
+        return f"determinism class {claim.det_class} is not the WU's {w.det_class}"
+    if len(claim.boundary_digests) != w.unit.spec.n_segments + 1:
+        return (
+            f"{len(claim.boundary_digests)} boundary states, expected {w.unit.spec.n_segments + 1}"
+        )
+    if claim.boundary_digests[0] != w.unit.input_digest:
+        return "the first boundary state is not the WU's input"
+    if claim.boundary_digests[-1] != claim.final_digest:
+        return "the final state is not the last boundary state"
+    if claim.segment_data and len(claim.segment_data) != w.unit.spec.n_segments:
+        return f"{len(claim.segment_data)} segment digests, expected {w.unit.spec.n_segments}"
+    return ""
+
+
+def replay(
+    events: Iterable[Event], policy: NetworkPolicy | None = None
+) -> tuple[Scheduler, list[Instruction]]:
     """Rebuild a scheduler from its event log (what a restarted coordinator does)."""
-    s = Scheduler()
+    s = Scheduler(policy)
     out: list[Instruction] = []
     for ev in events:
         out.extend(s.handle(ev))

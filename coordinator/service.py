@@ -22,12 +22,14 @@ from typing import cast
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from coordinator.classes import AcceptedClass, ClassRegistry
 from coordinator.errors import ProtocolError, SubmissionError
 from coordinator.jobs import JobSpec
-from coordinator.scheduler import (
+from coordinator.messages import (
     Abandoned,
     BeaconPublished,
     Claim,
+    Convicted,
     Dispatch,
     DispatchSpotCheck,
     Event,
@@ -39,18 +41,24 @@ from coordinator.scheduler import (
     NodeLost,
     ReplicaFailed,
     ResultReturned,
-    Scheduler,
+    Retracted,
+    RevokeCredit,
     SpotCheckReturned,
     Tick,
     Validated,
+    VolunteerTrusted,
     WorkRequested,
     WUFailed,
 )
+from coordinator.policy import NetworkPolicy
+from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from ledger import entries as le
 from ledger.checkpoint import SignedCheckpoint
 from ledger.keys import load_or_create_private_key
 from ledger.log import Log
+from sims.examples import VILLIN_PDB
+from sims.go import GoModel
 from sims.spec import RunSpec
 from sims.state import State
 from worker.errors import ResultError
@@ -109,6 +117,8 @@ class Outcome:
     invalidated: tuple[Invalidated, ...] = ()
     failed: tuple[WUFailed, ...] = ()
     completed: tuple[str, ...] = ()
+    convicted: tuple[Convicted, ...] = ()
+    retracted: tuple[Retracted, ...] = ()
 
 
 class Coordinator:
@@ -121,18 +131,27 @@ class Coordinator:
         log: Log,
         clock: Callable[[], float] = time.time,
         beacon_interval_s: float = 0.5,
+        policy: NetworkPolicy | None = None,
+        classes: ClassRegistry | None = None,
     ) -> None:
         self.store = store
         self.log = log
         self.clock = clock
-        self.scheduler = Scheduler()
+        self.policy = policy or NetworkPolicy()
+        self.scheduler = Scheduler(self.policy)
+        #: Determinism classes accepted from volunteers: the operator's list plus what this
+        #: machine's own engines report for the systems of its jobs.
+        self.classes = classes or ClassRegistry(discover=self._own_classes)
         self._systems: dict[bytes, SystemDefinition] = {}
         self._recorded: set[bytes] = set()  # WU ids with a result in the ledger
         self._registered: set[bytes] = set()
         self._jobs_in_ledger: set[bytes] = set()
+        self._grants: dict[tuple[bytes, bytes], int] = {}  # (volunteer, WU) -> credit
+        self._revoked: set[tuple[bytes, bytes]] = set()
         self._events: list[Instruction] = []
         self._batching = False
-        self._deferred: list[Validated] = []  # ledger records waiting for the batch's commit
+        # ledger records waiting for the batch's commit
+        self._deferred: list[Validated | RevokeCredit] = []
         #: Headers of results not yet recorded, so recording reads nothing back from the store.
         self._headers: dict[int, tuple[ResultHeader, bytes]] = {}
         self._engines = EngineCache()  # for the physical sanity checks of results
@@ -146,7 +165,12 @@ class Coordinator:
 
     @classmethod
     def local(
-        cls, workdir: str | Path, *, checkpoint_every: int = 1000, beacon_interval_s: float = 0.5
+        cls,
+        workdir: str | Path,
+        *,
+        checkpoint_every: int = 1000,
+        beacon_interval_s: float = 0.5,
+        policy: NetworkPolicy | None = None,
     ) -> Coordinator:
         """SQLite coordinator and ledger in ``workdir`` (created), ledger key made on first use."""
         d = Path(workdir)
@@ -158,9 +182,14 @@ class Coordinator:
             signing_key=key,
             checkpoint_every=checkpoint_every,
         )
-        return cls(
-            store=Store.open(d / "coordinator.db"), log=log, beacon_interval_s=beacon_interval_s
+        coord = cls(
+            store=Store.open(d / "coordinator.db"),
+            log=log,
+            beacon_interval_s=beacon_interval_s,
+            policy=policy,
         )
+        coord.classes = ClassRegistry.load(d, discover=coord._own_classes)
+        return coord
 
     def close(self) -> None:
         self.log.close()
@@ -173,10 +202,20 @@ class Coordinator:
             entry = le.decode_record(data).entry
             if isinstance(entry, le.ResultValidated):
                 self._recorded.add(entry.wu_id)
+            elif isinstance(entry, le.CreditGranted):
+                self._grants[(entry.volunteer_key, entry.wu_id)] = entry.amount
+            elif isinstance(entry, le.CreditRevoked):
+                self._revoked.add((entry.volunteer_key, entry.wu_id))
             elif isinstance(entry, le.VolunteerRegistered):
                 self._registered.add(entry.volunteer_key)
             elif isinstance(entry, le.JobSubmitted):
                 self._jobs_in_ledger.add(entry.job_id)
+
+    def _scan_grants(self) -> None:
+        for _idx, _leaf, data in self.log.store.iter_entries():
+            entry = le.decode_record(data).entry
+            if isinstance(entry, le.CreditGranted):
+                self._grants[(entry.volunteer_key, entry.wu_id)] = entry.amount
 
     def _replay(self) -> None:
         replayed: list[Instruction] = []
@@ -198,6 +237,8 @@ class Coordinator:
         scheduler refuses (:class:`ProtocolError`, raised before it changes anything) is not
         logged, so replay never meets it."""
         out = self.scheduler.handle(ev)
+        if not self.scheduler.changed:
+            return out
         try:
             self.store.append_events([ev])  # committed (now, or with the batch) before acted on
         except BaseException:
@@ -212,15 +253,49 @@ class Coordinator:
         self._events.extend(instructions)
 
     def _record_ledger_effects(self, instructions: Sequence[Instruction]) -> None:
-        todo = [
+        todo: list[Validated | RevokeCredit] = [
             ins
             for ins in instructions
-            if isinstance(ins, Validated) and ins.wu.id not in self._recorded
+            if (isinstance(ins, Validated) and ins.wu.id not in self._recorded)
+            or isinstance(ins, RevokeCredit)
         ]
         if self._batching:  # appended once the events behind them are committed
             self._deferred.extend(todo)
         elif todo:
-            self._record_validated(todo)
+            self._record(todo)
+
+    def _record(self, todo: Sequence[Validated | RevokeCredit]) -> None:
+        """Validated results first (with their grants), then revocations of grants."""
+        validated = [t for t in todo if isinstance(t, Validated)]
+        if validated:
+            self._record_validated(validated)
+        revocations = []
+        for t in todo:
+            if not isinstance(t, RevokeCredit):
+                continue
+            key = bytes.fromhex(t.volunteer)
+            pair = (key, t.wu.id)
+            if pair not in self._grants:  # granted since start-up: read it back (rare)
+                self._scan_grants()
+            amount = self._grants.get(pair)
+            if amount is None or pair in self._revoked:
+                continue  # never granted on the ledger (or revoked already: a replay)
+            evidence = {
+                "evidence_wu": t.evidence_wu.hex(),
+                "decided_by": list(t.evidence),
+                "reason": t.reason,
+            }
+            revocations.append(
+                le.CreditRevoked(
+                    volunteer_key=key,
+                    wu_id=t.wu.id,
+                    amount=amount,
+                    reason=json.dumps(evidence, sort_keys=True, separators=(",", ":"))[:1000],
+                )
+            )
+            self._revoked.add(pair)
+        if revocations:
+            self.log.append_batch(revocations)
 
     def _record_validated(self, validated: Sequence[Validated]) -> None:
         entries = []
@@ -289,19 +364,21 @@ class Coordinator:
         self._batching = False
         deferred, self._deferred = self._deferred, []
         if deferred:
-            self._record_validated(deferred)
+            self._record(deferred)
 
     def _reload(self) -> None:
         """Back to the committed state: the scheduler replayed, and every cache dropped
         (replica ids are reused by the replay, so a cached header could name another
         result)."""
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(self.policy)
         self._headers.clear()
         self._states = _ByteLRU(self._states.budget)
         self._boundaries = _ByteLRU(self._boundaries.budget)
         self._recorded.clear()
         self._registered.clear()
         self._jobs_in_ledger.clear()
+        self._grants.clear()
+        self._revoked.clear()
         self._scan_ledger()
         self._replay()
 
@@ -313,6 +390,8 @@ class Coordinator:
             invalidated=tuple(i for i in evs if isinstance(i, Invalidated)),
             failed=tuple(i for i in evs if isinstance(i, WUFailed)),
             completed=tuple(i.job for i in evs if isinstance(i, JobCompleted)),
+            convicted=tuple(i for i in evs if isinstance(i, Convicted)),
+            retracted=tuple(i for i in evs if isinstance(i, Retracted)),
         )
 
     # -- labs ------------------------------------------------------------------------------
@@ -382,15 +461,39 @@ class Coordinator:
             self.log.append(le.VolunteerRegistered(volunteer_key=volunteer_key, name=name[:100]))
             self._registered.add(volunteer_key)
 
+    def trust(self, volunteer_key: bytes) -> None:
+        """The operator vouches for a key (its own machine): established from the start."""
+        vol = self.scheduler.volunteers.get(volunteer_key.hex())
+        if vol is not None and vol.trust == "established":
+            return
+        self.register(volunteer_key)
+        self._apply(VolunteerTrusted(volunteer_key.hex(), self.clock()))
+
+    def accept_class(self, canonical: str) -> AcceptedClass:
+        """A reported determinism class, if this coordinator accepts it
+        (:class:`~coordinator.classes.ClassRefusedError` otherwise)."""
+        return self.classes.accept(canonical)
+
+    def _own_classes(self) -> list[str]:
+        """The classes this machine's engines report for the systems of the jobs here (and
+        the Go engine's on a small built-in protein, so that volunteers who come before the
+        first job are not refused)."""
+        systems = [
+            self._system(d) for d in {j.spec.system_digest for j in self.scheduler.jobs.values()}
+        ]
+        if not any(engine_name(s) == "go" for s in systems):
+            systems.append(GoModel.from_pdb(VILLIN_PDB))
+        return [self._engines.get(s).determinism_class().canonical().decode() for s in systems]
+
     def request_work(
         self, volunteer_key: bytes, det_class: str, slots: int, engine: str = ""
     ) -> list[Task]:
+        """Tasks for a volunteer computing in ``det_class`` (the key of a class
+        :meth:`accept_class` accepted)."""
         self.register(volunteer_key)
         ev = WorkRequested(volunteer_key.hex(), det_class, slots, self.clock(), engine)
-        vol = self.scheduler.volunteers.get(ev.volunteer)
-        seen = None if vol is None else vol.seen.get(det_class)
         out = self.scheduler.handle(ev)
-        if out or vol is None or vol.seen.get(det_class) != seen:
+        if self.scheduler.changed:
             # Committed before any task leaves. A request that changed nothing (an idle
             # volunteer polling) is not logged: replay reaches the same state without it.
             self.store.append_events([ev])
@@ -441,6 +544,8 @@ class Coordinator:
                 n_segments=wu.spec.n_segments,
                 n_atoms=n,
                 n_frames=wu.spec.steps_per_wu // wu.spec.report_steps,
+                segment_steps=wu.spec.segment_steps,
+                report_steps=wu.spec.report_steps,
             )
             self._check_physics(system, result, wu.spec.temperature)
             det = det_class_key(result.header.determinism)
@@ -449,6 +554,9 @@ class Coordinator:
                 result.header.segment_root,
                 result.header.boundary_digests,
                 det,
+                frames_digest=result.header.frames_digest,
+                observables_digest=result.header.observables_digest,
+                segment_data=result.header.segment_data,
             )
             self.store.put_result(replica, result)
             self._headers[replica] = (result.header, result.signature)
@@ -480,7 +588,13 @@ class Coordinator:
         agrees = None if det == wu.det_class else self._agrees_across_classes(chk.id, result)
         self._apply(
             SpotCheckReturned(
-                result.check, volunteer_key.hex(), result.end_digests, det, self.clock(), agrees
+                result.check,
+                volunteer_key.hex(),
+                result.end_digests,
+                det,
+                self.clock(),
+                agrees,
+                result.segment_data,
             )
         )
 
@@ -562,11 +676,26 @@ class Coordinator:
         return cached if isinstance(cached, State) else self.store.state(digest)
 
     def _boundary_states(self, replica: int, segments: Sequence[int]) -> tuple[State, ...]:
+        """Boundary states of a stored result, with the simulation step each one is at (a
+        recomputed segment reports its frames at those steps)."""
+        wu = self.scheduler.wus[self.scheduler.replicas[replica].wu].unit
+        first = wu.gen * wu.spec.steps_per_wu
         cached = self._boundaries.get(replica)
         if cached is None:
-            return self.store.boundary_states(replica, segments)
-        positions, velocities = cast("tuple[np.ndarray, np.ndarray]", cached)
-        return tuple(State(positions=positions[k], velocities=velocities[k]) for k in segments)
+            states = self.store.boundary_states(replica, segments)
+        else:
+            positions, velocities = cast("tuple[np.ndarray, np.ndarray]", cached)
+            states = tuple(
+                State(positions=positions[k], velocities=velocities[k]) for k in segments
+            )
+        return tuple(
+            State(
+                positions=s.positions,
+                velocities=s.velocities,
+                step=first + k * wu.spec.segment_steps,
+            )
+            for s, k in zip(states, segments, strict=True)
+        )
 
     @staticmethod
     def _run_spec(ins: Dispatch | DispatchSpotCheck) -> RunSpec:

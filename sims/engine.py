@@ -163,26 +163,8 @@ class Engine(abc.ABC):
             rows = [dict(r) for r in resume.rows]
             first = resume.segments_done
             earlier_s = resume.wall_time_s
-        done = first * spec.segment_steps
         for k in range(first, spec.n_segments):
-            runner = self.start_segment(
-                boundaries[-1],
-                seed=segment_seed(spec.seed, k),
-                temperature=spec.temperature,
-            )
-            seg_done = 0
-            while seg_done < spec.segment_steps:
-                to_report = spec.report_steps - (done % spec.report_steps)
-                n = min(to_report, spec.segment_steps - seg_done)
-                runner.step(n)
-                seg_done += n
-                done += n
-                if done % spec.report_steps == 0:
-                    current = runner.state()
-                    frames.append(current.positions.astype(np.float32))
-                    frame_steps.append(current.step)
-                    rows.append({"energy": runner.potential_energy(), **self.observe(current)})
-            boundaries.append(runner.state())
+            boundaries.append(self._segment(boundaries[-1], spec, k, frames, frame_steps, rows))
             if on_segment is not None:
                 on_segment(
                     PartialRun(
@@ -208,6 +190,34 @@ class Engine(abc.ABC):
             wall_time_s=earlier_s + time.perf_counter() - t0,
         )
 
+    def _segment(
+        self,
+        start: State,
+        spec: RunSpec,
+        k: int,
+        frames: list[np.ndarray],
+        frame_steps: list[int],
+        rows: list[dict[str, float]],
+    ) -> State:
+        """Run segment ``k`` from ``start``, appending the frames reported inside it."""
+        runner = self.start_segment(
+            start, seed=segment_seed(spec.seed, k), temperature=spec.temperature
+        )
+        done = k * spec.segment_steps
+        seg_done = 0
+        while seg_done < spec.segment_steps:
+            to_report = spec.report_steps - (done % spec.report_steps)
+            n = min(to_report, spec.segment_steps - seg_done)
+            runner.step(n)
+            seg_done += n
+            done += n
+            if done % spec.report_steps == 0:
+                current = runner.state()
+                frames.append(current.positions.astype(np.float32))
+                frame_steps.append(current.step)
+                rows.append({"energy": runner.potential_energy(), **self.observe(current)})
+        return runner.state()
+
     def _check_resume(self, state: State, spec: RunSpec, resume: PartialRun) -> None:
         k = resume.segments_done
         n_frames = k * spec.segment_steps // spec.report_steps
@@ -225,6 +235,30 @@ class Engine(abc.ABC):
             )
         if len(resume.rows) != n_frames:
             raise ParameterError(f"cannot resume: expected {n_frames} observable rows")
+
+    def run_segment_data(self, state: State, spec: RunSpec, segment: int) -> RunResult:
+        """Recompute segment ``segment`` alone with its frames and observables (what a
+        spot-checker compares with the claim's per-segment digest)."""
+        self._check_inputs(state, spec)
+        if not 0 <= segment < spec.n_segments:
+            raise ParameterError(
+                f"segment must be in [0, {spec.n_segments}) for this WU, got {segment}"
+            )
+        t0 = time.perf_counter()
+        frames: list[np.ndarray] = []
+        frame_steps: list[int] = []
+        rows: list[dict[str, float]] = []
+        end = self._segment(state, spec, segment, frames, frame_steps, rows)
+        names = list(rows[0]) if rows else ["energy"]
+        return RunResult(
+            spec=spec,
+            boundaries=(state, end),
+            frames=np.stack(frames) if frames else np.zeros((0, self.n_atoms, 3), np.float32),
+            frame_steps=np.array(frame_steps, dtype=np.int64),
+            observables={n: np.array([r[n] for r in rows], dtype=np.float64) for n in names},
+            determinism=self.determinism_class(),
+            wall_time_s=time.perf_counter() - t0,
+        )
 
     def run_segment(self, state: State, spec: RunSpec, segment: int) -> State:
         """Recompute segment ``segment`` of the WU alone, from its starting boundary state."""

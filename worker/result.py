@@ -33,7 +33,7 @@ from sims.state import state_digest
 from worker.errors import ResultError, ResultSignatureError
 from worker.identity import Identity
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 _ARRAYS_TAG = b"foldnet/arrays/v1\x00"
 
 
@@ -48,6 +48,50 @@ def arrays_digest(arrays: Mapping[str, np.ndarray]) -> bytes:
         h.update(le.dtype.str.encode())
         h.update(np.ascontiguousarray(le).tobytes())
     return h.digest()
+
+
+def segment_data_digests(
+    frames: np.ndarray,
+    frame_steps: np.ndarray,
+    observables: Mapping[str, np.ndarray],
+    *,
+    n_segments: int,
+    segment_steps: int,
+    report_steps: int,
+) -> tuple[bytes, ...]:
+    """One digest per segment of the frames, frame steps and observables reported inside it.
+
+    Frame ``i`` is reported ``(i + 1) * report_steps`` steps into the WU, so it belongs to
+    segment ``((i + 1) * report_steps - 1) // segment_steps``. A spot-checker who recomputes
+    one segment gets the same digest for it, so frames and observables are checked exactly
+    as boundary states are (a segment without frames digests its empty frame arrays).
+    """
+    n = len(frames)
+    seg = (np.arange(1, n + 1, dtype=np.int64) * report_steps - 1) // segment_steps
+    out = []
+    for k in range(n_segments):
+        mask = seg == k
+        out.append(
+            segment_digest(
+                frames[mask],
+                frame_steps[mask],
+                {name: np.asarray(v)[mask] for name, v in observables.items()},
+            )
+        )
+    return tuple(out)
+
+
+def segment_digest(
+    frames: np.ndarray, frame_steps: np.ndarray, observables: Mapping[str, np.ndarray]
+) -> bytes:
+    """The digest of one segment's frames, steps and (when it has frames) observables."""
+    arrays: dict[str, np.ndarray] = {
+        "frames": np.asarray(frames, np.float32),
+        "steps": np.asarray(frame_steps, np.int64),
+    }
+    if len(frame_steps):
+        arrays |= {f"obs_{name}": np.asarray(v, np.float64) for name, v in observables.items()}
+    return arrays_digest(arrays)
 
 
 def segment_root(boundary_digests: tuple[bytes, ...]) -> bytes:
@@ -68,6 +112,8 @@ class ResultHeader:
     n_atoms: int
     wall_time_s: float
     version: int = RESULT_VERSION
+    #: Digest of the frames and observables of each segment (:func:`segment_data_digests`).
+    segment_data: tuple[bytes, ...] = ()
 
     def canonical(self) -> bytes:
         d: dict[str, Any] = {
@@ -77,6 +123,7 @@ class ResultHeader:
             "frames_digest": self.frames_digest.hex(),
             "n_atoms": self.n_atoms,
             "observables_digest": self.observables_digest.hex(),
+            "segment_data": [b.hex() for b in self.segment_data],
             "segment_root": self.segment_root.hex(),
             "version": self.version,
             "wall_time_s": repr(float(self.wall_time_s)),
@@ -128,6 +175,14 @@ def sign_result(run: RunResult, *, wu_id: bytes, identity: Identity) -> WorkerRe
         observables_digest=arrays_digest(observables),
         n_atoms=int(positions.shape[1]),
         wall_time_s=float(run.wall_time_s),
+        segment_data=segment_data_digests(
+            run.frames,
+            run.frame_steps,
+            observables,
+            n_segments=len(digests) - 1,
+            segment_steps=run.spec.segment_steps,
+            report_steps=run.spec.report_steps,
+        ),
     )
     sig = identity.sign(attestation_message(wu_id, header.digest(), header.final_digest))
     return WorkerResult(
@@ -144,6 +199,8 @@ def verify_result(
     n_segments: int,
     n_atoms: int,
     n_frames: int,
+    segment_steps: int,
+    report_steps: int,
 ) -> None:
     """Check everything a result claims that can be checked without recomputing it.
 
@@ -204,5 +261,18 @@ def verify_result(
         raise ResultError("frames do not match frames_digest")
     if h.observables_digest != arrays_digest(dict(result.observables)):
         raise ResultError("observables do not match observables_digest")
+    per_segment = segment_data_digests(
+        result.frames,
+        result.frame_steps,
+        result.observables,
+        n_segments=n_segments,
+        segment_steps=segment_steps,
+        report_steps=report_steps,
+    )
+    if h.segment_data != per_segment:
+        raise ResultError(
+            f"segment_data: expected the digest of each of the {n_segments} segments' frames "
+            "and observables, and they do not match the arrays"
+        )
     if not (math.isfinite(h.wall_time_s) and h.wall_time_s >= 0):
         raise ResultError(f"wall_time_s must be finite and >= 0, got {h.wall_time_s}")

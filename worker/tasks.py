@@ -12,7 +12,7 @@ from sims.spec import RunSpec
 from sims.state import State
 from worker.errors import ResultSignatureError
 from worker.identity import Identity
-from worker.result import WorkerResult, sign_result
+from worker.result import WorkerResult, segment_digest, sign_result
 from worker.systems import EngineCache, SystemDefinition
 
 _CHECK_DOMAIN = b"foldnet/spot-check/v1\n"
@@ -60,6 +60,9 @@ class SpotCheckResult:
     #: The recomputed end states (their digests are ``end_digests``, which the signature
     #: covers), sent when the engine allows comparing them across determinism classes.
     end_states: tuple[State, ...] = ()
+    #: Digest of the frames and observables of each checked segment, as the result's
+    #: ``segment_data`` has them (``worker.result.segment_data_digests``).
+    segment_data: tuple[bytes, ...] = ()
 
     def message(self) -> bytes:
         return (
@@ -68,6 +71,8 @@ class SpotCheckResult:
             + self.check.to_bytes(8, "little")
             + b"".join(k.to_bytes(8, "little") for k in self.segments)
             + b"".join(self.end_digests)
+            + len(self.segment_data).to_bytes(8, "little")
+            + b"".join(self.segment_data)
             + self.determinism.encode()
         )
 
@@ -99,10 +104,12 @@ def compute(
 
 def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity) -> SpotCheckResult:
     engine = engines.get(task.system)
-    states = tuple(
-        engine.run_segment(start, task.spec, k)
+    runs = [
+        engine.run_segment_data(start, task.spec, k)
         for k, start in zip(task.segments, task.start_states, strict=True)
-    )
+    ]
+    states = tuple(r.boundaries[-1] for r in runs)
+    data = tuple(segment_digest(r.frames, r.frame_steps, r.observables) for r in runs)
     ends = tuple(s.digest() for s in states)
     shared = engine.cross_class_tolerance(task.spec.segment_steps) is not None
     unsigned = SpotCheckResult(
@@ -113,6 +120,7 @@ def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity)
         engine.determinism_class().canonical().decode(),
         identity.public_key,
         b"",
+        segment_data=data,
     )
     return SpotCheckResult(
         task.wu_id,
@@ -123,4 +131,5 @@ def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity)
         identity.public_key,
         identity.sign(unsigned.message()),
         states if shared else (),
+        data,
     )

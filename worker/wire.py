@@ -358,6 +358,7 @@ def decode_header(raw: bytes) -> ResultHeader:
         "frames_digest",
         "n_atoms",
         "observables_digest",
+        "segment_data",
         "segment_root",
         "version",
         "wall_time_s",
@@ -384,6 +385,9 @@ def decode_header(raw: bytes) -> ResultHeader:
         n_atoms=get_int(doc, "n_atoms", 1, 10**8),
         wall_time_s=wall_s,
         version=get_int(doc, "version", 0, 1000),
+        segment_data=tuple(
+            get_hex({"d": d}, "d", 32) for d in get_list(doc, "segment_data", 100_000)
+        ),
     )
 
 
@@ -393,6 +397,7 @@ def encode_spot_check(r: SpotCheckResult) -> dict[str, Any]:
         "check": r.check,
         "segments": list(r.segments),
         "end_digests": [d.hex() for d in r.end_digests],
+        "segment_data": [d.hex() for d in r.segment_data],
         "determinism": r.determinism,
         "worker_key": r.worker_key.hex(),
         "signature": r.signature.hex(),
@@ -404,6 +409,7 @@ def decode_spot_check(doc: dict[str, Any], *, max_state_bytes: int = 1 << 20) ->
     segments = get_list(doc, "segments", 10**4)
     ends = get_list(doc, "end_digests", 10**4)
     states = get_list(doc, "end_states", 10**4) if "end_states" in doc else []
+    data = get_list(doc, "segment_data", 10**4) if "segment_data" in doc else []
     return SpotCheckResult(
         get_hex(doc, "wu_id", 32),
         get_int(doc, "check", 1, 2**62),
@@ -413,4 +419,5 @@ def decode_spot_check(doc: dict[str, Any], *, max_state_bytes: int = 1 << 20) ->
         get_hex(doc, "worker_key", 32),
         get_hex(doc, "signature", 64),
         tuple(decode_state(st, f"end_states[{i}]", max_state_bytes) for i, st in enumerate(states)),
+        tuple(get_hex({"d": d}, "d", 32) for d in data),
     )

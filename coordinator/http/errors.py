@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coordinator.classes import ClassRefusedError
 from coordinator.errors import CoordinatorError, ProtocolError, SubmissionError
 from coordinator.http.loop import CommitFailedError
 from ledger.errors import LedgerError
@@ -44,6 +45,7 @@ _STATUS_CODES = {
 #: hierarchy, most specific first, so the order here does not matter).
 _MAPPED: dict[type[Exception], tuple[int, str]] = {
     SubmissionError: (422, "invalid_job"),
+    ClassRefusedError: (422, "unknown_class"),
     ProtocolError: (409, "conflict"),
     WireError: (422, "invalid_body"),
     ResultError: (422, "invalid_result"),

@@ -40,7 +40,7 @@ def job_progress(
         if w.state in ("validated", "failed", "cancelled"):
             counts[w.state] += 1
         elif w.state in ("awaiting_beacon", "spot_checking") or any(
-            coord.scheduler.replicas[r].state == "assigned" for r in w.replicas
+            coord.scheduler.replicas[r].state in ("assigned", "offered") for r in w.replicas
         ):
             counts["in_flight"] += 1
         else:

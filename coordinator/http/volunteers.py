@@ -4,7 +4,6 @@ registration is signed by the volunteer's key."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
@@ -17,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator.http.context import Service
 from coordinator.http.errors import ApiError
 from coordinator.http.wire import Assignment, precheck
-from coordinator.jobs import ENGINES
-from coordinator.service import Coordinator, det_class_key
+from coordinator.service import Coordinator
 from worker.errors import WireError
 from worker.systems import particle_count
 from worker.tasks import ComputeTask
@@ -139,17 +137,14 @@ def volunteers_router(svc: Service) -> APIRouter:
         _fields(doc, {"det_class", "slots"})
         det = get_str(doc, "det_class", 4096)
         slots = get_int(doc, "slots", 1, cfg.max_slots)
-        try:
-            engine = json.loads(det)["engine"]
-        except (ValueError, TypeError, KeyError) as e:
-            raise WireError(
-                "det_class: expected the canonical JSON of the engine's determinism class"
-            ) from e
-        if engine not in ENGINES:
-            raise WireError(f"det_class.engine: expected one of {ENGINES}, got {engine!r}")
-        dkey = det_class_key(det)
-        svc.classes[key] = (dkey, engine)
-        got = await svc.coordinator().call(lambda c: _pull(svc, c, key, dkey, slots, engine))
+
+        def pull(c: Coordinator) -> list[Any]:
+            # The server owns the classes: only a known one is accepted (a 422 otherwise).
+            accepted = c.accept_class(det)
+            svc.classes[key] = (accepted.key, accepted.engine)
+            return _pull(svc, c, key, accepted.key, slots, accepted.engine)
+
+        got = await svc.coordinator().call(pull)
         tasks = svc.hand_out(key, got)
         return {"tasks": tasks, "retry_after_s": None if tasks else cfg.idle_retry_s}
 
