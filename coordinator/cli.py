@@ -95,13 +95,32 @@ def serve(
         float, typer.Option(help="Registrations in a burst from one address.")
     ] = 50.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Hex public key of one of the operator's own volunteers: established from "
+            "the start, so that the first WUs can be validated (repeatable; remembered)."
+        ),
+    ] = None,
 ) -> None:
     """Run the coordinator as an HTTP service for labs and volunteers (Ctrl-C stops it)."""
     import uvicorn
 
     from coordinator.http.app import ServiceConfig, create_app
 
+    trusted = []
+    for k in trust or []:
+        try:
+            raw = bytes.fromhex(k)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise typer.BadParameter(
+                f"--trust expects a volunteer's public key as 64 hex digits, got {k[:80]!r}"
+            )
+        trusted.append(raw)
     config = ServiceConfig(
+        trusted_keys=tuple(trusted),
         max_job_steps=max_job_steps,
         volunteer_rate=volunteer_rate,
         volunteer_burst=4 * volunteer_rate,
@@ -192,9 +211,17 @@ def demo(
     v = Table(title="Verification and credit")
     v.add_column("volunteer")
     v.add_column("credit", justify="right")
+    v.add_column("results returned", justify="right")
     v.add_column("results rejected", justify="right")
+    v.add_column("standing")
     for name, _ in VOLUNTEERS:
-        v.add_row(name, f"{report.credits.get(name, 0):,}", str(report.rejected_by.get(name, 0)))
+        v.add_row(
+            name,
+            f"{report.credits.get(name, 0):,}",
+            str(report.returned_by.get(name, 0)),
+            str(report.rejected_by.get(name, 0)),
+            report.trust.get(name, "probation"),
+        )
     console.print(v)
     console.print(f"WUs validated: {report.validated}; results rejected: {report.rejected}")
     console.print("[bold]Ledger checkpoint[/]\n" + report.checkpoint.rstrip())

@@ -51,6 +51,8 @@ class DemoReport:
     names: dict[str, str]
     checkpoint: str
     audit: AuditReport
+    returned_by: dict[str, int] = field(default_factory=dict)
+    trust: dict[str, str] = field(default_factory=dict)  # established / probation / banned
     files: list[Path] = field(default_factory=list)
 
 
@@ -118,8 +120,17 @@ def run_demo(
         rejected_by[names.get(inv.volunteer, inv.volunteer)] = (
             rejected_by.get(names.get(inv.volunteer, inv.volunteer), 0) + 1
         )
+    returned_by: dict[str, int] = {}
+    for r in coord.scheduler.replicas.values():
+        if r.claim is not None:
+            name = names.get(r.volunteer, r.volunteer)
+            returned_by[name] = returned_by.get(name, 0) + 1
     report = DemoReport(
         job=job,
+        returned_by=returned_by,
+        trust={
+            names.get(k, k): v.trust for k, v in coord.scheduler.volunteers.items() if k in names
+        },
         trajectories=trajectories(coord.scheduler, coord.store, job),
         validated=len(summary.validated),
         rejected=len(summary.invalidated),

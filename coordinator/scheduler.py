@@ -1215,15 +1215,14 @@ class Scheduler:
             if self.replicas[r].state in ("assigned", "offered")
         ]
         outstanding = len(out_reps)
-        groups = self._groups(w).values()
-        best = max((len(g) for g in groups), default=0)
-        vouched = any(self._vouched(g) for g in groups) or any(
-            self.volunteers[r.volunteer].established for r in out_reps
-        )
-        need = w.required - best - outstanding
-        if not vouched:
-            need = max(need, 1)
-        if need <= 0:
+        groups = list(self._groups(w).values())
+        # a replica in flight from an established volunteer may vouch for any group it joins;
+        # otherwise only groups that already have an established member count
+        if any(self.volunteers[r.volunteer].established for r in out_reps):
+            best = max((len(g) for g in groups), default=0)
+        else:
+            best = max((len(g) for g in groups if self._vouched(g)), default=0)
+        if w.required - best - outstanding <= 0:
             self._ready.pop(w.unit.id, None)  # enough replicas in flight to reach a quorum
             return
         results = sum(

@@ -105,6 +105,21 @@ class _ByteLRU:
         return item[0]
 
 
+def checkpoint_beacon(cp: SignedCheckpoint) -> bytes:
+    """The beacon a signed checkpoint publishes (DESIGN section 6).
+
+    SHA-256 over the checkpoint's body *and the log's Ed25519 signature on it*. Ed25519
+    signatures are deterministic (RFC 8032) but cannot be computed without the log's key,
+    so a worker who knows the public log when it commits still cannot predict the beacon
+    (and grind its commitment to pick the segments checked); anyone with the checkpoint
+    re-derives it. The checkpoint is published after the commitments it judges.
+    """
+    h = hashlib.sha256(b"foldnet/beacon/v1\x00" + cp.note.text.encode())
+    for sig in cp.note.signatures[:1]:  # the log's own signature comes first
+        h.update(sig.signature)
+    return h.digest()
+
+
 def det_class_key(canonical: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -641,8 +656,7 @@ class Coordinator:
         if self.scheduler.awaiting_beacon and now - self._last_beacon >= self.beacon_interval_s:
             self._last_beacon = now
             cp = self.log.publish_checkpoint()
-            beacon = cp.checkpoint.root_hash + cp.checkpoint.size.to_bytes(8, "big")
-            self._apply(BeaconPublished(beacon, now))
+            self._apply(BeaconPublished(checkpoint_beacon(cp), now))
             return cp
         return None
 

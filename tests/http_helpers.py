@@ -104,3 +104,27 @@ def go_job(**kw: object) -> dict[str, object]:
 
 def lab_client(url: str, key: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def trust(served: Served, *identities: Identity) -> None:
+    """The operator vouches for these volunteers (its own machines): established at once."""
+    assert served.service.thread is not None
+
+    def go(c: Coordinator) -> None:
+        for i in identities:
+            c.trust(i.public_key)
+
+    served.service.thread.call_sync(go)
+
+
+def wait_for_job(
+    lab: httpx.Client, job: str, state: str = "completed", timeout: float = 60
+) -> dict:
+    """The job's progress once it reaches ``state`` (validation may wait for the next
+    beacon, a tick of the service's thread, after the last upload)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = lab.get(f"/v1/jobs/{job}").json()
+        if progress["state"] == state or time.monotonic() > deadline:
+            return progress
+        time.sleep(0.05)

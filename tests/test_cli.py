@@ -34,7 +34,10 @@ def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     assert "PASSED" in text
     mallory = next(line for line in text.splitlines() if "mallory" in line and "│" in line)
     cells = [c.strip() for c in mallory.split("│") if c.strip()]
-    assert cells[1] == "0" and int(cells[2]) >= 1  # no credit, results rejected
+    # no credit; every result it returned was rejected (the server draws who computes what,
+    # so how many it got varies from run to run)
+    assert cells[1] == "0" and cells[2] == cells[3], cells
+    assert cells[4] in ("probation", "banned"), cells
     with open(out / "observables_run0_clone0.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 300 and set(rows[0]) == {"step", "energy", "q", "rmsd", "rg"}

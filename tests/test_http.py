@@ -16,7 +16,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from http_helpers import add_lab, go_job, lab_client, running_service, signed
+from http_helpers import (
+    add_lab,
+    go_job,
+    lab_client,
+    running_service,
+    signed,
+    trust,
+    wait_for_job,
+)
 
 from coordinator.http.app import ServiceConfig
 from ledger import run_audit
@@ -304,12 +312,13 @@ def test_two_volunteers_complete_a_job_and_the_lab_downloads_results(tmp_path):
             HttpVolunteer(s.url, home=tmp_path / f"h{i}", key_path=tmp_path / f"v{i}.key")
             for i in range(2)
         ]
+        trust(s, vols[0].identity)  # the operator's machine: fresh keys alone validate nothing
         threads = [threading.Thread(target=v.run, kwargs={"max_tasks": 4}) for v in vols]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
-        progress = lab.get(f"/v1/jobs/{job}").json()
+        progress = wait_for_job(lab, job)
         assert progress["state"] == "completed", progress
         assert progress["wus"]["validated"] == 4 and progress["steps_simulated"] == 8000
         r = lab.get(f"/v1/jobs/{job}/results")
@@ -395,6 +404,7 @@ def test_a_client_killed_mid_wu_resumes_from_its_last_segment(tmp_path):
         first = HttpVolunteer(
             s.url, home=tmp_path / "h", key_path=tmp_path / "v.key", report=die_after_three
         )
+        trust(s, first.identity)
         with pytest.raises(KilledError):
             first.run(max_tasks=1)
         first.close()
@@ -407,7 +417,7 @@ def test_a_client_killed_mid_wu_resumes_from_its_last_segment(tmp_path):
         assert not list((tmp_path / "h" / "work").iterdir())
         other = HttpVolunteer(s.url, home=tmp_path / "o", key_path=tmp_path / "o.key")
         other.run(max_tasks=1)  # from scratch: the quorum needs both to be bit-identical
-        assert lab.get(f"/v1/jobs/{job_id}").json()["state"] == "completed"
+        assert wait_for_job(lab, job_id)["state"] == "completed"
         again.close()
         other.close()
 
@@ -417,6 +427,7 @@ def test_a_vanished_volunteers_wu_is_reissued_after_its_deadline(tmp_path):
     with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
         job = lab.post("/v1/jobs", json=go_job(clones=1, gens=1, deadline_s=1)).json()["job"]
         (ca, a), (cb, b), (cc, c) = (_registered(s.url) for _ in range(3))
+        trust(s, a, b, c)
         (ta,) = _pull(ca, a)  # a takes the WU and vanishes
         (tb,) = _pull(cb, b)
         assert _pull(cc, c) == []  # both replicas are out
@@ -436,7 +447,7 @@ def test_a_vanished_volunteers_wu_is_reissued_after_its_deadline(tmp_path):
         assert signed(cc, c, "POST", f"/v1/results/{tc['replica']}", encode_result(rc)).json()[
             "accepted"
         ]
-        assert lab.get(f"/v1/jobs/{job}").json()["state"] == "completed"
+        assert wait_for_job(lab, job)["state"] == "completed"
         _, ra = _computed(ca, a, ta)
         late = signed(ca, a, "POST", f"/v1/results/{ta['replica']}", encode_result(ra))
         _error(late, 409, "conflict")

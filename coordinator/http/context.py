@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from coordinator.http.ledger_index import LedgerIndex
 from coordinator.http.loop import CoordinatorThread
 from coordinator.http.middleware import Metrics
 from coordinator.http.wire import Assignment
+from coordinator.policy import NetworkPolicy
 from coordinator.service import Coordinator
 from ledger.log import Log
 from worker.tasks import ComputeTask, SpotCheckTask
@@ -54,6 +55,11 @@ class ServiceConfig:
     tick_s: float = 0.2
     beacon_interval_s: float = 0.5
     checkpoint_every: int = 1000
+    #: Volunteer keys of the operator's own machines, established from the start (trust
+    #: has to start somewhere: fresh keys never validate a WU among themselves).
+    trusted_keys: tuple[bytes, ...] = ()
+    #: The network's verification floor, probation and draw settings.
+    policy: NetworkPolicy = field(default_factory=NetworkPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +109,20 @@ class Service:
                     self.workdir,
                     checkpoint_every=cfg.checkpoint_every,
                     beacon_interval_s=cfg.beacon_interval_s,
+                    policy=cfg.policy,
                 ),
                 tick_s=cfg.tick_s,
                 after_batch=self._after_batch,
             )
             self.thread.start()
+            if cfg.trusted_keys:
+                keys = cfg.trusted_keys
+
+                def trust(c: Coordinator) -> None:
+                    for k in keys:
+                        c.trust(k)
+
+                self.thread.call_sync(trust)
             self._stack.callback(self.thread.stop)
             known = {j.job: j for j in self.accounts.jobs()}
             now = time.time()
