@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from ledger_helpers import GHOST_CREDIT, build_ledger, export, ghost_entries, serve_folder
 
 from ledger import run_audit
 from ledger.tiles import TILE_WIDTH, encode_bundle, entries_path
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 1: entry count not held against the size")
 def test_ghost_entries_appended_to_the_last_bundle(tmp_path: Path) -> None:
     """The attack: four unsigned, rule-abiding entries appended to the partial bundle."""
     built = build_ledger(tmp_path / "l.db", n_wus=100, checkpoint_every=200)
@@ -38,6 +36,11 @@ def test_ghost_entries_appended_to_the_last_bundle(tmp_path: Path) -> None:
         }
     for where, report in reports.items():
         assert not report.ok, where
+        assert report.kinds() == {"beyond-checkpoint"}, (where, report.discrepancies)
+        (found,) = report.discrepancies
+        assert f"commits to {size % TILE_WIDTH}: 4 more (as entries {size:,} to {size + 3:,})" in (
+            found.message
+        ), found.message
         assert ghost.volunteer_key not in report.balances, where
         assert report.total_credit == clean.total_credit < GHOST_CREDIT, where
         assert report.entries == clean.entries == size, where
