@@ -768,11 +768,8 @@ class _Audit:
             expected = 0
             for idx, stored_hash, data in self.source.entries():
                 if idx > expected:
-                    what = (
-                        f"entry {expected}"
-                        if idx == expected + 1
-                        else (f"entries {expected} to {idx - 1}")
-                    )
+                    gap = f"{expected} to {idx - 1}" if idx > expected + 1 else f"{expected}"
+                    what = f"entr{'ies' if idx > expected + 1 else 'y'} {gap}"
                     self.found(
                         "entry-deleted",
                         f"{what} missing: the log jumps from entry {expected - 1} to {idx}; "

@@ -14,9 +14,13 @@ with different bytes. Every file is written atomically.
 
 :class:`TileReader` reads such a layout through a :class:`TileFetcher`: a local folder
 (:class:`FolderFetcher`) or an HTTP server (:class:`ledger.remote.HttpFetcher`), so an auditor
-checks a static export and a live service with the same code. The server side
-(:mod:`ledger.http`) builds each tile with :func:`read_hash_tile` and :func:`read_entry_bundle`,
-the same functions :func:`export_tiles` writes with, so both are byte-identical.
+checks a static export and a live service with the same code. It reads exactly what a tree
+size commits to: every bundle and tile must have the width that size implies (256, or
+``size mod 256`` for the last), with nothing after it; :meth:`TileReader.read_bundle` and
+:meth:`TileReader.read_tile` return what was served so that the auditor can name a mismatch.
+The server side (:mod:`ledger.http`) builds each tile with :func:`read_hash_tile` and
+:func:`read_entry_bundle`, the same functions :func:`export_tiles` writes with, so both are
+byte-identical.
 """
 
 from __future__ import annotations
