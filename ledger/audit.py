@@ -309,7 +309,7 @@ class _TileSource:
 
     def entries(self) -> Iterator[tuple[int, bytes | None, bytes]]:
         size = self.reader.tree_size
-        for n in range(-(-size // TILE_WIDTH)):
+        for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH):  # the last one may be partial
             try:
                 bundle = self.reader.read_bundle(n)
             except TileFormatError as e:
@@ -401,7 +401,7 @@ class _TileSource:
         while size >> (TILE_HEIGHT * level):
             tree_level = TILE_HEIGHT * level
             count = size >> tree_level
-            for n in range(-(-count // TILE_WIDTH)):
+            for n in range((count + TILE_WIDTH - 1) // TILE_WIDTH):
                 try:
                     tile = self.reader.read_tile(level, n)
                 except TileFormatError as e:
