@@ -14,9 +14,13 @@ with different bytes. Every file is written atomically.
 
 :class:`TileReader` reads such a layout through a :class:`TileFetcher`: a local folder
 (:class:`FolderFetcher`) or an HTTP server (:class:`ledger.remote.HttpFetcher`), so an auditor
-checks a static export and a live service with the same code. The server side
-(:mod:`ledger.http`) builds each tile with :func:`read_hash_tile` and :func:`read_entry_bundle`,
-the same functions :func:`export_tiles` writes with, so both are byte-identical.
+checks a static export and a live service with the same code. It reads exactly what a tree
+size commits to: every bundle and tile must have the width that size implies (256, or
+``size mod 256`` for the last), with nothing after it; :meth:`TileReader.read_bundle` and
+:meth:`TileReader.read_tile` return what was served so that the auditor can name a mismatch.
+The server side (:mod:`ledger.http`) builds each tile with :func:`read_hash_tile` and
+:func:`read_entry_bundle`, the same functions :func:`export_tiles` writes with, so both are
+byte-identical.
 """
 
 from __future__ import annotations
@@ -44,9 +48,11 @@ __all__ = [
     "MAX_VKEY_BYTES",
     "TILE_HEIGHT",
     "TILE_WIDTH",
+    "BundleRead",
     "ExportStats",
     "FolderFetcher",
     "TileFetcher",
+    "TileRead",
     "TileReader",
     "TileRef",
     "encode_bundle",
@@ -401,38 +407,50 @@ class TileReader:
         except (TileFormatError, UnicodeDecodeError):
             return None
 
-    def _get(self, rel: str, full_rel: str | None, limit: int) -> tuple[bytes, bool]:
-        """``(data, from the full resource)``; a missing partial falls back to the full one.
+    def _get(self, rel: str, full_rel: str | None, limit: int) -> tuple[str, bytes]:
+        """``(path read, data)``; a missing partial falls back to the full resource.
 
         C2SP tlog-tiles lets a log delete a partial tile once the full tile exists; the full
-        tile starts with the partial one's hashes (or entries), so the prefix serves.
+        tile starts with the partial one's hashes (or entries), so its prefix serves.
         """
         data = self._fetcher.get(rel, limit=limit)
         if data is not None:
-            return data, False
+            return rel, data
         if full_rel is not None:
             data = self._fetcher.get(full_rel, limit=limit)
             if data is not None:
-                return data, True
+                return full_rel, data
         raise TileFormatError(f"{self._fetcher.name}: {rel} is missing")
 
-    def tile(self, level: int, n: int) -> bytes:
-        """Hash tile ``n`` of ``level`` as the tree size needs it (full or partial)."""
-        key = (level, n)
-        if key in self._cache:
-            return self._cache[key]
+    def read_tile(self, level: int, n: int) -> TileRead:
+        """Hash tile ``n`` of ``level`` exactly as served, widths not yet checked.
+
+        Reads up to twice the largest tile, so that an auditor can say by how much a tile is
+        too wide. Raises :class:`TileFormatError` if it is missing, beyond the tree, or larger.
+        """
         count = self._size >> (TILE_HEIGHT * level)
         width = tile_width(count, n)
         if width == 0:
             raise TileFormatError(f"tile {level}/{n} is beyond a tree of size {self._size}")
         full = None if width == TILE_WIDTH else tile_path(level, n)
-        data, from_full = self._get(tile_path(level, n, width), full, MAX_TILE_BYTES)
-        if from_full:
-            data = data[: width * HASH_SIZE]
-        if len(data) != width * HASH_SIZE:
-            raise TileFormatError(
-                f"{tile_path(level, n, width)} is {len(data)} bytes, expected {width * HASH_SIZE}"
-            )
+        rel, data = self._get(tile_path(level, n, width), full, 2 * MAX_TILE_BYTES)
+        return TileRead(
+            path=rel, width=width, resource_width=TILE_WIDTH if rel == full else width, data=data
+        )
+
+    def tile(self, level: int, n: int) -> bytes:
+        """Hash tile ``n`` of ``level`` as the tree size needs it (full or partial).
+
+        Raises :class:`TileFormatError` unless the resource read has exactly its width.
+        """
+        key = (level, n)
+        if key in self._cache:
+            return self._cache[key]
+        read = self.read_tile(level, n)
+        problem = read.problem(self._size)
+        if problem is not None:
+            raise TileFormatError(problem)
+        data = read.hashes
         self._cache[key] = data
         return data
 
@@ -455,43 +473,111 @@ class TileReader:
             out.append(hashes[0])
         return out
 
-    def bundle(self, n: int) -> list[bytes]:
-        """The entries of bundle ``n`` (as the tree size needs it)."""
+    def read_bundle(self, n: int) -> BundleRead:
+        """Entry bundle ``n`` exactly as served: every whole entry in it and any bytes after.
+
+        Widths are not checked here (see :meth:`BundleRead.problem`). Raises
+        :class:`TileFormatError` if it is missing, beyond the tree, or larger than any bundle.
+        """
         width = tile_width(self._size, n)
         if width == 0:
             raise TileFormatError(f"entry bundle {n} is beyond a tree of size {self._size}")
-        rel = entries_path(n, width)
         full = None if width == TILE_WIDTH else entries_path(n)
-        data, from_full = self._get(rel, full, MAX_BUNDLE_BYTES)
-        out: list[bytes] = []
+        rel, data = self._get(entries_path(n, width), full, MAX_BUNDLE_BYTES)
+        entries: list[bytes] = []
         pos = 0
-        while pos < len(data):
-            if pos + 2 > len(data):
-                raise TileFormatError(f"{rel}: truncated entry length at byte {pos}")
+        while pos + _U16.size <= len(data):
             (length,) = _U16.unpack_from(data, pos)
-            end = pos + 2 + length
+            end = pos + _U16.size + length
             if end > len(data):
-                raise TileFormatError(f"{rel}: entry {len(out)} is truncated")
-            out.append(data[pos + 2 : end])
+                break
+            entries.append(data[pos + _U16.size : end])
             pos = end
-            if from_full and len(out) == width:
-                break  # the rest of a full bundle lies beyond this tree size
-        return out
+        return BundleRead(
+            path=rel,
+            width=width,
+            resource_width=TILE_WIDTH if rel == full else width,
+            entries=tuple(entries),
+            trailing=len(data) - pos,
+        )
 
-    def iter_entries(self) -> Iterator[tuple[int, bytes | None, bytes]]:
+    def bundle(self, n: int) -> list[bytes]:
+        """The entries of bundle ``n`` the tree size needs.
+
+        Raises :class:`TileFormatError` unless the resource read has exactly its width.
+        """
+        read = self.read_bundle(n)
+        problem = read.problem(self._size)
+        if problem is not None:
+            raise TileFormatError(problem)
+        return list(read.entries[: read.width])
+
+    def iter_entries(self) -> Iterator[tuple[int, bytes, bytes]]:
         """``(index, leaf hash from the level-0 tile, entry bytes)`` for the whole tree.
 
-        A bundle with fewer or more entries than its width yields what it has; the caller
-        (the auditor) reports the gap.
+        Every bundle and level-0 tile must have exactly its width, else
+        :class:`TileFormatError`; the auditor reads with :meth:`read_bundle` and
+        :meth:`read_tile` instead, to name each mismatch.
         """
         index = 0
         for n, width in _tile_widths(self._size):
             entries = self.bundle(n)
-            try:
-                tile = self.tile(0, n)
-            except TileFormatError:
-                tile = b""
+            tile = self.tile(0, n)
             for i, data in enumerate(entries):
-                h = tile[i * HASH_SIZE : (i + 1) * HASH_SIZE] if i < width else b""
-                yield index + i, (h if len(h) == HASH_SIZE else None), data
+                yield index + i, tile[i * HASH_SIZE : (i + 1) * HASH_SIZE], data
             index += width
+
+
+@dataclass(frozen=True, slots=True)
+class TileRead:
+    """A hash tile as served: ``path`` read, hashes the tree needs (``width``), the width of
+    the resource read (``width``, or 256 where a partial tile fell back to the full one)."""
+
+    path: str
+    width: int
+    resource_width: int
+    data: bytes
+
+    @property
+    def hashes(self) -> bytes:
+        """The ``width`` hashes the tree size needs (a prefix of a full fallback)."""
+        return self.data[: self.width * HASH_SIZE]
+
+    def problem(self, tree_size: int) -> str | None:
+        """Why the resource is not exactly as wide as it must be, or ``None``."""
+        want = self.resource_width * HASH_SIZE
+        if len(self.data) == want:
+            return None
+        got = len(self.data)
+        return (
+            f"{self.path} is {got:,} bytes ({got // HASH_SIZE} hashes"
+            f"{f' + {got % HASH_SIZE} bytes' if got % HASH_SIZE else ''}), expected exactly "
+            f"{want:,} ({self.resource_width} hashes) for a tree of size {tree_size:,}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BundleRead:
+    """An entry bundle as served: every whole entry in it and the count of bytes after them.
+
+    ``width`` entries belong to the tree; the resource read must hold exactly
+    ``resource_width`` (``width``, or 256 where a partial bundle fell back to the full one)
+    and nothing after them.
+    """
+
+    path: str
+    width: int
+    resource_width: int
+    entries: tuple[bytes, ...]
+    trailing: int
+
+    def problem(self, tree_size: int) -> str | None:
+        """Why the resource does not hold exactly its width in entries, or ``None``."""
+        why = []
+        if len(self.entries) != self.resource_width:
+            why.append(f"holds {len(self.entries)} entries, expected exactly {self.resource_width}")
+        if self.trailing:
+            why.append(f"has {self.trailing} bytes after its last whole entry")
+        if not why:
+            return None
+        return f"{self.path} {' and '.join(why)} for a tree of size {tree_size:,}"

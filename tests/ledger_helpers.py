@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import http.server
 import itertools
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,13 +16,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import (
     Attestation,
+    CreditGranted,
     JobSubmitted,
     Log,
     ResultValidated,
+    Store,
     VolunteerRegistered,
+    export_tiles,
     public_key_bytes,
 )
+from ledger.entries import Record, encode_record
 from ledger.log import Admission
+from ledger.rules import price_attestation
 
 ORIGIN = "foldnet.test/ledger"
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
@@ -120,3 +130,79 @@ def build_ledger(
             built.wu_ids.append(result.wu_id)
         log.publish_checkpoint()
     return built
+
+
+# --------------------------------------------------------------------------- tile exports
+
+GHOST_CREDIT = 2 * 10**12
+
+
+def export(built: Built, out: Path) -> int:
+    """Export ``built``'s log as C2SP tlog-tiles into ``out``; return the tree size."""
+    with Store.open_readonly(built.path) as store:
+        return export_tiles(store, out).tree_size
+
+
+@dataclass(frozen=True)
+class Ghost:
+    volunteer_key: bytes
+    entries: tuple[bytes, ...]
+
+
+def ghost_entries(*, at_ms: int = 1_900_000_000_000) -> Ghost:
+    """Four well-formed, rule-abiding records no log ever signed: a volunteer registers, a job
+    is submitted, the volunteer's result is validated and credited ``GHOST_CREDIT`` (exactly
+    what formula v1 gives: openmm, 10**6 particles, 4 * 10**9 steps, no quick-return bonus)."""
+    ghost = Ed25519PrivateKey.generate()
+    job_id, wu_id = digest("ghost job"), digest("ghost wu")
+    attestation = Attestation.create(
+        private_key=ghost,
+        wu_id=wu_id,
+        issued_at_ms=at_ms,
+        result_digest=digest("ghost result"),
+        final_state_digest=digest("ghost final"),
+    )
+    result = ResultValidated(
+        wu_id=wu_id,
+        job_id=job_id,
+        engine="openmm",
+        n_particles=1_000_000,
+        steps=4_000_000_000,
+        deadline_s=3600,
+        attestations=(attestation,),
+    )
+    amount = price_attestation(result, attestation, validated_at_ms=at_ms, version=1)
+    assert amount == GHOST_CREDIT
+    entries = (
+        VolunteerRegistered(volunteer_key=public_key_bytes(ghost), name="ghost"),
+        JobSubmitted(job_id=job_id, lab="ghost-lab"),
+        result,
+        CreditGranted(
+            volunteer_key=public_key_bytes(ghost), wu_id=wu_id, formula_version=1, amount=amount
+        ),
+    )
+    return Ghost(
+        volunteer_key=public_key_bytes(ghost),
+        entries=tuple(encode_record(Record(timestamp_ms=at_ms, entry=e)) for e in entries),
+    )
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` as static files on 127.0.0.1 (an ephemeral port), as any web server
+    would serve a tile export; yield its URL. The server is stopped on exit."""
+    handler = functools.partial(_QuietFiles, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -28,7 +28,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_helpers import ORIGIN, Built, Clock, build_ledger, digest, make_result
+from ledger_helpers import (
+    GHOST_CREDIT,
+    ORIGIN,
+    Built,
+    Clock,
+    build_ledger,
+    digest,
+    ghost_entries,
+    make_result,
+)
 from typer.testing import CliRunner
 
 from ledger import (
@@ -52,6 +61,7 @@ from ledger.remote import HttpFetcher
 from ledger.tiles import (
     TILE_WIDTH,
     TileRef,
+    encode_bundle,
     entries_path,
     parse_tile_path,
     tile_path,
@@ -532,10 +542,40 @@ class _FlipByte:
         await self.app(scope, receive, lying_send)
 
 
+class _AppendBytes:
+    """An ASGI wrapper that, when ``extra`` is set, appends it to the resource at ``path`` (and
+    says so in Content-Length): a server that serves more than its checkpoint commits to."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.path = ""
+        self.extra = b""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.extra or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        extra = self.extra
+
+        async def longer_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, str(int(v) + len(extra)).encode() if k.lower() == b"content-length" else v)
+                    for k, v in message["headers"]
+                ]
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                message = {**message, "body": message.get("body", b"") + extra}
+            await send(message)
+
+        await self.app(scope, receive, longer_send)
+
+
 @dataclasses.dataclass
 class _Served:
     url: str
     flip: _FlipByte
+    append: _AppendBytes
 
 
 @pytest.fixture
@@ -545,13 +585,14 @@ def serve() -> Iterator[Callable[[Callable[[], Log]], _Served]]:
 
     def start(get_log: Callable[[], Log]) -> _Served:
         flip = _FlipByte(_app(get_log), f"{PREFIX}/tile/entries/000", 20)
+        append = _AppendBytes(flip)
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
         # without it every small answer waits ~40 ms for a delayed ACK (Nagle).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
-            flip, lifespan="off", ws="none", http="h11", log_level="warning", access_log=False
+            append, lifespan="off", ws="none", http="h11", log_level="warning", access_log=False
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -562,7 +603,7 @@ def serve() -> Iterator[Callable[[Callable[[], Log]], _Served]]:
                 break
             thread.join(0.01)
         assert server.started, "uvicorn did not start"
-        return _Served(url=f"http://127.0.0.1:{port}{PREFIX}", flip=flip)
+        return _Served(url=f"http://127.0.0.1:{port}{PREFIX}", flip=flip, append=append)
 
     yield start
     for server, thread in running:
@@ -625,6 +666,37 @@ def test_audit_live_service_like_an_export(
         assert res.exit_code == 1
         assert "entry-modified" in res.output
         srv.flip.armed = False
+
+
+def test_live_service_serving_ghost_entries_fails_the_audit(
+    serve: Callable[[Callable[[], Log]], _Served], tmp_path: Path
+) -> None:
+    """The service itself, behind a proxy that appends four unsigned, rule-abiding entries (a
+    volunteer, a job, a result, 2 x 10^12 credit) to the last partial bundle: the audit fails
+    with ``beyond-checkpoint``, counts none of them, and a ``--state`` re-audit keeps the state
+    of the clean audit; served honestly again, the log audits clean."""
+    built = build_ledger(tmp_path / "l.db", n_wus=100, checkpoint_every=200)
+    state = tmp_path / "state.json"
+    with Log.open_readonly(built.path) as log:
+        srv = serve(lambda: log)
+        clean = run_audit(srv.url, state_file=state, workers=1)
+        assert clean.ok and clean.state_updated, clean.discrepancies
+        size = clean.tree_size
+        saved = state.read_bytes()
+        ghost = ghost_entries()
+        srv.append.path = f"{PREFIX}/{entries_path(size // TILE_WIDTH, size % TILE_WIDTH)}"
+        srv.append.extra = encode_bundle(ghost.entries)
+        for state_file in (None, state):
+            bad = run_audit(srv.url, state_file=state_file, workers=1)
+            assert bad.kinds() == {"beyond-checkpoint"}, bad.discrepancies
+            assert ghost.volunteer_key not in bad.balances
+            assert bad.total_credit == clean.total_credit < GHOST_CREDIT
+            assert bad.entries == clean.entries
+        assert state.read_bytes() == saved
+        res = CliRunner().invoke(ledger_cli, ["audit", srv.url, "--workers", "1"])
+        assert res.exit_code == 1 and "beyond-checkpoint" in res.output, res.output
+        srv.append.extra = b""
+        assert run_audit(srv.url, state_file=state, workers=1).ok
 
 
 def test_audits_pass_while_the_log_is_written(
