@@ -17,7 +17,9 @@ Rules (discrepancy kind in brackets):
   [``credit-without-result``], is granted once per (volunteer, WU) [``duplicate-credit``],
   and its amount is the formula's [``credit-mismatch``, ``unknown-formula``];
 * a revocation withdraws an existing, unrevoked grant of that exact amount
-  [``revocation-without-credit``, ``revocation-mismatch``].
+  [``revocation-without-credit``, ``revocation-mismatch``], and a revocation that cites
+  evidence (a convicted key's clawback: JSON with ``evidence_wu``) cites a WU whose validated
+  result is earlier in the log [``revocation-without-evidence``].
 
 Signatures are not checked here (the auditor verifies them in parallel; the log checks them
 before appending): these rules are pure bookkeeping.
@@ -25,6 +27,7 @@ before appending): these rules are pure bookkeeping.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 
@@ -79,6 +82,19 @@ def price_attestation(
         issued_at_ms=attestation.issued_at_ms,
         validated_at_ms=validated_at_ms,
     )
+
+
+def revocation_evidence(reason: str) -> bytes | None:
+    """The WU a revocation cites as evidence (its reason is then JSON with ``evidence_wu``):
+    the validated outcome that contradicts the revoked key. ``None`` for a free-text reason."""
+    if not reason.startswith("{"):
+        return None
+    try:
+        doc = json.loads(reason)
+        wu = bytes.fromhex(doc["evidence_wu"])
+    except (ValueError, KeyError, TypeError):
+        return b""  # claims to cite evidence, but names none a reader can find
+    return wu if len(wu) == 32 else b""
 
 
 def _short(key: bytes) -> str:
@@ -290,6 +306,16 @@ class LedgerState:
                 )
             )
             return
+        evidence = revocation_evidence(e.reason)
+        if evidence is not None and evidence not in self.results:
+            out.append(
+                Discrepancy(
+                    "revocation-without-evidence",
+                    f"revokes credit from {_short(key)} citing WU {_short(evidence)}, which has "
+                    "no validated result before it in the log",
+                    index,
+                )
+            )
         if granted != e.amount:
             out.append(
                 Discrepancy(

@@ -4,15 +4,21 @@ SQLite, real ledger; volunteers are in-process workers, some of them dishonest."
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import pytest
 import sqlalchemy as sa
 
 from coordinator.errors import ProtocolError
 from coordinator.jobs import JobSpec
-from coordinator.service import Coordinator, det_class_key
+from coordinator.policy import NetworkPolicy
+from coordinator.service import DEFAULT_ORIGIN, Coordinator, det_class_key
 from ledger import entries as le
 from ledger import run_audit
+from ledger.errors import EntryRejectedError
+from ledger.keys import load_or_create_private_key
+from ledger.log import Log, UnsafeAdmitAll
 from sims.go import GoEngine, GoModel
 from sims.state import State
 from worker.adversary import BEHAVIOURS
@@ -64,10 +70,11 @@ def model(villin_pdb) -> GoModel:
 
 def small_job(coord: Coordinator, model: GoModel, **kw) -> str:
     engine = GoEngine(model)
-    spec = JobSpec(
+    base = dict(
         engine="go", system_digest=system_digest(model), runs=1, clones=2, gens=2,
-        steps_per_wu=2000, segment_steps=500, report_steps=500, temperature=0.8, **kw,
+        steps_per_wu=2000, segment_steps=500, report_steps=500, temperature=0.8,
     )  # fmt: skip
+    spec = JobSpec(**(base | kw))
     start = engine.initial_state(temperature=0.8, seed=1)
     return coord.submit(lab="lab-a", system=model, starts=[start], spec=spec)
 
@@ -329,3 +336,88 @@ def test_a_spot_check_from_another_determinism_class_is_compared_with_a_toleranc
         assert [c.volunteer for c in out.convicted] == [x.key.hex()]
         assert a.key.hex() in coord.credits() and x.key.hex() not in coord.credits()
     coord.close()
+
+
+class LyingChecker(Volunteer):
+    """Computes honestly (it earns credit and standing), lies whenever it checks others."""
+
+    def work(self, coord: Coordinator, model: GoModel, slots: int = 2) -> int:
+        coord.trust(self.key)
+        det = self.det_class(model)
+        tasks = coord.request_work(self.key, det, slots, "go")
+        for t in tasks:
+            if isinstance(t, ComputeTask):
+                coord.submit_result(
+                    self.key, t.replica, self.behaviour(t, self.engines, self.identity)
+                )
+            else:
+                honest = spot_check(t, engines=self.engines, identity=self.identity)
+                lie = tuple(hashlib.sha256(d).digest() for d in honest.end_digests)
+                unsigned = dataclasses.replace(honest, end_digests=lie, signature=b"")
+                coord.submit_spot_check(
+                    self.key,
+                    dataclasses.replace(unsigned, signature=self.identity.sign(unsigned.message())),
+                )
+        return len(tasks)
+
+
+def test_a_convicted_key_loses_all_its_credit_on_the_ledger_with_evidence(tmp_path, model):
+    policy = NetworkPolicy(min_audit_rate=0.0)
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0, policy=policy)
+    liar, h1, h2 = LyingChecker(), Volunteer(), Volunteer()
+    first = small_job(coord, model, audit_rate=0.0)
+    run_until_done(coord, first, model, [liar, h1])
+    earned = coord.credits()[liar.key.hex()]
+    assert earned > 0  # an honest record first
+    coord.node_lost(liar.key)  # away while the honest quorum computes the next job...
+    second = small_job(coord, model, audit_rate=1.0, gens=1)
+    assert h1.work(coord, model) == 2 and h2.work(coord, model) == 2  # (two clones)
+    assert liar.work(coord, model) == 0  # ...back, idle, online: the only possible auditor
+    coord.tick()  # the beacon: the quorum is audited (rate 1.0)
+    assert liar.work(coord, model) == 2  # drawn to audit both, and lies
+    assert not coord.drain().convicted  # one word against a quorum: a dispute, not a verdict
+    run_until_done(coord, second, model, [h1, h2, Volunteer(), Volunteer()])
+    assert coord.scheduler.volunteers[liar.key.hex()].trust == "banned"
+    assert coord.credits().get(liar.key.hex(), 0) == 0  # every grant taken back
+    assert coord.credits()[h1.key.hex()] > 0 and coord.credits()[h2.key.hex()] > 0
+    revoked = [
+        e
+        for _i, _l, d in coord.log.store.iter_entries()
+        if isinstance(e := le.decode_record(d).entry, le.CreditRevoked)
+    ]
+    assert revoked and {e.volunteer_key for e in revoked} == {liar.key}
+    assert sum(e.amount for e in revoked) == earned
+    evidence = {json.loads(e.reason)["evidence_wu"] for e in revoked}
+    assert evidence <= {w.hex() for w in recorded_wus(coord)}  # a validated WU of the ledger
+    coord.log.publish_checkpoint()
+    report = run_audit(coord.log.store.path, workers=1)
+    assert report.ok, report.discrepancies
+    assert report.balances.get(liar.key, 0) == 0
+    coord.close()
+
+
+def test_the_auditor_refuses_a_revocation_that_cites_no_validated_result(tmp_path, model):
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    a, b = Volunteer(), Volunteer()
+    job = small_job(coord, model, audit_rate=0.0)
+    run_until_done(coord, job, model, [a, b])
+    (wu, *_) = recorded_wus(coord)
+    amount = next(
+        e.amount
+        for _i, _l, d in coord.log.store.iter_entries()
+        if isinstance(e := le.decode_record(d).entry, le.CreditGranted)
+        and (e.volunteer_key, e.wu_id) == (a.key, wu)
+    )
+    fake = json.dumps({"evidence_wu": "ab" * 32, "decided_by": [], "reason": "made up"})
+    bad = le.CreditRevoked(volunteer_key=a.key, wu_id=wu, amount=amount, reason=fake)
+    with pytest.raises(EntryRejectedError, match="revocation-without-evidence"):
+        coord.log.append(bad)  # the log's own rules refuse it...
+    path = coord.log.store.path
+    coord.close()
+    forced = Log.open(path, origin=DEFAULT_ORIGIN, signing_key=load_or_create_private_key(
+        tmp_path / "c" / "ledger.key"), admission=UnsafeAdmitAll())  # fmt: skip
+    forced.append(bad)  # ...an operator who bypasses them is caught by every auditor
+    forced.publish_checkpoint()
+    forced.close()
+    report = run_audit(path, workers=1)
+    assert "revocation-without-evidence" in report.kinds()
