@@ -702,6 +702,8 @@ class Scheduler:
     ) -> _Replica:
         if w.state == "unsent":
             self._transition_wu(w, "in_progress", vol)
+        elif w.det_class is None:
+            self._fix_class(w, vol)
         rep = _Replica(self._new_id(), w.unit.id, vol.id, now + self.policy.offer_s)
         self.replicas[rep.id] = rep
         w.replicas.append(rep.id)
@@ -734,6 +736,7 @@ class Scheduler:
         self.wus[rep.wu].volunteers.discard(vol.id)  # it computed nothing: may be drawn again
         vol.seen = -math.inf
         self._refresh(vol, now)
+        self._release_class(self.wus[rep.wu])
         self._want_more(self.wus[rep.wu], out)
 
     def _offer_check(
@@ -795,8 +798,11 @@ class Scheduler:
         c.state = to
 
     def _transition_unsent_in_progress(self, w: _WU, vol: _Volunteer) -> None:
-        """The first replica fixes the WU's class and whether it goes unreplicated."""
         self._set_wu(w, "in_progress")
+        self._fix_class(w, vol)
+
+    def _fix_class(self, w: _WU, vol: _Volunteer) -> None:
+        """The first replica fixes the WU's class and whether it goes unreplicated."""
         w.det_class = vol.class_for(w.unit.spec.engine)
         job = self.jobs[w.unit.job]
         if (
@@ -939,11 +945,23 @@ class Scheduler:
             self._penalise(vol)
         self._refresh(vol, now)
         w = self.wus[rep.wu]
+        self._release_class(w)
         if state == "errored":
             self._count_error(w, vol, out)
         else:
             # The volunteer keeps its place in ``w.volunteers``: a replica never returns to it.
             self._want_more(w, out)
+
+    def _release_class(self, w: _WU) -> None:
+        """A WU whose every replica ended without a result is nobody's: its class (and its
+        draw for going unreplicated) is decided afresh by whoever is drawn next, so one key
+        cannot lock a WU into a class by taking it and walking away."""
+        if w.state != "in_progress" or w.det_class is None:
+            return
+        live = ("offered", "assigned", "returned", "valid", "invalid", "disputed")
+        if not any(self.replicas[r].state in live for r in w.replicas):
+            w.det_class = None
+            w.required = self.jobs[w.unit.job].quorum
 
     def _cancel_check(self, chk: _Check, now: float) -> None:
         self._check_queue.pop(chk.id, None)

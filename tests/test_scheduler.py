@@ -657,3 +657,70 @@ def test_engines_without_a_tolerance_keep_checks_in_their_class(hs):
         i for i in hs(WorkRequested("X", "cuda", 1, 1.0)) if isinstance(i, DispatchSpotCheck)
     ]
     assert [i for i in hs(WorkRequested("B", CLASS, 1, 1.0)) if isinstance(i, DispatchSpotCheck)]
+
+
+def test_a_wu_whose_only_replica_walked_away_is_released_from_its_class(hs):
+    """One key cannot lock a fresh WU into a class nobody else computes in."""
+    hs(JobSubmitted("j", spec(deadline_s=60), (h("s"),)))
+    (a,) = hs.request("A", det_class="rare")
+    w = hs.s.wus[a.wu.id]
+    assert w.det_class == "rare"
+    hs.now = 61.0
+    hs(Tick(hs.now))  # A never returns
+    assert w.det_class is None
+    (b,) = hs.request("B")
+    (c,) = hs.request("C")
+    hs.ret(b)
+    hs.ret(c)
+    assert w.state == "validated" and w.det_class == CLASS
+
+
+def test_fresh_keys_alone_never_validate_and_an_established_one_is_drawn_to_join_them(hs):
+    hs(JobSubmitted("j", spec(), (h("s"),)))
+    (a,) = hs.request("fresh-1")
+    assert hs.request("fresh-2") == []  # the second replica must be an established volunteer
+    (b,) = hs.request("E")
+    hs.ret(a)
+    hs.ret(b)
+    (v,) = hs.of(Validated)
+    assert {x for _, x in v.valid} == {"fresh-1", "E"}
+    assert hs.s.volunteers["fresh-1"].proven == 1
+
+
+def test_probation_ends_after_enough_results_alongside_established_volunteers(hs):
+    hs(JobSubmitted("j", spec(gens=5), (h("s"),)))
+    for _ in range(5):
+        assert (
+            hs.s.volunteers.get("fresh-1") is None
+            or hs.s.volunteers["fresh-1"].trust == "probation"
+        )
+        (a,) = hs.request("fresh-1")
+        (b,) = hs.request("E")
+        hs.ret(a)
+        hs.ret(b)
+    assert hs.s.volunteers["fresh-1"].trust == "established"
+
+
+def test_errors_of_keys_on_probation_do_not_fail_a_wu(hs):
+    hs(JobSubmitted("j", spec(max_error_results=2), (h("s"),)))
+    for i in range(5):
+        (d,) = hs.request(f"fresh-{i}")
+        hs(ReplicaFailed(d.replica, d.volunteer, "gave up", hs.now))
+        assert hs.s.volunteers[d.volunteer].quota < 4
+    assert not hs.of(WUFailed)
+    (a,) = hs.request("E")
+    (b,) = hs.request("F")
+    hs.ret(a)
+    hs.ret(b)
+    assert len(hs.of(Validated)) == 1
+
+
+def test_a_job_cannot_lower_verification_below_the_network_floor():
+    hs = Harness(NetworkPolicy(min_quorum=2, min_audit_rate=0.0))
+    hs(JobSubmitted("j", spec(min_quorum=1), (h("s"),)))
+    (a,) = hs.request("A")
+    hs.ret(a)
+    assert not hs.of(Validated) and not hs.of(GrantCredit)  # one result alone: never
+    (b,) = hs.request("B")
+    hs.ret(b)
+    assert len(hs.of(Validated)) == 1
