@@ -14,9 +14,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from http_helpers import go_job, lab_client, running_service
+from http_helpers import go_job, lab_client, running_service, trust, wait_for_job
 
 from worker.client import HttpVolunteer
+from worker.identity import Identity
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -88,6 +89,8 @@ def test_two_worker_processes_complete_a_job_submitted_over_http(tmp_path):
     key = _lab_key(tmp_path / "c", tmp_path)
     with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
         job = lab.post("/v1/jobs", json=go_job()).json()["job"]
+        (tmp_path / "v0").mkdir()  # the operator's own machine: fresh keys alone validate nothing
+        trust(s, Identity.load_or_create(tmp_path / "v0" / "volunteer.key"))
         workers = [
             Lines(
                 _foldnet(
@@ -111,7 +114,7 @@ def test_two_worker_processes_complete_a_job_submitted_over_http(tmp_path):
             assert w.proc.returncode == 0, out
             assert "4 WUs computed, 4 accepted" in out, out
             assert "Traceback" not in out
-        assert lab.get(f"/v1/jobs/{job}").json()["state"] == "completed"
+        assert wait_for_job(lab, job)["state"] == "completed"
         r = lab.get(f"/v1/jobs/{job}/results")
         with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
             assert "best_structure.pdb" in zf.namelist()
@@ -129,6 +132,8 @@ def test_a_worker_killed_mid_wu_resumes_and_ctrl_c_stops_after_the_wu(tmp_path):
     with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
         args[3] = s.url
         job = lab.post("/v1/jobs", json=big).json()["job"]
+        home.mkdir()
+        trust(s, Identity.load_or_create(home / "v.key"))
         first = Lines(_foldnet(*args, home=home))
         first.wait_for("segment 2/12 done")
         first.proc.send_signal(signal.SIGKILL)  # no chance to clean up
@@ -147,4 +152,4 @@ def test_a_worker_killed_mid_wu_resumes_and_ctrl_c_stops_after_the_wu(tmp_path):
         other = HttpVolunteer(s.url, home=tmp_path / "o", key_path=tmp_path / "o.key")
         other.run(max_tasks=1)  # from scratch; the quorum needs both bit-identical
         other.close()
-        assert lab.get(f"/v1/jobs/{job}").json()["state"] == "completed"
+        assert wait_for_job(lab, job)["state"] == "completed"

@@ -129,6 +129,7 @@ def run_cmd(
     stop = StopFlag()
     install_signal_handlers(stop, say)
     say(f"volunteer [bold]{client.identity.fingerprint}[/] computing for {server}")
+    say(f"public key {client.identity.public_key.hex()} (an operator trusts it with --trust)")
     try:
         stats = client.run(stop, max_tasks=max_tasks, exit_when_idle=exit_when_idle)
     finally:
