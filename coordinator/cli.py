@@ -108,19 +108,8 @@ def serve(
 
     from coordinator.http.app import ServiceConfig, create_app
 
-    trusted = []
-    for k in trust or []:
-        try:
-            raw = bytes.fromhex(k)
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
-            raise typer.BadParameter(
-                f"--trust expects a volunteer's public key as 64 hex digits, got {k[:80]!r}"
-            )
-        trusted.append(raw)
     config = ServiceConfig(
-        trusted_keys=tuple(trusted),
+        trusted_keys=_volunteer_keys(trust),
         max_job_steps=max_job_steps,
         volunteer_rate=volunteer_rate,
         volunteer_burst=4 * volunteer_rate,
@@ -132,6 +121,21 @@ def serve(
         f"(docs: http://{host}:{port}/docs)"
     )
     uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _volunteer_keys(hexes: list[str] | None) -> tuple[bytes, ...]:
+    keys = []
+    for k in hexes or []:
+        try:
+            raw = bytes.fromhex(k)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise typer.BadParameter(
+                f"--trust expects a volunteer's public key as 64 hex digits, got {k[:80]!r}"
+            )
+        keys.append(raw)
+    return tuple(keys)
 
 
 @app.callback()
@@ -323,10 +327,19 @@ def run(
         str | None, typer.Option(help="A Ray cluster of volunteers (foldnet worker join).")
     ] = None,
     volunteers: Annotated[int, typer.Option(help="Local volunteers, without --address.")] = 3,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --address: hex public key of one of the operator's own volunteer "
+            "nodes, established from the start (repeatable; remembered). Local volunteers "
+            "are the operator's already."
+        ),
+    ] = None,
 ) -> None:
     """Run the coordinator until every job in the folder is done."""
     from coordinator.runner import run_coordinator
 
+    trusted = _volunteer_keys(trust)
     with Progress(
         TextColumn("WUs validated"),
         BarColumn(),
@@ -343,7 +356,11 @@ def run(
             bar.update(task, completed=done, total=total)
 
         credits = run_coordinator(
-            workdir, address=address, local_volunteers=volunteers, on_progress=progress
+            workdir,
+            address=address,
+            local_volunteers=volunteers,
+            on_progress=progress,
+            trusted=trusted,
         )
     for key, amount in sorted(credits.items()):
         console.print(f"volunteer {key[:16]}: {amount:,} credit")

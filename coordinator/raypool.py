@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from coordinator.classes import ClassRefusedError
 from coordinator.errors import CoordinatorError, ProtocolError
 from coordinator.service import Coordinator, Task
 from worker.adversary import HONEST
@@ -166,6 +167,11 @@ class RayPool:
                 det, engine = self._det_class(m, system)
             except (RayActorError, GetTimeoutError):
                 self._lose(m)
+                return None
+            except ClassRefusedError as e:  # a class the coordinator does not know: no work
+                if m.alive:
+                    log.warning("volunteer %s refused: %s", m.spec.resource, e)
+                    m.alive = False
                 return None
             got.extend(self.coordinator.request_work(m.key, det, n - len(got), engine))
         return got

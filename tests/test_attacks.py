@@ -30,6 +30,7 @@ from sims.examples import VILLIN_PDB
 from sims.go import GoModel
 from sims.result import RunResult
 from sims.state import State
+from worker.adversary import BEHAVIOURS
 from worker.identity import Identity
 from worker.result import WorkerResult, sign_result
 from worker.systems import EngineCache, decode_system
@@ -133,26 +134,7 @@ class Volunteer:
 
 
 def never_computed(t: ComputeTask, me: Identity) -> WorkerResult:
-    """The input state repeated at every boundary, frames and observables of the input:
-    physically plausible (it is a real state), signed, and never computed."""
-    spec = t.spec
-    engine = ENGINES.get(t.system)
-    s0 = t.input_state
-    n_frames = spec.steps // spec.report_steps
-    obs = {"energy": 0.0, **engine.observe(s0)}
-    run = RunResult(
-        spec=spec,
-        boundaries=tuple(
-            State(positions=s0.positions, velocities=s0.velocities, step=s0.step + k)
-            for k in range(spec.n_segments + 1)
-        ),
-        frames=np.repeat(s0.positions.astype(np.float32)[None], n_frames, axis=0),
-        frame_steps=s0.step + spec.report_steps * np.arange(1, n_frames + 1, dtype=np.int64),
-        observables={k: np.full(n_frames, v) for k, v in obs.items()},
-        determinism=engine.determinism_class(),
-        wall_time_s=0.01,
-    )
-    return sign_result(run, wu_id=t.wu_id, identity=me)
+    return BEHAVIOURS["never-computed"](t, ENGINES, me)
 
 
 def invented_frames(source: WorkerResult, t: ComputeTask, me: Identity) -> WorkerResult:

@@ -82,28 +82,40 @@ def _job(coord: Coordinator, model: GoModel, steps: int) -> str:
     return coord.submit(lab="lab", system=model, starts=[start], spec=spec)
 
 
-def _volunteers(tmp_path) -> list[VolunteerSpec]:
+def _volunteers(tmp_path, behaviours: dict[str, str] | None = None) -> list[VolunteerSpec]:
+    """The joined nodes; v0 is the operator's own (trusted), the others on probation."""
     found = discover_volunteers()
     assert [v.resource for v in found] == ["vol:v0", "vol:v1", "vol:v2"]
     return [
         VolunteerSpec(
-            resource=v.resource, key_path=str(tmp_path / f"{v.resource[4:]}.key"), slots=1
+            resource=v.resource,
+            key_path=str(tmp_path / f"{v.resource[4:]}.key"),
+            slots=1,
+            trusted=v.resource == "vol:v0",
+            behaviour=(behaviours or {}).get(v.resource, "honest"),
         )
         for v in found
     ]
 
 
-def test_a_job_completes_across_volunteer_nodes(cluster, tmp_path, villin_pdb):
+def test_a_job_completes_across_volunteer_nodes_and_a_node_that_never_computes_earns_nothing(
+    cluster, tmp_path, villin_pdb
+):
+    """Issue 9's first attack over Ray: a fresh node that returns never-computed results
+    (the input state at every boundary) validates nothing and earns nothing."""
     model = GoModel.from_pdb(villin_pdb)
     coord = Coordinator.local(tmp_path / "coord")
     job = _job(coord, model, 4000)
-    pool = RayPool(coord, _volunteers(tmp_path))
+    pool = RayPool(coord, _volunteers(tmp_path, {"vol:v2": "never-computed"}))
+    faker = next(m.key.hex() for m in pool.members if m.spec.resource == "vol:v2")
     pool.run([model], until=lambda: coord.job_done(job), timeout_s=300)
     pool.shutdown()
     out = coord.drain()
     assert len(out.validated) == 4
     # each WU was computed by two distinct volunteers, i.e. on two distinct nodes
     assert all(len({vol for _, vol in v.valid}) == 2 for v in out.validated)
+    assert all(faker not in {vol for _, vol in v.valid} for v in out.validated)
+    assert faker not in coord.credits()
     coord.log.publish_checkpoint()
     report = run_audit(coord.log.store.path, workers=1)
     assert report.ok, report.discrepancies

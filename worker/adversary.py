@@ -12,7 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from ledger.entries import attestation_message
-from sims.state import state_digest
+from sims.result import RunResult
+from sims.state import State, state_digest
 from worker.identity import Identity
 from worker.result import WorkerResult, arrays_digest, segment_root, sign_result
 from worker.systems import EngineCache
@@ -98,10 +99,35 @@ def fabricate(task: ComputeTask, engines: EngineCache, identity: Identity) -> Wo
     return _resign(result, identity, positions, velocities)
 
 
+def never_computed(task: ComputeTask, engines: EngineCache, identity: Identity) -> WorkerResult:
+    """Computes nothing at all: the input state at every boundary, the input's frames and
+    observables at every frame. Physically plausible (a real state), well formed, signed: only
+    another volunteer's computation tells it apart (issue 9's Sybil attack)."""
+    spec = task.spec
+    engine = engines.get(task.system)
+    s0 = task.input_state
+    n_frames = spec.steps // spec.report_steps
+    obs = {"energy": 0.0, **engine.observe(s0)}
+    run = RunResult(
+        spec=spec,
+        boundaries=tuple(
+            State(positions=s0.positions, velocities=s0.velocities, step=s0.step)
+            for _ in range(spec.n_segments + 1)
+        ),
+        frames=np.repeat(s0.positions.astype(np.float32)[None], n_frames, axis=0),
+        frame_steps=s0.step + spec.report_steps * np.arange(1, n_frames + 1, dtype=np.int64),
+        observables={k: np.full(n_frames, v) for k, v in obs.items()},
+        determinism=engine.determinism_class(),
+        wall_time_s=0.01,
+    )
+    return sign_result(run, wu_id=task.wu_id, identity=identity)
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "honest": honest,
     "perturb": perturb_final_state,
     "skip": skip_segments,
     "fabricate": fabricate,
+    "never-computed": never_computed,
 }
 HONEST = "honest"

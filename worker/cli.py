@@ -61,6 +61,7 @@ def join(
     identity = Identity.load_or_create(key_path)
     vid = identity.fingerprint
     console.print(f"volunteer [bold]{vid}[/] (key {key_path})")
+    console.print(f"public key {identity.public_key.hex()}")
     console.print(f"joining {address} with {cpus} CPU(s) as resource vol:{vid}")
     env = {**os.environ, "FOLDNET_KEY": str(key_path), "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(
