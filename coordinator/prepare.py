@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from coordinator.errors import SubmissionError
 from coordinator.jobs import JobSpec
 from sims.allatom import AllAtomEngine
+from sims.errors import SimsError, StructureError
 from sims.go import GoEngine, GoModel
 from sims.state import State
 from sims.structure import parse_pdb, read_pdb
@@ -91,7 +92,13 @@ def prepare_job(
             if path is None:
                 path = Path(d) / "upload.pdb"
                 path.write_text(pdb_text or "")
-            eng = AllAtomEngine.from_pdb(path, chain=chain)
+            try:
+                eng = AllAtomEngine.from_pdb(path, chain=chain)
+            except SimsError as e:
+                if pdb is not None:
+                    raise
+                # the temporary file is the server's business: name the upload instead
+                raise StructureError(str(e).replace(str(path), "the uploaded PDB")) from e
         system = eng.prepared
     spec = spec_for(system_digest(system))
     eng.check_temperature(temperature)

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import secrets
 import time
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ import numpy as np
 from sims.errors import SimsError
 from sims.spec import RunSpec
 from sims.state import State
-from worker.arrays import pack_arrays, read_container
+from worker.arrays import check_shape, pack_arrays, read_container
 from worker.errors import WireError
 from worker.identity import Identity
 from worker.result import ResultHeader, WorkerResult
@@ -109,7 +110,22 @@ def get_str(doc: Mapping[str, Any], name: str, max_len: int) -> str:
         raise WireError(f"{name}: expected a string, got {_type_name(v)}")
     if len(v) > max_len:
         raise WireError(f"{name}: expected at most {max_len} characters, got {len(v)}")
+    if not _encodable(v):
+        raise WireError(
+            f"{name}: expected text that is valid Unicode; it holds a lone surrogate "
+            "(a \\ud800-\\udfff escape without its pair)"
+        )
     return v
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 once encoded (JSON admits lone surrogates, which no
+    canonical encoder, database or log line can take)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def get_hex(doc: Mapping[str, Any], name: str, n_bytes: int) -> bytes:
@@ -146,11 +162,21 @@ def get_object(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
     return v
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
+def loads_json(data: bytes | str, what: str = "the body") -> Any:
+    """``json.loads`` whose every failure is a :class:`WireError`: malformed text, bad
+    UTF-8, and nesting too deep for the parser (``RecursionError``)."""
     try:
-        doc = json.loads(body)
+        return json.loads(data)
+    except RecursionError as e:
+        raise WireError(
+            f"{what} is nested too deeply; expected JSON of a few levels of objects and lists"
+        ) from e
     except (ValueError, UnicodeDecodeError) as e:
-        raise WireError(f"the body is not valid JSON: {e}") from e
+        raise WireError(f"{what} is not valid JSON: {e}") from e
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    doc = loads_json(body)
     if not isinstance(doc, dict):
         raise WireError(f"the body must be a JSON object, got {_type_name(doc)}")
     return doc
@@ -178,7 +204,8 @@ def decode_array(doc: object, name: str, dtype: str, ndim: int, max_bytes: int) 
         raise WireError(f"{name}: expected a shape of {ndim} integers, got {shape!r}")
     if any(d < 0 for d in shape):
         raise WireError(f"{name}: negative dimension in shape {shape}")
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    check_shape(name, shape)
+    size = math.prod(shape) * np.dtype(dtype).itemsize
     if size > max_bytes:
         raise WireError(f"{name}: {size:,} bytes is over the limit of {max_bytes:,}")
     data = get_str(doc, "data", 4 * (max_bytes // 3 + 4))
@@ -404,6 +431,14 @@ def decode_spot_check(doc: dict[str, Any], *, max_state_bytes: int = 1 << 20) ->
     segments = get_list(doc, "segments", 10**4)
     ends = get_list(doc, "end_digests", 10**4)
     states = get_list(doc, "end_states", 10**4) if "end_states" in doc else []
+    if len(ends) != len(segments):
+        raise WireError(
+            f"end_digests: expected one digest per segment ({len(segments)}), got {len(ends)}"
+        )
+    if states and len(states) != len(segments):
+        raise WireError(
+            f"end_states: expected none or one per segment ({len(segments)}), got {len(states)}"
+        )
     return SpotCheckResult(
         get_hex(doc, "wu_id", 32),
         get_int(doc, "check", 1, 2**62),

@@ -29,6 +29,7 @@ from worker.wire import (
 )
 
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() accepts "²"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX128 = re.compile(r"^[0-9a-f]{128}$")
 
@@ -120,8 +121,12 @@ class VolunteerAuth:
         sig_hex = headers[SIGNATURE_HEADER]
         if not _HEX64.match(key_hex):
             raise ApiError(401, "bad_key", f"{KEY_HEADER}: expected 64 lowercase hex digits")
-        if not ts_text.isdigit() or len(ts_text) > 12:
-            raise ApiError(401, "bad_timestamp", f"{TIMESTAMP_HEADER}: expected Unix seconds")
+        if not _TIMESTAMP.fullmatch(ts_text):
+            raise ApiError(
+                401,
+                "bad_timestamp",
+                f"{TIMESTAMP_HEADER}: expected Unix seconds, 1 to 12 ASCII digits",
+            )
         if not _NONCE.match(nonce):
             raise ApiError(
                 401, "bad_nonce", f"{NONCE_HEADER}: expected 16-64 characters of [A-Za-z0-9_-]"

@@ -4,7 +4,6 @@ registration is signed by the volunteer's key."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from worker.wire import (
     get_hex,
     get_int,
     get_str,
+    loads_json,
     parse_json_object,
 )
 
@@ -140,8 +140,8 @@ def volunteers_router(svc: Service) -> APIRouter:
         det = get_str(doc, "det_class", 4096)
         slots = get_int(doc, "slots", 1, cfg.max_slots)
         try:
-            engine = json.loads(det)["engine"]
-        except (ValueError, TypeError, KeyError) as e:
+            engine = loads_json(det, "det_class")["engine"]
+        except (WireError, TypeError, KeyError) as e:
             raise WireError(
                 "det_class: expected the canonical JSON of the engine's determinism class"
             ) from e

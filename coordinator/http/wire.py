@@ -42,6 +42,17 @@ def precheck(result: WorkerResult, a: Assignment, key: bytes) -> None:
         )
     if h.worker_key != key:
         raise ApiError(422, "invalid_result", "the result is signed by another key than yours")
+    if len(h.boundary_digests) != a.n_segments + 1:
+        raise ApiError(
+            422,
+            "invalid_result",
+            f"header.boundary_digests: expected {a.n_segments + 1} (one per segment boundary), "
+            f"got {len(h.boundary_digests)}",
+        )
+    if h.n_atoms != a.n_atoms:
+        raise ApiError(
+            422, "invalid_result", f"header.n_atoms: expected {a.n_atoms}, got {h.n_atoms}"
+        )
     shapes = {
         "positions": (result.positions, (a.n_segments + 1, a.n_atoms, 3)),
         "velocities": (result.velocities, (a.n_segments + 1, a.n_atoms, 3)),
