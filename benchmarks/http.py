@@ -141,7 +141,7 @@ async def _volunteer(
     conn = Conn(host, port)
 
     async def call(method: str, path: str, body: bytes = b"", ctype: str = "") -> tuple[int, bytes]:
-        headers = sign_headers(me, method, path, body)
+        headers = sign_headers(me, method, path, body, origin=f"http://{host}:{port}")
         if ctype:
             headers["Content-Type"] = ctype
         t0 = time.perf_counter()
@@ -268,6 +268,10 @@ class ServeProcess:
             str(self.port),
             "--register-burst",
             "100000",
+            "--register-global-burst",
+            "100000",
+            "--max-requests-per-address",
+            "100000",  # every simulated volunteer comes from 127.0.0.1
         ]
         self.log = workdir.parent / "serve.log"  # a file, not a pipe nobody drains
         with self.log.open("wb") as log:

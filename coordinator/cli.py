@@ -92,8 +92,21 @@ def serve(
         float, typer.Option(help="Requests per second per volunteer key.")
     ] = 50.0,
     register_burst: Annotated[
-        float, typer.Option(help="Registrations in a burst from one address.")
+        float, typer.Option(help="Registrations in a burst from one address (IPv6: one /64).")
     ] = 50.0,
+    register_global_burst: Annotated[
+        float, typer.Option(help="Registrations in a burst from all addresses together.")
+    ] = 500.0,
+    max_requests_per_address: Annotated[
+        int, typer.Option(help="Requests in flight at once from one address (IPv6: one /64).")
+    ] = 64,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            help="This service's public origin (scheme://host:port) as volunteers reach it; "
+            "their signatures name it. Default: http://HOST:PORT."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the coordinator as an HTTP service for labs and volunteers (Ctrl-C stops it)."""
@@ -106,6 +119,9 @@ def serve(
         volunteer_rate=volunteer_rate,
         volunteer_burst=4 * volunteer_rate,
         register_burst=register_burst,
+        register_global_burst=register_global_burst,
+        max_requests_per_address=max_requests_per_address,
+        origin=origin or f"http://{host}:{port}",
     )
     app_ = create_app(workdir, config)
     console.print(

@@ -126,7 +126,8 @@ def test_deeply_nested_json_is_a_422(served, volunteer):
     body = json.dumps({"det_class": "[" * 4000, "slots": 1}).encode()
     _error(signed(c, me, "POST", "/v1/work", body), 422, "invalid_body")
     obj = b'{"a":' * 30_000 + b"1" + b"}" * 30_000
-    _error(signed(c, me, "POST", f"/v1/results/{task['replica']}", _with_manifest(obj)), 422)
+    manifest = b'{"a":' * 10_000 + b"1" + b"}" * 10_000  # within what a result may take
+    _error(signed(c, me, "POST", f"/v1/results/{task['replica']}", _with_manifest(manifest)), 422)
     _error(signed(c, me, "POST", f"/v1/results/{task['replica']}/failure", obj), 422)
     assert served.stored() == before
 
@@ -152,7 +153,9 @@ def test_a_timestamp_that_is_not_ascii_digits_is_a_401(served, volunteer, ts):
     c, me = volunteer
     # the server reads header bytes as Latin-1, where b"\xb2" is "²" (and "²".isdigit())
     stamp = ts.encode("latin-1")
-    headers = sign_headers(me, "GET", "/v1/volunteers/me") | {"x-foldnet-timestamp": stamp}
+    headers = sign_headers(me, "GET", "/v1/volunteers/me", origin=served.url) | {
+        "x-foldnet-timestamp": stamp
+    }
     detail = _error(c.get("/v1/volunteers/me", headers=headers), 401, "bad_timestamp")
     assert "ASCII digits" in detail["detail"]
 
@@ -172,7 +175,7 @@ def test_a_client_disconnecting_mid_upload_is_no_server_error(served, volunteer)
     path = f"/v1/results/{t.replica}"
     before = served.stored()
     seen = _uploads_by_status(served.url)
-    headers = sign_headers(me, "POST", path, body)
+    headers = sign_headers(me, "POST", path, body, origin=served.url)
     host, port = served.url.removeprefix("http://").split(":")
     head = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
     head += [f"{k}: {v}" for k, v in headers.items()]
@@ -227,3 +230,161 @@ def test_an_upload_with_too_few_boundary_digests_is_refused_not_a_500(served, vo
     assert r.status_code < 500, r.text
     _error(r, 422, "invalid_result")
     np.testing.assert_equal(good.positions.shape[0], len(good.header.boundary_digests))
+
+
+# -- item 3: authenticate before reading -----------------------------------------------------
+
+
+def _raw_request(url: str, head: list[str], body: bytes = b"") -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=60)
+    s.sendall(("\r\n".join([*head, f"Host: {host}"]) + "\r\n\r\n").encode() + body)
+    return s
+
+
+def _status(s: socket.socket) -> tuple[int, bytes]:
+    """The status and body of the answer on ``s`` (read until the body is complete)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"the connection closed before an answer: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        rest += s.recv(65536)
+    return int(head.split()[1]), rest
+
+
+def test_an_unauthenticated_upload_is_answered_before_its_body_is_sent(served, volunteer):
+    c, me = volunteer
+    task = _pull(c, me)
+    path = f"/v1/results/{task['replica']}"
+    stranger = Identity.ephemeral()
+    big = 60 << 20  # under the service's ceiling, far over what any result here needs
+    cases = [
+        ([], "unsigned"),  # no signature at all
+        (
+            list(sign_headers(stranger, "POST", path, b"x", origin=served.url).items()),
+            "unknown_volunteer",
+        ),
+        (
+            list(
+                sign_headers(
+                    me, "POST", path, b"x", origin=served.url, now=time.time() - 3600
+                ).items()
+            ),
+            "expired",
+        ),
+    ]
+    for headers, code in cases:
+        head = [f"POST {path} HTTP/1.1", f"Content-Length: {big}"]
+        head += [f"{k}: {v}" for k, v in headers]
+        with _raw_request(served.url, head) as s:  # not one byte of the body is sent
+            status, body = _status(s)
+        assert status == 401 and json.loads(body)["error"] == code, body
+    # signed by a registered key, but for a replica that is not its own: 404, unread
+    other = f"/v1/results/{task['replica'] + 1000}"
+    head = [f"POST {other} HTTP/1.1", f"Content-Length: {big}"]
+    head += [
+        f"{k}: {v}" for k, v in sign_headers(me, "POST", other, b"x", origin=served.url).items()
+    ]
+    with _raw_request(served.url, head) as s:
+        status, body = _status(s)
+    assert status == 404 and json.loads(body)["error"] == "not_assigned", body
+
+
+def test_an_upload_is_held_to_what_its_assignment_can_need(served, volunteer):
+    c, me = volunteer
+    task = _pull(c, me)
+    t, good = _computed(c, me, task)
+    path = f"/v1/results/{t.replica}"
+    honest = encode_result(good)
+    before = served.stored()
+    padded = _raw(good, {"pad": "x" * (100 << 10)})  # a manifest past any honest one
+    detail = _error(signed(c, me, "POST", path, padded), 413, "too_large")["detail"]
+    assert f"replica {t.replica} takes at most" in detail, detail
+    assert len(padded) < CFG.max_result_bytes  # refused by the assignment's limit, not the cap
+
+    def chunks():  # no Content-Length: the limit holds while the body streams
+        yield padded
+
+    headers = sign_headers(me, "POST", path, padded, origin=served.url)
+    _error(c.post(path, content=chunks(), headers=headers), 413, "too_large")
+    assert served.stored() == before
+    r = signed(c, me, "POST", path, honest)
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory):
+    """A service with a short body timeout and few requests per address."""
+    d = tmp_path_factory.mktemp("tight") / "c"
+    cfg = ServiceConfig(body_timeout_s=1.0, max_requests_per_address=3)
+    with running_service(d, cfg) as s:
+        yield s
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408(tight):
+    head = ["POST /v1/work HTTP/1.1", "Content-Length: 1000", "Content-Type: application/json"]
+    with _raw_request(tight.url, head, b'{"slots": ') as s:  # ... and then nothing
+        status, body = _status(s)
+    assert status == 408 and json.loads(body)["error"] == "body_timeout", body
+
+
+def test_requests_in_flight_are_capped_per_address(tmp_path):
+    cfg = ServiceConfig(max_requests_per_address=3)
+    with running_service(tmp_path / "c", cfg) as served:
+        head = ["POST /v1/work HTTP/1.1", "Content-Length: 1000"]
+        held = [_raw_request(served.url, head, b"{") for _ in range(3)]  # bodies never end
+        try:
+            deadline = time.monotonic() + 30
+            while (r := httpx.get(f"{served.url}/v1/health")).status_code != 429:
+                assert time.monotonic() < deadline, r.text
+            assert r.json()["error"] == "too_many_requests" and r.headers["retry-after"]
+            assert "more than 3 requests at once from 127.0.0.1" in r.json()["detail"]
+        finally:
+            for s in held:
+                s.close()
+        while httpx.get(f"{served.url}/v1/health").status_code != 200:  # freed on hang-up
+            assert time.monotonic() < deadline
+
+
+def test_registrations_are_limited_per_ipv6_64_and_in_all():
+    from coordinator.http.auth import client_block
+
+    assert client_block("2001:db8:1:2::1") == client_block("2001:db8:1:2:ffff:ffff:ffff:ffff")
+    assert client_block("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_block("2001:db8:1:3::1") != client_block("2001:db8:1:2::1")
+    assert client_block("::ffff:192.0.2.7") == client_block("192.0.2.7") == "192.0.2.7"
+    assert client_block("192.0.2.7") != client_block("192.0.2.8")
+
+
+def test_registrations_from_many_addresses_share_one_budget(tmp_path):
+    cfg = ServiceConfig(register_burst=1000, register_global_burst=3, register_global_rate=0.01)
+    with running_service(tmp_path / "c", cfg) as served, httpx.Client(base_url=served.url) as c:
+        codes = []
+        for _ in range(5):
+            me = Identity.ephemeral()
+            body = json.dumps({"public_key": me.public_key.hex()}).encode()
+            codes.append(signed(c, me, "POST", "/v1/volunteers", body).status_code)
+        assert codes == [201, 201, 201, 429, 429], codes
+
+
+# -- item 6: nothing lost, nothing leaking ---------------------------------------------------
+
+
+def test_a_signature_for_one_coordinator_is_worthless_at_another(served, tight):
+    me = Identity.ephemeral()
+    reg = json.dumps({"public_key": me.public_key.hex()}).encode()
+    with httpx.Client(base_url=served.url) as a, httpx.Client(base_url=tight.url) as b:
+        assert signed(a, me, "POST", "/v1/volunteers", reg).status_code == 201
+        assert signed(b, me, "POST", "/v1/volunteers", reg).status_code == 201
+        headers = sign_headers(me, "GET", "/v1/volunteers/me", origin=served.url)
+        detail = _error(b.get("/v1/volunteers/me", headers=headers), 401, "bad_signature")
+        assert tight.url.removeprefix("http://") in detail["detail"], detail
+        assert a.get("/v1/volunteers/me", headers=headers).status_code == 200
+        # the Host header is the client's to choose: it does not make the replay good
+        again = sign_headers(me, "GET", "/v1/volunteers/me", origin=served.url)
+        host = {"host": served.url.removeprefix("http://")}
+        _error(b.get("/v1/volunteers/me", headers=again | host), 401, "bad_signature")

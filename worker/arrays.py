@@ -58,7 +58,10 @@ def pack_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None
 
 
 def read_container(
-    data: bytes, names: Iterable[str] | None = None, *, max_manifest: int = MAX_MANIFEST_BYTES
+    data: bytes | bytearray,
+    names: Iterable[str] | None = None,
+    *,
+    max_manifest: int = MAX_MANIFEST_BYTES,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(manifest, arrays): all arrays, or only ``names``, as read-only views of ``data``.
 

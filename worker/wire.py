@@ -4,7 +4,9 @@ It lives in ``worker`` because the client needs it and ``worker`` may not import
 ``coordinator`` (DESIGN section 2); the service imports it from here.
 
 * Requests of a volunteer are signed: Ed25519 over :func:`signing_message`, i.e. the
-  method, the path with its query, SHA-256 of the body, a timestamp, a nonce and the key.
+  server's origin, the method, the path with its query, SHA-256 of the body, a timestamp,
+  a nonce and the key. Naming the origin makes a signature for one coordinator worthless
+  at another (a volunteer may use one key with several).
 * Metadata is JSON. Arrays inside JSON are ``{"dtype": "<f8", "shape": [..], "data":
   base64}`` (raw little-endian bytes with a declared shape); whole results travel as one
   binary container (:mod:`worker.arrays`: a JSON manifest declaring each array's name, dtype
@@ -24,6 +26,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -57,12 +60,36 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def origin_of(url: str) -> str:
+    """The origin a signature names: ``scheme://host:port`` of ``url``, lower-case, with the
+    port always written (``http://Example.org/x`` -> ``http://example.org:80``)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise WireError(f"expected an http:// or https:// URL with a host, got {url[:80]!r}")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as e:
+        raise WireError(f"the URL's port is not a number: {url[:80]!r}") from e
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
 def signing_message(
-    method: str, target: str, body_sha256: str, timestamp: int, nonce: str, key_hex: str
+    method: str,
+    target: str,
+    body_sha256: str,
+    timestamp: int,
+    nonce: str,
+    key_hex: str,
+    origin: str,
 ) -> bytes:
-    """The exact bytes a volunteer signs: one field per line, nothing ambiguous."""
+    """The exact bytes a volunteer signs: one field per line, nothing ambiguous. ``origin``
+    is the server's (:func:`origin_of`)."""
     return "\n".join(
-        (PROTOCOL, method.upper(), target, body_sha256, str(timestamp), nonce, key_hex)
+        (PROTOCOL, origin, method.upper(), target, body_sha256, str(timestamp), nonce, key_hex)
     ).encode()
 
 
@@ -72,14 +99,17 @@ def sign_headers(
     target: str,
     body: bytes = b"",
     *,
+    origin: str,
     now: float | None = None,
     nonce: str | None = None,
 ) -> dict[str, str]:
-    """Headers that authenticate one request (``target`` is the path plus ``?query``)."""
+    """Headers that authenticate one request to the server at ``origin`` (its URL; only the
+    scheme, host and port count) for ``target`` (the path plus ``?query``)."""
     ts = int(time.time() if now is None else now)
     n = nonce if nonce is not None else secrets.token_hex(16)
     key = identity.public_key.hex()
-    sig = identity.sign(signing_message(method, target, body_digest(body), ts, n, key))
+    message = signing_message(method, target, body_digest(body), ts, n, key, origin_of(origin))
+    sig = identity.sign(message)
     return {
         KEY_HEADER: key,
         TIMESTAMP_HEADER: str(ts),
@@ -339,7 +369,7 @@ def encode_result(result: WorkerResult) -> bytes:
     return pack_arrays(arrays, meta)
 
 
-def decode_result(data: bytes, *, max_bytes: int) -> WorkerResult:
+def decode_result(data: bytes | bytearray, *, max_bytes: int) -> WorkerResult:
     """A result upload, checked for kinds, dtypes and dimensions (sizes are the WU's job)."""
     if len(data) > max_bytes:
         raise WireError(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,}")
