@@ -178,7 +178,7 @@ class Coordinator:
             elif isinstance(entry, le.JobSubmitted):
                 self._jobs_in_ledger.add(entry.job_id)
 
-    def _replay(self) -> None:
+    def _replay(self, *, abandon: bool = True) -> None:
         replayed: list[Instruction] = []
         for ev in self.store.events():
             replayed.extend(self.scheduler.handle(ev))
@@ -186,6 +186,8 @@ class Coordinator:
         # committing an event and appending its consequences. Not reported by drain():
         # that is what happened before this process started.
         self._record_ledger_effects(replayed)
+        if not abandon:  # the same process after a failed batch: its work is still out
+            return
         if any(r.state == "assigned" for r in self.scheduler.replicas.values()) or any(
             c.state == "assigned" for c in self.scheduler.checks.values()
         ):
@@ -303,7 +305,7 @@ class Coordinator:
         self._registered.clear()
         self._jobs_in_ledger.clear()
         self._scan_ledger()
-        self._replay()
+        self._replay(abandon=False)
 
     def drain(self) -> Outcome:
         """Instructions carried out since the last call, summarised."""

@@ -388,3 +388,125 @@ def test_a_signature_for_one_coordinator_is_worthless_at_another(served, tight):
         again = sign_headers(me, "GET", "/v1/volunteers/me", origin=served.url)
         host = {"host": served.url.removeprefix("http://")}
         _error(b.get("/v1/volunteers/me", headers=again | host), 401, "bad_signature")
+
+
+def test_a_transient_commit_failure_keeps_the_assignment_for_the_retry(tmp_path):
+    import sqlite3
+
+    d = tmp_path / "c"
+    key = add_lab(d, "lab-a")
+    with running_service(d, CFG) as served, httpx.Client(base_url=served.url, timeout=60) as c:
+        with lab_client(served.url, key) as lab:
+            assert lab.post("/v1/jobs", json=go_job(clones=2, gens=1)).status_code == 201
+        me = Identity.ephemeral()
+        reg = json.dumps({"public_key": me.public_key.hex()}).encode()
+        assert signed(c, me, "POST", "/v1/volunteers", reg).status_code == 201
+        task = _pull(c, me)
+        t, good = _computed(c, me, task)
+        path = f"/v1/results/{t.replica}"
+        body = encode_result(good)
+        before = served.stored()
+        # another writer holds the database: the coordinator's group commit fails
+        lock = sqlite3.connect(d / "coordinator.db", timeout=0)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            r = signed(c, me, "POST", path, body)
+        finally:
+            lock.rollback()
+            lock.close()
+        detail = _error(r, 503, "unavailable")["detail"]
+        assert "retry" in detail, detail
+        assert served.stored() == before
+        r = signed(c, me, "POST", path, body)  # the retry the 503 asked for
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] in ("returned", "valid"), r.json()
+
+
+def test_client_retries_keep_the_callers_headers(tmp_path):
+    """The volunteer's client retries a 429 with the headers its caller gave (a recording
+    transport in front of the real service sees every try)."""
+    from worker.client import HttpVolunteer
+
+    cfg = ServiceConfig(volunteer_rate=2.0, volunteer_burst=1.0)
+    with running_service(tmp_path / "c", cfg) as served:
+        seen: list[tuple[str, int, str | None]] = []
+        real = httpx.HTTPTransport()
+
+        def record(request: httpx.Request) -> httpx.Response:
+            r = real.handle_request(request)
+            r.read()
+            seen.append((request.url.path, r.status_code, request.headers.get("content-type")))
+            return r
+
+        v = HttpVolunteer(
+            served.url,
+            home=tmp_path / "home",
+            key_path=tmp_path / "key",
+            transport=httpx.MockTransport(record),
+        )
+        try:
+            v.register()  # spends the key's one-request burst
+            v.me()  # answered 429 first, then retried
+        finally:
+            v.close()
+            real.close()
+        tries = [s for s in seen if s[0] == "/v1/volunteers/me"]
+        assert [t[1] for t in tries][-1] == 200 and 429 in [t[1] for t in tries], seen
+        assert all(t[2] == "application/json" for t in tries), tries
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_result_files_get_the_umasks_mode_not_0600(tmp_path, umask, mode):
+    from sims.fileio import atomic_write_bytes, atomic_write_text
+
+    old = __import__("os").umask(umask)
+    try:
+        a = atomic_write_text(tmp_path / "observables.csv", "step,q\n")
+        b = atomic_write_bytes(tmp_path / "plot.png", b"\x89PNG")
+    finally:
+        __import__("os").umask(old)
+    assert (a.stat().st_mode & 0o777, b.stat().st_mode & 0o777) == (mode, mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["observables.csv", "plot.png"]
+
+
+def test_nonces_of_keys_that_stop_calling_are_pruned():
+    from coordinator.http.auth import VolunteerAuth
+
+    now = [1_000_000.0]
+    auth = VolunteerAuth(window_s=300, clock=lambda: now[0])
+    origin = "http://127.0.0.1:1"
+    people = [Identity.ephemeral() for _ in range(50)]
+    auth.registered = {p.public_key for p in people}
+    for p in people:
+        auth.verify("GET", "/x", sign_headers(p, "GET", "/x", origin=origin, now=now[0]), b"",
+                    origin=origin)  # fmt: skip
+    assert auth.keys_with_nonces == 50
+    now[0] += 2 * 300 + 1  # all of them went quiet; one key still calls
+    auth.verify(
+        "GET", "/x", sign_headers(people[0], "GET", "/x", origin=origin, now=now[0]), b"",
+        origin=origin,
+    )  # fmt: skip
+    assert auth.keys_with_nonces == 1
+
+
+def test_the_ledgers_checkpoint_list_is_paginated(served):
+    with httpx.Client(base_url=served.url) as c:
+        for _ in range(3):  # a ledger entry (a registration), then a checkpoint over it
+            me = Identity.ephemeral()
+            reg = json.dumps({"public_key": me.public_key.hex()}).encode()
+            assert signed(c, me, "POST", "/v1/volunteers", reg).status_code == 201
+            served.service.thread.call_sync(lambda co: co.log.publish_checkpoint())
+    everything = served.service.thread.call_sync(lambda co: co.log.store.checkpoint_sizes())
+    assert len(everything) >= 2
+    pages, after = [], None
+    while True:
+        params = {"limit": 1} | ({"after": after} if after is not None else {})
+        page = httpx.get(f"{served.url}/v1/ledger/checkpoints", params=params).json()
+        assert len(page["sizes"]) <= 1 and page["latest"] == everything[-1]
+        pages += page["sizes"]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert pages == everything
+    r = httpx.get(f"{served.url}/v1/ledger/checkpoints", params={"limit": 100_000})
+    _error(r, 400, "invalid-parameter")
