@@ -272,6 +272,8 @@ class ServeProcess:
             "100000",
             "--max-requests-per-address",
             "100000",  # every simulated volunteer comes from 127.0.0.1
+            "--min-steps-per-wu",
+            "10",  # tiny WUs on purpose: the benchmark measures the per-WU cost
         ]
         self.log = workdir.parent / "serve.log"  # a file, not a pipe nobody drains
         with self.log.open("wb") as log:

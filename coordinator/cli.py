@@ -88,6 +88,10 @@ def serve(
     max_job_steps: Annotated[
         int, typer.Option(help="Largest job (runs x clones x gens x steps) accepted.")
     ] = 5 * 10**8,
+    max_job_wus: Annotated[
+        int, typer.Option(help="Most work units (runs x clones x gens) in one job.")
+    ] = 100_000,
+    min_steps_per_wu: Annotated[int, typer.Option(help="Fewest steps in one work unit.")] = 100,
     volunteer_rate: Annotated[
         float, typer.Option(help="Requests per second per volunteer key.")
     ] = 50.0,
@@ -116,6 +120,8 @@ def serve(
 
     config = ServiceConfig(
         max_job_steps=max_job_steps,
+        max_job_wus=max_job_wus,
+        min_steps_per_wu=min_steps_per_wu,
         volunteer_rate=volunteer_rate,
         volunteer_burst=4 * volunteer_rate,
         register_burst=register_burst,

@@ -510,3 +510,63 @@ def test_the_ledgers_checkpoint_list_is_paginated(served):
     assert pages == everything
     r = httpx.get(f"{served.url}/v1/ledger/checkpoints", params={"limit": 100_000})
     _error(r, 400, "invalid-parameter")
+
+
+# -- item 4: job limits that bound cost ------------------------------------------------------
+
+
+def test_a_job_of_too_many_work_units_is_refused_whatever_its_steps(served):
+    from coordinator.errors import SubmissionError
+    from coordinator.jobs import JobSpec
+
+    with pytest.raises(SubmissionError, match="work units"):
+        JobSpec("go", b"\0" * 32, 100_000, 1, 5_000, 1, 1, 1, 0.8)
+    before = served.stored()
+    with lab_client(served.url, served.keys["a"]) as lab:
+        attack = go_job(runs=100_000, clones=1, gens=5_000, steps_per_wu=1, segment_steps=1,
+                        report_steps=1)  # fmt: skip
+        assert CFG.max_job_steps >= 100_000 * 5_000 * 1  # the step limit alone lets it in
+        detail = _error(lab.post("/v1/jobs", json=attack), 422, "invalid_job")["detail"]
+        assert "500,000,000 work units" in detail, detail
+        few_steps = go_job(steps_per_wu=10, segment_steps=10, report_steps=10)
+        detail = _error(lab.post("/v1/jobs", json=few_steps), 422, "invalid_job")["detail"]
+        assert f"at least {CFG.min_steps_per_wu}" in detail, detail
+    assert served.stored() == before
+
+
+def test_systems_over_the_residue_and_atom_limits_are_refused(tmp_path):
+    d = tmp_path / "c"
+    key = add_lab(d, "lab-a")
+    limits = ServiceConfig(max_residues=30, max_atoms=5_000)
+    with running_service(d, limits) as s, lab_client(s.url, key) as lab:
+        before = s.stored()
+        detail = _error(lab.post("/v1/jobs", json=go_job()), 422, "invalid_job")["detail"]
+        assert "amino-acid residues; the limit here is 30" in detail, detail
+        seq = {"sequence": "A" * 31, "pdb": None, "engine": "openmm", "temperature": 300.0}
+        detail = _error(lab.post("/v1/jobs", json=go_job(**seq)), 422, "invalid_job")
+        assert "31 residues" in detail["detail"], detail
+        assert s.stored() == before
+    with running_service(d, ServiceConfig(max_atoms=100)) as s, lab_client(s.url, key) as lab:
+        detail = _error(lab.post("/v1/jobs", json=go_job()), 422, "invalid_job")["detail"]
+        assert "atoms; the limit here is 100" in detail, detail
+
+
+def test_a_labs_queued_work_units_are_capped(tmp_path):
+    d = tmp_path / "c"
+    key = add_lab(d, "lab-a")
+    other = add_lab(d, "lab-b")
+    quota = ServiceConfig(max_queued_wus_per_lab=20)
+    with (
+        running_service(d, quota) as s,
+        lab_client(s.url, key) as lab,
+        lab_client(s.url, other) as b,
+    ):
+        first = lab.post("/v1/jobs", json=go_job(clones=8, gens=2))  # 16 WUs
+        assert first.status_code == 201, first.text
+        before = s.stored()
+        detail = _error(lab.post("/v1/jobs", json=go_job(clones=4, gens=2)), 409)["detail"]
+        assert "16 work units queued" in detail and "limit is 20" in detail, detail
+        assert s.stored() == before
+        assert b.post("/v1/jobs", json=go_job(clones=4, gens=2)).status_code == 201
+        lab.post(f"/v1/jobs/{first.json()['job']}/cancel")
+        assert lab.post("/v1/jobs", json=go_job(clones=4, gens=2)).status_code == 201

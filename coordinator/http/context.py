@@ -52,6 +52,11 @@ class ServiceConfig:
     min_upload_rate: float = 64 << 10  # ... plus its limit at this many bytes per second
     max_requests_per_address: int = 64  # in flight at once from one IPv4 address or IPv6 /64
     max_job_steps: int = 5 * 10**8  # steps of one job in all (runs x clones x gens x steps)
+    max_job_wus: int = 100_000  # WUs of one job (runs x clones x gens)
+    min_steps_per_wu: int = 100  # a WU costs the service the same whatever its steps
+    max_residues: int = 2_000  # amino acids of one system
+    max_atoms: int = 50_000  # atoms of one system as uploaded, and particles once prepared
+    max_queued_wus_per_lab: int = 200_000  # WUs of a lab's jobs not yet done, in all
     max_slots: int = 8  # WUs in one pull
     page_max: int = 100
     lab_rate: float = 20.0
