@@ -129,6 +129,12 @@ def serve(
         max_requests_per_address=max_requests_per_address,
         origin=origin or f"http://{host}:{port}",
     )
+    if origin is None and host in ("0.0.0.0", "::", ""):
+        console.print(
+            f"[yellow]note:[/] volunteers sign for this service's origin; listening on {host} "
+            "you will want --origin set to the URL they use (else their signatures name "
+            f"http://{host}:{port} and are refused)"
+        )
     app_ = create_app(workdir, config)
     console.print(
         f"foldnet coordinator for {workdir} on http://{host}:{port} "
