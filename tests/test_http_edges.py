@@ -320,7 +320,7 @@ def test_an_upload_is_held_to_what_its_assignment_can_need(served, volunteer):
 def tight(tmp_path_factory):
     """A service with a short body timeout and few requests per address."""
     d = tmp_path_factory.mktemp("tight") / "c"
-    cfg = ServiceConfig(body_timeout_s=1.0, max_requests_per_address=3)
+    cfg = ServiceConfig(body_timeout_s=1.0, min_upload_rate=1e12, max_requests_per_address=3)
     with running_service(d, cfg) as s:
         yield s
 
@@ -346,6 +346,7 @@ def test_requests_in_flight_are_capped_per_address(tmp_path):
         finally:
             for s in held:
                 s.close()
+        deadline = time.monotonic() + 30
         while httpx.get(f"{served.url}/v1/health").status_code != 200:  # freed on hang-up
             assert time.monotonic() < deadline
 
@@ -390,6 +391,7 @@ def test_a_signature_for_one_coordinator_is_worthless_at_another(served, tight):
         _error(b.get("/v1/volunteers/me", headers=again | host), 401, "bad_signature")
 
 
+@pytest.mark.slow  # SQLite's own 5 s busy wait before the commit fails
 def test_a_transient_commit_failure_keeps_the_assignment_for_the_retry(tmp_path):
     import sqlite3
 
