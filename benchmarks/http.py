@@ -3,6 +3,12 @@ signed results concurrently, against one ``foldnet serve`` on loopback.
 
 ``python -m benchmarks.http [--quick] [--volunteers N] [--seconds S]``
 
+Then, against the same service, ``rss_growth_mb_slow_uploads``: 24 unauthenticated clients
+(in another process) each trickle a 62 MiB body at ``/v1/results/...`` (and start over
+when answered), while a few volunteers keep working; reported are the service's peak RSS
+growth meanwhile (goal <= 100 MiB: nothing is read before it is authenticated) and the
+volunteers' p99 latency during the attack.
+
 The service runs in its own process (``foldnet serve``), the volunteers in this one, as
 asyncio tasks over a minimal HTTP/1.1 keep-alive client (one connection per volunteer), so
 the measurement is the service's, not a client library's. Every result is real: computed by
@@ -28,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +148,7 @@ async def _volunteer(
     conn = Conn(host, port)
 
     async def call(method: str, path: str, body: bytes = b"", ctype: str = "") -> tuple[int, bytes]:
-        headers = sign_headers(me, method, path, body)
+        headers = sign_headers(me, method, path, body, origin=f"http://{host}:{port}")
         if ctype:
             headers["Content-Type"] = ctype
         t0 = time.perf_counter()
@@ -233,6 +240,100 @@ def run_load(url: str, volunteers: int, seconds: float) -> LoadReport:
     return asyncio.run(_load(host, int(port), volunteers, seconds))
 
 
+SLOW_CLIENTS = 24
+SLOW_BODY = 62 << 20
+
+
+async def _slow_upload(host: str, port: int, stop_at: float, stats: dict[str, int]) -> None:
+    """One unauthenticated client trickling a 62 MiB body (64 KiB every 10 ms), again and
+    again: signed by a key the service never registered."""
+    me = Identity.ephemeral()
+    chunk = b"\0" * (64 << 10)
+    while time.monotonic() < stop_at:
+        path = "/v1/results/1"
+        headers = sign_headers(me, "POST", path, b"", origin=f"http://{host}:{port}")
+        head = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {SLOW_BODY}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        writer = None
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            sent = 0
+            while sent < SLOW_BODY and time.monotonic() < stop_at:
+                writer.write(chunk)
+                await writer.drain()
+                sent += len(chunk)
+                stats["bytes"] += len(chunk)
+                await asyncio.sleep(0.01)
+                if reader.at_eof():
+                    break
+            stats["attempts"] += 1
+        except (OSError, ConnectionError):
+            stats["dropped"] += 1
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError, ConnectionError):
+                    await writer.wait_closed()
+
+
+def _slow_uploads_main(host: str, port: int, seconds: float) -> None:
+    """The attackers' process (so their CPU is not the measuring volunteers')."""
+
+    async def main() -> None:
+        stop_at = time.monotonic() + seconds
+        stats = {"bytes": 0, "attempts": 0, "dropped": 0}
+        await asyncio.gather(
+            *(_slow_upload(host, port, stop_at, stats) for _ in range(SLOW_CLIENTS))
+        )
+        print(json.dumps(stats), flush=True)
+
+    asyncio.run(main())
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def slow_uploads(server: ServeProcess, seconds: float, volunteers: int) -> dict[str, Any]:
+    """RSS growth of the service while 24 clients trickle 62 MiB bodies, and the p99 of
+    ``volunteers`` volunteers working meanwhile."""
+    import multiprocessing
+
+    host, port = "127.0.0.1", server.port
+    before = _rss_mb(server.proc.pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], _rss_mb(server.proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    attack = multiprocessing.get_context("spawn").Process(
+        target=_slow_uploads_main, args=(host, port, seconds)
+    )
+    attack.start()
+    try:
+        report = run_load(server.url, volunteers, seconds)
+    finally:
+        attack.join(seconds + 30)
+        if attack.is_alive():
+            attack.kill()
+        done.set()
+        sampler.join()
+    return {
+        "rss_before_mb": before,
+        "rss_peak_mb": peak[0],
+        "rss_growth_mb": peak[0] - before,
+        "report": report,
+    }
+
+
 def tiny_job(clones: int) -> dict[str, Any]:
     return {
         "engine": "go",
@@ -268,6 +369,12 @@ class ServeProcess:
             str(self.port),
             "--register-burst",
             "100000",
+            "--register-global-burst",
+            "100000",
+            "--max-requests-per-address",
+            "100000",  # every simulated volunteer comes from 127.0.0.1
+            "--min-steps-per-wu",
+            "10",  # tiny WUs on purpose: the benchmark measures the per-WU cost
         ]
         self.log = workdir.parent / "serve.log"  # a file, not a pipe nobody drains
         with self.log.open("wb") as log:
@@ -309,7 +416,15 @@ class ServeProcess:
                 self.proc.wait()
 
 
-def bench(volunteers: int, seconds: float, clones: int, workdir: Path) -> dict[str, Any]:
+def bench(
+    volunteers: int,
+    seconds: float,
+    clones: int,
+    workdir: Path,
+    *,
+    slow_seconds: float = 0.0,
+    slow_volunteers: int = 20,
+) -> dict[str, Any]:
     import httpx
 
     accounts = Accounts.in_folder(workdir)
@@ -325,6 +440,7 @@ def bench(volunteers: int, seconds: float, clones: int, workdir: Path) -> dict[s
         report = run_load(server.url, volunteers, seconds)
         server_cpu = server.cpu_seconds() - cpu0
         progress = lab.get(f"/v1/jobs/{job}").json()
+        slow = slow_uploads(server, slow_seconds, slow_volunteers) if slow_seconds > 0 else None
         metrics = lab.get("/metrics").text
         lab.close()
     finally:
@@ -342,6 +458,7 @@ def bench(volunteers: int, seconds: float, clones: int, workdir: Path) -> dict[s
         "progress": progress,
         "lost_or_duplicated": abs(returned - len(report.uploaded))
         + (len(report.uploaded) - len(set(report.uploaded))),
+        "slow": slow,
     }
 
 
@@ -350,12 +467,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10 s of load (under a minute in all)")
     ap.add_argument("--volunteers", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument(
+        "--slow-seconds", type=float, default=None, help="length of the slow-upload attack"
+    )
     ns = ap.parse_args()
     seconds = ns.seconds or (10.0 if ns.quick else 30.0)
-    clones = int(min(100_000, max(2000, 1500 * seconds)))
+    slow_seconds = ns.slow_seconds or (8.0 if ns.quick else 20.0)
+    clones = int(min(100_000, max(2000, 1500 * (seconds + slow_seconds))))
     d = Path(tempfile.mkdtemp(prefix="fnhttp-"))
     try:
-        out = bench(ns.volunteers, seconds, clones, d / "c")
+        out = bench(ns.volunteers, seconds, clones, d / "c", slow_seconds=slow_seconds)
     finally:
         shutil.rmtree(d, ignore_errors=True)
     r: LoadReport = out["report"]
@@ -401,9 +522,23 @@ def main() -> None:
         f"({1000 * out['server_cpu_s'] / max(1, r.cycles + r.spot_checks):.2f} ms per cycle); "
         f"simulated volunteers' CPU {r.client_cpu_s:.1f} s"
     )
+    slow = out["slow"]
+    sr: LoadReport = slow["report"]
+    print_table(
+        f"{SLOW_CLIENTS} unauthenticated clients trickling {SLOW_BODY >> 20} MiB bodies for "
+        f"{sr.seconds:.1f} s, 20 volunteers working meanwhile",
+        ["service RSS before (MiB)", "peak (MiB)", "growth (MiB)", "volunteers p50 (ms)",
+         "p99 (ms)", "cycles", "errors"],
+        [[f"{slow['rss_before_mb']:.0f}", f"{slow['rss_peak_mb']:.0f}",
+          f"{slow['rss_growth_mb']:.0f}", f"{sr.percentile(50):.1f}", f"{sr.percentile(99):.1f}",
+          str(sr.cycles + sr.spot_checks), str(sr.errors)]],
+    )  # fmt: skip
     print(
         json.dumps(
             {
+                "rss_growth_mb_slow_uploads": round(slow["rss_growth_mb"], 1),
+                "p99_ms_volunteers_during_slow_uploads": round(sr.percentile(99), 2),
+                "volunteer_cycles_during_slow_uploads": sr.cycles + sr.spot_checks,
                 "http_cycles_per_s": round(r.cycles_per_s, 1),
                 "http_results_per_s": round(r.results_per_s, 1),
                 "http_requests_per_s": round(r.requests / r.seconds, 1),

@@ -57,7 +57,7 @@ def parse_class(canonical: str) -> DeterminismClass:
             raise ValueError(f"expected the fields {sorted(names)}")
         extra = tuple((str(k), str(v)) for k, v in doc.pop("extra"))
         cls = DeterminismClass(**doc, extra=extra)
-    except (ValueError, TypeError, AttributeError) as e:
+    except (ValueError, TypeError, AttributeError, RecursionError) as e:
         raise ClassRefusedError(
             f"det_class: expected the canonical JSON of an engine's determinism class ({e})"
         ) from e

@@ -88,12 +88,29 @@ def serve(
     max_job_steps: Annotated[
         int, typer.Option(help="Largest job (runs x clones x gens x steps) accepted.")
     ] = 5 * 10**8,
+    max_job_wus: Annotated[
+        int, typer.Option(help="Most work units (runs x clones x gens) in one job.")
+    ] = 100_000,
+    min_steps_per_wu: Annotated[int, typer.Option(help="Fewest steps in one work unit.")] = 100,
     volunteer_rate: Annotated[
         float, typer.Option(help="Requests per second per volunteer key.")
     ] = 50.0,
     register_burst: Annotated[
-        float, typer.Option(help="Registrations in a burst from one address.")
+        float, typer.Option(help="Registrations in a burst from one address (IPv6: one /64).")
     ] = 50.0,
+    register_global_burst: Annotated[
+        float, typer.Option(help="Registrations in a burst from all addresses together.")
+    ] = 500.0,
+    max_requests_per_address: Annotated[
+        int, typer.Option(help="Requests in flight at once from one address (IPv6: one /64).")
+    ] = 64,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            help="This service's public origin (scheme://host:port) as volunteers reach it; "
+            "their signatures name it. Default: http://HOST:PORT."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     trust: Annotated[
         list[str] | None,
@@ -111,10 +128,21 @@ def serve(
     config = ServiceConfig(
         trusted_keys=_volunteer_keys(trust),
         max_job_steps=max_job_steps,
+        max_job_wus=max_job_wus,
+        min_steps_per_wu=min_steps_per_wu,
         volunteer_rate=volunteer_rate,
         volunteer_burst=4 * volunteer_rate,
         register_burst=register_burst,
+        register_global_burst=register_global_burst,
+        max_requests_per_address=max_requests_per_address,
+        origin=origin or f"http://{host}:{port}",
     )
+    if origin is None and host in ("0.0.0.0", "::", ""):
+        console.print(
+            f"[yellow]note:[/] volunteers sign for this service's origin; listening on {host} "
+            "you will want --origin set to the URL they use (else their signatures name "
+            f"http://{host}:{port} and are refused)"
+        )
     app_ = create_app(workdir, config)
     console.print(
         f"foldnet coordinator for {workdir} on http://{host}:{port} "

@@ -20,6 +20,9 @@ MAX_TRAJECTORIES = 100_000
 MAX_GENS = 100_000
 MAX_STEPS_PER_WU = 100_000_000
 MAX_TOTAL_STEPS = 10**13
+#: WUs of one job (runs x clones x gens): each is scheduler state, events and ledger entries,
+#: whatever its steps, so the count is bounded on its own (a service sets a lower limit).
+MAX_WUS_PER_JOB = 10**7
 
 
 def _int(name: str, value: object, lo: int, hi: int) -> int:
@@ -68,6 +71,12 @@ class JobSpec:
                 f"{MAX_TRAJECTORIES:,}"
             )
         _int("gens", self.gens, 1, MAX_GENS)
+        wus = self.runs * self.clones * self.gens
+        if wus > MAX_WUS_PER_JOB:
+            raise SubmissionError(
+                f"runs x clones x gens = {wus:,} work units; the limit is {MAX_WUS_PER_JOB:,} "
+                "(fewer, longer WUs: raise steps_per_wu)"
+            )
         _int("steps_per_wu", self.steps_per_wu, 1, MAX_STEPS_PER_WU)
         _int("segment_steps", self.segment_steps, 1, self.steps_per_wu)
         _int("report_steps", self.report_steps, 1, self.steps_per_wu)

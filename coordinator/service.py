@@ -232,7 +232,7 @@ class Coordinator:
             if isinstance(entry, le.CreditGranted):
                 self._grants[(entry.volunteer_key, entry.wu_id)] = entry.amount
 
-    def _replay(self) -> None:
+    def _replay(self, *, abandon: bool = True) -> None:
         replayed: list[Instruction] = []
         for ev in self.store.events():
             replayed.extend(self.scheduler.handle(ev))
@@ -240,6 +240,8 @@ class Coordinator:
         # committing an event and appending its consequences. Not reported by drain():
         # that is what happened before this process started.
         self._record_ledger_effects(replayed)
+        if not abandon:  # the same process after a failed batch: its work is still out
+            return
         if any(r.state == "assigned" for r in self.scheduler.replicas.values()) or any(
             c.state == "assigned" for c in self.scheduler.checks.values()
         ):
@@ -395,7 +397,7 @@ class Coordinator:
         self._grants.clear()
         self._revoked.clear()
         self._scan_ledger()
-        self._replay()
+        self._replay(abandon=False)
 
     def drain(self) -> Outcome:
         """Instructions carried out since the last call, summarised."""

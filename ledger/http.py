@@ -11,8 +11,9 @@ Paths below that prefix:
                                                 it out of band)
 ``GET /tile/<L>/<N>[.p/<W>]``                   C2SP tlog-tiles hash tile, byte-identical to
 ``GET /tile/entries/<N>[.p/<W>]``               :func:`~ledger.tiles.export_tiles`'s file
-``GET /checkpoints``                            ``{"latest": S, "sizes": [...]}``: every
-                                                checkpoint the log signed
+``GET /checkpoints[?after=A&limit=L]``          ``{"latest": S, "sizes": [...], "next": C}``:
+                                                the checkpoints the log signed, L (<= 1000)
+                                                sizes above A a page; then ``after=C``
 ``GET /checkpoints/<size>``                     that checkpoint's note, with cosignatures
 ``GET /entries?start=A&end=B``                  entries ``A <= i < B`` (at most 1000), base64
 ``GET /proof/inclusion?index=I&tree_size=N``    ``PATH(I, D[N])`` (RFC 9162 §2.1.3.1)
@@ -205,12 +206,28 @@ def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
 
     @router.get("/checkpoints")
     @_api
-    def checkpoints() -> Response:
-        """The size of every checkpoint the log signed, ascending."""
+    def checkpoints(
+        after: str | None = Query(None, description="list sizes above this one (a cursor)"),
+        limit: str | None = Query(None, description=f"at most this many, <= {MAX_PAGE}"),
+    ) -> Response:
+        """The sizes of the checkpoints the log signed, ascending, a page at a time: follow
+        ``next`` (pass it as ``after``) until it is null."""
+        start = _int("after", after, 0) if after is not None else -1
+        n = _int("limit", limit, MAX_PAGE)
+        if not 1 <= n <= MAX_PAGE:
+            raise _ApiError(
+                400, "invalid-parameter", f"limit must be from 1 to {MAX_PAGE}, got {n}"
+            )
         with reader.store() as store:
-            sizes = store.checkpoint_sizes()
+            sizes = store.checkpoint_sizes(start, n + 1)
+            latest = store.latest_checkpoint()
+        page = sizes[:n]
         return JSONResponse(
-            {"latest": sizes[-1] if sizes else None, "sizes": sizes},
+            {
+                "latest": latest[0] if latest else None,
+                "sizes": page,
+                "next": page[-1] if len(sizes) > n else None,
+            },
             headers={"Cache-Control": _CHECKPOINT},
         )
 

@@ -255,9 +255,13 @@ class Store:
             for s, n in self._query("SELECT size, note FROM checkpoints ORDER BY size")
         ]
 
-    def checkpoint_sizes(self) -> list[int]:
-        """The size of every stored checkpoint, ascending (without reading the notes)."""
-        return [int(s) for (s,) in self._query("SELECT size FROM checkpoints ORDER BY size")]  # type: ignore[call-overload]
+    def checkpoint_sizes(self, after: int = -1, limit: int = -1) -> list[int]:
+        """The size of every stored checkpoint above ``after``, ascending, at most ``limit``
+        of them (``-1``: all), without reading the notes."""
+        rows = self._query(
+            "SELECT size FROM checkpoints WHERE size > ? ORDER BY size LIMIT ?", (after, limit)
+        )
+        return [int(s) for (s,) in rows]  # type: ignore[call-overload]
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         """The stored checkpoint ``(size, note)`` of the largest size, or ``None``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -48,6 +49,7 @@ def signed(
     **kw: object,
 ) -> httpx.Response:
     """A request signed like foldnet worker run signs it (``kw`` overrides sign_headers)."""
+    kw.setdefault("origin", str(client.base_url))
     headers = sign_headers(identity, method, path, body, **kw)  # type: ignore[arg-type]
     return client.request(method, path, content=body or None, headers=headers)
 
@@ -62,7 +64,8 @@ def free_port() -> int:
 def running_service(workdir: Path, config: ServiceConfig | None = None) -> Iterator[Served]:
     """Serve ``workdir`` on 127.0.0.1 until the block exits."""
     port = free_port()
-    app = create_app(workdir, config)
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(workdir, dataclasses.replace(config or ServiceConfig(), origin=url))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
@@ -74,7 +77,7 @@ def running_service(workdir: Path, config: ServiceConfig | None = None) -> Itera
             raise RuntimeError("the service did not start")
         time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", app.state.service)
+        yield Served(url, app.state.service)
     finally:
         server.should_exit = True
         thread.join(30)

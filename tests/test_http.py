@@ -213,14 +213,14 @@ def test_volunteer_requests_must_be_signed_fresh_and_once(served):
     stranger = Identity.ephemeral()
     _error(signed(c, stranger, "POST", "/v1/work", body), 401, "unknown_volunteer")
     forged = {
-        **sign_headers(stranger, "POST", "/v1/work", body),
+        **sign_headers(stranger, "POST", "/v1/work", body, origin=served.url),
         "x-foldnet-key": me.public_key.hex(),
     }
     _error(c.post("/v1/work", content=body, headers=forged), 401, "bad_signature")
     r = c.post(
         "/v1/work",
         content=b"{}",
-        headers=sign_headers(me, "POST", "/v1/work", body),
+        headers=sign_headers(me, "POST", "/v1/work", body, origin=served.url),
     )
     _error(r, 401, "bad_signature")
     _error(signed(c, me, "POST", "/v1/work", body, now=time.time() - 3600), 401, "expired")

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from cli_helpers import run_foldnet
-from http_helpers import add_lab, running_service
+from http_helpers import add_lab, lab_client, running_service, trust, wait_for_job
 
 from sims.examples import VILLIN_PDB
 from worker.client import HttpVolunteer
@@ -33,8 +33,12 @@ def test_a_lab_submits_follows_downloads_and_cancels_from_the_command_line(tmp_p
 
         for i in range(2):  # two volunteers compute the one WU, one after the other
             vol = HttpVolunteer(s.url, home=tmp_path / f"h{i}", key_path=tmp_path / f"v{i}.key")
+            if i == 0:
+                trust(s, vol.identity)  # the operator's machine: fresh keys alone validate nothing
             vol.run(max_tasks=1)
             vol.close()
+        with lab_client(s.url, key) as lab:
+            assert wait_for_job(lab, job)["state"] == "completed"
         st = foldnet("status", s.url, key=key, home=tmp_path)
         assert "1/1" in st.stdout, st.stdout
         out = tmp_path / "results"

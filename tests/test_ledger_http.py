@@ -415,7 +415,7 @@ def test_before_the_first_checkpoint(grower: Log) -> None:
     client = TestClient(_app(lambda: grower))
     for path in ("/checkpoint", "/tile/0/000.p/1", "/entries?start=0", "/proof/inclusion?index=0"):
         _error(client.get(PREFIX + path), 404, "no-checkpoint")
-    assert client.get(f"{PREFIX}/checkpoints").json() == {"latest": None, "sizes": []}
+    assert client.get(f"{PREFIX}/checkpoints").json() == {"latest": None, "sizes": [], "next": None}
     assert client.get(f"{PREFIX}/log.vkey").status_code == 200
 
 

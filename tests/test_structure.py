@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sims.errors import StructureError, UnknownResidueError
@@ -114,3 +115,66 @@ def test_unknown_residue_in_another_chain_is_ignored():
     assert parse_pdb(ALA + dna).sequence == "A"
     with pytest.raises(UnknownResidueError, match="unknown residue 'DA' in chain B"):
         parse_pdb(ALA + dna, chain="B")
+
+
+# -- native contacts: vectorised, the same pairs as the definition -----------------------------
+
+
+def _brute_force_contacts(structure, cutoff=4.5, min_separation=4):
+    """The definition, pair by pair (what native_contacts replaced: quadratic Python)."""
+    residues = structure.amino_acids
+    heavy = [np.array([a.xyz for a in r.atoms if a.is_heavy]) for r in residues]
+    pairs = []
+    for i in range(len(residues)):
+        for j in range(i + min_separation, len(residues)):
+            d = heavy[i][:, None, :] - heavy[j][None, :, :]
+            if np.min(np.einsum("abk,abk->ab", d, d)) <= cutoff * cutoff:
+                pairs.append((i, j))
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def _tiled(structure, copies: int, spacing: float = 30.0):
+    """``copies`` of ``structure`` side by side as one chain (a large test protein)."""
+    from sims.structure import Atom, Residue, Structure
+
+    out, k = [], 0
+    for c in range(copies):
+        off = np.array([(c % 4) * spacing, (c // 4) * spacing, 0.0])
+        for r in structure.residues:
+            atoms = tuple(Atom(a.name, a.element, tuple(np.add(a.xyz, off))) for a in r.atoms)
+            out.append(Residue(r.name, "A", k, "", atoms))
+            k += 1
+    return Structure(tuple(out), "tiled")
+
+
+def test_native_contacts_match_the_definition(villin_pdb, bhl_pdb):
+    from sims.observables import native_contacts
+
+    for s in (read_pdb(villin_pdb), read_pdb(bhl_pdb), _tiled(read_pdb(bhl_pdb), 4, 12.0)):
+        got = native_contacts(s)
+        np.testing.assert_array_equal(got.pairs, _brute_force_contacts(s))
+        ca = s.ca_coordinates()
+        want = np.linalg.norm(ca[got.pairs[:, 0]] - ca[got.pairs[:, 1]], axis=1)
+        np.testing.assert_allclose(got.distances, want)
+
+
+def test_native_contacts_of_2000_residues_and_of_a_hostile_heap(bhl_pdb):
+    from sims.observables import native_contacts
+    from sims.structure import Atom, Residue, Structure
+
+    big = _tiled(read_pdb(bhl_pdb), 16, 100.0)  # 2,128 residues, ~17,000 heavy atoms
+    assert len(big.amino_acids) > 2000
+    got = native_contacts(big)
+    one = native_contacts(read_pdb(bhl_pdb))
+    assert len(got.pairs) == 16 * len(one.pairs)  # copies 100 A apart do not touch
+    # every atom at one point: every pair |i - j| >= 4 is a contact, and memory stays bounded
+    n = 300
+    names = ("N", "CA", "C", "O", "CB")
+    heap = Structure(
+        tuple(
+            Residue("ALA", "A", i, "", tuple(Atom(a, a[0], (1.0, 2.0, 3.0)) for a in names))
+            for i in range(n)
+        ),
+        "heap",
+    )
+    assert len(native_contacts(heap).pairs) == (n - 4) * (n - 3) // 2

@@ -28,6 +28,19 @@ DTYPES = frozenset({"<f8", "<f4", "<i8", "<i4", "<u8", "|u1", "|b1"})
 MAX_ARRAYS = 64
 MAX_DIMS = 4
 MAX_MANIFEST_BYTES = 1 << 20
+#: Largest single dimension (an empty array may not declare an absurd shape either).
+MAX_DIM = 2**31 - 1
+
+
+def check_shape(name: str, shape: list[int]) -> None:
+    """Refuse dimensions no real array has (numpy itself refuses some, with a ValueError,
+    even when another dimension is 0)."""
+    if any(d > MAX_DIM for d in shape):
+        raise WireError(
+            f"{name}: every dimension must be at most {MAX_DIM:,}, got shape {shape!r:.80}"
+        )
+    if math.prod(d for d in shape if d) > 2**62:
+        raise WireError(f"{name}: shape {shape!r:.80} has more elements than any array can")
 
 
 def pack_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:
@@ -45,7 +58,10 @@ def pack_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None
 
 
 def read_container(
-    data: bytes, names: Iterable[str] | None = None, *, max_manifest: int = MAX_MANIFEST_BYTES
+    data: bytes | bytearray,
+    names: Iterable[str] | None = None,
+    *,
+    max_manifest: int = MAX_MANIFEST_BYTES,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(manifest, arrays): all arrays, or only ``names``, as read-only views of ``data``.
 
@@ -59,6 +75,8 @@ def read_container(
         raise WireError(f"manifest of {n:,} bytes does not fit the body ({len(data):,} bytes)")
     try:
         manifest = json.loads(data[8 : 8 + n])
+    except RecursionError as e:
+        raise WireError("the manifest is nested too deeply; expected a flat JSON object") from e
     except (ValueError, UnicodeDecodeError) as e:
         raise WireError(f"the manifest is not JSON: {e}") from e
     specs = manifest.get("arrays") if isinstance(manifest, dict) else None
@@ -87,6 +105,7 @@ def read_container(
             raise WireError(
                 f"{name}: shape must be up to {MAX_DIMS} non-negative integers, got {shape!r:.80}"
             )
+        check_shape(name, shape)
         count = math.prod(shape)
         size = count * np.dtype(dtype).itemsize
         if size > len(data) - pos:

@@ -151,7 +151,8 @@ class HttpVolunteer:
         """A signed request; retried with backoff on connection errors, 429 and 5xx."""
         delay = 0.5
         for attempt in range(8):
-            headers = sign_headers(self.identity, method, path, body) | kw.pop("headers", {})
+            signed = sign_headers(self.identity, method, path, body, origin=self.server)
+            headers = signed | kw.get("headers", {})  # the caller's, on every try
             try:
                 r = self.http.request(method, path, content=body or None, headers=headers)
             except httpx.TransportError as e:

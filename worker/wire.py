@@ -4,7 +4,9 @@ It lives in ``worker`` because the client needs it and ``worker`` may not import
 ``coordinator`` (DESIGN section 2); the service imports it from here.
 
 * Requests of a volunteer are signed: Ed25519 over :func:`signing_message`, i.e. the
-  method, the path with its query, SHA-256 of the body, a timestamp, a nonce and the key.
+  server's origin, the method, the path with its query, SHA-256 of the body, a timestamp,
+  a nonce and the key. Naming the origin makes a signature for one coordinator worthless
+  at another (a volunteer may use one key with several).
 * Metadata is JSON. Arrays inside JSON are ``{"dtype": "<f8", "shape": [..], "data":
   base64}`` (raw little-endian bytes with a declared shape); whole results travel as one
   binary container (:mod:`worker.arrays`: a JSON manifest declaring each array's name, dtype
@@ -19,17 +21,19 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from sims.errors import SimsError
 from sims.spec import RunSpec
 from sims.state import State
-from worker.arrays import pack_arrays, read_container
+from worker.arrays import check_shape, pack_arrays, read_container
 from worker.errors import WireError
 from worker.identity import Identity
 from worker.result import ResultHeader, WorkerResult
@@ -56,12 +60,36 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def origin_of(url: str) -> str:
+    """The origin a signature names: ``scheme://host:port`` of ``url``, lower-case, with the
+    port always written (``http://Example.org/x`` -> ``http://example.org:80``)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise WireError(f"expected an http:// or https:// URL with a host, got {url[:80]!r}")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as e:
+        raise WireError(f"the URL's port is not a number: {url[:80]!r}") from e
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
 def signing_message(
-    method: str, target: str, body_sha256: str, timestamp: int, nonce: str, key_hex: str
+    method: str,
+    target: str,
+    body_sha256: str,
+    timestamp: int,
+    nonce: str,
+    key_hex: str,
+    origin: str,
 ) -> bytes:
-    """The exact bytes a volunteer signs: one field per line, nothing ambiguous."""
+    """The exact bytes a volunteer signs: one field per line, nothing ambiguous. ``origin``
+    is the server's (:func:`origin_of`)."""
     return "\n".join(
-        (PROTOCOL, method.upper(), target, body_sha256, str(timestamp), nonce, key_hex)
+        (PROTOCOL, origin, method.upper(), target, body_sha256, str(timestamp), nonce, key_hex)
     ).encode()
 
 
@@ -71,14 +99,17 @@ def sign_headers(
     target: str,
     body: bytes = b"",
     *,
+    origin: str,
     now: float | None = None,
     nonce: str | None = None,
 ) -> dict[str, str]:
-    """Headers that authenticate one request (``target`` is the path plus ``?query``)."""
+    """Headers that authenticate one request to the server at ``origin`` (its URL; only the
+    scheme, host and port count) for ``target`` (the path plus ``?query``)."""
     ts = int(time.time() if now is None else now)
     n = nonce if nonce is not None else secrets.token_hex(16)
     key = identity.public_key.hex()
-    sig = identity.sign(signing_message(method, target, body_digest(body), ts, n, key))
+    message = signing_message(method, target, body_digest(body), ts, n, key, origin_of(origin))
+    sig = identity.sign(message)
     return {
         KEY_HEADER: key,
         TIMESTAMP_HEADER: str(ts),
@@ -109,7 +140,22 @@ def get_str(doc: Mapping[str, Any], name: str, max_len: int) -> str:
         raise WireError(f"{name}: expected a string, got {_type_name(v)}")
     if len(v) > max_len:
         raise WireError(f"{name}: expected at most {max_len} characters, got {len(v)}")
+    if not _encodable(v):
+        raise WireError(
+            f"{name}: expected text that is valid Unicode; it holds a lone surrogate "
+            "(a \\ud800-\\udfff escape without its pair)"
+        )
     return v
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 once encoded (JSON admits lone surrogates, which no
+    canonical encoder, database or log line can take)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def get_hex(doc: Mapping[str, Any], name: str, n_bytes: int) -> bytes:
@@ -146,11 +192,21 @@ def get_object(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
     return v
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
+def loads_json(data: bytes | str, what: str = "the body") -> Any:
+    """``json.loads`` whose every failure is a :class:`WireError`: malformed text, bad
+    UTF-8, and nesting too deep for the parser (``RecursionError``)."""
     try:
-        doc = json.loads(body)
+        return json.loads(data)
+    except RecursionError as e:
+        raise WireError(
+            f"{what} is nested too deeply; expected JSON of a few levels of objects and lists"
+        ) from e
     except (ValueError, UnicodeDecodeError) as e:
-        raise WireError(f"the body is not valid JSON: {e}") from e
+        raise WireError(f"{what} is not valid JSON: {e}") from e
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    doc = loads_json(body)
     if not isinstance(doc, dict):
         raise WireError(f"the body must be a JSON object, got {_type_name(doc)}")
     return doc
@@ -178,7 +234,8 @@ def decode_array(doc: object, name: str, dtype: str, ndim: int, max_bytes: int) 
         raise WireError(f"{name}: expected a shape of {ndim} integers, got {shape!r}")
     if any(d < 0 for d in shape):
         raise WireError(f"{name}: negative dimension in shape {shape}")
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    check_shape(name, shape)
+    size = math.prod(shape) * np.dtype(dtype).itemsize
     if size > max_bytes:
         raise WireError(f"{name}: {size:,} bytes is over the limit of {max_bytes:,}")
     data = get_str(doc, "data", 4 * (max_bytes // 3 + 4))
@@ -312,7 +369,7 @@ def encode_result(result: WorkerResult) -> bytes:
     return pack_arrays(arrays, meta)
 
 
-def decode_result(data: bytes, *, max_bytes: int) -> WorkerResult:
+def decode_result(data: bytes | bytearray, *, max_bytes: int) -> WorkerResult:
     """A result upload, checked for kinds, dtypes and dimensions (sizes are the WU's job)."""
     if len(data) > max_bytes:
         raise WireError(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,}")
@@ -409,6 +466,14 @@ def decode_spot_check(doc: dict[str, Any], *, max_state_bytes: int = 1 << 20) ->
     segments = get_list(doc, "segments", 10**4)
     ends = get_list(doc, "end_digests", 10**4)
     states = get_list(doc, "end_states", 10**4) if "end_states" in doc else []
+    if len(ends) != len(segments):
+        raise WireError(
+            f"end_digests: expected one digest per segment ({len(segments)}), got {len(ends)}"
+        )
+    if states and len(states) != len(segments):
+        raise WireError(
+            f"end_states: expected none or one per segment ({len(segments)}), got {len(states)}"
+        )
     data = get_list(doc, "segment_data", 10**4) if "segment_data" in doc else []
     return SpotCheckResult(
         get_hex(doc, "wu_id", 32),

@@ -20,9 +20,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from coordinator.http import errors
+from coordinator.http.auth import client_block
 from coordinator.http.context import API_VERSION, Service, ServiceConfig
 from coordinator.http.labs import labs_router
-from coordinator.http.middleware import BodyLimit, MetricsMiddleware
+from coordinator.http.middleware import BodyLimit, InFlightLimit, MetricsMiddleware
 from coordinator.http.volunteers import volunteers_router
 from ledger.http import ledger_router
 
@@ -35,8 +36,8 @@ _TAGS = [
         "name": "volunteers",
         "description": "Signed requests: X-Foldnet-Key, X-Foldnet-Timestamp (Unix s, ±5 min), "
         "X-Foldnet-Nonce (used once), X-Foldnet-Signature: Ed25519 over "
-        "worker.wire.signing_message (method, path?query, SHA-256 of the body, timestamp, "
-        "nonce, key).",
+        "worker.wire.signing_message (the server's origin scheme://host:port, method, "
+        "path?query, SHA-256 of the body, timestamp, nonce, key).",
     },
 ]
 
@@ -69,14 +70,21 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
     app.state.service = svc
     errors.install(app)
 
+    def streamed(_method: str, path: str) -> bool:
+        """Result uploads: read by their handler, after authentication (volunteers.py)."""
+        return path.startswith("/v1/results/") and not path.endswith("/failure")
+
     def limit_for(method: str, path: str) -> int:
-        if path.startswith("/v1/results/") and not path.endswith("/failure"):
+        if streamed(method, path):
             return cfg.max_result_bytes
         if method == "POST" and path == "/v1/jobs":
             return cfg.max_job_bytes
         return cfg.max_json_bytes
 
-    app.add_middleware(BodyLimit, limit_for=limit_for)
+    app.add_middleware(
+        BodyLimit, limit_for=limit_for, timeout_for=svc.body_timeout, streamed=streamed
+    )
+    app.add_middleware(InFlightLimit, limit=cfg.max_requests_per_address, who=client_block)
     app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
 
     # -- public --------------------------------------------------------------------------

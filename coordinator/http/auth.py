@@ -1,6 +1,7 @@
 """Authentication of HTTP requests: signed volunteer requests, lab API keys, rate limits.
 
-A volunteer signs every request (see :func:`worker.wire.signing_message`). The server checks
+A volunteer signs every request (see :func:`worker.wire.signing_message`), naming the
+server's origin, so a signature for one coordinator is worthless at another. The server checks
 the timestamp window first (cheap), then the signature, and only then remembers the nonce,
 so forged requests cannot fill the nonce memory. Nonces are kept per key for as long as a
 timestamp stays acceptable (twice the window); a replay inside that time is refused and one
@@ -10,10 +11,12 @@ structures here need no locks.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -29,8 +32,24 @@ from worker.wire import (
 )
 
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() accepts "²"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX128 = re.compile(r"^[0-9a-f]{128}$")
+
+
+def client_block(host: str) -> str:
+    """The unit a client address is counted as for limits: an IPv4 address, or the /64 of
+    an IPv6 address (one subscriber gets a whole /64, so counting single IPv6 addresses
+    would give an attacker 2**64 of them)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class RateLimiter:
@@ -79,6 +98,7 @@ class VolunteerAuth:
         self.registered: set[bytes] = set()
         self._nonces: dict[bytes, OrderedDict[str, float]] = {}
         self._keys: OrderedDict[bytes, Ed25519PublicKey] = OrderedDict()
+        self._pruned_at = clock()
 
     def _public_key(self, key: bytes) -> Ed25519PublicKey:
         pk = self._keys.get(key)
@@ -99,9 +119,27 @@ class VolunteerAuth:
         headers: Mapping[str, str],
         body: bytes,
         *,
+        origin: str,
         registering: bool = False,
     ) -> bytes:
         """The verified key of a signed request, or :class:`ApiError` (401) saying why."""
+        pending = self.check_headers(
+            method, target, headers, origin=origin, registering=registering
+        )
+        return self.check_signature(pending, body_digest(body))
+
+    def check_headers(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        *,
+        origin: str,
+        registering: bool = False,
+    ) -> SignedRequest:
+        """Everything that can be checked before the body is read: the headers' form, the
+        timestamp window, that the key is registered and the nonce is fresh. An upload is
+        read only after this passed (and after its replica proved to be the key's)."""
         missing = [
             h
             for h in (KEY_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
@@ -120,8 +158,12 @@ class VolunteerAuth:
         sig_hex = headers[SIGNATURE_HEADER]
         if not _HEX64.match(key_hex):
             raise ApiError(401, "bad_key", f"{KEY_HEADER}: expected 64 lowercase hex digits")
-        if not ts_text.isdigit() or len(ts_text) > 12:
-            raise ApiError(401, "bad_timestamp", f"{TIMESTAMP_HEADER}: expected Unix seconds")
+        if not _TIMESTAMP.fullmatch(ts_text):
+            raise ApiError(
+                401,
+                "bad_timestamp",
+                f"{TIMESTAMP_HEADER}: expected Unix seconds, 1 to 12 ASCII digits",
+            )
         if not _NONCE.match(nonce):
             raise ApiError(
                 401, "bad_nonce", f"{NONCE_HEADER}: expected 16-64 characters of [A-Za-z0-9_-]"
@@ -145,20 +187,32 @@ class VolunteerAuth:
                 "this key is not registered: POST /v1/volunteers first (foldnet worker run "
                 "does it on start)",
             )
-        message = signing_message(method, target, body_digest(body), ts, nonce, key_hex)
+        seen = self._nonces.get(key)
+        if seen is not None and nonce in seen:
+            raise ApiError(401, "replayed", "this nonce was used already: a replay is refused")
+        return SignedRequest(origin, method, target, key, ts, nonce, bytes.fromhex(sig_hex))
+
+    def check_signature(self, req: SignedRequest, body_sha256: str) -> bytes:
+        """Verify the signature over the body's SHA-256, then spend the nonce: the key."""
+        message = signing_message(
+            req.method, req.target, body_sha256, req.timestamp, req.nonce, req.key.hex(), req.origin
+        )
         try:
-            self._public_key(key).verify(bytes.fromhex(sig_hex), message)
+            self._public_key(req.key).verify(req.signature, message)
         except InvalidSignature as e:
             raise ApiError(
                 401,
                 "bad_signature",
-                "the signature does not verify for this method, path, body, timestamp and nonce",
+                f"the signature does not verify for this server ({req.origin}), method, path, "
+                "body, timestamp and nonce",
             ) from e
-        seen = self._nonces.setdefault(key, OrderedDict())
+        now = self.clock()
+        self._prune(now)
+        seen = self._nonces.setdefault(req.key, OrderedDict())
         horizon = now - 2 * self.window_s
         while seen and next(iter(seen.values())) < horizon:
             seen.popitem(last=False)
-        if nonce in seen:
+        if req.nonce in seen:  # spent while this request's body was read
             raise ApiError(401, "replayed", "this nonce was used already: a replay is refused")
         if len(seen) >= self.max_nonces:
             raise ApiError(
@@ -167,8 +221,40 @@ class VolunteerAuth:
                 f"more than {self.max_nonces} requests from this key in {2 * self.window_s:.0f} s",
                 {"Retry-After": "10"},
             )
-        seen[nonce] = now
-        return key
+        seen[req.nonce] = now
+        return req.key
+
+    def _prune(self, now: float) -> None:
+        """Forget the nonces of keys that stopped calling: every window, drop each key's
+        nonces older than two windows (their timestamps are refused anyway) and keys left
+        with none, so the memory is bounded by the keys active in the last two windows."""
+        if now - self._pruned_at < self.window_s:
+            return
+        self._pruned_at = now
+        horizon = now - 2 * self.window_s
+        for key in list(self._nonces):
+            seen = self._nonces[key]
+            while seen and next(iter(seen.values())) < horizon:
+                seen.popitem(last=False)
+            if not seen:
+                del self._nonces[key]
+
+    @property
+    def keys_with_nonces(self) -> int:
+        return len(self._nonces)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """A request whose signature headers passed every check but the signature itself."""
+
+    origin: str
+    method: str
+    target: str
+    key: bytes
+    timestamp: int
+    nonce: str
+    signature: bytes
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:

@@ -5,6 +5,7 @@ assignments and volunteers."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,17 @@ from typing import Any
 
 import anyio
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from coordinator.accounts import Accounts, key_hash
 from coordinator.folder import owned
-from coordinator.http.auth import RateLimiter, VolunteerAuth, bearer_token
+from coordinator.http.auth import (
+    RateLimiter,
+    SignedRequest,
+    VolunteerAuth,
+    bearer_token,
+    client_block,
+)
 from coordinator.http.errors import ApiError
 from coordinator.http.ledger_index import LedgerIndex
 from coordinator.http.loop import CoordinatorThread
@@ -25,7 +33,7 @@ from coordinator.policy import NetworkPolicy
 from coordinator.service import Coordinator
 from ledger.log import Log
 from worker.tasks import ComputeTask, SpotCheckTask
-from worker.wire import encode_task
+from worker.wire import body_digest, encode_task, origin_of
 
 #: How long a running service trusts a lab key it checked (``foldnet lab revoke`` takes
 #: hold within this time).
@@ -40,16 +48,26 @@ class ServiceConfig:
 
     max_json_bytes: int = 1 << 20
     max_job_bytes: int = 16 << 20  # a PDB upload
-    max_result_bytes: int = 64 << 20
+    max_result_bytes: int = 64 << 20  # the ceiling; each upload is held to its WU's size
+    body_timeout_s: float = 30.0  # a body must arrive within this
+    min_upload_rate: float = 64 << 10  # ... plus its limit at this many bytes per second
+    max_requests_per_address: int = 64  # in flight at once from one IPv4 address or IPv6 /64
     max_job_steps: int = 5 * 10**8  # steps of one job in all (runs x clones x gens x steps)
+    max_job_wus: int = 100_000  # WUs of one job (runs x clones x gens)
+    min_steps_per_wu: int = 100  # a WU costs the service the same whatever its steps
+    max_residues: int = 2_000  # amino acids of one system
+    max_atoms: int = 50_000  # atoms of one system as uploaded, and particles once prepared
+    max_queued_wus_per_lab: int = 200_000  # WUs of a lab's jobs not yet done, in all
     max_slots: int = 8  # WUs in one pull
     page_max: int = 100
     lab_rate: float = 20.0
     lab_burst: float = 60.0
     volunteer_rate: float = 50.0
     volunteer_burst: float = 200.0
-    register_rate: float = 5.0  # per client address
+    register_rate: float = 5.0  # per client address (an IPv6 /64 counts as one)
     register_burst: float = 50.0
+    register_global_rate: float = 10.0  # all addresses together
+    register_global_burst: float = 500.0
     signature_window_s: float = 300.0
     idle_retry_s: float = 5.0  # what a volunteer is told to wait when there is no work
     tick_s: float = 0.2
@@ -60,6 +78,11 @@ class ServiceConfig:
     trusted_keys: tuple[bytes, ...] = ()
     #: The network's verification floor, probation and draw settings.
     policy: NetworkPolicy = field(default_factory=NetworkPolicy)
+    #: This service's public origin (``scheme://host:port``, as volunteers reach it); every
+    #: signed request must name it. ``None`` takes it from each request's Host header, which
+    #: does not stop a replay from one coordinator to another: set it in a deployment
+    #: (``foldnet serve`` sets it to ``http://HOST:PORT`` unless ``--origin`` says otherwise).
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +100,11 @@ class Service:
         self.config = config
         self.metrics = Metrics()
         self.vauth = VolunteerAuth(window_s=config.signature_window_s)
+        self.origin = origin_of(config.origin) if config.origin else None
         self.lab_limit = RateLimiter(config.lab_rate, config.lab_burst)
         self.vol_limit = RateLimiter(config.volunteer_rate, config.volunteer_burst)
         self.reg_limit = RateLimiter(config.register_rate, config.register_burst)
+        self.reg_global = RateLimiter(config.register_global_rate, config.register_global_burst)
         self.labs_by_hash: dict[str, tuple[str, float]] = {}  # key hash -> (lab, valid until)
         self.jobs: dict[str, JobInfo] = {}
         self.assignments: dict[int, Assignment] = {}
@@ -183,7 +208,8 @@ class Service:
             assert self.accounts is not None
             accounts = self.accounts
             host = request.client.host if request.client else "?"
-            self.reg_limit.check(("lab-key", host))  # unknown keys cost a database read
+            # unknown keys cost a database read
+            self.reg_limit.check(("lab-key", client_block(host)))
             lab = await anyio.to_thread.run_sync(lambda: accounts.lab_for_key(token))
             if lab is None:
                 raise ApiError(
@@ -197,13 +223,61 @@ class Service:
         return lab
 
     def volunteer(self, request: Request, body: bytes, *, registering: bool = False) -> bytes:
+        """The key of a signed request whose body was read (small JSON bodies)."""
+        pending = self.volunteer_headers(request, registering=registering)
+        return self.volunteer_signed(pending, body_digest(body))
+
+    def volunteer_headers(self, request: Request, *, registering: bool = False) -> SignedRequest:
+        """The signature headers checked (form, time, key registered, nonce fresh): what is
+        known before a body is read."""
         query = request.url.query
         target = request.url.path + (f"?{query}" if query else "")
-        key = self.vauth.verify(
-            request.method, target, request.headers, body, registering=registering
+        return self.vauth.check_headers(
+            request.method,
+            target,
+            request.headers,
+            origin=self.origin or origin_of(str(request.base_url)),
+            registering=registering,
         )
+
+    def volunteer_signed(self, pending: SignedRequest, body_sha256: str) -> bytes:
+        key = self.vauth.check_signature(pending, body_sha256)
         self.vol_limit.check(key)
         return key
+
+    def body_timeout(self, limit: int) -> float:
+        """Seconds a body of up to ``limit`` bytes may take to arrive."""
+        return self.config.body_timeout_s + limit / self.config.min_upload_rate
+
+    async def read_body(self, request: Request, limit: int) -> tuple[bytearray, str]:
+        """(body, its SHA-256 hex) read from the stream, refused past ``limit`` bytes (413),
+        after :meth:`body_timeout` (408), or when the client goes away."""
+        timeout = self.body_timeout(limit)
+        data = bytearray()
+        h = hashlib.sha256()
+        with anyio.move_on_after(timeout) as timer:
+            try:
+                async for chunk in request.stream():
+                    if len(data) + len(chunk) > limit:
+                        raise ApiError(
+                            413,
+                            "too_large",
+                            f"the body is over {limit:,} bytes, the most this request can need",
+                        )
+                    data += chunk
+                    h.update(chunk)
+            except ClientDisconnect as e:
+                raise ApiError(
+                    400, "disconnected", "the client went away before its body ended"
+                ) from e
+        if timer.cancelled_caught:
+            raise ApiError(
+                408,
+                "body_timeout",
+                f"the body did not arrive within {timeout:.0f} s ({len(data):,} bytes came); "
+                "expected at least the service's minimum upload rate",
+            )
+        return data, h.hexdigest()
 
     def hand_out(self, key: bytes, got: list[Any]) -> list[dict[str, Any]]:
         """Remember what was handed out (after its commit) and encode it for the wire."""

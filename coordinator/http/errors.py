@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from coordinator.classes import ClassRefusedError
 from coordinator.errors import CoordinatorError, ProtocolError, SubmissionError
@@ -114,6 +115,11 @@ def install(app: FastAPI) -> None:
 
     for kind, (status, code) in _MAPPED.items():
         app.add_exception_handler(kind, _plain_handler(status, code))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_r: Request, _e: ClientDisconnect) -> JSONResponse:
+        # nobody reads this answer; it only keeps a client's hang-up out of the error log
+        return error_response(400, "disconnected", "the client went away before its body ended")
 
     @app.exception_handler(CommitFailedError)
     async def _commit(_r: Request, e: CommitFailedError) -> JSONResponse:

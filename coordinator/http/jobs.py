@@ -90,6 +90,25 @@ def job_progress(
     }
 
 
+def queued_wus(coord: Coordinator, jobs: list[str]) -> int:
+    """Work units of ``jobs`` not yet done (validated, failed or cancelled), generations not
+    yet created included: what a lab's quota counts."""
+    live = {
+        j: coord.scheduler.jobs[j]
+        for j in jobs
+        if j in coord.scheduler.jobs
+        and not coord.scheduler.jobs[j].cancelled
+        and coord.scheduler.jobs[j].remaining > 0
+    }
+    if not live:
+        return 0
+    left = {j: job.spec.runs * job.spec.clones * job.spec.gens for j, job in live.items()}
+    for w in coord.scheduler.wus.values():
+        if w.unit.job in left and w.state in ("validated", "failed", "cancelled"):
+            left[w.unit.job] -= 1
+    return sum(left.values())
+
+
 @dataclass(frozen=True, slots=True)
 class ResultPlan:
     """The validated replica of every WU of a job, chosen on the coordinator's thread."""

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.http.context import JobInfo, Service
 from coordinator.http.errors import ApiError
-from coordinator.http.jobs import job_progress, result_plan, results_zip
+from coordinator.http.jobs import job_progress, queued_wus, result_plan, results_zip
 from coordinator.jobs import MAX_TRAJECTORIES
 from coordinator.prepare import prepare_job
+from coordinator.service import Coordinator
 
 
 class JobRequest(BaseModel):
@@ -55,6 +56,7 @@ def labs_router(svc: Service) -> APIRouter:
         """Submit a job (PDB text or sequence). Answers once it is stored and queued."""
         lab = await svc.lab(request)
         total = body.runs * body.clones * body.gens * body.steps_per_wu
+        wus = body.runs * body.clones * body.gens
         if total > cfg.max_job_steps:
             raise ApiError(
                 422,
@@ -62,6 +64,41 @@ def labs_router(svc: Service) -> APIRouter:
                 f"the plan asks for {total:,} steps in all (runs x clones x gens x steps_per_wu); "
                 f"this service's limit is {cfg.max_job_steps:,}",
             )
+        if wus > cfg.max_job_wus:
+            raise ApiError(
+                422,
+                "invalid_job",
+                f"the plan has {wus:,} work units (runs x clones x gens); this service's limit "
+                f"is {cfg.max_job_wus:,}: fewer, longer WUs (a larger steps_per_wu)",
+            )
+        if body.steps_per_wu < cfg.min_steps_per_wu:
+            raise ApiError(
+                422,
+                "invalid_job",
+                f"steps_per_wu is {body.steps_per_wu:,}; this service takes at least "
+                f"{cfg.min_steps_per_wu:,} steps per work unit",
+            )
+        if body.sequence is not None and len(body.sequence) > cfg.max_residues:
+            raise ApiError(
+                422,
+                "invalid_job",
+                f"the sequence has {len(body.sequence):,} residues; this service's limit is "
+                f"{cfg.max_residues:,}",
+            )
+
+        def quota(c: Coordinator) -> None:
+            mine = [j for j, info in list(svc.jobs.items()) if info.lab == lab]
+            queued = queued_wus(c, mine)
+            if queued + wus > cfg.max_queued_wus_per_lab:
+                raise ApiError(
+                    409,
+                    "quota_exceeded",
+                    f"this lab has {queued:,} work units queued or running and the job adds "
+                    f"{wus:,}; the limit is {cfg.max_queued_wus_per_lab:,} per lab: wait for "
+                    "work to finish, or cancel a job",
+                )
+
+        await svc.coordinator().call(quota)  # before the (slow) preparation
 
         def prepare() -> Any:
             return prepare_job(
@@ -80,12 +117,17 @@ def labs_router(svc: Service) -> APIRouter:
                 deadline_s=body.deadline_s,
                 audit_rate=body.audit_rate,
                 seed=body.seed,
+                max_residues=cfg.max_residues,
+                max_atoms=cfg.max_atoms,
             )
 
         system, starts, spec = await anyio.to_thread.run_sync(prepare)
-        job = await svc.coordinator().call(
-            lambda c: c.submit(lab=lab, system=system, starts=starts, spec=spec)
-        )
+
+        def submit(c: Coordinator) -> str:
+            quota(c)  # again, with the submission: two at once cannot both slip under it
+            return c.submit(lab=lab, system=system, starts=starts, spec=spec)
+
+        job = await svc.coordinator().call(submit)
         now = time.time()
         assert svc.accounts is not None
         accounts = svc.accounts

@@ -1,16 +1,24 @@
-"""Pure ASGI middleware: request body limits and request metrics.
+"""Pure ASGI middleware: requests in flight per client address, request body limits and
+timeouts, and request metrics.
 
 Body limits are enforced before any handler runs: a declared ``Content-Length`` over the
 limit is answered 413 at once; a body without one is read up to the limit and refused
-past it, so no handler ever sees (or stores) part of an oversized upload.
+past it, so no handler ever sees (or stores) part of an oversized upload. A body must
+arrive within ``timeout_for(limit)`` seconds (408 otherwise), and a client that goes away
+mid-body is simply forgotten. Paths the app streams itself (result uploads: read only
+after the request is authenticated, with a limit set by what it answers) get only the
+``Content-Length`` check here.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import anyio
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -19,8 +27,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def send_json_error(send: Send, status: int, code: str, detail: str) -> None:
+async def send_json_error(
+    send: Send, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> None:
     body = json.dumps({"error": code, "detail": detail}).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
@@ -28,18 +39,64 @@ async def send_json_error(send: Send, status: int, code: str, detail: str) -> No
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *extra,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyLimit:
-    """Refuse request bodies over ``limit_for(method, path)`` bytes with a 413 JSON error."""
+class InFlightLimit:
+    """At most ``limit`` requests at once from one client (``who`` maps its address to the
+    unit counted: an IPv4 address, an IPv6 /64); more are answered 429 at once."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str, str], int]) -> None:
+    def __init__(self, app: ASGIApp, limit: int, who: Callable[[str], str]) -> None:
+        self.app = app
+        self.limit = limit
+        self.who = who
+        self.in_flight: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        who = self.who(client[0] if client else "?")
+        if self.in_flight[who] >= self.limit:
+            await send_json_error(
+                send,
+                429,
+                "too_many_requests",
+                f"more than {self.limit} requests at once from {who}; expected a client to "
+                "wait for its answers (or its uploads to finish) before sending more",
+                {"Retry-After": "1"},
+            )
+            return
+        self.in_flight[who] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight[who] -= 1
+            if self.in_flight[who] <= 0:
+                del self.in_flight[who]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit_for(method, path)`` bytes with a 413 JSON error,
+    and bodies slower than ``timeout_for(limit)`` seconds with a 408. Requests for which
+    ``streamed(method, path)`` is true pass with only their ``Content-Length`` checked."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit_for: Callable[[str, str], int],
+        timeout_for: Callable[[int], float],
+        streamed: Callable[[str, str], bool] = lambda _m, _p: False,
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.timeout_for = timeout_for
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,23 +117,35 @@ class BodyLimit:
                 f"{limit:,}"
             )  # fmt: skip
             return
+        if self.streamed(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await send_json_error(
-                    send, 413, "too_large", f"the body is over the limit of {limit:,} bytes"
-                )
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        timeout = self.timeout_for(limit)
+        with anyio.move_on_after(timeout) as timer:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away mid-body: nobody to answer
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    await send_json_error(
+                        send, 413, "too_large", f"the body is over the limit of {limit:,} bytes"
+                    )
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        if timer.cancelled_caught:
+            await send_json_error(
+                send,
+                408,
+                "body_timeout",
+                f"the body did not arrive within {timeout:.0f} s ({size:,} bytes came)",
+            )
+            return
         body = b"".join(chunks)
         await self.app(
             scope, _replay([{"type": "http.request", "body": body, "more_body": False}]), send
@@ -167,7 +236,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        status = 500
+        status = 499  # no answer: the client went away first (nginx's "client closed request")
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status

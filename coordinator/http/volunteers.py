@@ -13,9 +13,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator.http.auth import client_block
 from coordinator.http.context import Service
 from coordinator.http.errors import ApiError
-from coordinator.http.wire import Assignment, precheck
+from coordinator.http.loop import CommitFailedError
+from coordinator.http.wire import Assignment, precheck, upload_limit
 from coordinator.service import Coordinator
 from worker.errors import WireError
 from worker.systems import particle_count
@@ -106,9 +108,11 @@ def volunteers_router(svc: Service) -> APIRouter:
     async def register(request: Request) -> JSONResponse:
         """Register a public key; the request is signed by that key (proof of possession)."""
         host = request.client.host if request.client else "?"
-        svc.reg_limit.check(("register", host))
+        svc.reg_limit.check(("register", client_block(host)))
         body = await request.body()
         key = svc.volunteer(request, body, registering=True)
+        if key not in svc.vauth.registered:  # many addresses together: one budget (spent
+            svc.reg_global.check("register")  # only by new keys that proved possession)
         doc = parse_json_object(body)
         _fields(doc, {"public_key", "name"})
         if get_hex(doc, "public_key", 32) != key:
@@ -169,8 +173,11 @@ def volunteers_router(svc: Service) -> APIRouter:
         then raw little-endian arrays). Shapes, finiteness, WU id and key are checked before
         anything is stored. ``?next=N`` also pulls up to N more WUs in the same round trip
         (with the class of the volunteer's last ``/v1/work``), returned as ``tasks``."""
-        body = await request.body()
-        key = svc.volunteer(request, body)
+        # Authenticate before reading: the headers, the key and the replica are checked
+        # first, then at most what this replica's result can need is read, within a time
+        # limit, and only then is the signature over the body's hash verified.
+        pending = svc.volunteer_headers(request)
+        key = pending.key
         a = svc.assignments.get(replica)
         if a is None or a.volunteer != key:
             raise ApiError(
@@ -179,6 +186,17 @@ def volunteers_router(svc: Service) -> APIRouter:
                 f"replica {replica} is not assigned to this key (or its deadline passed and it "
                 "was reissued)",
             )
+        limit = min(upload_limit(a), cfg.max_result_bytes)
+        declared = request.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise ApiError(
+                413,
+                "too_large",
+                f"the body is {int(declared):,} bytes; a result of replica {replica} takes "
+                f"at most {limit:,}",
+            )
+        body, digest = await svc.read_body(request, limit)
+        svc.volunteer_signed(pending, digest)
 
         def parse() -> Any:
             result = decode_result(body, max_bytes=cfg.max_result_bytes)
@@ -197,6 +215,11 @@ def volunteers_router(svc: Service) -> APIRouter:
 
         try:
             state, problem, got = await svc.coordinator().call(submit)
+        except CommitFailedError:
+            # nothing of it was kept (the coordinator is back at its committed state, where
+            # the replica is still this volunteer's): keep the assignment, so the retry the
+            # 503 asks for is accepted
+            raise
         except Exception:
             svc.assignments.pop(replica, None)
             raise

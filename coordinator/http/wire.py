@@ -30,6 +30,20 @@ class Assignment:
     steps: int
 
 
+#: Most observables a result may carry (each one float64 per frame).
+MAX_OBSERVABLES = 16
+
+
+def upload_limit(a: Assignment) -> int:
+    """The most bytes an honest result of ``a`` can take: its arrays at their exact sizes,
+    16 observables, and a manifest (header, signature, array list) of generous size."""
+    states = 2 * (a.n_segments + 1) * a.n_atoms * 3 * 8  # positions and velocities, f8
+    frames = a.n_frames * a.n_atoms * 3 * 4 + a.n_frames * 8  # f4 frames, i8 steps
+    observables = MAX_OBSERVABLES * a.n_frames * 8
+    manifest = (64 << 10) + 70 * (a.n_segments + 1)  # 64 hex + quotes + comma per digest
+    return 8 + manifest + states + frames + observables
+
+
 def precheck(result: WorkerResult, a: Assignment, key: bytes) -> None:
     """Raise 422 unless ``result`` has the WU's id, the sender's key, the WU's shapes and
     only finite numbers."""
@@ -42,6 +56,17 @@ def precheck(result: WorkerResult, a: Assignment, key: bytes) -> None:
         )
     if h.worker_key != key:
         raise ApiError(422, "invalid_result", "the result is signed by another key than yours")
+    if len(h.boundary_digests) != a.n_segments + 1:
+        raise ApiError(
+            422,
+            "invalid_result",
+            f"header.boundary_digests: expected {a.n_segments + 1} (one per segment boundary), "
+            f"got {len(h.boundary_digests)}",
+        )
+    if h.n_atoms != a.n_atoms:
+        raise ApiError(
+            422, "invalid_result", f"header.n_atoms: expected {a.n_atoms}, got {h.n_atoms}"
+        )
     shapes = {
         "positions": (result.positions, (a.n_segments + 1, a.n_atoms, 3)),
         "velocities": (result.velocities, (a.n_segments + 1, a.n_atoms, 3)),
@@ -49,8 +74,8 @@ def precheck(result: WorkerResult, a: Assignment, key: bytes) -> None:
         "frame_steps": (result.frame_steps, (a.n_frames,)),
     }
     shapes |= {f"obs_{k}": (v, (a.n_frames,)) for k, v in result.observables.items()}
-    if len(result.observables) > 16:
-        raise ApiError(422, "invalid_result", "at most 16 observables per result")
+    if len(result.observables) > MAX_OBSERVABLES:
+        raise ApiError(422, "invalid_result", f"at most {MAX_OBSERVABLES} observables per result")
     for name, (arr, want) in shapes.items():
         if arr.shape != want:
             raise ApiError(
