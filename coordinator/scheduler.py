@@ -192,6 +192,7 @@ WU_TRANSITIONS: dict[tuple[WUState, WUState], str] = {
     ("in_progress", "awaiting_beacon"): "_transition_in_progress_awaiting_beacon",
     ("awaiting_beacon", "spot_checking"): "_transition_awaiting_beacon_spot_checking",
     ("spot_checking", "in_progress"): "_transition_spot_checking_in_progress",
+    ("awaiting_beacon", "in_progress"): "_transition_awaiting_beacon_in_progress",
     ("in_progress", "validated"): "_transition_to_validated",
     ("awaiting_beacon", "validated"): "_transition_to_validated",
     ("spot_checking", "validated"): "_transition_to_validated",
@@ -264,6 +265,8 @@ class _WU:
     checker: str | None = None  # who confirmed it, for a spot-checked WU
     retracted: bool = False  # validated, then found to be a fake
     reverify: int | None = None  # a full re-check after one of its voices was convicted
+    #: The established volunteers who vouched for it when it was validated (or re-checked).
+    vouchers: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -336,6 +339,7 @@ class Scheduler:
         self._free_at: dict[str, int] = {}
         self._trajectory: dict[TrajectoryKey, bytes] = {}  # newest WU of each trajectory
         self._beacon = b""
+        self._now = 0.0  # the time of the event being handled
         self._next_id = 1
         #: Whether the last event changed anything (an idle poll does not, and is not logged).
         self.changed = False
@@ -345,6 +349,7 @@ class Scheduler:
     def handle(self, event: Event) -> list[Instruction]:
         out: list[Instruction] = []
         self.changed = True
+        self._now = getattr(event, "now", self._now)
         match event:
             case JobSubmitted():
                 self._on_job_submitted(event)
@@ -497,6 +502,7 @@ class Scheduler:
             w.reverify = None
             if agrees:
                 self._reward(vol)
+                w.vouchers = w.vouchers | {vol.id}
             else:
                 self._retract(w, chk.volunteer, ev.now, out)
             return
@@ -841,10 +847,27 @@ class Scheduler:
                 return
             self._start_audit_wait(w, chk, ev.now)
 
+    def _transition_awaiting_beacon_in_progress(self, w: _WU) -> None:
+        """A result (or quorum) waiting for its beacon lost a voice (its key was convicted):
+        it is judged again from what is left."""
+        self._awaiting_beacon.pop(w.unit.id, None)
+        self._set_wu(w, "in_progress")
+        w.group = []
+        w.required = self.jobs[w.unit.job].quorum
+
     def _transition_spot_checking_in_progress(
-        self, w: _WU, chk: _Check, out: list[Instruction]
+        self, w: _WU, chk: _Check | None, out: list[Instruction]
     ) -> None:
-        """A check contradicted the result (or the audited quorum): a dispute."""
+        """A check contradicted the result (or the audited quorum): a dispute. Without a
+        check: one of the voices being checked was convicted; it is judged again."""
+        if chk is None:
+            self._set_wu(w, "in_progress")
+            if w.check is not None:
+                self._cancel_check(self.checks[w.check], self._now)
+                w.check = None
+            w.group = []
+            w.required = self.jobs[w.unit.job].quorum
+            return
         self._set_wu(w, "in_progress")
         w.check = None
         w.required = self.jobs[w.unit.job].quorum
@@ -870,6 +893,12 @@ class Scheduler:
         else:
             spot = ()
         invalid: list[_Replica] = []
+        convicts = [r for r in agreeing if self.volunteers[r.volunteer].trust == "banned"]
+        agreeing = [r for r in agreeing if r not in convicts]  # a convict earns nothing more
+        for r in convicts:
+            if r.state in ("returned", "disputed"):
+                self._set_replica(r, "invalid")
+                out.append(Invalidated(r.volunteer, w.unit, r.id, "the key was convicted"))
         for rid in w.replicas:
             r = self.replicas[rid]
             if r in agreeing:
@@ -888,6 +917,7 @@ class Scheduler:
         )
         vouchers = {r.volunteer for r in agreeing} | ({w.checker} if w.checker else set())
         established = {v for v in vouchers if self.volunteers[v].established}
+        w.vouchers = frozenset(established)
         for r in agreeing:
             self._set_replica(r, "valid")
             vol = self.volunteers[r.volunteer]
@@ -1070,6 +1100,25 @@ class Scheduler:
             out.append(RevokeCredit(volunteer, cw.unit, rid, w.unit.id, evidence, reason))
             if not self._trustworthy(cw) and not cw.retracted:
                 self._start_reverify(cw, rep)
+        # results (or quorums) of its waiting for a beacon or a check: judged again without it
+        for a_wu in list(self.wus.values()):
+            if a_wu.state not in ("awaiting_beacon", "spot_checking"):
+                continue
+            mine = [
+                self.replicas[r]
+                for r in a_wu.replicas
+                if self.replicas[r].volunteer == volunteer and self.replicas[r].state == "returned"
+            ]
+            if not mine:
+                continue
+            if a_wu.state == "awaiting_beacon":
+                self._transition_wu(a_wu, "in_progress")
+            else:
+                self._transition_wu(a_wu, "in_progress", None, out)
+            for r in mine:
+                self._set_replica(r, "invalid")
+                out.append(Invalidated(volunteer, a_wu.unit, r.id, "the key was convicted"))
+            self._try_validate(a_wu, now, out)
         # disputes it started by its word alone: its word no longer counts
         for d_wu in self.wus.values():
             if d_wu.auditor == volunteer and d_wu.disputed and d_wu.state == "in_progress":
@@ -1089,15 +1138,10 @@ class Scheduler:
                     self._want_more(v_wu, out)
 
     def _trustworthy(self, w: _WU) -> bool:
-        """Whether a validated WU still has an established, unconvicted voice behind it."""
-        voices = [
-            self.replicas[r].volunteer
-            for r in w.replicas
-            if self.replicas[r].state in ("valid", "revoked")
-        ]
-        if w.checker:
-            voices.append(w.checker)
-        return any(self.volunteers[v].established for v in voices)
+        """Whether a validated WU still has a voice that was established when it vouched
+        (trust earned later does not cover what a key vouched for while on probation) and
+        has not been convicted since."""
+        return any(self.volunteers[v].trust != "banned" for v in w.vouchers)
 
     def _start_reverify(self, w: _WU, rep: _Replica) -> None:
         """Recompute every segment of a WU whose only trustworthy voice was a convict's."""
@@ -1243,8 +1287,13 @@ class Scheduler:
         if w.required - best - outstanding <= 0:
             self._ready.pop(w.unit.id, None)  # enough replicas in flight to reach a quorum
             return
+        # Only established keys' results use up max_total_results: throwaway keys returning
+        # garbage must not be able to fail a WU (as their errors cannot either).
         results = sum(
-            1 for r in w.replicas if self.replicas[r].state in ("returned", "invalid", "valid")
+            1
+            for r in w.replicas
+            if self.replicas[r].state in ("returned", "invalid", "valid")
+            and self.volunteers[self.replicas[r].volunteer].established
         )
         if results + outstanding >= w.unit.spec.max_total_results:
             self._ready.pop(w.unit.id, None)
@@ -1313,10 +1362,12 @@ class Scheduler:
     def _reward(self, v: _Volunteer) -> None:
         v.streak += 1
         v.quota = min(MAX_QUOTA, v.quota + 1)
+        self._refresh(v, self._now)
 
     def _penalise(self, v: _Volunteer) -> None:
         v.streak = 0
         v.quota = max(MIN_QUOTA, v.quota // 2)
+        self._refresh(v, self._now)
 
     def _volunteer(self, volunteer: str) -> _Volunteer:
         v = self.volunteers.get(volunteer)
