@@ -108,6 +108,7 @@ def _decode_header(text: str) -> ResultHeader:
         n_atoms=int(d["n_atoms"]),
         wall_time_s=float(d["wall_time_s"]),
         version=int(d["version"]),
+        segment_data=tuple(bytes.fromhex(x) for x in d.get("segment_data", ())),
     )
 
 

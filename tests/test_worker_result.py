@@ -45,6 +45,7 @@ def check(result: WorkerResult, run, key: bytes) -> None:
     verify_result(
         result, wu_id=WU, worker_key=key, input_digest=run.boundaries[0].digest(),
         n_segments=SPEC.n_segments, n_atoms=36, n_frames=4,
+        segment_steps=SPEC.segment_steps, report_steps=SPEC.report_steps,
     )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from worker.wire import (
     get_hex,
     get_int,
     get_str,
+    loads_json,
     parse_json_object,
 )
 
@@ -141,6 +142,8 @@ def volunteers_router(svc: Service) -> APIRouter:
         _fields(doc, {"det_class", "slots"})
         det = get_str(doc, "det_class", 4096)
         slots = get_int(doc, "slots", 1, cfg.max_slots)
+
+        loads_json(det, "det_class")  # JSON nested past the parser's limit: invalid_body
 
         def pull(c: Coordinator) -> list[Any]:
             # The server owns the classes: only a known one is accepted (a 422 otherwise).
