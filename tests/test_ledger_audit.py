@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -226,26 +227,9 @@ def test_credit_with_no_validated_result(built: Built) -> None:
 def test_forged_attestation_signature(built: Built) -> None:
     from ledger_helpers import make_result
 
-    from ledger import ResultValidated
-
     good = make_result(built, 500, [0, 1], issued_at_ms=1_800_000_000_000)
-    a = good.attestations[1]
-    forged = type(a)(
-        volunteer_key=a.volunteer_key,
-        issued_at_ms=a.issued_at_ms,
-        result_digest=a.result_digest,
-        final_state_digest=a.final_state_digest,
-        signature=good.attestations[0].signature,
-    )
-    result = ResultValidated(
-        wu_id=good.wu_id,
-        job_id=good.job_id,
-        engine=good.engine,
-        n_particles=good.n_particles,
-        steps=good.steps,
-        deadline_s=good.deadline_s,
-        attestations=(good.attestations[0], forged),
-    )
+    forged = dataclasses.replace(good.attestations[1], signature=good.attestations[0].signature)
+    result = dataclasses.replace(good, attestations=(good.attestations[0], forged))
     with Log.open(
         built.path,
         origin=ORIGIN,
@@ -368,3 +352,78 @@ def test_cli_export_and_audit_tiles(built: Built, tmp_path: Path) -> None:
 
 def test_leaf_hash_is_sha256_of_zero_and_entry() -> None:
     assert leaf_hash(b"abc") == hashlib.sha256(b"\x00abc").digest()
+
+
+# --------------------------------------------------------------------------- signed prices
+
+
+def _inflated_result(built: Built, **inflate: int) -> list[int]:
+    """The operator's attack: a validated result whose attestations are genuine (the workers
+    signed them) but whose credit-formula inputs the operator inflated, and the grants the
+    inflated inputs price to. Appended as a dishonest log would; returns the indices."""
+    from ledger_helpers import make_result
+
+    from ledger.credit import credit_for
+
+    at = 1_800_000_000_000
+    honest = make_result(built, 900, [0, 1], issued_at_ms=at - 600_000)
+    inflated = dataclasses.replace(honest, **inflate)
+    with Log.open(
+        built.path,
+        origin=ORIGIN,
+        signing_key=built.log_key,
+        admission=UnsafeAdmitAll(),
+        clock=Clock(start=at - 1_000, step=1_000),
+    ) as log:
+        out = [log.append(inflated).index]
+        for i in (0, 1):
+            amount = credit_for(
+                1,
+                engine=inflated.engine,
+                n_particles=inflated.n_particles,
+                steps=inflated.steps,
+                deadline_s=inflated.deadline_s,
+                issued_at_ms=at - 600_000,
+                validated_at_ms=at,
+            )
+            grant = CreditGranted(
+                volunteer_key=built.volunteer_pub(i),
+                wu_id=inflated.wu_id,
+                formula_version=1,
+                amount=amount,
+            )
+            out.append(log.append(grant).index)
+        log.publish_checkpoint()
+    return out
+
+
+@pytest.mark.parametrize(
+    "inflate",
+    [{"n_particles": 36_000}, {"steps": 10**9}, {"engine": "openmm"}, {"deadline_s": 7_200}],
+    ids=["n_particles", "steps", "engine", "deadline"],
+)
+def test_operator_inflated_price_inputs_are_caught(
+    built: Built, tmp_path: Path, inflate: dict[str, object]
+) -> None:
+    """Genuine worker signatures, operator-chosen prices: the auditor holds the entry to what
+    the workers signed (``unsigned-price``) and reprices the grants from the signed inputs.
+    (Before prices were signed, this ledger audited ``ok`` with the inflated balances.)"""
+    assert audit(built.path, workers=1).ok
+    result_at, *grants = _inflated_result(built, **inflate)  # type: ignore[arg-type]
+    report = audit(built.path, workers=1)
+    assert not report.ok
+    unsigned = [d for d in report.discrepancies if d.kind == "unsigned-price"]
+    assert [d.index for d in unsigned] == [result_at], report.discrepancies
+    field = next(iter(inflate))
+    assert field in unsigned[0].message and "signed" in unsigned[0].message
+    assert not _only(report, "bad-signature")
+    if field != "deadline":  # a longer deadline may not change the (capped) bonus
+        mismatched = [d.index for d in report.discrepancies if d.kind == "credit-mismatch"]
+        assert mismatched == grants, report.discrepancies
+    # the same from an export, through the CLI
+    out = tmp_path / "tiles"
+    runner = CliRunner()
+    assert runner.invoke(app, ["export", str(built.path), str(out)]).exit_code == 0
+    res = runner.invoke(app, ["audit", str(out), "--workers", "1"])
+    assert res.exit_code == 1, res.output
+    assert "unsigned-price" in res.output

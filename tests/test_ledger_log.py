@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import sqlite3
 import stat
@@ -14,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger_helpers import ORIGIN, Clock, build_ledger, digest, make_result
 
 from ledger import (
-    Attestation,
     Checkpoint,
     CheckpointSigner,
     CreditError,
@@ -149,22 +149,8 @@ def test_log_refuses_wrong_credit_and_bad_attestation(tmp_path: Path) -> None:
             log.append(wrong)
         forged = make_result(built, 100, [0], issued_at_ms=clock.now)
         a = forged.attestations[0]
-        bad_sig = Attestation(
-            volunteer_key=a.volunteer_key,
-            issued_at_ms=a.issued_at_ms,
-            result_digest=digest("other"),
-            final_state_digest=a.final_state_digest,
-            signature=a.signature,
-        )
-        forged = ResultValidated(
-            wu_id=forged.wu_id,
-            job_id=forged.job_id,
-            engine="go",
-            n_particles=36,
-            steps=1000,
-            deadline_s=60,
-            attestations=(bad_sig,),
-        )
+        bad_sig = dataclasses.replace(a, result_digest=digest("other"))
+        forged = dataclasses.replace(forged, attestations=(bad_sig,))
         with pytest.raises(EntryRejectedError, match="does not verify"):
             log.append(forged)
         assert log.size == before + 1 and appended.index == before
