@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import ledger.audit as audit_module
 from ledger import (
     CreditGranted,
+    EntryRejectedError,
     Log,
     Store,
     TileReader,
@@ -427,3 +428,78 @@ def test_operator_inflated_price_inputs_are_caught(
     res = runner.invoke(app, ["audit", str(out), "--workers", "1"])
     assert res.exit_code == 1, res.output
     assert "unsigned-price" in res.output
+
+
+def _append_unchecked(built: Built, *entries: object) -> list[int]:
+    with Log.open(
+        built.path,
+        origin=ORIGIN,
+        signing_key=built.log_key,
+        admission=UnsafeAdmitAll(),
+        clock=Clock(start=1_800_000_000_000),
+    ) as log:
+        out = [log.append(e).index for e in entries]  # type: ignore[arg-type]
+        log.publish_checkpoint()
+    return out
+
+
+def test_rewriting_what_the_workers_signed_breaks_their_signatures(built: Built) -> None:
+    """The operator inflates the entry *and* the attestations' prices: now they agree, but
+    the workers never signed those numbers."""
+    from ledger_helpers import make_result
+
+    honest = make_result(built, 901, [0, 1], issued_at_ms=1_799_999_000_000)
+    atts = tuple(
+        dataclasses.replace(
+            a,
+            price=dataclasses.replace(a.price, n_particles=36_000),  # type: ignore[type-var]
+        )
+        for a in honest.attestations
+    )
+    forged = dataclasses.replace(honest, n_particles=36_000, attestations=atts)
+    (at,) = _append_unchecked(built, forged)
+    report = audit(built.path, workers=1)
+    assert [d.index for d in report.discrepancies if d.kind == "bad-signature"] == [at]
+    assert not _only(report, "unsigned-price")
+
+
+def test_a_v1_result_entry_is_an_unsigned_price(built: Built) -> None:
+    """An entry in the old format decodes, but nobody signed its prices."""
+    from ledger_helpers import make_result
+
+    from ledger.entries import attestation_message_v1
+
+    honest = make_result(built, 902, [0], issued_at_ms=1_799_999_000_000)
+    a = honest.attestations[0]
+    sig = built.volunteers[0].sign(
+        attestation_message_v1(honest.wu_id, a.result_digest, a.final_state_digest)
+    )
+    v1 = dataclasses.replace(
+        honest,
+        spec_digest=None,
+        attestations=(dataclasses.replace(a, price=None, signature=sig),),
+    )
+    assert v1.version == 1
+    log = Log.open(built.path, origin=ORIGIN, signing_key=built.log_key)
+    try:
+        with pytest.raises(EntryRejectedError, match="unsigned-price"):
+            log.append(v1)
+    finally:
+        log.close()
+    (at,) = _append_unchecked(built, v1)
+    report = audit(built.path, workers=1)
+    msgs = [d for d in report.discrepancies if d.kind == "unsigned-price"]
+    assert [d.index for d in msgs] == [at] and "v1 entry" in msgs[0].message
+    assert not _only(report, "bad-signature")
+
+
+def test_a_result_naming_another_spec_than_its_job(built: Built) -> None:
+    from ledger_helpers import make_result
+
+    honest = make_result(built, 903, [0, 1], issued_at_ms=1_799_999_000_000)
+    other = dataclasses.replace(honest, spec_digest=digest("another spec"))
+    (at,) = _append_unchecked(built, other)
+    report = audit(built.path, workers=1)
+    msgs = [d for d in report.discrepancies if d.kind == "spec-mismatch"]
+    assert [d.index for d in msgs] == [at], report.discrepancies
+    assert "was submitted with" in msgs[0].message

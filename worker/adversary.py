@@ -122,11 +122,23 @@ def never_computed(task: ComputeTask, engines: EngineCache, identity: Identity) 
     return sign_result(run, wu_id=task.wu_id, identity=identity, price=task.price)
 
 
+def inflate_price(task: ComputeTask, engines: EngineCache, identity: Identity) -> WorkerResult:
+    """Computes honestly, then signs the result over inflated pricing inputs (a thousand
+    times the particles, ten times the steps) to be credited for work it was never given."""
+    engine = engines.get(task.system)
+    run = engine.run(task.input_state, task.spec)
+    inflated = dataclasses.replace(
+        task.price, n_particles=task.price.n_particles * 1000, steps=task.price.steps * 10
+    )
+    return sign_result(run, wu_id=task.wu_id, identity=identity, price=inflated)
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "honest": honest,
     "perturb": perturb_final_state,
     "skip": skip_segments,
     "fabricate": fabricate,
     "never-computed": never_computed,
+    "inflate-price": inflate_price,
 }
 HONEST = "honest"
