@@ -464,3 +464,26 @@ def test_the_ledger_records_signed_prices_and_the_job_spec_digest(tmp_path, mode
     report = run_audit(coord.log.store.path, workers=1)
     assert report.ok, report.discrepancies
     coord.close()
+
+
+def test_a_stored_header_reads_back_signed_with_its_price(tmp_path, model):
+    """After a restart the ledger attestation is built from the stored header: it must come
+    back whole (price and per-segment digests included), so its signature still verifies."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    v = Volunteer()
+    small_job(coord, model)
+    coord.trust(v.key)
+    canonical = GoEngine(model).determinism_class().canonical().decode()
+    accepted = coord.accept_class(canonical)
+    (task, *_) = coord.request_work(v.key, accepted.key, 1, accepted.engine)
+    assert isinstance(task, ComputeTask)
+    assert task.price == coord.price(task.replica)
+    result = v.behaviour(task, v.engines, v.identity)
+    coord.submit_result(v.key, task.replica, result)
+    header, signature = coord.store.signed_header(task.replica)
+    assert header == result.header and header.price == task.price
+    assert header.segment_data == result.header.segment_data
+    Ed25519PublicKey.from_public_bytes(v.key).verify(signature, header.message())
+    coord.close()

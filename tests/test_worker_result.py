@@ -193,6 +193,11 @@ def test_result_and_task_wire_round_trips_keep_the_price(signed, run, me, engine
     doc = encode_task(task, "00" * 32, "go")
     assert doc["price"]["n_particles"] == 36
     assert decode_task(doc, model).price == PRICE
+    doc["deadline"] = (PRICE.issued_at_ms + 600_000) / 1000  # as the service sends it
+    assert decode_task(doc, model).price == PRICE
+    late = {**doc, "deadline": doc["deadline"] + 3600}
+    with pytest.raises(WireError, match="must be the task's deadline"):
+        decode_task(late, model)
     doc["price"]["n_particles"] = 36_000
     with pytest.raises(WireError, match="n_particles: expected 36, got 36000"):
         decode_task(doc, model)

@@ -344,6 +344,14 @@ def decode_task(
             decode_price(doc.get("price"), "task.price"),
         )
         check_price(task)
+        if "deadline" in doc:  # the issue time signed is the one the deadline implies
+            deadline_ms = get_float(doc, "deadline") * 1000
+            implied = task.price.issued_at_ms + task.price.deadline_s * 1000
+            if not abs(deadline_ms - implied) <= 1000:
+                raise WireError(
+                    f"task.price: issued_at_ms + deadline_s must be the task's deadline: "
+                    f"expected {deadline_ms:.0f} ms (within 1 s), got {implied} ms"
+                )
         return task
     segments = tuple(get_int({"s": k}, "s", 0, 10**9) for k in get_list(doc, "segments", 10**4))
     starts = tuple(
