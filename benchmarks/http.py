@@ -210,7 +210,7 @@ async def _volunteer(
             if run is None:
                 engine = shared.engines.get(task.system)
                 run = shared.runs[task.wu_id] = engine.run(task.input_state, task.spec)
-            body = encode_result(sign_result(run, wu_id=task.wu_id, identity=me))
+            body = encode_result(sign_result(run, wu_id=task.wu_id, identity=me, price=task.price))
             st, data = await call(
                 "POST", f"/v1/results/{task.replica}?next=1", body, RESULT_CONTENT_TYPE
             )

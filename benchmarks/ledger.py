@@ -39,11 +39,15 @@ from ledger import (
     verify_consistency,
     verify_inclusion,
 )
-from ledger.entries import Entry, attestation_message
+from ledger.entries import Entry, PriceInputs, attestation_message
 from ledger.rules import price_attestation
 
 ORIGIN = "bench.foldnet.example/ledger"
 ISSUE_LEAD_MS = 600_000
+#: Every WU is issued when the job is submitted (the clock starts there), so the workers
+#: can sign their prices before the ledger is built.
+ISSUED_AT_MS = 1_700_000_000_000
+SPEC_DIGEST = hashlib.sha256(b"spec").digest()
 _VOLUNTEERS: list[Ed25519PrivateKey] = []
 
 
@@ -57,6 +61,16 @@ def _wu_id(k: int) -> bytes:
 
 def _result_digest(k: int, v: int) -> bytes:
     return hashlib.sha256(b"res%d/%d" % (k, v)).digest()
+
+
+def _price(k: int) -> PriceInputs:
+    return PriceInputs(
+        engine="go" if k % 3 else "openmm",
+        n_particles=36 if k % 3 else 582,
+        steps=250_000,
+        deadline_s=3600,
+        issued_at_ms=ISSUED_AT_MS,
+    )
 
 
 def _final_digest(k: int) -> bytes:
@@ -75,10 +89,10 @@ def _sign_range(args: tuple[int, int, int]) -> bytes:
     out = []
     for k in range(start, end):
         wu = _wu_id(k)
+        price = _price(k).digest()
         for v in _signers(k, n_vol):
-            out.append(
-                _VOLUNTEERS[v].sign(attestation_message(wu, _result_digest(k, v), _final_digest(k)))
-            )
+            message = attestation_message(wu, _result_digest(k, v), _final_digest(k), price)
+            out.append(_VOLUNTEERS[v].sign(message))
     return b"".join(out)
 
 
@@ -94,25 +108,28 @@ def _wu_entries(
     k: int, n_vol: int, pubs: list[bytes], sigs: bytes, pos: int, ts: int, job: bytes
 ) -> tuple[list[Entry], int]:
     atts = []
+    price = _price(k)
     for v in _signers(k, n_vol):
         atts.append(
             Attestation(
                 volunteer_key=pubs[v],
-                issued_at_ms=ts - ISSUE_LEAD_MS,
+                issued_at_ms=price.issued_at_ms,
                 result_digest=_result_digest(k, v),
                 final_state_digest=_final_digest(k),
                 signature=sigs[pos : pos + 64],
+                price=price,
             )
         )
         pos += 64
     result = ResultValidated(
         wu_id=_wu_id(k),
         job_id=job,
-        engine="go" if k % 3 else "openmm",
-        n_particles=36 if k % 3 else 582,
-        steps=250_000,
-        deadline_s=3600,
+        engine=price.engine,
+        n_particles=price.n_particles,
+        steps=price.steps,
+        deadline_s=price.deadline_s,
         attestations=tuple(atts),
+        spec_digest=SPEC_DIGEST,
     )
     entries: list[Entry] = [result]
     for a in atts:
@@ -160,7 +177,7 @@ def build(
     ) as log:
         log.append_batch(
             [VolunteerRegistered(volunteer_key=p, name=f"v{i}") for i, p in enumerate(pubs)]
-            + [JobSubmitted(job_id=job, lab="bench")]
+            + [JobSubmitted(job_id=job, lab="bench", spec_digest=SPEC_DIGEST)]
         )
         clock.now += ISSUE_LEAD_MS
         pos, k = 0, 0

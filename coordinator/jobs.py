@@ -118,6 +118,11 @@ class JobSpec:
         params = {k: d[k] for k in keep} | {"system_digest": self.system_digest.hex()}
         return json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
 
+    def spec_digest(self) -> bytes:
+        """SHA-256 of :meth:`engine_parameters`: the job's spec as the ledger states it (its
+        ``job submitted`` entry, and every ``result validated`` entry of its WUs)."""
+        return hashlib.sha256(self.engine_parameters()).digest()
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class TrajectoryKey:

@@ -328,15 +328,14 @@ class Coordinator:
             for replica, _volunteer in v.valid:
                 # After a restart the cache is empty: read back (the arrays stay on disk).
                 header, signature = cached.get(replica) or self.store.signed_header(replica)
-                rep = self.scheduler.replicas[replica]
-                issued_ms = int((rep.deadline - v.wu.spec.deadline_s) * 1000)
                 attestations.append(
                     le.Attestation(
                         volunteer_key=header.worker_key,
-                        issued_at_ms=max(0, issued_ms),
+                        issued_at_ms=header.price.issued_at_ms,
                         result_digest=header.digest(),
                         final_state_digest=header.final_digest,
                         signature=signature,
+                        price=header.price,  # what the worker signed (the WU's: checked)
                     )
                 )
             system = self._system(v.wu.spec.system_digest)
@@ -349,6 +348,7 @@ class Coordinator:
                     steps=v.wu.spec.steps_per_wu,
                     deadline_s=int(v.wu.spec.deadline_s),
                     attestations=tuple(attestations),
+                    spec_digest=v.wu.spec.spec_digest(),
                 )
             )
             self._recorded.add(v.wu.id)
@@ -450,7 +450,9 @@ class Coordinator:
             lab,
             {"engine": spec.engine, "runs": spec.runs, "clones": spec.clones, "gens": spec.gens},
         )
-        self.log.append(le.JobSubmitted(job_id=bytes.fromhex(job), lab=lab))
+        self.log.append(
+            le.JobSubmitted(job_id=bytes.fromhex(job), lab=lab, spec_digest=spec.spec_digest())
+        )
         self._jobs_in_ledger.add(bytes.fromhex(job))
         self._apply(JobSubmitted(job, spec, start_digests))
         return job
@@ -525,6 +527,7 @@ class Coordinator:
                         self._system(ins.wu.spec.system_digest),
                         self._run_spec(ins),
                         self._state(ins.wu.input_digest),
+                        self.price(ins.replica),
                     )
                 )
             elif isinstance(ins, DispatchSpotCheck):
@@ -563,6 +566,7 @@ class Coordinator:
                 n_frames=wu.spec.steps_per_wu // wu.spec.report_steps,
                 segment_steps=wu.spec.segment_steps,
                 report_steps=wu.spec.report_steps,
+                price=self.price(replica),
             )
             self._check_physics(system, result, wu.spec.temperature)
             det = det_class_key(result.header.determinism)
@@ -663,6 +667,21 @@ class Coordinator:
         return None
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def price(self, replica: int) -> le.PriceInputs:
+        """The credit formula's inputs for a replica, as its task states them and its worker
+        must sign them: the WU's engine, particles, steps and deadline, and when it was
+        issued (its deadline less the job's ``deadline_s``, in ledger milliseconds)."""
+        rep = self.scheduler.replicas[replica]
+        spec = self.scheduler.wus[rep.wu].unit.spec
+        issued_ms = int((rep.deadline - spec.deadline_s) * 1000)
+        return le.PriceInputs(
+            engine=spec.engine,
+            n_particles=int(particle_count(self._system(spec.system_digest))),
+            steps=spec.steps_per_wu,
+            deadline_s=int(spec.deadline_s),
+            issued_at_ms=max(0, issued_ms),
+        )
 
     def _system(self, digest: bytes) -> SystemDefinition:
         system = self._systems.get(digest)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from coordinator.codec import decode_event, encode_event
 from coordinator.errors import CoordinatorError
 from coordinator.scheduler import Event
+from ledger.entries import PriceInputs
 from sims.state import State
 from worker.arrays import pack_arrays, unpack_arrays
 from worker.errors import WireError
@@ -107,6 +108,7 @@ def _decode_header(text: str) -> ResultHeader:
         observables_digest=bytes.fromhex(d["observables_digest"]),
         n_atoms=int(d["n_atoms"]),
         wall_time_s=float(d["wall_time_s"]),
+        price=PriceInputs(**d["price"]),
         version=int(d["version"]),
         segment_data=tuple(bytes.fromhex(x) for x in d.get("segment_data", ())),
     )

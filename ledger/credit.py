@@ -18,7 +18,8 @@ Version 1::
 elapsed))``, k = 0.75), capped at 4x so that an operator who wrote a false issue time could at
 most quadruple a credit, in plain sight of every auditor. ``validated_at_ms`` is the
 timestamp of the ``result validated`` record; ``issued_at_ms`` is recorded in that record's
-attestation for each worker.
+attestation for each worker. Every input but ``validated_at_ms`` is one the worker signed
+(``ledger.entries.PriceInputs``), so a price is never the operator's word alone.
 """
 
 from __future__ import annotations

@@ -15,10 +15,17 @@ Encoding (all integers unsigned big-endian)::
     list<T>     := count:u8  T{count}
 
     type 1  volunteer_registered v1 := volunteer_key:bytes32  name:text
-    type 2  job_submitted        v1 := job_id:bytes32  lab:text
-    type 3  result_validated     v1 := wu_id:bytes32  job_id:bytes32  engine:text
+    type 2  job_submitted        v2 := job_id:bytes32  spec_digest:bytes32  lab:text
+                                 v1 := job_id:bytes32  lab:text          (read, not written)
+    type 3  result_validated     v2 := wu_id:bytes32  job_id:bytes32  spec_digest:bytes32
+                                       engine:text  n_particles:u32  steps:u64
+                                       deadline_s:u32  attestations:list<attestation2>
+            attestation2            := attestation  price_terms
+            price_terms             := engine:text  n_particles:u32  steps:u64
+                                       deadline_s:u32   (what this worker signed)
+                                 v1 := wu_id:bytes32  job_id:bytes32  engine:text
                                        n_particles:u32  steps:u64  deadline_s:u32
-                                       attestations:list<attestation>
+                                       attestations:list<attestation>  (read, not written)
             attestation             := volunteer_key:bytes32  issued_at_ms:u64
                                        result_digest:bytes32  final_state_digest:bytes32
                                        signature:sig64
@@ -35,18 +42,35 @@ Encoding (all integers unsigned big-endian)::
 when it appended the record; it never decreases along the log. A whole record is at most
 65,535 bytes, the limit of a tlog-tiles entry bundle.
 
-A worker's attestation signs, with its Ed25519 key, the 126 bytes::
+``spec_digest`` is the SHA-256 of the job's canonical engine parameters
+(``coordinator.jobs.JobSpec.engine_parameters``): a job submission states it and every
+validated result of the job names it, so an auditor ties each priced WU to what the lab asked.
 
-    b"foldnet/result-attestation/v1\\n" || wu_id || result_digest || final_state_digest
+A worker's attestation signs, with its Ed25519 key, the 158 bytes::
+
+    b"foldnet/result-attestation/v2\\n" || wu_id || result_digest || final_state_digest
+        || price_digest
 
 where ``result_digest`` is the SHA-256 of the worker's canonical result encoding (its
-commitment to everything it returned) and ``final_state_digest`` the digest of the state the
-next generation starts from. The auditor checks each signature against this message, so the
-ledger needs nothing else of foldnet to verify who computed what.
+commitment to everything it returned), ``final_state_digest`` the digest of the state the
+next generation starts from, and ``price_digest`` = SHA-256 of the credit formula's inputs
+as the worker received them with its WU (:class:`PriceInputs`)::
+
+    b"foldnet/price/v1\\n" || engine:text || n_particles:u32 || steps:u64 || deadline_s:u32
+        || issued_at_ms:u64
+
+A v2 attestation records those inputs (``price_terms`` and its ``issued_at_ms``), so the
+auditor checks each signature over exactly the numbers it prices that worker's credit with,
+and a result entry whose own ``engine``/``n_particles``/``steps``/``deadline_s`` differ from
+what its workers signed is a discrepancy. (v1 attestations signed the 126 bytes
+``b"foldnet/result-attestation/v1\\n" || wu_id || result_digest || final_state_digest``:
+their prices were the operator's word.) The ledger needs nothing else of foldnet to verify
+who computed what, and at what price.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
@@ -58,18 +82,22 @@ from ledger.errors import EntryFormatError, EntryTooLargeError
 
 __all__ = [
     "ATTESTATION_DOMAIN",
+    "ATTESTATION_DOMAIN_V1",
     "MAX_ENTRY_BYTES",
+    "PRICE_DOMAIN",
     "Attestation",
     "CheckpointPublished",
     "CreditGranted",
     "CreditRevoked",
     "Entry",
     "JobSubmitted",
+    "PriceInputs",
     "Record",
     "ResultValidated",
     "VolunteerRegistered",
     "WitnessCosigned",
     "attestation_message",
+    "attestation_message_v1",
     "decode_record",
     "encode_record",
 ]
@@ -77,13 +105,19 @@ __all__ = [
 #: The largest record, in bytes (an entry bundle prefixes each entry with a uint16 length).
 MAX_ENTRY_BYTES = 0xFFFF
 #: Domain separation prefix of the message a worker signs for a result.
-ATTESTATION_DOMAIN = b"foldnet/result-attestation/v1\n"
+ATTESTATION_DOMAIN = b"foldnet/result-attestation/v2\n"
+#: The prefix v1 attestations (no prices) signed; only read, to verify old entries.
+ATTESTATION_DOMAIN_V1 = b"foldnet/result-attestation/v1\n"
+#: Domain separation prefix of the canonical encoding of a WU's price inputs.
+PRICE_DOMAIN = b"foldnet/price/v1\n"
 #: Most attestations one validated result may carry.
 MAX_ATTESTATIONS = 255
 
 _HEADER = struct.Struct(">BBQ")
 _U16 = struct.Struct(">H")
 _ATT = struct.Struct(">32sQ32s32s64s")
+_TERMS = struct.Struct(">IQI")
+_PRICE = struct.Struct(">IQIQ")
 _U64_MAX = (1 << 64) - 1
 
 
@@ -141,20 +175,101 @@ def _need(data: bytes, end: int, what: str) -> None:
 # ------------------------------------------------------------------------------ entry types
 
 
-def attestation_message(wu_id: bytes, result_digest: bytes, final_state_digest: bytes) -> bytes:
-    """The bytes a worker signs for its result of WU ``wu_id`` (see the module docstring)."""
-    return ATTESTATION_DOMAIN + wu_id + result_digest + final_state_digest
+def attestation_message(
+    wu_id: bytes, result_digest: bytes, final_state_digest: bytes, price_digest: bytes
+) -> bytes:
+    """The bytes a worker signs for its result of WU ``wu_id`` (see the module docstring):
+    ``price_digest`` is :meth:`PriceInputs.digest` of the WU's pricing inputs it received."""
+    return ATTESTATION_DOMAIN + wu_id + result_digest + final_state_digest + price_digest
+
+
+def attestation_message_v1(wu_id: bytes, result_digest: bytes, final_state_digest: bytes) -> bytes:
+    """What a v1 attestation signed (no prices): only to verify entries written before v2."""
+    return ATTESTATION_DOMAIN_V1 + wu_id + result_digest + final_state_digest
+
+
+@dataclass(frozen=True, slots=True)
+class PriceInputs:
+    """The WU parameters the credit formula prices (:mod:`ledger.credit`), as the worker
+    received them with its WU and signed them: engine, particles, steps per WU, deadline and
+    the time the WU was issued to it. Encoding ``foldnet/price/v1`` (module docstring)."""
+
+    engine: str
+    n_particles: int
+    steps: int
+    deadline_s: int
+    issued_at_ms: int
+
+    #: The priced fields, in encoding order (also the names a discrepancy reports).
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "engine",
+        "n_particles",
+        "steps",
+        "deadline_s",
+        "issued_at_ms",
+    )
+
+    def __post_init__(self) -> None:
+        _text("engine", self.engine)
+        if len(self.engine.encode("utf-8")) > 255:
+            raise EntryFormatError(
+                f"engine must be at most 255 bytes, got {len(self.engine.encode('utf-8'))}"
+            )
+        _uint("n_particles", self.n_particles, 32)
+        _uint("steps", self.steps, 64)
+        _uint("deadline_s", self.deadline_s, 32)
+        _uint("issued_at_ms", self.issued_at_ms, 64)
+
+    def encode(self) -> bytes:
+        """``foldnet/price/v1``: the canonical bytes the price digest is taken over."""
+        return (
+            PRICE_DOMAIN
+            + _enc_text(self.engine)
+            + _PRICE.pack(self.n_particles, self.steps, self.deadline_s, self.issued_at_ms)
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> PriceInputs:
+        """The inverse of :meth:`encode`; refuses anything else (wrong domain, trailing bytes)."""
+        if not data.startswith(PRICE_DOMAIN):
+            raise EntryFormatError(
+                f"price inputs must start with {PRICE_DOMAIN!r}, got {data[: len(PRICE_DOMAIN)]!r}"
+            )
+        engine, pos = _dec_text(data, len(PRICE_DOMAIN), "engine")
+        if len(data) != pos + _PRICE.size:
+            raise EntryFormatError(
+                f"price inputs: expected {pos + _PRICE.size} bytes, got {len(data)}"
+            )
+        n, steps, deadline_s, issued = _PRICE.unpack_from(data, pos)
+        return cls(engine, n, steps, deadline_s, issued)
+
+    def digest(self) -> bytes:
+        """SHA-256 of :meth:`encode`: what the attestation signature covers."""
+        return hashlib.sha256(self.encode()).digest()
+
+    def differences(self, other: PriceInputs) -> list[str]:
+        """``"field: expected A, got B"`` for each field where ``other`` differs from this."""
+        return [
+            f"{name}: expected {getattr(self, name)!r}, got {getattr(other, name)!r}"
+            for name in self.FIELDS
+            if getattr(self, name) != getattr(other, name)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
 class Attestation:
-    """A worker's signed statement of its result for one WU, and when the WU was issued."""
+    """A worker's signed statement of its result for one WU, and of the WU's price inputs.
+
+    ``price`` holds what the worker signed (v2); its ``issued_at_ms`` is the attestation's.
+    ``None`` only for attestations decoded from v1 entries, whose prices nobody signed.
+    """
 
     volunteer_key: bytes
     issued_at_ms: int
     result_digest: bytes
     final_state_digest: bytes
     signature: bytes
+    price: PriceInputs | None = None
 
     def __post_init__(self) -> None:
         _b32("volunteer_key", self.volunteer_key)
@@ -162,6 +277,24 @@ class Attestation:
         _b32("result_digest", self.result_digest)
         _b32("final_state_digest", self.final_state_digest)
         _sig("signature", self.signature)
+        if self.price is not None:
+            if not isinstance(self.price, PriceInputs):
+                raise EntryFormatError(
+                    f"price must be PriceInputs or None, got {type(self.price).__name__}"
+                )
+            if self.price.issued_at_ms != self.issued_at_ms:
+                raise EntryFormatError(
+                    f"the signed price's issued_at_ms must be the attestation's: expected "
+                    f"{self.issued_at_ms}, got {self.price.issued_at_ms}"
+                )
+
+    def message(self, wu_id: bytes) -> bytes:
+        """The bytes this attestation's signature is over (v2, or v1 without a price)."""
+        if self.price is None:
+            return attestation_message_v1(wu_id, self.result_digest, self.final_state_digest)
+        return attestation_message(
+            wu_id, self.result_digest, self.final_state_digest, self.price.digest()
+        )
 
     @classmethod
     def create(
@@ -169,19 +302,22 @@ class Attestation:
         *,
         private_key: Ed25519PrivateKey,
         wu_id: bytes,
-        issued_at_ms: int,
         result_digest: bytes,
         final_state_digest: bytes,
+        price: PriceInputs,
     ) -> Attestation:
-        """Sign an attestation with a worker's key (as a worker would)."""
+        """Sign an attestation with a worker's key (as a worker would), over ``price``."""
         _b32("wu_id", wu_id)
-        msg = attestation_message(wu_id, result_digest, final_state_digest)
+        _b32("result_digest", result_digest)
+        _b32("final_state_digest", final_state_digest)
+        msg = attestation_message(wu_id, result_digest, final_state_digest, price.digest())
         return cls(
             volunteer_key=private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-            issued_at_ms=issued_at_ms,
+            issued_at_ms=price.issued_at_ms,
             result_digest=result_digest,
             final_state_digest=final_state_digest,
             signature=private_key.sign(msg),
+            price=price,
         )
 
 
@@ -200,11 +336,15 @@ class VolunteerRegistered:
         _b32("volunteer_key", self.volunteer_key)
         _text("name", self.name)
 
+    @property
+    def version(self) -> int:
+        return self.VERSION
+
     def encode_body(self) -> bytes:
         return self.volunteer_key + _enc_text(self.name)
 
     @classmethod
-    def decode_body(cls, data: bytes, pos: int) -> tuple[VolunteerRegistered, int]:
+    def decode_body(cls, data: bytes, pos: int, version: int) -> tuple[VolunteerRegistered, int]:
         _need(data, pos + 32, "volunteer_key")
         name, end = _dec_text(data, pos + 32, "name")
         return cls(volunteer_key=data[pos : pos + 32], name=name), end
@@ -212,27 +352,42 @@ class VolunteerRegistered:
 
 @dataclass(frozen=True, slots=True)
 class JobSubmitted:
-    """A lab submitted a job; ``job_id`` is the SHA-256 digest of its canonical spec."""
+    """A lab submitted a job; ``spec_digest`` is the SHA-256 of its canonical engine
+    parameters (``None`` only in v1 entries, written before jobs stated it)."""
 
     TYPE: ClassVar[int] = 2
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
+    VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
     KIND: ClassVar[str] = "job submitted"
 
     job_id: bytes
     lab: str = ""
+    spec_digest: bytes | None = None
 
     def __post_init__(self) -> None:
         _b32("job_id", self.job_id)
         _text("lab", self.lab)
+        if self.spec_digest is not None:
+            _b32("spec_digest", self.spec_digest)
+
+    @property
+    def version(self) -> int:
+        return 1 if self.spec_digest is None else 2
 
     def encode_body(self) -> bytes:
-        return self.job_id + _enc_text(self.lab)
+        spec = b"" if self.spec_digest is None else self.spec_digest
+        return self.job_id + spec + _enc_text(self.lab)
 
     @classmethod
-    def decode_body(cls, data: bytes, pos: int) -> tuple[JobSubmitted, int]:
+    def decode_body(cls, data: bytes, pos: int, version: int) -> tuple[JobSubmitted, int]:
         _need(data, pos + 32, "job_id")
-        lab, end = _dec_text(data, pos + 32, "lab")
-        return cls(job_id=data[pos : pos + 32], lab=lab), end
+        spec: bytes | None = None
+        p = pos + 32
+        if version >= 2:
+            _need(data, p + 32, "spec_digest")
+            spec, p = data[p : p + 32], p + 32
+        lab, end = _dec_text(data, p, "lab")
+        return cls(job_id=data[pos : pos + 32], lab=lab, spec_digest=spec), end
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +395,16 @@ class ResultValidated:
     """A WU's result passed validation; the agreeing workers' attestations.
 
     ``engine``, ``n_particles``, ``steps`` and ``deadline_s`` are the WU parameters the credit
-    formula needs (:mod:`ledger.credit`).
+    formula needs (:mod:`ledger.credit`), as the operator states them; each attestation
+    carries the same inputs as its worker signed them, and the two must agree (the auditor
+    prices with the signed ones). ``spec_digest`` names the job's spec (as its
+    :class:`JobSubmitted` states it). A v1 entry (``spec_digest`` ``None``, attestations
+    without prices) is still read, but nobody signed its prices.
     """
 
     TYPE: ClassVar[int] = 3
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
+    VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
     KIND: ClassVar[str] = "result validated"
 
     wu_id: bytes
@@ -254,6 +414,7 @@ class ResultValidated:
     steps: int
     deadline_s: int
     attestations: tuple[Attestation, ...]
+    spec_digest: bytes | None = None
 
     def __post_init__(self) -> None:
         _b32("wu_id", self.wu_id)
@@ -271,34 +432,78 @@ class ResultValidated:
                 f"a validated result needs 1 to {MAX_ATTESTATIONS} attestations, "
                 f"got {len(self.attestations)}"
             )
+        v2 = self.spec_digest is not None
+        if v2:
+            _b32("spec_digest", self.spec_digest)
+        unpriced = sum(a.price is None for a in self.attestations)
+        if v2 and unpriced:
+            raise EntryFormatError(
+                f"a v2 validated result needs a signed price in every attestation; "
+                f"{unpriced} of {len(self.attestations)} have none"
+            )
+        if not v2 and unpriced != len(self.attestations):
+            raise EntryFormatError(
+                "a validated result with signed prices must name its job's spec_digest"
+            )
+
+    @property
+    def version(self) -> int:
+        return 1 if self.spec_digest is None else 2
+
+    def stated_price(self, issued_at_ms: int) -> PriceInputs:
+        """The price inputs this entry states, for a worker issued the WU at ``issued_at_ms``."""
+        return PriceInputs(self.engine, self.n_particles, self.steps, self.deadline_s, issued_at_ms)
 
     def encode_body(self) -> bytes:
-        parts = [
-            self.wu_id,
-            self.job_id,
+        parts = [self.wu_id, self.job_id]
+        if self.spec_digest is not None:
+            parts.append(self.spec_digest)
+        parts += [
             _enc_text(self.engine),
             struct.pack(
                 ">IQIB", self.n_particles, self.steps, self.deadline_s, len(self.attestations)
             ),
         ]
-        parts.extend(
-            _ATT.pack(
-                a.volunteer_key, a.issued_at_ms, a.result_digest, a.final_state_digest, a.signature
+        for a in self.attestations:
+            parts.append(
+                _ATT.pack(
+                    a.volunteer_key,
+                    a.issued_at_ms,
+                    a.result_digest,
+                    a.final_state_digest,
+                    a.signature,
+                )
             )
-            for a in self.attestations
-        )
+            if a.price is not None:
+                parts.append(_enc_text(a.price.engine))
+                parts.append(_TERMS.pack(a.price.n_particles, a.price.steps, a.price.deadline_s))
         return b"".join(parts)
 
     @classmethod
-    def decode_body(cls, data: bytes, pos: int) -> tuple[ResultValidated, int]:
+    def decode_body(cls, data: bytes, pos: int, version: int) -> tuple[ResultValidated, int]:
         _need(data, pos + 64, "wu_id/job_id")
-        engine, pos2 = _dec_text(data, pos + 64, "engine")
-        _need(data, pos2 + 17, "WU parameters")
-        n_particles, steps, deadline_s, count = struct.unpack_from(">IQIB", data, pos2)
-        p = pos2 + 17
-        end = p + count * _ATT.size
-        _need(data, end, "attestations")
-        atts = tuple(Attestation(*_ATT.unpack_from(data, p + i * _ATT.size)) for i in range(count))
+        p = pos + 64
+        spec: bytes | None = None
+        if version >= 2:
+            _need(data, p + 32, "spec_digest")
+            spec, p = data[p : p + 32], p + 32
+        engine, p = _dec_text(data, p, "engine")
+        _need(data, p + 17, "WU parameters")
+        n_particles, steps, deadline_s, count = struct.unpack_from(">IQIB", data, p)
+        p += 17
+        atts = []
+        for _ in range(count):
+            _need(data, p + _ATT.size, "attestations")
+            key, issued, result, final, sig = _ATT.unpack_from(data, p)
+            p += _ATT.size
+            price = None
+            if version >= 2:
+                signed_engine, p = _dec_text(data, p, "the signed engine")
+                _need(data, p + _TERMS.size, "the signed price")
+                n, s, d = _TERMS.unpack_from(data, p)
+                p += _TERMS.size
+                price = PriceInputs(signed_engine, n, s, d, issued)
+            atts.append(Attestation(key, issued, result, final, sig, price))
         entry = cls(
             wu_id=data[pos : pos + 32],
             job_id=data[pos + 32 : pos + 64],
@@ -306,20 +511,14 @@ class ResultValidated:
             n_particles=n_particles,
             steps=steps,
             deadline_s=deadline_s,
-            attestations=atts,
+            attestations=tuple(atts),
+            spec_digest=spec,
         )
-        return entry, end
+        return entry, p
 
     def signed_messages(self) -> list[tuple[bytes, bytes, bytes]]:
         """``(public key, signature, message)`` for every attestation."""
-        return [
-            (
-                a.volunteer_key,
-                a.signature,
-                attestation_message(self.wu_id, a.result_digest, a.final_state_digest),
-            )
-            for a in self.attestations
-        ]
+        return [(a.volunteer_key, a.signature, a.message(self.wu_id)) for a in self.attestations]
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,16 +540,20 @@ class CreditGranted:
         _uint("formula_version", self.formula_version, 16)
         _uint("amount", self.amount, 64)
 
+    @property
+    def version(self) -> int:
+        return self.VERSION
+
     def encode_body(self) -> bytes:
         return struct.pack(
             ">32s32sHQ", self.volunteer_key, self.wu_id, self.formula_version, self.amount
         )
 
     @classmethod
-    def decode_body(cls, data: bytes, pos: int) -> tuple[CreditGranted, int]:
+    def decode_body(cls, data: bytes, pos: int, version: int) -> tuple[CreditGranted, int]:
         _need(data, pos + 74, "credit")
-        key, wu, version, amount = struct.unpack_from(">32s32sHQ", data, pos)
-        return cls(volunteer_key=key, wu_id=wu, formula_version=version, amount=amount), pos + 74
+        key, wu, formula, amount = struct.unpack_from(">32s32sHQ", data, pos)
+        return cls(volunteer_key=key, wu_id=wu, formula_version=formula, amount=amount), pos + 74
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,13 +575,17 @@ class CreditRevoked:
         _uint("amount", self.amount, 64)
         _text("reason", self.reason)
 
+    @property
+    def version(self) -> int:
+        return self.VERSION
+
     def encode_body(self) -> bytes:
         return struct.pack(">32s32sQ", self.volunteer_key, self.wu_id, self.amount) + _enc_text(
             self.reason
         )
 
     @classmethod
-    def decode_body(cls, data: bytes, pos: int) -> tuple[CreditRevoked, int]:
+    def decode_body(cls, data: bytes, pos: int, version: int) -> tuple[CreditRevoked, int]:
         _need(data, pos + 72, "revocation")
         key, wu, amount = struct.unpack_from(">32s32sQ", data, pos)
         reason, end = _dec_text(data, pos + 72, "reason")
@@ -401,11 +608,15 @@ class CheckpointPublished:
         if len(self.note.encode("utf-8", "surrogatepass")) > 0xFFFF:
             raise EntryFormatError("note is longer than 65,535 bytes")
 
+    @property
+    def version(self) -> int:
+        return self.VERSION
+
     def encode_body(self) -> bytes:
         return _enc_text(self.note)
 
     @classmethod
-    def decode_body(cls, data: bytes, pos: int) -> tuple[CheckpointPublished, int]:
+    def decode_body(cls, data: bytes, pos: int, version: int) -> tuple[CheckpointPublished, int]:
         note, end = _dec_text(data, pos, "note")
         return cls(note=note), end
 
@@ -433,6 +644,10 @@ class WitnessCosigned:
         _uint("timestamp", self.timestamp, 63)
         _sig("signature", self.signature)
 
+    @property
+    def version(self) -> int:
+        return self.VERSION
+
     def encode_body(self) -> bytes:
         return _enc_text(self.witness_name) + struct.pack(
             ">32sQ32sQ64s",
@@ -444,7 +659,7 @@ class WitnessCosigned:
         )
 
     @classmethod
-    def decode_body(cls, data: bytes, pos: int) -> tuple[WitnessCosigned, int]:
+    def decode_body(cls, data: bytes, pos: int, version: int) -> tuple[WitnessCosigned, int]:
         name, p = _dec_text(data, pos, "witness_name")
         _need(data, p + 144, "cosignature")
         key, size, root, ts, sig = struct.unpack_from(">32sQ32sQ64s", data, p)
@@ -469,7 +684,7 @@ Entry: TypeAlias = (
 )
 
 _TYPES: dict[tuple[int, int], type[Entry]] = {
-    (cls.TYPE, cls.VERSION): cls
+    (cls.TYPE, version): cls
     for cls in (
         VolunteerRegistered,
         JobSubmitted,
@@ -479,6 +694,7 @@ _TYPES: dict[tuple[int, int], type[Entry]] = {
         CheckpointPublished,
         WitnessCosigned,
     )
+    for version in getattr(cls, "VERSIONS", (cls.VERSION,))
 }
 _KNOWN_TYPES = {t for t, _ in _TYPES}
 
@@ -502,7 +718,7 @@ class Record:
 def encode_record(record: Record) -> bytes:
     """The canonical bytes of ``record``; raises :class:`EntryTooLargeError` over 65,535."""
     entry = record.entry
-    data = _HEADER.pack(entry.TYPE, entry.VERSION, record.timestamp_ms) + entry.encode_body()
+    data = _HEADER.pack(entry.TYPE, entry.version, record.timestamp_ms) + entry.encode_body()
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryTooLargeError(
             f"{entry.KIND} entry is {len(data):,} bytes; the limit is {MAX_ENTRY_BYTES:,}"
@@ -524,7 +740,7 @@ def decode_record(data: bytes) -> Record:
         if etype in _KNOWN_TYPES:
             raise EntryFormatError(f"entry type {etype} has no version {version}")
         raise EntryFormatError(f"unknown entry type {etype}")
-    entry, end = cls.decode_body(data, _HEADER.size)
+    entry, end = cls.decode_body(data, _HEADER.size, version)
     if end != len(data):
         raise EntryFormatError(
             f"{cls.KIND} entry has {len(data) - end} trailing bytes after its last field"

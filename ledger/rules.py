@@ -12,10 +12,14 @@ Rules (discrepancy kind in brackets):
 * a validated result names a submitted job [``unknown-job``], is the first for its WU
   [``duplicate-result``], is attested by registered volunteers [``unregistered-worker``],
   each once [``duplicate-worker``], issued after the job was submitted and not after it was
-  validated [``issue-time``];
+  validated [``issue-time``]; its price inputs (engine, particles, steps, deadline, issue
+  time) are the ones each of its workers signed [``unsigned-price``: the entry differs from
+  a signature, or is a v1 entry that no worker's signature prices], and it names the spec
+  digest its job was submitted with [``spec-mismatch``];
 * a credit is backed by a validated result attested by that volunteer
   [``credit-without-result``], is granted once per (volunteer, WU) [``duplicate-credit``],
-  and its amount is the formula's [``credit-mismatch``, ``unknown-formula``];
+  and its amount is the formula's applied to the inputs that volunteer signed
+  [``credit-mismatch``, ``unknown-formula``];
 * a revocation withdraws an existing, unrevoked grant of that exact amount
   [``revocation-without-credit``, ``revocation-mismatch``], and a revocation that cites
   evidence (a convicted key's clawback: JSON with ``evidence_wu``) cites a WU whose validated
@@ -37,13 +41,14 @@ from ledger.entries import (
     CreditGranted,
     CreditRevoked,
     JobSubmitted,
+    PriceInputs,
     Record,
     ResultValidated,
     VolunteerRegistered,
 )
 from ledger.errors import CreditError
 
-__all__ = ["Discrepancy", "LedgerState", "price_attestation"]
+__all__ = ["Discrepancy", "LedgerState", "price_attestation", "price_with", "signed_price"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,26 +67,37 @@ class Discrepancy:
 @dataclass(slots=True)
 class _Result:
     validated_at_ms: int
-    engine: str
-    n_particles: int
-    steps: int
-    deadline_s: int
-    issued: dict[bytes, int]
+    #: Per attester, the price inputs it signed (for a v1 entry: the entry's, unsigned).
+    prices: dict[bytes, PriceInputs]
+
+
+def signed_price(result: ResultValidated, attestation: Attestation) -> PriceInputs:
+    """The price inputs ``attestation``'s worker signed; for a v1 entry (nobody signed any)
+    the ones the entry states."""
+    if attestation.price is not None:
+        return attestation.price
+    return result.stated_price(attestation.issued_at_ms)
+
+
+def price_with(version: int, price: PriceInputs, *, validated_at_ms: int) -> int:
+    """The credit formula ``version`` applied to ``price`` (validated at ``validated_at_ms``)."""
+    return credit_for(
+        version,
+        engine=price.engine,
+        n_particles=price.n_particles,
+        steps=price.steps,
+        deadline_s=price.deadline_s,
+        issued_at_ms=price.issued_at_ms,
+        validated_at_ms=validated_at_ms,
+    )
 
 
 def price_attestation(
     result: ResultValidated, attestation: Attestation, *, validated_at_ms: int, version: int
 ) -> int:
-    """The credit formula ``version`` applied to one attester's share in ``result``."""
-    return credit_for(
-        version,
-        engine=result.engine,
-        n_particles=result.n_particles,
-        steps=result.steps,
-        deadline_s=result.deadline_s,
-        issued_at_ms=attestation.issued_at_ms,
-        validated_at_ms=validated_at_ms,
-    )
+    """The credit formula ``version`` applied to one attester's share in ``result``, with the
+    inputs that attester signed."""
+    return price_with(version, signed_price(result, attestation), validated_at_ms=validated_at_ms)
 
 
 def revocation_evidence(reason: str) -> bytes | None:
@@ -114,6 +130,7 @@ class LedgerState:
         "balances",
         "formula_balances",
         "grants",
+        "job_specs",
         "jobs",
         "last_timestamp_ms",
         "results",
@@ -124,6 +141,7 @@ class LedgerState:
     def __init__(self) -> None:
         self.volunteers: dict[bytes, int] = {}
         self.jobs: dict[bytes, int] = {}
+        self.job_specs: dict[bytes, bytes | None] = {}
         self.results: dict[bytes, _Result] = {}
         self.grants: dict[tuple[bytes, bytes], int] = {}
         self.revoked: set[tuple[bytes, bytes]] = set()
@@ -176,6 +194,7 @@ class LedgerState:
                 )
             else:
                 self.jobs[e.job_id] = ts
+                self.job_specs[e.job_id] = e.spec_digest
         return out
 
     def _result(self, index: int, ts: int, e: ResultValidated, out: list[Discrepancy]) -> None:
@@ -192,10 +211,15 @@ class LedgerState:
                     index,
                 )
             )
-        issued: dict[bytes, int] = {}
+        self._spec(index, e, out)
+        prices: dict[bytes, PriceInputs] = {}
+        unsigned: list[str] = []
+        if e.spec_digest is None:
+            unsigned.append("a v1 entry: no worker signed its price inputs")
+        stated: PriceInputs | None = None
         for a in e.attestations:
             key = self._key(a.volunteer_key)
-            if key in issued:
+            if key in prices:
                 out.append(
                     Discrepancy(
                         "duplicate-worker",
@@ -221,39 +245,64 @@ class LedgerState:
                         index,
                     )
                 )
-            issued[key] = a.issued_at_ms
-        self.results[e.wu_id] = _Result(
-            validated_at_ms=ts,
-            engine=sys.intern(e.engine),
-            n_particles=e.n_particles,
-            steps=e.steps,
-            deadline_s=e.deadline_s,
-            issued=issued,
-        )
+            if stated is None or stated.issued_at_ms != a.issued_at_ms:
+                stated = PriceInputs(
+                    sys.intern(e.engine), e.n_particles, e.steps, e.deadline_s, a.issued_at_ms
+                )
+            price = a.price or stated
+            if price != stated:
+                unsigned.extend(
+                    f"{name} is {getattr(stated, name)!r} in the entry, but {_short(key)} "
+                    f"signed {getattr(price, name)!r}"
+                    for name in PriceInputs.FIELDS
+                    if getattr(stated, name) != getattr(price, name)
+                )
+            else:
+                price = stated  # one object for the attesters who agree with the entry
+            prices[key] = price
+        if unsigned:
+            out.append(
+                Discrepancy(
+                    "unsigned-price",
+                    f"WU {wu}: the credit inputs are not what its workers signed: "
+                    + "; ".join(unsigned[:8])
+                    + (f"; and {len(unsigned) - 8} more" if len(unsigned) > 8 else ""),
+                    index,
+                )
+            )
+        self.results[e.wu_id] = _Result(validated_at_ms=ts, prices=prices)
+
+    def _spec(self, index: int, e: ResultValidated, out: list[Discrepancy]) -> None:
+        """The result names the spec digest its job was submitted with."""
+        if e.spec_digest is None or e.job_id not in self.job_specs:
+            return  # v1 (reported as unsigned-price) or an unknown job (unknown-job)
+        want = self.job_specs[e.job_id]
+        if want != e.spec_digest:
+            said = "no spec digest (a v1 job entry)" if want is None else _short(want)
+            out.append(
+                Discrepancy(
+                    "spec-mismatch",
+                    f"WU {_short(e.wu_id)} names job spec {_short(e.spec_digest)}, but job "
+                    f"{_short(e.job_id)} was submitted with {said}",
+                    index,
+                )
+            )
 
     def expected_credit(self, wu_id: bytes, volunteer_key: bytes, version: int) -> int:
-        """The formula's credit for ``volunteer_key``'s share in ``wu_id``.
+        """The formula's credit for ``volunteer_key``'s share in ``wu_id``, priced with the
+        inputs that volunteer signed.
 
         Raises :class:`KeyError` if there is no such attested result, and
         :class:`~ledger.errors.CreditError` if the formula cannot price it.
         """
         r = self.results[wu_id]
-        issued_at = r.issued[volunteer_key]
-        return credit_for(
-            version,
-            engine=r.engine,
-            n_particles=r.n_particles,
-            steps=r.steps,
-            deadline_s=r.deadline_s,
-            issued_at_ms=issued_at,
-            validated_at_ms=r.validated_at_ms,
-        )
+        return price_with(version, r.prices[volunteer_key], validated_at_ms=r.validated_at_ms)
 
     def _grant(self, index: int, e: CreditGranted, out: list[Discrepancy]) -> None:
         key = self._key(e.volunteer_key)
         wu = _short(e.wu_id)
         r = self.results.get(e.wu_id)
-        if r is None or key not in r.issued:
+        if r is None or key not in r.prices:
             why = "no validated result for that WU" if r is None else "not among its attesters"
             out.append(
                 Discrepancy(

@@ -19,6 +19,7 @@ from ledger import (
     CreditGranted,
     JobSubmitted,
     Log,
+    PriceInputs,
     ResultValidated,
     Store,
     VolunteerRegistered,
@@ -64,17 +65,26 @@ class Built:
         return public_key_bytes(self.volunteers[i])
 
 
+def spec_digest_of(job_id: bytes) -> bytes:
+    """The spec digest the helpers' job ``job_id`` is submitted with."""
+    return digest("spec", job_id)
+
+
 def make_result(
     built: Built, wu: int, signers: list[int], *, issued_at_ms: int, engine: str = "go"
 ) -> ResultValidated:
+    """A validated result whose workers signed exactly the price inputs the entry states."""
     wu_id = digest("wu", wu)
+    price = PriceInputs(
+        engine=engine, n_particles=36, steps=100_000, deadline_s=3600, issued_at_ms=issued_at_ms
+    )
     atts = tuple(
         Attestation.create(
             private_key=built.volunteers[i],
             wu_id=wu_id,
-            issued_at_ms=issued_at_ms,
             result_digest=digest("result", wu, i),
             final_state_digest=digest("final", wu),
+            price=price,
         )
         for i in signers
     )
@@ -86,6 +96,7 @@ def make_result(
         steps=100_000,
         deadline_s=3600,
         attestations=atts,
+        spec_digest=spec_digest_of(built.job_id),
     )
 
 
@@ -121,7 +132,9 @@ def build_ledger(
                 for i, v in enumerate(vols)
             ]
         )
-        log.append(JobSubmitted(job_id=built.job_id, lab="lab-a"))
+        log.append(
+            JobSubmitted(job_id=built.job_id, lab="lab-a", spec_digest=spec_digest_of(built.job_id))
+        )
         pairs = itertools.cycle(itertools.combinations(range(n_volunteers), 2))
         for wu in range(n_wus):
             issued = clock.now
@@ -155,12 +168,19 @@ def ghost_entries(*, at_ms: int = 1_900_000_000_000) -> Ghost:
     what formula v1 gives: openmm, 10**6 particles, 4 * 10**9 steps, no quick-return bonus)."""
     ghost = Ed25519PrivateKey.generate()
     job_id, wu_id = digest("ghost job"), digest("ghost wu")
+    price = PriceInputs(
+        engine="openmm",
+        n_particles=1_000_000,
+        steps=4_000_000_000,
+        deadline_s=3600,
+        issued_at_ms=at_ms,
+    )
     attestation = Attestation.create(
         private_key=ghost,
         wu_id=wu_id,
-        issued_at_ms=at_ms,
         result_digest=digest("ghost result"),
         final_state_digest=digest("ghost final"),
+        price=price,
     )
     result = ResultValidated(
         wu_id=wu_id,
@@ -170,12 +190,13 @@ def ghost_entries(*, at_ms: int = 1_900_000_000_000) -> Ghost:
         steps=4_000_000_000,
         deadline_s=3600,
         attestations=(attestation,),
+        spec_digest=spec_digest_of(job_id),
     )
     amount = price_attestation(result, attestation, validated_at_ms=at_ms, version=1)
     assert amount == GHOST_CREDIT
     entries = (
         VolunteerRegistered(volunteer_key=public_key_bytes(ghost), name="ghost"),
-        JobSubmitted(job_id=job_id, lab="ghost-lab"),
+        JobSubmitted(job_id=job_id, lab="ghost-lab", spec_digest=spec_digest_of(job_id)),
         result,
         CreditGranted(
             volunteer_key=public_key_bytes(ghost), wu_id=wu_id, formula_version=1, amount=amount

@@ -155,7 +155,7 @@ def invented_frames(source: WorkerResult, t: ComputeTask, me: Identity) -> Worke
         determinism=engine.determinism_class(),
         wall_time_s=0.01,
     )
-    return sign_result(run, wu_id=t.wu_id, identity=me)
+    return sign_result(run, wu_id=t.wu_id, identity=me, price=t.price)
 
 
 def drive(served, vols: list[Volunteer], done: Callable[[], bool], *, rounds: int = 200) -> None:

@@ -421,3 +421,69 @@ def test_the_auditor_refuses_a_revocation_that_cites_no_validated_result(tmp_pat
     forced.close()
     report = run_audit(path, workers=1)
     assert "revocation-without-evidence" in report.kinds()
+
+
+def test_a_result_signed_over_inflated_prices_is_invalid_and_earns_nothing(tmp_path, model):
+    """A volunteer who computes honestly but signs inflated pricing inputs: its signature is
+    valid, but the inputs are not its WU's, so the result counts as invalid."""
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    greedy = Volunteer("inflate-price", trusted=True)
+    small_job(coord, model)
+    assert greedy.work(coord, model) == 2
+    out = coord.drain()
+    assert {i.volunteer for i in out.invalidated} == {greedy.key.hex()}
+    assert len(out.invalidated) == 2 and not out.validated
+    for inv in out.invalidated:
+        assert "signed price inputs are not the WU's" in inv.reason, inv.reason
+        assert "n_particles: expected 36, got 36000" in inv.reason
+        assert "steps: expected 2000, got 20000" in inv.reason
+    assert coord.credits() == {}
+    coord.close()
+
+
+def test_the_ledger_records_signed_prices_and_the_job_spec_digest(tmp_path, model):
+    """Every attestation on the ledger carries the prices its worker signed (its task's), the
+    result entries name the spec digest the job was submitted with, and the audit holds."""
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    job = small_job(coord, model, audit_rate=0.0)
+    spec = coord.scheduler.jobs[job].spec
+    run_until_done(coord, job, model, [Volunteer(), Volunteer()])
+    coord.log.publish_checkpoint()
+    entries = [le.decode_record(d).entry for _, _, d in coord.log.store.iter_entries()]
+    (submitted,) = [e for e in entries if isinstance(e, le.JobSubmitted)]
+    assert submitted.spec_digest == hashlib.sha256(spec.engine_parameters()).digest()
+    assert submitted.version == 2
+    results = [e for e in entries if isinstance(e, le.ResultValidated)]
+    assert len(results) == 4
+    for r in results:
+        assert r.version == 2 and r.spec_digest == submitted.spec_digest
+        for a in r.attestations:
+            assert a.price == r.stated_price(a.issued_at_ms)
+            assert a.price is not None and a.price.n_particles == 36
+            assert a.price.steps == 2000 and a.price.deadline_s == int(spec.deadline_s)
+    report = run_audit(coord.log.store.path, workers=1)
+    assert report.ok, report.discrepancies
+    coord.close()
+
+
+def test_a_stored_header_reads_back_signed_with_its_price(tmp_path, model):
+    """After a restart the ledger attestation is built from the stored header: it must come
+    back whole (price and per-segment digests included), so its signature still verifies."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    v = Volunteer()
+    small_job(coord, model)
+    coord.trust(v.key)
+    canonical = GoEngine(model).determinism_class().canonical().decode()
+    accepted = coord.accept_class(canonical)
+    (task, *_) = coord.request_work(v.key, accepted.key, 1, accepted.engine)
+    assert isinstance(task, ComputeTask)
+    assert task.price == coord.price(task.replica)
+    result = v.behaviour(task, v.engines, v.identity)
+    coord.submit_result(v.key, task.replica, result)
+    header, signature = coord.store.signed_header(task.replica)
+    assert header == result.header and header.price == task.price
+    assert header.segment_data == result.header.segment_data
+    Ed25519PublicKey.from_public_bytes(v.key).verify(signature, header.message())
+    coord.close()

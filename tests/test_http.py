@@ -29,6 +29,7 @@ from http_helpers import (
 from coordinator.http.app import ServiceConfig
 from ledger import run_audit
 from ledger.checkpoint import Checkpoint
+from ledger.entries import PriceInputs
 from ledger.merkle import leaf_hash, verify_inclusion
 from ledger.note import parse_note
 from sims.engine import PartialRun
@@ -376,8 +377,9 @@ def test_resuming_from_a_partial_run_is_bit_identical(villin_pdb):
     for k in whole.observables:
         assert np.array_equal(again.observables[k], whole.observables[k])
     me = Identity.ephemeral()
-    a = sign_result(whole, wu_id=b"w" * 32, identity=me)
-    b = sign_result(again, wu_id=b"w" * 32, identity=me)
+    price = PriceInputs("go", 36, spec.steps, 600, 1_700_000_000_000)
+    a = sign_result(whole, wu_id=b"w" * 32, identity=me, price=price)
+    b = sign_result(again, wu_id=b"w" * 32, identity=me, price=price)
     assert (a.header.segment_root, a.header.final_digest, a.header.frames_digest) == (
         b.header.segment_root,
         b.header.final_digest,

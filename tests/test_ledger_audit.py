@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 import ledger.audit as audit_module
 from ledger import (
     CreditGranted,
+    EntryRejectedError,
     Log,
     Store,
     TileReader,
@@ -226,26 +228,9 @@ def test_credit_with_no_validated_result(built: Built) -> None:
 def test_forged_attestation_signature(built: Built) -> None:
     from ledger_helpers import make_result
 
-    from ledger import ResultValidated
-
     good = make_result(built, 500, [0, 1], issued_at_ms=1_800_000_000_000)
-    a = good.attestations[1]
-    forged = type(a)(
-        volunteer_key=a.volunteer_key,
-        issued_at_ms=a.issued_at_ms,
-        result_digest=a.result_digest,
-        final_state_digest=a.final_state_digest,
-        signature=good.attestations[0].signature,
-    )
-    result = ResultValidated(
-        wu_id=good.wu_id,
-        job_id=good.job_id,
-        engine=good.engine,
-        n_particles=good.n_particles,
-        steps=good.steps,
-        deadline_s=good.deadline_s,
-        attestations=(good.attestations[0], forged),
-    )
+    forged = dataclasses.replace(good.attestations[1], signature=good.attestations[0].signature)
+    result = dataclasses.replace(good, attestations=(good.attestations[0], forged))
     with Log.open(
         built.path,
         origin=ORIGIN,
@@ -368,3 +353,153 @@ def test_cli_export_and_audit_tiles(built: Built, tmp_path: Path) -> None:
 
 def test_leaf_hash_is_sha256_of_zero_and_entry() -> None:
     assert leaf_hash(b"abc") == hashlib.sha256(b"\x00abc").digest()
+
+
+# --------------------------------------------------------------------------- signed prices
+
+
+def _inflated_result(built: Built, **inflate: int) -> list[int]:
+    """The operator's attack: a validated result whose attestations are genuine (the workers
+    signed them) but whose credit-formula inputs the operator inflated, and the grants the
+    inflated inputs price to. Appended as a dishonest log would; returns the indices."""
+    from ledger_helpers import make_result
+
+    from ledger.credit import credit_for
+
+    at = 1_800_000_000_000
+    honest = make_result(built, 900, [0, 1], issued_at_ms=at - 600_000)
+    inflated = dataclasses.replace(honest, **inflate)
+    with Log.open(
+        built.path,
+        origin=ORIGIN,
+        signing_key=built.log_key,
+        admission=UnsafeAdmitAll(),
+        clock=Clock(start=at - 1_000, step=1_000),
+    ) as log:
+        out = [log.append(inflated).index]
+        for i in (0, 1):
+            amount = credit_for(
+                1,
+                engine=inflated.engine,
+                n_particles=inflated.n_particles,
+                steps=inflated.steps,
+                deadline_s=inflated.deadline_s,
+                issued_at_ms=at - 600_000,
+                validated_at_ms=at,
+            )
+            grant = CreditGranted(
+                volunteer_key=built.volunteer_pub(i),
+                wu_id=inflated.wu_id,
+                formula_version=1,
+                amount=amount,
+            )
+            out.append(log.append(grant).index)
+        log.publish_checkpoint()
+    return out
+
+
+@pytest.mark.parametrize(
+    "inflate",
+    [{"n_particles": 36_000}, {"steps": 10**9}, {"engine": "openmm"}, {"deadline_s": 7_200}],
+    ids=["n_particles", "steps", "engine", "deadline"],
+)
+def test_operator_inflated_price_inputs_are_caught(
+    built: Built, tmp_path: Path, inflate: dict[str, object]
+) -> None:
+    """Genuine worker signatures, operator-chosen prices: the auditor holds the entry to what
+    the workers signed (``unsigned-price``) and reprices the grants from the signed inputs.
+    (Before prices were signed, this ledger audited ``ok`` with the inflated balances.)"""
+    assert audit(built.path, workers=1).ok
+    result_at, *grants = _inflated_result(built, **inflate)  # type: ignore[arg-type]
+    report = audit(built.path, workers=1)
+    assert not report.ok
+    unsigned = [d for d in report.discrepancies if d.kind == "unsigned-price"]
+    assert [d.index for d in unsigned] == [result_at], report.discrepancies
+    field = next(iter(inflate))
+    assert field in unsigned[0].message and "signed" in unsigned[0].message
+    assert not _only(report, "bad-signature")
+    if field != "deadline":  # a longer deadline may not change the (capped) bonus
+        mismatched = [d.index for d in report.discrepancies if d.kind == "credit-mismatch"]
+        assert mismatched == grants, report.discrepancies
+    # the same from an export, through the CLI
+    out = tmp_path / "tiles"
+    runner = CliRunner()
+    assert runner.invoke(app, ["export", str(built.path), str(out)]).exit_code == 0
+    res = runner.invoke(app, ["audit", str(out), "--workers", "1"])
+    assert res.exit_code == 1, res.output
+    assert "unsigned-price" in res.output
+
+
+def _append_unchecked(built: Built, *entries: object) -> list[int]:
+    with Log.open(
+        built.path,
+        origin=ORIGIN,
+        signing_key=built.log_key,
+        admission=UnsafeAdmitAll(),
+        clock=Clock(start=1_800_000_000_000),
+    ) as log:
+        out = [log.append(e).index for e in entries]  # type: ignore[arg-type]
+        log.publish_checkpoint()
+    return out
+
+
+def test_rewriting_what_the_workers_signed_breaks_their_signatures(built: Built) -> None:
+    """The operator inflates the entry *and* the attestations' prices: now they agree, but
+    the workers never signed those numbers."""
+    from ledger_helpers import make_result
+
+    honest = make_result(built, 901, [0, 1], issued_at_ms=1_799_999_000_000)
+    atts = tuple(
+        dataclasses.replace(
+            a,
+            price=dataclasses.replace(a.price, n_particles=36_000),  # type: ignore[type-var]
+        )
+        for a in honest.attestations
+    )
+    forged = dataclasses.replace(honest, n_particles=36_000, attestations=atts)
+    (at,) = _append_unchecked(built, forged)
+    report = audit(built.path, workers=1)
+    assert [d.index for d in report.discrepancies if d.kind == "bad-signature"] == [at]
+    assert not _only(report, "unsigned-price")
+
+
+def test_a_v1_result_entry_is_an_unsigned_price(built: Built) -> None:
+    """An entry in the old format decodes, but nobody signed its prices."""
+    from ledger_helpers import make_result
+
+    from ledger.entries import attestation_message_v1
+
+    honest = make_result(built, 902, [0], issued_at_ms=1_799_999_000_000)
+    a = honest.attestations[0]
+    sig = built.volunteers[0].sign(
+        attestation_message_v1(honest.wu_id, a.result_digest, a.final_state_digest)
+    )
+    v1 = dataclasses.replace(
+        honest,
+        spec_digest=None,
+        attestations=(dataclasses.replace(a, price=None, signature=sig),),
+    )
+    assert v1.version == 1
+    log = Log.open(built.path, origin=ORIGIN, signing_key=built.log_key)
+    try:
+        with pytest.raises(EntryRejectedError, match="unsigned-price"):
+            log.append(v1)
+    finally:
+        log.close()
+    (at,) = _append_unchecked(built, v1)
+    report = audit(built.path, workers=1)
+    msgs = [d for d in report.discrepancies if d.kind == "unsigned-price"]
+    assert [d.index for d in msgs] == [at] and "v1 entry" in msgs[0].message
+    assert not _only(report, "bad-signature")
+
+
+def test_a_result_naming_another_spec_than_its_job(built: Built) -> None:
+    from ledger_helpers import make_result
+
+    honest = make_result(built, 903, [0, 1], issued_at_ms=1_799_999_000_000)
+    other = dataclasses.replace(honest, spec_digest=digest("another spec"))
+    (at,) = _append_unchecked(built, other)
+    report = audit(built.path, workers=1)
+    msgs = [d for d in report.discrepancies if d.kind == "spec-mismatch"]
+    assert [d.index for d in msgs] == [at], report.discrepancies
+    assert "was submitted with" in msgs[0].message

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import sqlite3
 import stat
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger_helpers import ORIGIN, Clock, build_ledger, digest, make_result
 
 from ledger import (
-    Attestation,
     Checkpoint,
     CheckpointSigner,
     CreditError,
@@ -149,22 +150,8 @@ def test_log_refuses_wrong_credit_and_bad_attestation(tmp_path: Path) -> None:
             log.append(wrong)
         forged = make_result(built, 100, [0], issued_at_ms=clock.now)
         a = forged.attestations[0]
-        bad_sig = Attestation(
-            volunteer_key=a.volunteer_key,
-            issued_at_ms=a.issued_at_ms,
-            result_digest=digest("other"),
-            final_state_digest=a.final_state_digest,
-            signature=a.signature,
-        )
-        forged = ResultValidated(
-            wu_id=forged.wu_id,
-            job_id=forged.job_id,
-            engine="go",
-            n_particles=36,
-            steps=1000,
-            deadline_s=60,
-            attestations=(bad_sig,),
-        )
+        bad_sig = dataclasses.replace(a, result_digest=digest("other"))
+        forged = dataclasses.replace(forged, attestations=(bad_sig,))
         with pytest.raises(EntryRejectedError, match="does not verify"):
             log.append(forged)
         assert log.size == before + 1 and appended.index == before
@@ -424,3 +411,130 @@ def test_key_files(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError):
         load_public_key("zz")
     assert struct.calcsize(">Q") == 8
+
+
+# --------------------------------------------------------------------------- signed prices
+
+
+def _priced_result(key: Ed25519PrivateKey, *, issued_at_ms: int = 1_700_000_000_000) -> Any:
+    from ledger import Attestation, PriceInputs
+
+    price = PriceInputs("openmm", 582, 250_000, 3600, issued_at_ms)
+    att = Attestation.create(
+        private_key=key,
+        wu_id=b"\x01" * 32,
+        result_digest=b"\x03" * 32,
+        final_state_digest=b"\x04" * 32,
+        price=price,
+    )
+    return ResultValidated(
+        wu_id=b"\x01" * 32,
+        job_id=b"\x02" * 32,
+        engine="openmm",
+        n_particles=582,
+        steps=250_000,
+        deadline_s=3600,
+        attestations=(att,),
+        spec_digest=b"\x05" * 32,
+    )
+
+
+def test_v2_entries_carry_signed_prices_and_the_spec_digest() -> None:
+    key = Ed25519PrivateKey.generate()
+    result = _priced_result(key)
+    data = _record(result, ts=7)
+    assert data[:2] == bytes([3, 2])  # result_validated v2
+    body = data[10:]
+    assert body[:32] == b"\x01" * 32 and body[32:64] == b"\x02" * 32
+    assert body[64:96] == b"\x05" * 32  # spec_digest, then the stated inputs
+    att = result.attestations[0]
+    terms = b"\x00\x06openmm" + struct.pack(">IQI", 582, 250_000, 3600)
+    assert data.endswith(att.signature + terms)  # what the worker signed, after its signature
+    back = decode_record(data)
+    assert back.entry == result and encode_record(back) == data
+    assert back.entry.attestations[0].price == att.price
+    (pub, sig, msg) = back.entry.signed_messages()[0]
+    assert msg.startswith(b"foldnet/result-attestation/v2\n") and len(msg) == 158
+    assert msg.endswith(att.price.digest())
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    Ed25519PublicKey.from_public_bytes(pub).verify(sig, msg)
+    for cut in range(10, len(data)):
+        with pytest.raises(EntryFormatError):
+            decode_record(data[:cut])
+    job = JobSubmitted(job_id=b"\x02" * 32, lab="lab", spec_digest=b"\x05" * 32)
+    jdata = _record(job)
+    assert jdata[:2] == bytes([2, 2]) and jdata[10:74] == b"\x02" * 32 + b"\x05" * 32
+    assert decode_record(jdata).entry == job
+
+
+def test_v1_entries_still_decode_and_reencode_byte_for_byte() -> None:
+    """Entries written before prices were signed: read as v1 (no spec digest, attestations
+    without prices, verified against the v1 message), and written back unchanged."""
+    key = Ed25519PrivateKey.generate()
+    wu, res, fin = b"\x01" * 32, b"\x03" * 32, b"\x04" * 32
+    sig = key.sign(b"foldnet/result-attestation/v1\n" + wu + res + fin)
+    att = struct.pack(">32sQ32s32s64s", public_key_bytes(key), 5, res, fin, sig)
+    v1 = (
+        bytes([3, 1])
+        + (9).to_bytes(8, "big")
+        + wu
+        + b"\x02" * 32
+        + b"\x00\x02go"
+        + struct.pack(">IQIB", 36, 1000, 60, 1)
+        + att
+    )
+    entry = decode_record(v1).entry
+    assert isinstance(entry, ResultValidated)
+    assert entry.version == 1 and entry.spec_digest is None
+    assert entry.attestations[0].price is None
+    assert encode_record(decode_record(v1)) == v1
+    (pub, got_sig, msg) = entry.signed_messages()[0]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    Ed25519PublicKey.from_public_bytes(pub).verify(got_sig, msg)
+    job_v1 = bytes([2, 1]) + (9).to_bytes(8, "big") + b"\x02" * 32 + b"\x00\x01x"
+    job = decode_record(job_v1).entry
+    assert isinstance(job, JobSubmitted) and job.spec_digest is None and job.version == 1
+    assert encode_record(decode_record(job_v1)) == job_v1
+
+
+def test_signed_prices_are_checked_on_construction() -> None:
+    import dataclasses as dc
+
+    key = Ed25519PrivateKey.generate()
+    result = _priced_result(key)
+    att = result.attestations[0]
+    with pytest.raises(EntryFormatError, match="expected 1700000000000, got 1"):
+        dc.replace(att, price=dc.replace(att.price, issued_at_ms=1))
+    with pytest.raises(EntryFormatError, match="signed price in every attestation"):
+        dc.replace(result, attestations=(dc.replace(att, price=None),))
+    with pytest.raises(EntryFormatError, match="must name its job's spec_digest"):
+        dc.replace(result, spec_digest=None)
+
+
+def test_the_log_refuses_unsigned_prices_and_prices_grants_from_signed_ones(
+    tmp_path: Path,
+) -> None:
+    import dataclasses as dc
+
+    built = build_ledger(tmp_path / "l.db", n_wus=1)
+    clock = Clock(start=1_800_000_000_000)
+    with Log.open(built.path, origin=ORIGIN, signing_key=built.log_key, clock=clock) as log:
+        honest = make_result(built, 40, [0, 1], issued_at_ms=1_800_000_000_000)
+        inflated = dc.replace(honest, n_particles=36_000)
+        with pytest.raises(EntryRejectedError, match=r"unsigned-price.*n_particles is 36000"):
+            log.record_validated_result(inflated)
+        appended = log.record_validated_result(honest)
+        grants = [log.entry(a.index) for a in appended[1:]]
+        amounts = {decode_record(g).entry.amount for g in grants}  # type: ignore[union-attr]
+        want = credit_for(
+            1,
+            engine="go",
+            n_particles=36,
+            steps=100_000,
+            deadline_s=3600,
+            issued_at_ms=1_800_000_000_000,
+            validated_at_ms=appended[0].timestamp_ms,
+        )
+        assert amounts == {want}

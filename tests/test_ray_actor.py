@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 
+from ledger.entries import PriceInputs
 from sims.go import GoEngine, GoModel
 from sims.spec import RunSpec
 from sims.state import State
@@ -20,10 +21,11 @@ def test_a_failing_task_does_not_sink_its_batch(tmp_path, villin_pdb):
     start = GoEngine(model).initial_state(temperature=0.8, seed=1)
     spec = RunSpec(steps=20, segment_steps=10, report_steps=10, temperature=0.8, seed=3)
     wrong = State(positions=np.zeros((3, 3)), velocities=np.zeros((3, 3)))  # 3 atoms, not 36
+    price = PriceInputs("go", 36, 20, 600, 1_700_000_000_000)
     tasks = [
-        ComputeTask(b"\1" * 32, 1, model, spec, start),
-        ComputeTask(b"\2" * 32, 2, model, spec, wrong),
-        ComputeTask(b"\3" * 32, 3, model, spec, start),
+        ComputeTask(b"\1" * 32, 1, model, spec, start, price),
+        ComputeTask(b"\2" * 32, 2, model, spec, wrong, price),
+        ComputeTask(b"\3" * 32, 3, model, spec, start, price),
     ]
     results, busy_s = worker.run_batch(tasks)
     assert busy_s > 0

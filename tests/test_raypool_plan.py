@@ -13,6 +13,7 @@ from coordinator.raypool import (
     plan_calls,
     task_work,
 )
+from ledger.entries import PriceInputs
 from sims.spec import RunSpec
 from sims.state import State
 from worker.tasks import ComputeTask, SpotCheckTask
@@ -22,7 +23,8 @@ START = State(positions=np.zeros((36, 3)), velocities=np.zeros((36, 3)))
 
 def compute(steps: int, i: int = 0) -> ComputeTask:
     spec = RunSpec(steps=steps, segment_steps=steps, report_steps=steps, temperature=1.0, seed=i)
-    return ComputeTask(i.to_bytes(32, "big"), i, None, spec, START)  # type: ignore[arg-type]
+    price = PriceInputs("go", 36, steps, 600, 0)
+    return ComputeTask(i.to_bytes(32, "big"), i, None, spec, START, price)  # type: ignore[arg-type]
 
 
 def test_work_is_particle_steps_for_runs_and_checked_segments():

@@ -10,7 +10,7 @@ import stat
 import numpy as np
 import pytest
 
-from ledger.entries import attestation_message
+from ledger.entries import PriceInputs
 from sims.go import GoEngine
 from sims.spec import RunSpec
 from worker.errors import IdentityError, ResultError, ResultSignatureError
@@ -19,6 +19,10 @@ from worker.result import WorkerResult, segment_root, sign_result, verify_result
 
 WU = bytes(range(32))
 SPEC = RunSpec(steps=2000, segment_steps=500, report_steps=500, temperature=0.8, seed=4)
+#: What the coordinator's task says the WU is priced with (villin's Go model: 36 beads).
+PRICE = PriceInputs(
+    engine="go", n_particles=36, steps=2000, deadline_s=600, issued_at_ms=1_700_000_000_000
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +42,14 @@ def me() -> Identity:
 
 @pytest.fixture(scope="module")
 def signed(run, me) -> WorkerResult:
-    return sign_result(run, wu_id=WU, identity=me)
+    return sign_result(run, wu_id=WU, identity=me, price=PRICE)
 
 
-def check(result: WorkerResult, run, key: bytes) -> None:
+def check(result: WorkerResult, run, key: bytes, price: PriceInputs = PRICE) -> None:
     verify_result(
         result, wu_id=WU, worker_key=key, input_digest=run.boundaries[0].digest(),
-        n_segments=SPEC.n_segments, n_atoms=36, n_frames=4,
-        segment_steps=SPEC.segment_steps, report_steps=SPEC.report_steps,
+        n_segments=SPEC.n_segments, n_atoms=36, n_frames=4, segment_steps=500,
+        report_steps=500, price=price,
     )  # fmt: skip
 
 
@@ -84,7 +88,7 @@ def test_consistently_faked_digests_break_the_signature(signed, run, me):
 def test_copied_result_under_another_key_and_forged_signature(signed, run, me):
     thief = Identity.ephemeral()
     stolen = dataclasses.replace(signed.header, worker_key=thief.public_key)
-    resigned = thief.sign(attestation_message(WU, stolen.digest(), stolen.final_digest))
+    resigned = thief.sign(stolen.message())
     # Re-signing a copy is a valid signature over a copied result: only the quorum or a
     # spot-check (which replays the segments under the WU's seed) can tell; verify_result
     # accepts it as well formed, and the scheduler refuses it for any WU not sent to thief.
@@ -123,3 +127,77 @@ def test_identity_key_file_is_created_private_and_reloaded(tmp_path):
         Identity.load_or_create(path)
     with pytest.raises(TypeError, match="never pickled"):
         pickle.dumps(first)
+
+
+# --------------------------------------------------------------------------- signed prices
+
+
+def test_the_signature_covers_the_price_inputs(signed, run, me):
+    """The header states the price it was signed with; changing it breaks the signature."""
+    assert signed.header.price == PRICE
+    for change in ({"n_particles": 36_000}, {"steps": 10**9}, {"issued_at_ms": 1}):
+        header = dataclasses.replace(signed.header, price=dataclasses.replace(PRICE, **change))
+        with pytest.raises(ResultSignatureError, match="does not verify"):
+            check(_with(signed, header=header), run, me.public_key)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n_particles": 36_000},
+        {"steps": 2_000_000},
+        {"engine": "openmm"},
+        {"deadline_s": 86_400},
+        {"issued_at_ms": 1_600_000_000_000},
+    ],
+    ids=["n_particles", "steps", "engine", "deadline", "issue-time"],
+)
+def test_a_result_signed_over_other_prices_is_refused(run, me, change):
+    """A worker (or a client bug) that signs inflated pricing inputs: the signature is
+    valid, but the inputs are not the WU's, so the result is refused, saying which."""
+    inflated = dataclasses.replace(PRICE, **change)
+    result = sign_result(run, wu_id=WU, identity=me, price=inflated)
+    (field,) = change
+    expected = f"{field}: expected {getattr(PRICE, field)!r}, got {change[field]!r}"
+    with pytest.raises(ResultError, match="signed price inputs are not the WU's") as err:
+        check(result, run, me.public_key)
+    assert expected in str(err.value)
+    assert not isinstance(err.value, ResultSignatureError)
+    check(result, run, me.public_key, price=inflated)  # well formed otherwise
+
+
+def test_price_inputs_encoding_round_trips():
+    raw = PRICE.encode()
+    assert raw.startswith(b"foldnet/price/v1\n")
+    assert PriceInputs.decode(raw) == PRICE
+    assert len(PRICE.digest()) == 32
+    assert PRICE.digest() != dataclasses.replace(PRICE, steps=2001).digest()
+    from ledger.errors import EntryFormatError
+
+    with pytest.raises(EntryFormatError, match="expected"):
+        PriceInputs.decode(raw + b"\x00")
+    with pytest.raises(EntryFormatError, match="must start with"):
+        PriceInputs.decode(b"foldnet/price/v0\n" + raw[17:])
+
+
+def test_result_and_task_wire_round_trips_keep_the_price(signed, run, me, engine):
+    from worker.errors import WireError
+    from worker.tasks import ComputeTask
+    from worker.wire import decode_result, decode_task, encode_result, encode_task
+
+    back = decode_result(encode_result(signed), max_bytes=1 << 30)
+    assert back.header == signed.header and back.header.price == PRICE
+    check(back, run, me.public_key)
+    model = engine.model
+    task = ComputeTask(WU, 1, model, SPEC, run.boundaries[0], PRICE)
+    doc = encode_task(task, "00" * 32, "go")
+    assert doc["price"]["n_particles"] == 36
+    assert decode_task(doc, model).price == PRICE
+    doc["deadline"] = (PRICE.issued_at_ms + 600_000) / 1000  # as the service sends it
+    assert decode_task(doc, model).price == PRICE
+    late = {**doc, "deadline": doc["deadline"] + 3600}
+    with pytest.raises(WireError, match="must be the task's deadline"):
+        decode_task(late, model)
+    doc["price"]["n_particles"] = 36_000
+    with pytest.raises(WireError, match="n_particles: expected 36, got 36000"):
+        decode_task(doc, model)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ledger.entries import attestation_message
 from sims.result import RunResult
 from sims.state import State, state_digest
 from worker.identity import Identity
@@ -41,7 +40,7 @@ def _resign(
         final_digest=digests[-1],
         segment_root=segment_root(digests),
     )
-    sig = identity.sign(attestation_message(header.wu_id, header.digest(), header.final_digest))
+    sig = identity.sign(header.message())
     return dataclasses.replace(
         result, header=header, signature=sig, positions=positions, velocities=velocities
     )
@@ -63,7 +62,7 @@ def skip_segments(task: ComputeTask, engines: EngineCache, identity: Identity) -
     run = engine.run(
         task.input_state, dataclasses.replace(task.spec, steps=task.spec.segment_steps)
     )
-    result = sign_result(run, wu_id=task.wu_id, identity=identity)
+    result = sign_result(run, wu_id=task.wu_id, identity=identity, price=task.price)
     n = task.spec.n_segments
     first = run.final
     positions = np.stack([task.input_state.positions] + [first.positions] * n)
@@ -120,7 +119,18 @@ def never_computed(task: ComputeTask, engines: EngineCache, identity: Identity) 
         determinism=engine.determinism_class(),
         wall_time_s=0.01,
     )
-    return sign_result(run, wu_id=task.wu_id, identity=identity)
+    return sign_result(run, wu_id=task.wu_id, identity=identity, price=task.price)
+
+
+def inflate_price(task: ComputeTask, engines: EngineCache, identity: Identity) -> WorkerResult:
+    """Computes honestly, then signs the result over inflated pricing inputs (a thousand
+    times the particles, ten times the steps) to be credited for work it was never given."""
+    engine = engines.get(task.system)
+    run = engine.run(task.input_state, task.spec)
+    inflated = dataclasses.replace(
+        task.price, n_particles=task.price.n_particles * 1000, steps=task.price.steps * 10
+    )
+    return sign_result(run, wu_id=task.wu_id, identity=identity, price=inflated)
 
 
 BEHAVIOURS: dict[str, Behaviour] = {
@@ -129,5 +139,6 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "skip": skip_segments,
     "fabricate": fabricate,
     "never-computed": never_computed,
+    "inflate-price": inflate_price,
 }
 HONEST = "honest"

@@ -4,8 +4,12 @@ The header is everything but the arrays' bytes; arrays are bound to it through d
 canonical encoding is JSON with sorted keys, no spaces, byte strings as lowercase hex and
 floats as ``repr`` (shortest round-trip), and ``result_digest`` = SHA-256 of those bytes.
 The worker signs the ledger's attestation message (``ledger.entries.attestation_message``)
-over (WU id, result digest, final-state digest), so the same 64-byte signature goes into the
-ledger and an auditor can check it without the result itself.
+over (WU id, result digest, final-state digest, price digest), so the same 64-byte signature
+goes into the ledger and an auditor can check it without the result itself. The price digest
+is ``ledger.entries.PriceInputs.digest`` of the credit formula's inputs as the worker received
+them with its task (engine, particles, steps per WU, deadline, issue time); the header
+carries them too (``price``), so the coordinator refuses a result priced otherwise than its
+WU, and the ledger records exactly what each worker signed.
 
 Arrays digest: SHA-256 over ``b"foldnet/arrays/v1\\x00"`` then, for each named array in
 sorted name order, ``u64le(len(name)) || name || u64le(ndim) || u64le(dim)... || dtype
@@ -26,14 +30,14 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ledger.entries import attestation_message
+from ledger.entries import PriceInputs, attestation_message
 from ledger.merkle import MerkleTree, leaf_hash
 from sims.result import RunResult
 from sims.state import state_digest
 from worker.errors import ResultError, ResultSignatureError
 from worker.identity import Identity
 
-RESULT_VERSION = 2
+RESULT_VERSION = 3
 _ARRAYS_TAG = b"foldnet/arrays/v1\x00"
 
 
@@ -111,6 +115,8 @@ class ResultHeader:
     observables_digest: bytes
     n_atoms: int
     wall_time_s: float
+    #: The credit formula's inputs as the worker received them with its WU (signed).
+    price: PriceInputs
     version: int = RESULT_VERSION
     #: Digest of the frames and observables of each segment (:func:`segment_data_digests`).
     segment_data: tuple[bytes, ...] = ()
@@ -123,6 +129,7 @@ class ResultHeader:
             "frames_digest": self.frames_digest.hex(),
             "n_atoms": self.n_atoms,
             "observables_digest": self.observables_digest.hex(),
+            "price": price_fields(self.price),
             "segment_data": [b.hex() for b in self.segment_data],
             "segment_root": self.segment_root.hex(),
             "version": self.version,
@@ -134,6 +141,17 @@ class ResultHeader:
 
     def digest(self) -> bytes:
         return hashlib.sha256(self.canonical()).digest()
+
+    def message(self) -> bytes:
+        """What the worker signs: the ledger's attestation message for this header."""
+        return attestation_message(
+            self.wu_id, self.digest(), self.final_digest, self.price.digest()
+        )
+
+
+def price_fields(price: PriceInputs) -> dict[str, Any]:
+    """The price inputs as JSON fields (a result header's and a task's ``price``)."""
+    return {name: getattr(price, name) for name in PriceInputs.FIELDS}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -159,7 +177,10 @@ class WorkerResult:
         return self.header.digest()
 
 
-def sign_result(run: RunResult, *, wu_id: bytes, identity: Identity) -> WorkerResult:
+def sign_result(
+    run: RunResult, *, wu_id: bytes, identity: Identity, price: PriceInputs
+) -> WorkerResult:
+    """Sign ``run`` as the result of WU ``wu_id``, priced with ``price`` (the task's)."""
     positions = np.stack([b.positions for b in run.boundaries])
     velocities = np.stack([b.velocities for b in run.boundaries])
     digests = tuple(run.boundary_digests())
@@ -175,6 +196,7 @@ def sign_result(run: RunResult, *, wu_id: bytes, identity: Identity) -> WorkerRe
         observables_digest=arrays_digest(observables),
         n_atoms=int(positions.shape[1]),
         wall_time_s=float(run.wall_time_s),
+        price=price,
         segment_data=segment_data_digests(
             run.frames,
             run.frame_steps,
@@ -184,7 +206,7 @@ def sign_result(run: RunResult, *, wu_id: bytes, identity: Identity) -> WorkerRe
             report_steps=run.spec.report_steps,
         ),
     )
-    sig = identity.sign(attestation_message(wu_id, header.digest(), header.final_digest))
+    sig = identity.sign(header.message())
     return WorkerResult(
         header, sig, positions, velocities, run.frames, run.frame_steps, observables
     )
@@ -201,12 +223,14 @@ def verify_result(
     n_frames: int,
     segment_steps: int,
     report_steps: int,
+    price: PriceInputs,
 ) -> None:
     """Check everything a result claims that can be checked without recomputing it.
 
     Raises :class:`ResultError` naming the first problem; returns None when the result is
-    well formed: right WU and key, valid signature, shapes, finite values, every digest
-    recomputed from the arrays, the segment root recomputed from the digests.
+    well formed: right WU and key, valid signature, the signed price inputs exactly the WU's
+    (``price``), shapes, finite values, every digest recomputed from the arrays, the segment
+    root recomputed from the digests.
     """
     h = result.header
     if h.version != RESULT_VERSION:
@@ -218,11 +242,14 @@ def verify_result(
     if h.worker_key != worker_key:
         raise ResultError("result is signed by another key than the volunteer it was sent to")
     try:
-        Ed25519PublicKey.from_public_bytes(h.worker_key).verify(
-            result.signature, attestation_message(h.wu_id, h.digest(), h.final_digest)
-        )
+        Ed25519PublicKey.from_public_bytes(h.worker_key).verify(result.signature, h.message())
     except (InvalidSignature, ValueError) as e:
         raise ResultSignatureError("the result's signature does not verify") from e
+    if h.price != price:
+        raise ResultError(
+            "the result's signed price inputs are not the WU's: "
+            + "; ".join(price.differences(h.price))
+        )
     want = (n_segments + 1, n_atoms, 3)
     for name in ("positions", "velocities"):
         a = getattr(result, name)

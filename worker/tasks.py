@@ -7,26 +7,47 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ledger.entries import PriceInputs
 from sims.engine import PartialRun, ProgressCallback, SegmentCallback
 from sims.spec import RunSpec
 from sims.state import State
-from worker.errors import ResultSignatureError
+from worker.errors import ResultSignatureError, WireError
 from worker.identity import Identity
 from worker.result import WorkerResult, segment_digest, sign_result
-from worker.systems import EngineCache, SystemDefinition
+from worker.systems import EngineCache, SystemDefinition, engine_name, particle_count
 
 _CHECK_DOMAIN = b"foldnet/spot-check/v1\n"
 
 
 @dataclass(frozen=True, slots=True)
 class ComputeTask:
-    """Run one WU: ``spec`` from ``input_state`` on ``system``."""
+    """Run one WU: ``spec`` from ``input_state`` on ``system``. ``price`` is what the credit
+    formula will price the WU with; the worker signs it with its result."""
 
     wu_id: bytes
     replica: int
     system: SystemDefinition
     spec: RunSpec
     input_state: State
+    price: PriceInputs
+
+
+def check_price(task: ComputeTask) -> None:
+    """Raise :class:`WireError` unless the task's price states the engine, particle count and
+    steps of the work it asks for: a worker signs only what it can see is its WU (the deadline
+    and issue time are the coordinator's to set)."""
+    want = {
+        "engine": engine_name(task.system),
+        "n_particles": int(particle_count(task.system)),
+        "steps": task.spec.steps,
+    }
+    bad = [
+        f"{name}: expected {value!r}, got {getattr(task.price, name)!r}"
+        for name, value in want.items()
+        if getattr(task.price, name) != value
+    ]
+    if bad:
+        raise WireError("task.price does not describe the task's work: " + "; ".join(bad))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +116,12 @@ def compute(
     progress: ProgressCallback | None = None,
 ) -> WorkerResult:
     """Run and sign one WU; ``resume``/``on_segment`` let a client survive a restart."""
+    check_price(task)
     engine = engines.get(task.system)
     run = engine.run(
         task.input_state, task.spec, resume=resume, on_segment=on_segment, progress=progress
     )
-    return sign_result(run, wu_id=task.wu_id, identity=identity)
+    return sign_result(run, wu_id=task.wu_id, identity=identity, price=task.price)
 
 
 def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity) -> SpotCheckResult:

@@ -30,15 +30,17 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ledger.entries import PriceInputs
+from ledger.errors import EntryFormatError
 from sims.errors import SimsError
 from sims.spec import RunSpec
 from sims.state import State
 from worker.arrays import check_shape, pack_arrays, read_container
 from worker.errors import WireError
 from worker.identity import Identity
-from worker.result import ResultHeader, WorkerResult
+from worker.result import ResultHeader, WorkerResult, price_fields
 from worker.systems import SystemDefinition
-from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask
+from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask, check_price
 
 PROTOCOL = "foldnet-http/v1"
 KEY_HEADER = "x-foldnet-key"
@@ -294,6 +296,7 @@ def encode_task(task: ComputeTask | SpotCheckTask, system: str, engine: str) -> 
             "kind": "compute",
             "replica": task.replica,
             "input_state": encode_state(task.input_state),
+            "price": price_fields(task.price),
             **base,
         }
     return {
@@ -332,13 +335,24 @@ def decode_task(
         raise WireError(f"task.spec: {e}") from e
     wu = get_hex(doc, "wu_id", 32)
     if kind == "compute":
-        return ComputeTask(
+        task = ComputeTask(
             wu,
             get_int(doc, "replica", 1, 2**62),
             system,
             spec,
             decode_state(doc.get("input_state"), "input_state", max_bytes),
+            decode_price(doc.get("price"), "task.price"),
         )
+        check_price(task)
+        if "deadline" in doc:  # the issue time signed is the one the deadline implies
+            deadline_ms = get_float(doc, "deadline") * 1000
+            implied = task.price.issued_at_ms + task.price.deadline_s * 1000
+            if not abs(deadline_ms - implied) <= 1000:
+                raise WireError(
+                    f"task.price: issued_at_ms + deadline_s must be the task's deadline: "
+                    f"expected {deadline_ms:.0f} ms (within 1 s), got {implied} ms"
+                )
+        return task
     segments = tuple(get_int({"s": k}, "s", 0, 10**9) for k in get_list(doc, "segments", 10**4))
     starts = tuple(
         decode_state(x, f"start_states[{i}]", max_bytes)
@@ -347,6 +361,26 @@ def decode_task(
     if len(starts) != len(segments):
         raise WireError(f"{len(segments)} segments but {len(starts)} start states")
     return SpotCheckTask(wu, get_int(doc, "check", 1, 2**62), system, spec, segments, starts)
+
+
+def decode_price(doc: object, name: str) -> PriceInputs:
+    """A task's or a result header's ``price``: exactly the five priced fields."""
+    if not isinstance(doc, dict):
+        raise WireError(f"{name}: expected an object, got {_type_name(doc)}")
+    if set(doc) != set(PriceInputs.FIELDS):
+        raise WireError(
+            f"{name}: expected the fields {sorted(PriceInputs.FIELDS)}, got {sorted(doc)[:10]}"
+        )
+    try:
+        return PriceInputs(
+            engine=get_str(doc, "engine", 64),
+            n_particles=get_int(doc, "n_particles", 0, 2**32 - 1),
+            steps=get_int(doc, "steps", 0, 2**64 - 1),
+            deadline_s=get_int(doc, "deadline_s", 0, 2**32 - 1),
+            issued_at_ms=get_int(doc, "issued_at_ms", 0, 2**64 - 1),
+        )
+    except EntryFormatError as e:
+        raise WireError(f"{name}: {e}") from e
 
 
 # -- results (volunteer -> coordinator) ----------------------------------------------------
@@ -415,6 +449,7 @@ def decode_header(raw: bytes) -> ResultHeader:
         "frames_digest",
         "n_atoms",
         "observables_digest",
+        "price",
         "segment_data",
         "segment_root",
         "version",
@@ -441,6 +476,7 @@ def decode_header(raw: bytes) -> ResultHeader:
         observables_digest=get_hex(doc, "observables_digest", 32),
         n_atoms=get_int(doc, "n_atoms", 1, 10**8),
         wall_time_s=wall_s,
+        price=decode_price(doc.get("price"), "header.price"),
         version=get_int(doc, "version", 0, 1000),
         segment_data=tuple(
             get_hex({"d": d}, "d", 32) for d in get_list(doc, "segment_data", 100_000)
