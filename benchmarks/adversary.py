@@ -150,6 +150,7 @@ class Config:
     tick_s: float = 5.0
     beacon_s: float = 10.0
     fail_rate: float = 0.05  # established attacker keys report failure on this share
+    lie: bool = True  # established attacker keys lie when they check an honest result
     hold_s: float = 120.0  # how long an attacker key waits for a partner key to get its WU
     #: The attacker's keys on probation fake too (a Sybil group that never builds a
     #: reputation). Off in the benchmark (its keys behave until established); the test
@@ -292,8 +293,10 @@ class Attacker:
                 tuple(fake.boundary_digests[k + 1] for k in chk.segments),
                 tuple(fake.segment_data[k] for k in chk.segments),
             )
-        if self.holders.get(chk.wu.id) and chk.wu.id not in self.fake_round:
-            return recompute(chk)  # its own honest result: it has the data
+        if not self.sim.cfg.lie or (
+            self.holders.get(chk.wu.id) and chk.wu.id not in self.fake_round
+        ):
+            return recompute(chk)  # its own honest result (it has the data), or no lying
         self.sim.res.lies += 1
         return (
             tuple(_h(b"lie", chk.wu.id, _k(k)) for k in chk.segments),
