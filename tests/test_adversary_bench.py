@@ -48,3 +48,41 @@ def test_fresh_sybils_faking_from_the_start_never_validate_a_fake():
     assert r.fake_returned > 0
     assert r.fresh_fake_validated == 0
     assert r.honest_revoked == 0 and not r.convicted_honest
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="scheduler: a dispute's fresh quorum of two colluding keys convicts the honest "
+    "auditor and validates the fake (found by benchmarks.adversary with lie=False)",
+)
+def test_a_fresh_quorum_of_colluders_does_not_convict_an_honest_auditor():
+    from coordinator.scheduler import (
+        BeaconPublished,
+        Convicted,
+        DispatchSpotCheck,
+        JobSubmitted,
+        NodeLost,
+        SpotCheckReturned,
+        WorkRequested,
+    )
+    from tests.test_scheduler import CLASS, Harness, fake_claim, h, spec
+
+    hs = Harness()  # every key here is established (as colluding keys are, after probation)
+    hs(JobSubmitted("j", spec(audit_rate=1.0), (h("s"),)))
+    (a,) = hs.request("mallory-1")
+    (b,) = hs.request("mallory-2")
+    hs.ret(a, fake_claim(a, "same lie"))
+    hs.ret(b, fake_claim(b, "same lie"))
+    assert hs.request("honest-C") == []  # online: the audit waits for it
+    hs(BeaconPublished(h("checkpoint")))
+    (chk,) = [
+        i for i in hs(WorkRequested("honest-C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)
+    ]
+    true_ends = tuple(h(a.wu.id, k + 1) for k in chk.segments)
+    hs(SpotCheckReturned(chk.check, "honest-C", true_ends, CLASS, 0.0))  # a dispute
+    hs(NodeLost("honest-C", 0.0))
+    # the dispute's fresh quorum is drawn from whoever is online: two more of the same person
+    while batch := hs.request("mallory-3") + hs.request("mallory-4"):
+        for d in batch:
+            hs.ret(d, fake_claim(d, "same lie"))
+    assert "honest-C" not in {c.volunteer for c in hs.of(Convicted)}
