@@ -4,7 +4,8 @@
 
 The scheduler core alone (events in, instructions out: no I/O, no Ray, no database) in
 virtual time, with honest volunteers and one attacker who controls a fraction f of all keys
-(attacker keys / all keys = f), for f = 0 (the honest network's overhead), 0.1 and 0.3.
+(attacker keys / all keys = f), for f = 0 (the honest network's overhead), 0.1 and 0.3, and
+once more at 0.3 with an attacker who never lies as a checker (its keys live longer).
 
 * Policy: ``NetworkPolicy()`` defaults (quorum 2, audit rate >= 0.1, probation 5 results).
   The operator trusts a few of its own machines (``VolunteerTrusted``); every other key,
@@ -181,6 +182,7 @@ class _Vol:
 @dataclass
 class Result:
     f: float
+    lie: bool
     honest: int
     attacker_keys: int
     submitted: int = 0  # WUs of the submitted jobs
@@ -317,7 +319,7 @@ class Simulation:
         self.now = 0.0
         self.event_no = 0
         self.att = Attacker(self) if cfg.attacker_keys else None
-        self.res = Result(cfg.f, cfg.honest, cfg.attacker_keys)
+        self.res = Result(cfg.f, cfg.lie, cfg.honest, cfg.attacker_keys)
         self.fake_ok: set[bytes] = set()  # fake WUs validated (minus those retracted)
         self.retracted: set[bytes] = set()
         self.established_at: dict[str, int] = {}  # key -> event number it was established
@@ -617,16 +619,22 @@ def _fmt(x: float, nd: int = 1) -> str:
     return f"{x:,.{nd}f}"
 
 
+#: (f, whether the attacker lies as a checker): the honest network, the attacker as the
+#: issue describes it at f = 0.1 and 0.3, and a quieter one that never lies (so its keys are
+#: not convicted for lying and live longer to fake).
+RUNS = ((0.0, True), (0.1, True), (0.3, True), (0.3, False))
+
+
 def run_all(
     honest: int, wus: int, join_s: float, seed: int = 1
 ) -> tuple[dict[str, object], list[Result]]:
     t0 = time.perf_counter()
     results = [
-        simulate(Config(honest=honest, f=f, wus=wus, join_s=join_s, seed=seed))
-        for f in (0.0, 0.1, 0.3)
+        simulate(Config(honest=honest, f=f, wus=wus, join_s=join_s, seed=seed, lie=lie))
+        for f, lie in RUNS
     ]
     wall = time.perf_counter() - t0
-    r0, r10, r30 = results
+    r0, r10, r30, quiet = results
     metrics: dict[str, object] = {
         "fake_validated_per_10k_f10": round(r10.fake_per_10k, 2),
         "fake_validated_per_10k_f30": round(r30.fake_per_10k, 2),
@@ -645,6 +653,9 @@ def run_all(
         "attacker_keys_f30": r30.attacker_keys,
         "convicted_attacker_keys_f10": r10.convicted_attacker,
         "convicted_attacker_keys_f30": r30.convicted_attacker,
+        "fake_validated_per_10k_f30_no_lies": round(quiet.fake_per_10k, 2),
+        "attacker_gain_f30_no_lies": round(quiet.gain, 4),
+        "honest_keys_convicted_no_lies": len(quiet.convicted_honest),
         "attacker_credit_revoked_share_f30": round(
             r30.attacker_revoked / max(1.0, r30.attacker_credit), 4
         ),
@@ -707,11 +718,11 @@ def print_results(results: list[Result], honest: int) -> None:
         row("honest keys convicted", lambda r: str(len(r.convicted_honest)), "0"),
         row("honest credit revoked", lambda r: _fmt(r.honest_revoked, 0), "0"),
         row(
-            "compute / useful (second half)",
+            "honest compute / useful (2nd half)",
             lambda r: _fmt(r.steady_overhead, 3),
             "<= 1.10 at f=0",
         ),
-        row("compute / useful (whole run)", lambda r: _fmt(r.overhead, 3)),
+        row("honest compute / useful (all)", lambda r: _fmt(r.overhead, 3)),
         row("virtual hours", lambda r: _fmt(r.virtual_s / 3600, 2)),
         row("events", lambda r: f"{r.events:,}"),
         row("wall s", lambda r: _fmt(r.wall_s, 1)),
@@ -719,12 +730,12 @@ def print_results(results: list[Result], honest: int) -> None:
     print_table(
         f"Adversary benchmark: scheduler core, {honest} honest volunteers, "
         f"attacker holds f of all keys",
-        ["measure", "f=0", "f=0.1", "f=0.3", "goal"],
+        ["measure", "f=0", "f=0.1", "f=0.3", "f=0.3, no lies", "goal"],
         rows,
     )
     for r in results:
         for line in r.convicted_honest[:5]:
-            print(f"  honest key convicted (f={r.f}): {line}")
+            print(f"  honest key convicted (f={r.f}, lies={r.lie}): {line}")
 
 
 def main() -> None:
