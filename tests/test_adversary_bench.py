@@ -85,3 +85,43 @@ def test_a_fresh_quorum_of_colluders_does_not_convict_an_honest_auditor():
         for d in batch:
             hs.ret(d, fake_claim(d, "same lie"))
     assert "honest-C" not in {c.volunteer for c in hs.of(Convicted)}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="scheduler: a re-verification that agrees does not record its checker as the WU's "
+    "voice, so validate_state finds a validated WU nobody established vouches for",
+)
+def test_a_passed_reverification_leaves_an_established_voice():
+    from coordinator.scheduler import (
+        BeaconPublished,
+        DispatchSpotCheck,
+        JobSubmitted,
+        SpotCheckReturned,
+        WorkRequested,
+    )
+    from tests.test_scheduler import CLASS, Harness, fake_claim, h, spec
+
+    hs = Harness()  # validate_state runs after every event
+    hs(JobSubmitted("j", spec(audit_rate=0.0), (h("s1"),)))
+    (a1,) = hs.request("A")
+    (b1,) = hs.request("B")
+    hs.ret(a1)
+    hs.ret(b1)  # WU1: validated by A and B, honestly
+    hs(JobSubmitted("k", spec(audit_rate=1.0), (h("s2"),)))
+    (a2,) = hs.request("A")
+    (b2,) = hs.request("B")
+    hs.ret(a2, fake_claim(a2, "same lie"))
+    hs.ret(b2, fake_claim(b2, "same lie"))
+    assert hs.request("C") == []
+    hs(BeaconPublished(h("checkpoint")))
+    (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
+    hs(SpotCheckReturned(chk.check, "C", tuple(h(a2.wu.id, k + 1) for k in chk.segments), CLASS, 0))
+    while batch := hs.request("D") + hs.request("E"):
+        for d in batch:
+            hs.ret(d)  # A and B convicted: WU1 has no voice left and is re-verified
+    assert hs.s.wus[a1.wu.id].reverify is not None
+    (rv,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
+    assert rv.wu.id == a1.wu.id
+    hs(SpotCheckReturned(rv.check, "C", tuple(h(a1.wu.id, k + 1) for k in rv.segments), CLASS, 0))
