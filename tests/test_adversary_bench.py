@@ -125,3 +125,54 @@ def test_a_passed_reverification_leaves_an_established_voice():
     (rv,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
     assert rv.wu.id == a1.wu.id
     hs(SpotCheckReturned(rv.check, "C", tuple(h(a1.wu.id, k + 1) for k in rv.segments), CLASS, 0))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="scheduler: a key convicted while its unreplicated result awaits its spot-check "
+    "is credited for it afterwards (validate_state: a convict's credit)",
+)
+def test_a_convict_is_not_credited_for_a_result_awaiting_its_spot_check():
+    from coordinator.scheduler import (
+        BeaconPublished,
+        DispatchSpotCheck,
+        JobSubmitted,
+        SpotCheckReturned,
+        WorkRequested,
+    )
+    from tests.test_scheduler import CLASS, Harness, fake_claim, h, spec
+
+    hs = Harness()  # validate_state runs after every event
+    hs(JobSubmitted("j", spec(audit_rate=0.0), (h("s1"),)))
+    hs.s._volunteer("A").streak = 10**6  # A's next WU goes unreplicated
+    (a1,) = hs.request("A")
+    assert hs.s.wus[a1.wu.id].required == 1
+    hs.ret(a1)  # WU1 awaits its spot-check
+    hs(JobSubmitted("k", spec(audit_rate=1.0), (h("s2"),)))
+    (b2,) = hs.request("B")  # B first: WU2 is replicated
+    (a2,) = hs.request("A")
+    hs.ret(a2, fake_claim(a2, "same lie"))
+    hs.ret(b2, fake_claim(b2, "same lie"))
+    assert hs.request("C", slots=2) == []
+    hs(BeaconPublished(h("checkpoint")))
+    checks = {
+        i.wu.id: i
+        for i in hs(WorkRequested("C", CLASS, 2, 0.0))
+        if isinstance(i, DispatchSpotCheck)
+    }
+    audit, spot = checks[a2.wu.id], checks[a1.wu.id]
+    hs(
+        SpotCheckReturned(
+            audit.check, "C", tuple(h(a2.wu.id, k + 1) for k in audit.segments), CLASS, 0
+        )
+    )
+    while batch := hs.request("D") + hs.request("E"):
+        for d in batch:
+            hs.ret(d)  # the fresh quorum convicts A and B
+    assert hs.s.volunteers["A"].trust == "banned"
+    hs(
+        SpotCheckReturned(
+            spot.check, "C", tuple(h(a1.wu.id, k + 1) for k in spot.segments), CLASS, 0
+        )
+    )
