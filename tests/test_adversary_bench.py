@@ -51,6 +51,7 @@ def test_fresh_sybils_faking_from_the_start_never_validate_a_fake():
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="scheduler: a dispute's fresh quorum of two colluding keys convicts the honest "
     "auditor and validates the fake (found by benchmarks.adversary with lie=False)",
 )
@@ -176,3 +177,41 @@ def test_a_convict_is_not_credited_for_a_result_awaiting_its_spot_check():
             spot.check, "C", tuple(h(a1.wu.id, k + 1) for k in spot.segments), CLASS, 0
         )
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="scheduler: a lying checker plus a fresh quorum of two colluding keys convicts "
+    "an honest volunteer and revokes its credit (benchmarks.adversary, f = 0.3, full run)",
+)
+def test_a_lying_checker_and_colluding_fresh_quorum_do_not_convict_an_honest_result():
+    from coordinator.scheduler import (
+        BeaconPublished,
+        Convicted,
+        DispatchSpotCheck,
+        JobSubmitted,
+        NodeLost,
+        SpotCheckReturned,
+        WorkRequested,
+    )
+    from tests.test_scheduler import CLASS, Harness, fake_claim, h, spec
+
+    hs = Harness()
+    hs(JobSubmitted("j", spec(audit_rate=0.0), (h("s"),)))
+    hs.s._volunteer("honest-H").streak = 10**6  # its WU goes unreplicated
+    (d,) = hs.request("honest-H")
+    assert hs.s.wus[d.wu.id].required == 1
+    hs.ret(d)  # an honest result, awaiting its spot-check
+    hs(NodeLost("honest-H", 0.0))
+    hs(BeaconPublished(h("checkpoint")))
+    (chk,) = [
+        i for i in hs(WorkRequested("mallory-1", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)
+    ]
+    lie = tuple(h("lie", k) for k in chk.segments)
+    hs(SpotCheckReturned(chk.check, "mallory-1", lie, CLASS, 0.0))  # a dispute
+    hs(NodeLost("mallory-1", 0.0))
+    while batch := hs.request("mallory-2") + hs.request("mallory-3"):
+        for r in batch:
+            hs.ret(r, fake_claim(r, "same lie"))
+    assert "honest-H" not in {c.volunteer for c in hs.of(Convicted)}
