@@ -518,6 +518,8 @@ class Scheduler:
         self._want_more(w, out)
 
     def _on_tick(self, now: float, out: list[Instruction]) -> None:
+        for vid in [v for v in self._free if not self._online(self.volunteers[v], now)]:
+            self._refresh(self.volunteers[vid], now)  # gone quiet: out of the draw pool
         while self._deadlines and self._deadlines[0][0] <= now:
             when, kind, ident = heapq.heappop(self._deadlines)
             if kind == "replica":
@@ -590,7 +592,8 @@ class Scheduler:
                 self._free[draw_index(self._beacon, subject, attempt, len(self._free))]
             ]
             if not self._online(v, now):
-                self._refresh(v, now)
+                # skipped, not pruned: the pool changes only in logged events (see _on_tick),
+                # so that a replay of the log draws exactly the same volunteers
                 continue
             if ok(v):
                 return v
@@ -637,7 +640,7 @@ class Scheduler:
                 continue
             while key in self._ready and budget > 0 and self._free:
                 subject = w.unit.id + len(w.replicas).to_bytes(4, "little")
-                need_established = self._needs_established(w)
+                need_established = bool(w.disputed) or self._needs_established(w)
                 pick = self._draw(
                     subject,
                     functools.partial(self._may_compute, w=w, need_established=need_established),
@@ -870,7 +873,10 @@ class Scheduler:
             return
         self._set_wu(w, "in_progress")
         w.check = None
-        w.required = self.jobs[w.unit.job].quorum
+        # A verdict convicts somebody, so it takes more than the quorum it judges: one more
+        # voice, every one of them established and new to the WU (colluders fill it with
+        # probability about f^(quorum + 1) instead of f^quorum).
+        w.required = self.jobs[w.unit.job].quorum + 1
         disputed = self._group(w) if w.group else [self.replicas[chk.replica]]
         for r in disputed:
             self._set_replica(r, "disputed")
@@ -1008,6 +1014,8 @@ class Scheduler:
         for members in self._groups(w).values():
             if len(members) < w.required or not self._vouched(members):
                 continue
+            if w.disputed and not all(self.volunteers[r.volunteer].established for r in members):
+                continue  # a verdict is given by established volunteers only
             claim = members[0].claim
             assert claim is not None
             if w.disputed:

@@ -296,13 +296,15 @@ def test_spot_check_catches_a_lie_and_a_fresh_quorum_convicts_the_liar(hs):
     honest_ends = tuple(h(d.wu.id, k + 1) for k in chk.segments)
     hs(SpotCheckReturned(chk.check, "C", honest_ends, CLASS, 0.0))
     assert not hs.of(Invalidated)  # one checker's word is not enough: a dispute
-    assert hs.s.wus[d.wu.id].required == 2 and hs.s.wus[d.wu.id].state == "in_progress"
+    assert hs.s.wus[d.wu.id].required == 3 and hs.s.wus[d.wu.id].state == "in_progress"
     hs(NodeLost("C", hs.now))
-    while batch := hs.request("D", slots=20) + hs.request("E", slots=20):
+    while (
+        batch := hs.request("D", slots=20) + hs.request("E", slots=20) + hs.request("F", slots=20)
+    ):
         for d2 in batch:
             hs.ret(d2)
     assert any(
-        v.wu.id == d.wu.id and {x for _, x in v.valid} == {"D", "E"} for v in hs.of(Validated)
+        v.wu.id == d.wu.id and {x for _, x in v.valid} == {"D", "E", "F"} for v in hs.of(Validated)
     )
     assert [i.volunteer for i in hs.of(Invalidated) if i.wu.id == d.wu.id] == ["A"]
     assert [c.volunteer for c in hs.of(Convicted)] == ["A"]
@@ -455,13 +457,13 @@ def test_a_sybil_pair_agreeing_on_a_fake_is_caught_by_the_audit(hs):
     honest_ends = tuple(h(a.wu.id, k + 1) for k in chk.segments)
     hs(SpotCheckReturned(chk.check, "C", honest_ends, CLASS, 0.0))
     assert not hs.of(Invalidated)  # one auditor's word does not condemn a quorum...
-    while batch := hs.request("D") + hs.request("E"):  # ...a fresh quorum decides
+    while batch := hs.request("D") + hs.request("E") + hs.request("F"):  # ...a fresh quorum decides
         for d in batch:
             hs.ret(d)
     assert {i.volunteer for i in hs.of(Invalidated)} == {"mallory-1", "mallory-2"}
     (v,) = hs.of(Validated)
-    assert {x for _, x in v.valid} == {"D", "E"}
-    assert {c.volunteer for c in hs.of(GrantCredit)} == {"D", "E"}
+    assert {x for _, x in v.valid} == {"D", "E", "F"}
+    assert {c.volunteer for c in hs.of(GrantCredit)} == {"D", "E", "F"}
     assert hs.s.volunteers["mallory-1"].streak == 0 and hs.s.volunteers["C"].streak == 0
 
 
@@ -475,11 +477,11 @@ def test_a_lying_auditor_cannot_condemn_an_honest_quorum(hs):
     hs(BeaconPublished(h("checkpoint")))
     (chk,) = [i for i in hs(WorkRequested("M", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
     hs(SpotCheckReturned(chk.check, "M", tuple(h("lie", k) for k in chk.segments), CLASS, 0.0))
-    while batch := hs.request("D") + hs.request("E"):
+    while batch := hs.request("D") + hs.request("E") + hs.request("F"):
         for d in batch:
             hs.ret(d)
     (v,) = hs.of(Validated)
-    assert {x for _, x in v.valid} == {"A", "B", "D", "E"}
+    assert {x for _, x in v.valid} == {"A", "B", "D", "E", "F"}
     assert not hs.of(Invalidated)
     assert hs.s.volunteers["M"].quota < hs.s.volunteers["A"].quota  # the auditor paid
 
@@ -639,11 +641,11 @@ def test_a_cross_class_check_that_disagrees_sends_an_unreplicated_claim_to_a_quo
     assert not hs.of(Invalidated) and not hs.of(GrantCredit)  # disputed, not yet decided
     hs(NodeLost("A", 3.0))
     hs(NodeLost("X", 3.0))
-    while batch := hs.request("D") + hs.request("E"):
+    while batch := hs.request("D") + hs.request("E") + hs.request("F"):
         for d in batch:
             hs.ret(d)
     assert [i.volunteer for i in hs.of(Invalidated)] == ["A"]
-    assert {c.volunteer for c in hs.of(GrantCredit)} == {"D", "E"}
+    assert {c.volunteer for c in hs.of(GrantCredit)} == {"D", "E", "F"}
     assert [c.volunteer for c in hs.of(Convicted)] == ["A"]
 
 

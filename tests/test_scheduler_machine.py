@@ -715,9 +715,9 @@ def test_a_wu_confirmed_by_re_verification_keeps_an_established_voice():
         data = tuple(seg_data(c.wu.id, k, start) for k, start in pairs)
         _feed(s, SpotCheckReturned(c.check, c.volunteer, ends, X86, 0.0, None, data))
 
-    for op in ("op-0", "op-1", "op-2", "op-3"):
+    for op in ("op-0", "op-1", "op-2", "op-3", "op-4"):
         _feed(s, VolunteerTrusted(op))
-    gone("op-0", "op-1", "op-2", "op-3")  # (only whoever asks next is online, to be drawn)
+    gone("op-0", "op-1", "op-2", "op-3", "op-4")  # (only whoever asks next is online)
     _feed(s, JobSubmitted("warm", spec(runs=4), tuple(h("w", r) for r in range(4))))
     for fake in ("fake-0", "fake-1"):  # two colluders build a reputation honestly
         for _ in range(2):
@@ -745,8 +745,10 @@ def test_a_wu_confirmed_by_re_verification_keeps_an_established_voice():
     gone("op-1")
     (a,) = take("op-2")
     (b,) = take("op-3")
+    (c,) = take("op-4")
     ret(a)
-    ret(b)  # ...a fresh quorum convicts both: W is re-verified
-    gone("op-2", "op-3")
+    ret(b)
+    ret(c)  # ...a fresh quorum (one more than the quorum) convicts both: W is re-verified
+    gone("op-2", "op-3", "op-4")
     (reverify,) = take("op-1")
     check(reverify)  # confirmed: validate_state fails here
