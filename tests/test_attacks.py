@@ -357,7 +357,7 @@ def test_attack_4_throwaway_keys_cannot_fail_a_trajectory(service):
 def test_attack_5_a_lying_checker_is_convicted_and_the_honest_result_stands(service):
     honest = _vol(service, "veteran")
     liar = _vol(service, "liar", "lying-checker")
-    others = [_vol(service, "d"), _vol(service, "e")]
+    others = [_vol(service, "d"), _vol(service, "e"), _vol(service, "f")]
     trust(service, honest.me, liar.me, *(o.me for o in others))
 
     def veteran(c: Coordinator) -> None:  # a long record of valid results: unreplicated WUs
