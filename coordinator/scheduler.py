@@ -63,7 +63,7 @@ import hashlib
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -310,6 +310,56 @@ class _Volunteer:
         )
 
 
+class _Pool:
+    """An ordered set with O(1) add, remove and indexing (swap-with-last removal): who may be
+    drawn. Its order depends only on the logged events, so replays draw alike."""
+
+    __slots__ = ("_at", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[str] = []
+        self._at: dict[str, int] = {}
+
+    def add(self, vid: str) -> None:
+        if vid not in self._at:
+            self._at[vid] = len(self._items)
+            self._items.append(vid)
+
+    def discard(self, vid: str) -> None:
+        i = self._at.pop(vid, None)
+        if i is None:
+            return
+        last = self._items.pop()
+        if last != vid:
+            self._items[i] = last
+            self._at[last] = i
+
+    def __contains__(self, vid: object) -> bool:
+        return vid in self._at
+
+    def __getitem__(self, i: int) -> str:
+        return self._items[i]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Pool) and self._items == other._items
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"_Pool({self._items!r})"
+
+    def consistent(self) -> bool:
+        return all(self._at[v] == i for i, v in enumerate(self._items)) and len(self._at) == len(
+            self._items
+        )
+
+
 @dataclass(slots=True)
 class _Job:
     spec: JobSpec
@@ -335,8 +385,8 @@ class Scheduler:
         self._check_queue: dict[int, None] = {}  # checks waiting to be drawn
         self._audit_waits: dict[int, int] = {}  # audit-wait deadline id -> check id
         self._deadlines: list[tuple[float, str, int]] = []
-        self._free: list[str] = []  # volunteers online with free capacity (draw pool)
-        self._free_at: dict[str, int] = {}
+        self._free = _Pool()  # volunteers online with free capacity (the draw pool)
+        self._free_est = _Pool()  # the established ones among them
         self._trajectory: dict[TrajectoryKey, bytes] = {}  # newest WU of each trajectory
         self._beacon = b""
         self._now = 0.0  # the time of the event being handled
@@ -581,28 +631,32 @@ class Scheduler:
     # -- drawing volunteers ----------------------------------------------------------------
 
     def _draw(
-        self, subject: bytes, ok: Callable[[_Volunteer], bool], now: float
+        self,
+        subject: bytes,
+        ok: Callable[[_Volunteer], bool],
+        now: float,
+        pool: _Pool | None = None,
     ) -> _Volunteer | None:
-        """A volunteer drawn uniformly (by the beacon) from those online with free capacity
-        for whom ``ok`` holds: a few random tries, then a scan from a random start."""
+        """A volunteer drawn uniformly (by the beacon) from ``pool`` (those online with free
+        capacity, or the established ones among them) for whom ``ok`` holds: a few random
+        tries, then a scan from a random start."""
+        free = self._free if pool is None else pool
         for attempt in range(_DRAW_TRIES):
-            if not self._free:
+            if not free:
                 return None
-            v = self.volunteers[
-                self._free[draw_index(self._beacon, subject, attempt, len(self._free))]
-            ]
+            v = self.volunteers[free[draw_index(self._beacon, subject, attempt, len(free))]]
             if not self._online(v, now):
                 # skipped, not pruned: the pool changes only in logged events (see _on_tick),
                 # so that a replay of the log draws exactly the same volunteers
                 continue
             if ok(v):
                 return v
-        n = len(self._free)
+        n = len(free)
         if not n:
             return None
         start = draw_index(self._beacon, subject, _DRAW_TRIES, n)
         for j in range(n):
-            v = self.volunteers[self._free[(start + j) % n]]
+            v = self.volunteers[free[(start + j) % n]]
             if self._online(v, now) and ok(v):
                 return v
         return None
@@ -611,7 +665,7 @@ class Scheduler:
         self, vol: _Volunteer, budget: int, ev: WorkRequested, out: list[Instruction]
     ) -> int:
         for cid in list(itertools.islice(self._check_queue, SCAN_LIMIT)):
-            if budget <= 0 or not self._free:
+            if budget <= 0 or not self._free_est:  # only established volunteers check
                 break
             chk = self.checks[cid]
             w = self.wus[chk.wu]
@@ -619,6 +673,7 @@ class Scheduler:
                 w.unit.id + b"check" + chk.id.to_bytes(8, "little"),
                 functools.partial(self._may_check, w=w, now=ev.now),
                 ev.now,
+                self._free_est,
             )
             if pick is None:
                 continue
@@ -641,10 +696,13 @@ class Scheduler:
             while key in self._ready and budget > 0 and self._free:
                 subject = w.unit.id + len(w.replicas).to_bytes(4, "little")
                 need_established = bool(w.disputed) or self._needs_established(w)
+                if need_established and not self._free_est:
+                    break  # nobody established is free: skip it cheaply, it waits its turn
                 pick = self._draw(
                     subject,
                     functools.partial(self._may_compute, w=w, need_established=need_established),
                     ev.now,
+                    self._free_est if need_established else self._free,
                 )
                 if pick is None:
                     break
@@ -691,18 +749,17 @@ class Scheduler:
         return now - v.seen <= ONLINE_S
 
     def _refresh(self, v: _Volunteer, now: float) -> None:
-        """Keep the draw pool exact: in it iff online, not banned and with free capacity."""
-        inside = v.id in self._free_at
+        """Keep the draw pools exact: in them iff online, not banned and with free capacity
+        (and, for the second, established)."""
         should = v.trust != "banned" and self._online(v, now) and v.capacity() > 0
-        if should and not inside:
-            self._free_at[v.id] = len(self._free)
-            self._free.append(v.id)
-        elif inside and not should:
-            i = self._free_at.pop(v.id)
-            last = self._free.pop()
-            if last != v.id:
-                self._free[i] = last
-                self._free_at[last] = i
+        if should:
+            self._free.add(v.id)
+        else:
+            self._free.discard(v.id)
+        if should and v.established:
+            self._free_est.add(v.id)
+        else:
+            self._free_est.discard(v.id)
 
     # -- offers and assignments ------------------------------------------------------------
 
@@ -933,6 +990,7 @@ class Scheduler:
                 vol.proven += 1
                 if vol.proven >= self.policy.probation_results and vol.trust == "probation":
                     vol.trust = "established"
+                    self._refresh(vol, self._now)
             out.append(GrantCredit(r.volunteer, w.unit, r.id))
         for r in invalid:
             self._penalise(self.volunteers[r.volunteer])
@@ -1472,9 +1530,11 @@ class Scheduler:
             assert MIN_QUOTA <= v.quota <= MAX_QUOTA
             assert len(v.class_history) <= self.policy.max_classes_per_volunteer
             if v.trust == "banned":
-                assert v.id not in self._free_at and not v.credited and not v.offers
-        for i, vid in enumerate(self._free):
-            assert self._free_at[vid] == i
+                assert v.id not in self._free and not v.credited and not v.offers
+        assert self._free.consistent() and self._free_est.consistent()
+        for vid in self._free_est:
+            assert vid in self._free and self.volunteers[vid].established
+        for vid in self._free:
             assert self.volunteers[vid].capacity() > 0
 
     @property
