@@ -604,8 +604,16 @@ class Coordinator:
         chk = self.scheduler.checks.get(result.check)
         if chk is None or chk.volunteer != volunteer_key.hex() or chk.state != "assigned":
             raise ProtocolError(f"spot check {result.check} is not assigned to this volunteer")
-        det = det_class_key(result.determinism)
         wu = self.scheduler.wus[chk.wu]
+        # The class a check is compared in is the server's: one it accepts, and the one this
+        # volunteer was drawn in, never one its report names for itself.
+        det = self.accept_class(result.determinism).key
+        declared = self.scheduler.volunteers[chk.volunteer].class_for(wu.unit.spec.engine)
+        if det != declared:
+            raise ProtocolError(
+                f"spot check {result.check} reports determinism class {det}, but this "
+                f"volunteer computes {wu.unit.spec.engine} in {declared}"
+            )
         agrees = None if det == wu.det_class else self._agrees_across_classes(chk.id, result)
         self._apply(
             SpotCheckReturned(

@@ -10,6 +10,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from coordinator.classes import ClassRefusedError
 from coordinator.errors import ProtocolError
 from coordinator.jobs import JobSpec
 from coordinator.policy import NetworkPolicy
@@ -260,15 +261,20 @@ def test_a_fabricated_result_fails_the_physics_sanity_check_before_any_compariso
     coord.close()
 
 
-OTHER_CLASS = '{"engine":"go","platform":"another-cpu"}'
+def _other_class(model: GoModel) -> str:
+    """The Go class of another CPU flavour (canonical JSON), as an operator would list it."""
+    real = json.loads(GoEngine(model).determinism_class().canonical())
+    return json.dumps(
+        real | {"cpu": "aarch64/base/glibc-2.36"}, sort_keys=True, separators=(",", ":")
+    )
 
 
-def _as_other_class(r, identity: Identity, end_states=None):
+def _as_other_class(r, identity: Identity, end_states=None, other: str = "{}"):
     """The same recomputation, reported from another determinism class (re-signed)."""
     states = r.end_states if end_states is None else end_states
     unsigned = dataclasses.replace(
         r,
-        determinism=OTHER_CLASS,
+        determinism=other,
         end_digests=tuple(s.digest() for s in states),
         end_states=states,
         signature=b"",
@@ -300,7 +306,8 @@ def test_a_spot_check_from_another_determinism_class_is_compared_with_a_toleranc
         coord.submit_result(a.key, t.replica, a.behaviour(t, a.engines, a.identity))
     coord.tick()  # the beacon: the spot-checks are drawn
     coord.trust(x.key)  # checkers are established volunteers
-    other = det_class_key(OTHER_CLASS)
+    other_json = _other_class(model)
+    other = coord.classes.add(other_json).key  # the operator accepts that CPU flavour
     checks = [t for t in coord.request_work(x.key, other, 4) if isinstance(t, SpotCheckTask)]
     assert checks  # nobody of A's class may check it, so another class does
     for t in checks:
@@ -311,16 +318,16 @@ def test_a_spot_check_from_another_determinism_class_is_compared_with_a_toleranc
                 State(positions=s.positions + 1e-3, velocities=s.velocities, step=s.step)
                 for s in honest.end_states
             )
-            report = _as_other_class(honest, x.identity, nudged)
+            report = _as_other_class(honest, x.identity, nudged, other_json)
         elif tamper == "mismatch":
-            good = _as_other_class(honest, x.identity)
+            good = _as_other_class(honest, x.identity, other=other_json)
             wrong = tuple(
                 State(positions=s.positions + 1e-3, velocities=s.velocities, step=s.step)
                 for s in good.end_states
             )
             report = dataclasses.replace(good, end_states=wrong)  # digests still the old ones
         else:
-            report = _as_other_class(honest, x.identity)
+            report = _as_other_class(honest, x.identity, other=other_json)
         coord.submit_spot_check(x.key, report)
     out = coord.drain()
     checked = {t.wu_id for t in checks}
@@ -486,4 +493,39 @@ def test_a_stored_header_reads_back_signed_with_its_price(tmp_path, model):
     assert header == result.header and header.price == task.price
     assert header.segment_data == result.header.segment_data
     Ed25519PublicKey.from_public_bytes(v.key).verify(signature, header.message())
+    coord.close()
+
+
+def test_a_checker_cannot_name_its_own_class_in_a_spot_check(tmp_path, model):
+    """Attack: drawn to check in the WU's class, a checker signs its report as another class
+    (one nobody accepted), which would move the comparison to the cross-class tolerance
+    path. The report is refused and nothing is logged; the check stays its to answer."""
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    a, x = Volunteer(), Volunteer()
+    a.work(coord, model)
+    coord.scheduler._volunteer(a.key.hex()).streak = 10**6  # its next WUs go unreplicated
+    small_job(coord, model, audit_rate=0.0)
+    tasks = coord.request_work(a.key, a.det_class(model), 2, "go")
+    for t in tasks:
+        coord.submit_result(a.key, t.replica, a.behaviour(t, a.engines, a.identity))
+    coord.tick()  # the beacon
+    coord.trust(x.key)
+    checks = [
+        t
+        for t in coord.request_work(x.key, x.det_class(model), 4, "go")
+        if isinstance(t, SpotCheckTask)
+    ]
+    assert checks
+    honest = spot_check(checks[0], engines=x.engines, identity=x.identity)
+    events = len(list(coord.store.events()))
+    with pytest.raises(ClassRefusedError):  # a class nobody accepted
+        coord.submit_spot_check(x.key, _as_other_class(honest, x.identity, other='{"engine":"go"}'))
+    accepted = coord.classes.add(_other_class(model))
+    assert accepted.key != x.det_class(model)
+    with pytest.raises(ProtocolError, match="computes go in"):  # accepted, but not x's own
+        coord.submit_spot_check(
+            x.key, _as_other_class(honest, x.identity, other=accepted.canonical)
+        )
+    assert len(list(coord.store.events())) == events
+    coord.submit_spot_check(x.key, honest)  # its own class: accepted
     coord.close()
