@@ -14,7 +14,6 @@ Anything else is refused with a message that names what was reported and what to
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -37,10 +36,6 @@ class AcceptedClass:
     key: str  # short stable id the scheduler groups replicas by
     engine: str
     canonical: str
-
-
-def class_key(canonical: str) -> str:
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def parse_class(canonical: str) -> DeterminismClass:

@@ -226,12 +226,6 @@ class Coordinator:
             elif isinstance(entry, le.JobSubmitted):
                 self._jobs_in_ledger.add(entry.job_id)
 
-    def _scan_grants(self) -> None:
-        for _idx, _leaf, data in self.log.store.iter_entries():
-            entry = le.decode_record(data).entry
-            if isinstance(entry, le.CreditGranted):
-                self._grants[(entry.volunteer_key, entry.wu_id)] = entry.amount
-
     def _replay(self, *, abandon: bool = True) -> None:
         replayed: list[Instruction] = []
         for ev in self.store.events():
@@ -293,7 +287,7 @@ class Coordinator:
             key = bytes.fromhex(t.volunteer)
             pair = (key, t.wu.id)
             if pair not in self._grants:  # granted since start-up: read it back (rare)
-                self._scan_grants()
+                self._scan_ledger()
             amount = self._grants.get(pair)
             if amount is None or pair in self._revoked:
                 continue  # never granted on the ledger (or revoked already: a replay)
