@@ -21,8 +21,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from coordinator.errors import CoordinatorError
-from coordinator.store import open_engine
+from coordinator.errors import CoordinatorUnavailableError, MissingError, ProtocolError, UsageError
+from coordinator.store import database_errors, open_engine
 
 KEY_PREFIX = "fnlab_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -75,7 +75,9 @@ class Accounts:
         try:
             metadata.create_all(self._engine)
         except SQLAlchemyError as e:
-            raise CoordinatorError(f"cannot open the accounts database {text}: {e}") from e
+            raise CoordinatorUnavailableError(
+                f"cannot open the accounts database {text}: {e}"
+            ) from e
 
     @classmethod
     def in_folder(cls, workdir: str | Path) -> Accounts:
@@ -94,10 +96,11 @@ class Accounts:
 
     # -- labs ------------------------------------------------------------------------------
 
+    @database_errors("adding a lab")
     def add_lab(self, name: str) -> str:
         """Create a lab and return its API key (the only time the key is ever visible)."""
         if not _NAME.match(name):
-            raise CoordinatorError(
+            raise UsageError(
                 f"lab name {name[:80]!r} is not allowed: use 1-64 letters, digits, '_', '.' "
                 "or '-', starting with a letter or digit"
             )
@@ -110,9 +113,10 @@ class Accounts:
                     )
                 )
         except IntegrityError as e:
-            raise CoordinatorError(f"a lab named {name!r} already exists") from e
+            raise ProtocolError(f"a lab named {name!r} already exists") from e
         return key
 
+    @database_errors("revoking a lab")
     def revoke_lab(self, name: str) -> None:
         """Withdraw a lab's key (a running service stops accepting it within
         ``LAB_KEY_CACHE_S``). Its jobs and ledger entries stay."""
@@ -122,8 +126,9 @@ class Accounts:
                 {"revoked": True},
             )
         if done.rowcount != 1:
-            raise CoordinatorError(f"no lab named {name!r} with a valid key (see foldnet lab list)")
+            raise MissingError(f"no lab named {name!r} with a valid key (see foldnet lab list)")
 
+    @database_errors("looking up a lab key")
     def lab_for_key(self, key: str) -> str | None:
         with self._engine.connect() as conn:
             row = conn.execute(
@@ -133,18 +138,21 @@ class Accounts:
             ).first()
         return None if row is None else str(row.name)
 
+    @database_errors("listing labs")
     def lab_names(self) -> list[str]:
         with self._engine.connect() as conn:
             return [str(r.name) for r in conn.execute(sa.select(labs.c.name).order_by(labs.c.name))]
 
     # -- jobs of labs ----------------------------------------------------------------------
 
+    @database_errors("recording a job")
     def add_job(self, job: str, lab: str, name: str, submitted_at: float) -> None:
         with self._engine.begin() as conn:
             conn.execute(
                 lab_jobs.insert().values(job=job, lab=lab, name=name, submitted_at=submitted_at)
             )
 
+    @database_errors("listing jobs")
     def jobs(self) -> list[LabJob]:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(lab_jobs).order_by(lab_jobs.c.submitted_at))
@@ -152,6 +160,7 @@ class Accounts:
 
     # -- volunteers ------------------------------------------------------------------------
 
+    @database_errors("registering a volunteer")
     def add_volunteer(self, key: bytes, name: str) -> bool:
         """Record a volunteer; False if it was registered already."""
         try:
@@ -163,6 +172,7 @@ class Accounts:
             return False
         return True
 
+    @database_errors("listing volunteers")
     def volunteer_keys(self) -> set[bytes]:
         with self._engine.connect() as conn:
             return {bytes(r.key) for r in conn.execute(sa.select(volunteers.c.key))}

@@ -19,16 +19,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from coordinator.errors import ProtocolError
+from coordinator.errors import ClassRefusedError
 from coordinator.jobs import ENGINES
 from sims.result import DeterminismClass
 
 MAX_CLASS_BYTES = 4096
 CLASSES_FILE = "classes.json"
-
-
-class ClassRefusedError(ProtocolError):
-    """A reported determinism class is not one this coordinator accepts."""
 
 
 @dataclass(frozen=True, slots=True)

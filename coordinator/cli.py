@@ -8,16 +8,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import UsageError
 from coordinator.labclient import LabClient, is_url
+from foldnet.errors import EXIT_CLIENT, FoldnetError, exit_code_of
 from ledger.cli import audit_cmd, export_cmd, witness_app
-from ledger.errors import LedgerError
-from sims.errors import SimsError
 from worker.cli import app as worker_app
-from worker.errors import WorkerError
 
 app = typer.Typer(
     name="foldnet",
@@ -187,7 +186,7 @@ def demo(
     from coordinator.demo import VOLUNTEERS, DemoConfig, run_demo
 
     if out.exists() and any(out.iterdir()):
-        raise CoordinatorError(f"{out} is not empty: choose another --out or remove it")
+        raise UsageError(f"{out} is not empty: choose another --out or remove it")
     config = DemoConfig(
         runs=runs,
         clones=clones,
@@ -305,7 +304,7 @@ def submit(
     or to a running service over HTTP."""
     if is_url(target):
         if pdb is not None and not pdb.is_file():
-            raise CoordinatorError(f"no PDB file at {pdb}")
+            raise UsageError(f"no PDB file at {pdb}")
         job: dict[str, object] = {
             "engine": engine,
             "runs": runs,
@@ -462,7 +461,7 @@ def results(
     try:
         matches = [j for j in view.scheduler.jobs if j.startswith(job)]
         if len(matches) != 1:
-            raise CoordinatorError(f"job {job!r} matches {len(matches)} jobs; give more of its id")
+            raise UsageError(f"job {job!r} matches {len(matches)} jobs; give more of its id")
         files = view.write_results(matches[0], out)
     finally:
         view.close()
@@ -482,12 +481,18 @@ def cancel(
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning our errors into one clear line."""
+    """Console-script entry point: run the app, turning our errors into one clear line.
+
+    Exit status (foldnet.errors): 1 a finding, 2 the caller's mistake, 3 a fault.
+    """
     try:
         app()
-    except (SimsError, CoordinatorError, WorkerError, LedgerError) as e:
-        err_console.print(f"[bold red]error:[/] {e}")
-        sys.exit(2)
+    except FoldnetError as e:
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        sys.exit(exit_code_of(e))
+    except OSError as e:  # a path the user named: unreadable, missing, not a folder ...
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        sys.exit(EXIT_CLIENT)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

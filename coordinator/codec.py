@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CorruptionError
 from coordinator.jobs import JobSpec
 from coordinator.scheduler import (
     Abandoned,
@@ -63,7 +63,7 @@ def _bytes(value: Any) -> bytes:
 def encode_event(event: Event) -> str:
     kind = type(event).__name__
     if kind not in _TYPES:
-        raise CoordinatorError(f"cannot encode {kind}")
+        raise CorruptionError(f"cannot encode {kind}")
     return json.dumps({"type": kind, "body": _plain(event)}, sort_keys=True, separators=(",", ":"))
 
 
@@ -106,4 +106,4 @@ def decode_event(text: str) -> Event:
         cls = _TYPES[kind]
         return cls(**body)
     except (KeyError, TypeError, ValueError) as e:
-        raise CoordinatorError(f"corrupt event in the coordinator's log: {e}") from e
+        raise CorruptionError(f"corrupt event in the coordinator's log: {e}") from e

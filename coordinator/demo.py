@@ -19,9 +19,9 @@ from coordinator.raylocal import local_ray
 from coordinator.raypool import RayPool, VolunteerSpec
 from coordinator.results import Trajectory, trajectories, write_results
 from coordinator.service import Coordinator
+from foldnet.files import atomic_write
 from ledger import AuditReport, run_audit
 from sims.examples import VILLIN_PDB
-from sims.fileio import atomic_write_text
 from sims.go import GoEngine, GoModel
 from worker.systems import system_digest
 
@@ -143,5 +143,5 @@ def run_demo(
     coord.close()
     title = f"Villin HP36, Go model, T = {config.temperature} eps/kB"
     report.files.extend(write_results(out, model, report.trajectories, title=title))
-    report.files.append(atomic_write_text(out / "checkpoint.txt", report.checkpoint))
+    report.files.append(atomic_write(out / "checkpoint.txt", report.checkpoint))
     return report

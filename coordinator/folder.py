@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import UsageError
 
 
 @contextmanager
@@ -20,7 +20,7 @@ def owned(workdir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
-            raise CoordinatorError(
+            raise UsageError(
                 f"a coordinator is running in {workdir}: stop it first (or submit over HTTP)"
             ) from e
         yield

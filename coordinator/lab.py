@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import MissingError, UsageError
 from coordinator.results import trajectories, write_results
 from coordinator.scheduler import Scheduler, replay
 from coordinator.store import Store
@@ -36,7 +36,7 @@ class CoordinatorView:
     def __init__(self, workdir: str | Path) -> None:
         db = Path(workdir) / "coordinator.db"
         if not db.is_file():
-            raise CoordinatorError(f"no coordinator database at {db}")
+            raise MissingError(f"no coordinator database at {db}")
         self.store = Store.open(db)
         self.scheduler: Scheduler = replay(self.store.events())[0]
 
@@ -67,10 +67,10 @@ class CoordinatorView:
         j = self.scheduler.jobs.get(job)
         if j is None:
             known = ", ".join(self.scheduler.jobs) or "none"
-            raise CoordinatorError(f"no job {job!r} here; jobs: {known}")
+            raise MissingError(f"no job {job!r} here; jobs: {known}")
         system = decode_system(self.store.system(j.spec.system_digest))
         if not isinstance(system, GoModel):
-            raise CoordinatorError("results of all-atom jobs are written by the HTTP service")
+            raise UsageError("results of all-atom jobs are written by the HTTP service")
         trajs = trajectories(self.scheduler, self.store, job)
         title = f"job {job[:12]}: Go model, T = {j.spec.temperature} eps/kB"
         return write_results(out, system, trajs, title=title)

@@ -1,8 +1,9 @@
 """A lab's client of a running ``foldnet serve``: submit, follow, download, cancel.
 
-What ``foldnet submit/status/results/cancel URL`` use. Every failure becomes a
-:class:`ServiceError` carrying the service's own ``{"error", "detail"}`` message (or what
-went wrong on the way there), never an httpx traceback.
+What ``foldnet submit/status/results/cancel URL`` use. It is a
+:class:`~foldnet.httpclient.HttpClient` with the lab's key: a refusal arrives as the
+:mod:`foldnet.errors` class of its status with the service's own message, never as an httpx
+traceback.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from typing import Any
 
 import httpx
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import UsageError
+from foldnet.errors import Invalid
+from foldnet.files import atomic_write
+from foldnet.httpclient import HttpClient, InvalidAnswerError, RetryPolicy
 
 API_KEY_ENV = "FOLDNET_API_KEY"
 #: A results archive may be large; anything else the service answers is small JSON.
 MAX_ARCHIVE_BYTES = 4 << 30
-
-
-class ServiceError(CoordinatorError):
-    """The service refused a request, or could not be reached."""
 
 
 def is_url(target: str) -> bool:
@@ -33,18 +33,27 @@ def is_url(target: str) -> bool:
 class LabClient:
     """One lab's view of a service (``Authorization: Bearer <key>``)."""
 
-    def __init__(self, url: str, api_key: str, *, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         if not is_url(url):
-            raise ServiceError(f"expected an http:// or https:// URL, got {url!r}")
+            raise UsageError(f"expected an http:// or https:// URL, got {url!r}")
         if not api_key:
-            raise ServiceError(
+            raise UsageError(
                 f"no API key: pass --api-key or set {API_KEY_ENV} (the operator creates one "
                 "with foldnet lab add NAME)"
             )
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"),
+        self._http = HttpClient(
+            url,
+            timeout_s=timeout_s,
+            retry=RetryPolicy(attempts=3, backoff_s=0.5, max_backoff_s=10.0),
             headers={"Authorization": f"Bearer {api_key}"},
-            timeout=timeout_s,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -56,33 +65,15 @@ class LabClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            r = self._http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise ServiceError(f"cannot reach {self._http.base_url}: {e}") from e
-        if r.status_code >= 400:
-            try:
-                body = r.json()
-                why = f"{body['error']}: {body['detail']}"
-            except (ValueError, KeyError, TypeError):
-                why = r.text[:300] or r.reason_phrase
-            raise ServiceError(f"{method} {path} answered {r.status_code} ({why})")
-        return r
-
     def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        r = self._request(method, path, **kw)
-        try:
-            data = r.json()
-        except ValueError as e:
-            raise ServiceError(f"{method} {path}: the answer is not JSON") from e
+        data = self._http.json(method, path, **kw)
         if not isinstance(data, dict):
-            raise ServiceError(f"{method} {path}: expected a JSON object")
+            raise InvalidAnswerError(f"{method} {path}: expected a JSON object")
         return data
 
     def submit(self, job: dict[str, Any]) -> dict[str, Any]:
         """``job`` as ``POST /v1/jobs`` takes it; the answer has the job id."""
-        return self._json("POST", "/v1/jobs", json=job)
+        return self._json("POST", "/v1/jobs", doc=job)
 
     def jobs(self) -> Iterator[dict[str, Any]]:
         cursor: int | None = 0
@@ -103,25 +94,25 @@ class LabClient:
             return prefix
         matches = [j["job"] for j in self.jobs() if j["job"].startswith(prefix)]
         if len(matches) != 1:
-            raise ServiceError(f"job {prefix!r} matches {len(matches)} of your jobs")
+            raise UsageError(f"job {prefix!r} matches {len(matches)} of your jobs")
         return matches[0]
 
     def download(self, job: str, out: Path) -> list[Path]:
         """Unpack a job's results archive into ``out``; the files written."""
-        r = self._request("GET", f"/v1/jobs/{self.resolve(job)}/results")
-        if len(r.content) > MAX_ARCHIVE_BYTES:
-            raise ServiceError("the results archive is larger than 4 GiB")
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
+        _status, data = self._http.get_bytes(
+            f"/v1/jobs/{self.resolve(job)}/results", limit=MAX_ARCHIVE_BYTES
+        )
+        root = out.resolve()
         try:
-            with zipfile.ZipFile(io.BytesIO(r.content)) as z:
-                for name in z.namelist():
-                    target = (out / name).resolve()
-                    if out.resolve() not in target.parents:
-                        raise ServiceError(f"the archive names a path outside {out}: {name!r}")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(z.read(name))
-                    written.append(target)
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                names = z.namelist()
+                for name in names:  # every path checked before anything is written
+                    if root not in (root / name).resolve().parents:
+                        raise Invalid(f"the archive names a path outside {out}: {name!r}")
+                return [
+                    atomic_write((root / n).resolve(), z.read(n))
+                    for n in names
+                    if not n.endswith("/")
+                ]
         except zipfile.BadZipFile as e:
-            raise ServiceError(f"the results archive is not a zip: {e}") from e
-        return written
+            raise InvalidAnswerError(f"the results archive is not a zip: {e}") from e

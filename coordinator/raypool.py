@@ -19,8 +19,12 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from coordinator.classes import ClassRefusedError
-from coordinator.errors import CoordinatorError, ProtocolError
+from coordinator.errors import (
+    ClassRefusedError,
+    CoordinatorUnavailableError,
+    ProtocolError,
+    UsageError,
+)
 from coordinator.service import Coordinator, Task
 from worker.adversary import HONEST
 from worker.ray_actor import VolunteerWorker
@@ -127,9 +131,9 @@ class RayPool:
 
     def __init__(self, coordinator: Coordinator, volunteers: list[VolunteerSpec]) -> None:
         if not ray.is_initialized():
-            raise CoordinatorError("Ray is not initialised: call ray.init(...) first")
+            raise UsageError("Ray is not initialised: call ray.init(...) first")
         if len({v.resource for v in volunteers}) != len(volunteers):
-            raise CoordinatorError("two volunteers share one node resource")
+            raise UsageError("two volunteers share one node resource")
         self.coordinator = coordinator
         remote = ray.remote(VolunteerWorker)
         self.members: list[_Member] = []
@@ -245,7 +249,7 @@ class RayPool:
                     self.coordinator.submit_spot_check(m.key, result)
                 else:
                     self.coordinator.submit_result(m.key, task.replica, result)
-            except ProtocolError as e:
+            except (ProtocolError, ClassRefusedError) as e:
                 log.info("late or unexpected result from %s ignored: %s", m.spec.resource, e)
 
     def run(
@@ -264,9 +268,9 @@ class RayPool:
         deadline = time.monotonic() + timeout_s
         while not until():
             if time.monotonic() > deadline:
-                raise CoordinatorError(f"work not finished after {timeout_s:.0f} s")
+                raise CoordinatorUnavailableError(f"work not finished after {timeout_s:.0f} s")
             if not any(m.alive for m in self.members):
-                raise CoordinatorError("every volunteer is gone")
+                raise CoordinatorUnavailableError("every volunteer is gone")
             ready: list[Any] = []
             if self._pending:
                 ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.25)

@@ -13,7 +13,7 @@ import numpy as np
 
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
-from sims.fileio import atomic_write_bytes, atomic_write_text
+from foldnet.files import atomic_write
 from sims.go import GoModel
 from sims.structure import ca_pdb_text
 
@@ -97,7 +97,7 @@ def plot_png(trajs: list[Trajectory], title: str) -> bytes:
 def write_results(out: Path, model: GoModel, trajs: list[Trajectory], *, title: str) -> list[Path]:
     """Observables per trajectory, the best structure (highest Q), the native, the plot."""
     files = [
-        atomic_write_text(out / f"observables_run{t.run}_clone{t.clone}.csv", observables_csv(t))
+        atomic_write(out / f"observables_run{t.run}_clone{t.clone}.csv", observables_csv(t))
         for t in trajs
     ]
     best = max(
@@ -112,8 +112,8 @@ def write_results(out: Path, model: GoModel, trajs: list[Trajectory], *, title: 
             f"Q {t.observables['q'][i]:.2f} RMSD {t.observables['rmsd'][i]:.2f} A"
         )
         pdb = ca_pdb_text(model.sequence, t.frames[i], title=remark)
-        files.append(atomic_write_text(out / "best_structure.pdb", pdb))
-    files.append(atomic_write_text(out / "native.pdb", ca_pdb_text(model.sequence, model.native)))
+        files.append(atomic_write(out / "best_structure.pdb", pdb))
+    files.append(atomic_write(out / "native.pdb", ca_pdb_text(model.sequence, model.native)))
     if trajs:
-        files.append(atomic_write_bytes(out / "q_rmsd.png", plot_png(trajs, title)))
+        files.append(atomic_write(out / "q_rmsd.png", plot_png(trajs, title)))
     return files

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorUnavailableError, UsageError
 from coordinator.folder import owned
 from coordinator.prepare import PreparedJob
 from coordinator.raylocal import local_ray
@@ -53,14 +53,16 @@ def run_coordinator(
         }
         if not systems:
             coord.close()
-            raise CoordinatorError(f"no jobs in {workdir}: foldnet submit one first")
+            raise UsageError(f"no jobs in {workdir}: foldnet submit one first")
 
         def all_done() -> bool:
             return all(coord.job_done(job) for job in coord.scheduler.jobs)
 
         def drive(volunteers: list[VolunteerSpec]) -> None:
             if not volunteers:
-                raise CoordinatorError("no volunteer nodes (vol:<id> resources) in the cluster")
+                raise CoordinatorUnavailableError(
+                    "no volunteer nodes (vol:<id> resources) in the cluster"
+                )
             pool = RayPool(coord, volunteers)
             try:
                 pool.run(
@@ -82,7 +84,7 @@ def run_coordinator(
                 ray.shutdown()
         else:
             if not 1 <= local_volunteers <= 64:
-                raise CoordinatorError("--volunteers must be between 1 and 64")
+                raise UsageError("--volunteers must be between 1 and 64")
             specs = [
                 VolunteerSpec(
                     resource=f"vol:local{i}",

@@ -24,7 +24,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.codec import decode_event, encode_event
-from coordinator.errors import CoordinatorError
+from coordinator.errors import (
+    CoordinatorUnavailableError,
+    CorruptionError,
+    MissingError,
+    UsageError,
+)
 from coordinator.scheduler import Event
 from ledger.entries import PriceInputs
 from sims.state import State
@@ -114,6 +119,21 @@ def _decode_header(text: str) -> ResultHeader:
     )
 
 
+@contextlib.contextmanager
+def database_errors(doing: str) -> Iterator[None]:
+    """Translate the database driver's errors where they enter: a fault, exit 3 / 503.
+
+    A context manager, or a decorator of a method whose own handling (an ``IntegrityError``
+    that means "already there") comes first."""
+    try:
+        yield
+    except SQLAlchemyError as e:
+        cause = str(getattr(e, "orig", None) or e).splitlines()[0][:200]
+        raise CoordinatorUnavailableError(
+            f"the coordinator database failed while {doing}: {type(e).__name__}: {cause}"
+        ) from e
+
+
 class Store:
     """Durable coordinator state. Every write method commits before it returns, except inside
     :meth:`batch`, whose writes commit together when it exits (a group commit)."""
@@ -125,7 +145,7 @@ class Store:
         try:
             metadata.create_all(engine)
         except SQLAlchemyError as e:
-            raise CoordinatorError(f"cannot open the coordinator database: {e}") from e
+            raise CoordinatorUnavailableError(f"cannot open the coordinator database: {e}") from e
 
     @classmethod
     def open(cls, url_or_path: str | Path) -> Store:
@@ -144,7 +164,7 @@ class Store:
         if self._conn is not None:
             yield
             return
-        with self._engine.begin() as conn:
+        with database_errors("committing a batch"), self._engine.begin() as conn:
             self._local.conn = conn
             self._local.pending = {}
             try:
@@ -165,7 +185,7 @@ class Store:
             pending: dict[str, tuple[Any, list[dict[str, Any]]]] = self._local.pending
             pending.setdefault(name, (stmt, []))[1].extend(rows)
         else:
-            with self._engine.begin() as conn:
+            with database_errors(f"writing {name}"), self._engine.begin() as conn:
                 conn.execute(stmt, rows)
 
     def _flush(self) -> None:
@@ -180,10 +200,11 @@ class Store:
     def _read(self) -> Iterator[Connection]:
         conn = self._conn
         if conn is not None:  # sees the batch's own uncommitted writes
-            self._flush()
+            with database_errors("reading"):
+                self._flush()
             yield conn
         else:
-            with self._engine.connect() as conn:
+            with database_errors("reading"), self._engine.connect() as conn:
                 yield conn
 
     # -- events ----------------------------------------------------------------------------
@@ -213,7 +234,7 @@ class Store:
             return sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
         if self._engine.dialect.name == "postgresql":
             return pg_insert(table).on_conflict_do_nothing(index_elements=[key])
-        raise CoordinatorError(
+        raise UsageError(
             f"database {self._engine.dialect.name!r} is not supported: use SQLite or PostgreSQL"
         )
 
@@ -221,11 +242,11 @@ class Store:
         with self._read() as conn:
             row = conn.execute(sa.select(states).where(states.c.digest == digest)).first()
         if row is None:
-            raise CoordinatorError(f"no stored state {digest.hex()[:16]}")
+            raise MissingError(f"no stored state {digest.hex()[:16]}")
         arr = np.frombuffer(row.data, dtype="<f8").reshape(2, row.n_atoms, 3)
         st = State(positions=arr[0], velocities=arr[1], step=row.step)
         if st.digest() != digest:
-            raise CoordinatorError(f"stored state {digest.hex()[:16]} is corrupt")
+            raise CorruptionError(f"stored state {digest.hex()[:16]} is corrupt")
         return st
 
     def put_system(self, digest: bytes, data: bytes) -> None:
@@ -237,7 +258,7 @@ class Store:
         with self._read() as conn:
             row = conn.execute(sa.select(systems.c.data).where(systems.c.digest == digest)).first()
         if row is None:
-            raise CoordinatorError(f"no stored system {digest.hex()[:16]}")
+            raise MissingError(f"no stored system {digest.hex()[:16]}")
         return bytes(row.data)
 
     # -- jobs and results ------------------------------------------------------------------
@@ -275,7 +296,7 @@ class Store:
                 sa.select(results.c.header, results.c.signature).where(results.c.replica == replica)
             ).first()
         if row is None:
-            raise CoordinatorError(f"no stored result for replica {replica}")
+            raise MissingError(f"no stored result for replica {replica}")
         return _decode_header(row.header), bytes(row.signature)
 
     def _arrays(self, replica: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -284,11 +305,11 @@ class Store:
                 sa.select(results.c.arrays).where(results.c.replica == replica)
             ).first()
         if row is None:
-            raise CoordinatorError(f"no stored result for replica {replica}")
+            raise MissingError(f"no stored result for replica {replica}")
         try:
             return unpack_arrays(bytes(row.arrays), names)
         except WireError as e:
-            raise CoordinatorError(f"stored result of replica {replica} is corrupt: {e}") from e
+            raise CorruptionError(f"stored result of replica {replica} is corrupt: {e}") from e
 
     def boundary_states(self, replica: int, segments: Sequence[int]) -> tuple[State, ...]:
         """The claimed states at the start of ``segments`` (for a spot-check), read without

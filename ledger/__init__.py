@@ -26,6 +26,7 @@ from ledger.entries import (
     encode_record,
 )
 from ledger.errors import (
+    ConfigError,
     ConsistencyProofError,
     CreditError,
     EntryFormatError,
@@ -37,6 +38,7 @@ from ledger.errors import (
     KeyFileError,
     LedgerError,
     NoteFormatError,
+    NotInLogError,
     PolicyError,
     ProofError,
     RemoteError,
@@ -71,6 +73,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointPublished",
     "CheckpointSigner",
+    "ConfigError",
     "ConsistencyProofError",
     "CosignatureV1Signer",
     "CosignatureV1Verifier",
@@ -93,6 +96,7 @@ __all__ = [
     "LedgerState",
     "Log",
     "MerkleTree",
+    "NotInLogError",
     "Note",
     "NoteFormatError",
     "PolicyError",

@@ -80,6 +80,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from foldnet.files import atomic_write
 from ledger.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
 from ledger.cosignature import CosignatureV1Verifier
 from ledger.entries import (
@@ -103,7 +104,6 @@ from ledger.errors import (
     TileFormatError,
     UnknownKeyError,
 )
-from ledger.files import atomic_write
 from ledger.keys import parse_vkey
 from ledger.merkle import (
     HASH_SIZE,

@@ -1,9 +1,9 @@
 """Command line of the ledger: ``audit``, ``witness ...`` and ``export``.
 
 ``app`` is a :class:`typer.Typer`; foldnet's console script mounts it as ``foldnet audit``,
-``foldnet witness`` and ``foldnet ledger export``. Every :class:`~ledger.errors.LedgerError`
-(and file error) is printed as one line, exit status 2; ``audit`` exits 1 when it found a
-discrepancy and 0 only when it found none.
+``foldnet witness`` and ``foldnet ledger export``. Every error is printed as one line with the
+exit status of :mod:`foldnet.errors` (2 for a bad file, key or argument, 3 for a fault);
+``audit`` exits 1 when it found a discrepancy and 0 only when it found none.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +21,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from foldnet.errors import EXIT_CLIENT, FoldnetError, exit_code_of
 from ledger.audit import AuditReport, run_audit
 from ledger.cosignature import CosignatureV1Verifier
-from ledger.errors import KeyFileError, LedgerError, StorageError
+from ledger.errors import KeyFileError, StorageError
 from ledger.keys import (
     load_or_create_private_key,
     load_private_key,
@@ -59,15 +59,18 @@ def _console() -> Console:
 
 
 def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn ledger and file errors into one readable line and exit status 2."""
+    """Turn errors into one readable line and the exit status of :mod:`foldnet.errors`."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (LedgerError, OSError, sqlite3.Error) as e:
+        except FoldnetError as e:
             Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(e))}")
-            raise typer.Exit(2) from e
+            raise typer.Exit(exit_code_of(e)) from e
+        except OSError as e:  # a path the user named
+            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(e))}")
+            raise typer.Exit(EXIT_CLIENT) from e
 
     return wrapper
 

@@ -63,7 +63,17 @@ from typing import Any, ParamSpec
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from ledger.errors import LedgerError, StorageError, TileFormatError
+from foldnet.errors import (
+    BadRequest,
+    ClientError,
+    FoldnetError,
+    Internal,
+    NotFound,
+    ServerFault,
+    Unavailable,
+)
+from foldnet.http_errors import error_response
+from ledger.errors import StorageError, TileFormatError
 from ledger.log import Log
 from ledger.merkle import consistency_proof, inclusion_proof
 from ledger.store import Store
@@ -92,32 +102,20 @@ _MAX_INT = (1 << 63) - 1  # SQLite's INTEGER
 P = ParamSpec("P")
 
 
-class _ApiError(Exception):
-    """An answer other than 200: becomes ``{"error": code, "detail": detail}``."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.code, "detail": self.detail}, status_code=self.status)
-
-
 def _api(fn: Callable[P, Response]) -> Callable[P, Response]:
-    """Turn :class:`_ApiError` and ledger errors into JSON answers, never a bare 500."""
+    """Answer errors with the one mapping of :mod:`foldnet.http_errors`, never a bare 500.
+
+    The router does this itself, not through an app's handlers, so any app may mount it.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
         try:
             return fn(*args, **kwargs)
-        except _ApiError as e:
-            return e.response()
-        except StorageError as e:
-            return _ApiError(503, "storage-error", f"the ledger cannot be read: {e}").response()
-        except LedgerError as e:  # a bug or a damaged log: still an answer, not a traceback
-            return _ApiError(503, "ledger-error", str(e)).response()
+        except (ClientError, ServerFault) as e:
+            return error_response(e)
+        except FoldnetError as e:  # a damaged log (a format or proof error): the server's fault
+            return error_response(Internal(f"the ledger is damaged: {e}", code="ledger_error"))
 
     return wrapper
 
@@ -126,13 +124,12 @@ def _int(name: str, raw: str | None, default: int | None = None) -> int:
     """A non-negative decimal query parameter, or a 400 that says what was expected."""
     if raw is None or raw == "":
         if default is None:
-            raise _ApiError(400, "missing-parameter", f"query parameter {name!r} is required")
+            raise BadRequest(f"query parameter {name!r} is required", code="missing_parameter")
         return default
     if not _DIGITS.fullmatch(raw) or int(raw) > _MAX_INT:
-        raise _ApiError(
-            400,
-            "invalid-parameter",
+        raise BadRequest(
             f"{name} must be a decimal integer from 0 to 2**63-1, got {raw[:40]!r}",
+            code="invalid_parameter",
         )
     return int(raw)
 
@@ -154,7 +151,7 @@ class _Reader:
         try:
             path = self._get_log().store.path
         except Exception as e:  # the service is not ready: its callable failed
-            raise _ApiError(503, "unavailable", f"the ledger is not available: {e}") from e
+            raise Unavailable(f"the ledger is not available: {e}", code="unavailable") from e
         store = Store.open_readonly(path)
         try:
             yield store
@@ -167,8 +164,8 @@ class _Reader:
         with self.store() as store:
             latest = store.latest_checkpoint()
             if latest is None:
-                raise _ApiError(
-                    404, "no-checkpoint", "the log has not published a checkpoint yet; try later"
+                raise NotFound(
+                    "the log has not published a checkpoint yet; try later", code="no_checkpoint"
                 )
             yield store, latest[0], latest[1]
 
@@ -201,7 +198,7 @@ def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
         with reader.store() as store:
             vkey = store.meta("log_vkey")
         if vkey is None:
-            raise _ApiError(404, "no-log-key", "the log has no signing key yet")
+            raise NotFound("the log has no signing key yet", code="no_log_key")
         return Response(vkey + "\n", media_type=_TEXT, headers={"Cache-Control": _PARTIAL})
 
     @router.get("/checkpoints")
@@ -215,8 +212,8 @@ def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
         start = _int("after", after, 0) if after is not None else -1
         n = _int("limit", limit, MAX_PAGE)
         if not 1 <= n <= MAX_PAGE:
-            raise _ApiError(
-                400, "invalid-parameter", f"limit must be from 1 to {MAX_PAGE}, got {n}"
+            raise BadRequest(
+                f"limit must be from 1 to {MAX_PAGE}, got {n}", code="invalid_parameter"
             )
         with reader.store() as store:
             sizes = store.checkpoint_sizes(start, n + 1)
@@ -239,7 +236,7 @@ def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
         with reader.store() as store:
             note = store.checkpoint_note(n)
             if note is None:
-                raise _ApiError(404, "no-checkpoint", f"the log signed no checkpoint of size {n}")
+                raise NotFound(f"the log signed no checkpoint of size {n}", code="no_checkpoint")
             text = _with_cosignatures(store, n, note)
         return Response(text, media_type=_TEXT, headers={"Cache-Control": _CHECKPOINT})
 
@@ -250,15 +247,14 @@ def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
         try:
             ref = parse_tile_path("tile/" + rest)
         except TileFormatError as e:
-            raise _ApiError(400, "invalid-tile-path", str(e)) from e
+            raise BadRequest(str(e), code="invalid_tile_path") from e
         with reader.signed() as (store, size, _):
             per = 0 if ref.level is None else TILE_HEIGHT * ref.level
             available = tile_width(size >> per, ref.index)
             if ref.width > available:
-                raise _ApiError(
-                    404,
-                    "tile-not-found",
+                raise NotFound(
                     f"{ref.path} is not covered by the latest checkpoint (size {size:,})",
+                    code="tile_not_found",
                 )
             if ref.level is None:
                 data = read_entry_bundle(store, ref.index, ref.width)
@@ -278,21 +274,20 @@ def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
         with reader.signed() as (store, size, _):
             b = _int("end", end, min(a + MAX_PAGE, size))
             if a > size:
-                raise _ApiError(
-                    400, "out-of-range", f"start {a} is beyond the latest checkpoint (size {size})"
+                raise BadRequest(
+                    f"start {a} is beyond the latest checkpoint (size {size})", code="out_of_range"
                 )
             if b < a:
-                raise _ApiError(400, "invalid-range", f"end {b} is before start {a}")
+                raise BadRequest(f"end {b} is before start {a}", code="invalid_range")
             if b > size:
-                raise _ApiError(
-                    400, "out-of-range", f"end {b} is beyond the latest checkpoint (size {size})"
+                raise BadRequest(
+                    f"end {b} is beyond the latest checkpoint (size {size})", code="out_of_range"
                 )
             if b - a > MAX_PAGE:
-                raise _ApiError(
-                    400,
-                    "page-too-large",
+                raise BadRequest(
                     f"at most {MAX_PAGE} entries per request, asked for {b - a}; page through "
                     "with start and end",
+                    code="page_too_large",
                 )
             rows = list(store.iter_entries(a, b))
         if [r[0] for r in rows] != list(range(a, b)):
@@ -316,14 +311,13 @@ def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
         with reader.signed() as (store, size, _):
             n = _int("tree_size", tree_size, size)
             if n > size:
-                raise _ApiError(
-                    400,
-                    "out-of-range",
+                raise BadRequest(
                     f"tree_size {n} is beyond the latest checkpoint (size {size})",
+                    code="out_of_range",
                 )
             if i >= n:
-                raise _ApiError(
-                    400, "out-of-range", f"index {i} is not in a tree of size {n} (0..{n - 1})"
+                raise BadRequest(
+                    f"index {i} is not in a tree of size {n} (0..{n - 1})", code="out_of_range"
                 )
             proof = inclusion_proof(i, n, store.read_nodes)
             (leaf,) = store.read_nodes([(0, i)])
@@ -347,16 +341,16 @@ def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
         with reader.signed() as (store, size, _):
             n = _int("second", second, size)
             if m == 0:
-                raise _ApiError(
-                    400, "out-of-range", "first must be >= 1: a proof from the empty tree is empty"
+                raise BadRequest(
+                    "first must be >= 1: a proof from the empty tree is empty", code="out_of_range"
                 )
             if m > n:
-                raise _ApiError(
-                    400, "invalid-range", f"first ({m}) must not be larger than second ({n})"
+                raise BadRequest(
+                    f"first ({m}) must not be larger than second ({n})", code="invalid_range"
                 )
             if n > size:
-                raise _ApiError(
-                    400, "out-of-range", f"second {n} is beyond the latest checkpoint (size {size})"
+                raise BadRequest(
+                    f"second {n} is beyond the latest checkpoint (size {size})", code="out_of_range"
                 )
             proof = consistency_proof(m, n, store.read_nodes)
         return JSONResponse({"first": m, "second": n, "hashes": [_b64(h) for h in proof]})

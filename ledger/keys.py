@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from foldnet.files import atomic_write
 from ledger.cosignature import CosignatureV1Verifier
 from ledger.errors import KeyFileError, LedgerError
-from ledger.files import atomic_write
 from ledger.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, Ed25519NoteVerifier
 
 __all__ = [

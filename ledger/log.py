@@ -41,10 +41,11 @@ from ledger.entries import (
     encode_record,
 )
 from ledger.errors import (
+    ConfigError,
     EntryRejectedError,
     KeyFileError,
-    LedgerError,
     NoteFormatError,
+    NotInLogError,
     SignatureError,
     StorageError,
 )
@@ -186,7 +187,7 @@ class Log:
         with. Without ``signing_key`` the log appends but cannot publish checkpoints.
         """
         if checkpoint_every < 1:
-            raise LedgerError("checkpoint_every must be >= 1")
+            raise ConfigError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         store = Store.open(path)
         try:
             signer: CheckpointSigner | None = None
@@ -434,7 +435,7 @@ class Log:
         """
         cp = self.checkpoint(tree_size)
         if cp is None:
-            raise LedgerError(f"this log has no checkpoint at size {tree_size}")
+            raise NotInLogError(f"this log has no checkpoint at size {tree_size}")
         if (signature.name, signature.key_id) != (witness.name, witness.key_id):
             raise SignatureError(
                 f"cosignature is by {signature.name} ({signature.key_id.hex()}), not by "

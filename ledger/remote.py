@@ -16,17 +16,16 @@ times first.
 
 from __future__ import annotations
 
-import json
-import time
 from urllib.parse import urlsplit
 
 import httpx
 
-from ledger.errors import RemoteError, TileFormatError
+from foldnet.errors import FoldnetError, TooLarge
+from foldnet.httpclient import HttpClient, RetryPolicy
+from ledger.errors import ConfigError, RemoteError, TileFormatError
 
 __all__ = ["HttpFetcher", "check_url"]
 
-_RETRY_STATUS = frozenset({429, 502, 503, 504})
 _NOT_FOUND = frozenset({404, 410})
 
 
@@ -41,16 +40,16 @@ def check_url(url: str) -> str:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError for a port out of range or not a number
     except ValueError as e:
-        raise RemoteError(f"{url!r} is not a valid URL: {e}") from e
+        raise ConfigError(f"{url!r} is not a valid URL: {e}") from e
     if parts.scheme not in ("http", "https"):
-        raise RemoteError(
+        raise ConfigError(
             f"{url!r}: only http:// and https:// URLs can be audited, not {parts.scheme}://; "
             "give a local export as a path"
         )
     if not parts.hostname:
-        raise RemoteError(f"{url!r} has no host; expected e.g. http://127.0.0.1:8000/v1/ledger")
+        raise ConfigError(f"{url!r} has no host; expected e.g. http://127.0.0.1:8000/v1/ledger")
     if parts.query or parts.fragment:
-        raise RemoteError(
+        raise ConfigError(
             f"{url!r} has a query or fragment; give the log's prefix URL, "
             "e.g. http://127.0.0.1:8000/v1/ledger"
         )
@@ -60,13 +59,13 @@ def check_url(url: str) -> str:
 class HttpFetcher:
     """Fetches tlog-tiles resources below a URL prefix with one pooled HTTP client.
 
-    ``timeout`` is per request (connect, read, write: each at most that long); ``retries``
-    extra attempts follow a connection failure, a timeout or a 429/502/503/504, after
-    ``backoff_s``, doubled each time. ``transport`` is for tests (an ``httpx`` mock transport).
-    Not thread-safe: one auditor at a time.
+    A :class:`~foldnet.httpclient.HttpClient`: ``timeout`` is per request (connect, read,
+    write: each at most that long); ``retries`` extra attempts follow a connection failure,
+    a timeout or a 429/502/503/504, after ``backoff_s``, doubled each time (with jitter).
+    ``transport`` is for tests (an ``httpx`` mock transport). Not thread-safe.
     """
 
-    __slots__ = ("_backoff", "_base", "_client", "_retries")
+    __slots__ = ("_base", "_client")
 
     def __init__(
         self,
@@ -78,14 +77,13 @@ class HttpFetcher:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._base = check_url(url)
-        self._retries = max(0, retries)
-        self._backoff = backoff_s
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=True,
-            max_redirects=5,
+        self._client = HttpClient(
+            self._base,
+            timeout_s=timeout,
+            retry=RetryPolicy(attempts=1 + max(0, retries), backoff_s=backoff_s),
             headers={"Accept-Encoding": "gzip, identity", "User-Agent": "foldnet-auditor"},
             transport=transport,
+            follow_redirects=True,
         )
 
     @property
@@ -103,71 +101,10 @@ class HttpFetcher:
 
     def get(self, rel: str, *, limit: int) -> bytes | None:
         """The resource at ``<prefix>/<rel>``; ``None`` on 404/410. See the module docstring."""
-        url = f"{self._base}/{rel}"
-        attempt = 0
-        while True:
-            try:
-                return self._get_once(url, limit)
-            except _RetryableError as e:
-                if attempt >= self._retries:
-                    tries = f" (tried {attempt + 1} times)" if attempt else ""
-                    raise RemoteError(f"{e}{tries}") from e.__cause__
-                time.sleep(self._backoff * (2**attempt))
-                attempt += 1
-
-    def _get_once(self, url: str, limit: int) -> bytes | None:
         try:
-            with self._client.stream("GET", url) as r:
-                if r.status_code in _NOT_FOUND:
-                    return None
-                if r.status_code != 200:
-                    message = f"{url}: the server answered HTTP {r.status_code}{_detail(r)}"
-                    if r.status_code in _RETRY_STATUS:
-                        raise _RetryableError(message)
-                    raise RemoteError(message)
-                declared = r.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > limit:
-                    raise TileFormatError(
-                        f"{url} is {int(declared):,} bytes, more than the {limit:,} allowed"
-                    )
-                buf = bytearray()
-                for chunk in r.iter_bytes():  # decompressed: the limit holds after gzip too
-                    buf += chunk
-                    if len(buf) > limit:
-                        raise TileFormatError(f"{url} is larger than the {limit:,} bytes allowed")
-                return bytes(buf)
-        except httpx.TimeoutException as e:
-            raise _RetryableError(f"{url}: no answer in time ({type(e).__name__})") from e
-        except httpx.TransportError as e:
-            raise _RetryableError(
-                f"cannot reach {url}: {e or type(e).__name__}; is the server running and the "
-                "URL right?"
-            ) from e
-        except httpx.HTTPError as e:  # too many redirects, a body that does not decode ...
-            raise RemoteError(f"{url}: {type(e).__name__}: {e}") from e
-        except httpx.InvalidURL as e:
-            raise RemoteError(f"{url} is not a valid URL: {e}") from e
-
-
-class _RetryableError(Exception):
-    """A failure worth another attempt; becomes a :class:`RemoteError` when attempts run out."""
-
-
-def _detail(r: httpx.Response) -> str:
-    """The server's explanation: its JSON ``detail``, or the start of its text."""
-    body = b""
-    try:
-        for chunk in r.iter_bytes():
-            body += chunk
-            if len(body) >= 2000:
-                break
-    except httpx.HTTPError:
-        return ""
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict) and "detail" in data:
-            return f" ({data.get('error', 'error')}: {str(data['detail'])[:300]})"
-    except ValueError:
-        pass
-    text = body.decode("utf-8", "replace").strip()
-    return f" ({text[:300]})" if text else ""
+            status, body = self._client.get_bytes(f"/{rel}", limit=limit, allow=_NOT_FOUND)
+        except TooLarge as e:
+            raise TileFormatError(str(e)) from e
+        except FoldnetError as e:  # unreachable, another status, off-protocol: stop the audit
+            raise RemoteError(f"{self._base}/{rel}: {e}") from e
+        return None if status in _NOT_FOUND else body

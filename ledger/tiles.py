@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from foldnet.files import atomic_write
 from ledger.checkpoint import Checkpoint
 from ledger.errors import FormatError, StorageError, TileFormatError
-from ledger.files import atomic_write
 from ledger.merkle import HASH_SIZE
 from ledger.note import parse_note
 from ledger.store import Store

@@ -6,24 +6,29 @@ user sees what was wrong and what was expected, never a traceback from a library
 
 ::
 
-    SimsError
-    ├── InputError                 bad input; nothing was run
-    │   ├── StructureError         not a PDB, empty chain, missing atoms, bad sequence
-    │   │   └── UnknownResidueError  a residue no engine has parameters for
-    │   ├── ParameterError         non-positive steps or temperature, bad segment plan
-    │   └── StateError             wrong shape, NaN/inf coordinates or velocities
-    └── SimulationError            the run itself failed (blew up, engine error)
+    FoldnetError (foldnet.errors)
+    └── SimsError
+        ├── InputError               bad input; nothing was run             Invalid, 422, exit 2
+        │   ├── StructureError       not a PDB, empty chain, missing atoms, bad sequence
+        │   │   └── UnknownResidueError  a residue no engine has parameters for
+        │   ├── ParameterError       non-positive steps or temperature, bad segment plan
+        │   └── StateError           wrong shape, NaN/inf coordinates or velocities
+        └── SimulationError          the run itself failed (blew up)         Internal, 500, exit 3
 """
 
 from __future__ import annotations
 
+from foldnet.errors import FoldnetError, Internal, Invalid
 
-class SimsError(Exception):
+
+class SimsError(FoldnetError):
     """Base class of every error raised by ``sims``."""
 
 
-class InputError(SimsError):
+class InputError(SimsError, Invalid):
     """The caller gave something the engines cannot use; nothing was run."""
+
+    code = "invalid_input"
 
 
 class StructureError(InputError):
@@ -42,5 +47,7 @@ class StateError(InputError):
     """An input state has the wrong shape or non-finite values."""
 
 
-class SimulationError(SimsError):
+class SimulationError(SimsError, Internal):
     """The simulation failed while running (for example it became non-finite)."""
+
+    code = "simulation_failed"

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from coordinator.http.loop import CommitFailedError, CoordinatorThread
+from coordinator.errors import CommitFailedError
+from coordinator.http.loop import CoordinatorThread
 
 
 class FakeCoordinator:

@@ -63,7 +63,7 @@ def test_wrong_key_and_bad_plan_are_one_clear_line(tmp_path):
         big = foldnet("submit", s.url, "--pdb", str(VILLIN_PDB), *absurd, key=key, home=tmp_path)
         assert big.returncode == 2 and "422" in big.stderr and "Traceback" not in big.stderr
     down = foldnet("status", s.url, key=key, home=tmp_path)  # the service is gone
-    assert down.returncode == 2 and "cannot reach" in down.stderr
+    assert down.returncode == 3 and "cannot reach" in down.stderr  # a fault: exit 3
 
 
 def test_a_revoked_key_is_refused_by_the_running_service(tmp_path, monkeypatch):

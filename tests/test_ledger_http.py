@@ -41,6 +41,7 @@ from ledger_helpers import (
 from typer.testing import CliRunner
 
 from ledger import (
+    ConfigError,
     JobSubmitted,
     Log,
     RemoteError,
@@ -199,11 +200,11 @@ def test_tiles_byte_identical_to_export_at_several_sizes(grower: Log, tmp_path: 
         # nothing beyond the checkpoint: the next entry's bundle and a full tile not yet full
         nxt = tile_path(0, size // TILE_WIDTH, size % TILE_WIDTH + 1)
         if size % TILE_WIDTH + 1 < TILE_WIDTH:
-            _error(client.get(f"{PREFIX}/{nxt}"), 404, "tile-not-found")
+            _error(client.get(f"{PREFIX}/{nxt}"), 404, "tile_not_found")
         if size % TILE_WIDTH:
             full0 = tile_path(0, size // TILE_WIDTH)
-            _error(client.get(f"{PREFIX}/{full0}"), 404, "tile-not-found")
-        _error(client.get(f"{PREFIX}/{entries_path(size // 256 + 1)}"), 404, "tile-not-found")
+            _error(client.get(f"{PREFIX}/{full0}"), 404, "tile_not_found")
+        _error(client.get(f"{PREFIX}/{entries_path(size // 256 + 1)}"), 404, "tile_not_found")
         # the log grew past the checkpoint (its own 'checkpoint published' entry): not served
         assert grower.size == size + 1
         entries = client.get(f"{PREFIX}/entries", params={"start": size}).json()
@@ -252,8 +253,8 @@ def test_checkpoint_with_cosignatures_vkey_and_history(tmp_path: Path) -> None:
         old = client.get(f"{PREFIX}/checkpoints/{first}")
         assert old.status_code == 200 and old.text == log.store.checkpoint_note(first)
         assert client.get(f"{PREFIX}/checkpoints/{size}").text == r.text
-        _error(client.get(f"{PREFIX}/checkpoints/{size + 1000}"), 404, "no-checkpoint")
-        _error(client.get(f"{PREFIX}/checkpoints/abc"), 400, "invalid-parameter")
+        _error(client.get(f"{PREFIX}/checkpoints/{size + 1000}"), 404, "no_checkpoint")
+        _error(client.get(f"{PREFIX}/checkpoints/abc"), 400, "invalid_parameter")
 
 
 def test_entries_pages(grower: Log) -> None:
@@ -313,40 +314,40 @@ def test_proofs_verify(grower: Log) -> None:
 @pytest.mark.parametrize(
     ("query", "status", "code"),
     [
-        ("/entries", 400, "missing-parameter"),
-        ("/entries?start=-1", 400, "invalid-parameter"),
-        ("/entries?start=abc", 400, "invalid-parameter"),
-        ("/entries?start=1.5", 400, "invalid-parameter"),
-        ("/entries?start=99999999999999999999999", 400, "invalid-parameter"),
-        ("/entries?start=0&end=-3", 400, "invalid-parameter"),
-        ("/entries?start=31", 400, "out-of-range"),
-        ("/entries?start=0&end=31", 400, "out-of-range"),
-        ("/entries?start=5&end=4", 400, "invalid-range"),
-        ("/proof/inclusion", 400, "missing-parameter"),
-        ("/proof/inclusion?index=30", 400, "out-of-range"),
-        ("/proof/inclusion?index=3&tree_size=3", 400, "out-of-range"),
-        ("/proof/inclusion?index=0&tree_size=0", 400, "out-of-range"),
-        ("/proof/inclusion?index=0&tree_size=31", 400, "out-of-range"),
-        ("/proof/inclusion?index=x", 400, "invalid-parameter"),
-        ("/proof/consistency", 400, "missing-parameter"),
-        ("/proof/consistency?first=0&second=5", 400, "out-of-range"),
-        ("/proof/consistency?first=6&second=5", 400, "invalid-range"),
-        ("/proof/consistency?first=5&second=31", 400, "out-of-range"),
-        ("/proof/consistency?first=5&second=%F0%9F%92%A5", 400, "invalid-parameter"),
-        ("/entries?start=9223372036854775808", 400, "invalid-parameter"),
-        ("/entries?start=9223372036854775807", 400, "out-of-range"),
-        ("/checkpoints/9999999999999999999", 400, "invalid-parameter"),
-        ("/checkpoints/9223372036854775807", 404, "no-checkpoint"),
-        ("/checkpoints/-5", 400, "invalid-parameter"),
-        ("/tile/0/x999/x999/x999/x999/x999/x999/x999/999", 404, "tile-not-found"),
-        ("/tile/0/0000", 400, "invalid-tile-path"),
-        ("/tile/0/000.p/0", 400, "invalid-tile-path"),
-        ("/tile/0/x000/001", 400, "invalid-tile-path"),
-        ("/tile/entries/000.p/abc", 400, "invalid-tile-path"),
-        ("/tile/0/000", 404, "tile-not-found"),
-        ("/tile/0/000.p/31", 404, "tile-not-found"),
-        ("/tile/1/000.p/1", 404, "tile-not-found"),
-        ("/tile/entries/001.p/1", 404, "tile-not-found"),
+        ("/entries", 400, "missing_parameter"),
+        ("/entries?start=-1", 400, "invalid_parameter"),
+        ("/entries?start=abc", 400, "invalid_parameter"),
+        ("/entries?start=1.5", 400, "invalid_parameter"),
+        ("/entries?start=99999999999999999999999", 400, "invalid_parameter"),
+        ("/entries?start=0&end=-3", 400, "invalid_parameter"),
+        ("/entries?start=31", 400, "out_of_range"),
+        ("/entries?start=0&end=31", 400, "out_of_range"),
+        ("/entries?start=5&end=4", 400, "invalid_range"),
+        ("/proof/inclusion", 400, "missing_parameter"),
+        ("/proof/inclusion?index=30", 400, "out_of_range"),
+        ("/proof/inclusion?index=3&tree_size=3", 400, "out_of_range"),
+        ("/proof/inclusion?index=0&tree_size=0", 400, "out_of_range"),
+        ("/proof/inclusion?index=0&tree_size=31", 400, "out_of_range"),
+        ("/proof/inclusion?index=x", 400, "invalid_parameter"),
+        ("/proof/consistency", 400, "missing_parameter"),
+        ("/proof/consistency?first=0&second=5", 400, "out_of_range"),
+        ("/proof/consistency?first=6&second=5", 400, "invalid_range"),
+        ("/proof/consistency?first=5&second=31", 400, "out_of_range"),
+        ("/proof/consistency?first=5&second=%F0%9F%92%A5", 400, "invalid_parameter"),
+        ("/entries?start=9223372036854775808", 400, "invalid_parameter"),
+        ("/entries?start=9223372036854775807", 400, "out_of_range"),
+        ("/checkpoints/9999999999999999999", 400, "invalid_parameter"),
+        ("/checkpoints/9223372036854775807", 404, "no_checkpoint"),
+        ("/checkpoints/-5", 400, "invalid_parameter"),
+        ("/tile/0/x999/x999/x999/x999/x999/x999/x999/999", 404, "tile_not_found"),
+        ("/tile/0/0000", 400, "invalid_tile_path"),
+        ("/tile/0/000.p/0", 400, "invalid_tile_path"),
+        ("/tile/0/x000/001", 400, "invalid_tile_path"),
+        ("/tile/entries/000.p/abc", 400, "invalid_tile_path"),
+        ("/tile/0/000", 404, "tile_not_found"),
+        ("/tile/0/000.p/31", 404, "tile_not_found"),
+        ("/tile/1/000.p/1", 404, "tile_not_found"),
+        ("/tile/entries/001.p/1", 404, "tile_not_found"),
     ],
 )
 def test_bad_parameters_are_4xx_json(grower: Log, query: str, status: int, code: str) -> None:
@@ -403,7 +404,7 @@ def test_page_too_large(grower: Log) -> None:
     detail = _error(
         client.get(f"{PREFIX}/entries", params={"start": 0, "end": MAX_PAGE + 1}),
         400,
-        "page-too-large",
+        "page_too_large",
     )
     assert str(MAX_PAGE) in detail
     ok = client.get(f"{PREFIX}/entries", params={"start": 10, "end": MAX_PAGE + 10})
@@ -414,7 +415,7 @@ def test_before_the_first_checkpoint(grower: Log) -> None:
     grower.append(JobSubmitted(job_id=digest("job", 0)))
     client = TestClient(_app(lambda: grower))
     for path in ("/checkpoint", "/tile/0/000.p/1", "/entries?start=0", "/proof/inclusion?index=0"):
-        _error(client.get(PREFIX + path), 404, "no-checkpoint")
+        _error(client.get(PREFIX + path), 404, "no_checkpoint")
     assert client.get(f"{PREFIX}/checkpoints").json() == {"latest": None, "sizes": [], "next": None}
     assert client.get(f"{PREFIX}/log.vkey").status_code == 200
 
@@ -460,13 +461,13 @@ def test_fetcher_statuses_and_limits() -> None:
         assert f.get("tile/0/001", limit=8192) is None
         with pytest.raises(TileFormatError, match="100 bytes, more than the 99 allowed"):
             f.get("big", limit=99)
-        with pytest.raises(RemoteError, match=r"HTTP 500 \(storage-error: disk on fire\)"):
+        with pytest.raises(RemoteError, match=r"answered 500 \(storage-error: disk on fire\)"):
             f.get("broken", limit=99)
         assert f.get("flaky", limit=99) == b"finally"
         assert calls.count("flaky") == 3
     with (
         _mock(lambda r: httpx.Response(503, text="down"), retries=1) as f,
-        pytest.raises(RemoteError, match=r"HTTP 503 \(down\) \(tried 2 times\)"),
+        pytest.raises(RemoteError, match=r"answered 503 \(error: down\) \(tried 2 times\)"),
     ):
         f.get("checkpoint", limit=99)
 
@@ -498,9 +499,9 @@ def test_fetcher_partial_tile_falls_back_to_the_full_one(tmp_path: Path) -> None
 
 def test_fetcher_refuses_other_schemes_and_reports_unreachable(tmp_path: Path) -> None:
     for url in ("ftp://example.org/log", "file:///etc", "gopher://x", "http:///nohost"):
-        with pytest.raises(RemoteError):
+        with pytest.raises(ConfigError):
             run_audit(url)
-    with pytest.raises(RemoteError, match="query or fragment"):
+    with pytest.raises(ConfigError, match="query or fragment"):
         HttpFetcher("http://127.0.0.1:1/v1/ledger?x=1")
     port = _free_port()
     with (
@@ -744,7 +745,7 @@ def test_audit_server_errors_are_messages(
     runner = CliRunner()
     # nothing listens there
     gone = runner.invoke(ledger_cli, ["audit", f"http://127.0.0.1:{_free_port()}/v1/ledger"])
-    assert gone.exit_code == 2 and "cannot reach" in gone.output
+    assert gone.exit_code == 3 and "cannot reach" in gone.output  # a fault, not a mistake
     assert "Traceback" not in gone.output
     # a server, but not a log at that prefix
     built = build_ledger(tmp_path / "l.db", n_wus=2)

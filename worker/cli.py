@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from worker.errors import WorkerError
+from worker.errors import JoinError, SetupError
 from worker.identity import Identity, default_key_path
 
 app = typer.Typer(help="Run a volunteer worker.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def _ray_binary() -> str:
     beside = Path(sys.executable).with_name("ray")
     found = str(beside) if beside.exists() else shutil.which("ray")
     if found is None:
-        raise WorkerError("the 'ray' command is not installed: pip install foldnet installs it")
+        raise SetupError("the 'ray' command is not installed: pip install foldnet installs it")
     return found
 
 
@@ -56,7 +56,7 @@ def join(
 ) -> None:
     """Join a Ray cluster as a volunteer node, labelled with this volunteer's key."""
     if cpus < 1 or cpus > (os.cpu_count() or 1):
-        raise WorkerError(f"--cpus must be between 1 and {os.cpu_count()}, got {cpus}")
+        raise SetupError(f"--cpus must be between 1 and {os.cpu_count()}, got {cpus}")
     key_path = (key or default_key_path()).expanduser().resolve()
     identity = Identity.load_or_create(key_path)
     vid = identity.fingerprint
@@ -73,7 +73,7 @@ def join(
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise WorkerError(f"could not join {address}: " + " / ".join(tail))
+        raise JoinError(f"could not join {address}: " + " / ".join(tail))
     console.print("[green]joined[/]: this machine now computes work units for the coordinator")
 
 
@@ -82,7 +82,7 @@ def leave() -> None:
     """Stop this machine's Ray node (work in flight is reissued to other volunteers)."""
     proc = subprocess.run([_ray_binary(), "stop"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise WorkerError("ray stop failed: " + (proc.stderr or proc.stdout).strip()[-300:])
+        raise JoinError("ray stop failed: " + (proc.stderr or proc.stdout).strip()[-300:])
     console.print("left the cluster")
 
 
@@ -111,9 +111,9 @@ def run_cmd(
     engines = tuple(engine or ["go", "openmm"])
     for e in engines:
         if e not in ("go", "openmm"):
-            raise WorkerError(f"--engine must be go or openmm, got {e!r}")
+            raise SetupError(f"--engine must be go or openmm, got {e!r}")
     if not 1 <= slots <= 8:
-        raise WorkerError(f"--slots must be between 1 and 8, got {slots}")
+        raise SetupError(f"--slots must be between 1 and 8, got {slots}")
 
     def say(message: str) -> None:
         console.print(message, highlight=False)

@@ -33,12 +33,14 @@ from typing import Any
 import httpx
 import numpy as np
 
+from foldnet.errors import ClientError, FoldnetError
+from foldnet.files import atomic_write
+from foldnet.httpclient import HttpClient, RetryPolicy
 from ledger.credit import credit_v1
 from sims.engine import PartialRun
 from sims.errors import SimsError
-from sims.fileio import atomic_write_bytes
 from sims.state import State
-from worker.errors import WireError, WorkerError
+from worker.errors import SetupError, WireError
 from worker.identity import default_key_path
 from worker.ray_actor import VolunteerWorker
 from worker.systems import (
@@ -104,10 +106,6 @@ class ClientStats:
     credit: int | None
 
 
-class ServerError(WorkerError):
-    """The server answered with an error the client cannot work around."""
-
-
 class HttpVolunteer:
     """One volunteer talking to one coordinator over HTTP."""
 
@@ -137,7 +135,13 @@ class HttpVolunteer:
         self.name = name
         self.report: Report = report or (lambda _m: None)
         self.max_backoff_s = max_backoff_s
-        self.http = httpx.Client(base_url=self.server, timeout=timeout_s, transport=transport)
+        self.http = HttpClient(
+            self.server,
+            timeout_s=timeout_s,
+            retry=RetryPolicy(attempts=8, backoff_s=0.5, max_backoff_s=max_backoff_s),
+            transport=transport,
+            report=self.report,
+        )
         self._systems: dict[str, SystemDefinition] = {}
         self._classes: dict[str, str] = {}
         self.computed = self.uploaded = self.accepted = self.spot_checks = 0
@@ -147,36 +151,18 @@ class HttpVolunteer:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: bytes = b"", **kw: Any) -> httpx.Response:
-        """A signed request; retried with backoff on connection errors, 429 and 5xx."""
-        delay = 0.5
-        for attempt in range(8):
-            signed = sign_headers(self.identity, method, path, body, origin=self.server)
-            headers = signed | kw.get("headers", {})  # the caller's, on every try
-            try:
-                r = self.http.request(method, path, content=body or None, headers=headers)
-            except httpx.TransportError as e:
-                if attempt == 7:
-                    raise ServerError(f"cannot reach {self.server}: {e}") from e
-                self.report(f"server unreachable ({type(e).__name__}); retrying in {delay:.0f} s")
-            else:
-                if r.status_code != 429 and r.status_code < 500:
-                    return r
-                if attempt == 7:
-                    return r
-                retry = r.headers.get("retry-after")
-                if retry and retry.isdigit():
-                    delay = max(delay, float(retry))
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(self.max_backoff_s, delay * 2)
-        raise AssertionError("unreachable")
+    def _sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        return sign_headers(self.identity, method, path, body, origin=self.server)
+
+    def _request(
+        self, method: str, path: str, body: bytes = b"", *, content_type: str = ""
+    ) -> httpx.Response:
+        """A signed request (a fresh signature on every retry); an error answer raises."""
+        headers = {"content-type": content_type} if content_type else None
+        return self.http.request(method, path, content=body, headers=headers, sign=self._sign)
 
     def _json(self, method: str, path: str, doc: dict[str, Any] | None = None) -> Any:
-        body = b"" if doc is None else json.dumps(doc).encode()
-        r = self._request(method, path, body, headers={"content-type": "application/json"})
-        if r.status_code >= 400:
-            raise ServerError(_describe(r))
-        return r.json()
+        return self.http.json(method, path, doc, sign=self._sign)
 
     def register(self) -> None:
         self._json(
@@ -199,15 +185,12 @@ class HttpVolunteer:
         if cached.is_file():
             data = cached.read_bytes()
         else:
-            r = self._request("GET", f"/v1/systems/{digest}")
-            if r.status_code >= 400:
-                raise ServerError(_describe(r))
-            data = r.content
+            data = self._request("GET", f"/v1/systems/{digest}").content
         system = decode_system(data)
         if system_digest(system).hex() != digest:
             raise WireError(f"system {digest[:16]} does not match its digest")
         if not cached.is_file():
-            atomic_write_bytes(cached, data)
+            atomic_write(cached, data)
         self._systems[digest] = system
         return system
 
@@ -256,19 +239,23 @@ class HttpVolunteer:
         task = decode_task(doc, system)
         if isinstance(task, SpotCheckTask):
             checked = spot_check(task, engines=self.worker.engines, identity=self.identity)
-            r = self._request(
-                "POST",
-                f"/v1/checks/{task.check}{query}",
-                json.dumps(encode_spot_check(checked)).encode(),
-                headers={"content-type": "application/json"},
-            )
+            try:
+                r = self._request(
+                    "POST",
+                    f"/v1/checks/{task.check}{query}",
+                    json.dumps(encode_spot_check(checked)).encode(),
+                    content_type="application/json",
+                )
+            except ClientError as e:
+                self.report(f"spot check {task.check} refused: {e}")
+                return []
             self.spot_checks += 1
             self.report(f"spot check {task.check}: {r.status_code}")
-            return list(r.json().get("tasks", [])) if r.status_code < 400 else []
+            return list(r.json().get("tasks", []))
         assert isinstance(task, ComputeTask) and kind == "compute"
         if not self._task_path(task.replica).is_file():
             doc = {**doc, "volunteer": self.identity.public_key.hex()}
-            atomic_write_bytes(self._task_path(task.replica), json.dumps(doc).encode())
+            atomic_write(self._task_path(task.replica), json.dumps(doc).encode())
         resume = self._load_progress(task)
         n = task.spec.n_segments
         t0 = time.perf_counter()
@@ -311,16 +298,18 @@ class HttpVolunteer:
             self.report(f"WU {task.wu_id.hex()[:12]} failed here and was given back: {e}")
             return []
         self.computed += 1
-        r = self._request(
-            "POST",
-            f"/v1/results/{task.replica}{query}",
-            encode_result(result),
-            headers={"content-type": RESULT_CONTENT_TYPE},
-        )
-        self._forget(task.replica)
-        if r.status_code >= 400:
-            self.report(f"result of replica {task.replica} refused: {_describe(r)}")
+        try:
+            r = self._request(
+                "POST",
+                f"/v1/results/{task.replica}{query}",
+                encode_result(result),
+                content_type=RESULT_CONTENT_TYPE,
+            )
+        except ClientError as e:
+            self._forget(task.replica)
+            self.report(f"result of replica {task.replica} refused: {e}")
             return []
+        self._forget(task.replica)
         self.uploaded += 1
         body = r.json()
         if body.get("accepted"):
@@ -357,7 +346,7 @@ class HttpVolunteer:
         arrays |= {f"obs_{n}": np.array([r[n] for r in p.rows], dtype=np.float64) for n in names}
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=False, **arrays)
-        atomic_write_bytes(self._progress_path(task.replica), buf.getvalue())
+        atomic_write(self._progress_path(task.replica), buf.getvalue())
 
     def _load_progress(self, task: ComputeTask) -> PartialRun | None:
         path = self._progress_path(task.replica)
@@ -448,17 +437,9 @@ class HttpVolunteer:
         # Work pulled but not started (only with --slots > 1) is reissued after its
         # deadline; reporting it as failed would count an error against the WU.
         credit = None
-        with contextlib.suppress(ServerError, KeyError, ValueError):
+        with contextlib.suppress(FoldnetError, KeyError, ValueError, TypeError):
             credit = int(self.me()["credit"])
         return ClientStats(self.computed, self.uploaded, self.accepted, self.spot_checks, credit)
-
-
-def _describe(r: httpx.Response) -> str:
-    try:
-        doc = r.json()
-        return f"{r.status_code} {doc.get('error')}: {doc.get('detail')}"
-    except ValueError:
-        return f"{r.status_code}: {r.text[:200]}"
 
 
 def _reference_system(engine: str) -> SystemDefinition:
@@ -473,4 +454,4 @@ def _reference_system(engine: str) -> SystemDefinition:
         from sims.allatom import AllAtomEngine
 
         return AllAtomEngine.from_pdb(ALANINE_DIPEPTIDE_PDB).prepared
-    raise WorkerError(f"unknown engine {engine!r}: expected go or openmm")
+    raise SetupError(f"unknown engine {engine!r}: expected go or openmm")

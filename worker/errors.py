@@ -1,32 +1,58 @@
-"""The worker's exception tree.
+"""The worker's exception tree (a subtree of :mod:`foldnet.errors`).
 
 ::
 
-    WorkerError
-    ├── IdentityError      the volunteer key cannot be read or created
-    ├── ResultError        a result is malformed, inconsistent or wrongly signed
-    │   └── ResultSignatureError   the signature does not verify
-    └── WireError          data from the network is not what the HTTP protocol expects
+    FoldnetError (foldnet.errors)
+    └── WorkerError
+        ├── SetupError                 an option or local setup that cannot be used  BadRequest
+        ├── IdentityError              the volunteer key cannot be read or created   BadRequest
+        ├── JoinError                  the Ray cluster cannot be joined or left      Unavailable
+        ├── ResultError                a result is malformed, inconsistent            Invalid
+        │   └── ResultSignatureError   the signature does not verify
+        └── WireError                  data that is not what the HTTP protocol expects  Invalid
+
+A server's error answer reaches the worker as the :mod:`foldnet.errors` class of its status
+(raised by :mod:`foldnet.httpclient`), not as a worker error.
 """
 
 from __future__ import annotations
 
+from foldnet.errors import BadRequest, FoldnetError, Invalid, Unavailable
 
-class WorkerError(Exception):
+
+class WorkerError(FoldnetError):
     """Base class of every error raised by ``worker``."""
 
 
-class IdentityError(WorkerError):
+class SetupError(WorkerError, BadRequest):
+    """A command-line option or local setup (a missing program) that cannot be used."""
+
+    code = "bad_usage"
+
+
+class JoinError(WorkerError, Unavailable):
+    """The Ray cluster could not be joined or left; the message has Ray's own words."""
+
+    code = "unavailable"
+
+
+class IdentityError(WorkerError, BadRequest):
     """The volunteer's key file is missing, unreadable, too open, or not an Ed25519 key."""
 
+    code = "bad_identity"
 
-class ResultError(WorkerError):
+
+class ResultError(WorkerError, Invalid):
     """A result does not match its WU, its own digests, or the expected shapes."""
+
+    code = "invalid_result"
 
 
 class ResultSignatureError(ResultError):
     """The result's Ed25519 signature does not verify under the claimed worker key."""
 
 
-class WireError(WorkerError):
+class WireError(WorkerError, Invalid):
     """A request or response body does not follow the HTTP wire format (worker.wire)."""
+
+    code = "invalid_body"

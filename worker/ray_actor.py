@@ -12,7 +12,7 @@ import os
 import time
 
 from worker.adversary import BEHAVIOURS, HONEST
-from worker.errors import WorkerError
+from worker.errors import SetupError
 from worker.identity import Identity
 from worker.result import WorkerResult
 from worker.systems import EngineCache, SystemDefinition
@@ -24,9 +24,7 @@ class VolunteerWorker:
 
     def __init__(self, *, key_path: str | None = None, behaviour: str = HONEST) -> None:
         if behaviour not in BEHAVIOURS:
-            raise WorkerError(
-                f"unknown behaviour {behaviour!r}: expected one of {list(BEHAVIOURS)}"
-            )
+            raise SetupError(f"unknown behaviour {behaviour!r}: expected one of {list(BEHAVIOURS)}")
         self.identity = Identity.load_or_create(key_path)
         self.engines = EngineCache()
         self._behaviour = BEHAVIOURS[behaviour]

@@ -21,7 +21,7 @@ from sims.allatom.prepare import PreparedSystem
 from sims.engine import Engine
 from sims.go import GoEngine, GoModel
 from sims.observables import NativeContacts
-from worker.errors import WorkerError
+from worker.errors import WireError
 
 SystemDefinition = GoModel | PreparedSystem
 
@@ -34,7 +34,7 @@ def system_digest(system: SystemDefinition) -> bytes:
         h.update(system.system_xml.encode())
         h.update(np.ascontiguousarray(system.positions, dtype="<f8").tobytes())
         return h.digest()
-    raise WorkerError(f"not a prepared system: {type(system).__name__}")
+    raise WireError(f"not a prepared system: {type(system).__name__}")
 
 
 def particle_count(system: SystemDefinition) -> int:
@@ -117,7 +117,7 @@ def encode_system(system: SystemDefinition) -> bytes:
                 "contact_d": system.contacts.distances,
             }
     else:
-        raise WorkerError(f"not a prepared system: {type(system).__name__}")
+        raise WireError(f"not a prepared system: {type(system).__name__}")
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     return buf.getvalue()
 
@@ -128,7 +128,7 @@ def decode_system(data: bytes) -> SystemDefinition:
             arrays = {k: np.array(npz[k]) for k in npz.files}
         meta = json.loads(arrays.pop("meta").tobytes())
     except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
-        raise WorkerError(f"not an encoded foldnet system: {e}") from e
+        raise WireError(f"not an encoded foldnet system: {e}") from e
     for a in arrays.values():
         a.setflags(write=False)
     contacts = (
@@ -165,4 +165,4 @@ def decode_system(data: bytes) -> SystemDefinition:
             heavy_indices=arrays["heavy_indices"],
             contacts=contacts,
         )
-    raise WorkerError(f"unknown system kind {meta.get('kind')!r}")
+    raise WireError(f"unknown system kind {meta.get('kind')!r}")

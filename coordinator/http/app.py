@@ -19,12 +19,12 @@ import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from coordinator.http import errors
 from coordinator.http.auth import client_block
 from coordinator.http.context import API_VERSION, Service, ServiceConfig
 from coordinator.http.labs import labs_router
 from coordinator.http.middleware import BodyLimit, InFlightLimit, MetricsMiddleware
 from coordinator.http.volunteers import volunteers_router
+from foldnet.http_errors import install_error_handlers
 from ledger.http import ledger_router
 
 __all__ = ["Service", "ServiceConfig", "create_app"]
@@ -68,7 +68,7 @@ def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> Fast
         openapi_tags=_TAGS,
     )
     app.state.service = svc
-    errors.install(app)
+    install_error_handlers(app)
 
     def streamed(_method: str, path: str) -> bool:
         """Result uploads: read by their handler, after authentication (volunteers.py)."""

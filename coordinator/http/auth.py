@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from coordinator.http.errors import ApiError
+from foldnet.errors import RateLimited, Unauthenticated
 from worker.wire import (
     KEY_HEADER,
     NONCE_HEADER,
@@ -71,11 +71,10 @@ class RateLimiter:
         if tokens < 1.0:
             self._buckets[who] = (tokens, now)
             wait = (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
-            raise ApiError(
-                429,
-                "rate_limited",
+            raise RateLimited(
                 f"more than {self.rate:g} requests per second; retry after {wait:.2f} s",
-                {"Retry-After": str(max(1, round(wait)))},
+                code="rate_limited",
+                headers={"Retry-After": str(max(1, round(wait)))},
             )
         self._buckets[who] = (tokens - 1.0, now)
         while len(self._buckets) > self._max_buckets:
@@ -106,7 +105,7 @@ class VolunteerAuth:
             try:
                 pk = Ed25519PublicKey.from_public_bytes(key)
             except ValueError as e:
-                raise ApiError(401, "bad_key", "the key is not an Ed25519 public key") from e
+                raise Unauthenticated("the key is not an Ed25519 public key", code="bad_key") from e
             self._keys[key] = pk
             if len(self._keys) > 100_000:
                 self._keys.popitem(last=False)
@@ -122,7 +121,8 @@ class VolunteerAuth:
         origin: str,
         registering: bool = False,
     ) -> bytes:
-        """The verified key of a signed request, or :class:`ApiError` (401) saying why."""
+        """The verified key of a signed request, or
+        :class:`~foldnet.errors.Unauthenticated` saying why."""
         pending = self.check_headers(
             method, target, headers, origin=origin, registering=registering
         )
@@ -146,50 +146,50 @@ class VolunteerAuth:
             if h not in headers
         ]
         if missing:
-            raise ApiError(
-                401,
-                "unsigned",
+            raise Unauthenticated(
                 f"volunteer requests must be signed; missing headers: {', '.join(missing)} "
                 "(foldnet worker run signs them; see worker.wire.sign_headers)",
+                code="unsigned",
             )
         key_hex = headers[KEY_HEADER]
         ts_text = headers[TIMESTAMP_HEADER]
         nonce = headers[NONCE_HEADER]
         sig_hex = headers[SIGNATURE_HEADER]
         if not _HEX64.match(key_hex):
-            raise ApiError(401, "bad_key", f"{KEY_HEADER}: expected 64 lowercase hex digits")
+            raise Unauthenticated(f"{KEY_HEADER}: expected 64 lowercase hex digits", code="bad_key")
         if not _TIMESTAMP.fullmatch(ts_text):
-            raise ApiError(
-                401,
-                "bad_timestamp",
+            raise Unauthenticated(
                 f"{TIMESTAMP_HEADER}: expected Unix seconds, 1 to 12 ASCII digits",
+                code="bad_timestamp",
             )
         if not _NONCE.match(nonce):
-            raise ApiError(
-                401, "bad_nonce", f"{NONCE_HEADER}: expected 16-64 characters of [A-Za-z0-9_-]"
+            raise Unauthenticated(
+                f"{NONCE_HEADER}: expected 16-64 characters of [A-Za-z0-9_-]", code="bad_nonce"
             )
         if not _HEX128.match(sig_hex):
-            raise ApiError(401, "bad_signature", f"{SIGNATURE_HEADER}: expected 128 hex digits")
+            raise Unauthenticated(
+                f"{SIGNATURE_HEADER}: expected 128 hex digits", code="bad_signature"
+            )
         now = self.clock()
         ts = int(ts_text)
         if abs(now - ts) > self.window_s:
-            raise ApiError(
-                401,
-                "expired",
+            raise Unauthenticated(
                 f"timestamp {ts} is {now - ts:+.0f} s from the server's clock; the window is "
                 f"±{self.window_s:.0f} s: check the volunteer machine's clock",
+                code="expired",
             )
         key = bytes.fromhex(key_hex)
         if not registering and key not in self.registered:
-            raise ApiError(
-                401,
-                "unknown_volunteer",
+            raise Unauthenticated(
                 "this key is not registered: POST /v1/volunteers first (foldnet worker run "
                 "does it on start)",
+                code="unknown_volunteer",
             )
         seen = self._nonces.get(key)
         if seen is not None and nonce in seen:
-            raise ApiError(401, "replayed", "this nonce was used already: a replay is refused")
+            raise Unauthenticated(
+                "this nonce was used already: a replay is refused", code="replayed"
+            )
         return SignedRequest(origin, method, target, key, ts, nonce, bytes.fromhex(sig_hex))
 
     def check_signature(self, req: SignedRequest, body_sha256: str) -> bytes:
@@ -200,11 +200,10 @@ class VolunteerAuth:
         try:
             self._public_key(req.key).verify(req.signature, message)
         except InvalidSignature as e:
-            raise ApiError(
-                401,
-                "bad_signature",
+            raise Unauthenticated(
                 f"the signature does not verify for this server ({req.origin}), method, path, "
                 "body, timestamp and nonce",
+                code="bad_signature",
             ) from e
         now = self.clock()
         self._prune(now)
@@ -213,13 +212,14 @@ class VolunteerAuth:
         while seen and next(iter(seen.values())) < horizon:
             seen.popitem(last=False)
         if req.nonce in seen:  # spent while this request's body was read
-            raise ApiError(401, "replayed", "this nonce was used already: a replay is refused")
+            raise Unauthenticated(
+                "this nonce was used already: a replay is refused", code="replayed"
+            )
         if len(seen) >= self.max_nonces:
-            raise ApiError(
-                429,
-                "rate_limited",
+            raise RateLimited(
                 f"more than {self.max_nonces} requests from this key in {2 * self.window_s:.0f} s",
-                {"Retry-After": "10"},
+                code="rate_limited",
+                headers={"Retry-After": "10"},
             )
         seen[req.nonce] = now
         return req.key
@@ -260,19 +260,17 @@ class SignedRequest:
 def bearer_token(headers: Mapping[str, str]) -> str:
     value = headers.get("authorization")
     if value is None:
-        raise ApiError(
-            401,
-            "missing_api_key",
+        raise Unauthenticated(
             "send the lab's API key as 'Authorization: Bearer <key>' (the operator creates it "
             "with foldnet lab add NAME)",
-            {"WWW-Authenticate": "Bearer"},
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip() or len(token) > 200:
-        raise ApiError(
-            401,
-            "missing_api_key",
+        raise Unauthenticated(
             "expected 'Authorization: Bearer <key>'",
-            {"WWW-Authenticate": "Bearer"},
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     return token.strip()

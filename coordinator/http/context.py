@@ -24,13 +24,13 @@ from coordinator.http.auth import (
     bearer_token,
     client_block,
 )
-from coordinator.http.errors import ApiError
 from coordinator.http.ledger_index import LedgerIndex
 from coordinator.http.loop import CoordinatorThread
 from coordinator.http.middleware import Metrics
 from coordinator.http.wire import Assignment
 from coordinator.policy import NetworkPolicy
 from coordinator.service import Coordinator
+from foldnet.errors import BadRequest, Forbidden, NotFound, TimedOut, TooLarge, Unavailable
 from ledger.log import Log
 from worker.tasks import ComputeTask, SpotCheckTask
 from worker.wire import body_digest, encode_task, origin_of
@@ -186,14 +186,14 @@ class Service:
 
     def coordinator(self) -> CoordinatorThread:
         if self.thread is None or not self.thread.alive:
-            raise ApiError(503, "unavailable", "the coordinator is not running; retry later")
+            raise Unavailable("the coordinator is not running; retry later", code="unavailable")
         return self.thread
 
     def ledger_log(self) -> Log:
         """The coordinator's ledger, for the auditor's endpoints (ledger.http), which read
         only its file path and open read-only connections of their own."""
         if self.log is None:
-            raise ApiError(503, "unavailable", "the coordinator is not running")
+            raise Unavailable("the coordinator is not running", code="unavailable")
         return self.log
 
     # -- who is asking ---------------------------------------------------------------------
@@ -212,11 +212,10 @@ class Service:
             self.reg_limit.check(("lab-key", client_block(host)))
             lab = await anyio.to_thread.run_sync(lambda: accounts.lab_for_key(token))
             if lab is None:
-                raise ApiError(
-                    403,
-                    "bad_api_key",
+                raise Forbidden(
                     "this API key is not valid; the operator creates lab keys with "
                     "'foldnet lab add NAME'",
+                    code="bad_api_key",
                 )
             self.labs_by_hash[h] = (lab, now + LAB_KEY_CACHE_S)  # so a revocation takes hold
         self.lab_limit.check(("lab", lab))
@@ -259,23 +258,21 @@ class Service:
             try:
                 async for chunk in request.stream():
                     if len(data) + len(chunk) > limit:
-                        raise ApiError(
-                            413,
-                            "too_large",
+                        raise TooLarge(
                             f"the body is over {limit:,} bytes, the most this request can need",
+                            code="too_large",
                         )
                     data += chunk
                     h.update(chunk)
             except ClientDisconnect as e:
-                raise ApiError(
-                    400, "disconnected", "the client went away before its body ended"
+                raise BadRequest(
+                    "the client went away before its body ended", code="disconnected"
                 ) from e
         if timer.cancelled_caught:
-            raise ApiError(
-                408,
-                "body_timeout",
+            raise TimedOut(
                 f"the body did not arrive within {timeout:.0f} s ({len(data):,} bytes came); "
                 "expected at least the service's minimum upload rate",
+                code="body_timeout",
             )
         return data, h.hexdigest()
 
@@ -301,5 +298,5 @@ class Service:
     def own_job(self, lab: str, job: str) -> JobInfo:
         info = self.jobs.get(job)
         if info is None or info.lab != lab:
-            raise ApiError(404, "not_found", f"no job {job[:64]!r} among this lab's jobs")
+            raise NotFound(f"no job {job[:64]!r} among this lab's jobs", code="not_found")
         return info

@@ -13,11 +13,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.http.context import JobInfo, Service
-from coordinator.http.errors import ApiError
 from coordinator.http.jobs import job_progress, queued_wus, result_plan, results_zip
 from coordinator.jobs import MAX_TRAJECTORIES
 from coordinator.prepare import prepare_job
 from coordinator.service import Coordinator
+from foldnet.errors import Conflict, Invalid
 
 
 class JobRequest(BaseModel):
@@ -58,44 +58,39 @@ def labs_router(svc: Service) -> APIRouter:
         total = body.runs * body.clones * body.gens * body.steps_per_wu
         wus = body.runs * body.clones * body.gens
         if total > cfg.max_job_steps:
-            raise ApiError(
-                422,
-                "invalid_job",
+            raise Invalid(
                 f"the plan asks for {total:,} steps in all (runs x clones x gens x steps_per_wu); "
                 f"this service's limit is {cfg.max_job_steps:,}",
+                code="invalid_job",
             )
         if wus > cfg.max_job_wus:
-            raise ApiError(
-                422,
-                "invalid_job",
+            raise Invalid(
                 f"the plan has {wus:,} work units (runs x clones x gens); this service's limit "
                 f"is {cfg.max_job_wus:,}: fewer, longer WUs (a larger steps_per_wu)",
+                code="invalid_job",
             )
         if body.steps_per_wu < cfg.min_steps_per_wu:
-            raise ApiError(
-                422,
-                "invalid_job",
+            raise Invalid(
                 f"steps_per_wu is {body.steps_per_wu:,}; this service takes at least "
                 f"{cfg.min_steps_per_wu:,} steps per work unit",
+                code="invalid_job",
             )
         if body.sequence is not None and len(body.sequence) > cfg.max_residues:
-            raise ApiError(
-                422,
-                "invalid_job",
+            raise Invalid(
                 f"the sequence has {len(body.sequence):,} residues; this service's limit is "
                 f"{cfg.max_residues:,}",
+                code="invalid_job",
             )
 
         def quota(c: Coordinator) -> None:
             mine = [j for j, info in list(svc.jobs.items()) if info.lab == lab]
             queued = queued_wus(c, mine)
             if queued + wus > cfg.max_queued_wus_per_lab:
-                raise ApiError(
-                    409,
-                    "quota_exceeded",
+                raise Conflict(
                     f"this lab has {queued:,} work units queued or running and the job adds "
                     f"{wus:,}; the limit is {cfg.max_queued_wus_per_lab:,} per lab: wait for "
                     "work to finish, or cancel a job",
+                    code="quota_exceeded",
                 )
 
         await svc.coordinator().call(quota)  # before the (slow) preparation

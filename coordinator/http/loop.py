@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CommitFailedError, CoordinatorUnavailableError
 from coordinator.service import Coordinator
 
 log = logging.getLogger("foldnet.http")
@@ -42,10 +42,6 @@ def _deliver(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             afut.set_result(value)
         else:
             afut.set_exception(value)
-
-
-class CommitFailedError(CoordinatorError):
-    """A batch's group commit failed: none of its commands took effect."""
 
 
 class CoordinatorThread:
@@ -77,7 +73,7 @@ class CoordinatorThread:
     def start(self, timeout_s: float = 600.0) -> None:
         self._thread.start()
         if not self._ready.wait(timeout_s):
-            raise CoordinatorError("the coordinator did not open in time")
+            raise CoordinatorUnavailableError("the coordinator did not open in time")
         if self._error is not None:
             raise self._error
 
@@ -98,7 +94,7 @@ class CoordinatorThread:
 
     def submit(self, fn: Callable[[Coordinator], T]) -> Future[T]:
         if not self._thread.is_alive():
-            raise CoordinatorError("the coordinator thread is not running")
+            raise CoordinatorUnavailableError("the coordinator thread is not running")
         fut: Future[T] = Future()
         self._q.put((fn, fut))
         return fut
@@ -110,7 +106,7 @@ class CoordinatorThread:
         its batch, in one hop to the event loop (one wake-up per batch, not per request:
         every wake-up is a system call that hands the GIL over)."""
         if not self._thread.is_alive():
-            raise CoordinatorError("the coordinator thread is not running")
+            raise CoordinatorUnavailableError("the coordinator thread is not running")
         loop = asyncio.get_running_loop()
         afut: asyncio.Future[T] = loop.create_future()
         self._q.put((fn, (loop, afut)))
@@ -199,7 +195,10 @@ class CoordinatorThread:
                         log.exception("coordinator tick failed")
         except Exception as e:
             log.exception("group commit of %d commands failed", len(done))
-            failure = CommitFailedError(f"the coordinator could not commit this request: {e}")
+            failure = CommitFailedError(
+                f"the coordinator could not commit this request ({e}); nothing of it was kept: "
+                "retry"
+            )
             self._answer([(fut, False, failure) for fut, _ok, _v in done])
             self.failed += len(done)
             return

@@ -12,13 +12,15 @@ after the request is authenticated, with a limit set by what it answers) get onl
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+
+from foldnet.errors import BadRequest, FoldnetError, RateLimited, TimedOut, TooLarge
+from foldnet.http_errors import error_response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,23 +29,18 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def send_json_error(
-    send: Send, status: int, code: str, detail: str, headers: dict[str, str] | None = None
-) -> None:
-    body = json.dumps({"error": code, "detail": detail}).encode()
-    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+async def send_error(send: Send, error: FoldnetError) -> None:
+    """Answer ``error`` from raw ASGI, with the status, code and body of
+    :func:`foldnet.http_errors.error_response` (the one mapping)."""
+    answer = error_response(error)
     await send(
         {
             "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *extra,
-            ],
+            "status": answer.status_code,
+            "headers": answer.raw_headers,
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 class InFlightLimit:
@@ -63,13 +60,14 @@ class InFlightLimit:
         client = scope.get("client")
         who = self.who(client[0] if client else "?")
         if self.in_flight[who] >= self.limit:
-            await send_json_error(
+            await send_error(
                 send,
-                429,
-                "too_many_requests",
-                f"more than {self.limit} requests at once from {who}; expected a client to "
-                "wait for its answers (or its uploads to finish) before sending more",
-                {"Retry-After": "1"},
+                RateLimited(
+                    f"more than {self.limit} requests at once from {who}; expected a client to "
+                    "wait for its answers (or its uploads to finish) before sending more",
+                    code="too_many_requests",
+                    headers={"Retry-After": "1"},
+                ),
             )
             return
         self.in_flight[who] += 1
@@ -109,13 +107,12 @@ class BodyLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await send_json_error(send, 400, "bad_request", "invalid Content-Length")
+                    await send_error(send, BadRequest("invalid Content-Length"))
                     return
         if declared is not None and declared > limit:
-            await send_json_error(
-                send, 413, "too_large", f"the body is {declared:,} bytes; the limit here is "
-                f"{limit:,}"
-            )  # fmt: skip
+            await send_error(
+                send, TooLarge(f"the body is {declared:,} bytes; the limit here is {limit:,}")
+            )
             return
         if self.streamed(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
@@ -132,18 +129,19 @@ class BodyLimit:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    await send_json_error(
-                        send, 413, "too_large", f"the body is over the limit of {limit:,} bytes"
+                    await send_error(
+                        send, TooLarge(f"the body is over the limit of {limit:,} bytes")
                     )
                     return
                 chunks.append(chunk)
                 more = message.get("more_body", False)
         if timer.cancelled_caught:
-            await send_json_error(
+            await send_error(
                 send,
-                408,
-                "body_timeout",
-                f"the body did not arrive within {timeout:.0f} s ({size:,} bytes came)",
+                TimedOut(
+                    f"the body did not arrive within {timeout:.0f} s ({size:,} bytes came)",
+                    code="body_timeout",
+                ),
             )
             return
         body = b"".join(chunks)

@@ -13,12 +13,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator.errors import CommitFailedError
 from coordinator.http.auth import client_block
 from coordinator.http.context import Service
-from coordinator.http.errors import ApiError
-from coordinator.http.loop import CommitFailedError
 from coordinator.http.wire import Assignment, precheck, upload_limit
 from coordinator.service import Coordinator
+from foldnet.errors import Invalid, NotFound, TooLarge
 from worker.errors import WireError
 from worker.systems import particle_count
 from worker.tasks import ComputeTask
@@ -117,7 +117,7 @@ def volunteers_router(svc: Service) -> APIRouter:
         doc = parse_json_object(body)
         _fields(doc, {"public_key", "name"})
         if get_hex(doc, "public_key", 32) != key:
-            raise ApiError(422, "invalid_body", "public_key must be the key that signs the request")
+            raise Invalid("public_key must be the key that signs the request", code="invalid_body")
         name = get_str(doc, "name", 100) if "name" in doc else ""
         assert svc.accounts is not None
         accounts = svc.accounts
@@ -163,7 +163,7 @@ def volunteers_router(svc: Service) -> APIRouter:
         svc.volunteer(request, b"")
         data = svc.systems.get(digest)
         if data is None:
-            raise ApiError(404, "not_found", f"no system {digest[:64]!r} in work handed out")
+            raise NotFound(f"no system {digest[:64]!r} in work handed out", code="not_found")
         return Response(data, media_type="application/octet-stream")
 
     @router.post("/v1/results/{replica}", tags=["volunteers"], openapi_extra=_RESULT_BODY)
@@ -183,20 +183,18 @@ def volunteers_router(svc: Service) -> APIRouter:
         key = pending.key
         a = svc.assignments.get(replica)
         if a is None or a.volunteer != key:
-            raise ApiError(
-                404,
-                "not_assigned",
+            raise NotFound(
                 f"replica {replica} is not assigned to this key (or its deadline passed and it "
                 "was reissued)",
+                code="not_assigned",
             )
         limit = min(upload_limit(a), cfg.max_result_bytes)
         declared = request.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
-            raise ApiError(
-                413,
-                "too_large",
+            raise TooLarge(
                 f"the body is {int(declared):,} bytes; a result of replica {replica} takes "
                 f"at most {limit:,}",
+                code="too_large",
             )
         body, digest = await svc.read_body(request, limit)
         svc.volunteer_signed(pending, digest)
@@ -248,7 +246,7 @@ def volunteers_router(svc: Service) -> APIRouter:
         key = svc.volunteer(request, body)
         a = svc.assignments.get(replica)
         if a is None or a.volunteer != key:
-            raise ApiError(404, "not_assigned", f"replica {replica} is not assigned to this key")
+            raise NotFound(f"replica {replica} is not assigned to this key", code="not_assigned")
         doc = parse_json_object(body)
         _fields(doc, {"reason"})
         reason = get_str(doc, "reason", 500)
@@ -267,10 +265,10 @@ def volunteers_router(svc: Service) -> APIRouter:
         key = svc.volunteer(request, body)
         owner = svc.checks.get(check)
         if owner is None or owner[0] != key:
-            raise ApiError(404, "not_assigned", f"spot check {check} is not assigned to this key")
+            raise NotFound(f"spot check {check} is not assigned to this key", code="not_assigned")
         result = decode_spot_check(parse_json_object(body))
         if result.check != check or result.wu_id != owner[1]:
-            raise ApiError(422, "invalid_result", "the spot check is for another check or WU")
+            raise Invalid("the spot check is for another check or WU", code="invalid_result")
         more = svc.next_pull(key, pull_next)
 
         def submit(c: Coordinator) -> list[Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.http.errors import ApiError
+from foldnet.errors import Invalid
 from worker.result import WorkerResult
 
 
@@ -49,23 +49,21 @@ def precheck(result: WorkerResult, a: Assignment, key: bytes) -> None:
     only finite numbers."""
     h = result.header
     if h.wu_id != a.wu_id:
-        raise ApiError(
-            422,
-            "invalid_result",
+        raise Invalid(
             f"the result is for WU {h.wu_id.hex()[:16]}; this replica is WU {a.wu_id.hex()[:16]}",
+            code="invalid_result",
         )
     if h.worker_key != key:
-        raise ApiError(422, "invalid_result", "the result is signed by another key than yours")
+        raise Invalid("the result is signed by another key than yours", code="invalid_result")
     if len(h.boundary_digests) != a.n_segments + 1:
-        raise ApiError(
-            422,
-            "invalid_result",
+        raise Invalid(
             f"header.boundary_digests: expected {a.n_segments + 1} (one per segment boundary), "
             f"got {len(h.boundary_digests)}",
+            code="invalid_result",
         )
     if h.n_atoms != a.n_atoms:
-        raise ApiError(
-            422, "invalid_result", f"header.n_atoms: expected {a.n_atoms}, got {h.n_atoms}"
+        raise Invalid(
+            f"header.n_atoms: expected {a.n_atoms}, got {h.n_atoms}", code="invalid_result"
         )
     shapes = {
         "positions": (result.positions, (a.n_segments + 1, a.n_atoms, 3)),
@@ -75,13 +73,13 @@ def precheck(result: WorkerResult, a: Assignment, key: bytes) -> None:
     }
     shapes |= {f"obs_{k}": (v, (a.n_frames,)) for k, v in result.observables.items()}
     if len(result.observables) > MAX_OBSERVABLES:
-        raise ApiError(422, "invalid_result", f"at most {MAX_OBSERVABLES} observables per result")
+        raise Invalid(f"at most {MAX_OBSERVABLES} observables per result", code="invalid_result")
     for name, (arr, want) in shapes.items():
         if arr.shape != want:
-            raise ApiError(
-                422, "invalid_result", f"{name}: expected shape {want}, got {tuple(arr.shape)}"
+            raise Invalid(
+                f"{name}: expected shape {want}, got {tuple(arr.shape)}", code="invalid_result"
             )
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise ApiError(422, "invalid_result", f"{name}: contains NaN or inf")
+            raise Invalid(f"{name}: contains NaN or inf", code="invalid_result")
     if not np.all(np.diff(result.frame_steps) > 0):
-        raise ApiError(422, "invalid_result", "frame_steps must increase")
+        raise Invalid("frame_steps must increase", code="invalid_result")

@@ -13,18 +13,18 @@ therefore not thread-safe; use one per worker thread.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import platform as host
-import tempfile
 import time
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import openmm
 from openmm import app, unit
 
+from foldnet.files import atomic_write
 from sims.allatom.prepare import (
     FORCEFIELD_FILES,
     HYDROGEN_MASS_AMU,
@@ -390,21 +390,11 @@ class AllAtomEngine(Engine):
         return float(energy.value_in_unit(_KJ))
 
     def write_pdb(self, state: State, path: str | os.PathLike[str]) -> None:
-        """Write ``state``'s positions as a PDB file, atomically (temp file + rename)."""
+        """Write ``state``'s positions as a PDB file, atomically (:mod:`foldnet.files`)."""
         self._check_state(state)
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                app.PDBFile.writeFile(self.topology, state.positions * _NM, f, keepIds=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException as e:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise ParameterError(f"cannot write {target}: {e.strerror or e}") from e
-            raise
+        text = io.StringIO()
+        app.PDBFile.writeFile(self.topology, state.positions * _NM, text, keepIds=True)
+        atomic_write(path, text.getvalue())
 
     def __repr__(self) -> str:
         return (
