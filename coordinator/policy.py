@@ -28,6 +28,13 @@ class NetworkPolicy:
     max_classes_per_volunteer: int = 4
     #: How long a drawn volunteer has to come and take what it was offered.
     offer_s: float = 30.0
+    #: A dispute is settled when one answer leads every other answer together by this many
+    #: results of fresh, established volunteers (a sequential vote: colluders who hold a
+    #: fraction f < 1/2 of the established keys win it with probability about
+    #: (f / (1 - f)) ** margin, and an honest voice drawn into the panel counts against
+    #: them). ``None``: 2 x (the job's quorum + 1), an appeal's worth of voices before
+    #: anybody is convicted. A small network (a test, a demo) may set less.
+    dispute_margin: int | None = None
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_quorum <= 10:
@@ -43,9 +50,17 @@ class NetworkPolicy:
             raise SubmissionError("max_classes_per_volunteer must be >= 1")
         if not self.offer_s > 0:
             raise SubmissionError(f"offer_s must be > 0 seconds, got {self.offer_s}")
+        if self.dispute_margin is not None and not 2 <= self.dispute_margin <= 50:
+            raise SubmissionError(
+                f"dispute_margin must be in [2, 50] results, got {self.dispute_margin}"
+            )
 
     def quorum(self, spec: JobSpec) -> int:
         return max(spec.min_quorum, self.min_quorum)
+
+    def margin(self, quorum: int) -> int:
+        """Results by which a dispute's verdict must lead (see :attr:`dispute_margin`)."""
+        return self.dispute_margin if self.dispute_margin is not None else 2 * (quorum + 1)
 
     def audit_rate(self, spec: JobSpec) -> float:
         return max(float(spec.audit_rate), self.min_audit_rate)

@@ -36,10 +36,12 @@ Trust (DESIGN section 1: nothing a volunteer says about itself decides who check
   observables (:attr:`Claim.agreement`).
 * **Penalties and disputes.** Errors, timeouts and lost work cost the key (streak, quota);
   errors of keys on probation do not count toward ``max_error_results``. A spot-check or
-  audit that contradicts a result is a dispute, settled by a fresh quorum; the losing side
-  is convicted: banned, every credit it earned revoked (with the evidence), and the WUs it
-  vouched for without another trustworthy voice are checked again (and retracted, their
-  trajectory rolled back, if they were fakes).
+  audit that contradicts a result is a dispute, settled by a sequential vote of fresh
+  established volunteers (one answer must lead all others together by the policy's
+  margin, 2 x (quorum + 1) by default); the losing side is convicted: banned, every credit
+  it earned revoked (with the evidence), and the WUs it vouched for without another
+  trustworthy voice are checked again (and retracted, their trajectory rolled back, if they
+  were fakes).
 
 Validation (DESIGN section 6)
 -----------------------------
@@ -156,6 +158,9 @@ MAX_QUOTA = 64
 #: Ready WUs (and queued checks) looked at per request: bounds a request's cost when the
 #: head of a long queue has nobody eligible online.
 SCAN_LIMIT = 512
+#: A dispute's panel may grow to this many times its margin; past that it ends with the WU
+#: failed and nobody convicted (a network too small, or too split, to give a verdict).
+DISPUTE_BUDGET = 3
 _DRAW_TRIES = 8
 
 WUState = Literal[
@@ -261,6 +266,7 @@ class _WU:
     check: int | None = None
     group: list[int] = field(default_factory=list)  # an agreeing quorum awaiting its audit
     disputed: list[int] = field(default_factory=list)  # a result a check contradicted
+    dispute_from: int = 0  # replicas[dispute_from:] are the dispute's fresh panel
     auditor: str | None = None  # the checker whose word started the dispute
     checker: str | None = None  # who confirmed it, for a spot-checked WU
     retracted: bool = False  # validated, then found to be a fake
@@ -930,14 +936,17 @@ class Scheduler:
             return
         self._set_wu(w, "in_progress")
         w.check = None
-        # A verdict convicts somebody, so it takes more than the quorum it judges: one more
-        # voice, every one of them established and new to the WU (colluders fill it with
-        # probability about f^(quorum + 1) instead of f^quorum).
-        w.required = self.jobs[w.unit.job].quorum + 1
+        # A verdict convicts somebody, so it takes far more than the quorum it judges: a
+        # panel of established volunteers new to the WU, voting until one answer leads all
+        # the others by the margin. A first verdict by q + 1 voices that agree would let
+        # colluders who win the race to q + 1 convict an honest checker (about 16% of
+        # disputes at f = 0.3, measured); the margin counts every honest voice against them.
+        w.required = self.policy.margin(self.jobs[w.unit.job].quorum)
         disputed = self._group(w) if w.group else [self.replicas[chk.replica]]
         for r in disputed:
             self._set_replica(r, "disputed")
         w.disputed, w.group, w.auditor = [r.id for r in disputed], [], chk.volunteer
+        w.dispute_from = len(w.replicas)
         w.volunteers.add(chk.volunteer)
 
     def _transition_to_validated(
@@ -1069,16 +1078,21 @@ class Scheduler:
     # -- validation ------------------------------------------------------------------------
 
     def _try_validate(self, w: _WU, now: float, out: list[Instruction]) -> None:
+        if w.disputed:
+            lead, dissent = self._panel(w)
+            if lead and len(lead) - len(dissent) >= w.required:
+                claim = lead[0].claim
+                assert claim is not None
+                self._settle_dispute(w, claim, lead, dissent, now, out)
+            else:
+                self._want_more(w, out)
+            return
         for members in self._groups(w).values():
             if len(members) < w.required or not self._vouched(members):
                 continue
-            if w.disputed and not all(self.volunteers[r.volunteer].established for r in members):
-                continue  # a verdict is given by established volunteers only
             claim = members[0].claim
             assert claim is not None
-            if w.disputed:
-                self._settle_dispute(w, claim, members, now, out)
-            elif w.required == 1 and self.jobs[w.unit.job].quorum > 1:
+            if w.required == 1 and self.jobs[w.unit.job].quorum > 1:
                 self._transition_wu(w, "awaiting_beacon", None)  # spot-check before credit
             elif self.jobs[w.unit.job].audit_rate > 0:
                 # The beacon decides, after the fact, whether a volunteer outside checks.
@@ -1092,12 +1106,37 @@ class Scheduler:
         """An agreeing group counts only with an established, unconvicted volunteer in it."""
         return any(self.volunteers[r.volunteer].established for r in members)
 
+    def _panel(self, w: _WU) -> tuple[list[_Replica], list[_Replica]]:
+        """A dispute's vote so far: the largest group of agreeing fresh established results
+        (ties broken by the claim's bytes, so a replay decides alike), and all the others."""
+        groups: dict[tuple[bytes, bytes, bytes, bytes], list[_Replica]] = {}
+        for rid in w.replicas[w.dispute_from :]:
+            r = self.replicas[rid]
+            if r.state == "returned" and r.claim and self.volunteers[r.volunteer].established:
+                groups.setdefault(r.claim.agreement, []).append(r)
+        if not groups:
+            return [], []
+        key = max(groups, key=lambda k: (len(groups[k]), k))
+        return groups.pop(key), [r for g in groups.values() for r in g]
+
     def _settle_dispute(
-        self, w: _WU, claim: Claim, fresh: list[_Replica], now: float, out: list[Instruction]
+        self,
+        w: _WU,
+        claim: Claim,
+        fresh: list[_Replica],
+        dissent: list[_Replica],
+        now: float,
+        out: list[Instruction],
     ) -> None:
-        """A fresh quorum decided a disputed WU: the side it contradicts lied."""
+        """The panel decided a disputed WU: the side it contradicts lied. A panel member
+        outvoted is not convicted (it may be the honest one in a rare colluding majority):
+        its result is invalid and costs its key, as any result outvoted by a quorum."""
         disputed = [self.replicas[r] for r in w.disputed]
         w.disputed = []
+        for r in dissent:
+            self._set_replica(r, "invalid")
+            out.append(Invalidated(r.volunteer, w.unit, r.id, "outvoted by a dispute's panel"))
+            self._penalise(self.volunteers[r.volunteer])
         vindicated = all(
             r.claim is not None and r.claim.agreement == claim.agreement for r in disputed
         )
@@ -1191,6 +1230,7 @@ class Scheduler:
                 for rid in d_wu.disputed:
                     self._set_replica(self.replicas[rid], "returned")
                 d_wu.disputed, d_wu.auditor = [], None
+                d_wu.required = self.jobs[d_wu.unit.job].quorum
                 self._try_validate(d_wu, now, out)
         # results it returned that wait for a decision no longer count
         for v_wu in self.wus.values():
@@ -1343,6 +1383,20 @@ class Scheduler:
             if self.replicas[r].state in ("assigned", "offered")
         ]
         outstanding = len(out_reps)
+        if w.disputed:
+            lead, dissent = self._panel(w)
+            if w.required - (len(lead) - len(dissent)) - outstanding <= 0:
+                self._ready.pop(w.unit.id, None)
+                return
+            panel = len(w.replicas) - w.dispute_from
+            if panel >= DISPUTE_BUDGET * w.required:  # nobody won: nobody is convicted
+                self._ready.pop(w.unit.id, None)
+                if outstanding == 0:
+                    why = f"dispute unresolved after {panel} fresh results"
+                    self._transition_wu(w, "failed", why, out)
+                return
+            self._ready[w.unit.id] = None
+            return
         groups = list(self._groups(w).values())
         # a replica in flight from an established volunteer may vouch for any group it joins;
         # otherwise only groups that already have an established member count

@@ -107,7 +107,7 @@ def test_a_passed_reverification_leaves_an_established_voice():
     hs(BeaconPublished(h("checkpoint")))
     (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
     hs(SpotCheckReturned(chk.check, "C", tuple(h(a2.wu.id, k + 1) for k in chk.segments), CLASS, 0))
-    while batch := hs.request("D") + hs.request("E") + hs.request("F"):
+    while batch := [d for x in "DEFGHI" for d in hs.request(x)]:
         for d in batch:
             hs.ret(d)  # A and B convicted: WU1 has no voice left and is re-verified
     assert hs.s.wus[a1.wu.id].reverify is not None
@@ -163,9 +163,9 @@ def test_a_convict_is_not_credited_for_a_result_awaiting_its_spot_check():
             audit.check, "C", tuple(h(a2.wu.id, k + 1) for k in audit.segments), CLASS, 0
         )
     )
-    while batch := hs.request("D") + hs.request("E") + hs.request("F"):
+    while batch := [d for x in "DEFGHI" for d in hs.request(x)]:
         for d in batch:
-            hs.ret(d)  # the fresh quorum convicts A and B
+            hs.ret(d)  # the fresh panel convicts A and B
     assert hs.s.volunteers["A"].trust == "banned"
     # A's unreplicated WU1 is judged again without A: its spot-check is withdrawn...
     with pytest.raises(ProtocolError):
@@ -175,7 +175,7 @@ def test_a_convict_is_not_credited_for_a_result_awaiting_its_spot_check():
             )
         )
     hs.events.pop()  # (a refused event is never logged)
-    # ...and A is never credited for it (a fresh quorum computed it again without A)
+    # ...and A is never credited for it (a fresh panel computed it again without A)
     assert not [g for g in hs.of(GrantCredit) if g.volunteer == "A" and g.wu.id == a1.wu.id]
 
 

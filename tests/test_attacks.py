@@ -357,7 +357,7 @@ def test_attack_4_throwaway_keys_cannot_fail_a_trajectory(service):
 def test_attack_5_a_lying_checker_is_convicted_and_the_honest_result_stands(service):
     honest = _vol(service, "veteran")
     liar = _vol(service, "liar", "lying-checker")
-    others = [_vol(service, "d"), _vol(service, "e"), _vol(service, "f")]
+    others = [_vol(service, name) for name in "defghi"]  # a dispute's panel: 2 x (2 + 1)
     trust(service, honest.me, liar.me, *(o.me for o in others))
 
     def veteran(c: Coordinator) -> None:  # a long record of valid results: unreplicated WUs
@@ -382,7 +382,7 @@ def test_attack_5_a_lying_checker_is_convicted_and_the_honest_result_stands(serv
         lambda: job_state(service.lab, job)["state"] == "completed",
     )
     earned = credits(service)
-    assert earned.get(honest.key, 0) > 0  # vindicated by the fresh quorum
+    assert earned.get(honest.key, 0) > 0  # vindicated by the fresh panel
     assert earned.get(liar.key, 0) == 0 and standing(service, liar) == "banned"
 
 

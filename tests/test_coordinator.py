@@ -336,8 +336,8 @@ def test_a_spot_check_from_another_determinism_class_is_compared_with_a_toleranc
     assert not out.invalidated  # a check that disagrees starts a dispute, it condemns nobody
     if not credited:
         assert all(coord.scheduler.wus[w].disputed for w in checked)
-        # a fresh quorum of A's class settles it: A computed honestly, the checker lied
-        run_until_done(coord, job, model, [Volunteer(), Volunteer(), Volunteer(), a])
+        # a fresh panel of A's class settles it: A computed honestly, the checker lied
+        run_until_done(coord, job, model, [*(Volunteer() for _ in range(6)), a])
         out = coord.drain()
         assert checked <= {v.wu.id for v in out.validated}
         assert [c.volunteer for c in out.convicted] == [x.key.hex()]
@@ -383,7 +383,7 @@ def test_a_convicted_key_loses_all_its_credit_on_the_ledger_with_evidence(tmp_pa
     coord.tick()  # the beacon: the quorum is audited (rate 1.0)
     assert liar.work(coord, model) == 2  # drawn to audit both, and lies
     assert not coord.drain().convicted  # one word against a quorum: a dispute, not a verdict
-    run_until_done(coord, second, model, [h1, h2, Volunteer(), Volunteer(), Volunteer()])
+    run_until_done(coord, second, model, [h1, h2, *(Volunteer() for _ in range(6))])
     assert coord.scheduler.volunteers[liar.key.hex()].trust == "banned"
     assert coord.credits().get(liar.key.hex(), 0) == 0  # every grant taken back
     assert coord.credits()[h1.key.hex()] > 0 and coord.credits()[h2.key.hex()] > 0

@@ -64,6 +64,10 @@ def fake_claim(d: Dispatch, tag: str = "fake") -> Claim:
     return Claim(bounds[-1], h("root", bounds), bounds, CLASS)
 
 
+#: Fresh established volunteers enough for a dispute's default margin (2 x (quorum + 1)).
+PANEL = ("D", "E", "F", "G", "H", "I")
+
+
 class Harness:
     """Feeds events and records instructions; the invariants run after every event.
 
@@ -296,15 +300,13 @@ def test_spot_check_catches_a_lie_and_a_fresh_quorum_convicts_the_liar(hs):
     honest_ends = tuple(h(d.wu.id, k + 1) for k in chk.segments)
     hs(SpotCheckReturned(chk.check, "C", honest_ends, CLASS, 0.0))
     assert not hs.of(Invalidated)  # one checker's word is not enough: a dispute
-    assert hs.s.wus[d.wu.id].required == 3 and hs.s.wus[d.wu.id].state == "in_progress"
+    assert hs.s.wus[d.wu.id].required == 6 and hs.s.wus[d.wu.id].state == "in_progress"
     hs(NodeLost("C", hs.now))
-    while (
-        batch := hs.request("D", slots=20) + hs.request("E", slots=20) + hs.request("F", slots=20)
-    ):
+    while batch := [d2 for x in PANEL for d2 in hs.request(x, slots=20)]:
         for d2 in batch:
             hs.ret(d2)
     assert any(
-        v.wu.id == d.wu.id and {x for _, x in v.valid} == {"D", "E", "F"} for v in hs.of(Validated)
+        v.wu.id == d.wu.id and {x for _, x in v.valid} == set(PANEL) for v in hs.of(Validated)
     )
     assert [i.volunteer for i in hs.of(Invalidated) if i.wu.id == d.wu.id] == ["A"]
     assert [c.volunteer for c in hs.of(Convicted)] == ["A"]
@@ -457,14 +459,66 @@ def test_a_sybil_pair_agreeing_on_a_fake_is_caught_by_the_audit(hs):
     honest_ends = tuple(h(a.wu.id, k + 1) for k in chk.segments)
     hs(SpotCheckReturned(chk.check, "C", honest_ends, CLASS, 0.0))
     assert not hs.of(Invalidated)  # one auditor's word does not condemn a quorum...
-    while batch := hs.request("D") + hs.request("E") + hs.request("F"):  # ...a fresh quorum decides
+    while batch := [d for x in PANEL for d in hs.request(x)]:  # ...a fresh panel decides
         for d in batch:
             hs.ret(d)
     assert {i.volunteer for i in hs.of(Invalidated)} == {"mallory-1", "mallory-2"}
     (v,) = hs.of(Validated)
-    assert {x for _, x in v.valid} == {"D", "E", "F"}
-    assert {c.volunteer for c in hs.of(GrantCredit)} == {"D", "E", "F"}
+    assert {x for _, x in v.valid} == set(PANEL)
+    assert {c.volunteer for c in hs.of(GrantCredit)} == set(PANEL)
     assert hs.s.volunteers["mallory-1"].streak == 0 and hs.s.volunteers["C"].streak == 0
+
+
+def test_colluders_who_answer_a_dispute_first_do_not_convict_an_honest_auditor(hs):
+    """Three colluding established keys drawn into the panel agree on the fake: under a
+    first-to-(quorum + 1) rule they would convict the honest auditor whenever they answer
+    first. The panel votes until one answer leads by the margin, so every honest voice counts
+    against them: the fake quorum is convicted, the outvoted colluders lose their results."""
+    hs(JobSubmitted("j", spec(audit_rate=1.0), (h("s"),)))
+    (a,) = hs.request("mallory-1")
+    (b,) = hs.request("mallory-2")
+    hs.ret(a, fake_claim(a, "same lie"))
+    hs.ret(b, fake_claim(b, "same lie"))
+    assert hs.request("C") == []
+    hs(BeaconPublished(h("checkpoint")))
+    (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
+    honest_ends = tuple(h(a.wu.id, k + 1) for k in chk.segments)
+    hs(SpotCheckReturned(chk.check, "C", honest_ends, CLASS, 0.0))
+    colluders = ("mallory-3", "mallory-4", "mallory-5")
+    votes = []
+    while batch := [d for x in (*colluders, *PANEL, "J", "K", "L") for d in hs.request(x)]:
+        for d in sorted(batch, key=lambda d: d.volunteer not in colluders):  # colluders first
+            votes.append(d.volunteer)
+            hs.ret(d, fake_claim(d, "same lie") if d.volunteer in colluders else None)
+    assert sorted(v for v in votes if v in colluders) == list(colluders)  # each voted once
+    (v,) = hs.of(Validated)
+    honest = {x for _, x in v.valid}
+    assert honest.isdisjoint(colluders) and len(honest) >= 9  # 9 honest - 3 colluders = 6
+    assert {c.volunteer for c in hs.of(Convicted)} == {"mallory-1", "mallory-2"}
+    assert {i.volunteer for i in hs.of(Invalidated)} == {"mallory-1", "mallory-2", *colluders}
+    assert hs.s.volunteers["C"].trust == "established"
+    assert all(hs.s.volunteers[c].trust == "established" for c in colluders)  # not convicted
+
+
+def test_a_dispute_no_answer_wins_fails_the_wu_and_convicts_nobody():
+    hs = Harness(NetworkPolicy(min_audit_rate=0.0, dispute_margin=2))
+    hs(JobSubmitted("j", spec(audit_rate=1.0), (h("s"),)))
+    (a,) = hs.request("A")
+    (b,) = hs.request("B")
+    hs.ret(a)
+    hs.ret(b)
+    assert hs.request("C") == []
+    hs(BeaconPublished(h("checkpoint")))
+    (chk,) = [i for i in hs(WorkRequested("C", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
+    hs(SpotCheckReturned(chk.check, "C", tuple(h("lie", k) for k in chk.segments), CLASS, 0.0))
+    n = 0
+    while batch := [d for x in "DEFGHIJKLMNO" for d in hs.request(x)]:
+        for d in batch:  # the panel splits evenly: honest, lie, honest, lie ...
+            hs.ret(d, fake_claim(d, "lie") if n % 2 else None)
+            n += 1
+    (failed,) = hs.of(WUFailed)
+    assert "dispute unresolved after 6 fresh results" in failed.reason and n == 6
+    assert not hs.of(Convicted) and not hs.of(Validated) and not hs.of(GrantCredit)
 
 
 def test_a_lying_auditor_cannot_condemn_an_honest_quorum(hs):
@@ -477,11 +531,11 @@ def test_a_lying_auditor_cannot_condemn_an_honest_quorum(hs):
     hs(BeaconPublished(h("checkpoint")))
     (chk,) = [i for i in hs(WorkRequested("M", CLASS, 1, 0.0)) if isinstance(i, DispatchSpotCheck)]
     hs(SpotCheckReturned(chk.check, "M", tuple(h("lie", k) for k in chk.segments), CLASS, 0.0))
-    while batch := hs.request("D") + hs.request("E") + hs.request("F"):
+    while batch := [d for x in PANEL for d in hs.request(x)]:
         for d in batch:
             hs.ret(d)
     (v,) = hs.of(Validated)
-    assert {x for _, x in v.valid} == {"A", "B", "D", "E", "F"}
+    assert {x for _, x in v.valid} == {"A", "B", *PANEL}
     assert not hs.of(Invalidated)
     assert hs.s.volunteers["M"].quota < hs.s.volunteers["A"].quota  # the auditor paid
 
@@ -641,11 +695,11 @@ def test_a_cross_class_check_that_disagrees_sends_an_unreplicated_claim_to_a_quo
     assert not hs.of(Invalidated) and not hs.of(GrantCredit)  # disputed, not yet decided
     hs(NodeLost("A", 3.0))
     hs(NodeLost("X", 3.0))
-    while batch := hs.request("D") + hs.request("E") + hs.request("F"):
+    while batch := [d for x in PANEL for d in hs.request(x)]:
         for d in batch:
             hs.ret(d)
     assert [i.volunteer for i in hs.of(Invalidated)] == ["A"]
-    assert {c.volunteer for c in hs.of(GrantCredit)} == {"D", "E", "F"}
+    assert {c.volunteer for c in hs.of(GrantCredit)} == set(PANEL)
     assert [c.volunteer for c in hs.of(Convicted)] == ["A"]
 
 

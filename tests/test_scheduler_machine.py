@@ -715,9 +715,10 @@ def test_a_wu_confirmed_by_re_verification_keeps_an_established_voice():
         data = tuple(seg_data(c.wu.id, k, start) for k, start in pairs)
         _feed(s, SpotCheckReturned(c.check, c.volunteer, ends, X86, 0.0, None, data))
 
-    for op in ("op-0", "op-1", "op-2", "op-3", "op-4"):
+    ops = tuple(f"op-{i}" for i in range(8))
+    for op in ops:
         _feed(s, VolunteerTrusted(op))
-    gone("op-0", "op-1", "op-2", "op-3", "op-4")  # (only whoever asks next is online)
+    gone(*ops)  # (only whoever asks next is online)
     _feed(s, JobSubmitted("warm", spec(runs=4), tuple(h("w", r) for r in range(4))))
     for fake in ("fake-0", "fake-1"):  # two colluders build a reputation honestly
         for _ in range(2):
@@ -743,12 +744,9 @@ def test_a_wu_confirmed_by_re_verification_keeps_an_established_voice():
     (audit,) = take("op-1")  # ...the audit contradicts them...
     check(audit)
     gone("op-1")
-    (a,) = take("op-2")
-    (b,) = take("op-3")
-    (c,) = take("op-4")
-    ret(a)
-    ret(b)
-    ret(c)  # ...a fresh quorum (one more than the quorum) convicts both: W is re-verified
-    gone("op-2", "op-3", "op-4")
+    panel = ops[2:]  # ...a fresh panel (a lead of 2 x (quorum + 1)) convicts both:
+    for d in [d for op in panel for d in take(op)]:  # W is re-verified
+        ret(d)
+    gone(*panel)
     (reverify,) = take("op-1")
     check(reverify)  # confirmed: validate_state fails here
