@@ -485,7 +485,7 @@ class Scheduler:
                 budget -= 1
         for rid in sorted(vol.offers):
             rep = self.replicas[rid]
-            if budget > 0 and self._matches(vol, self.wus[rep.wu], ev.engine):
+            if budget > 0 and self._matches(self.wus[rep.wu], ev.engine):
                 self._assign_replica(rep, vol, ev.now, out)
                 budget -= 1
         if budget > 0:
@@ -677,7 +677,7 @@ class Scheduler:
             )
             if pick is None:
                 continue
-            if pick is vol and self._matches(vol, w, ev.engine):
+            if pick is vol and self._matches(w, ev.engine):
                 self._assign_check(chk, vol, ev.now, out)
                 budget -= 1
             else:
@@ -706,7 +706,7 @@ class Scheduler:
                 )
                 if pick is None:
                     break
-                if pick is vol and self._matches(vol, w, ev.engine):
+                if pick is vol and self._matches(w, ev.engine):
                     rep = self._offer_replica(w, vol, ev.now, out, announce=False)
                     self._assign_replica(rep, vol, ev.now, out)
                     budget -= 1
@@ -1441,7 +1441,9 @@ class Scheduler:
             v = self.volunteers[volunteer] = _Volunteer(volunteer)
         return v
 
-    def _matches(self, vol: _Volunteer, w: _WU, engine: str) -> bool:
+    @staticmethod
+    def _matches(w: _WU, engine: str) -> bool:
+        """Whether ``w`` runs the engine a request asks for (any, if it names none)."""
         return not engine or w.unit.spec.engine == engine
 
     def _replica(self, replica: int, volunteer: str) -> _Replica:

@@ -1,9 +1,13 @@
 """The coordinator: the I/O shell around the sans-I/O :class:`Scheduler`.
 
-Every event is committed to the store before the scheduler sees it; the scheduler's
-instructions are then carried out: ledger appends here (idempotently, so that replaying the
-event log after a crash appends nothing twice), work handed to a transport (Ray or HTTP) as
-plain tasks. Results are verified (:func:`worker.result.verify_result`) before they become
+Every event goes to the scheduler first, in memory; an event that changed its state is then
+appended to the store (committed at once, or when the enclosing :meth:`Coordinator.batch`
+exits), and the scheduler's instructions leave the process only after that commit: ledger
+appends here (a batch defers them to its end; idempotent, so that replaying the event log
+after a crash appends nothing twice), work handed to a transport (Ray or HTTP) as plain
+tasks (a batch's caller holds them until the block exits). An event the scheduler refuses is
+never stored; if an append or a batch fails, the scheduler is rebuilt from the committed
+events. Results are verified (:func:`worker.result.verify_result`) before they become
 events, so the scheduler only ever compares digests that a valid signature vouches for.
 """
 
