@@ -190,8 +190,12 @@ class Coordinator:
         checkpoint_every: int = 1000,
         beacon_interval_s: float = 0.5,
         policy: NetworkPolicy | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> Coordinator:
-        """SQLite coordinator and ledger in ``workdir`` (created), ledger key made on first use."""
+        """SQLite coordinator and ledger in ``workdir`` (created), ledger key made on first use.
+
+        ``clock`` (wall seconds; default :func:`time.time`) drives the scheduler's time and,
+        when given, the ledger's timestamps too, so that a test can move both together."""
         d = Path(workdir)
         d.mkdir(parents=True, exist_ok=True)
         key: Ed25519PrivateKey = load_or_create_private_key(d / "ledger.key")
@@ -200,10 +204,12 @@ class Coordinator:
             origin=DEFAULT_ORIGIN,
             signing_key=key,
             checkpoint_every=checkpoint_every,
+            clock=None if clock is None else lambda: int(clock() * 1000),
         )
         coord = cls(
             store=Store.open(d / "coordinator.db"),
             log=log,
+            clock=time.time if clock is None else clock,
             beacon_interval_s=beacon_interval_s,
             policy=policy,
         )
