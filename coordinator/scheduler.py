@@ -17,8 +17,8 @@ Replica:  offered -> assigned -> returned -> valid | invalid | disputed
           (offered -> lapsed; assigned -> errored | timed_out | lost; valid -> revoked)
 Check:    queued -> offered -> assigned -> done (or lost, skipped, cancelled)
 
-Trust (DESIGN section 1: nothing a volunteer says about itself decides who checks it)
------------------------------------------------------------------------------------
+Trust (docs/architecture.md §1: nothing a volunteer says about itself decides who checks it)
+-------------------------------------------------------------------------------------------
 * Determinism classes are accepted by the coordinator from a known set before they reach
   the scheduler; a key may use at most ``max_classes_per_volunteer`` of them.
 * **The server draws.** Every replica, spot-check and audit goes to a volunteer drawn
@@ -41,8 +41,8 @@ Trust (DESIGN section 1: nothing a volunteer says about itself decides who check
   vouched for without another trustworthy voice are checked again (and retracted, their
   trajectory rolled back, if they were fakes).
 
-Validation (DESIGN section 6)
------------------------------
+Validation (docs/architecture.md §6)
+------------------------------------
 * Quorum replication: ``quorum`` replicas on distinct volunteers, one per volunteer per
   WU, in the WU's determinism class (homogeneous redundancy: the class is fixed by the
   first replica); a quorum of identical claims validates, disagreement adds a replica up to

@@ -110,7 +110,7 @@ class _ByteLRU:
 
 
 def checkpoint_beacon(cp: SignedCheckpoint) -> bytes:
-    """The beacon a signed checkpoint publishes (DESIGN section 6).
+    """The beacon a signed checkpoint publishes (docs/architecture.md §6.3).
 
     SHA-256 over the checkpoint's body *and the log's Ed25519 signature on it*. Ed25519
     signatures are deterministic (RFC 8032) but cannot be computed without the log's key,
@@ -702,8 +702,8 @@ class Coordinator:
         return system
 
     def _check_physics(self, system: SystemDefinition, result: WorkerResult, t: float) -> None:
-        """Sanity of every boundary state (DESIGN section 6): garbage fails here, before any
-        replica or spot-check is spent on it."""
+        """Sanity of every boundary state (docs/architecture.md §6.1): garbage fails here,
+        before any replica or spot-check is spent on it."""
         engine = self._engines.get(system)
         for k in range(1, len(result.positions)):
             problems = engine.sanity_problems(

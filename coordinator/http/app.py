@@ -1,4 +1,4 @@
-"""The coordinator as an HTTP service for labs and internet volunteers (DESIGN section 9).
+"""The coordinator as an HTTP service for labs and internet volunteers (docs/architecture.md §9.2).
 
 ``create_app(workdir)`` returns a FastAPI app. Handlers only parse, authenticate and check
 requests (stateless, cheap work: signatures, shapes); every change of coordinator state is a

@@ -5,7 +5,7 @@ their futures. The thread takes everything queued at once and runs it inside one
 ``coordinator.batch()`` (group commit: one transaction for the whole batch), and resolves
 the futures only after the batch has exited, i.e. after its writes are durable: tasks
 handed out by ``request_work`` never leave before the events behind them are committed
-(DESIGN section 10). A command that raises fails only its own future. The thread also
+(docs/architecture.md §10). A command that raises fails only its own future. The thread also
 calls ``coordinator.tick()`` every ``tick_s`` of its clock's monotonic time, for deadlines
 and beacons; a batch that runs once a tick is due runs the tick too.
 
