@@ -1,4 +1,5 @@
-"""Which determinism classes the coordinator accepts (DESIGN section 1: the server owns them).
+"""Which determinism classes the coordinator accepts: the server owns them
+(docs/architecture.md §4.3).
 
 A volunteer reports the class it computes in; replicas of one WU are compared bit for bit
 only within a class. If any string were accepted, a handful of keys could name a class of

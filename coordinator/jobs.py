@@ -3,7 +3,7 @@
 A job is ``runs`` starting structures x ``clones`` trajectories each x ``gens`` generations;
 one WU is one generation of one trajectory. A WU's id is SHA-256 over a canonical encoding of
 (job id, run, clone, gen, input-state digest, engine parameters), and its seed is derived
-from that id (DESIGN section 3), so anyone holding the inputs can re-derive both.
+from that id (docs/architecture.md §3), so anyone holding the inputs can re-derive both.
 """
 
 from __future__ import annotations

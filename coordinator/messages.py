@@ -34,7 +34,7 @@ class WorkUnit:
 class Claim:
     """The checkable part of a returned result; signatures are verified before this point.
 
-    Replicas agree only when *everything a lab receives* is identical (DESIGN section 6):
+    Replicas agree only when *everything a lab receives* is identical (docs/architecture.md §6.1):
     every boundary state (through the segment root), the final state, and the frames and
     observables of every segment (``segment_data``, one digest per segment, which also lets
     a spot-check compare the frames of the segments it recomputes).

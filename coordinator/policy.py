@@ -1,4 +1,4 @@
-"""The operator's floor under every job's verification settings (DESIGN sections 1 and 6).
+"""The operator's floor under every job's verification settings (docs/architecture.md §1, §6).
 
 A lab may ask for more verification than the network's minimum (a larger quorum, a higher
 audit rate), never less: credit is paid only for work somebody else computed or checked,

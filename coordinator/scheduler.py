@@ -17,8 +17,8 @@ Replica:  offered -> assigned -> returned -> valid | invalid | disputed
           (offered -> lapsed; assigned -> errored | timed_out | lost; valid -> revoked)
 Check:    queued -> offered -> assigned -> done (or lost, skipped, cancelled)
 
-Trust (DESIGN section 1: nothing a volunteer says about itself decides who checks it)
------------------------------------------------------------------------------------
+Trust (docs/architecture.md §1: nothing a volunteer says about itself decides who checks it)
+-------------------------------------------------------------------------------------------
 * Determinism classes are accepted by the coordinator from a known set before they reach
   the scheduler; a key may use at most ``max_classes_per_volunteer`` of them.
 * **The server draws.** Every replica, spot-check and audit goes to a volunteer drawn
@@ -43,8 +43,8 @@ Trust (DESIGN section 1: nothing a volunteer says about itself decides who check
   trustworthy voice are checked again (and retracted, their trajectory rolled back, if they
   were fakes).
 
-Validation (DESIGN section 6)
------------------------------
+Validation (docs/architecture.md §6)
+------------------------------------
 * Quorum replication: ``quorum`` replicas on distinct volunteers, one per volunteer per
   WU, in the WU's determinism class (homogeneous redundancy: the class is fixed by the
   first replica); a quorum of identical claims validates, disagreement adds a replica up to
@@ -491,7 +491,7 @@ class Scheduler:
                 budget -= 1
         for rid in sorted(vol.offers):
             rep = self.replicas[rid]
-            if budget > 0 and self._matches(vol, self.wus[rep.wu], ev.engine):
+            if budget > 0 and self._matches(self.wus[rep.wu], ev.engine):
                 self._assign_replica(rep, vol, ev.now, out)
                 budget -= 1
         if budget > 0:
@@ -683,7 +683,7 @@ class Scheduler:
             )
             if pick is None:
                 continue
-            if pick is vol and self._matches(vol, w, ev.engine):
+            if pick is vol and self._matches(w, ev.engine):
                 self._assign_check(chk, vol, ev.now, out)
                 budget -= 1
             else:
@@ -712,7 +712,7 @@ class Scheduler:
                 )
                 if pick is None:
                     break
-                if pick is vol and self._matches(vol, w, ev.engine):
+                if pick is vol and self._matches(w, ev.engine):
                     rep = self._offer_replica(w, vol, ev.now, out, announce=False)
                     self._assign_replica(rep, vol, ev.now, out)
                     budget -= 1
@@ -1495,7 +1495,9 @@ class Scheduler:
             v = self.volunteers[volunteer] = _Volunteer(volunteer)
         return v
 
-    def _matches(self, vol: _Volunteer, w: _WU, engine: str) -> bool:
+    @staticmethod
+    def _matches(w: _WU, engine: str) -> bool:
+        """Whether ``w`` runs the engine a request asks for (any, if it names none)."""
         return not engine or w.unit.spec.engine == engine
 
     def _replica(self, replica: int, volunteer: str) -> _Replica:

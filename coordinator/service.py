@@ -1,9 +1,13 @@
 """The coordinator: the I/O shell around the sans-I/O :class:`Scheduler`.
 
-Every event is committed to the store before the scheduler sees it; the scheduler's
-instructions are then carried out: ledger appends here (idempotently, so that replaying the
-event log after a crash appends nothing twice), work handed to a transport (Ray or HTTP) as
-plain tasks. Results are verified (:func:`worker.result.verify_result`) before they become
+Every event goes to the scheduler first, in memory; an event that changed its state is then
+appended to the store (committed at once, or when the enclosing :meth:`Coordinator.batch`
+exits), and the scheduler's instructions leave the process only after that commit: ledger
+appends here (a batch defers them to its end; idempotent, so that replaying the event log
+after a crash appends nothing twice), work handed to a transport (Ray or HTTP) as plain
+tasks (a batch's caller holds them until the block exits). An event the scheduler refuses is
+never stored; if an append or a batch fails, the scheduler is rebuilt from the committed
+events. Results are verified (:func:`worker.result.verify_result`) before they become
 events, so the scheduler only ever compares digests that a valid signature vouches for.
 """
 
@@ -106,7 +110,7 @@ class _ByteLRU:
 
 
 def checkpoint_beacon(cp: SignedCheckpoint) -> bytes:
-    """The beacon a signed checkpoint publishes (DESIGN section 6).
+    """The beacon a signed checkpoint publishes (docs/architecture.md §6.3).
 
     SHA-256 over the checkpoint's body *and the log's Ed25519 signature on it*. Ed25519
     signatures are deterministic (RFC 8032) but cannot be computed without the log's key,
@@ -186,8 +190,12 @@ class Coordinator:
         checkpoint_every: int = 1000,
         beacon_interval_s: float = 0.5,
         policy: NetworkPolicy | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> Coordinator:
-        """SQLite coordinator and ledger in ``workdir`` (created), ledger key made on first use."""
+        """SQLite coordinator and ledger in ``workdir`` (created), ledger key made on first use.
+
+        ``clock`` (wall seconds; default :func:`time.time`) drives the scheduler's time and,
+        when given, the ledger's timestamps too, so that a test can move both together."""
         d = Path(workdir)
         d.mkdir(parents=True, exist_ok=True)
         key: Ed25519PrivateKey = load_or_create_private_key(d / "ledger.key")
@@ -196,10 +204,12 @@ class Coordinator:
             origin=DEFAULT_ORIGIN,
             signing_key=key,
             checkpoint_every=checkpoint_every,
+            clock=None if clock is None else lambda: int(clock() * 1000),
         )
         coord = cls(
             store=Store.open(d / "coordinator.db"),
             log=log,
+            clock=time.time if clock is None else clock,
             beacon_interval_s=beacon_interval_s,
             policy=policy,
         )
@@ -692,8 +702,8 @@ class Coordinator:
         return system
 
     def _check_physics(self, system: SystemDefinition, result: WorkerResult, t: float) -> None:
-        """Sanity of every boundary state (DESIGN section 6): garbage fails here, before any
-        replica or spot-check is spent on it."""
+        """Sanity of every boundary state (docs/architecture.md §6.1): garbage fails here,
+        before any replica or spot-check is spent on it."""
         engine = self._engines.get(system)
         for k in range(1, len(result.positions)):
             problems = engine.sanity_problems(

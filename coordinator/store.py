@@ -1,9 +1,11 @@
 """The coordinator's durable state, through SQLAlchemy Core: SQLite (WAL) by default, the
 same code on PostgreSQL by URL.
 
-Event sourcing: every scheduler event is committed to ``events`` *before* the scheduler acts
-on it, so a coordinator killed at any point replays the log on restart and reaches the same
-state. Content-addressed blobs (states, systems) and returned results sit beside it.
+Event sourcing: the coordinator applies each event to its in-memory scheduler, appends
+the events that changed it to ``events``, and acts on them (ledger records, tasks handed
+out) only after they are committed here. A coordinator killed at any point replays the log
+on restart and reaches the same state: what it had applied but not committed was never
+acted on. Content-addressed blobs (states, systems) and returned results sit beside it.
 """
 
 from __future__ import annotations

@@ -391,10 +391,6 @@ class Log:
         size = self.size
         root = self._store.root()
         latest = self._signer.latest
-        if latest is not None and latest.size == size and latest.root_hash == root:
-            existing = self.checkpoint(size)
-            if existing is not None:
-                return existing
         proof: list[bytes] = []
         if latest is not None and 0 < latest.size < size:
             proof = self.consistency_proof(latest.size, size)

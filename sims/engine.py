@@ -143,7 +143,8 @@ class Engine(abc.ABC):
         resume: PartialRun | None = None,
         on_segment: SegmentCallback | None = None,
     ) -> RunResult:
-        """Run a whole WU from ``state``; boundaries, frames and observables per DESIGN 4.
+        """Run a whole WU from ``state``: boundaries, frames and observables
+        (docs/architecture.md §4.1).
 
         ``resume`` continues a run that stopped at a segment boundary (as ``on_segment``
         reported it); the result is identical to an uninterrupted run's.

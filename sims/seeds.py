@@ -1,6 +1,6 @@
 """Seed derivation: pure functions of SHA-256, identical on every machine and process.
 
-A WU's seed comes from its content id (see DESIGN section 3); segment ``k`` gets its own
+A WU's seed comes from its content id (see docs/architecture.md §3); segment ``k`` gets its own
 seed so that any segment can be recomputed alone from its starting boundary state.
 Python's built-in ``hash`` is never used: it is salted per process.
 """

@@ -1,7 +1,7 @@
 """Simulation state: positions and velocities at full precision, and their digest.
 
 The digest is what workers commit to and validators compare, so its byte layout is fixed
-and documented (DESIGN section 5): SHA-256 over
+and documented (docs/architecture.md §5): SHA-256 over
 
     b"foldnet/state/v1\\x00" || u64le(n_atoms) || u64le(3)
     || positions as float64 little-endian, C order || velocities, same layout

@@ -15,11 +15,35 @@ import httpx
 import uvicorn
 
 from coordinator.accounts import Accounts
+from coordinator.clock import SYSTEM_CLOCK, Clock
 from coordinator.http.app import Service, ServiceConfig, create_app
 from coordinator.service import Coordinator
 from sims.examples import VILLIN_PDB
 from worker.identity import Identity
 from worker.wire import sign_headers
+
+
+class FakeClock:
+    """A :class:`~coordinator.clock.Clock` that moves only when a test says so. Wall time
+    starts at the real one, so requests signed with the real time stay within the window."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wall = time.time()
+        self._mono = 0.0
+
+    def now(self) -> float:
+        with self._lock:
+            return self._wall
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._mono
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._wall += seconds
+            self._mono += seconds
 
 
 @dataclass
@@ -61,11 +85,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(workdir: Path, config: ServiceConfig | None = None) -> Iterator[Served]:
+def running_service(
+    workdir: Path, config: ServiceConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> Iterator[Served]:
     """Serve ``workdir`` on 127.0.0.1 until the block exits."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app = create_app(workdir, dataclasses.replace(config or ServiceConfig(), origin=url))
+    cfg = dataclasses.replace(config or ServiceConfig(), origin=url)
+    app = create_app(workdir, cfg, clock=clock)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

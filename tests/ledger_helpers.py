@@ -31,7 +31,6 @@ from ledger.log import Admission
 from ledger.rules import price_attestation
 
 ORIGIN = "foldnet.test/ledger"
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
 
 def digest(*parts: object) -> bytes:

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from http_helpers import (
+    FakeClock,
     add_lab,
     go_job,
     lab_client,
@@ -426,7 +427,8 @@ def test_a_client_killed_mid_wu_resumes_from_its_last_segment(tmp_path):
 
 def test_a_vanished_volunteers_wu_is_reissued_after_its_deadline(tmp_path):
     key = add_lab(tmp_path / "c", "lab-a")
-    with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
+    clock = FakeClock()
+    with running_service(tmp_path / "c", clock=clock) as s, lab_client(s.url, key) as lab:
         job = lab.post("/v1/jobs", json=go_job(clones=1, gens=1, deadline_s=1)).json()["job"]
         (ca, a), (cb, b), (cc, c) = (_registered(s.url) for _ in range(3))
         trust(s, a, b, c)
@@ -437,18 +439,18 @@ def test_a_vanished_volunteers_wu_is_reissued_after_its_deadline(tmp_path):
         assert signed(cb, b, "POST", f"/v1/results/{tb['replica']}", encode_result(rb)).json()[
             "accepted"
         ]
-        time.sleep(1.2)  # past the deadline; the service ticks every 0.2 s
-        for _ in range(100):
-            got = _pull(cc, c)
-            if got:
-                break
-            time.sleep(0.1)
-        (tc,) = got
+        assert _pull(cc, c) == []  # a's replica is still within its deadline
+        clock.advance(1.5)  # past the deadline, and past when the service's next tick is due
+        assert s.service.thread is not None
+        s.service.thread.call_sync(lambda c: None)  # so the batch that runs this ticks too
+        (tc,) = _pull(cc, c)
         assert tc["wu_id"] == ta["wu_id"] and tc["replica"] != ta["replica"]
         _, rc = _computed(cc, c, tc)
         assert signed(cc, c, "POST", f"/v1/results/{tc['replica']}", encode_result(rc)).json()[
             "accepted"
         ]
+        clock.advance(1.0)  # a tick and a beacon are due: the beacon decides the quorum's audit
+        s.service.thread.call_sync(lambda c: None)
         assert wait_for_job(lab, job)["state"] == "completed"
         _, ra = _computed(ca, a, ta)
         late = signed(ca, a, "POST", f"/v1/results/{ta['replica']}", encode_result(ra))

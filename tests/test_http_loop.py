@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 
 import pytest
+from http_helpers import FakeClock
 
 from coordinator.errors import CommitFailedError
 from coordinator.http.loop import CoordinatorThread
@@ -19,6 +19,7 @@ class FakeCoordinator:
         self.fail_commit = False
         self.gate = threading.Event()
         self.ticks = 0
+        self.ticked = threading.Event()
 
     @contextlib.contextmanager
     def batch(self):
@@ -31,15 +32,21 @@ class FakeCoordinator:
 
     def tick(self) -> None:
         self.ticks += 1
+        self.ticked.set()
 
     def close(self) -> None:
         self.log.append("closed")
 
 
 @pytest.fixture
-def running():
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def running(clock):
     fake = FakeCoordinator()
-    th = CoordinatorThread(lambda: fake, tick_s=0.05)
+    th = CoordinatorThread(lambda: fake, tick_s=0.05, clock=clock)
     th.start()
     yield th, fake
     th.stop()
@@ -88,7 +95,16 @@ def test_a_failed_commit_fails_every_command_of_its_batch(running):
     assert th.alive
 
 
-def test_it_ticks_on_its_own(running):
-    _th, fake = running
-    time.sleep(0.3)
-    assert fake.ticks >= 2
+def test_it_ticks_when_its_clock_says_a_tick_is_due(running, clock):
+    th, fake = running
+    th.call_sync(lambda c: None)
+    assert fake.ticks == 0  # its clock has not moved
+    clock.advance(0.05)
+    th.call_sync(lambda c: None)  # (the thread may have ticked by itself just before)
+    assert fake.ticks == 1
+    th.call_sync(lambda c: None)
+    assert fake.ticks == 1  # not again before tick_s more
+    fake.ticked.clear()
+    clock.advance(0.05)
+    assert fake.ticked.wait(30)  # nothing queued: it wakes up to tick on its own
+    assert th.call_sync(lambda c: c.ticks) == 2

@@ -1,4 +1,4 @@
-"""The auditor reads exactly what a checkpoint commits to (DESIGN.md section 8).
+"""The auditor reads exactly what a checkpoint commits to (docs/architecture.md §8.4).
 
 Every entry bundle and hash tile must have exactly the width the tree size implies; anything
 more or less is a named discrepancy and the audit fails, from an export folder, from a server

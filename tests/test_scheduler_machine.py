@@ -1,7 +1,7 @@
 """The scheduler under attack, as a hypothesis state machine (issue 9).
 
 A :class:`~hypothesis.stateful.RuleBasedStateMachine` drives :class:`Scheduler` with the
-volunteers DESIGN section 1 guards against, next to honest ones:
+volunteers docs/architecture.md §1 guards against, next to honest ones:
 
 * ``op-*``: the operator's machines (:class:`VolunteerTrusted`), always honest;
 * ``hon-*``: honest keys that start on probation; ``flaky-*``: honest keys that error,

@@ -1,4 +1,4 @@
-"""A worker's signed result (DESIGN section 5) and its verification.
+"""A worker's signed result (docs/architecture.md §5) and its verification.
 
 The header is everything but the arrays' bytes; arrays are bound to it through digests. Its
 canonical encoding is JSON with sorted keys, no spaces, byte strings as lowercase hex and

@@ -1,7 +1,7 @@
 """The HTTP wire format shared by the coordinator's service and the volunteer's client.
 
 It lives in ``worker`` because the client needs it and ``worker`` may not import
-``coordinator`` (DESIGN section 2); the service imports it from here.
+``coordinator`` (docs/architecture.md §2); the service imports it from here.
 
 * Requests of a volunteer are signed: Ed25519 over :func:`signing_message`, i.e. the
   server's origin, the method, the path with its query, SHA-256 of the body, a timestamp,

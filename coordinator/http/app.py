@@ -1,4 +1,4 @@
-"""The coordinator as an HTTP service for labs and internet volunteers (DESIGN section 9).
+"""The coordinator as an HTTP service for labs and internet volunteers (docs/architecture.md §9.2).
 
 ``create_app(workdir)`` returns a FastAPI app. Handlers only parse, authenticate and check
 requests (stateless, cheap work: signatures, shapes); every change of coordinator state is a
@@ -19,6 +19,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from coordinator.clock import SYSTEM_CLOCK, Clock
 from coordinator.http.auth import client_block
 from coordinator.http.context import API_VERSION, Service, ServiceConfig
 from coordinator.http.labs import labs_router
@@ -42,10 +43,13 @@ _TAGS = [
 ]
 
 
-def create_app(workdir: str | Path, config: ServiceConfig | None = None) -> FastAPI:
-    """The service for the coordinator folder ``workdir`` (opened when the app starts)."""
+def create_app(
+    workdir: str | Path, config: ServiceConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> FastAPI:
+    """The service for the coordinator folder ``workdir`` (opened when the app starts);
+    ``clock`` is the real one but in tests that move time instead of waiting."""
     cfg = config or ServiceConfig()
-    svc = Service(workdir, cfg)
+    svc = Service(workdir, cfg, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from coordinator.accounts import Accounts, key_hash
+from coordinator.clock import SYSTEM_CLOCK, Clock
 from coordinator.folder import owned
 from coordinator.http.auth import (
     RateLimiter,
@@ -95,16 +95,23 @@ class JobInfo:
 class Service:
     """Everything the handlers share: the coordinator thread, accounts, auth, limits."""
 
-    def __init__(self, workdir: str | Path, config: ServiceConfig) -> None:
+    def __init__(
+        self, workdir: str | Path, config: ServiceConfig, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.workdir = Path(workdir)
         self.config = config
+        #: Every time the service reads but the metrics' own durations (see coordinator.clock).
+        self.clock = clock
         self.metrics = Metrics()
-        self.vauth = VolunteerAuth(window_s=config.signature_window_s)
+        self.vauth = VolunteerAuth(window_s=config.signature_window_s, clock=clock.now)
         self.origin = origin_of(config.origin) if config.origin else None
-        self.lab_limit = RateLimiter(config.lab_rate, config.lab_burst)
-        self.vol_limit = RateLimiter(config.volunteer_rate, config.volunteer_burst)
-        self.reg_limit = RateLimiter(config.register_rate, config.register_burst)
-        self.reg_global = RateLimiter(config.register_global_rate, config.register_global_burst)
+        pace = clock.monotonic
+        self.lab_limit = RateLimiter(config.lab_rate, config.lab_burst, clock=pace)
+        self.vol_limit = RateLimiter(config.volunteer_rate, config.volunteer_burst, clock=pace)
+        self.reg_limit = RateLimiter(config.register_rate, config.register_burst, clock=pace)
+        self.reg_global = RateLimiter(
+            config.register_global_rate, config.register_global_burst, clock=pace
+        )
         self.labs_by_hash: dict[str, tuple[str, float]] = {}  # key hash -> (lab, valid until)
         self.jobs: dict[str, JobInfo] = {}
         self.assignments: dict[int, Assignment] = {}
@@ -135,9 +142,11 @@ class Service:
                     checkpoint_every=cfg.checkpoint_every,
                     beacon_interval_s=cfg.beacon_interval_s,
                     policy=cfg.policy,
+                    clock=self.clock.now,
                 ),
                 tick_s=cfg.tick_s,
                 after_batch=self._after_batch,
+                clock=self.clock,
             )
             self.thread.start()
             if cfg.trusted_keys:
@@ -150,7 +159,7 @@ class Service:
                 self.thread.call_sync(trust)
             self._stack.callback(self.thread.stop)
             known = {j.job: j for j in self.accounts.jobs()}
-            now = time.time()
+            now = self.clock.now()
 
             def index(c: Coordinator) -> list[tuple[str, str]]:
                 return [
@@ -202,7 +211,7 @@ class Service:
         token = bearer_token(request.headers)
         h = key_hash(token)
         cached = self.labs_by_hash.get(h)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         lab = cached[0] if cached is not None and cached[1] > now else None
         if lab is None:
             assert self.accounts is not None

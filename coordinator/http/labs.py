@@ -3,7 +3,6 @@ only its own jobs (another lab's job is a 404)."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -123,7 +122,7 @@ def labs_router(svc: Service) -> APIRouter:
             return c.submit(lab=lab, system=system, starts=starts, spec=spec)
 
         job = await svc.coordinator().call(submit)
-        now = time.time()
+        now = svc.clock.now()
         assert svc.accounts is not None
         accounts = svc.accounts
         await anyio.to_thread.run_sync(lambda: accounts.add_job(job, lab, body.name, now))
@@ -144,7 +143,7 @@ def labs_router(svc: Service) -> APIRouter:
         lab = await svc.lab(request)
         mine = [(j, i) for j, i in svc.jobs.items() if i.lab == lab]
         page = mine[cursor : cursor + min(limit, cfg.page_max)]
-        now = time.time()
+        now = svc.clock.now()
         items = await svc.coordinator().call(
             lambda c: [
                 job_progress(c, j, name=i.name, submitted_at=i.submitted_at, now=now)
@@ -160,7 +159,7 @@ def labs_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Progress: WUs validated, in flight, queued, failed; steps and ns simulated; ETA."""
         info = svc.own_job(await svc.lab(request), job)
-        now = time.time()
+        now = svc.clock.now()
         return await svc.coordinator().call(
             lambda c: job_progress(c, job, name=info.name, submitted_at=info.submitted_at, now=now)
         )

@@ -5,8 +5,9 @@ their futures. The thread takes everything queued at once and runs it inside one
 ``coordinator.batch()`` (group commit: one transaction for the whole batch), and resolves
 the futures only after the batch has exited, i.e. after its writes are durable: tasks
 handed out by ``request_work`` never leave before the events behind them are committed
-(DESIGN section 10). A command that raises fails only its own future. The thread also
-calls ``coordinator.tick()`` every ``tick_s`` for deadlines and beacons.
+(docs/architecture.md §10). A command that raises fails only its own future. The thread also
+calls ``coordinator.tick()`` every ``tick_s`` of its clock's monotonic time, for deadlines
+and beacons; a batch that runs once a tick is due runs the tick too.
 
 The coordinator is opened on this thread too: the ledger's SQLite connection belongs to the
 thread that made it.
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from coordinator.clock import SYSTEM_CLOCK, Clock
 from coordinator.errors import CommitFailedError, CoordinatorUnavailableError
 from coordinator.service import Coordinator
 
@@ -52,8 +54,10 @@ class CoordinatorThread:
         tick_s: float = 0.2,
         max_batch: int = 1024,
         after_batch: Callable[[Coordinator], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._open = open_coordinator
+        self._clock = clock
         self.tick_s = tick_s
         self.max_batch = max_batch
         self._after_batch = after_batch
@@ -152,12 +156,13 @@ class CoordinatorThread:
                 log.exception("closing the coordinator failed")
 
     def _serve(self, coord: Coordinator) -> None:
-        next_tick = time.monotonic() + self.tick_s
+        clock = self._clock
+        next_tick = clock.monotonic() + self.tick_s
         stopping = False
         while not stopping:
             items: list[Any] = []
-            with contextlib.suppress(queue.Empty):
-                items.append(self._q.get(timeout=max(0.0, next_tick - time.monotonic())))
+            with contextlib.suppress(queue.Empty):  # waits in real time, whatever the clock
+                items.append(self._q.get(timeout=max(0.0, next_tick - clock.monotonic())))
             while len(items) < self.max_batch:
                 try:
                     items.append(self._q.get_nowait())
@@ -166,9 +171,9 @@ class CoordinatorThread:
             if any(it is _STOP for it in items):
                 stopping = True
                 items = [it for it in items if it is not _STOP]
-            tick = time.monotonic() >= next_tick
+            tick = clock.monotonic() >= next_tick
             if tick:
-                next_tick = time.monotonic() + self.tick_s
+                next_tick = clock.monotonic() + self.tick_s
             if items or tick:
                 self._run_batch(coord, items, tick)
 

@@ -4,7 +4,6 @@ registration is signed by the volunteer's key."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import anyio
@@ -316,7 +315,7 @@ def volunteers_router(svc: Service) -> APIRouter:
             cp = c.log.checkpoint()
             size = cp.checkpoint.size if cp else 0
             mine_all = svc.ledger.get(key).entries
-            now = time.monotonic()
+            now = svc.clock.monotonic()
             if mine_all and mine_all[-1] >= size and now - svc.last_checkpoint >= 1.0:
                 # Entries after the latest checkpoint: sign a new one (at most one a second,
                 # so asking for proofs cannot flood the log with checkpoints).

@@ -4,7 +4,7 @@ an upload must pass before it reaches the coordinator.
 An upload that is not even shaped like the WU it answers (wrong sizes, NaN or inf, another
 WU's id or another key's) is refused with a 4xx and nothing is stored: it is a malformed
 request, not a result. A well-formed result whose signature or digests do not hold goes on
-to the coordinator, which records it as invalid against its volunteer (DESIGN section 6).
+to the coordinator, which records it as invalid against its volunteer (docs/architecture.md §6.1).
 """
 
 from __future__ import annotations

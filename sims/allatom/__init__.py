@@ -1,7 +1,7 @@
 """The ``openmm`` all-atom engine: Amber ff14SB + GBn2 implicit solvent, 4 fs LangevinMiddle.
 
 Input is a PDB file (completed by PDBFixer) or a sequence (built as an extended chain);
-see :class:`AllAtomEngine` and DESIGN section 4 for the determinism recipe.
+see :class:`AllAtomEngine` and docs/architecture.md §4.2 for the determinism recipe.
 """
 
 from sims.allatom.build import extended_backbone, extended_chain_pdb

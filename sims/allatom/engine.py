@@ -1,6 +1,6 @@
 """The ``openmm`` engine: Amber ff14SB + GBn2 implicit solvent, LangevinMiddle at 4 fs.
 
-Determinism recipe (measured on OpenMM 8.6.1, see DESIGN section 4): on the CPU platform
+Determinism recipe (measured on OpenMM 8.6.1, see docs/architecture.md §4.2): on the CPU platform
 with ``Threads=1`` a run is bit-identical run to run. Each segment is seeded on its own
 (``setRandomNumberSeed`` + ``context.reinitialize(False)`` + positions and velocities from
 the boundary state), so a segment recomputed from its boundary state is bit-identical too.
