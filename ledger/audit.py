@@ -94,6 +94,7 @@ from ledger.entries import (
     decode_record,
 )
 from ledger.errors import (
+    ConfigError,
     FormatError,
     KeyFileError,
     LedgerError,
@@ -569,7 +570,7 @@ def _open_source(location: str | os.PathLike[str]) -> _Source:
         return _TileSource(FolderFetcher(path), f"tile export {path}")
     if path.is_file():
         return _DbSource(path)
-    raise StorageError(
+    raise ConfigError(
         f"{path} is neither a ledger database nor a tile export folder (nor an http(s):// URL)"
     )
 

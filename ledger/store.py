@@ -28,7 +28,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ledger.errors import StorageError
+from ledger.errors import ConfigError, FormatError, StorageError
 from ledger.merkle import EMPTY_ROOT, node_hash, perfect_subtrees
 from ledger.merkle import root_hash as _root_hash
 
@@ -117,8 +117,8 @@ class Store:
     def open_readonly(cls, path: str | os.PathLike[str]) -> Store:
         """Open an existing log database without writing to it (what an auditor uses)."""
         target = Path(path)
-        if not target.is_file():
-            raise StorageError(f"no ledger database at {target}")
+        if not target.is_file():  # the caller named the wrong path: its mistake, exit 2
+            raise ConfigError(f"no ledger database at {target}")
         try:
             db = sqlite3.connect(
                 f"{target.resolve().as_uri()}?mode=ro",
@@ -128,11 +128,11 @@ class Store:
             )
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         except sqlite3.DatabaseError as e:
-            raise StorageError(f"{target} is not a ledger database: {e}") from e
+            raise FormatError(f"{target} is not a ledger database: {e}") from e
         missing = {"meta", "entries", "nodes", "checkpoints", "cosignatures"} - tables
         if missing:
             db.close()
-            raise StorageError(f"{target} is not a ledger database (no {', '.join(missing)})")
+            raise FormatError(f"{target} is not a ledger database (no {', '.join(missing)})")
         return cls(db, target, readonly=True)
 
     def close(self) -> None:
