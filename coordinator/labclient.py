@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from coordinator.errors import CoordinatorError
+from coordinator.plan import JobPlan
 
 API_KEY_ENV = "FOLDNET_API_KEY"
 #: A results archive may be large; anything else the service answers is small JSON.
@@ -80,9 +81,11 @@ class LabClient:
             raise ServiceError(f"{method} {path}: expected a JSON object")
         return data
 
-    def submit(self, job: dict[str, Any]) -> dict[str, Any]:
-        """``job`` as ``POST /v1/jobs`` takes it; the answer has the job id."""
-        return self._json("POST", "/v1/jobs", json=job)
+    def submit(self, job: JobPlan | dict[str, Any]) -> dict[str, Any]:
+        """A :class:`~coordinator.plan.JobPlan` (or a body as ``POST /v1/jobs`` takes it);
+        the answer (at once) has the job id, and the job is ``preparing``."""
+        body = job.to_request() if isinstance(job, JobPlan) else job
+        return self._json("POST", "/v1/jobs", json=body)
 
     def jobs(self) -> Iterator[dict[str, Any]]:
         cursor: int | None = 0
