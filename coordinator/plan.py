@@ -23,6 +23,8 @@ from typing import Any
 
 from coordinator.errors import SubmissionError
 from coordinator.jobs import ENGINES, JobSpec
+from sims.errors import StructureError
+from sims.structure import parse_sequence
 
 #: Steps of the Go model (``sims.go.engine.GoParameters.timestep``), in tau.
 GO_TIMESTEP_TAU = 0.005
@@ -228,6 +230,10 @@ class JobPlan:
                 f"the sequence has {len(seq):,} residues: at most {MAX_SEQUENCE_LENGTH} can be "
                 "built as an extended chain; give a PDB file for a larger protein"
             )
+        try:
+            parse_sequence(seq)
+        except StructureError as e:
+            raise SubmissionError(str(e)) from e
 
     # -- what the plan becomes -------------------------------------------------------------
 

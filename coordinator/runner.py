@@ -118,7 +118,7 @@ def run_coordinator(
     with owned(workdir):
         coord = Coordinator.local(workdir)
         try:
-            failed = prepare_pending(coord, on_stage=on_stage)
+            prepare_pending(coord, on_stage=on_stage)
         except BaseException:
             coord.close()
             raise
@@ -129,6 +129,7 @@ def run_coordinator(
             for j in coord.scheduler.jobs.values()
         }
         if not systems:
+            failed = {j: p.error for j, p in coord.scheduler.pending.items() if p.state == "failed"}
             coord.close()
             if failed:
                 why = "; ".join(f"job {j[:16]}: {e}" for j, e in failed.items())
