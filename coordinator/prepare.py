@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from coordinator.errors import SubmissionError
 from coordinator.jobs import JobSpec
-from coordinator.plan import JobPlan, PlanLimits
+from coordinator.plan import RULES, JobPlan, PlanLimits
 from sims.allatom import AllAtomEngine
 from sims.allatom.prepare import Progress
 from sims.errors import SimsError, StructureError
@@ -67,9 +67,10 @@ def prepare_job(
     elif plan.sequence is not None:
         eng = AllAtomEngine.from_sequence(plan.sequence, progress=progress)
         system = eng.prepared
-    else:
-        say("reading the structure")
-        _check_size(parse_pdb(plan.pdb or "", source=plan.source, chain=plan.chain), lim)
+    else:  # complete_pdb says "reading the structure"
+        parsed = parse_pdb(plan.pdb or "", source=plan.source, chain=plan.chain)
+        _check_size(parsed, lim)
+        _check_engine_size(plan.engine, len(parsed.amino_acids), None)
         with tempfile.TemporaryDirectory(prefix="foldnet-pdb-") as d:
             path = Path(d) / "input.pdb"
             path.write_text(plan.pdb or "")
@@ -80,6 +81,8 @@ def prepare_job(
                 raise StructureError(str(e).replace(str(path), plan.source)) from e
         system = eng.prepared
     n = particle_count(system)
+    if plan.engine == "openmm":
+        _check_engine_size(plan.engine, 0, n)
     if lim.max_atoms is not None and n > lim.max_atoms:
         raise SubmissionError(
             f"the prepared system has {n:,} particles (with hydrogens); the limit here is "
@@ -93,6 +96,25 @@ def prepare_job(
         for r in range(plan.runs)
     ]
     return PreparedJob(system, starts, spec)
+
+
+def _check_engine_size(engine: str, residues: int, atoms: int | None) -> None:
+    """Refuse a system larger than its engine prepares and runs in reasonable time."""
+    rules = RULES[engine]
+    why = (
+        "(beyond it a preparation takes hours and each work unit days on a CPU); run it with "
+        "the go engine, or simulate a domain of it"
+    )
+    if rules.max_residues is not None and residues > rules.max_residues:
+        raise SubmissionError(
+            f"the structure has {residues:,} amino-acid residues; the {engine} engine takes at "
+            f"most {rules.max_residues:,} {why}"
+        )
+    if rules.max_atoms is not None and atoms is not None and atoms > rules.max_atoms:
+        raise SubmissionError(
+            f"the prepared system has {atoms:,} atoms (with hydrogens); the {engine} engine "
+            f"takes at most {rules.max_atoms:,} {why}"
+        )
 
 
 def _check_size(structure: Structure, limits: PlanLimits) -> None:

@@ -228,6 +228,8 @@ class Preparer:
             nxt = self._queue.popleft() if running is None and self._queue else None
         if nxt is not None:
             self._send(*nxt)
+            if self._results is None:  # the process could not start: the job failed
+                return
         elif running is None:
             self._wake.wait(self._poll_s)
             self._wake.clear()

@@ -6,6 +6,7 @@ of the job plan, over REST."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ from http_helpers import add_lab, lab_client, post_job, running_service, wait_pr
 
 from coordinator import store
 from coordinator.codec import decode_event, encode_event
-from coordinator.errors import ProtocolError
+from coordinator.errors import ProtocolError, SubmissionError
 from coordinator.jobs import JobSpec
 from coordinator.plan import JobPlan
 from coordinator.prepare import prepare_job
@@ -198,3 +199,37 @@ def test_a_job_cancelled_while_it_prepares_keeps_nothing_of_its_preparation(tmp_
         assert prepare_pending(coord) == {}  # nothing left to prepare
     finally:
         coord.close()
+
+
+def test_the_service_keeps_answering_while_an_all_atom_system_prepares(served):
+    """The preparation (PDBFixer, hydrogens, a minimisation in GBn2) holds its own process's
+    GIL, never the service's: health checks answer in milliseconds meanwhile."""
+    chignolin = PEPTIDE | {"sequence": "GYDPETGTWG"}
+    r = post_job(served.lab, chignolin, ready=False)
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    latencies, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        health = served.lab.get("/v1/health")
+        latencies.append(time.perf_counter() - t0)
+        assert health.status_code == 200
+        progress = served.lab.get(f"/v1/jobs/{job}").json()
+        if progress["state"] != "preparing":
+            break
+        time.sleep(0.2)  # within the lab's request rate
+    assert progress["state"] == "running", progress
+    assert "minimising" in progress["preparation"]["stages"]
+    assert len(latencies) >= 3, latencies  # it did prepare for a while
+    assert max(latencies) < 0.5, sorted(latencies)[-5:]
+
+
+def test_a_system_beyond_the_all_atom_engine_is_refused_at_once_naming_the_limit():
+    mtor = VILLIN_PDB.parent / "4JSV.pdb"  # mTOR kinase, ships with pdbfixer
+    plan = JobPlan.create(engine="openmm", pdb=mtor.read_text(), source="4JSV.pdb", chain="A")
+    t0 = time.perf_counter()
+    with pytest.raises(SubmissionError, match=r"residues; the openmm engine takes at most 600"):
+        prepare_job(plan)
+    assert time.perf_counter() - t0 < 30  # refused before PDBFixer or the minimiser start
+    go = JobPlan.create(engine="go", pdb=mtor.read_text(), chain="A", gens=1)
+    assert prepare_job(go).spec.engine == "go"  # the Go model takes it
