@@ -75,6 +75,8 @@ def prepare_pending(
                 except queue.Empty:
                     if on_stage is not None:
                         _report_stages(preparer, todo, seen, on_stage)
+            if on_stage is not None:  # the stages of a quick one, all at once
+                _report_stages(preparer, todo, seen, on_stage)
             if isinstance(outcome, str):
                 coord.preparation_failed(job, outcome)
                 failed[job] = outcome
