@@ -1519,6 +1519,7 @@ class Scheduler:
     # -- invariants (checked by the test fixture after every event) -------------------------
 
     def validate_state(self) -> None:
+        assert not set(self.pending) & set(self.jobs), "a job both prepared and pending"
         for key, w in self.wus.items():
             assert w.unit.id == key
             vols = [

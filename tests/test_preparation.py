@@ -123,6 +123,19 @@ def test_rest_refuses_temperatures_outside_the_engines_range_with_its_unit(serve
     assert served.stored() == before
 
 
+def test_the_python_client_submits_a_plan_by_the_same_rules(served):
+    from coordinator.labclient import LabClient, ServiceError
+
+    key = served.lab.headers["Authorization"].removeprefix("Bearer ")
+    with LabClient(served.url, key) as client:
+        answer = client.submit(JobPlan.create(**PEPTIDE))
+        assert answer["state"] == "preparing" and "300 K" in answer["description"]
+        assert wait_prepared(served.lab, answer["job"])["plan"]["temperature"] == 300.0
+        # a plan is checked where it is made; a hand-written body is checked by the service
+        with pytest.raises(ServiceError, match=r"422 \(invalid_job: temperature 0.7 K"):
+            client.submit(PEPTIDE | {"temperature": 0.7})
+
+
 def test_rest_takes_the_go_default_and_an_unusual_temperature_when_asked(served):
     go = served.lab.post("/v1/jobs", json=GO | {"temperature": 300.0})
     assert go.status_code == 422 and "300 looks like kelvin" in go.json()["detail"]
