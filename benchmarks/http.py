@@ -453,6 +453,11 @@ def bench(
             base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
         )
         job = lab.post("/v1/jobs", json=tiny_job(clones)).json()["job"]
+        deadline = time.monotonic() + 300  # prepared in the service's preparation process
+        while lab.get(f"/v1/jobs/{job}").json()["state"] == "preparing":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark's job did not get prepared in 300 s")
+            time.sleep(0.1)
         cpu0 = server.cpu_seconds()
         report = run_load(server.url, volunteers, seconds)
         server_cpu = server.cpu_seconds() - cpu0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from coordinator.errors import UsageError
 from coordinator.labclient import LabClient, is_url
+from coordinator.plan import HELP, RULES, JobPlan
 from foldnet.errors import EXIT_CLIENT, FoldnetError, exit_code_of
 from ledger.cli import audit_cmd, export_cmd, witness_app
 from worker.cli import app as worker_app
@@ -277,61 +279,82 @@ ApiKey = Annotated[
 ]
 
 
-@app.command()
+def _plan_default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(JobPlan) if f.name == name)
+
+
+def _submit_help() -> str:
+    lines = [
+        "Submit a folding job: to a coordinator folder (no coordinator may be running there; "
+        "foldnet run prepares and computes it), or to a running service over HTTP. Returns at "
+        "once with the job id: the job is 'preparing' (in a separate process) until it runs, "
+        "or 'failed' with the reason (foldnet status).",
+        "",
+        "Defaults per engine, in time units:",
+    ]
+    for r in RULES.values():
+        lines.append(
+            f"{r.engine}: T = {r.temperature:g} {r.unit} (accepted {r.usual[0]:g}-{r.usual[1]:g} "
+            f"{r.unit}, {r.unit_name}); WU {r.steps_per_wu:,} steps "
+            f"({r.duration(r.steps_per_wu)}), segments {r.segment_steps:,} "
+            f"({r.duration(r.segment_steps)}), frames every {r.report_steps:,} "
+            f"({r.duration(r.report_steps)}); time step {r.timestep:g} {r.time_unit}."
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+@app.command(help=_submit_help())
 def submit(
     target: Annotated[
         str,
         typer.Argument(help="A coordinator folder (created if absent), or a foldnet serve URL."),
     ],
     pdb: Annotated[Path | None, typer.Option(help="Structure (PDB file).")] = None,
-    sequence: Annotated[str | None, typer.Option(help="One-letter sequence (openmm).")] = None,
-    engine: Annotated[str, typer.Option(help="go or openmm.")] = "go",
+    sequence: Annotated[
+        str | None, typer.Option(help="One-letter sequence, built extended (openmm).")
+    ] = None,
+    engine: Annotated[str, typer.Option(help=HELP["engine"] + ".")] = "go",
     chain: Annotated[str | None, typer.Option(help="Chain of the PDB (default: first).")] = None,
-    runs: Annotated[int, typer.Option(help="Starting structures.")] = 1,
-    clones: Annotated[int, typer.Option(help="Trajectories per start.")] = 2,
-    gens: Annotated[int, typer.Option(help="Generations (WUs) per trajectory.")] = 2,
-    steps_per_wu: Annotated[int, typer.Option(help="Steps per WU.")] = 100_000,
-    segment_steps: Annotated[int, typer.Option(help="Steps per verifiable segment.")] = 20_000,
-    report_steps: Annotated[int, typer.Option(help="Steps between frames.")] = 1000,
-    temperature: Annotated[float, typer.Option(help="eps/kB (go) or kelvin (openmm).")] = 0.7,
-    quorum: Annotated[int, typer.Option(help="Volunteers that must agree on each WU.")] = 2,
+    runs: Annotated[int, typer.Option(help="Starting structures.")] = _plan_default("runs"),
+    clones: Annotated[int, typer.Option(help="Trajectories per start.")] = _plan_default("clones"),
+    gens: Annotated[int, typer.Option(help="Generations (WUs) per trajectory.")] = _plan_default(
+        "gens"
+    ),
+    steps_per_wu: Annotated[
+        int | None, typer.Option(help=HELP["steps_per_wu"].capitalize() + ".")
+    ] = None,
+    segment_steps: Annotated[
+        int | None, typer.Option(help=HELP["segment_steps"].capitalize() + ".")
+    ] = None,
+    report_steps: Annotated[
+        int | None, typer.Option(help=HELP["report_steps"].capitalize() + ".")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help=HELP["temperature"].capitalize() + ".")
+    ] = None,
+    allow_unusual_temperature: Annotated[
+        bool, typer.Option(help=HELP["allow_unusual_temperature"].capitalize() + ".")
+    ] = False,
+    quorum: Annotated[
+        int, typer.Option(help="Volunteers that must agree on each WU.")
+    ] = _plan_default("min_quorum"),
+    seed: Annotated[int, typer.Option(help="Seed of the start velocities.")] = _plan_default(
+        "seed"
+    ),
+    name: Annotated[str, typer.Option(help="A name for the job.")] = "",
     lab: Annotated[
         str, typer.Option(help="Your lab's name (folder only; a URL knows it).")
     ] = "lab",
     api_key: ApiKey = "",
 ) -> None:
-    """Submit a folding job: to a coordinator folder (no coordinator may be running there),
-    or to a running service over HTTP."""
-    if is_url(target):
-        if pdb is not None and not pdb.is_file():
-            raise UsageError(f"no PDB file at {pdb}")
-        job: dict[str, object] = {
-            "engine": engine,
-            "runs": runs,
-            "clones": clones,
-            "gens": gens,
-            "steps_per_wu": steps_per_wu,
-            "segment_steps": segment_steps,
-            "report_steps": report_steps,
-            "temperature": temperature,
-            "min_quorum": quorum,
-        }
-        if pdb is not None:
-            job["pdb"] = pdb.read_text(errors="replace")
-        if sequence is not None:
-            job["sequence"] = sequence
-        if chain is not None:
-            job["chain"] = chain
-        with LabClient(target, api_key) as client:
-            answer = client.submit(job)
-        console.print(f"submitted job [bold]{answer['job']}[/] to {target}")
-        return
-    from coordinator.prepare import prepare_job
-    from coordinator.runner import submit_job
-
-    prepared = prepare_job(
+    text = None
+    if pdb is not None:
+        text = _read_pdb_text(pdb)
+    plan = JobPlan.create(
         engine=engine,
-        pdb=pdb,
+        pdb=text,
+        source=str(pdb) if pdb is not None else "the uploaded PDB",
         sequence=sequence,
         chain=chain,
         runs=runs,
@@ -341,10 +364,42 @@ def submit(
         segment_steps=segment_steps,
         report_steps=report_steps,
         temperature=temperature,
+        allow_unusual_temperature=allow_unusual_temperature,
         min_quorum=quorum,
+        seed=seed,
+        name=name,
     )
-    job_id = submit_job(Path(target), lab=lab, job=prepared)
-    console.print(f"submitted job [bold]{job_id}[/]; compute it with: foldnet run {target}")
+    if is_url(target):
+        with LabClient(target, api_key) as client:
+            answer = client.submit(plan)
+        console.print(f"submitted job [bold]{answer['job']}[/] to {target}: preparing")
+        console.print(plan.describe(), soft_wrap=True)
+        console.print(f"follow it with: foldnet status {target}")
+        return
+    from coordinator.runner import accept_job
+
+    job_id = accept_job(Path(target), lab=lab, plan=plan)
+    console.print(f"submitted job [bold]{job_id}[/]: preparing")
+    console.print(plan.describe(), soft_wrap=True)
+    console.print(f"prepare and compute it with: foldnet run {target}")
+
+
+def _read_pdb_text(path: Path) -> str:
+    """A PDB file's text, for the plan (its size bounded as the parser bounds it)."""
+    from sims.structure import MAX_PDB_BYTES
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_PDB_BYTES:
+            raise UsageError(
+                f"{path}: {size:,} bytes is larger than the {MAX_PDB_BYTES:,}-byte limit for a "
+                "PDB file"
+            )
+        return path.read_text(errors="replace")
+    except FileNotFoundError as e:
+        raise UsageError(f"no PDB file at {path}") from e
+    except OSError as e:
+        raise UsageError(f"cannot read the PDB file {path}: {e.strerror or e}") from e
 
 
 @app.command()
@@ -363,7 +418,8 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run the coordinator until every job in the folder is done."""
+    """Prepare the folder's new jobs (in a child process), then run the coordinator until
+    every job in the folder is done."""
     from coordinator.runner import run_coordinator
 
     trusted = _volunteer_keys(trust)
@@ -388,6 +444,7 @@ def run(
             local_volunteers=volunteers,
             on_progress=progress,
             trusted=trusted,
+            on_stage=lambda job, stage: console.print(f"job {job[:16]}: {stage}"),
         )
     for key, amount in sorted(credits.items()):
         console.print(f"volunteer {key[:16]}: {amount:,} credit")
@@ -404,38 +461,53 @@ def status(
     """Progress of every job: of a coordinator folder (read-only), or of your lab's jobs on a
     running service."""
     t = Table(title=f"Jobs in {target}")
-    for col in ("job", "lab", "engine", "WUs validated", "in progress", "failed", "steps"):
-        t.add_column(col, justify="right" if col not in ("job", "lab") else "left")
+    for col in ("job", "lab", "engine", "state", "WUs validated", "in progress", "failed", "steps"):
+        t.add_column(col, justify="right" if col not in ("job", "lab", "state") else "left")
+    errors: list[str] = []
     if is_url(target):
         with LabClient(target, api_key) as client:
             for j in client.jobs():
                 w = j["wus"]
+                state = str(j.get("state", ""))
+                prep = j.get("preparation") or {}
+                if state == "preparing" and prep.get("stage"):
+                    state = f"preparing: {prep['stage']}"
+                if j.get("error"):
+                    errors.append(f"job {j['job'][:16]}: {j['error']}")
                 t.add_row(
                     j["job"][:16],
                     j.get("name") or "",
                     j["engine"],
+                    state,
                     f"{w['validated']}/{w['total']}",
                     str(w["in_flight"]),
                     str(w["failed"]),
                     f"{j['steps_simulated']:,}",
                 )
         console.print(t)
+        for e in errors:
+            console.print(f"[red]failed:[/] {e}")
         return
     from coordinator.lab import CoordinatorView
 
     view = CoordinatorView(Path(target))
     try:
         for js in view.jobs():
+            if js.error:
+                errors.append(f"job {js.job[:16]}: {js.error}")
             t.add_row(
                 js.job[:16],
                 js.lab,
                 js.engine,
+                js.state,
                 f"{js.validated}/{js.wus_total}",
                 str(js.in_flight),
                 str(js.failed),
                 f"{js.steps_validated:,}",
             )
         console.print(t)
+        for e in errors:
+            console.print(f"[red]failed:[/] {e}")
     finally:
         view.close()
 
@@ -459,7 +531,7 @@ def results(
 
     view = CoordinatorView(Path(target))
     try:
-        matches = [j for j in view.scheduler.jobs if j.startswith(job)]
+        matches = [j for j in [*view.scheduler.pending, *view.scheduler.jobs] if j.startswith(job)]
         if len(matches) != 1:
             raise UsageError(f"job {job!r} matches {len(matches)} jobs; give more of its id")
         files = view.write_results(matches[0], out)

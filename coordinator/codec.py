@@ -17,7 +17,10 @@ from coordinator.scheduler import (
     BeaconPublished,
     Claim,
     Event,
+    JobAccepted,
     JobCancelled,
+    JobPreparationFailed,
+    JobPrepared,
     JobSubmitted,
     NodeLost,
     ReplicaFailed,
@@ -32,6 +35,9 @@ _TYPES: dict[str, type] = {
     t.__name__: t
     for t in (
         JobSubmitted,
+        JobAccepted,
+        JobPrepared,
+        JobPreparationFailed,
         WorkRequested,
         ResultReturned,
         ReplicaFailed,
@@ -71,12 +77,13 @@ def decode_event(text: str) -> Event:
     try:
         doc = json.loads(text)
         kind, body = doc["type"], doc["body"]
-        if kind == "JobSubmitted":
+        if kind in ("JobSubmitted", "JobPrepared"):
             spec = dict(body["spec"])
             spec["system_digest"] = _bytes(spec["system_digest"])
-            return JobSubmitted(
-                body["job"], JobSpec(**spec), tuple(_bytes(d) for d in body["start_digests"])
-            )
+            starts = tuple(_bytes(d) for d in body["start_digests"])
+            if kind == "JobPrepared":
+                return JobPrepared(body["job"], JobSpec(**spec), starts, body["now"])
+            return JobSubmitted(body["job"], JobSpec(**spec), starts)
         if kind == "ResultReturned":
             c = body["claim"]
             claim = Claim(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.errors import MissingError, UsageError
+from coordinator.errors import MissingError, ProtocolError, UsageError
 from coordinator.results import trajectories, write_results
 from coordinator.scheduler import Scheduler, replay
 from coordinator.store import Store
@@ -24,6 +24,10 @@ class JobStatus:
     in_flight: int
     failed: int
     steps_validated: int
+    #: preparing (until ``foldnet run`` prepares it), failed (``error`` says why),
+    #: cancelled, running or completed
+    state: str = "running"
+    error: str = ""
 
     @property
     def done(self) -> bool:
@@ -45,6 +49,22 @@ class CoordinatorView:
 
     def jobs(self) -> list[JobStatus]:
         out = []
+        for job, p in self.scheduler.pending.items():
+            info = self.store.job(job) or {}
+            out.append(
+                JobStatus(
+                    job=job,
+                    lab=str(info.get("lab", "")),
+                    engine=p.engine,
+                    wus_total=p.wus,
+                    validated=0,
+                    in_flight=0,
+                    failed=0,
+                    steps_validated=0,
+                    state=p.state,
+                    error=p.error,
+                )
+            )
         for job, j in self.scheduler.jobs.items():
             info = self.store.job(job) or {}
             wus = [w for w in self.scheduler.wus.values() if w.unit.job == job]
@@ -59,11 +79,20 @@ class CoordinatorView:
                     in_flight=sum(1 for w in wus if w.state not in ("validated", "failed")),
                     failed=sum(1 for w in wus if w.state == "failed"),
                     steps_validated=validated * j.spec.steps_per_wu,
+                    state="cancelled"
+                    if j.cancelled
+                    else "completed"
+                    if j.remaining == 0
+                    else "running",
                 )
             )
         return out
 
     def write_results(self, job: str, out: Path) -> list[Path]:
+        p = self.scheduler.pending.get(job)
+        if p is not None:
+            why = p.error if p.state == "failed" else f"it is {p.state}"
+            raise ProtocolError(f"job {job[:16]} has no results: {why}")
         j = self.scheduler.jobs.get(job)
         if j is None:
             known = ", ".join(self.scheduler.jobs) or "none"

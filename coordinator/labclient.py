@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from coordinator.errors import UsageError
+from coordinator.plan import JobPlan
 from foldnet.errors import Invalid
 from foldnet.files import atomic_write
 from foldnet.httpclient import HttpClient, InvalidAnswerError, RetryPolicy
@@ -71,9 +72,11 @@ class LabClient:
             raise InvalidAnswerError(f"{method} {path}: expected a JSON object")
         return data
 
-    def submit(self, job: dict[str, Any]) -> dict[str, Any]:
-        """``job`` as ``POST /v1/jobs`` takes it; the answer has the job id."""
-        return self._json("POST", "/v1/jobs", doc=job)
+    def submit(self, job: JobPlan | dict[str, Any]) -> dict[str, Any]:
+        """A :class:`~coordinator.plan.JobPlan` (or a body as ``POST /v1/jobs`` takes it);
+        the answer (at once) has the job id, and the job is ``preparing``."""
+        body = job.to_request() if isinstance(job, JobPlan) else job
+        return self._json("POST", "/v1/jobs", doc=body)
 
     def jobs(self) -> Iterator[dict[str, Any]]:
         cursor: int | None = 0

@@ -67,6 +67,39 @@ class JobSubmitted:
 
 
 @dataclass(frozen=True, slots=True)
+class JobAccepted:
+    """A lab's job is taken and waits for its preparation, which runs in another process
+    (:mod:`coordinator.preparer`); it becomes :class:`JobPrepared` or
+    :class:`JobPreparationFailed`. A coordinator that restarts prepares it again."""
+
+    job: str
+    engine: str
+    wus: int  # runs x clones x gens, for the lab's quota while it prepares
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobPrepared:
+    """The preparation of an accepted job finished: its spec (with the prepared system's
+    digest) and one start state per run, stored before this event. Its WUs are created."""
+
+    job: str
+    spec: JobSpec
+    start_digests: tuple[bytes, ...]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobPreparationFailed:
+    """The preparation of an accepted job failed; ``reason`` is what its lab is told.
+    Nothing of the job but its plan and this event is stored."""
+
+    job: str
+    reason: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class WorkRequested:
     """A volunteer asks for up to ``slots`` more tasks, computing in ``det_class``.
 
@@ -167,6 +200,9 @@ class VolunteerTrusted:
 
 Event = (
     JobSubmitted
+    | JobAccepted
+    | JobPrepared
+    | JobPreparationFailed
     | WorkRequested
     | ResultReturned
     | ReplicaFailed

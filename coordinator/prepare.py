@@ -1,21 +1,36 @@
-"""A lab's job made ready for a coordinator: the plan checked, the system prepared once, the
-start states drawn. Shared by ``foldnet submit`` and the HTTP service; stores nothing.
+"""A lab's job made ready for a coordinator: the system prepared once from its plan, the start
+states drawn. Stores nothing; runs in a preparation process (:mod:`coordinator.preparer`),
+never in a service's own interpreter, because preparing an all-atom system can take minutes.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from coordinator.errors import SubmissionError
 from coordinator.jobs import JobSpec
+from coordinator.plan import RULES, JobPlan, PlanLimits
 from sims.allatom import AllAtomEngine
+from sims.allatom.prepare import Progress
 from sims.errors import SimsError, StructureError
 from sims.go import GoEngine, GoModel
 from sims.state import State
-from sims.structure import Structure, parse_pdb, read_pdb
+from sims.structure import Structure, parse_pdb
 from worker.systems import SystemDefinition, particle_count, system_digest
+
+#: The steps a preparation reports, in order (a job's ``preparation.stage``).
+STAGES = (
+    "reading the structure",
+    "building the extended chain",
+    "completing atoms",
+    "adding hydrogens",
+    "building the force field system",
+    "minimising",
+    "building the Go model",
+    "drawing start states",
+)
 
 
 class PreparedJob(NamedTuple):
@@ -25,113 +40,93 @@ class PreparedJob(NamedTuple):
 
 
 def prepare_job(
-    *,
-    engine: str,
-    pdb: Path | None = None,
-    pdb_text: str | None = None,
-    sequence: str | None = None,
-    chain: str | None,
-    runs: int,
-    clones: int,
-    gens: int,
-    steps_per_wu: int,
-    segment_steps: int,
-    report_steps: int,
-    temperature: float,
-    min_quorum: int = 2,
-    deadline_s: float = 600.0,
-    audit_rate: float | None = None,
-    seed: int = 1,
-    max_residues: int | None = None,
-    max_atoms: int | None = None,
+    plan: JobPlan, *, limits: PlanLimits | None = None, progress: Progress | None = None
 ) -> PreparedJob:
-    """Validate the plan, then prepare the system once and the start states; stores nothing.
+    """Prepare the system of ``plan`` once, and its start states; stores nothing.
 
-    The plan is checked before the (possibly slow) preparation, so a bad plan costs nothing;
-    so are ``max_residues`` and ``max_atoms`` (a service's limits; ``None``: none), on the
-    parsed structure before any model is built, and on the prepared system after.
+    ``limits.max_residues`` and ``limits.max_atoms`` (a service's; ``None``: none) are checked
+    on the parsed structure before any model is built, and on the prepared system after.
+    ``progress`` is told each step (one of :data:`STAGES`) as it starts.
     """
-    given = sum(x is not None for x in (pdb, pdb_text, sequence))
-    if given != 1:
-        raise SubmissionError("give exactly one of a PDB file or a sequence")
-    if engine not in ("go", "openmm"):
-        raise SubmissionError(f"unknown engine {engine!r}: expected go or openmm")
+    lim = limits or PlanLimits()
+    plan.check(lim)
 
-    extra: dict[str, Any] = {} if audit_rate is None else {"audit_rate": audit_rate}
+    def say(stage: str) -> None:
+        if progress is not None:
+            progress(stage)
 
-    def spec_for(digest: bytes) -> JobSpec:
-        return JobSpec(
-            engine=engine,
-            system_digest=digest,
-            runs=runs,
-            clones=clones,
-            gens=gens,
-            steps_per_wu=steps_per_wu,
-            segment_steps=segment_steps,
-            report_steps=report_steps,
-            temperature=temperature,
-            min_quorum=min_quorum,
-            deadline_s=deadline_s,
-            **extra,
-        )
-
-    spec_for(b"\0" * 32)  # the plan alone, before any preparation
     system: SystemDefinition
-    if engine == "go":
-        if pdb is None and pdb_text is None:
-            raise SubmissionError("the go engine needs a native structure: give a PDB file")
-        structure = (
-            read_pdb(pdb, chain=chain)
-            if pdb is not None
-            else parse_pdb(pdb_text or "", source="upload", chain=chain)
-        )
-        _check_size(structure, max_residues, max_atoms)
+    eng: GoEngine | AllAtomEngine
+    if plan.engine == "go":
+        say("reading the structure")
+        structure = parse_pdb(plan.pdb or "", source=plan.source, chain=plan.chain)
+        _check_size(structure, lim)
+        say("building the Go model")
         system = GoModel.from_structure(structure)
-        eng: GoEngine | AllAtomEngine = GoEngine(system)
-    elif sequence is not None:
-        if max_residues is not None and len(sequence) > max_residues:
-            raise SubmissionError(
-                f"the sequence has {len(sequence):,} residues; the limit here is {max_residues:,}"
-            )
-        eng = AllAtomEngine.from_sequence(sequence)
+        eng = GoEngine(system)
+    elif plan.sequence is not None:
+        eng = AllAtomEngine.from_sequence(plan.sequence, progress=progress)
         system = eng.prepared
-    else:
+    else:  # complete_pdb says "reading the structure"
+        parsed = parse_pdb(plan.pdb or "", source=plan.source, chain=plan.chain)
+        _check_size(parsed, lim)
+        _check_engine_size(plan.engine, len(parsed.amino_acids), None)
         with tempfile.TemporaryDirectory(prefix="foldnet-pdb-") as d:
-            path = pdb
-            if path is None:
-                path = Path(d) / "upload.pdb"
-                path.write_text(pdb_text or "")
-            if max_residues is not None or max_atoms is not None:  # before PDBFixer runs
-                parsed = parse_pdb(path.read_text(), source="the uploaded PDB", chain=chain)
-                _check_size(parsed, max_residues, max_atoms)
+            path = Path(d) / "input.pdb"
+            path.write_text(plan.pdb or "")
             try:
-                eng = AllAtomEngine.from_pdb(path, chain=chain)
+                eng = AllAtomEngine.from_pdb(path, chain=plan.chain, progress=progress)
             except SimsError as e:
-                if pdb is not None:
-                    raise
-                # the temporary file is the server's business: name the upload instead
-                raise StructureError(str(e).replace(str(path), "the uploaded PDB")) from e
+                # the temporary file is the preparation's business: name the lab's input
+                raise StructureError(str(e).replace(str(path), plan.source)) from e
         system = eng.prepared
     n = particle_count(system)
-    if max_atoms is not None and n > max_atoms:
+    if plan.engine == "openmm":
+        _check_engine_size(plan.engine, 0, n)
+    if lim.max_atoms is not None and n > lim.max_atoms:
         raise SubmissionError(
             f"the prepared system has {n:,} particles (with hydrogens); the limit here is "
-            f"{max_atoms:,}"
+            f"{lim.max_atoms:,}"
         )
-    spec = spec_for(system_digest(system))
-    eng.check_temperature(temperature)
-    starts = [eng.initial_state(temperature=temperature, seed=seed + r) for r in range(runs)]
+    spec = plan.spec(system_digest(system))
+    eng.check_temperature(plan.temperature)
+    say("drawing start states")
+    starts = [
+        eng.initial_state(temperature=plan.temperature, seed=plan.seed + r)
+        for r in range(plan.runs)
+    ]
     return PreparedJob(system, starts, spec)
 
 
-def _check_size(structure: Structure, max_residues: int | None, max_atoms: int | None) -> None:
+def _check_engine_size(engine: str, residues: int, atoms: int | None) -> None:
+    """Refuse a system larger than its engine prepares and runs in reasonable time."""
+    rules = RULES[engine]
+    why = (
+        "(beyond it a preparation takes hours and each work unit days on a CPU); run it with "
+        "the go engine, or simulate a domain of it"
+    )
+    if rules.max_residues is not None and residues > rules.max_residues:
+        raise SubmissionError(
+            f"the structure has {residues:,} amino-acid residues; the {engine} engine takes at "
+            f"most {rules.max_residues:,} {why}"
+        )
+    if rules.max_atoms is not None and atoms is not None and atoms > rules.max_atoms:
+        raise SubmissionError(
+            f"the prepared system has {atoms:,} atoms (with hydrogens); the {engine} engine "
+            f"takes at most {rules.max_atoms:,} {why}"
+        )
+
+
+def _check_size(structure: Structure, limits: PlanLimits) -> None:
     """Refuse a structure over a service's limits before anything is built from it."""
     residues = structure.amino_acids
-    if max_residues is not None and len(residues) > max_residues:
+    if limits.max_residues is not None and len(residues) > limits.max_residues:
         raise SubmissionError(
             f"the structure has {len(residues):,} amino-acid residues; the limit here is "
-            f"{max_residues:,}"
+            f"{limits.max_residues:,}"
         )
     atoms = sum(len(r.atoms) for r in structure.residues)
-    if max_atoms is not None and atoms > max_atoms:
-        raise SubmissionError(f"the structure has {atoms:,} atoms; the limit here is {max_atoms:,}")
+    if limits.max_atoms is not None and atoms > limits.max_atoms:
+        raise SubmissionError(
+            f"the structure has {atoms:,} atoms; the limit here is {limits.max_atoms:,}"
+        )

@@ -88,8 +88,11 @@ from coordinator.messages import (
     GrantCredit,
     Instruction,
     Invalidated,
+    JobAccepted,
     JobCancelled,
     JobCompleted,
+    JobPreparationFailed,
+    JobPrepared,
     JobSubmitted,
     NodeLost,
     Offered,
@@ -120,8 +123,11 @@ __all__ = [
     "GrantCredit",
     "Instruction",
     "Invalidated",
+    "JobAccepted",
     "JobCancelled",
     "JobCompleted",
+    "JobPreparationFailed",
+    "JobPrepared",
     "JobSubmitted",
     "NetworkPolicy",
     "NodeLost",
@@ -376,12 +382,28 @@ class _Job:
     params: bytes = b""  # spec.engine_parameters(), computed once per job, not once per WU
 
 
+PendingState = Literal["preparing", "failed", "cancelled"]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A job accepted but not prepared: preparing, or ended before it was ready."""
+
+    engine: str
+    wus: int
+    since: float
+    state: PendingState = "preparing"
+    error: str = ""
+
+
 class Scheduler:
     """All job, WU, replica and volunteer state, and the transitions between states."""
 
     def __init__(self, policy: NetworkPolicy | None = None) -> None:
         self.policy = policy or NetworkPolicy()
         self.jobs: dict[str, _Job] = {}
+        #: Jobs accepted but not (or never to be) prepared; a prepared one moves to ``jobs``.
+        self.pending: dict[str, _Pending] = {}
         self.wus: dict[bytes, _WU] = {}
         self.replicas: dict[int, _Replica] = {}
         self.checks: dict[int, _Check] = {}
@@ -409,6 +431,14 @@ class Scheduler:
         match event:
             case JobSubmitted():
                 self._on_job_submitted(event)
+            case JobAccepted():
+                self._on_job_accepted(event)
+            case JobPrepared():
+                self._on_job_prepared(event)
+            case JobPreparationFailed():
+                self._preparing(event.job)
+                self.pending[event.job].state = "failed"
+                self.pending[event.job].error = event.reason
             case WorkRequested():
                 self._on_work_requested(event, out)
             case ResultReturned():
@@ -436,6 +466,29 @@ class Scheduler:
         return out
 
     # -- events ----------------------------------------------------------------------------
+
+    def _on_job_accepted(self, ev: JobAccepted) -> None:
+        if ev.job in self.jobs or ev.job in self.pending:
+            raise SubmissionError(f"job {ev.job!r} already exists")
+        self.pending[ev.job] = _Pending(ev.engine, ev.wus, ev.now)
+
+    def _preparing(self, job: str) -> _Pending:
+        p = self.pending.get(job)
+        if p is None or p.state != "preparing":
+            state = "unknown" if p is None else p.state
+            raise ProtocolError(f"job {job[:16]} is not being prepared (it is {state})")
+        return p
+
+    def _on_job_prepared(self, ev: JobPrepared) -> None:
+        p = self._preparing(ev.job)
+        if ev.spec.engine != p.engine:
+            raise ProtocolError(
+                f"job {ev.job[:16]} was accepted for {p.engine}, prepared for {ev.spec.engine}"
+            )
+        if ev.spec.runs * ev.spec.clones * ev.spec.gens != p.wus:
+            raise ProtocolError(f"job {ev.job[:16]} was prepared with another plan")
+        self._on_job_submitted(JobSubmitted(ev.job, ev.spec, ev.start_digests))
+        del self.pending[ev.job]
 
     def _on_job_submitted(self, ev: JobSubmitted) -> None:
         if ev.job in self.jobs:
@@ -602,6 +655,12 @@ class Scheduler:
                     self._skip_audit(self.wus[chk.wu], chk, out)
 
     def _on_job_cancelled(self, ev: JobCancelled) -> None:
+        pending = self.pending.get(ev.job)
+        if pending is not None:
+            if pending.state == "failed":
+                raise ProtocolError(f"job {ev.job[:16]} failed in its preparation")
+            pending.state = "cancelled"
+            return
         job = self.jobs.get(ev.job)
         if job is None:
             raise ProtocolError(f"no job {ev.job!r}")
@@ -1516,6 +1575,7 @@ class Scheduler:
     # -- invariants (checked by the test fixture after every event) -------------------------
 
     def validate_state(self) -> None:
+        assert not set(self.pending) & set(self.jobs), "a job both prepared and pending"
         for key, w in self.wus.items():
             assert w.unit.id == key
             vols = [

@@ -39,8 +39,11 @@ from coordinator.messages import (
     Event,
     Instruction,
     Invalidated,
+    JobAccepted,
     JobCancelled,
     JobCompleted,
+    JobPreparationFailed,
+    JobPrepared,
     JobSubmitted,
     NodeLost,
     ReplicaFailed,
@@ -54,7 +57,9 @@ from coordinator.messages import (
     WorkRequested,
     WUFailed,
 )
+from coordinator.plan import JobPlan
 from coordinator.policy import NetworkPolicy
+from coordinator.prepare import PreparedJob
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from ledger import entries as le
@@ -122,6 +127,12 @@ def checkpoint_beacon(cp: SignedCheckpoint) -> bytes:
     for sig in cp.note.signatures[:1]:  # the log's own signature comes first
         h.update(sig.signature)
     return h.digest()
+
+
+def _job_id(lab: str, *parts: object) -> str:
+    """A fresh job id: SHA-256 over the lab, what it asked for and the time."""
+    text = json.dumps([lab, *parts, time.time_ns()])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def det_class_key(canonical: str) -> str:
@@ -420,13 +431,90 @@ class Coordinator:
     def submit(
         self, *, lab: str, system: SystemDefinition, starts: Sequence[State], spec: JobSpec
     ) -> str:
-        """Accept a job; nothing is stored unless everything about it is valid."""
+        """Accept a job prepared already (:func:`coordinator.prepare.prepare_job`); nothing is
+        stored unless everything about it is valid."""
+        self._check_prepared(system, starts, spec)
+        job = _job_id(lab, spec.engine_parameters().decode(), [s.digest().hex() for s in starts])
+        self.store.put_job(
+            job,
+            lab,
+            {"engine": spec.engine, "runs": spec.runs, "clones": spec.clones, "gens": spec.gens},
+        )
+        self._store_prepared(job, lab, system, starts, spec)
+        self._apply(JobSubmitted(job, spec, tuple(s.digest() for s in starts)))
+        return job
+
+    def accept(self, *, lab: str, plan: JobPlan) -> str:
+        """Take a lab's job to be prepared (by a :class:`~coordinator.preparer.Preparer`, in
+        another process): its plan is stored and the job is ``preparing`` until
+        :meth:`prepared` or :meth:`preparation_failed`. The plan was checked when it was made."""
+        job = _job_id(lab, plan.dumps())
+        self.store.put_job(
+            job,
+            lab,
+            {
+                "engine": plan.engine,
+                "runs": plan.runs,
+                "clones": plan.clones,
+                "gens": plan.gens,
+                "description": plan.describe(),
+                "parameters": plan.parameters(),
+            },
+        )
+        self.store.put_plan(job, plan.dumps())
+        self._apply(JobAccepted(job, plan.engine, plan.wus, self.clock()))
+        return job
+
+    def pending_preparations(self) -> list[tuple[str, JobPlan]]:
+        """Jobs accepted and not yet prepared, oldest first, with their plans: what a
+        coordinator that (re)starts hands to its preparer."""
+        out = []
+        for job, p in self.scheduler.pending.items():
+            if p.state != "preparing":
+                continue
+            body = self.store.plan(job)
+            if body is None:  # the plan commits with the event: only a damaged store lacks it
+                self.preparation_failed(job, "the job's plan is missing from the store")
+                continue
+            out.append((job, JobPlan.from_json(json.loads(body))))
+        return out
+
+    def plan(self, job: str) -> JobPlan | None:
+        body = self.store.plan(job)
+        return None if body is None else JobPlan.from_json(json.loads(body))
+
+    def prepared(self, job: str, prepared: PreparedJob) -> bool:
+        """Store a finished preparation and create the job's WUs. False (and nothing stored)
+        when the job is no longer waiting for it (cancelled meanwhile, or prepared already
+        before a restart). Everything is checked before anything is stored."""
+        p = self.scheduler.pending.get(job)
+        if p is None or p.state != "preparing":
+            return False
+        system, starts, spec = prepared
+        self._check_prepared(system, starts, spec)
+        if spec.engine != p.engine or spec.runs * spec.clones * spec.gens != p.wus:
+            raise SubmissionError(f"job {job[:16]} was prepared with another plan than its own")
+        lab = str((self.store.job(job) or {}).get("lab", ""))
+        self._store_prepared(job, lab, system, starts, spec)
+        self._apply(JobPrepared(job, spec, tuple(s.digest() for s in starts), self.clock()))
+        return True
+
+    def preparation_failed(self, job: str, reason: str) -> None:
+        """The job's preparation failed: it ends ``failed`` with ``reason`` (what its lab
+        reads); nothing else of it is stored. A job not preparing any more is left alone."""
+        p = self.scheduler.pending.get(job)
+        if p is None or p.state != "preparing":
+            return
+        self._apply(JobPreparationFailed(job, reason[:4000], self.clock()))
+
+    def _check_prepared(
+        self, system: SystemDefinition, starts: Sequence[State], spec: JobSpec
+    ) -> None:
         if engine_name(system) != spec.engine:
             raise SubmissionError(
                 f"the job says engine {spec.engine!r} but the system is for {engine_name(system)!r}"
             )
-        digest = system_digest(system)
-        if spec.system_digest != digest:
+        if spec.system_digest != system_digest(system):
             raise SubmissionError("spec.system_digest is not the digest of the given system")
         n = particle_count(system)
         if len(starts) != spec.runs:
@@ -436,34 +524,39 @@ class Coordinator:
         for i, s in enumerate(starts):
             if s.n_atoms != n:
                 raise SubmissionError(f"start state {i} has {s.n_atoms} atoms; the system has {n}")
-        job = hashlib.sha256(
-            json.dumps(
-                [
-                    lab,
-                    spec.engine_parameters().decode(),
-                    [s.digest().hex() for s in starts],
-                    time.time_ns(),
-                ]
-            ).encode()
-        ).hexdigest()
-        self._systems[digest] = system
-        self.store.put_system(digest, encode_system(system))
-        start_digests = tuple(self._put_state(s) for s in starts)
-        self.store.put_job(
-            job,
-            lab,
-            {"engine": spec.engine, "runs": spec.runs, "clones": spec.clones, "gens": spec.gens},
-        )
-        self.log.append(
-            le.JobSubmitted(job_id=bytes.fromhex(job), lab=lab, spec_digest=spec.spec_digest())
-        )
-        self._jobs_in_ledger.add(bytes.fromhex(job))
-        self._apply(JobSubmitted(job, spec, start_digests))
-        return job
+
+    def _store_prepared(
+        self,
+        job: str,
+        lab: str,
+        system: SystemDefinition,
+        starts: Sequence[State],
+        spec: JobSpec,
+    ) -> None:
+        """The system, the start states and the ledger's ``job submitted`` entry (once: a
+        job prepared again after a restart is not entered twice)."""
+        self._systems[spec.system_digest] = system
+        self.store.put_system(spec.system_digest, encode_system(system))
+        for st in starts:
+            self._put_state(st)
+        job_id = bytes.fromhex(job)
+        if job_id not in self._jobs_in_ledger:
+            self.log.append(le.JobSubmitted(job_id=job_id, lab=lab, spec_digest=spec.spec_digest()))
+            self._jobs_in_ledger.add(job_id)
 
     def cancel(self, job: str) -> None:
         """Withdraw a job (its lab's request). Checked before the event is committed, so the
         log never holds an event that replay would refuse."""
+        p = self.scheduler.pending.get(job)
+        if p is not None:
+            if p.state == "failed":
+                raise SubmissionError(
+                    f"job {job[:16]} failed in its preparation: nothing to cancel"
+                )
+            if p.state == "cancelled":
+                raise SubmissionError(f"job {job[:16]} is already cancelled")
+            self._apply(JobCancelled(job, self.clock()))
+            return
         j = self.scheduler.jobs.get(job)
         if j is None:
             raise SubmissionError(f"no job {job!r}")

@@ -67,6 +67,14 @@ jobs = sa.Table(
     sa.Column("lab", sa.String(200), nullable=False),
     sa.Column("description", sa.Text, nullable=False),
 )
+#: A lab's job plan (:class:`coordinator.plan.JobPlan` as JSON, its input included), kept
+#: from acceptance on: what a restarted coordinator prepares again.
+plans = sa.Table(
+    "plans",
+    metadata,
+    sa.Column("job", sa.String(64), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
 results = sa.Table(
     "results",
     metadata,
@@ -268,6 +276,14 @@ class Store:
     def put_job(self, job: str, lab: str, description: dict[str, Any]) -> None:
         row = {"job": job, "lab": lab, "description": json.dumps(description)}
         self._put("jobs", jobs.insert(), [row])
+
+    def put_plan(self, job: str, body: str) -> None:
+        self._put("plans", plans.insert(), [{"job": job, "body": body}])
+
+    def plan(self, job: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(plans.c.body).where(plans.c.job == job)).first()
+        return None if row is None else str(row.body)
 
     def job(self, job: str) -> dict[str, Any] | None:
         with self._read() as conn:

@@ -158,3 +158,25 @@ def wait_for_job(
         if progress["state"] == state or time.monotonic() > deadline:
             return progress
         time.sleep(0.05)
+
+
+def wait_prepared(lab: httpx.Client, job: str, timeout: float = 120) -> dict:
+    """The job's progress once its preparation (a separate process) is over: ``running``,
+    or ``failed`` with its ``error``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = lab.get(f"/v1/jobs/{job}").json()
+        if progress["state"] != "preparing":
+            return progress
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job[:16]} still preparing after {timeout} s: {progress}")
+        time.sleep(0.05)
+
+
+def post_job(lab: httpx.Client, body: dict[str, object], *, ready: bool = True) -> httpx.Response:
+    """``POST /v1/jobs``; a job it accepts (202) is waited for until it is prepared (unless
+    ``ready`` is false), so that its work units exist when the caller goes on."""
+    r = lab.post("/v1/jobs", json=body)
+    if r.status_code == 202 and ready:
+        wait_prepared(lab, r.json()["job"])
+    return r

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from http_helpers import add_lab, go_job, lab_client, running_service, signed, trust
+from http_helpers import add_lab, go_job, lab_client, post_job, running_service, signed, trust
 
 from coordinator.classes import CLASSES_FILE
 from coordinator.draws import spot_check_segments
@@ -228,8 +228,8 @@ def _vol(served, name: str, behaviour: str = "honest") -> Volunteer:
 
 
 def _submit(served, **kw) -> str:
-    r = served.lab.post("/v1/jobs", json=go_job(**kw))
-    assert r.status_code == 201, r.text
+    r = post_job(served.lab, go_job(**kw))
+    assert r.status_code == 202, r.text
     return r.json()["job"]
 
 

@@ -21,6 +21,7 @@ from http_helpers import (
     add_lab,
     go_job,
     lab_client,
+    post_job,
     running_service,
     signed,
     trust,
@@ -86,8 +87,8 @@ def served(tmp_path_factory):
 @pytest.fixture(scope="module")
 def job(served):
     with lab_client(served.url, served.keys["a"]) as lab:
-        r = lab.post("/v1/jobs", json=go_job(clones=8, gens=1))
-        assert r.status_code == 201, r.text
+        r = post_job(lab, go_job(clones=8, gens=1))
+        assert r.status_code == 202, r.text
         return r.json()["job"]
 
 
@@ -144,7 +145,7 @@ def test_a_lab_sees_lists_and_cancels_only_its_own_jobs(served, job):
     progress = a.get(f"/v1/jobs/{job}").json()
     assert progress["state"] == "running" and progress["wus"]["total"] == 8
     assert progress["plan"]["steps_per_wu"] == 2000
-    other = b.post("/v1/jobs", json=go_job(clones=1, gens=1)).json()["job"]
+    other = post_job(b, go_job(clones=1, gens=1)).json()["job"]
     before = served.stored()
     for method, path in [
         ("GET", f"/v1/jobs/{job}"),
@@ -168,11 +169,12 @@ def test_a_lab_sees_lists_and_cancels_only_its_own_jobs(served, job):
 BAD_JOBS = [
     (b"{not json", "invalid_request"),
     (json.dumps(go_job(runs="2")).encode(), "invalid_request"),
-    (json.dumps(go_job(temperature=None)).encode(), "invalid_request"),
+    (json.dumps(go_job(temperature="warm")).encode(), "invalid_request"),
     (json.dumps(go_job(surprise=1)).encode(), "invalid_request"),
-    (json.dumps(go_job(pdb="HELLO this is not a PDB\n" * 3)).encode(), "invalid_input"),
     (json.dumps(go_job(gens=1000, steps_per_wu=1_000_000)).encode(), "invalid_job"),  # 1e9
-    (json.dumps(go_job(steps_per_wu=10**9, segment_steps=10**9)).encode(), "invalid_request"),
+    (json.dumps(go_job(steps_per_wu=10**9, segment_steps=10**9)).encode(), "invalid_job"),
+    (json.dumps(go_job(temperature=300.0)).encode(), "invalid_job"),  # kelvin, for go
+    (json.dumps(go_job(pdb="")).encode(), "invalid_job"),
     (json.dumps(go_job(segment_steps=300)).encode(), "invalid_job"),
     (json.dumps(go_job(engine="quantum")).encode(), "invalid_request"),
     (json.dumps([1, 2, 3]).encode(), "invalid_request"),
@@ -192,7 +194,7 @@ def test_oversized_bodies_are_413(served):
     c, me = _registered(served.url)
     with lab_client(served.url, served.keys["a"]) as lab:
         before = served.stored()
-        _error(lab.post("/v1/jobs", json=go_job(pdb="x" * 300_000)), 413, "too_large")
+        _error(post_job(lab, go_job(pdb="x" * 300_000)), 413, "too_large")
         _error(signed(c, me, "POST", "/v1/results/1", b"\0" * 300_000), 413, "too_large")
         assert served.stored() == before
 
@@ -203,7 +205,7 @@ def test_lab_keys_are_required_and_checked(served):
         _error(c.get("/v1/jobs", headers={"Authorization": "Basic abc"}), 401)
         _error(c.get("/v1/jobs", headers={"Authorization": "Bearer fnlab_wrong"}), 403)
         before = served.stored()
-        _error(c.post("/v1/jobs", json=go_job()), 401)
+        _error(post_job(c, go_job()), 401)
         assert served.stored() == before
 
 
@@ -309,7 +311,7 @@ def test_a_pickle_or_an_npz_is_never_loaded(served, job):
 def test_two_volunteers_complete_a_job_and_the_lab_downloads_results(tmp_path):
     key = add_lab(tmp_path / "c", "lab-a")
     with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
-        job = lab.post("/v1/jobs", json=go_job()).json()["job"]
+        job = post_job(lab, go_job()).json()["job"]
         vols = [
             HttpVolunteer(s.url, home=tmp_path / f"h{i}", key_path=tmp_path / f"v{i}.key")
             for i in range(2)
@@ -392,7 +394,7 @@ def test_a_client_killed_mid_wu_resumes_from_its_last_segment(tmp_path):
     key = add_lab(tmp_path / "c", "lab-a")
     job = go_job(clones=1, gens=1, steps_per_wu=4000, segment_steps=500, report_steps=500)
     with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
-        job_id = lab.post("/v1/jobs", json=job).json()["job"]
+        job_id = post_job(lab, job).json()["job"]
 
         class KilledError(BaseException):
             pass
@@ -429,7 +431,7 @@ def test_a_vanished_volunteers_wu_is_reissued_after_its_deadline(tmp_path):
     key = add_lab(tmp_path / "c", "lab-a")
     clock = FakeClock()
     with running_service(tmp_path / "c", clock=clock) as s, lab_client(s.url, key) as lab:
-        job = lab.post("/v1/jobs", json=go_job(clones=1, gens=1, deadline_s=1)).json()["job"]
+        job = post_job(lab, go_job(clones=1, gens=1, deadline_s=1)).json()["job"]
         (ca, a), (cb, b), (cc, c) = (_registered(s.url) for _ in range(3))
         trust(s, a, b, c)
         (ta,) = _pull(ca, a)  # a takes the WU and vanishes
@@ -488,8 +490,8 @@ def test_an_openmm_job_from_a_sequence_is_accepted_and_reports_ns(tmp_path):
     }
     with running_service(tmp_path / "c") as s:
         lab = _client(s.url, key)
-        r = lab.post("/v1/jobs", json=job)
-        assert r.status_code == 201, r.text
+        r = post_job(lab, job)
+        assert r.status_code == 202, r.text
         progress = lab.get(f"/v1/jobs/{r.json()['job']}").json()
         assert progress["engine"] == "openmm" and progress["ns_simulated"] == 0.0
         assert progress["wus"] == {
@@ -501,8 +503,10 @@ def test_an_openmm_job_from_a_sequence_is_accepted_and_reports_ns(tmp_path):
             "cancelled": 0,
             "results_returned": 0,
         }
-        _error(lab.post("/v1/jobs", json=job | {"temperature": 5000.0}), 422, "invalid_input")
-        _error(lab.post("/v1/jobs", json=job | {"sequence": "AXZ"}), 422)
+        hot = _error(post_job(lab, job | {"temperature": 5000.0}), 422, "invalid_job")
+        assert "at most 1000 K" in hot["detail"], hot
+        bad = _error(post_job(lab, job | {"sequence": "AXZ"}), 422, "invalid_job")
+        assert "unknown residue code(s) 'X', 'Z'" in bad["detail"], bad
 
 
 def test_a_spot_check_with_its_end_states_survives_the_wire(tmp_path, villin_pdb):

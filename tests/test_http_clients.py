@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from http_helpers import go_job, lab_client, running_service, trust, wait_for_job
+from http_helpers import go_job, lab_client, post_job, running_service, trust, wait_for_job
 
 from worker.client import HttpVolunteer
 from worker.identity import Identity
@@ -88,7 +88,7 @@ def _lab_key(workdir: Path, home: Path) -> str:
 def test_two_worker_processes_complete_a_job_submitted_over_http(tmp_path):
     key = _lab_key(tmp_path / "c", tmp_path)
     with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
-        job = lab.post("/v1/jobs", json=go_job()).json()["job"]
+        job = post_job(lab, go_job()).json()["job"]
         (tmp_path / "v0").mkdir()  # the operator's own machine: fresh keys alone validate nothing
         trust(s, Identity.load_or_create(tmp_path / "v0" / "volunteer.key"))
         workers = [
@@ -131,7 +131,7 @@ def test_a_worker_killed_mid_wu_resumes_and_ctrl_c_stops_after_the_wu(tmp_path):
     args = ["worker", "run", "--server", "", "--engine", "go", "--key", str(home / "v.key")]
     with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
         args[3] = s.url
-        job = lab.post("/v1/jobs", json=big).json()["job"]
+        job = post_job(lab, big).json()["job"]
         home.mkdir()
         trust(s, Identity.load_or_create(home / "v.key"))
         first = Lines(_foldnet(*args, home=home))

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from http_helpers import add_lab, go_job, lab_client, running_service, signed
+from http_helpers import add_lab, go_job, lab_client, post_job, running_service, signed
 
 from coordinator.http.app import ServiceConfig
 from sims.examples import VILLIN_PDB
@@ -45,8 +45,8 @@ def served(tmp_path_factory):
     with running_service(d, CFG) as s:
         s.keys = keys
         with lab_client(s.url, keys["a"]) as lab:
-            r = lab.post("/v1/jobs", json=go_job(clones=16, gens=1))
-            assert r.status_code == 201, r.text
+            r = post_job(lab, go_job(clones=16, gens=1))
+            assert r.status_code == 202, r.text
         yield s
 
 
@@ -209,14 +209,17 @@ def test_a_spot_check_whose_digest_count_does_not_match_is_refused():
 
 def test_a_bad_openmm_pdb_names_no_server_path(served):
     with lab_client(served.url, served.keys["a"]) as lab:
-        before = served.stored()
         one_atom = "ATOM      1  N   ALA A   1      11.104   6.134  -6.504\n"
         for pdb in ("HELLO not a PDB\n", one_atom):
             job = go_job(engine="openmm", pdb=pdb, temperature=300.0)
-            detail = _error(lab.post("/v1/jobs", json=job), 422)["detail"]
+            r = post_job(lab, job)
+            assert r.status_code == 202, r.text
+            progress = lab.get(f"/v1/jobs/{r.json()['job']}").json()
+            assert progress["state"] == "failed", progress
+            detail = progress["error"]
+            assert "the uploaded PDB" in detail, detail
             assert "/tmp" not in detail and "foldnet-pdb" not in detail, detail
             assert str(Path.cwd()) not in detail, detail
-        assert served.stored() == before
 
 
 def test_an_upload_with_too_few_boundary_digests_is_refused_not_a_500(served, volunteer):
@@ -399,7 +402,7 @@ def test_a_transient_commit_failure_keeps_the_assignment_for_the_retry(tmp_path)
     key = add_lab(d, "lab-a")
     with running_service(d, CFG) as served, httpx.Client(base_url=served.url, timeout=60) as c:
         with lab_client(served.url, key) as lab:
-            assert lab.post("/v1/jobs", json=go_job(clones=2, gens=1)).status_code == 201
+            assert post_job(lab, go_job(clones=2, gens=1)).status_code == 202
         me = Identity.ephemeral()
         reg = json.dumps({"public_key": me.public_key.hex()}).encode()
         assert signed(c, me, "POST", "/v1/volunteers", reg).status_code == 201
@@ -528,10 +531,10 @@ def test_a_job_of_too_many_work_units_is_refused_whatever_its_steps(served):
         attack = go_job(runs=100_000, clones=1, gens=5_000, steps_per_wu=1, segment_steps=1,
                         report_steps=1)  # fmt: skip
         assert CFG.max_job_steps >= 100_000 * 5_000 * 1  # the step limit alone lets it in
-        detail = _error(lab.post("/v1/jobs", json=attack), 422, "invalid_job")["detail"]
+        detail = _error(post_job(lab, attack), 422, "invalid_job")["detail"]
         assert "500,000,000 work units" in detail, detail
         few_steps = go_job(steps_per_wu=10, segment_steps=10, report_steps=10)
-        detail = _error(lab.post("/v1/jobs", json=few_steps), 422, "invalid_job")["detail"]
+        detail = _error(post_job(lab, few_steps), 422, "invalid_job")["detail"]
         assert f"at least {CFG.min_steps_per_wu}" in detail, detail
     assert served.stored() == before
 
@@ -540,16 +543,25 @@ def test_systems_over_the_residue_and_atom_limits_are_refused(tmp_path):
     d = tmp_path / "c"
     key = add_lab(d, "lab-a")
     limits = ServiceConfig(max_residues=30, max_atoms=5_000)
+
+    def failed(lab: httpx.Client) -> str:
+        r = post_job(lab, go_job())  # refused in its preparation, which parses the structure
+        assert r.status_code == 202, r.text
+        progress = lab.get(f"/v1/jobs/{r.json()['job']}").json()
+        assert progress["state"] == "failed" and progress["wus"]["queued"] == 0, progress
+        return str(progress["error"])
+
     with running_service(d, limits) as s, lab_client(s.url, key) as lab:
         before = s.stored()
-        detail = _error(lab.post("/v1/jobs", json=go_job()), 422, "invalid_job")["detail"]
+        detail = failed(lab)
         assert "amino-acid residues; the limit here is 30" in detail, detail
         seq = {"sequence": "A" * 31, "pdb": None, "engine": "openmm", "temperature": 300.0}
-        detail = _error(lab.post("/v1/jobs", json=go_job(**seq)), 422, "invalid_job")
-        assert "31 residues" in detail["detail"], detail
-        assert s.stored() == before
+        refused = _error(post_job(lab, go_job(**seq)), 422, "invalid_job")  # the plan alone
+        assert "31 residues" in refused["detail"], refused
+        _events, entries, jobs, results = s.stored()
+        assert (entries, jobs, results) == before[1:]  # no ledger entry, WU or system
     with running_service(d, ServiceConfig(max_atoms=100)) as s, lab_client(s.url, key) as lab:
-        detail = _error(lab.post("/v1/jobs", json=go_job()), 422, "invalid_job")["detail"]
+        detail = failed(lab)
         assert "atoms; the limit here is 100" in detail, detail
 
 
@@ -563,12 +575,12 @@ def test_a_labs_queued_work_units_are_capped(tmp_path):
         lab_client(s.url, key) as lab,
         lab_client(s.url, other) as b,
     ):
-        first = lab.post("/v1/jobs", json=go_job(clones=8, gens=2))  # 16 WUs
-        assert first.status_code == 201, first.text
+        first = post_job(lab, go_job(clones=8, gens=2))  # 16 WUs
+        assert first.status_code == 202, first.text
         before = s.stored()
-        detail = _error(lab.post("/v1/jobs", json=go_job(clones=4, gens=2)), 409)["detail"]
+        detail = _error(post_job(lab, go_job(clones=4, gens=2)), 409)["detail"]
         assert "16 work units queued" in detail and "limit is 20" in detail, detail
         assert s.stored() == before
-        assert b.post("/v1/jobs", json=go_job(clones=4, gens=2)).status_code == 201
+        assert post_job(b, go_job(clones=4, gens=2)).status_code == 202
         lab.post(f"/v1/jobs/{first.json()['job']}/cancel")
-        assert lab.post("/v1/jobs", json=go_job(clones=4, gens=2)).status_code == 201
+        assert post_job(lab, go_job(clones=4, gens=2)).status_code == 202

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from cli_helpers import run_foldnet
-from http_helpers import add_lab, lab_client, running_service, trust, wait_for_job
+from http_helpers import add_lab, lab_client, running_service, trust, wait_for_job, wait_prepared
 
 from sims.examples import VILLIN_PDB
 from worker.client import HttpVolunteer
@@ -30,6 +30,8 @@ def test_a_lab_submits_follows_downloads_and_cancels_from_the_command_line(tmp_p
         assert len(job) == 64
         st = foldnet("status", s.url, key=key, home=tmp_path)
         assert st.returncode == 0 and job[:16] in st.stdout and "0/1" in st.stdout, st.stdout
+        with lab_client(s.url, key) as lab:
+            assert wait_prepared(lab, job)["state"] == "running"
 
         for i in range(2):  # two volunteers compute the one WU, one after the other
             vol = HttpVolunteer(s.url, home=tmp_path / f"h{i}", key_path=tmp_path / f"v{i}.key")
@@ -61,7 +63,12 @@ def test_wrong_key_and_bad_plan_are_one_clear_line(tmp_path):
         key = add_lab(tmp_path / "c", "lab-b")
         absurd = [*PLAN[:-2], "--temperature", "0.8", "--gens", "1000000000"]
         big = foldnet("submit", s.url, "--pdb", str(VILLIN_PDB), *absurd, key=key, home=tmp_path)
-        assert big.returncode == 2 and "422" in big.stderr and "Traceback" not in big.stderr
+        # the plan is checked before anything is sent, by the same rules as the service's
+        assert big.returncode == 2 and "gens must be in" in big.stderr, big.stderr
+        assert "Traceback" not in big.stderr
+        cold = foldnet("submit", s.url, "--engine", "openmm", "--sequence", "AAA",
+                       "--temperature", "0.7", key=key, home=tmp_path)  # fmt: skip
+        assert cold.returncode == 2 and "0.7 K is outside 200-500 K" in cold.stderr, cold.stderr
     down = foldnet("status", s.url, key=key, home=tmp_path)  # the service is gone
     assert down.returncode == 3 and "cannot reach" in down.stderr  # a fault: exit 3
 

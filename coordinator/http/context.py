@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from coordinator.accounts import Accounts, key_hash
 from coordinator.clock import SYSTEM_CLOCK, Clock
+from coordinator.errors import CoordinatorError
 from coordinator.folder import owned
 from coordinator.http.auth import (
     RateLimiter,
@@ -28,7 +29,10 @@ from coordinator.http.ledger_index import LedgerIndex
 from coordinator.http.loop import CoordinatorThread
 from coordinator.http.middleware import Metrics
 from coordinator.http.wire import Assignment
+from coordinator.plan import PlanLimits
 from coordinator.policy import NetworkPolicy
+from coordinator.prepare import PreparedJob
+from coordinator.preparer import Preparer
 from coordinator.service import Coordinator
 from foldnet.errors import BadRequest, Forbidden, NotFound, TimedOut, TooLarge, Unavailable
 from ledger.log import Log
@@ -84,12 +88,24 @@ class ServiceConfig:
     #: (``foldnet serve`` sets it to ``http://HOST:PORT`` unless ``--origin`` says otherwise).
     origin: str | None = None
 
+    @property
+    def limits(self) -> PlanLimits:
+        """The limits on one job that a plan and its preparation are held to."""
+        return PlanLimits(
+            max_job_steps=self.max_job_steps,
+            max_job_wus=self.max_job_wus,
+            min_steps_per_wu=self.min_steps_per_wu,
+            max_residues=self.max_residues,
+            max_atoms=self.max_atoms,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class JobInfo:
     lab: str
     name: str
     submitted_at: float
+    description: str = ""  # the plan in words, with its time units
 
 
 class Service:
@@ -124,6 +140,8 @@ class Service:
         self.outcomes = {"validated": 0, "invalidated": 0, "failed": 0, "completed": 0}
         self.accounts: Accounts | None = None
         self.thread: CoordinatorThread | None = None
+        #: Prepares accepted jobs in a child process (never in this interpreter).
+        self.preparer: Preparer | None = None
         self._stack = contextlib.ExitStack()
         self.log: Log | None = None
 
@@ -161,23 +179,58 @@ class Service:
             known = {j.job: j for j in self.accounts.jobs()}
             now = self.clock.now()
 
-            def index(c: Coordinator) -> list[tuple[str, str]]:
-                return [
-                    (job, str((c.store.job(job) or {}).get("lab", ""))) for job in c.scheduler.jobs
-                ]
+            def index(c: Coordinator) -> list[tuple[str, str, str]]:
+                out = []
+                for job in [*c.scheduler.pending, *c.scheduler.jobs]:
+                    info = c.store.job(job) or {}
+                    out.append((job, str(info.get("lab", "")), str(info.get("description", ""))))
+                return out
 
             self.log = self.thread.call_sync(lambda c: c.log)
-            for job, lab in self.thread.call_sync(index):
+            for job, lab, description in self.thread.call_sync(index):
                 info = known.get(job)
                 self.jobs[job] = JobInfo(
-                    lab, info.name if info else "", info.submitted_at if info else now
+                    lab,
+                    info.name if info else "",
+                    info.submitted_at if info else now,
+                    description,
                 )
+            self.preparer = Preparer(
+                on_prepared=self._prepared, on_failed=self._preparation_failed, limits=cfg.limits
+            )
+            self.preparer.start()
+            self._stack.callback(self.preparer.stop)  # before the coordinator's thread stops
+            # jobs still preparing when the service stopped are prepared again
+            for job, plan in self.thread.call_sync(lambda c: c.pending_preparations()):
+                self.preparer.submit(job, plan)
         except BaseException:
             self._stack.close()
             raise
 
     def stop(self) -> None:
         self._stack.close()
+
+    def _prepared(self, job: str, prepared: PreparedJob) -> None:
+        """A preparation finished (on the preparer's thread): stored on the coordinator's
+        thread; a result it refuses fails the job with the reason."""
+
+        def store(c: Coordinator) -> None:
+            try:
+                c.prepared(job, prepared)
+            except CoordinatorError as e:
+                c.preparation_failed(job, str(e))
+
+        self._to_coordinator(store)
+
+    def _preparation_failed(self, job: str, reason: str) -> None:
+        self._to_coordinator(lambda c: c.preparation_failed(job, reason))
+
+    def _to_coordinator(self, fn: Any) -> None:
+        thread = self.thread
+        if thread is None or not thread.alive:  # stopping: prepared again at the next start
+            return
+        with contextlib.suppress(CoordinatorError):
+            thread.submit(fn)
 
     def _after_batch(self, c: Coordinator) -> None:
         out = c.drain()  # keeps the coordinator's instruction buffer from growing

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from openmm import app
 
+from coordinator.errors import ProtocolError
 from coordinator.service import Coordinator
 from coordinator.store import Store
 from sims.allatom.engine import TIMESTEP_FS
@@ -27,9 +28,18 @@ from sims.structure import ca_pdb_text
 from worker.systems import SystemDefinition, decode_system
 
 
+class NotReadyError(ProtocolError):
+    """A job's results were asked for before it has any (answered 409)."""
+
+
 def job_progress(
     coord: Coordinator, job: str, *, name: str, submitted_at: float, now: float
 ) -> dict[str, Any]:
+    """A job's state (``preparing``, ``failed`` with its ``error``, ``running``,
+    ``completed``, ``cancelled``), its plan and its WUs."""
+    pending = coord.scheduler.pending.get(job)
+    if pending is not None:
+        return _pending_progress(coord, job, name=name, submitted_at=submitted_at)
     j = coord.scheduler.jobs[job]
     spec = j.spec
     counts = {"validated": 0, "in_flight": 0, "queued": 0, "failed": 0, "cancelled": 0}
@@ -87,6 +97,33 @@ def job_progress(
         "ns_simulated": steps * TIMESTEP_FS * 1e-6 if spec.engine == "openmm" else None,
         "submitted_at": submitted_at,
         "eta_s": eta,
+        "error": None,
+    }
+
+
+def _pending_progress(
+    coord: Coordinator, job: str, *, name: str, submitted_at: float
+) -> dict[str, Any]:
+    """A job not prepared (yet): ``preparing``, or ``failed``/``cancelled`` before it ran."""
+    p = coord.scheduler.pending[job]
+    info = coord.store.job(job) or {}
+    counts = {"validated": 0, "in_flight": 0, "queued": 0, "failed": 0, "cancelled": 0}
+    if p.state == "preparing":
+        counts["queued"] = p.wus
+    elif p.state == "cancelled":
+        counts["cancelled"] = p.wus
+    return {
+        "job": job,
+        "name": name,
+        "engine": p.engine,
+        "state": p.state,
+        "plan": info.get("parameters", {}),
+        "wus": {"total": p.wus, **counts, "results_returned": 0},
+        "steps_simulated": 0,
+        "ns_simulated": 0.0 if p.engine == "openmm" else None,
+        "submitted_at": submitted_at,
+        "eta_s": None,
+        "error": p.error or None,
     }
 
 
@@ -100,13 +137,18 @@ def queued_wus(coord: Coordinator, jobs: list[str]) -> int:
         and not coord.scheduler.jobs[j].cancelled
         and coord.scheduler.jobs[j].remaining > 0
     }
+    preparing = sum(
+        p.wus
+        for j in jobs
+        if (p := coord.scheduler.pending.get(j)) is not None and p.state == "preparing"
+    )
     if not live:
-        return 0
+        return preparing
     left = {j: job.spec.runs * job.spec.clones * job.spec.gens for j, job in live.items()}
     for w in coord.scheduler.wus.values():
         if w.unit.job in left and w.state in ("validated", "failed", "cancelled"):
             left[w.unit.job] -= 1
-    return sum(left.values())
+    return preparing + sum(left.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +164,14 @@ class ResultPlan:
 
 def result_plan(coord: Coordinator, job: str) -> ResultPlan:
     s = coord.scheduler
+    pending = s.pending.get(job)
+    if pending is not None:
+        why = {
+            "preparing": "is still preparing: results exist once its work units run",
+            "failed": f"failed in its preparation ({pending.error[:300]}): it has no results",
+            "cancelled": "was cancelled before it was prepared: it has no results",
+        }[pending.state]
+        raise NotReadyError(f"job {job[:16]} {why}")
     picks = []
     for w in s.wus.values():
         if w.unit.job != job or w.state != "validated":

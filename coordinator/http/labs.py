@@ -13,73 +13,70 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.http.context import JobInfo, Service
 from coordinator.http.jobs import job_progress, queued_wus, result_plan, results_zip
-from coordinator.jobs import MAX_TRAJECTORIES
-from coordinator.prepare import prepare_job
+from coordinator.plan import HELP, MAX_NAME, JobPlan
 from coordinator.service import Coordinator
-from foldnet.errors import Conflict, Invalid
+from foldnet.errors import Conflict
+
+
+def _doc(name: str) -> str:
+    return HELP[name]
 
 
 class JobRequest(BaseModel):
-    """A folding job: one structure (PDB text) or sequence, an engine and an ensemble plan."""
+    """A folding job: one structure (PDB text) or sequence, an engine and an ensemble plan.
+
+    Only the types are checked here; every default and range (engine-aware: the temperature
+    is kelvin for openmm and eps/kB for go) is the job plan's (:mod:`coordinator.plan`), the
+    same for the CLI and the Python API. What is left out takes the engine's default."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    engine: Literal["go", "openmm"]
-    pdb: str | None = Field(None, description="PDB file contents (go needs one)")
-    sequence: str | None = Field(None, max_length=2000, description="one-letter (openmm)")
-    chain: str | None = Field(None, min_length=1, max_length=4)
-    runs: int = Field(ge=1, le=MAX_TRAJECTORIES)
-    clones: int = Field(ge=1, le=MAX_TRAJECTORIES)
-    gens: int = Field(ge=1, le=100_000)
-    steps_per_wu: int = Field(ge=1, le=100_000_000)
-    segment_steps: int = Field(ge=1, le=100_000_000)
-    report_steps: int = Field(ge=1, le=100_000_000)
-    temperature: float = Field(gt=0, allow_inf_nan=False)
-    min_quorum: int = Field(2, ge=1, le=10)
-    deadline_s: float = Field(600.0, ge=1, le=30 * 86400, allow_inf_nan=False)
-    audit_rate: float | None = Field(
-        None, ge=0, le=1, description="share of validated WUs audited (default: the network's)"
-    )
-    seed: int = Field(1, ge=0, le=2**31 - 1)
-    name: str = Field("", max_length=200)
+    engine: Literal["go", "openmm"] = Field(description=_doc("engine"))
+    pdb: str | None = Field(None, description=_doc("pdb"))
+    sequence: str | None = Field(None, max_length=10_000, description=_doc("sequence"))
+    chain: str | None = Field(None, max_length=16, description=_doc("chain"))
+    runs: int | None = Field(None, description=_doc("runs"))
+    clones: int | None = Field(None, description=_doc("clones"))
+    gens: int | None = Field(None, description=_doc("gens"))
+    steps_per_wu: int | None = Field(None, description=_doc("steps_per_wu"))
+    segment_steps: int | None = Field(None, description=_doc("segment_steps"))
+    report_steps: int | None = Field(None, description=_doc("report_steps"))
+    temperature: float | None = Field(None, allow_inf_nan=False, description=_doc("temperature"))
+    allow_unusual_temperature: bool = Field(False, description=_doc("allow_unusual_temperature"))
+    min_quorum: int | None = Field(None, description=_doc("min_quorum"))
+    deadline_s: float | None = Field(None, allow_inf_nan=False, description=_doc("deadline_s"))
+    audit_rate: float | None = Field(None, allow_inf_nan=False, description=_doc("audit_rate"))
+    seed: int | None = Field(None, description=_doc("seed"))
+    name: str | None = Field(None, max_length=MAX_NAME, description=_doc("name"))
+
+    def plan(self) -> JobPlan:
+        """The job plan (:class:`SubmissionError`, a 422, if it is not one)."""
+        given = self.model_dump(exclude={"engine"})
+        return JobPlan.create(engine=self.engine, source="the uploaded PDB", **given)
 
 
 def labs_router(svc: Service) -> APIRouter:
     router = APIRouter()
     cfg = svc.config
 
+    def _annotate(progress: dict[str, Any], info: JobInfo) -> dict[str, Any]:
+        """The plan in words, and where the preparation stands (its process, its stage)."""
+        progress["description"] = info.description
+        prep = svc.preparer.progress(progress["job"]) if svc.preparer is not None else None
+        progress["preparation"] = prep.as_json() if prep is not None else None
+        return progress
+
     # -- labs ----------------------------------------------------------------------------
 
-    @router.post("/v1/jobs", status_code=201, tags=["labs"])
+    @router.post("/v1/jobs", status_code=202, tags=["labs"])
     async def submit_job(body: JobRequest, request: Request) -> dict[str, Any]:
-        """Submit a job (PDB text or sequence). Answers once it is stored and queued."""
+        """Submit a job (PDB text or sequence). Answers at once (202) with the job's id: the
+        job is ``preparing`` (in a separate process) until it is ``running``, or ``failed``
+        with the reason; follow it at ``url``."""
         lab = await svc.lab(request)
-        total = body.runs * body.clones * body.gens * body.steps_per_wu
-        wus = body.runs * body.clones * body.gens
-        if total > cfg.max_job_steps:
-            raise Invalid(
-                f"the plan asks for {total:,} steps in all (runs x clones x gens x steps_per_wu); "
-                f"this service's limit is {cfg.max_job_steps:,}",
-                code="invalid_job",
-            )
-        if wus > cfg.max_job_wus:
-            raise Invalid(
-                f"the plan has {wus:,} work units (runs x clones x gens); this service's limit "
-                f"is {cfg.max_job_wus:,}: fewer, longer WUs (a larger steps_per_wu)",
-                code="invalid_job",
-            )
-        if body.steps_per_wu < cfg.min_steps_per_wu:
-            raise Invalid(
-                f"steps_per_wu is {body.steps_per_wu:,}; this service takes at least "
-                f"{cfg.min_steps_per_wu:,} steps per work unit",
-                code="invalid_job",
-            )
-        if body.sequence is not None and len(body.sequence) > cfg.max_residues:
-            raise Invalid(
-                f"the sequence has {len(body.sequence):,} residues; this service's limit is "
-                f"{cfg.max_residues:,}",
-                code="invalid_job",
-            )
+        plan = body.plan()
+        plan.check(cfg.limits)
+        wus = plan.wus
 
         def quota(c: Coordinator) -> None:
             mine = [j for j, info in list(svc.jobs.items()) if info.lab == lab]
@@ -92,45 +89,24 @@ def labs_router(svc: Service) -> APIRouter:
                     code="quota_exceeded",
                 )
 
-        await svc.coordinator().call(quota)  # before the (slow) preparation
+        def accept(c: Coordinator) -> str:
+            quota(c)  # with the acceptance: two at once cannot both slip under it
+            return c.accept(lab=lab, plan=plan)
 
-        def prepare() -> Any:
-            return prepare_job(
-                engine=body.engine,
-                pdb_text=body.pdb,
-                sequence=body.sequence,
-                chain=body.chain,
-                runs=body.runs,
-                clones=body.clones,
-                gens=body.gens,
-                steps_per_wu=body.steps_per_wu,
-                segment_steps=body.segment_steps,
-                report_steps=body.report_steps,
-                temperature=body.temperature,
-                min_quorum=body.min_quorum,
-                deadline_s=body.deadline_s,
-                audit_rate=body.audit_rate,
-                seed=body.seed,
-                max_residues=cfg.max_residues,
-                max_atoms=cfg.max_atoms,
-            )
-
-        system, starts, spec = await anyio.to_thread.run_sync(prepare)
-
-        def submit(c: Coordinator) -> str:
-            quota(c)  # again, with the submission: two at once cannot both slip under it
-            return c.submit(lab=lab, system=system, starts=starts, spec=spec)
-
-        job = await svc.coordinator().call(submit)
+        job = await svc.coordinator().call(accept)
         now = svc.clock.now()
-        assert svc.accounts is not None
+        assert svc.accounts is not None and svc.preparer is not None
         accounts = svc.accounts
-        await anyio.to_thread.run_sync(lambda: accounts.add_job(job, lab, body.name, now))
-        svc.jobs[job] = JobInfo(lab, body.name, now)
+        await anyio.to_thread.run_sync(lambda: accounts.add_job(job, lab, plan.name, now))
+        description = plan.describe()
+        svc.jobs[job] = JobInfo(lab, plan.name, now, description)
+        svc.preparer.submit(job, plan)
         return {
             "job": job,
             "url": f"/v1/jobs/{job}",
-            "wus_total": body.runs * body.clones * body.gens,
+            "state": "preparing",
+            "wus_total": wus,
+            "description": description,
         }
 
     @router.get("/v1/jobs", tags=["labs"])
@@ -150,6 +126,8 @@ def labs_router(svc: Service) -> APIRouter:
                 for j, i in page
             ]
         )
+        for item, (_j, info) in zip(items, page, strict=True):
+            _annotate(item, info)
         nxt = cursor + len(page)
         return {"jobs": items, "next": nxt if nxt < len(mine) else None}
 
@@ -160,17 +138,21 @@ def labs_router(svc: Service) -> APIRouter:
         """Progress: WUs validated, in flight, queued, failed; steps and ns simulated; ETA."""
         info = svc.own_job(await svc.lab(request), job)
         now = svc.clock.now()
-        return await svc.coordinator().call(
+        progress = await svc.coordinator().call(
             lambda c: job_progress(c, job, name=info.name, submitted_at=info.submitted_at, now=now)
         )
+        return _annotate(progress, info)
 
     @router.post("/v1/jobs/{job}/cancel", tags=["labs"])
     async def cancel_job(
         job: Annotated[str, PathParam(max_length=128)], request: Request
     ) -> dict[str, Any]:
-        """Withdraw a job: nothing more is handed out; validated work is kept."""
+        """Withdraw a job: nothing more is handed out; validated work is kept. A job still
+        preparing is cancelled too (its preparation's result is dropped)."""
         svc.own_job(await svc.lab(request), job)
         await svc.coordinator().call(lambda c: c.cancel(job))
+        if svc.preparer is not None:
+            svc.preparer.forget(job)
         return {"job": job, "state": "cancelled"}
 
     @router.get(

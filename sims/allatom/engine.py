@@ -30,6 +30,7 @@ from sims.allatom.prepare import (
     HYDROGEN_MASS_AMU,
     Model,
     PreparedSystem,
+    Progress,
     complete_pdb,
     complete_sequence,
     create_system,
@@ -210,7 +211,12 @@ class AllAtomEngine(Engine):
 
     @classmethod
     def _from_model(
-        cls, model: Model, platform: str, threads: int, minimize_iterations: int
+        cls,
+        model: Model,
+        platform: str,
+        threads: int,
+        minimize_iterations: int,
+        progress: Progress | None = None,
     ) -> AllAtomEngine:
         if (
             isinstance(minimize_iterations, bool)
@@ -221,8 +227,12 @@ class AllAtomEngine(Engine):
                 f"minimize_iterations must be an integer >= 0 (0: until converged), "
                 f"got {minimize_iterations!r}"
             )
+        if progress is not None:
+            progress("building the force field system")
         system = create_system(model.topology, model.source)
         sim = _Simulation(system, platform, threads)
+        if progress is not None:
+            progress("minimising")
         positions, energy = sim.minimize(model.positions, minimize_iterations, model.source)
         engine = cls.__new__(cls)
         engine._init(prepared_system(model, system, positions, energy), sim)
@@ -237,10 +247,16 @@ class AllAtomEngine(Engine):
         platform: str = "CPU",
         threads: int = 1,
         minimize_iterations: int = DEFAULT_MINIMIZE_ITERATIONS,
+        progress: Progress | None = None,
     ) -> AllAtomEngine:
-        """Complete chain ``chain`` (default: the first) of a PDB file, then minimize it."""
+        """Complete chain ``chain`` (default: the first) of a PDB file, then minimize it;
+        ``progress`` is told each step as it starts."""
         return cls._from_model(
-            complete_pdb(path, chain=chain), platform, threads, minimize_iterations
+            complete_pdb(path, chain=chain, progress=progress),
+            platform,
+            threads,
+            minimize_iterations,
+            progress,
         )
 
     @classmethod
@@ -251,9 +267,16 @@ class AllAtomEngine(Engine):
         platform: str = "CPU",
         threads: int = 1,
         minimize_iterations: int = DEFAULT_MINIMIZE_ITERATIONS,
+        progress: Progress | None = None,
     ) -> AllAtomEngine:
         """Build ``sequence`` (one-letter codes) as an extended chain, then minimize it."""
-        return cls._from_model(complete_sequence(sequence), platform, threads, minimize_iterations)
+        return cls._from_model(
+            complete_sequence(sequence, progress=progress),
+            platform,
+            threads,
+            minimize_iterations,
+            progress,
+        )
 
     # -- what the engine is ----------------------------------------------------------------
 
