@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -224,6 +225,7 @@ class Page:
 class Browser:
     def __init__(self, port: int) -> None:
         self.port = port
+        self.pages: list[Page] = []
 
     def page(self) -> Page:
         req = urllib.request.Request(
@@ -231,7 +233,9 @@ class Browser:
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             info = json.loads(r.read())
-        return Page(info["webSocketDebuggerUrl"])
+        page = Page(info["webSocketDebuggerUrl"])
+        self.pages.append(page)
+        return page
 
 
 @contextlib.contextmanager
@@ -246,24 +250,31 @@ def browser() -> Iterator[Browser]:
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group: stopped with every child it forks
     )
-    try:
-        port = None
-        deadline = time.monotonic() + 60
-        assert proc.stderr is not None
-        seen = []
-        while port is None:
-            line = proc.stderr.readline().decode(errors="replace")
-            seen.append(line)
-            m = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
-            if m:
-                port = int(m.group(1))
-            elif (not line and proc.poll() is not None) or time.monotonic() > deadline:
-                raise BrowserError("chromium did not start: " + "".join(seen[-20:]))
-        # keep reading its stderr so that it never blocks on a full pipe
-        import threading
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    lines: list[str] = []
+    found = threading.Event()
 
-        threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()  # type: ignore[union-attr]
-        yield Browser(port)
+    def read() -> None:  # reads chromium's stderr to the end, so it never blocks on it
+        for raw in stderr:
+            lines.append(raw.decode(errors="replace"))
+            if "DevTools listening on" in lines[-1]:
+                found.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        if not found.wait(60):
+            raise BrowserError("chromium did not start: " + "".join(lines[-20:]))
+        m = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", "".join(lines))
+        if not m:
+            raise BrowserError("chromium is not listening on 127.0.0.1: " + "".join(lines[-5:]))
+        b = Browser(int(m.group(1)))
+        try:
+            yield b
+        finally:
+            for p in b.pages:
+                p.close()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -273,4 +284,6 @@ def browser() -> Iterator[Browser]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        reader.join(10)
+        stderr.close()
         shutil.rmtree(profile, ignore_errors=True)

@@ -298,7 +298,7 @@ def test_browser_ledger_page_verifies_and_catches_tampering(finished, tmp_path):
         page.wait_for("document.querySelectorAll('#entries tr').length === 25")
         # a button verifies any entry's inclusion proof, here the first one
         page.eval("document.querySelector('#entries tr button').click()")
-        page.wait_for("document.querySelector('#entries tr [data-state]')")
+        page.wait_for("!!document.querySelector('#entries tr [data-state]')")
         assert page.text("#entries tr [data-state]") == "verified"
         page.wait_for("[...document.querySelectorAll('#checkpoints .status')].length > 0")
         page.screenshot(_shots(tmp_path) / "ledger.png")
@@ -351,7 +351,7 @@ def test_browser_docs_render_offline(network, tmp_path):
         page.goto(network["url"] + "/docs")
         n = page.wait_for("document.querySelectorAll('.opblock').length", timeout=60)
         assert n >= 20
-        assert "foldnet coordinator" in page.text("h2.title")
+        assert "foldnet coordinator" in page.text(".info .title")
         page.screenshot(_shots(tmp_path) / "docs.png")
         _only_local(page, network["url"])
         page.close()
@@ -374,7 +374,7 @@ def test_browser_lab_pages_with_good_and_wrong_keys(finished, tmp_path):
             f"document.getElementById('api-key').value = {json.dumps(finished['key'])};"
             "document.getElementById('key-form').requestSubmit()"
         )
-        page.wait_for(f"document.querySelector('tr[data-job=\"{job}\"]')")
+        page.wait_for(f"!!document.querySelector('tr[data-job=\"{job}\"]')")
         assert "completed" in page.text(f'tr[data-job="{job}"]')
         assert finished["key"] not in page.eval("location.href")
         page.screenshot(_shots(tmp_path) / "jobs.png")

@@ -73,11 +73,10 @@ async function ed25519Verify(publicKey, signature, message) {
 
 // A verifier key "<name>+<hex key id>+<base64(type || 32-byte key)>" (c2sp.org/signed-note).
 export async function parseVkey(vkey, wantType = 0x01) {
-  const parts = String(vkey).trim().split("+");
-  if (parts.length !== 3 || !parts[0] || !/^[0-9a-f]{8}$/.test(parts[1])) {
-    throw new VerifyError("a verifier key is <name>+<8 hex digits>+<base64>");
-  }
-  const [name, idHex, blob] = parts;
+  // the name has no "+", the base64 may: split at the first two only
+  const m = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/=]+)$/.exec(String(vkey).trim());
+  if (!m) throw new VerifyError("a verifier key is <name>+<8 hex digits>+<base64>");
+  const [, name, idHex, blob] = m;
   const raw = b64decode(blob);
   if (raw.length !== 33 || raw[0] !== wantType) {
     throw new VerifyError(`not an Ed25519 key of signature type ${wantType}`);
