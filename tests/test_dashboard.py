@@ -430,3 +430,25 @@ def test_browser_volunteer_and_leaderboard_pages(finished, tmp_path):
         page.screenshot(_shots(tmp_path) / "volunteer.png")
         assert not page.exceptions, page.exceptions
         page.close()
+
+
+def test_static_files_are_only_the_dashboards(network):
+    with httpx.Client(base_url=network["url"]) as c:
+        r = c.get("/static/vendor/3dmol/LICENSE")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert "BSD" in r.text
+        r = c.get("/static/common.js")
+        assert r.headers["content-type"].startswith("text/javascript")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        for bad in (
+            "/static/../dashboard.py",
+            "/static/%2e%2e/dashboard.py",
+            "/static/vendor/../../dashboard.py",
+            "/static/.hidden",
+            "/static/nothing.js",
+            "/static/vendor",
+            "/static/" + "a" * 300 + ".js",
+        ):
+            r = c.get(bad)
+            assert r.status_code == 404, (bad, r.status_code)
+            assert set(r.json()) == {"error", "detail"}

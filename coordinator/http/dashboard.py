@@ -35,7 +35,7 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from coordinator.http.context import Service
 from coordinator.http.errors import ApiError
@@ -105,12 +105,10 @@ def _static(path: str) -> tuple[bytes, str]:
     names = path.split("/")
     ok = all(n and not n.startswith(".") for n in names) and len(path) <= 200
     target = (WEB_DIR / path).resolve() if ok else WEB_DIR
-    kind = _TYPES.get(target.suffix) if path.split("/")[-1] != "LICENSE" else _TYPES[".txt"]
-    if path.split("/")[-1] == "NOTICE":
-        kind = _TYPES[".txt"]
-    if not ok or kind is None or not target.is_relative_to(WEB_DIR.resolve()):
-        raise ApiError(404, "not_found", f"no file {path[:200]!r} in the dashboard")
-    if not target.is_file():
+    plain = target.name in ("LICENSE", "NOTICE")
+    kind = _TYPES[".txt"] if plain else _TYPES.get(target.suffix)
+    inside = target.is_relative_to(WEB_DIR.resolve())
+    if not ok or kind is None or not inside or not target.is_file():
         raise ApiError(404, "not_found", f"no file {path[:200]!r} in the dashboard")
     got = _FILES[path] = (target.read_bytes(), kind)
     return got
@@ -265,7 +263,7 @@ def dashboard_router(svc: Service) -> APIRouter:
 
     # -- public JSON ---------------------------------------------------------------------
 
-    @router.get("/v1/network", tags=["dashboard"])
+    @router.get("/v1/network", tags=["service"])
     async def network() -> dict[str, Any]:
         """The network now: volunteers online, WUs in flight, jobs running, validated
         results per minute (ledger time), the latest signed checkpoint, and recent samples

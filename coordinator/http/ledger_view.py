@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -84,12 +85,10 @@ def record_json(index: int, leaf: bytes, data: bytes) -> dict[str, Any]:
     entry = rec.entry
     fields = _jsonable(entry)
     if isinstance(entry, le.CheckpointPublished):
-        try:
+        with contextlib.suppress(LedgerError):
             fields["checkpoint"] = {
                 k: v for k, v in checkpoint_json(entry.note).items() if k != "note"
             }
-        except LedgerError:
-            pass
     return out | {
         "kind": entry.KIND,
         "type": entry.TYPE,

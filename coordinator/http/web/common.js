@@ -99,14 +99,14 @@ function label(v) {
 
 // Line chart in an <svg>: series = [{name, xs, ys, color}]; bars = [{x, y}] drawn behind.
 export function chart(svg, { series = [], bars = null, ylabel = "", xlabel = "" } = {}) {
-  const W = 600;
-  const H = 220;
+  // the viewBox is the element's own size in CSS pixels, so text is never stretched
+  const W = Math.max(260, Math.round(svg.getBoundingClientRect().width) || 600);
+  const H = Math.max(160, Math.round(svg.getBoundingClientRect().height) || 220);
   const L = 52;
-  const R = 10;
+  const R = 22;
   const T = 12;
   const B = 34;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("preserveAspectRatio", "none");
   svg.replaceChildren();
   const xs = [];
   const ys = [];

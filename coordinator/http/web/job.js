@@ -59,8 +59,15 @@ async function showStructure(which) {
     const mol = await load3Dmol();
     if (!viewer) viewer = mol.createViewer(document.getElementById("viewer"), { backgroundColor: "white" });
     viewer.clear();
-    viewer.addModel(text, "pdb");
-    viewer.setStyle({}, { cartoon: { color: "spectrum" }, sphere: { radius: 0.6, colorscheme: "Jmol" }, stick: { radius: 0.25 } });
+    const model = viewer.addModel(text, "pdb");
+    const atoms = model.selectedAtoms({});
+    if (atoms.every((a) => a.atom === "CA")) {
+      // a C-alpha (Go) model: a trace through the residues and a bead per residue
+      viewer.setStyle({}, { cartoon: { style: "trace", color: "spectrum", thickness: 0.6 }, sphere: { radius: 1.1, colorscheme: { prop: "resi", gradient: "roygb", min: 1, max: atoms.length } } });
+    } else {
+      viewer.setStyle({}, { cartoon: { color: "spectrum" } });
+      viewer.addStyle({ hetflag: true }, { stick: {} });
+    }
     viewer.zoomTo();
     viewer.render();
     note.textContent = (text.split("\n").find((l) => l.startsWith("REMARK")) || "").replace(/^REMARK\s+\d*\s*/, "");
@@ -161,6 +168,13 @@ document.getElementById("pdb-link").addEventListener("click", () => {
   document.body.append(a);
   a.click();
   a.remove();
+});
+
+window.addEventListener("resize", () => {
+  if (!viewer) return;
+  viewer.resize();
+  viewer.zoomTo();
+  viewer.render();
 });
 
 if (labKey()) refresh(true);

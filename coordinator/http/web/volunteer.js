@@ -20,8 +20,19 @@ async function numbers() {
   setText("online", v.work.online ? "· online" : "");
   const s = v.credit_series;
   const t0 = s.length ? s[0].time_ms : 0;
+  const xs = [];
+  const ys = [];
+  s.forEach((p, i) => {
+    const x = (p.time_ms - t0) / 60000;
+    if (i) {
+      xs.push(x); // a balance changes only at an entry: draw it as steps
+      ys.push(s[i - 1].credit);
+    }
+    xs.push(x);
+    ys.push(p.credit);
+  });
   chart(document.getElementById("chart"), {
-    series: [{ name: "credit", xs: s.map((p) => (p.time_ms - t0) / 60000), ys: s.map((p) => p.credit) }],
+    series: [{ name: "credit", xs, ys }],
     xlabel: "minutes since its first grant",
     ylabel: "credit",
   });
