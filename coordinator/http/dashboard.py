@@ -192,23 +192,29 @@ def _volunteer_work(c: Coordinator, key: bytes) -> dict[str, Any]:
     }
 
 
-def _trajectories(c: Coordinator, job: str) -> dict[tuple[int, int], list[tuple[int, int]]]:
-    """On the coordinator's thread: ``(run, clone) -> [(gen, valid replica)]`` of a job."""
+def _trajectories(
+    c: Coordinator, job: str, cursor: int = 0, limit: int | None = None
+) -> tuple[dict[tuple[int, int], list[tuple[int, int]]], int]:
+    """On the coordinator's thread: ``(run, clone) -> [(gen, valid replica)]`` for the
+    trajectories ``cursor .. cursor + limit`` of a job (in (run, clone) order), and how many
+    trajectories the job has."""
     s = c.scheduler
-    out: dict[tuple[int, int], list[tuple[int, int]]] = {}
     spec = s.jobs[job].spec
-    for run in range(spec.runs):
-        for clone in range(spec.clones):
-            out[(run, clone)] = []
+    total = spec.runs * spec.clones
+    stop = total if limit is None else min(total, cursor + limit)
+    out: dict[tuple[int, int], list[tuple[int, int]]] = {
+        divmod(i, spec.clones): [] for i in range(cursor, stop)
+    }
     for w in s.wus.values():
-        if w.unit.job != job or w.state != "validated":
+        u = w.unit
+        if u.job != job or w.state != "validated" or (u.run, u.clone) not in out:
             continue
         rep = next((r for r in w.replicas if s.replicas[r].state == "valid"), None)
         if rep is not None:
-            out[(w.unit.run, w.unit.clone)].append((w.unit.gen, rep))
+            out[(u.run, u.clone)].append((u.gen, rep))
     for gens in out.values():
         gens.sort()
-    return out
+    return out, total
 
 
 def _contiguous(gens: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -430,10 +436,9 @@ def dashboard_router(svc: Service) -> APIRouter:
         """Per trajectory, the observables (Q, RMSD, energy, Rg) of its validated
         generations against the step, at most 1,000 points each; ``next`` pages on."""
         svc.own_job(await svc.lab(request), job)
-        trajs = await svc.coordinator().call(lambda c: _trajectories(c, job))
+        trajs, total = await svc.coordinator().call(lambda c: _trajectories(c, job, cursor, limit))
         store = await svc.coordinator().call(lambda c: c.store)
-        keys = sorted(trajs)
-        page = keys[cursor : cursor + limit]
+        page = sorted(trajs)
 
         def read() -> list[dict[str, Any]]:
             out = []
@@ -460,7 +465,7 @@ def dashboard_router(svc: Service) -> APIRouter:
 
         rows = await anyio.to_thread.run_sync(read)
         nxt = cursor + len(page)
-        return {"job": job, "trajectories": rows, "next": nxt if nxt < len(keys) else None}
+        return {"job": job, "trajectories": rows, "next": nxt if nxt < total else None}
 
     @router.get("/v1/jobs/{job}/structure", tags=["labs"], response_class=Response)
     async def job_structure(
@@ -473,7 +478,7 @@ def dashboard_router(svc: Service) -> APIRouter:
         """A PDB of the job's best structure (highest Q, else lowest RMSD) among its
         validated frames, or of one trajectory's current (latest validated) state."""
         svc.own_job(await svc.lab(request), job)
-        trajs = await svc.coordinator().call(lambda c: _trajectories(c, job))
+        trajs, _total = await svc.coordinator().call(lambda c: _trajectories(c, job))
         coord_store, digest = await svc.coordinator().call(
             lambda c: (c.store, c.scheduler.jobs[job].spec.system_digest)
         )
@@ -490,22 +495,24 @@ def dashboard_router(svc: Service) -> APIRouter:
                 a = coord_store._arrays(rep, ["positions"])
                 title = f"foldnet job {job[:16]} run{run}_clone{clone} gen {gen} current state"
                 return _pdb(system, a["positions"][-1], title)
-            best: tuple[float, str, np.ndarray] | None = None
+            # scored on the observables alone; only the winner's frames are read
+            best: tuple[float, str, int, int] | None = None
             for (r, cl), gens in sorted(trajs.items()):
                 for gen, rep in _contiguous(gens):
-                    a = coord_store._arrays(rep)
+                    a = coord_store._arrays(rep, ["frame_steps", "obs_q", "obs_rmsd"])
                     if "obs_q" in a:
                         i, score = int(np.argmax(a["obs_q"])), float(np.max(a["obs_q"]))
                     elif "obs_rmsd" in a:
                         i, score = int(np.argmin(a["obs_rmsd"])), -float(np.min(a["obs_rmsd"]))
                     else:
-                        i, score = len(a["frames"]) - 1, 0.0
+                        i, score = len(a["frame_steps"]) - 1, 0.0
                     if best is None or score > best[0]:
                         label = f"run{r}_clone{cl} gen {gen} step {int(a['frame_steps'][i])}"
-                        best = (score, label, a["frames"][i])
+                        best = (score, label, rep, i)
             if best is None:
                 raise ApiError(404, "not_found", "the job has no validated work yet")
-            return _pdb(system, best[2], f"foldnet best structure: {best[1]}")
+            frame = coord_store._arrays(best[2], ["frames"])["frames"][best[3]]
+            return _pdb(system, frame, f"foldnet best structure: {best[1]}")
 
         text = await anyio.to_thread.run_sync(build)
         return Response(text, media_type="chemical/x-pdb")
