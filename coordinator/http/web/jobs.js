@@ -9,7 +9,7 @@ function jobRow(j) {
   return el(
     "tr",
     { "data-job": j.job },
-    el("td", {}, el("a", { href: `/jobs/${j.job}` }, j.name || short(j.job, 16)), el("div", { class: "mono muted" }, short(j.job, 16))),
+    el("td", {}, el("a", { href: `/jobs/${j.job}` }, j.name || "unnamed job"), el("div", { class: "mono muted" }, short(j.job, 16))),
     el("td", {}, j.state),
     el("td", {}, el("div", { class: "bar-outer", title: `${pct.toFixed(0)}%` }, el("div", { class: "bar-inner", style: `width:${pct.toFixed(1)}%` }))),
     el("td", { class: "num hide-narrow" }, `${fmt(j.wus.validated)} / ${fmt(j.wus.total)}`),
