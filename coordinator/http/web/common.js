@@ -97,8 +97,26 @@ function label(v) {
   return Number(v.toFixed(a < 10 ? 2 : 0)).toString();
 }
 
+// Charts are drawn in the element's own pixels: redraw one when its width changes.
+const watched = new WeakSet();
+const resized =
+  typeof ResizeObserver === "undefined"
+    ? null
+    : new ResizeObserver((entries) => {
+        for (const e of entries) {
+          const last = e.target.lastChart;
+          if (last && Math.abs(e.contentRect.width - last.width) > 2) chart(e.target, last.options);
+        }
+      });
+
 // Line chart in an <svg>: series = [{name, xs, ys, color}]; bars = [{x, y}] drawn behind.
-export function chart(svg, { series = [], bars = null, ylabel = "", xlabel = "" } = {}) {
+export function chart(svg, options = {}) {
+  const { series = [], bars = null, ylabel = "", xlabel = "" } = options;
+  svg.lastChart = { options, width: svg.getBoundingClientRect().width };
+  if (resized && !watched.has(svg)) {
+    watched.add(svg);
+    resized.observe(svg);
+  }
   // the viewBox is the element's own size in CSS pixels, so text is never stretched
   const W = Math.max(260, Math.round(svg.getBoundingClientRect().width) || 600);
   const H = Math.max(160, Math.round(svg.getBoundingClientRect().height) || 220);
