@@ -198,6 +198,9 @@ def test_lab_series_and_structures_are_the_labs_only(finished):
     assert best.startswith("REMARK") and best.count("ATOM") == 36
     cur = lab.get(f"/v1/jobs/{job}/structure", params={"which": "current", "clone": 1})
     assert cur.status_code == 200 and "gen 3 current state" in cur.text
+    traj = lab.get(f"/v1/jobs/{job}/structure", params={"which": "trajectory", "clone": 1})
+    assert traj.status_code == 200 and traj.text.count("ENDMDL") == 16  # 4 gens x 4 frames
+    assert traj.text.count("ATOM") == 16 * 36 and traj.text.endswith("ENDMDL\nEND\n")
     _error(lab.get(f"/v1/jobs/{job}/structure", params={"which": "worst"}), 422)
     _error(lab.get(f"/v1/jobs/{job}/structure", params={"which": "current", "run": 5}), 404)
     with lab_client(url, finished["other"]) as other:
@@ -444,6 +447,8 @@ def test_browser_lab_pages_with_good_and_wrong_keys(finished, tmp_path):
         assert page.text("#state") == "completed" and page.text("#progress") == "8 / 8"
         page.wait_for("document.getElementById('viewer').dataset.rendered", 60)
         time.sleep(0.5)
+        options = page.eval("[...document.getElementById('which').options].map(o => o.value)")
+        assert "trajectory:0:1" in options and "current:0:0" in options, options
         shot = page.screenshot(_shots(tmp_path) / "job.png")
         box = page.eval(
             "(() => { const r = document.querySelector('#viewer canvas').getBoundingClientRect();"
@@ -451,6 +456,13 @@ def test_browser_lab_pages_with_good_and_wrong_keys(finished, tmp_path):
         )
         _not_blank(shot, box)
         page.screenshot(_shots(tmp_path) / "job-phone.png", width=390, height=844)
+        page.call("Emulation.clearDeviceMetricsOverride")
+        page.eval(
+            "const s = document.getElementById('which'); s.value = 'trajectory:0:1';"
+            "s.dispatchEvent(new Event('change'))"
+        )
+        page.wait_for("document.getElementById('viewer-note').textContent.includes('16 frames')")
+        page.screenshot(_shots(tmp_path) / "job-trajectory.png")
         _only_local(page, url)
         assert not page.exceptions, page.exceptions
         page.close()

@@ -56,6 +56,8 @@ RECORDS_PAGE = 100
 SERIES_PAGE = 20
 #: Most points of one observable of one trajectory sent to a plot.
 SERIES_POINTS = 1000
+#: Most frames of a trajectory sent to the 3-D viewer (evenly spaced, the last included).
+TRAJECTORY_FRAMES = 100
 #: Samples of the network's live numbers kept for the chart (one per SAMPLE_S at most).
 SAMPLES = 180
 SAMPLE_S = 2.0
@@ -471,26 +473,47 @@ def dashboard_router(svc: Service) -> APIRouter:
     async def job_structure(
         job: Annotated[str, PathParam(max_length=128)],
         request: Request,
-        which: Annotated[Literal["best", "current"], Query()] = "best",
+        which: Annotated[Literal["best", "current", "trajectory"], Query()] = "best",
         run: Annotated[int, Query(ge=0, le=10**6)] = 0,
         clone: Annotated[int, Query(ge=0, le=10**6)] = 0,
     ) -> Response:
         """A PDB of the job's best structure (highest Q, else lowest RMSD) among its
-        validated frames, or of one trajectory's current (latest validated) state."""
+        validated frames, of one trajectory's current (latest validated) state, or of one
+        trajectory's validated frames (``which=trajectory``: at most 100 MODELs)."""
         svc.own_job(await svc.lab(request), job)
         trajs, _total = await svc.coordinator().call(lambda c: _trajectories(c, job))
         coord_store, digest = await svc.coordinator().call(
             lambda c: (c.store, c.scheduler.jobs[job].spec.system_digest)
         )
-        if which == "current" and (run, clone) not in trajs:
+        if which != "best" and (run, clone) not in trajs:
             raise ApiError(404, "not_found", f"the job has no trajectory run {run} clone {clone}")
 
         def build() -> str:
             system = decode_system(coord_store.system(digest))
-            if which == "current":
+            if which != "best":
                 gens = _contiguous(trajs[(run, clone)])
                 if not gens:
                     raise ApiError(404, "not_found", "that trajectory has no validated work yet")
+            if which == "trajectory":
+                parts = [coord_store._arrays(rep, ["frames", "frame_steps"]) for _g, rep in gens]
+                frames = np.concatenate([p["frames"] for p in parts])
+                steps = np.concatenate([p["frame_steps"] for p in parts])
+                pick = np.unique(np.linspace(0, len(frames) - 1, TRAJECTORY_FRAMES).round())
+                models = []
+                for n, i in enumerate(pick.astype(int), 1):
+                    atoms = [
+                        ln
+                        for ln in _pdb(system, frames[i], "").splitlines()
+                        if ln.startswith(("ATOM", "HETATM", "TER"))
+                    ]
+                    models.append("\n".join([f"MODEL     {n:4d}", *atoms, "ENDMDL"]))
+                first, last = int(steps[int(pick[0])]), int(steps[int(pick[-1])])
+                head = (
+                    f"REMARK   1 foldnet job {job[:16]} run{run}_clone{clone}: {len(pick)} "
+                    f"frames, steps {first} to {last}"
+                )
+                return "\n".join([head, *models, "END", ""])
+            if which == "current":
                 gen, rep = gens[-1]
                 a = coord_store._arrays(rep, ["positions"])
                 title = f"foldnet job {job[:16]} run{run}_clone{clone} gen {gen} current state"

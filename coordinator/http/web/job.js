@@ -28,7 +28,7 @@ function load3Dmol() {
 
 async function pdbText(which) {
   const [kind, run, clone] = which.split(":");
-  const q = kind === "current" ? `which=current&run=${run}&clone=${clone}` : "which=best";
+  const q = kind === "best" ? "which=best" : `which=${kind}&run=${run}&clone=${clone}`;
   const r = await fetch(`/v1/jobs/${encodeURIComponent(job)}/structure?${q}`, { headers: auth(), cache: "no-store" });
   if (!r.ok) {
     const b = await r.json().catch(() => ({}));
@@ -59,7 +59,8 @@ async function showStructure(which) {
     const mol = await load3Dmol();
     if (!viewer) viewer = mol.createViewer(document.getElementById("viewer"), { backgroundColor: "white" });
     viewer.clear();
-    const model = viewer.addModel(text, "pdb");
+    const animated = which.startsWith("trajectory:");
+    const model = animated ? viewer.addModelsAsFrames(text, "pdb") : viewer.addModel(text, "pdb");
     const atoms = model.selectedAtoms({});
     if (atoms.every((a) => a.atom === "CA")) {
       // a C-alpha (Go) model: a trace through the residues and a bead per residue
@@ -70,6 +71,8 @@ async function showStructure(which) {
     }
     viewer.zoomTo();
     viewer.render();
+    if (animated) viewer.animate({ loop: "forward", interval: 120 });
+    else viewer.stopAnimate();
     note.textContent = (text.split("\n").find((l) => l.startsWith("REMARK")) || "").replace(/^REMARK\s+\d*\s*/, "");
     document.getElementById("viewer").dataset.rendered = "1";
   } catch (e) {
@@ -116,7 +119,10 @@ async function series() {
   const have = new Set(Array.from(sel.options, (o) => o.value));
   for (const t of trajs) {
     const v = `current:${t.run}:${t.clone}`;
-    if (t.generations && !have.has(v)) sel.append(el("option", { value: v }, `current state of run ${t.run} clone ${t.clone} (gen ${t.generations - 1})`));
+    if (t.generations && !have.has(v)) {
+      sel.append(el("option", { value: v }, `current state of run ${t.run} clone ${t.clone} (gen ${t.generations - 1})`));
+      sel.append(el("option", { value: `trajectory:${t.run}:${t.clone}` }, `trajectory of run ${t.run} clone ${t.clone} (animated)`));
+    }
   }
 }
 
