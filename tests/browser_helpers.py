@@ -195,6 +195,12 @@ class Page:
                 )
             time.sleep(0.1)
 
+    def set_files(self, selector: str, *paths: Path) -> None:
+        """Choose files in an ``<input type=file>`` as a user would."""
+        root = self.call("DOM.getDocument")["root"]["nodeId"]
+        node = self.call("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+        self.call("DOM.setFileInputFiles", nodeId=node, files=[str(p) for p in paths])
+
     def text(self, selector: str) -> str:
         return str(self.eval(f"document.querySelector({json.dumps(selector)})?.textContent ?? ''"))
 
@@ -239,13 +245,13 @@ class Browser:
 
 
 @contextlib.contextmanager
-def browser() -> Iterator[Browser]:
+def browser(*extra_flags: str) -> Iterator[Browser]:
     """Headless chromium on loopback with an empty profile; stopped when the block exits."""
     if CHROMIUM is None:
         raise BrowserError("chromium is not installed")
     profile = tempfile.mkdtemp(prefix="foldnet-chromium-")
     proc = subprocess.Popen(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        [CHROMIUM, *FLAGS, *extra_flags, f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group: stopped with every child it forks
