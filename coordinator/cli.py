@@ -183,6 +183,15 @@ def demo(
     temperature: Annotated[
         float, typer.Option(help="Temperature in epsilon/k_B (villin's Tf is about 0.78).")
     ] = 0.7,
+    serve_after: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Then serve the demo's coordinator on 127.0.0.1 (web dashboard at /) until "
+            "Ctrl-C, with a lab key for its job.",
+        ),
+    ] = False,
+    port: Annotated[int, typer.Option(help="TCP port for --serve.")] = 8000,
 ) -> None:
     """Run the whole network locally: Ray, coordinator, ledger, honest and dishonest volunteers."""
     from coordinator.demo import VOLUNTEERS, DemoConfig, run_demo
@@ -271,6 +280,10 @@ def demo(
     console.print("results: " + ", ".join(str(p) for p in report.files))
     if not a.ok:
         raise typer.Exit(1)
+    if serve_after:
+        from coordinator.http.demo import serve_demo
+
+        serve_demo(out / "coordinator", port, console)
 
 
 ApiKey = Annotated[

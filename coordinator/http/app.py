@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from coordinator.clock import SYSTEM_CLOCK, Clock
 from coordinator.http.auth import client_block
 from coordinator.http.context import API_VERSION, Service, ServiceConfig
+from coordinator.http.dashboard import dashboard_router, install_web
 from coordinator.http.labs import labs_router
 from coordinator.http.middleware import BodyLimit, InFlightLimit, MetricsMiddleware
 from coordinator.http.volunteers import volunteers_router
@@ -66,7 +67,7 @@ def create_app(
         "results; everything is verified by redundant computation and credited on an "
         "auditable ledger.",
         openapi_url=f"/{API_VERSION}/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served from the package by install_web (no CDN)
         redoc_url=None,
         lifespan=lifespan,
         openapi_tags=_TAGS,
@@ -134,5 +135,9 @@ def create_app(
 
     # The auditor's read-only ledger API (foldnet audit http://HOST/v1/ledger audits it).
     app.include_router(ledger_router(svc.ledger_log), prefix="/v1/ledger")
+
+    # The web dashboard and the API docs, from files in the package (DESIGN section 13).
+    app.include_router(dashboard_router(svc))
+    install_web(app)
 
     return app

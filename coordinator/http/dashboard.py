@@ -1,0 +1,551 @@
+"""The web face of the service (DESIGN section 13): the dashboard's pages, the JSON they
+read, and the API docs, all served from files in this package (no CDN, nothing fetched from
+the internet at run time).
+
+Pages (plain HTML, CSS and a little JS in ``web/``; no build step):
+
+==========================  ====================================================================
+``/``                       the network: volunteers online, WUs in flight, validated per
+                            minute, jobs running, the latest signed checkpoint, a live chart
+``/ledger``                 the ledger explorer: checkpoints with witness cosignatures,
+                            entries decoded page by page, and the checkpoint's signature and
+                            entries' inclusion proofs verified in the browser (WebCrypto)
+``/leaderboard``            volunteers by credit (the ledger's numbers only)
+``/volunteers/{key}``       one volunteer: credit over time, results, its entries and proofs
+``/jobs``, ``/jobs/{job}``  a lab's jobs (API key in the tab's session storage): progress,
+                            Q/RMSD/energy plots, a 3-D viewer, cancel, results download
+``/docs``                   Swagger UI of the ``/v1`` API, from the vendored swagger-ui-dist
+==========================  ====================================================================
+
+JSON (public unless marked lab): ``/v1/network``, ``/v1/ledger/records``,
+``/v1/ledger/leaderboard``, ``/v1/ledger/volunteers/{key}``,
+``/v1/ledger/volunteers/{key}/entries``; lab: ``/v1/jobs/{job}/series``,
+``/v1/jobs/{job}/structure``. Errors are ``{"error", "detail"}`` like the rest of the API.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+
+from coordinator.http.context import Service
+from coordinator.http.errors import ApiError
+from coordinator.http.jobs import _pdb
+from coordinator.http.ledger_view import LedgerView, checkpoint_json, record_json, thin
+from coordinator.scheduler import ONLINE_S
+from coordinator.service import Coordinator
+from worker.systems import decode_system
+
+__all__ = ["WEB_DIR", "dashboard_router", "install_web"]
+
+#: The dashboard's files (HTML, CSS, JS, vendored libraries with their licences).
+WEB_DIR = Path(str(resources.files("coordinator.http") / "web"))
+
+#: Most decoded entries one ``/v1/ledger/records`` request returns.
+RECORDS_PAGE = 100
+#: Most trajectories one ``/v1/jobs/{job}/series`` request returns.
+SERIES_PAGE = 20
+#: Most points of one observable of one trajectory sent to a plot.
+SERIES_POINTS = 1000
+#: Most frames of a trajectory sent to the 3-D viewer (evenly spaced, the last included).
+TRAJECTORY_FRAMES = 100
+#: Samples of the network's live numbers kept for the chart (one per SAMPLE_S at most).
+SAMPLES = 180
+SAMPLE_S = 2.0
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+_PAGE_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _key(raw: str) -> bytes:
+    if not _HEX64.fullmatch(raw):
+        raise ApiError(
+            400, "invalid_key", f"a volunteer key is 64 lowercase hex digits, got {raw[:80]!r}"
+        )
+    return bytes.fromhex(raw)
+
+
+def _page(name: str) -> HTMLResponse:
+    return HTMLResponse((WEB_DIR / name).read_text(encoding="utf-8"), headers=_PAGE_HEADERS)
+
+
+_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+}
+_FILES: dict[str, tuple[bytes, str]] = {}
+
+
+def _static(path: str) -> tuple[bytes, str]:
+    """A file of the dashboard by its path under ``web/`` (read once, then from memory)."""
+    got = _FILES.get(path)
+    if got is not None:
+        return got
+    names = path.split("/")
+    ok = all(n and not n.startswith(".") for n in names) and len(path) <= 200
+    target = (WEB_DIR / path).resolve() if ok else WEB_DIR
+    plain = target.name in ("LICENSE", "NOTICE")
+    kind = _TYPES[".txt"] if plain else _TYPES.get(target.suffix)
+    inside = target.is_relative_to(WEB_DIR.resolve())
+    if not ok or kind is None or not inside or not target.is_file():
+        raise ApiError(404, "not_found", f"no file {path[:200]!r} in the dashboard")
+    got = _FILES[path] = (target.read_bytes(), kind)
+    return got
+
+
+def install_web(app: FastAPI) -> None:
+    """Serve the dashboard's static files at ``/static`` and Swagger UI at ``/docs`` from
+    the package (create the app with ``docs_url=None``)."""
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/static/{path:path}", include_in_schema=False)
+    async def static(path: str) -> Response:
+        data, kind = await anyio.to_thread.run_sync(_static, path)
+        return Response(
+            data,
+            media_type=kind,
+            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+        )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - API docs",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        return HTMLResponse(bytes(page.body), headers={"X-Content-Type-Options": "nosniff"})
+
+
+class _Samples:
+    """The network's live numbers every SAMPLE_S (taken when someone asks), for the chart."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def add(self, row: dict[str, float]) -> None:
+        if self.rows and row["t"] - self.rows[-1]["t"] < SAMPLE_S:
+            return
+        self.rows.append(row)
+        del self.rows[:-SAMPLES]
+
+
+def _network(c: Coordinator) -> dict[str, Any]:
+    """On the coordinator's thread: the scheduler's live numbers."""
+    s = c.scheduler
+    now = c.clock()
+    online = sum(1 for v in s.volunteers.values() if now - v.seen <= ONLINE_S)
+    wus = s.summary()
+    in_flight = sum(wus.get(k, 0) for k in ("in_progress", "awaiting_beacon", "spot_checking"))
+    running = sum(1 for j in s.jobs.values() if not j.cancelled and j.remaining > 0)
+    return {
+        "time": now,
+        "volunteers": {"known": len(s.volunteers), "online": online},
+        "wus": {"in_flight": in_flight, "by_state": wus, "total": sum(wus.values())},
+        "jobs": {"running": running, "total": len(s.jobs)},
+    }
+
+
+def _volunteer_work(c: Coordinator, key: bytes) -> dict[str, Any]:
+    """On the coordinator's thread: what the scheduler knows of one key's work."""
+    vid = key.hex()
+    vol = c.scheduler.volunteers.get(vid)
+    states: dict[str, int] = {}
+    for r in c.scheduler.replicas.values():
+        if r.volunteer == vid:
+            states[r.state] = states.get(r.state, 0) + 1
+    returned = sum(states.get(k, 0) for k in ("returned", "valid", "invalid", "disputed"))
+    return {
+        "known": vol is not None,
+        "trust": vol.trust if vol else None,
+        "streak": vol.streak if vol else 0,
+        "in_flight": len(vol.in_flight) if vol else 0,
+        "online": bool(vol and c.clock() - vol.seen <= ONLINE_S),
+        "results_returned": returned,
+        "results_valid": states.get("valid", 0),
+        "results_rejected": states.get("invalid", 0),
+        "results_errored": states.get("errored", 0) + states.get("timed_out", 0),
+    }
+
+
+def _trajectories(
+    c: Coordinator, job: str, cursor: int = 0, limit: int | None = None
+) -> tuple[dict[tuple[int, int], list[tuple[int, int]]], int]:
+    """On the coordinator's thread: ``(run, clone) -> [(gen, valid replica)]`` for the
+    trajectories ``cursor .. cursor + limit`` of a job (in (run, clone) order), and how many
+    trajectories the job has."""
+    s = c.scheduler
+    spec = s.jobs[job].spec
+    total = spec.runs * spec.clones
+    stop = total if limit is None else min(total, cursor + limit)
+    out: dict[tuple[int, int], list[tuple[int, int]]] = {
+        divmod(i, spec.clones): [] for i in range(cursor, stop)
+    }
+    for w in s.wus.values():
+        u = w.unit
+        if u.job != job or w.state != "validated" or (u.run, u.clone) not in out:
+            continue
+        rep = next((r for r in w.replicas if s.replicas[r].state == "valid"), None)
+        if rep is not None:
+            out[(u.run, u.clone)].append((u.gen, rep))
+    for gens in out.values():
+        gens.sort()
+    return out, total
+
+
+def _contiguous(gens: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    return [g for i, g in enumerate(gens) if g[0] == i]
+
+
+def _downsample(a: np.ndarray, n: int = SERIES_POINTS) -> list[float]:
+    if len(a) > n:
+        a = a[np.linspace(0, len(a) - 1, n).round().astype(int)]
+    return [round(float(x), 6) for x in a]
+
+
+def dashboard_router(svc: Service) -> APIRouter:
+    router = APIRouter()
+    view = LedgerView(svc.ledger_log)
+    samples = _Samples()
+
+    async def updated() -> int:
+        try:
+            return await anyio.to_thread.run_sync(view.update)
+        except ApiError:
+            raise
+        except Exception as e:
+            raise ApiError(503, "unavailable", f"the ledger cannot be read: {e}") from e
+
+    # -- pages ---------------------------------------------------------------------------
+
+    @router.get("/", include_in_schema=False)
+    async def network_page() -> HTMLResponse:
+        return _page("network.html")
+
+    @router.get("/ledger", include_in_schema=False)
+    async def ledger_page() -> HTMLResponse:
+        return _page("ledger.html")
+
+    @router.get("/leaderboard", include_in_schema=False)
+    async def leaderboard_page() -> HTMLResponse:
+        return _page("leaderboard.html")
+
+    @router.get("/volunteers/{key}", include_in_schema=False)
+    async def volunteer_page(key: str) -> HTMLResponse:
+        _key(key)
+        return _page("volunteer.html")
+
+    @router.get("/jobs", include_in_schema=False)
+    async def jobs_page() -> HTMLResponse:
+        return _page("jobs.html")
+
+    @router.get("/jobs/{job}", include_in_schema=False)
+    async def job_page(job: Annotated[str, PathParam(max_length=128)]) -> HTMLResponse:
+        return _page("job.html")
+
+    # -- public JSON ---------------------------------------------------------------------
+
+    @router.get("/v1/network", tags=["service"])
+    async def network() -> dict[str, Any]:
+        """The network now: volunteers online, WUs in flight, jobs running, validated
+        results per minute (ledger time), the latest signed checkpoint, and recent samples
+        of these numbers for a chart."""
+        live = await svc.coordinator().call(_network)
+        size = await updated()
+        now_ms = int(live["time"] * 1000)
+        minutes = view.per_minute(now_ms)
+        cp = view.checkpoint
+        samples.add(
+            {
+                "t": live["time"],
+                "online": live["volunteers"]["online"],
+                "in_flight": live["wus"]["in_flight"],
+                "validated": len(view.validated_ms),
+            }
+        )
+        return live | {
+            "validated": {
+                "total": len(view.validated_ms),
+                "last_minute": view.count_since(now_ms - 60_000),
+                "per_minute": minutes,
+            },
+            "ledger": {
+                "size": size,
+                "credit_total": view.credit_total,
+                "volunteers": len(view.by_key),
+                "entries_by_kind": dict(view.kinds),
+            },
+            "checkpoint": None if cp is None else checkpoint_json(cp[1]),
+            "samples": list(samples.rows),
+        }
+
+    @router.get("/v1/ledger/records", tags=["ledger"])
+    async def records(
+        start: Annotated[int, Query(ge=0, le=2**62, description="first index")] = 0,
+        limit: Annotated[int, Query(ge=1, le=RECORDS_PAGE)] = 25,
+    ) -> dict[str, Any]:
+        """Entries ``start ..`` of the latest signed checkpoint's tree, decoded into readable
+        records (with their bytes in base64 to verify); ``next`` pages on."""
+
+        def read() -> dict[str, Any]:
+            with view.open() as store:
+                latest = store.latest_checkpoint()
+                if latest is None:
+                    raise ApiError(404, "no_checkpoint", "the log has not signed a checkpoint yet")
+                size = latest[0]
+                if start > size:
+                    raise ApiError(
+                        400,
+                        "out_of_range",
+                        f"start {start} is beyond the latest checkpoint (size {size})",
+                    )
+                end = min(size, start + limit)
+                rows = [record_json(i, h, d) for i, h, d in store.iter_entries(start, end)]
+                pending = store.size - size
+            return {
+                "tree_size": size,
+                "start": start,
+                "end": end,
+                "records": rows,
+                "next": end if end < size else None,
+                "pending": pending,
+            }
+
+        return await anyio.to_thread.run_sync(read)
+
+    @router.get("/v1/ledger/leaderboard", tags=["ledger"])
+    async def leaderboard(
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+        cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> dict[str, Any]:
+        """Volunteers by credit, highest first, from the ledger's entries alone."""
+        size = await updated()
+        ranked = view.ranked()
+        rows = []
+        for rank, (balance, key) in enumerate(ranked[cursor : cursor + limit], cursor + 1):
+            v = view.by_key[key]
+            rows.append(
+                {
+                    "rank": rank,
+                    "volunteer": key.hex(),
+                    "name": v.name,
+                    "credit": balance,
+                    "results_validated": v.validated,
+                    "credits_revoked": v.revoked,
+                }
+            )
+        nxt = cursor + len(rows)
+        return {
+            "as_of_entry": size,
+            "volunteers": len(ranked),
+            "leaderboard": rows,
+            "next": nxt if nxt < len(ranked) else None,
+        }
+
+    @router.get("/v1/ledger/volunteers/{key}", tags=["ledger"])
+    async def volunteer(key: str) -> dict[str, Any]:
+        """One volunteer's ledger numbers (credit over time, results validated, grants and
+        revocations) and what the scheduler knows of its work."""
+        k = _key(key)
+        size = await updated()
+        v = view.volunteer(k)
+        work = await svc.coordinator().call(lambda c: _volunteer_work(c, k))
+        if v is None and not work["known"]:
+            raise ApiError(404, "not_found", f"no volunteer {key} in the ledger or the scheduler")
+        cp = view.checkpoint
+        return {
+            "volunteer": key,
+            "as_of_entry": size,
+            "checkpoint_size": cp[0] if cp else None,
+            "name": v.name if v else "",
+            "registered_at_ms": v.registered_at_ms if v else None,
+            "credit": v.balance if v else 0,
+            "credits_granted": v.granted if v else 0,
+            "credits_revoked": v.revoked if v else 0,
+            "results_validated": v.validated if v else 0,
+            "ledger_entries": len(v.entries) if v else 0,
+            "credit_series": [
+                {"index": i, "time_ms": t, "credit": b} for i, t, b in thin(v.series if v else [])
+            ],
+            "work": work,
+        }
+
+    @router.get("/v1/ledger/volunteers/{key}/entries", tags=["ledger"])
+    async def volunteer_entries(
+        key: str,
+        limit: Annotated[int, Query(ge=1, le=RECORDS_PAGE)] = 20,
+        cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> dict[str, Any]:
+        """The ledger entries that name this key and lie within the latest signed
+        checkpoint, newest first, decoded; verify each with ``/v1/ledger/proof/inclusion``."""
+        k = _key(key)
+        await updated()
+        v = view.volunteer(k)
+        cp = view.checkpoint
+        size = cp[0] if cp else 0
+        mine = [i for i in reversed(v.entries) if i < size] if v else []
+        page = mine[cursor : cursor + limit]
+
+        def read() -> list[dict[str, Any]]:
+            with view.open() as store:
+                return [record_json(i, *_leaf_and_data(store, i)) for i in page]
+
+        rows = await anyio.to_thread.run_sync(read)
+        nxt = cursor + len(page)
+        return {
+            "volunteer": key,
+            "tree_size": size,
+            "records": rows,
+            "pending": (len(v.entries) - len(mine)) if v else 0,
+            "next": nxt if nxt < len(mine) else None,
+        }
+
+    # -- lab JSON ------------------------------------------------------------------------
+
+    @router.get("/v1/jobs/{job}/series", tags=["labs"])
+    async def job_series(
+        job: Annotated[str, PathParam(max_length=128)],
+        request: Request,
+        cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
+        limit: Annotated[int, Query(ge=1, le=SERIES_PAGE)] = 8,
+    ) -> dict[str, Any]:
+        """Per trajectory, the observables (Q, RMSD, energy, Rg) of its validated
+        generations against the step, at most 1,000 points each; ``next`` pages on."""
+        svc.own_job(await svc.lab(request), job)
+        trajs, total = await svc.coordinator().call(lambda c: _trajectories(c, job, cursor, limit))
+        store = await svc.coordinator().call(lambda c: c.store)
+        page = sorted(trajs)
+
+        def read() -> list[dict[str, Any]]:
+            out = []
+            for run, clone in page:
+                gens = _contiguous(trajs[(run, clone)])
+                parts = [store._arrays(rep) for _g, rep in gens]
+                row: dict[str, Any] = {
+                    "run": run,
+                    "clone": clone,
+                    "generations": len(gens),
+                    "steps": [],
+                    "observables": {},
+                }
+                if parts:
+                    steps = np.concatenate([p["frame_steps"] for p in parts])
+                    row["steps"] = [int(x) for x in _downsample(steps)]
+                    names = sorted(k[4:] for k in parts[0] if k.startswith("obs_"))
+                    row["observables"] = {
+                        n: _downsample(np.concatenate([p[f"obs_{n}"] for p in parts]))
+                        for n in names
+                    }
+                out.append(row)
+            return out
+
+        rows = await anyio.to_thread.run_sync(read)
+        nxt = cursor + len(page)
+        return {"job": job, "trajectories": rows, "next": nxt if nxt < total else None}
+
+    @router.get("/v1/jobs/{job}/structure", tags=["labs"], response_class=Response)
+    async def job_structure(
+        job: Annotated[str, PathParam(max_length=128)],
+        request: Request,
+        which: Annotated[Literal["best", "current", "trajectory"], Query()] = "best",
+        run: Annotated[int, Query(ge=0, le=10**6)] = 0,
+        clone: Annotated[int, Query(ge=0, le=10**6)] = 0,
+    ) -> Response:
+        """A PDB of the job's best structure (highest Q, else lowest RMSD) among its
+        validated frames, of one trajectory's current (latest validated) state, or of one
+        trajectory's validated frames (``which=trajectory``: at most 100 MODELs)."""
+        svc.own_job(await svc.lab(request), job)
+        trajs, _total = await svc.coordinator().call(lambda c: _trajectories(c, job))
+        coord_store, digest = await svc.coordinator().call(
+            lambda c: (c.store, c.scheduler.jobs[job].spec.system_digest)
+        )
+        if which != "best" and (run, clone) not in trajs:
+            raise ApiError(404, "not_found", f"the job has no trajectory run {run} clone {clone}")
+
+        def build() -> str:
+            system = decode_system(coord_store.system(digest))
+            if which != "best":
+                gens = _contiguous(trajs[(run, clone)])
+                if not gens:
+                    raise ApiError(404, "not_found", "that trajectory has no validated work yet")
+            if which == "trajectory":
+                parts = [coord_store._arrays(rep, ["frames", "frame_steps"]) for _g, rep in gens]
+                frames = np.concatenate([p["frames"] for p in parts])
+                steps = np.concatenate([p["frame_steps"] for p in parts])
+                pick = np.unique(np.linspace(0, len(frames) - 1, TRAJECTORY_FRAMES).round())
+                models = []
+                for n, i in enumerate(pick.astype(int), 1):
+                    atoms = [
+                        ln
+                        for ln in _pdb(system, frames[i], "").splitlines()
+                        if ln.startswith(("ATOM", "HETATM", "TER"))
+                    ]
+                    models.append("\n".join([f"MODEL     {n:4d}", *atoms, "ENDMDL"]))
+                first, last = int(steps[int(pick[0])]), int(steps[int(pick[-1])])
+                head = (
+                    f"REMARK   1 foldnet job {job[:16]} run{run}_clone{clone}: {len(pick)} "
+                    f"frames, steps {first} to {last}"
+                )
+                return "\n".join([head, *models, "END", ""])
+            if which == "current":
+                gen, rep = gens[-1]
+                a = coord_store._arrays(rep, ["positions"])
+                title = f"foldnet job {job[:16]} run{run}_clone{clone} gen {gen} current state"
+                return _pdb(system, a["positions"][-1], title)
+            # scored on the observables alone; only the winner's frames are read
+            best: tuple[float, str, int, int] | None = None
+            for (r, cl), gens in sorted(trajs.items()):
+                for gen, rep in _contiguous(gens):
+                    a = coord_store._arrays(rep, ["frame_steps", "obs_q", "obs_rmsd"])
+                    if "obs_q" in a:
+                        i, score = int(np.argmax(a["obs_q"])), float(np.max(a["obs_q"]))
+                    elif "obs_rmsd" in a:
+                        i, score = int(np.argmin(a["obs_rmsd"])), -float(np.min(a["obs_rmsd"]))
+                    else:
+                        i, score = len(a["frame_steps"]) - 1, 0.0
+                    if best is None or score > best[0]:
+                        label = f"run{r}_clone{cl} gen {gen} step {int(a['frame_steps'][i])}"
+                        best = (score, label, rep, i)
+            if best is None:
+                raise ApiError(404, "not_found", "the job has no validated work yet")
+            frame = coord_store._arrays(best[2], ["frames"])["frames"][best[3]]
+            return _pdb(system, frame, f"foldnet best structure: {best[1]}")
+
+        text = await anyio.to_thread.run_sync(build)
+        return Response(text, media_type="chemical/x-pdb")
+
+    return router
+
+
+def _leaf_and_data(store: Any, index: int) -> tuple[bytes, bytes]:
+    rows = list(store.iter_entries(index, index + 1))
+    if not rows:
+        raise ApiError(503, "unavailable", f"ledger entry {index} cannot be read")
+    _i, leaf, data = rows[0]
+    return leaf, data
