@@ -584,3 +584,39 @@ def test_a_labs_queued_work_units_are_capped(tmp_path):
         assert post_job(b, go_job(clones=4, gens=2)).status_code == 202
         lab.post(f"/v1/jobs/{first.json()['job']}/cancel")
         assert post_job(lab, go_job(clones=4, gens=2)).status_code == 202
+
+
+def test_a_streamed_answer_after_the_body_limit_is_not_cut_short():
+    """BodyLimit reads the body and hands it on; after that the app must hear the real
+    channel, not an invented disconnect (which cut StaticFiles' and streaming answers)."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from coordinator.http.middleware import BodyLimit
+
+    async def chunks():
+        for i in range(50):
+            await asyncio.sleep(0)
+            yield b"%03d," % i
+
+    async def stream(_request):
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    app = BodyLimit(
+        Starlette(routes=[Route("/s", stream, methods=["GET", "POST"])]),
+        limit_for=lambda _m, _p: 1 << 20,
+        timeout_for=lambda _n: 10.0,
+    )
+
+    async def go() -> list[bytes]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [
+                (await client.request(m, "/s", content=b"x" * 10)).content for m in ("GET", "POST")
+            ]
+
+    expected = b"".join(b"%03d," % i for i in range(50))
+    assert asyncio.run(go()) == [expected, expected]

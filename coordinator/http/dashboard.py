@@ -38,11 +38,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 
 from coordinator.http.context import Service
-from coordinator.http.errors import ApiError
 from coordinator.http.jobs import _pdb
 from coordinator.http.ledger_view import LedgerView, checkpoint_json, record_json, thin
 from coordinator.scheduler import ONLINE_S
 from coordinator.service import Coordinator
+from foldnet.errors import BadRequest, NotFound, Unavailable
+from ledger.errors import LedgerError
 from worker.systems import decode_system
 
 __all__ = ["WEB_DIR", "dashboard_router", "install_web"]
@@ -78,8 +79,8 @@ _PAGE_HEADERS = {
 
 def _key(raw: str) -> bytes:
     if not _HEX64.fullmatch(raw):
-        raise ApiError(
-            400, "invalid_key", f"a volunteer key is 64 lowercase hex digits, got {raw[:80]!r}"
+        raise BadRequest(
+            f"a volunteer key is 64 lowercase hex digits, got {raw[:80]!r}", code="invalid_key"
         )
     return bytes.fromhex(raw)
 
@@ -111,7 +112,7 @@ def _static(path: str) -> tuple[bytes, str]:
     kind = _TYPES[".txt"] if plain else _TYPES.get(target.suffix)
     inside = target.is_relative_to(WEB_DIR.resolve())
     if not ok or kind is None or not inside or not target.is_file():
-        raise ApiError(404, "not_found", f"no file {path[:200]!r} in the dashboard")
+        raise NotFound(f"no file {path[:200]!r} in the dashboard", code="not_found")
     got = _FILES[path] = (target.read_bytes(), kind)
     return got
 
@@ -237,10 +238,8 @@ def dashboard_router(svc: Service) -> APIRouter:
     async def updated() -> int:
         try:
             return await anyio.to_thread.run_sync(view.update)
-        except ApiError:
-            raise
-        except Exception as e:
-            raise ApiError(503, "unavailable", f"the ledger cannot be read: {e}") from e
+        except LedgerError as e:  # a damaged or unreadable log: the server's fault
+            raise Unavailable(f"the ledger cannot be read: {e}", code="unavailable") from e
 
     # -- pages ---------------------------------------------------------------------------
 
@@ -317,13 +316,12 @@ def dashboard_router(svc: Service) -> APIRouter:
             with view.open() as store:
                 latest = store.latest_checkpoint()
                 if latest is None:
-                    raise ApiError(404, "no_checkpoint", "the log has not signed a checkpoint yet")
+                    raise NotFound("the log has not signed a checkpoint yet", code="no_checkpoint")
                 size = latest[0]
                 if start > size:
-                    raise ApiError(
-                        400,
-                        "out_of_range",
+                    raise BadRequest(
                         f"start {start} is beyond the latest checkpoint (size {size})",
+                        code="out_of_range",
                     )
                 end = min(size, start + limit)
                 rows = [record_json(i, h, d) for i, h, d in store.iter_entries(start, end)]
@@ -377,7 +375,7 @@ def dashboard_router(svc: Service) -> APIRouter:
         v = view.volunteer(k)
         work = await svc.coordinator().call(lambda c: _volunteer_work(c, k))
         if v is None and not work["known"]:
-            raise ApiError(404, "not_found", f"no volunteer {key} in the ledger or the scheduler")
+            raise NotFound(f"no volunteer {key} in the ledger or the scheduler", code="not_found")
         cp = view.checkpoint
         return {
             "volunteer": key,
@@ -486,14 +484,14 @@ def dashboard_router(svc: Service) -> APIRouter:
             lambda c: (c.store, c.scheduler.jobs[job].spec.system_digest)
         )
         if which != "best" and (run, clone) not in trajs:
-            raise ApiError(404, "not_found", f"the job has no trajectory run {run} clone {clone}")
+            raise NotFound(f"the job has no trajectory run {run} clone {clone}", code="not_found")
 
         def build() -> str:
             system = decode_system(coord_store.system(digest))
             if which != "best":
                 gens = _contiguous(trajs[(run, clone)])
                 if not gens:
-                    raise ApiError(404, "not_found", "that trajectory has no validated work yet")
+                    raise NotFound("that trajectory has no validated work yet", code="not_found")
             if which == "trajectory":
                 parts = [coord_store._arrays(rep, ["frames", "frame_steps"]) for _g, rep in gens]
                 frames = np.concatenate([p["frames"] for p in parts])
@@ -533,7 +531,7 @@ def dashboard_router(svc: Service) -> APIRouter:
                         label = f"run{r}_clone{cl} gen {gen} step {int(a['frame_steps'][i])}"
                         best = (score, label, rep, i)
             if best is None:
-                raise ApiError(404, "not_found", "the job has no validated work yet")
+                raise NotFound("the job has no validated work yet", code="not_found")
             frame = coord_store._arrays(best[2], ["frames"])["frames"][best[3]]
             return _pdb(system, frame, f"foldnet best structure: {best[1]}")
 
@@ -546,6 +544,6 @@ def dashboard_router(svc: Service) -> APIRouter:
 def _leaf_and_data(store: Any, index: int) -> tuple[bytes, bytes]:
     rows = list(store.iter_entries(index, index + 1))
     if not rows:
-        raise ApiError(503, "unavailable", f"ledger entry {index} cannot be read")
+        raise Unavailable(f"ledger entry {index} cannot be read", code="unavailable")
     _i, leaf, data = rows[0]
     return leaf, data
