@@ -124,7 +124,8 @@ def test_rest_refuses_temperatures_outside_the_engines_range_with_its_unit(serve
 
 
 def test_the_python_client_submits_a_plan_by_the_same_rules(served):
-    from coordinator.labclient import LabClient, ServiceError
+    from coordinator.labclient import LabClient
+    from foldnet.errors import Invalid
 
     key = served.lab.headers["Authorization"].removeprefix("Bearer ")
     with LabClient(served.url, key) as client:
@@ -132,7 +133,7 @@ def test_the_python_client_submits_a_plan_by_the_same_rules(served):
         assert answer["state"] == "preparing" and "300 K" in answer["description"]
         assert wait_prepared(served.lab, answer["job"])["plan"]["temperature"] == 300.0
         # a plan is checked where it is made; a hand-written body is checked by the service
-        with pytest.raises(ServiceError, match=r"422 \(invalid_job: temperature 0.7 K"):
+        with pytest.raises(Invalid, match=r"422 \(invalid_job: temperature 0.7 K"):
             client.submit(PEPTIDE | {"temperature": 0.7})
 
 

@@ -517,7 +517,7 @@ def test_a_dispute_no_answer_wins_fails_the_wu_and_convicts_nobody():
             hs.ret(d, fake_claim(d, "lie") if n % 2 else None)
             n += 1
     (failed,) = hs.of(WUFailed)
-    assert "dispute unresolved after 6 fresh results" in failed.reason and n == 6
+    assert "dispute unresolved after 12 fresh results" in failed.reason and n == 12
     assert not hs.of(Convicted) and not hs.of(Validated) and not hs.of(GrantCredit)
 
 
