@@ -9,8 +9,9 @@ traceback.
 from __future__ import annotations
 
 import io
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class LabClient:
         *,
         timeout_s: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not is_url(url):
             raise UsageError(f"expected an http:// or https:// URL, got {url!r}")
@@ -55,6 +57,7 @@ class LabClient:
             retry=RetryPolicy(attempts=3, backoff_s=0.5, max_backoff_s=10.0),
             headers={"Authorization": f"Bearer {api_key}"},
             transport=transport,
+            sleep=sleep,
         )
 
     def close(self) -> None:

@@ -16,6 +16,8 @@ times first.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -75,6 +77,7 @@ class HttpFetcher:
         retries: int = 2,
         backoff_s: float = 0.25,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._base = check_url(url)
         self._client = HttpClient(
@@ -83,6 +86,7 @@ class HttpFetcher:
             retry=RetryPolicy(attempts=1 + max(0, retries), backoff_s=backoff_s),
             headers={"Accept-Encoding": "gzip, identity", "User-Agent": "foldnet-auditor"},
             transport=transport,
+            sleep=sleep,
             follow_redirects=True,
         )
 

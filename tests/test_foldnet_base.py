@@ -201,3 +201,33 @@ def test_allowed_statuses_and_bounded_bodies():
 def test_bad_base_urls_are_the_callers_mistake(url):
     with pytest.raises(BadRequest):
         HttpClient(url)
+
+
+def test_the_three_clients_wait_on_the_clock_they_are_given(tmp_path):
+    """No real sleep in a retry: the lab's, the volunteer's and the auditor's clients pass
+    their ``sleep`` to the one base."""
+    from coordinator.labclient import LabClient
+    from ledger.remote import HttpFetcher
+    from worker.client import HttpVolunteer
+
+    def flaky():
+        answers = iter([httpx.Response(503), httpx.Response(200, json={"jobs": [], "next": None})])
+        return httpx.MockTransport(lambda r: next(answers))
+
+    waits: list[float] = []
+    with LabClient("http://svc.test", "k", transport=flaky(), sleep=waits.append) as lab:
+        assert list(lab.jobs()) == []
+    with HttpFetcher("http://svc.test/v1/ledger", transport=flaky(), sleep=waits.append) as f:
+        assert f.get("checkpoint", limit=100) is not None
+    v = HttpVolunteer(
+        "http://svc.test",
+        home=tmp_path / "home",
+        key_path=tmp_path / "key",
+        transport=flaky(),
+        sleep=waits.append,
+    )
+    try:
+        v.register()
+    finally:
+        v.close()
+    assert len(waits) == 3

@@ -122,6 +122,7 @@ class HttpVolunteer:
         max_backoff_s: float = 60.0,
         timeout_s: float = 120.0,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.server = server.rstrip("/")
         self.home = home or default_home()
@@ -140,6 +141,7 @@ class HttpVolunteer:
             timeout_s=timeout_s,
             retry=RetryPolicy(attempts=8, backoff_s=0.5, max_backoff_s=max_backoff_s),
             transport=transport,
+            sleep=sleep,
             report=self.report,
         )
         self._systems: dict[str, SystemDefinition] = {}
