@@ -21,9 +21,14 @@ from sims.observables import fraction_native_contacts, kabsch_rmsd, radius_of_gy
 from sims.result import DeterminismClass
 from sims.state import State
 
-#: Bumped whenever the kernels change in a way that changes results.
-KERNEL_VERSION = "1"
+#: Bumped whenever the kernels change in a way that changes results. 2: the non-native
+#: repulsion is switched off between 7 and 8 A (neighbour list), native contacts in their
+#: own fixed list.
+KERNEL_VERSION = "2"
 MAX_TEMPERATURE = 5.0
+#: Verlet skin (A) of the non-native neighbour list. It sets only how often the list is
+#: rebuilt, never a bit of the result, so it is not part of the determinism class.
+DEFAULT_SKIN = 2.0
 _U32 = np.uint64(0xFFFFFFFF)
 
 
@@ -71,6 +76,7 @@ class SegmentRunner:
 
     __slots__ = (
         "_args",
+        "_builds",
         "_c1",
         "_dt",
         "_e",
@@ -78,6 +84,7 @@ class SegmentRunner:
         "_f",
         "_k0",
         "_k1",
+        "_nl",
         "_noise",
         "_start_step",
         "_steps",
@@ -92,7 +99,10 @@ class SegmentRunner:
         self._v = np.array(state.velocities, dtype=np.float64, order="C")
         self._f = np.zeros_like(self._x)
         self._args = engine.kernel_args
-        self._e = kernels.energy_forces(self._x, self._f, *self._args)
+        model = engine.model
+        self._nl = kernels.NeighbourList(self._x, model.native_s2, model.REP_CUTOFF + engine.skin)
+        self._builds = 1
+        self._e = kernels.energy_forces(self._x, self._f, self._nl.start, self._nl.j, *self._args)
         self._dt = p.timestep
         self._c1 = math.exp(-p.friction * p.timestep)
         self._noise = math.sqrt(1.0 - self._c1 * self._c1) * math.sqrt(temperature)
@@ -102,7 +112,8 @@ class SegmentRunner:
         self._steps = 0
 
     def step(self, n: int) -> None:
-        self._e = kernels.baoab(
+        nl = self._nl
+        e, nl.j, builds = kernels.baoab(
             self._x,
             self._v,
             self._f,
@@ -113,9 +124,21 @@ class SegmentRunner:
             self._dt,
             self._c1,
             self._noise,
+            nl.start,
+            nl.j,
+            nl.x_ref,
+            self._engine.model.native_s2,
+            self._engine.skin,
             *self._args,
         )
+        self._e = e
+        self._builds += builds
         self._steps += n
+
+    @property
+    def list_builds(self) -> int:
+        """How many times the neighbour list was built in this segment (1 at the start)."""
+        return self._builds
 
     def state(self) -> State:
         return engine_state(self._x, self._v, self._start_step + self._steps, engine="go")
@@ -129,9 +152,18 @@ class GoEngine(Engine):
 
     name: ClassVar[str] = "go"
 
-    def __init__(self, model: GoModel, parameters: GoParameters | None = None) -> None:
+    def __init__(
+        self,
+        model: GoModel,
+        parameters: GoParameters | None = None,
+        *,
+        skin: float = DEFAULT_SKIN,
+    ) -> None:
+        if not (isinstance(skin, int | float) and math.isfinite(skin) and 0 < skin <= 20):
+            raise ParameterError(f"neighbour-list skin must be in (0, 20] A, got {skin!r}")
         self.model = model
         self.parameters = parameters or GoParameters()
+        self.skin = float(skin)
         self.kernel_args = model.kernel_args()
 
     @classmethod
@@ -195,8 +227,7 @@ class GoEngine(Engine):
                 f"bond {k}-{k + 1} is {r[k]:.3g} A long, native {self.model.bond_r0[k]:.3g} A: "
                 "no honest run stretches a bond by half"
             ]
-        f = np.zeros_like(x)
-        energy = kernels.energy_forces(np.ascontiguousarray(x), f, *self.kernel_args)
+        energy, _ = self.model.energy_forces(x)
         if not math.isfinite(energy):
             return [f"potential energy {energy} is not finite"]
         return []
