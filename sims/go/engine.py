@@ -86,23 +86,31 @@ class SegmentRunner:
         "_k1",
         "_nl",
         "_noise",
+        "_nw",
         "_start_step",
         "_steps",
         "_v",
+        "_w",
         "_x",
     )
 
     def __init__(self, engine: GoEngine, state: State, seed: int, temperature: float) -> None:
         p = engine.parameters
         self._engine = engine
-        self._x = np.array(state.positions, dtype=np.float64, order="C")
-        self._v = np.array(state.velocities, dtype=np.float64, order="C")
+        # component-major (3, N) copies: the kernels' loops then run over contiguous arrays
+        self._x = np.ascontiguousarray(np.asarray(state.positions, dtype=np.float64).T)
+        self._v = np.ascontiguousarray(np.asarray(state.velocities, dtype=np.float64).T)
         self._f = np.zeros_like(self._x)
+        self._w = kernels.scratch(self._x.shape[1])
         self._args = engine.kernel_args
         model = engine.model
         self._nl = kernels.NeighbourList(self._x, model.native_s2, model.REP_CUTOFF + engine.skin)
+        self._nw = kernels.pair_scratch(len(self._args[4]))
         self._builds = 1
-        self._e = kernels.energy_forces(self._x, self._f, self._nl.start, self._nl.j, *self._args)
+        nl = self._nl
+        self._e = kernels.energy_forces(
+            self._x, self._f, self._w, self._nw, nl.pw, nl.start, nl.pairs, *self._args, True
+        )
         self._dt = p.timestep
         self._c1 = math.exp(-p.friction * p.timestep)
         self._noise = math.sqrt(1.0 - self._c1 * self._c1) * math.sqrt(temperature)
@@ -112,11 +120,16 @@ class SegmentRunner:
         self._steps = 0
 
     def step(self, n: int) -> None:
+        if n <= 0:
+            return
         nl = self._nl
-        e, nl.j, builds = kernels.baoab(
+        e, nl.pairs, nl.pw, builds = kernels.baoab(
             self._x,
             self._v,
             self._f,
+            self._w,
+            self._nw,
+            nl.pw,
             n,
             self._steps,
             self._k0,
@@ -125,7 +138,7 @@ class SegmentRunner:
             self._c1,
             self._noise,
             nl.start,
-            nl.j,
+            nl.pairs,
             nl.x_ref,
             self._engine.model.native_s2,
             self._engine.skin,
@@ -141,7 +154,9 @@ class SegmentRunner:
         return self._builds
 
     def state(self) -> State:
-        return engine_state(self._x, self._v, self._start_step + self._steps, engine="go")
+        x = np.ascontiguousarray(self._x.T)
+        v = np.ascontiguousarray(self._v.T)
+        return engine_state(x, v, self._start_step + self._steps, engine="go")
 
     def potential_energy(self) -> float:
         return float(self._e)

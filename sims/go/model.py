@@ -159,11 +159,14 @@ class GoModel:
 
     def energy_forces(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Potential energy (eps) and forces (eps/A) of C-alpha positions ``x`` (A)."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        f = np.zeros_like(x)
-        nl = kernels.NeighbourList(x, self.native_s2, self.REP_CUTOFF + 1.0)
-        e = kernels.energy_forces(x, f, nl.start, nl.j, *self.kernel_args())
-        return float(e), f
+        xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)  # component-major
+        f = np.zeros_like(xt)
+        nl = kernels.NeighbourList(xt, self.native_s2, self.REP_CUTOFF + 1.0)
+        args = self.kernel_args()
+        w = kernels.scratch(self.n_beads)
+        nw = kernels.pair_scratch(len(args[4]))
+        e = kernels.energy_forces(xt, f, w, nw, nl.pw, nl.start, nl.pairs, *args, True)
+        return float(e), np.ascontiguousarray(f.T)
 
     def digest(self) -> bytes:
         """SHA-256 of every parameter: two workers with equal digests simulate the same model.
