@@ -61,8 +61,8 @@ _W_E_BOND = 24
 _W_E_ANG = 25
 _W_E_DIH = 26
 SCRATCH_ROWS = 27
-#: Term k of a kind is stored at column k + _PAD; columns outside the terms hold 0.0, so the
-#: per-bead sums read every neighbour's term without a branch.
+#: Term k of a kind is stored at column k - (block start) + _PAD; columns outside the terms
+#: hold 0.0, so the per-bead sums read every neighbour's term without a branch.
 _PAD = 3
 
 # fdlibm's (Sun, 1993) rational approximation of asin on [0, 0.5], for :func:`acos`.
@@ -81,9 +81,13 @@ _PIO2_LO = 6.12323399573676603587e-17
 _PI = 3.14159265358979311600e00
 
 
+#: Beads per block of the bonded terms (the scratch of one block stays in the L1 cache).
+BLOCK = 128
+
+
 def scratch(n: int) -> np.ndarray:
-    """The zeroed scratch array :func:`energy_forces` needs for ``n`` beads."""
-    return np.zeros((SCRATCH_ROWS, n + 2 * _PAD), dtype=np.float64)
+    """The scratch array of :func:`energy_forces` (the size does not depend on ``n``)."""
+    return np.zeros((SCRATCH_ROWS, BLOCK + _PAD), dtype=np.float64)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -110,6 +114,8 @@ def acos(c: float) -> float:
 def bonded_terms(
     x: np.ndarray,
     w: np.ndarray,
+    lo: int,
+    hi: int,
     bond_r0: np.ndarray,
     theta0: np.ndarray,
     cos_phi0: np.ndarray,
@@ -119,7 +125,8 @@ def bonded_terms(
     k1: float,
     k3: float,
 ) -> None:
-    """Write each bonded term's force contributions and energy into the scratch ``w``.
+    """Write the force contributions and energy of bonded terms ``lo <= i < hi`` (term i
+    starts at bead i) into column ``i - lo + _PAD`` of the scratch ``w``.
 
     Positions are ``x[d, i]`` (component-major). Every loop is element-wise over terms
     (no sum across terms), so LLVM may vectorise it without changing a bit.
@@ -129,21 +136,21 @@ def bonded_terms(
     ys = x[1]
     zs = x[2]
     # Bonds: kr (r - r0)^2; the contribution is the force on atom i (atom i + 1 gets minus it)
-    for i in range(n - 1):
+    for i in range(lo, min(hi, n - 1)):
         dx = xs[i + 1] - xs[i]
         dy = ys[i + 1] - ys[i]
         dz = zs[i + 1] - zs[i]
         r = math.sqrt(dx * dx + dy * dy + dz * dz)
         dr = r - bond_r0[i]
         g = 2.0 * kr * dr / r
-        k = i + _PAD
+        k = i - lo + _PAD
         w[_W_BOND, k] = g * dx
         w[_W_BOND + 1, k] = g * dy
         w[_W_BOND + 2, k] = g * dz
         w[_W_E_BOND, k] = kr * dr * dr
 
     # Angles: ktheta (theta - theta0)^2, vertex at i + 1
-    for i in range(n - 2):
+    for i in range(lo, min(hi, n - 2)):
         ax = xs[i] - xs[i + 1]
         ay = ys[i] - ys[i + 1]
         az = zs[i] - zs[i + 1]
@@ -168,7 +175,7 @@ def bonded_terms(
         fbx = ga * ax - gcb * bx
         fby = ga * ay - gcb * by
         fbz = ga * az - gcb * bz
-        k = i + _PAD
+        k = i - lo + _PAD
         w[_W_ANG_A, k] = fax
         w[_W_ANG_A + 1, k] = fay
         w[_W_ANG_A + 2, k] = faz
@@ -182,7 +189,7 @@ def bonded_terms(
 
     # Dihedrals: k1 [1 - cos(phi - phi0)] + k3 [1 - cos 3(phi - phi0)], IUPAC sign convention.
     # Forces follow Bekker's formulation (as in GROMACS) with rij = xi - xj, rkj, rkl.
-    for i in range(n - 3):
+    for i in range(lo, min(hi, n - 3)):
         j = i + 1
         k = i + 2
         m_ = i + 3
@@ -225,7 +232,7 @@ def bonded_terms(
         sx = p * fix - q * flx
         sy = p * fiy - q * fly
         sz = p * fiz - q * flz
-        c_ = i + _PAD
+        c_ = i - lo + _PAD
         w[_W_DIH_1, c_] = fix
         w[_W_DIH_1 + 1, c_] = fiy
         w[_W_DIH_1 + 2, c_] = fiz
@@ -242,11 +249,11 @@ def bonded_terms(
 
 
 @njit(cache=True, error_model="numpy")
-def bonded_forces(w: np.ndarray, f: np.ndarray) -> None:
-    """Set ``f`` to the sum of the bonded contributions, bead by bead in a fixed order:
-    bonds (own, previous), angles (as first atom, vertex, third atom), dihedrals (as atom
-    1, 2, 3, 4). Padding columns are 0.0, so the ends need no branch."""
-    n = f.shape[1]
+def bonded_forces(w: np.ndarray, f: np.ndarray, lo: int, hi: int) -> None:
+    """Set ``f`` of beads ``lo <= p < hi`` to the sum of their bonded contributions, in a
+    fixed order: bonds (own, previous), angles (as first atom, vertex, third atom),
+    dihedrals (as atom 1, 2, 3, 4). Terms that do not exist are 0.0 in ``w``, so the ends
+    of the chain need no branch."""
     for d in range(3):
         fd = f[d]
         bond = w[_W_BOND + d]
@@ -257,8 +264,8 @@ def bonded_forces(w: np.ndarray, f: np.ndarray) -> None:
         d2 = w[_W_DIH_2 + d]
         d3 = w[_W_DIH_3 + d]
         d4 = w[_W_DIH_4 + d]
-        for p in range(n):
-            k = p + _PAD
+        for p in range(lo, hi):
+            k = p - lo + _PAD
             t = bond[k] - bond[k - 1]
             t += ang_a[k]
             t += ang_v[k - 1]
@@ -271,15 +278,49 @@ def bonded_forces(w: np.ndarray, f: np.ndarray) -> None:
 
 
 @njit(cache=True, error_model="numpy")
-def bonded_energy(w: np.ndarray, n: int) -> float:
-    """Energy of the bonded terms in ``w``: bonds, then angles, then dihedrals, in order."""
+def bonded_block_energy(w: np.ndarray, lo: int, hi: int, n: int) -> float:
+    """Energy of the bonded terms ``lo <= i < hi`` in ``w``: bonds, angles, dihedrals."""
     e = 0.0
-    for i in range(n - 1):
-        e += w[_W_E_BOND, i + _PAD]
-    for i in range(n - 2):
-        e += w[_W_E_ANG, i + _PAD]
-    for i in range(n - 3):
-        e += w[_W_E_DIH, i + _PAD]
+    for i in range(lo, min(hi, n - 1)):
+        e += w[_W_E_BOND, i - lo + _PAD]
+    for i in range(lo, min(hi, n - 2)):
+        e += w[_W_E_ANG, i - lo + _PAD]
+    for i in range(lo, min(hi, n - 3)):
+        e += w[_W_E_DIH, i - lo + _PAD]
+    return e
+
+
+@njit(cache=True, error_model="numpy")
+def bonded(
+    x: np.ndarray,
+    f: np.ndarray,
+    w: np.ndarray,
+    bond_r0: np.ndarray,
+    theta0: np.ndarray,
+    cos_phi0: np.ndarray,
+    sin_phi0: np.ndarray,
+    kr: float,
+    ktheta: float,
+    k1: float,
+    k3: float,
+    with_energy: bool,
+) -> float:
+    """Set ``f`` to the bonded forces, block by block of ``BLOCK`` beads so the scratch stays
+    in cache: the terms starting in a block, then the forces on its beads (a bead's terms
+    start at most 3 beads before it: the last 3 columns of a block are carried over).
+    Returns the bonded energy (blocks in order) if ``with_energy``, else 0.0."""
+    n = x.shape[1]
+    e = 0.0
+    w[:, :_PAD] = 0.0
+    for lo in range(0, n, BLOCK):
+        hi = min(n, lo + BLOCK)
+        if hi > n - 3:  # the last block: terms past the chain's end must read 0.0
+            w[:, max(0, n - 3 - lo) + _PAD : hi - lo + _PAD] = 0.0
+        bonded_terms(x, w, lo, hi, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3)
+        bonded_forces(w, f, lo, hi)
+        if with_energy:
+            e += bonded_block_energy(w, lo, hi, n)
+        w[:, :_PAD] = w[:, hi - lo : hi - lo + _PAD]
     return e
 
 
@@ -297,12 +338,21 @@ def native_terms(
     xs = x[0]
     ys = x[1]
     zs = x[2]
-    for c in range(nat_i.shape[0]):
+    m = nat_i.shape[0]
+    for c in range(m):  # gather (scalar loads), then the arithmetic on contiguous rows
         i = nat_i[c]
         j = nat_j[c]
-        dx = xs[j] - xs[i]
-        dy = ys[j] - ys[i]
-        dz = zs[j] - zs[i]
+        nw[0, c] = xs[j] - xs[i]
+        nw[1, c] = ys[j] - ys[i]
+        nw[2, c] = zs[j] - zs[i]
+    dxs = nw[0]
+    dys = nw[1]
+    dzs = nw[2]
+    es = nw[3]
+    for c in range(m):
+        dx = dxs[c]
+        dy = dys[c]
+        dz = dzs[c]
         r2 = dx * dx + dy * dy + dz * dz
         inv_r2 = 1.0 / r2
         t = nat_s2[c] * inv_r2
@@ -311,10 +361,10 @@ def native_terms(
         t5 = t4 * t
         t6 = t4 * t2
         g = 60.0 * eps * (t6 - t5) * inv_r2  # = -dV/dr / r
-        nw[0, c] = g * dx
-        nw[1, c] = g * dy
-        nw[2, c] = g * dz
-        nw[3, c] = eps * (5.0 * t6 - 6.0 * t5)
+        dxs[c] = g * dx
+        dys[c] = g * dy
+        dzs[c] = g * dz
+        es[c] = eps * (5.0 * t6 - 6.0 * t5)
 
 
 @njit(cache=True, error_model="numpy")
@@ -360,13 +410,22 @@ def repulsion_terms(
     ys = x[1]
     zs = x[2]
     rs2 = r_switch * r_switch
-    width = r_cut - r_switch
-    for k in range(n_pairs):
+    inv_width = 1.0 / (r_cut - r_switch)
+    for k in range(n_pairs):  # gather (scalar loads), then the arithmetic on contiguous rows
         i = pairs[0, k]
         j = pairs[1, k]
-        dx = xs[j] - xs[i]
-        dy = ys[j] - ys[i]
-        dz = zs[j] - zs[i]
+        pw[0, k] = xs[j] - xs[i]
+        pw[1, k] = ys[j] - ys[i]
+        pw[2, k] = zs[j] - zs[i]
+    dxs = pw[0]
+    dys = pw[1]
+    dzs = pw[2]
+    r2s = pw[3]
+    es = pw[4]
+    for k in range(n_pairs):
+        dx = dxs[k]
+        dy = dys[k]
+        dz = dzs[k]
         r2 = dx * dx + dy * dy + dz * dz
         inv_r2 = 1.0 / r2
         u = rep_c2 * inv_r2
@@ -375,17 +434,17 @@ def repulsion_terms(
         ep = eps * u6
         g = 12.0 * ep * inv_r2  # = -dV/dr / r
         r = math.sqrt(r2)
-        t = (r - r_switch) / width
+        t = (r - r_switch) * inv_width
         sw = 1.0 + t * t * t * (-10.0 + t * (15.0 - 6.0 * t))
-        dsw = t * t * (-30.0 + t * (60.0 - 30.0 * t)) / width  # dS/dr
+        dsw = t * t * (-30.0 + t * (60.0 - 30.0 * t)) * inv_width  # dS/dr
         switched = r2 > rs2
-        g = g * sw - ep * dsw / r if switched else g
+        g = g * sw - ep * dsw * (r * inv_r2) if switched else g
         ep = ep * sw if switched else ep
-        pw[0, k] = g * dx
-        pw[1, k] = g * dy
-        pw[2, k] = g * dz
-        pw[3, k] = r2
-        pw[4, k] = ep
+        dxs[k] = g * dx
+        dys[k] = g * dy
+        dzs[k] = g * dz
+        r2s[k] = r2
+        es[k] = ep
 
 
 @njit(cache=True, error_model="numpy")
@@ -453,24 +512,22 @@ def energy_forces(
     """Fill ``f`` with forces (epsilon/A) and return the potential energy (epsilon), or
     0.0 if not ``with_energy`` (the forces are the same bits either way).
 
-    ``x`` and ``f`` are component-major, shape (3, N); ``w`` is :func:`scratch` (N), ``nw``
+    ``x`` and ``f`` are component-major, shape (3, N); ``w`` is :func:`scratch`, ``nw``
     :func:`pair_scratch` (number of native contacts), ``pw`` :func:`pair_scratch` (at least
     the number of listed pairs). ``nl_start``/``pairs`` must list (at least) every non-native
     pair with |i - j| >= 4 within ``r_cut``, in (i, j) order (see :func:`build_neighbours`).
     The forces on each bead are summed in a fixed order: bonded terms, native contacts in
-    (i, j) order, repulsion in (i, j) order. The energy is the sum of bonds, angles,
-    dihedrals, native contacts and repulsion, each in order.
+    (i, j) order, repulsion in (i, j) order. The energy is the sum of the bonded terms
+    (block by block), native contacts and repulsion, each in order.
     """
     n_pairs = nl_start[x.shape[1]]
-    bonded_terms(x, w, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3)
+    e = bonded(x, f, w, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3, with_energy)
     native_terms(x, nw, nat_i, nat_j, nat_s2, eps)
-    repulsion_terms(x, pw, pairs, n_pairs, eps, rep_c2, r_switch, r_cut)
-    bonded_forces(w, f)
     native_forces(f, nw, nat_i, nat_j)
+    repulsion_terms(x, pw, pairs, n_pairs, eps, rep_c2, r_switch, r_cut)
     repulsion_forces(f, pw, nl_start, pairs, r_cut)
     if not with_energy:
         return 0.0
-    e = bonded_energy(w, x.shape[1])
     for c in range(nat_i.shape[0]):
         e += nw[3, c]
     rc2 = r_cut * r_cut
@@ -556,10 +613,11 @@ def build_neighbours(
             for b in range(max(0, c1 - 1), min(n1, c1 + 2)):
                 for cc in range(max(0, c2 - 1), min(n2, c2 + 2)):
                     nb = (a * n1 + b) * n2 + cc
-                    for k in range(count[nb], count[nb + 1]):
+                    # beads ascend within a cell: walk down and stop below i + 4
+                    for k in range(count[nb + 1] - 1, count[nb] - 1, -1):
                         j = beads[k]
                         if j < i + 4:
-                            continue
+                            break
                         dx = x[0, j] - x[0, i]
                         dy = x[1, j] - x[1, i]
                         dz = x[2, j] - x[2, i]
