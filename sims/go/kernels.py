@@ -103,10 +103,7 @@ def acos(c: float) -> float:
     r = p / q
     s = math.sqrt(z)
     near_zero = _PIO2_HI - (c - (_PIO2_LO - c * r))
-    if c > 0.0:
-        far = 2.0 * (s + r * s)
-    else:
-        far = _PI - 2.0 * (s + (r * s - _PIO2_LO))
+    far = 2.0 * (s + r * s) if c > 0.0 else _PI - 2.0 * (s + (r * s - _PIO2_LO))
     return near_zero if small else far
 
 
@@ -520,7 +517,7 @@ def energy_forces(
     (i, j) order, repulsion in (i, j) order. The energy is the sum of the bonded terms
     (block by block), native contacts and repulsion, each in order.
     """
-    n_pairs = nl_start[x.shape[1]]
+    n_pairs = int(nl_start[x.shape[1]])
     e = bonded(x, f, w, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3, with_energy)
     native_terms(x, nw, nat_i, nat_j, nat_s2, eps)
     native_forces(f, nw, nat_i, nat_j)

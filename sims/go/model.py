@@ -165,7 +165,7 @@ class GoModel:
         args = self.kernel_args()
         w = kernels.scratch(self.n_beads)
         nw = kernels.pair_scratch(len(args[4]))
-        e = kernels.energy_forces(xt, f, w, nw, nl.pw, nl.start, nl.pairs, *args, True)
+        e = kernels.energy_forces(*(xt, f, w, nw, nl.pw, nl.start, nl.pairs, *args, True))
         return float(e), np.ascontiguousarray(f.T)
 
     def digest(self) -> bytes:
