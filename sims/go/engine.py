@@ -28,7 +28,7 @@ KERNEL_VERSION = "2"
 MAX_TEMPERATURE = 5.0
 #: Verlet skin (A) of the non-native neighbour list. It sets only how often the list is
 #: rebuilt, never a bit of the result, so it is not part of the determinism class.
-DEFAULT_SKIN = 2.0
+DEFAULT_SKIN = 1.5
 _U32 = np.uint64(0xFFFFFFFF)
 
 

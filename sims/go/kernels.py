@@ -619,13 +619,15 @@ def build_neighbours(
                         dy = x[1, j] - x[1, i]
                         dz = x[2, j] - x[2, i]
                         if dx * dx + dy * dy + dz * dz < rl2 and native_s2[i, j] == 0.0:
-                            # insertion keeps the row sorted by j
-                            p = m
-                            while p > 0 and row[p - 1] > j:
-                                row[p] = row[p - 1]
-                                p -= 1
-                            row[p] = j
+                            row[m] = j
                             m += 1
+        for a in range(1, m):  # insertion sort: rows are short
+            j = row[a]
+            b = a
+            while b > 0 and row[b - 1] > j:
+                row[b] = row[b - 1]
+                b -= 1
+            row[b] = j
         if used + m > pairs.shape[1]:
             grown = np.empty((2, max(2 * pairs.shape[1], used + m + n)), dtype=pairs.dtype)
             grown[:, :used] = pairs[:, :used]
