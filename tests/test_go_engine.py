@@ -217,9 +217,14 @@ def test_repulsion_is_switched_off_smoothly_and_exactly(villin):
         assert _pair(r, model) == (0.0, 0.0)
 
 
+def _native_csr(model: GoModel) -> tuple[np.ndarray, np.ndarray]:
+    nat_i, nat_j, _ = model.native_pairs()
+    return kernels.native_start(nat_i, model.n_beads), nat_j
+
+
 def _forces_with_list(model: GoModel, x: np.ndarray, r_list: float) -> tuple[float, np.ndarray]:
     xt = np.ascontiguousarray(x.T)
-    nl = kernels.NeighbourList(xt, model.native_s2, r_list)
+    nl = kernels.NeighbourList(xt, *_native_csr(model), r_list)
     args = model.kernel_args()
     f = np.zeros_like(xt)
     w = kernels.scratch(model.n_beads)
@@ -236,7 +241,7 @@ def test_forces_are_the_same_bits_whatever_list_holds_them(bhl):
     sizes = []
     for r_list in (model.REP_CUTOFF + 0.25, model.REP_CUTOFF + 2.0, 14.0, 1e4):
         xt = np.ascontiguousarray(x.T)
-        sizes.append(kernels.NeighbourList(xt, model.native_s2, r_list).n_pairs)
+        sizes.append(kernels.NeighbourList(xt, *_native_csr(model), r_list).n_pairs)
         e, f = _forces_with_list(model, x, r_list)
         assert e == e0 and f.tobytes() == f0.tobytes()
     n = model.n_beads
@@ -249,7 +254,7 @@ def test_list_is_exactly_the_pairs_within_its_radius(large_model):
     model = large_model
     rng = np.random.default_rng(8)
     x = model.native + rng.normal(scale=1.0, size=model.native.shape)
-    nl = kernels.NeighbourList(np.ascontiguousarray(x.T), model.native_s2, 10.0)
+    nl = kernels.NeighbourList(np.ascontiguousarray(x.T), *_native_csr(model), 10.0)
     got = nl.pairs[:, : nl.n_pairs].T
     i, j = np.triu_indices(model.n_beads, 4)
     d = np.linalg.norm(x[j] - x[i], axis=1)
@@ -291,7 +296,7 @@ def test_vectorised_kernels_match_the_scalar_code_bit_for_bit(bhl):
     kernels.bonded_terms(x, w_jit, 0, kernels.BLOCK, *bonded_args)
     kernels.bonded_terms.py_func(x, w_py, 0, kernels.BLOCK, *bonded_args)
     assert w_jit.tobytes() == w_py.tobytes()
-    nl = kernels.NeighbourList(x, model.native_s2, 10.0)
+    nl = kernels.NeighbourList(x, *_native_csr(model), 10.0)
     rep = (model.eps, model.rep_c**2, model.REP_SWITCH, model.REP_CUTOFF)
     pw_py = nl.pw.copy()
     kernels.repulsion_terms(x, nl.pw, nl.pairs, nl.n_pairs, *rep)

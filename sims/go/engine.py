@@ -104,7 +104,9 @@ class SegmentRunner:
         self._w = kernels.scratch(self._x.shape[1])
         self._args = engine.kernel_args
         model = engine.model
-        self._nl = kernels.NeighbourList(self._x, model.native_s2, model.REP_CUTOFF + engine.skin)
+        self._nl = kernels.NeighbourList(
+            self._x, engine.native_start, self._args[5], model.REP_CUTOFF + engine.skin
+        )
         self._nw = kernels.pair_scratch(len(self._args[4]))
         self._builds = 1
         nl = self._nl
@@ -139,7 +141,7 @@ class SegmentRunner:
             nl.start,
             nl.pairs,
             nl.x_ref,
-            self._engine.model.native_s2,
+            self._engine.native_start,
             self._engine.skin,
             *self._args,
         )
@@ -152,7 +154,7 @@ class SegmentRunner:
         not depend on when the list was built); tests use it to prove exactly that."""
         model = self._engine.model
         self._nl = kernels.NeighbourList(
-            self._x, model.native_s2, model.REP_CUTOFF + self._engine.skin
+            self._x, self._engine.native_start, self._args[5], model.REP_CUTOFF + self._engine.skin
         )
         self._builds += 1
 
@@ -188,6 +190,7 @@ class GoEngine(Engine):
         self.parameters = parameters or GoParameters()
         self.skin = float(skin)
         self.kernel_args = model.kernel_args()
+        self.native_start = kernels.native_start(self.kernel_args[4], model.n_beads)
 
     @classmethod
     def from_pdb(

@@ -537,13 +537,16 @@ def energy_forces(
 @njit(cache=True, error_model="numpy")
 def build_neighbours(
     x: np.ndarray,
-    native_s2: np.ndarray,
+    nat_start: np.ndarray,
+    nat_j: np.ndarray,
     r_list: float,
     nl_start: np.ndarray,
     pairs: np.ndarray,
     x_ref: np.ndarray,
 ) -> np.ndarray:
-    """List every non-native pair (|i - j| >= 4, native_s2[i, j] == 0) within ``r_list``.
+    """List every non-native pair (|i - j| >= 4, not a native contact) within ``r_list``.
+
+    The native partners of bead i are ``nat_j[nat_start[i]:nat_start[i + 1]]``, ascending.
 
     ``x`` is component-major (3, N). The pairs are ``pairs[:, k]`` = (i, j), sorted by
     (i, j); those of bead i are ``k`` in ``nl_start[i]:nl_start[i + 1]``. The positions are
@@ -618,7 +621,7 @@ def build_neighbours(
                         dx = x[0, j] - x[0, i]
                         dy = x[1, j] - x[1, i]
                         dz = x[2, j] - x[2, i]
-                        if dx * dx + dy * dy + dz * dz < rl2 and native_s2[i, j] == 0.0:
+                        if dx * dx + dy * dy + dz * dz < rl2:
                             row[m] = j
                             m += 1
         for a in range(1, m):  # insertion sort: rows are short
@@ -632,10 +635,17 @@ def build_neighbours(
             grown = np.empty((2, max(2 * pairs.shape[1], used + m + n)), dtype=pairs.dtype)
             grown[:, :used] = pairs[:, :used]
             pairs = grown
-        for p in range(m):
-            pairs[0, used + p] = i
-            pairs[1, used + p] = row[p]
-        used += m
+        q = nat_start[i]
+        q_end = nat_start[i + 1]
+        for p in range(m):  # both ascending: drop the native partners in one pass
+            j = row[p]
+            while q < q_end and nat_j[q] < j:
+                q += 1
+            if q < q_end and nat_j[q] == j:
+                continue
+            pairs[0, used] = i
+            pairs[1, used] = j
+            used += 1
     nl_start[n] = used
     return pairs
 
@@ -691,7 +701,7 @@ def baoab(
     nl_start: np.ndarray,
     pairs: np.ndarray,
     x_ref: np.ndarray,
-    native_s2: np.ndarray,
+    nat_start: np.ndarray,
     skin: float,
     bond_r0: np.ndarray,
     theta0: np.ndarray,
@@ -743,7 +753,7 @@ def baoab(
             vf[k] = vk
             xf[k] = xk + half * vk
         if needs_rebuild(x, x_ref, skin):
-            pairs = build_neighbours(x, native_s2, r_list, nl_start, pairs, x_ref)
+            pairs = build_neighbours(x, nat_start, nat_j, r_list, nl_start, pairs, x_ref)
             if pw.shape[1] < pairs.shape[1]:
                 pw = np.zeros((5, pairs.shape[1]))
             builds += 1
@@ -777,6 +787,11 @@ def baoab(
     return e, pairs, pw, builds
 
 
+def native_start(nat_i: np.ndarray, n: int) -> np.ndarray:
+    """Row starts of the native contacts (sorted by i) per bead: a CSR index of ``nat_i``."""
+    return np.searchsorted(nat_i, np.arange(n + 1)).astype(np.int64)
+
+
 class NeighbourList:
     """The non-native pair list of one conformation (component-major ``x``, shape (3, N)):
     every pair within ``r_list``, and the scratch its forces need. A plain holder of the
@@ -786,12 +801,16 @@ class NeighbourList:
 
     __slots__ = ("pairs", "pw", "start", "x_ref")
 
-    def __init__(self, x: np.ndarray, native_s2: np.ndarray, r_list: float) -> None:
+    def __init__(
+        self, x: np.ndarray, nat_start: np.ndarray, nat_j: np.ndarray, r_list: float
+    ) -> None:
         n = x.shape[1]
         self.start = np.zeros(n + 1, dtype=np.int64)
         self.pairs = np.zeros((2, 8 * n + 64), dtype=np.int64)
         self.x_ref = np.array(x, dtype=np.float64)
-        self.pairs = build_neighbours(x, native_s2, r_list, self.start, self.pairs, self.x_ref)
+        self.pairs = build_neighbours(
+            x, nat_start, nat_j, r_list, self.start, self.pairs, self.x_ref
+        )
         self.pw = pair_scratch(self.pairs.shape[1])
 
     @property

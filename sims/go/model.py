@@ -161,8 +161,9 @@ class GoModel:
         """Potential energy (eps) and forces (eps/A) of C-alpha positions ``x`` (A)."""
         xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)  # component-major
         f = np.zeros_like(xt)
-        nl = kernels.NeighbourList(xt, self.native_s2, self.REP_CUTOFF + 1.0)
         args = self.kernel_args()
+        nat_start = kernels.native_start(args[4], self.n_beads)
+        nl = kernels.NeighbourList(xt, nat_start, args[5], self.REP_CUTOFF + 1.0)
         w = kernels.scratch(self.n_beads)
         nw = kernels.pair_scratch(len(args[4]))
         e = kernels.energy_forces(*(xt, f, w, nw, nl.pw, nl.start, nl.pairs, *args, True))
