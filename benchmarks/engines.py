@@ -96,8 +96,8 @@ def main() -> None:
     ns = ap.parse_args()
     from sims.examples import ALANINE_DIPEPTIDE_PDB, BHL_PDB, VILLIN_PDB
 
-    rounds = 3 if ns.quick else 5
-    seconds = 0.2 if ns.quick else 1.0
+    rounds = 2 if ns.quick else 5
+    seconds = 0.1 if ns.quick else 1.0
     engines = {
         "36": GoEngine.from_pdb(VILLIN_PDB),
         "133": GoEngine.from_pdb(BHL_PDB),
