@@ -54,8 +54,10 @@ class GoParameters:
 def _cpu_description() -> str:
     """Architecture, libm and the CPU features that can change floating-point results.
 
-    The kernels use no fused multiply-add (fastmath off), but glibc picks FMA variants of
-    ``acos`` at run time, so the FMA flag and the C library version are part of the class.
+    The kernels use no fused multiply-add (fastmath off). Kernel 1 called glibc's ``acos``,
+    which picks FMA variants at run time; kernel 2 calls no libm function (its arccos is
+    plain arithmetic), but the FMA flag and the C library version stay in the class, to be
+    safe (LLVM's vector code differs between AVX2 and AVX-512 machines, if never its bits).
     """
     flags: set[str] = set()
     try:
