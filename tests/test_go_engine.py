@@ -378,6 +378,9 @@ def test_bad_inputs_are_clear_errors(villin, start, spec, tmp_path):
         GoParameters(timestep=-0.1)
     with pytest.raises(ParameterError, match="unstable"):
         GoParameters(timestep=0.5)
+    for skin in (0.0, -1.0, float("nan"), 50.0):
+        with pytest.raises(ParameterError, match="skin"):
+            GoEngine(villin.model, skin=skin)
     tiny = tmp_path / "tiny.pdb"
     tiny.write_text(
         "ATOM      1  CA  ALA A   1       0.000   0.000   0.000  1.00  0.00           C\n"
