@@ -1,6 +1,6 @@
 """Engine speed, side by side in one run.
 
-``python -m benchmarks.engines [--quick]``
+``python -m benchmarks.engines [--quick] [--go-only]``
 
 1. The numba Go engine against OpenMM's CPU platform running the *same* Go model through
    custom forces (sims.go.openmm_model: the same cutoff and switch, OpenMM's own neighbour
@@ -11,7 +11,8 @@
 2. OpenMM all-atom (amber14 + GBn2, 4 fs) ns/day for alanine dipeptide, chignolin and villin
    with Threads=1 and 2.
 
-Ends with one JSON line of the metrics.
+Ends with one JSON line of the metrics (keys go_steps_per_s_{36,133,large}, openmm_go_..., large_n,
+go_us_per_step_bead_..., go_scaling_large_vs_133; --go-only stops after part 1).
 """
 
 from __future__ import annotations
