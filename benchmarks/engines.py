@@ -1,15 +1,18 @@
 """Engine speed, side by side in one run.
 
-``python -m benchmarks.engines [--quick]``
+``python -m benchmarks.engines [--quick] [--go-only]``
 
 1. The numba Go engine against OpenMM's CPU platform running the *same* Go model through
-   custom forces (sims.go.openmm_model), for villin HP36 (36 beads) and 1BHL (133 beads).
-   Both single-threaded (OpenMM also with 2 threads); measurements interleaved in rounds so
-   machine noise hits both alike; the best round of each is reported.
+   custom forces (sims.go.openmm_model: the same cutoff and switch, OpenMM's own neighbour
+   list), for villin HP36 (36 beads), 1BHL (133 beads) and chain A of 4JSV (1,058 beads,
+   shipped with pdbfixer). Both single-threaded (OpenMM also with 2 threads); measurements
+   interleaved in rounds so machine noise hits both alike; the best round of each is
+   reported, with the time per step and bead (linear scaling keeps it flat).
 2. OpenMM all-atom (amber14 + GBn2, 4 fs) ns/day for alanine dipeptide, chignolin and villin
    with Threads=1 and 2.
 
-Ends with one JSON line of the metrics.
+Ends with one JSON line of the metrics (keys go_steps_per_s_{36,133,large}, openmm_go_..., large_n,
+go_us_per_step_bead_..., go_scaling_large_vs_133; --go-only stops after part 1).
 """
 
 from __future__ import annotations
@@ -29,14 +32,33 @@ from sims.go import openmm_model as om
 KELVIN_PER_EPS = 1000.0 / 8.314462618  # 1 eps = 1 kJ/mol
 
 
+#: The large protein: chain A of 4JSV (mTORdeltaN-mLST8, 1,058 residues, two chain breaks),
+#: which ships with pdbfixer's tests next to villin and 1BHL.
+LARGE_PDB_NAME = "4JSV.pdb"
+LARGE_CHAIN = "A"
+
+
 def _timed(fn: Callable[[int], None], n: int) -> float:
     t0 = time.perf_counter()
     fn(n)
     return n / (time.perf_counter() - t0)
 
 
-def go_pair(pdb: str, steps_numba: int, steps_openmm: int, rounds: int) -> dict[str, float]:
-    engine = GoEngine.from_pdb(pdb)
+def _steps_for(fn: Callable[[int], None], seconds: float) -> int:
+    """Steps that take about ``seconds``, from a short calibration run."""
+    n = 10
+    while True:
+        t0 = time.perf_counter()
+        fn(n)
+        dt = time.perf_counter() - t0
+        if dt > 0.02 or n >= 1_000_000:
+            return max(10, int(n * seconds / max(dt, 1e-9)))
+        n *= 4
+
+
+def go_pair(engine: GoEngine, seconds: float, rounds: int) -> dict[str, float]:
+    """Best steps/s of numba and of OpenMM CPU (1 and 2 threads) in interleaved rounds of
+    about ``seconds`` each, from the native structure at T = 0.8."""
     state = engine.initial_state(temperature=0.8, seed=1, extended=False)
     runner = engine.start_segment(state, seed=3, temperature=0.8)
     runner.step(100)  # compile (or load the cache) outside the timing
@@ -48,12 +70,15 @@ def go_pair(pdb: str, steps_numba: int, steps_openmm: int, rounds: int) -> dict[
         ctx.setVelocitiesToTemperature(0.8 * KELVIN_PER_EPS, 1)
         integ.step(10)
         contexts[threads] = (ctx, integ)  # the Context must outlive its integrator's use
+    steps = {"numba": _steps_for(runner.step, seconds)}
+    for threads, (_ctx, integ) in contexts.items():
+        steps[f"openmm_{threads}"] = _steps_for(integ.step, seconds)
     best = {"numba": 0.0, "openmm_1": 0.0, "openmm_2": 0.0}
     for _ in range(rounds):
-        best["numba"] = max(best["numba"], _timed(runner.step, steps_numba))
+        best["numba"] = max(best["numba"], _timed(runner.step, steps["numba"]))
         for threads, (_ctx, integ) in contexts.items():
             key = f"openmm_{threads}"
-            best[key] = max(best[key], _timed(integ.step, steps_openmm))
+            best[key] = max(best[key], _timed(integ.step, steps[key]))
     return best
 
 
@@ -68,35 +93,66 @@ def allatom_ns_per_day(engine: Engine, steps: int, timestep_fs: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer steps and rounds (< 1 minute)")
+    ap.add_argument("--go-only", action="store_true", help="skip the all-atom measurements")
     ns = ap.parse_args()
     from sims.examples import ALANINE_DIPEPTIDE_PDB, BHL_PDB, VILLIN_PDB
 
-    bhl = BHL_PDB
     rounds = 2 if ns.quick else 5
-    go: dict[int, dict[str, float]] = {}
-    go[36] = go_pair(
-        str(VILLIN_PDB),
-        200_000 if not ns.quick else 50_000,
-        5_000 if not ns.quick else 1_000,
-        rounds,
-    )
-    go[133] = go_pair(
-        str(bhl), 40_000 if not ns.quick else 10_000, 1_000 if not ns.quick else 200, rounds
-    )
+    seconds = 0.1 if ns.quick else 1.0
+    engines = {
+        "36": GoEngine.from_pdb(VILLIN_PDB),
+        "133": GoEngine.from_pdb(BHL_PDB),
+        "large": GoEngine.from_pdb(VILLIN_PDB.parent / LARGE_PDB_NAME, chain=LARGE_CHAIN),
+    }
+    go = {size: go_pair(engine, seconds, rounds) for size, engine in engines.items()}
+    beads = {size: engine.n_atoms for size, engine in engines.items()}
+
+    def us_per_bead(size: str, key: str) -> float:
+        return 1e6 / go[size][key] / beads[size]
+
     print_table(
         "Go model, same potential: numba engine vs OpenMM CPU custom forces (steps/s, best round)",
-        ["beads", "numba (1 thread)", "OpenMM CPU 1 thr", "OpenMM CPU 2 thr", "numba / OpenMM-1"],
+        [
+            "beads",
+            "numba (1 thread)",
+            "OpenMM CPU 1 thr",
+            "OpenMM CPU 2 thr",
+            "numba / OpenMM-1",
+            "numba us/(step*bead)",
+            "OpenMM-1 us/(step*bead)",
+        ],
         [
             [
-                str(n),
+                str(beads[size]),
                 f"{r['numba']:,.0f}",
                 f"{r['openmm_1']:,.0f}",
                 f"{r['openmm_2']:,.0f}",
                 f"{r['numba'] / r['openmm_1']:.1f}x",
+                f"{us_per_bead(size, 'numba'):.3f}",
+                f"{us_per_bead(size, 'openmm_1'):.3f}",
             ]
-            for n, r in go.items()
+            for size, r in go.items()
         ],
     )
+
+    metrics: dict[str, object] = {"large_n": beads["large"]}
+    for size in go:
+        metrics |= {
+            f"go_steps_per_s_{size}": round(go[size]["numba"]),
+            f"openmm_go_steps_per_s_{size}": round(go[size]["openmm_1"]),
+            f"openmm_go_2threads_steps_per_s_{size}": round(go[size]["openmm_2"]),
+            f"go_speedup_{size}": round(go[size]["numba"] / go[size]["openmm_1"], 1),
+            f"go_us_per_step_bead_{size}": round(us_per_bead(size, "numba"), 4),
+            f"openmm_go_us_per_step_bead_{size}": round(us_per_bead(size, "openmm_1"), 4),
+        }
+    # time per step grows linearly from 133 beads to the large protein when this is <= 1
+    metrics["go_scaling_large_vs_133"] = round(
+        us_per_bead("large", "numba") / us_per_bead("133", "numba"), 2
+    )
+    metrics["quick"] = ns.quick
+    if ns.go_only:
+        print(json.dumps(metrics))
+        return
 
     from sims.allatom import AllAtomEngine
 
@@ -128,18 +184,7 @@ def main() -> None:
         ["system", "atoms", "1 thread", "2 threads"],
         rows,
     )
-    metrics = {
-        "go_steps_per_s_36": round(go[36]["numba"]),
-        "openmm_go_steps_per_s_36": round(go[36]["openmm_1"]),
-        "openmm_go_2threads_steps_per_s_36": round(go[36]["openmm_2"]),
-        "go_speedup_36": round(go[36]["numba"] / go[36]["openmm_1"], 1),
-        "go_steps_per_s_133": round(go[133]["numba"]),
-        "openmm_go_steps_per_s_133": round(go[133]["openmm_1"]),
-        "openmm_go_2threads_steps_per_s_133": round(go[133]["openmm_2"]),
-        "go_speedup_133": round(go[133]["numba"] / go[133]["openmm_1"], 1),
-        "aa_ns_per_day": aa,
-        "quick": ns.quick,
-    }
+    metrics["aa_ns_per_day"] = aa
     print(json.dumps(metrics))
 
 

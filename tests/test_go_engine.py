@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numba
@@ -9,10 +10,15 @@ import numpy as np
 import pytest
 
 from sims.errors import ParameterError, SimulationError, StateError, StructureError
-from sims.go import GoEngine, GoModel, GoParameters
+from sims.examples import VILLIN_PDB
+from sims.go import GoEngine, GoModel, GoParameters, kernels
 from sims.go import openmm_model as om
 from sims.spec import RunSpec
 from sims.state import State
+
+#: A protein of over 500 residues shipped with pdbfixer: chain A of 4JSV (1,058 residues).
+LARGE_PDB = VILLIN_PDB.parent / "4JSV.pdb"
+LARGE_CHAIN = "A"
 
 #: Folding temperature of villin HP36 in this model, measured by benchmarks.go_folding
 #: (midpoint of <Q>); folding runs use 0.8 Tf (see README, "Go model temperature").
@@ -22,6 +28,16 @@ FOLD_T = 0.7
 @pytest.fixture(scope="module")
 def villin(villin_pdb) -> GoEngine:
     return GoEngine.from_pdb(villin_pdb)
+
+
+@pytest.fixture(scope="module")
+def bhl(bhl_pdb) -> GoEngine:
+    return GoEngine.from_pdb(bhl_pdb)
+
+
+@pytest.fixture(scope="module")
+def large_model() -> GoModel:
+    return GoModel.from_pdb(LARGE_PDB, chain=LARGE_CHAIN)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +114,8 @@ def test_result_layout(villin, spec, result):
         assert values.shape == (n_frames,) and np.all(np.isfinite(values))
     assert result.final.step == spec.steps
     assert "go" in str(result.determinism) and result.determinism.threads == 1
+    # kernel 2 (cutoff and neighbour list) gives other bits than kernel 1: another class
+    assert result.determinism.engine_version.startswith("kernel-2/")
 
 
 def test_forces_are_the_negative_gradient(villin):
@@ -124,22 +142,189 @@ def test_native_structure_is_a_minimum_with_energy_minus_contacts(villin):
     assert np.max(np.abs(f)) < 0.01
 
 
-@pytest.mark.parametrize("protein", ["villin", "bhl"])
-def test_energy_and_forces_agree_with_openmm_custom_forces(protein, villin_pdb, bhl_pdb):
-    model = GoModel.from_pdb(villin_pdb if protein == "villin" else bhl_pdb)
+def _nonnative_distances(model: GoModel, x: np.ndarray) -> np.ndarray:
+    n = model.n_beads
+    i, j = np.triu_indices(n, 4)
+    keep = model.native_s2[i, j] == 0.0
+    return np.linalg.norm(x[j[keep]] - x[i[keep]], axis=1)
+
+
+@pytest.mark.parametrize("protein", ["villin", "bhl", "large"])
+def test_energy_and_forces_agree_with_openmm_custom_forces(
+    protein, villin_pdb, bhl_pdb, large_model
+):
+    if protein == "large":
+        model = large_model
+    else:
+        model = GoModel.from_pdb(villin_pdb if protein == "villin" else bhl_pdb)
+    if protein == "large":
+        assert model.n_beads >= 500
     context = om.make_context(model, platform="Reference")
     rng = np.random.default_rng(11)
     conformations = [
         model.native,
         model.native + rng.normal(scale=0.3, size=model.native.shape),
         model.native + rng.normal(scale=1.0, size=model.native.shape),
+        0.9 * model.native + rng.normal(scale=0.5, size=model.native.shape),  # squeezed
         model.extended_chain(),
     ]
+    r = np.concatenate([_nonnative_distances(model, x) for x in conformations])
+    # the test covers the plain repulsion, the switching region and pairs beyond the cutoff
+    assert np.sum(r < model.REP_SWITCH) > 0
+    assert np.sum((r >= model.REP_SWITCH) & (r < model.REP_CUTOFF)) >= 5
+    assert np.sum(r >= model.REP_CUTOFF) > 0
     for x in conformations:
         e_numba, f_numba = model.energy_forces(x)
         e_openmm, f_openmm = om.energy_forces(context, x)
         assert abs(e_numba - e_openmm) <= 1e-6 * abs(e_openmm)
         assert np.max(np.abs(f_numba - f_openmm)) <= 1e-6 * np.max(np.abs(f_openmm))
+
+
+def _pair(r: float, model: GoModel) -> tuple[float, float]:
+    """Energy and radial force (-dV/dr) of one non-native pair at distance ``r``."""
+    x = np.zeros((3, 2))
+    x[0, 1] = r
+    f = np.zeros_like(x)
+    pairs = np.array([[0], [1]], dtype=np.int64)
+    start = np.array([0, 1, 1], dtype=np.int64)
+    pw = kernels.pair_scratch(1)
+    args = (model.eps, model.rep_c**2, model.REP_SWITCH, model.REP_CUTOFF)
+    kernels.repulsion_terms(x, pw, pairs, 1, *args)
+    kernels.repulsion_forces(f, pw, start, pairs, model.REP_CUTOFF)
+    energy = float(pw[4, 0]) if pw[3, 0] < model.REP_CUTOFF**2 else 0.0
+    return energy, float(f[0, 1])
+
+
+def test_repulsion_is_switched_off_smoothly_and_exactly(villin):
+    model = villin.model
+    rs, rc, c = model.REP_SWITCH, model.REP_CUTOFF, model.rep_c
+    # below the switch: the published (C/r)^12, exactly as before
+    for r in (3.0, 4.0, 6.5):
+        e, f = _pair(r, model)
+        assert e == pytest.approx((c / r) ** 12, rel=1e-14)
+        assert f == pytest.approx(12 * (c / r) ** 12 / r, rel=1e-14)
+    # energy and force continuous at both ends of the switch
+    for r in (rs, rc):
+        lo, hi = _pair(r - 1e-9, model), _pair(r + 1e-9, model)
+        assert abs(lo[0] - hi[0]) < 1e-11 and abs(lo[1] - hi[1]) < 1e-9
+    # in the switch, the force is the energy's derivative
+    h = 1e-6
+    for r in np.linspace(rs + 0.05, rc - 0.05, 7):
+        numeric = -(_pair(r + h, model)[0] - _pair(r - h, model)[0]) / (2 * h)
+        assert _pair(r, model)[1] == pytest.approx(numeric, rel=1e-6, abs=1e-12)
+    # at and beyond the cutoff a pair adds nothing
+    for r in (rc, rc + 1e-12, rc + 2.0):
+        assert _pair(r, model) == (0.0, 0.0)
+
+
+def _native_csr(model: GoModel) -> tuple[np.ndarray, np.ndarray]:
+    nat_i, nat_j, _ = model.native_pairs()
+    return kernels.native_start(nat_i, model.n_beads), nat_j
+
+
+def _forces_with_list(model: GoModel, x: np.ndarray, r_list: float) -> tuple[float, np.ndarray]:
+    xt = np.ascontiguousarray(x.T)
+    nl = kernels.NeighbourList(xt, *_native_csr(model), r_list)
+    args = model.kernel_args()
+    f = np.zeros_like(xt)
+    w = kernels.scratch(model.n_beads)
+    nw = kernels.pair_scratch(len(args[4]))
+    e = kernels.energy_forces(*(xt, f, w, nw, nl.pw, nl.start, nl.pairs, *args, True))
+    return e, f
+
+
+def test_forces_are_the_same_bits_whatever_list_holds_them(bhl):
+    model = bhl.model
+    rng = np.random.default_rng(5)
+    x = 0.9 * model.native + rng.normal(scale=0.5, size=model.native.shape)
+    e0, f0 = _forces_with_list(model, x, model.REP_CUTOFF)
+    sizes = []
+    for r_list in (model.REP_CUTOFF + 0.25, model.REP_CUTOFF + 2.0, 14.0, 1e4):
+        xt = np.ascontiguousarray(x.T)
+        sizes.append(kernels.NeighbourList(xt, *_native_csr(model), r_list).n_pairs)
+        e, f = _forces_with_list(model, x, r_list)
+        assert e == e0 and f.tobytes() == f0.tobytes()
+    n = model.n_beads
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1] == (n - 3) * (n - 4) // 2 - len(
+        model.native_pairs()[0]
+    )  # the last list holds every non-native pair
+
+
+def test_list_is_exactly_the_pairs_within_its_radius(large_model):
+    model = large_model
+    rng = np.random.default_rng(8)
+    x = model.native + rng.normal(scale=1.0, size=model.native.shape)
+    nl = kernels.NeighbourList(np.ascontiguousarray(x.T), *_native_csr(model), 10.0)
+    got = nl.pairs[:, : nl.n_pairs].T
+    i, j = np.triu_indices(model.n_beads, 4)
+    d = np.linalg.norm(x[j] - x[i], axis=1)
+    keep = (d < 10.0) & (model.native_s2[i, j] == 0.0)
+    assert np.array_equal(got, np.stack([i[keep], j[keep]], axis=1))  # sorted by (i, j)
+    assert np.array_equal(np.diff(nl.start), np.bincount(i[keep], minlength=model.n_beads))
+
+
+def test_list_rebuilds_at_other_steps_give_identical_bits(villin, start):
+    """Skins from 0.2 to 6 A rebuild the list at different steps (every few steps to almost
+    never), and forced rebuilds at arbitrary chunk boundaries: the same bits every time."""
+    digests = set()
+    builds = []
+    for skin in (0.2, 2.0, 6.0):
+        engine = GoEngine(villin.model, skin=skin)
+        runner = engine.start_segment(start, seed=31, temperature=0.9)
+        runner.step(3000)
+        digests.add(runner.state().digest())
+        builds.append(runner.list_builds)
+    assert builds[0] > 10 * builds[1] > 0 and builds[1] > builds[2]
+    forced = villin.start_segment(start, seed=31, temperature=0.9)
+    for n in (1, 13, 400, 7, 1579, 1000):
+        forced.step(n)
+        forced.rebuild_neighbours()
+    digests.add(forced.state().digest())
+    assert len(digests) == 1
+
+
+def test_vectorised_kernels_match_the_scalar_code_bit_for_bit(bhl):
+    """LLVM vectorises the element-wise loops; Python runs the same code one float at a time
+    (IEEE double, correctly rounded sqrt): the bits must not differ."""
+    model = bhl.model
+    rng = np.random.default_rng(2)
+    x = np.ascontiguousarray((model.native + rng.normal(scale=0.4, size=model.native.shape)).T)
+    args = model.kernel_args()
+    bonded_args = (args[0], args[1], args[2], args[3], args[7], args[8], args[9], args[10])
+    n = model.n_beads
+    w_jit, w_py = kernels.scratch(n), kernels.scratch(n)
+    kernels.bonded_terms(x, w_jit, 0, kernels.BLOCK, *bonded_args)
+    kernels.bonded_terms.py_func(x, w_py, 0, kernels.BLOCK, *bonded_args)
+    assert w_jit.tobytes() == w_py.tobytes()
+    nl = kernels.NeighbourList(x, *_native_csr(model), 10.0)
+    rep = (model.eps, model.rep_c**2, model.REP_SWITCH, model.REP_CUTOFF)
+    pw_py = nl.pw.copy()
+    kernels.repulsion_terms(x, nl.pw, nl.pairs, nl.n_pairs, *rep)
+    kernels.repulsion_terms.py_func(x, pw_py, nl.pairs, nl.n_pairs, *rep)
+    assert nl.pw.tobytes() == pw_py.tobytes()
+    nw_jit, nw_py = kernels.pair_scratch(len(args[4])), kernels.pair_scratch(len(args[4]))
+    kernels.native_terms(x, nw_jit, args[4], args[5], args[6], model.eps)
+    kernels.native_terms.py_func(x, nw_py, args[4], args[5], args[6], model.eps)
+    assert nw_jit.tobytes() == nw_py.tobytes()
+    k_jit, k_py = np.zeros((3, n)), np.zeros((3, n))
+    key = (np.uint64(12345), np.uint64(678))
+    kernels.philox_noise(k_jit, np.uint64(99), np.uint64(0), *key)
+    kernels.philox_noise.py_func(k_py, np.uint64(99), np.uint64(0), *key)
+    assert k_jit.tobytes() == k_py.tobytes()
+
+
+def test_acos_is_within_two_ulp_of_libm():
+    c = np.concatenate(
+        [
+            np.linspace(-1.0, 1.0, 200_001),
+            [-1.0, -0.5, -0.0, 0.0, 0.5, 1.0, np.nextafter(0.5, 1), np.nextafter(-0.5, -1)],
+            np.cos(np.random.default_rng(0).uniform(0, np.pi, 10_000)),
+        ]
+    )
+    ours = np.array([kernels.acos(v) for v in c])
+    ref = np.arccos(c)
+    assert np.all(np.abs(ours - ref) <= 2 * np.spacing(ref))
+    assert kernels.acos(1.0) == 0.0 and kernels.acos(-1.0) == math.pi
 
 
 def test_thermostat_gives_the_requested_temperature(villin):
@@ -193,6 +378,9 @@ def test_bad_inputs_are_clear_errors(villin, start, spec, tmp_path):
         GoParameters(timestep=-0.1)
     with pytest.raises(ParameterError, match="unstable"):
         GoParameters(timestep=0.5)
+    for skin in (0.0, -1.0, float("nan"), 50.0):
+        with pytest.raises(ParameterError, match="skin"):
+            GoEngine(villin.model, skin=skin)
     tiny = tmp_path / "tiny.pdb"
     tiny.write_text(
         "ATOM      1  CA  ALA A   1       0.000   0.000   0.000  1.00  0.00           C\n"

@@ -21,9 +21,14 @@ from sims.observables import fraction_native_contacts, kabsch_rmsd, radius_of_gy
 from sims.result import DeterminismClass
 from sims.state import State
 
-#: Bumped whenever the kernels change in a way that changes results.
-KERNEL_VERSION = "1"
+#: Bumped whenever the kernels change in a way that changes results. 2: the non-native
+#: repulsion is switched off between 7 and 8 A (neighbour list), native contacts in their
+#: own fixed list.
+KERNEL_VERSION = "2"
 MAX_TEMPERATURE = 5.0
+#: Verlet skin (A) of the non-native neighbour list. It sets only how often the list is
+#: rebuilt, never a bit of the result, so it is not part of the determinism class.
+DEFAULT_SKIN = 1.5
 _U32 = np.uint64(0xFFFFFFFF)
 
 
@@ -49,8 +54,10 @@ class GoParameters:
 def _cpu_description() -> str:
     """Architecture, libm and the CPU features that can change floating-point results.
 
-    The kernels use no fused multiply-add (fastmath off), but glibc picks FMA variants of
-    ``acos`` at run time, so the FMA flag and the C library version are part of the class.
+    The kernels use no fused multiply-add (fastmath off). Kernel 1 called glibc's ``acos``,
+    which picks FMA variants at run time; kernel 2 calls no libm function (its arccos is
+    plain arithmetic), but the FMA flag and the C library version stay in the class, to be
+    safe (LLVM's vector code differs between AVX2 and AVX-512 machines, if never its bits).
     """
     flags: set[str] = set()
     try:
@@ -71,6 +78,7 @@ class SegmentRunner:
 
     __slots__ = (
         "_args",
+        "_builds",
         "_c1",
         "_dt",
         "_e",
@@ -78,21 +86,34 @@ class SegmentRunner:
         "_f",
         "_k0",
         "_k1",
+        "_nl",
         "_noise",
+        "_nw",
         "_start_step",
         "_steps",
         "_v",
+        "_w",
         "_x",
     )
 
     def __init__(self, engine: GoEngine, state: State, seed: int, temperature: float) -> None:
         p = engine.parameters
         self._engine = engine
-        self._x = np.array(state.positions, dtype=np.float64, order="C")
-        self._v = np.array(state.velocities, dtype=np.float64, order="C")
+        # component-major (3, N) copies: the kernels' loops then run over contiguous arrays
+        self._x = np.ascontiguousarray(np.asarray(state.positions, dtype=np.float64).T)
+        self._v = np.ascontiguousarray(np.asarray(state.velocities, dtype=np.float64).T)
         self._f = np.zeros_like(self._x)
+        self._w = kernels.scratch(self._x.shape[1])
         self._args = engine.kernel_args
-        self._e = kernels.energy_forces(self._x, self._f, *self._args)
+        model = engine.model
+        self._nl = kernels.NeighbourList(
+            self._x, engine.native_start, self._args[5], model.REP_CUTOFF + engine.skin
+        )
+        self._nw = kernels.pair_scratch(len(self._args[4]))
+        self._builds = 1
+        nl = self._nl
+        call = (self._x, self._f, self._w, self._nw, nl.pw, nl.start, nl.pairs, *self._args, True)
+        self._e = kernels.energy_forces(*call)
         self._dt = p.timestep
         self._c1 = math.exp(-p.friction * p.timestep)
         self._noise = math.sqrt(1.0 - self._c1 * self._c1) * math.sqrt(temperature)
@@ -102,10 +123,16 @@ class SegmentRunner:
         self._steps = 0
 
     def step(self, n: int) -> None:
-        self._e = kernels.baoab(
+        if n <= 0:
+            return
+        nl = self._nl
+        e, nl.pairs, nl.pw, builds = kernels.baoab(
             self._x,
             self._v,
             self._f,
+            self._w,
+            self._nw,
+            nl.pw,
             n,
             self._steps,
             self._k0,
@@ -113,12 +140,35 @@ class SegmentRunner:
             self._dt,
             self._c1,
             self._noise,
+            nl.start,
+            nl.pairs,
+            nl.x_ref,
+            self._engine.native_start,
+            self._engine.skin,
             *self._args,
         )
+        self._e = e
+        self._builds += builds
         self._steps += n
 
+    def rebuild_neighbours(self) -> None:
+        """Rebuild the neighbour list now. It changes no bit of the trajectory (the forces do
+        not depend on when the list was built); tests use it to prove exactly that."""
+        model = self._engine.model
+        self._nl = kernels.NeighbourList(
+            self._x, self._engine.native_start, self._args[5], model.REP_CUTOFF + self._engine.skin
+        )
+        self._builds += 1
+
+    @property
+    def list_builds(self) -> int:
+        """How many times the neighbour list was built in this segment (1 at the start)."""
+        return self._builds
+
     def state(self) -> State:
-        return engine_state(self._x, self._v, self._start_step + self._steps, engine="go")
+        x = np.ascontiguousarray(self._x.T)
+        v = np.ascontiguousarray(self._v.T)
+        return engine_state(x, v, self._start_step + self._steps, engine="go")
 
     def potential_energy(self) -> float:
         return float(self._e)
@@ -129,10 +179,20 @@ class GoEngine(Engine):
 
     name: ClassVar[str] = "go"
 
-    def __init__(self, model: GoModel, parameters: GoParameters | None = None) -> None:
+    def __init__(
+        self,
+        model: GoModel,
+        parameters: GoParameters | None = None,
+        *,
+        skin: float = DEFAULT_SKIN,
+    ) -> None:
+        if not (isinstance(skin, int | float) and math.isfinite(skin) and 0 < skin <= 20):
+            raise ParameterError(f"neighbour-list skin must be in (0, 20] A, got {skin!r}")
         self.model = model
         self.parameters = parameters or GoParameters()
+        self.skin = float(skin)
         self.kernel_args = model.kernel_args()
+        self.native_start = kernels.native_start(self.kernel_args[4], model.n_beads)
 
     @classmethod
     def from_pdb(
@@ -195,8 +255,7 @@ class GoEngine(Engine):
                 f"bond {k}-{k + 1} is {r[k]:.3g} A long, native {self.model.bond_r0[k]:.3g} A: "
                 "no honest run stretches a bond by half"
             ]
-        f = np.zeros_like(x)
-        energy = kernels.energy_forces(np.ascontiguousarray(x), f, *self.kernel_args)
+        energy, _ = self.model.energy_forces(x)
         if not math.isfinite(energy):
             return [f"potential energy {energy} is not finite"]
         return []

@@ -1,10 +1,17 @@
-"""numba kernels of the C-alpha Go model: energy, forces and BAOAB Langevin steps.
+"""numba kernels of the C-alpha Go model: energy, forces, neighbour list and BAOAB steps.
 
 Reproducibility rules, kept on purpose:
-- fastmath off and a fixed summation order: every pair and term is visited in the same order
-  on every run, so the result does not depend on how a run is chunked or restarted;
+- fastmath off and a fixed summation order: every term is visited in the same order on every
+  run, so the result does not depend on how a run is chunked or restarted;
+- the forces are a pure function of the positions, whatever neighbour list is in use: the
+  non-native repulsion is cut off at ``r_cut`` (a pair at r >= r_cut adds nothing, not even
+  a zero), its pairs are visited in (i, j) order from a list that holds every pair within
+  ``r_cut + skin`` (so every pair within ``r_cut``), and a pair in the list but beyond the
+  cutoff is skipped before it touches any sum. Which step the list was rebuilt at, or how
+  large the skin is, therefore cannot change a bit;
 - single-threaded per work unit (parallelism comes from running WUs side by side), so the
-  thread count cannot change the bits;
+  thread count cannot change the bits; element-wise loops may be vectorised by LLVM, which
+  is exact (IEEE operations lane by lane, no reassociation, no fused multiply-add);
 - only + - * / and sqrt in the hot loops, except one ``acos`` per bond angle, and the noise is
   Philox4x32-10 keyed by (segment seed) with counter (step, particle): a pure function.
 
@@ -16,106 +23,182 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.binding as llvm
 import numpy as np
 from numba import njit
 
 from sims.go.philox import philox4x32_10, symmetric_uniform
 
+# The bonded loops read positions and write a dozen scratch rows; LLVM vectorises a loop only
+# after proving at run time that no two of those arrays overlap, and by default gives up when
+# that takes more than 128 comparisons (the dihedral loop needs about 150). Raising the limit
+# changes which loops are vectorised, never a result: vector lanes do the same IEEE operations
+# as the scalar code (tests/test_go_engine.py compares the two bit for bit).
+llvm.set_option("", "-vectorize-memory-check-threshold=1024")
+
 _SQRT3 = math.sqrt(3.0)
 _MASK = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
+#: The list is rebuilt once a bead has moved this fraction of half the skin (a margin far
+#: above rounding, so "every pair within the cutoff is listed" holds exactly).
+_SKIN_SAFETY = 1.0 - 1e-6
+#: Cells of the list builder: at most this many per bead (an extended chain is long and thin).
+_CELLS_PER_BEAD = 4
+
+
+#: Rows of the scratch array of :func:`energy_forces`: per-term force contributions (three
+#: components each) of bonds (1 row group), angles (first atom, third atom, vertex) and
+#: dihedrals (atoms 1-4), then the energies of bonds, angles and dihedrals.
+_W_BOND = 0
+_W_ANG_A = 3
+_W_ANG_B = 6
+_W_ANG_V = 9
+_W_DIH_1 = 12
+_W_DIH_2 = 15
+_W_DIH_3 = 18
+_W_DIH_4 = 21
+_W_E_BOND = 24
+_W_E_ANG = 25
+_W_E_DIH = 26
+SCRATCH_ROWS = 27
+#: Term k of a kind is stored at column k - (block start) + _PAD; columns outside the terms
+#: hold 0.0, so the per-bead sums read every neighbour's term without a branch.
+_PAD = 3
+
+# fdlibm's (Sun, 1993) rational approximation of asin on [0, 0.5], for :func:`acos`.
+_PS0 = 1.66666666666666657415e-01
+_PS1 = -3.25565818622400915405e-01
+_PS2 = 2.01212532134862925881e-01
+_PS3 = -4.00555345006794114027e-02
+_PS4 = 7.91534994289814532176e-04
+_PS5 = 3.47933107596021167570e-05
+_QS1 = -2.40339491173441421878e00
+_QS2 = 2.02094576023350569471e00
+_QS3 = -6.88283971605453293030e-01
+_QS4 = 7.70381505559019352791e-02
+_PIO2_HI = 1.57079632679489655800e00
+_PIO2_LO = 6.12323399573676603587e-17
+_PI = 3.14159265358979311600e00
+
+
+#: Beads per block of the bonded terms (the scratch of one block stays in the L1 cache).
+BLOCK = 128
+
+
+def scratch(n: int) -> np.ndarray:
+    """The scratch array of :func:`energy_forces` (the size does not depend on ``n``)."""
+    return np.zeros((SCRATCH_ROWS, BLOCK + _PAD), dtype=np.float64)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def acos(c: float) -> float:
+    """arccos of ``c`` in [-1, 1] with + - * / and sqrt only, branch-free (so the angle loop
+    vectorises): fdlibm's algorithm without its high-word split, within 2 ulp of libm.
+    Being plain arithmetic it gives the same bits on every IEEE machine, whatever libm."""
+    a = abs(c)
+    small = a <= 0.5
+    z = c * c if small else (1.0 - a) * 0.5
+    p = z * (_PS0 + z * (_PS1 + z * (_PS2 + z * (_PS3 + z * (_PS4 + z * _PS5)))))
+    q = 1.0 + z * (_QS1 + z * (_QS2 + z * (_QS3 + z * _QS4)))
+    r = p / q
+    s = math.sqrt(z)
+    near_zero = _PIO2_HI - (c - (_PIO2_LO - c * r))
+    far = 2.0 * (s + r * s) if c > 0.0 else _PI - 2.0 * (s + (r * s - _PIO2_LO))
+    return near_zero if small else far
 
 
 @njit(cache=True, error_model="numpy")
-def energy_forces(
+def bonded_terms(
     x: np.ndarray,
-    f: np.ndarray,
+    w: np.ndarray,
+    lo: int,
+    hi: int,
     bond_r0: np.ndarray,
     theta0: np.ndarray,
     cos_phi0: np.ndarray,
     sin_phi0: np.ndarray,
-    native_s2: np.ndarray,
     kr: float,
     ktheta: float,
     k1: float,
     k3: float,
-    eps: float,
-    rep_c2: float,
-) -> float:
-    """Fill ``f`` with forces (epsilon/A) and return the potential energy (epsilon)."""
-    n = x.shape[0]
-    for i in range(n):
-        f[i, 0] = 0.0
-        f[i, 1] = 0.0
-        f[i, 2] = 0.0
-    e = 0.0
+) -> None:
+    """Write the force contributions and energy of bonded terms ``lo <= i < hi`` (term i
+    starts at bead i) into column ``i - lo + _PAD`` of the scratch ``w``.
 
-    # Bonds: kr (r - r0)^2
-    for i in range(n - 1):
-        dx = x[i + 1, 0] - x[i, 0]
-        dy = x[i + 1, 1] - x[i, 1]
-        dz = x[i + 1, 2] - x[i, 2]
+    Positions are ``x[d, i]`` (component-major). Every loop is element-wise over terms
+    (no sum across terms), so LLVM may vectorise it without changing a bit.
+    """
+    n = x.shape[1]
+    xs = x[0]
+    ys = x[1]
+    zs = x[2]
+    # Bonds: kr (r - r0)^2; the contribution is the force on atom i (atom i + 1 gets minus it)
+    for i in range(lo, min(hi, n - 1)):
+        dx = xs[i + 1] - xs[i]
+        dy = ys[i + 1] - ys[i]
+        dz = zs[i + 1] - zs[i]
         r = math.sqrt(dx * dx + dy * dy + dz * dz)
         dr = r - bond_r0[i]
-        e += kr * dr * dr
         g = 2.0 * kr * dr / r
-        f[i, 0] += g * dx
-        f[i, 1] += g * dy
-        f[i, 2] += g * dz
-        f[i + 1, 0] -= g * dx
-        f[i + 1, 1] -= g * dy
-        f[i + 1, 2] -= g * dz
+        k = i - lo + _PAD
+        w[_W_BOND, k] = g * dx
+        w[_W_BOND + 1, k] = g * dy
+        w[_W_BOND + 2, k] = g * dz
+        w[_W_E_BOND, k] = kr * dr * dr
 
     # Angles: ktheta (theta - theta0)^2, vertex at i + 1
-    for i in range(n - 2):
-        ax = x[i, 0] - x[i + 1, 0]
-        ay = x[i, 1] - x[i + 1, 1]
-        az = x[i, 2] - x[i + 1, 2]
-        bx = x[i + 2, 0] - x[i + 1, 0]
-        by = x[i + 2, 1] - x[i + 1, 1]
-        bz = x[i + 2, 2] - x[i + 1, 2]
+    for i in range(lo, min(hi, n - 2)):
+        ax = xs[i] - xs[i + 1]
+        ay = ys[i] - ys[i + 1]
+        az = zs[i] - zs[i + 1]
+        bx = xs[i + 2] - xs[i + 1]
+        by = ys[i + 2] - ys[i + 1]
+        bz = zs[i + 2] - zs[i + 1]
         aa = ax * ax + ay * ay + az * az
         bb = bx * bx + by * by + bz * bz
         inv_ab = 1.0 / math.sqrt(aa * bb)
         c = (ax * bx + ay * by + az * bz) * inv_ab
         c = min(1.0, max(-1.0, c))
-        theta = math.acos(c)
-        dth = theta - theta0[i]
-        e += ktheta * dth * dth
+        dth = acos(c) - theta0[i]
         s = math.sqrt(max(1.0 - c * c, 1e-12))
         # dV/dc = dV/dtheta * dtheta/dc = 2 k dth * (-1/sin)
         g = 2.0 * ktheta * dth / s  # = -dV/dc
-        fax = g * (bx * inv_ab - c * ax / aa)
-        fay = g * (by * inv_ab - c * ay / aa)
-        faz = g * (bz * inv_ab - c * az / aa)
-        fbx = g * (ax * inv_ab - c * bx / bb)
-        fby = g * (ay * inv_ab - c * by / bb)
-        fbz = g * (az * inv_ab - c * bz / bb)
-        f[i, 0] += fax
-        f[i, 1] += fay
-        f[i, 2] += faz
-        f[i + 2, 0] += fbx
-        f[i + 2, 1] += fby
-        f[i + 2, 2] += fbz
-        f[i + 1, 0] -= fax + fbx
-        f[i + 1, 1] -= fay + fby
-        f[i + 1, 2] -= faz + fbz
+        ga = g * inv_ab
+        gca = g * c / aa
+        gcb = g * c / bb
+        fax = ga * bx - gca * ax
+        fay = ga * by - gca * ay
+        faz = ga * bz - gca * az
+        fbx = ga * ax - gcb * bx
+        fby = ga * ay - gcb * by
+        fbz = ga * az - gcb * bz
+        k = i - lo + _PAD
+        w[_W_ANG_A, k] = fax
+        w[_W_ANG_A + 1, k] = fay
+        w[_W_ANG_A + 2, k] = faz
+        w[_W_ANG_B, k] = fbx
+        w[_W_ANG_B + 1, k] = fby
+        w[_W_ANG_B + 2, k] = fbz
+        w[_W_ANG_V, k] = -(fax + fbx)
+        w[_W_ANG_V + 1, k] = -(fay + fby)
+        w[_W_ANG_V + 2, k] = -(faz + fbz)
+        w[_W_E_ANG, k] = ktheta * dth * dth
 
     # Dihedrals: k1 [1 - cos(phi - phi0)] + k3 [1 - cos 3(phi - phi0)], IUPAC sign convention.
     # Forces follow Bekker's formulation (as in GROMACS) with rij = xi - xj, rkj, rkl.
-    for i in range(n - 3):
+    for i in range(lo, min(hi, n - 3)):
         j = i + 1
         k = i + 2
         m_ = i + 3
-        rijx = x[i, 0] - x[j, 0]
-        rijy = x[i, 1] - x[j, 1]
-        rijz = x[i, 2] - x[j, 2]
-        rkjx = x[k, 0] - x[j, 0]
-        rkjy = x[k, 1] - x[j, 1]
-        rkjz = x[k, 2] - x[j, 2]
-        rklx = x[k, 0] - x[m_, 0]
-        rkly = x[k, 1] - x[m_, 1]
-        rklz = x[k, 2] - x[m_, 2]
+        rijx = xs[i] - xs[j]
+        rijy = ys[i] - ys[j]
+        rijz = zs[i] - zs[j]
+        rkjx = xs[k] - xs[j]
+        rkjy = ys[k] - ys[j]
+        rkjz = zs[k] - zs[j]
+        rklx = xs[k] - xs[m_]
+        rkly = ys[k] - ys[m_]
+        rklz = zs[k] - zs[m_]
         mx = rijy * rkjz - rijz * rkjy
         my = rijz * rkjx - rijx * rkjz
         mz = rijx * rkjy - rijy * rkjx
@@ -131,7 +214,6 @@ def energy_forces(
         sphi = lkj * (rijx * nx + rijy * ny + rijz * nz) * inv_mn
         cd = cphi * cos_phi0[i] + sphi * sin_phi0[i]
         sd = sphi * cos_phi0[i] - cphi * sin_phi0[i]
-        e += k1 * (1.0 - cd) + k3 * (1.0 - (4.0 * cd * cd * cd - 3.0 * cd))
         dvdphi = k1 * sd + 3.0 * k3 * (3.0 * sd - 4.0 * sd * sd * sd)
         gi = -dvdphi * lkj / mm
         gl = dvdphi * lkj / nn
@@ -141,66 +223,464 @@ def energy_forces(
         flx = gl * nx
         fly = gl * ny
         flz = gl * nz
-        p = (rijx * rkjx + rijy * rkjy + rijz * rkjz) / kk
-        q = (rklx * rkjx + rkly * rkjy + rklz * rkjz) / kk
+        inv_kk = 1.0 / kk
+        p = (rijx * rkjx + rijy * rkjy + rijz * rkjz) * inv_kk
+        q = (rklx * rkjx + rkly * rkjy + rklz * rkjz) * inv_kk
         sx = p * fix - q * flx
         sy = p * fiy - q * fly
         sz = p * fiz - q * flz
-        f[i, 0] += fix
-        f[i, 1] += fiy
-        f[i, 2] += fiz
-        f[j, 0] += sx - fix
-        f[j, 1] += sy - fiy
-        f[j, 2] += sz - fiz
-        f[k, 0] += -sx - flx
-        f[k, 1] += -sy - fly
-        f[k, 2] += -sz - flz
-        f[m_, 0] += flx
-        f[m_, 1] += fly
-        f[m_, 2] += flz
+        c_ = i - lo + _PAD
+        w[_W_DIH_1, c_] = fix
+        w[_W_DIH_1 + 1, c_] = fiy
+        w[_W_DIH_1 + 2, c_] = fiz
+        w[_W_DIH_2, c_] = sx - fix
+        w[_W_DIH_2 + 1, c_] = sy - fiy
+        w[_W_DIH_2 + 2, c_] = sz - fiz
+        w[_W_DIH_3, c_] = -sx - flx
+        w[_W_DIH_3 + 1, c_] = -sy - fly
+        w[_W_DIH_3 + 2, c_] = -sz - flz
+        w[_W_DIH_4, c_] = flx
+        w[_W_DIH_4 + 1, c_] = fly
+        w[_W_DIH_4 + 2, c_] = flz
+        w[_W_E_DIH, c_] = k1 * (1.0 - cd) + k3 * (1.0 - (4.0 * cd * cd * cd - 3.0 * cd))
 
-    # Pairs |i - j| >= 4: native 10-12 contacts, or non-native (C/r)^12 repulsion.
-    for i in range(n - 4):
-        xi = x[i, 0]
-        yi = x[i, 1]
-        zi = x[i, 2]
+
+@njit(cache=True, error_model="numpy")
+def bonded_forces(w: np.ndarray, f: np.ndarray, lo: int, hi: int) -> None:
+    """Set ``f`` of beads ``lo <= p < hi`` to the sum of their bonded contributions, in a
+    fixed order: bonds (own, previous), angles (as first atom, vertex, third atom),
+    dihedrals (as atom 1, 2, 3, 4). Terms that do not exist are 0.0 in ``w``, so the ends
+    of the chain need no branch."""
+    for d in range(3):
+        fd = f[d]
+        bond = w[_W_BOND + d]
+        ang_a = w[_W_ANG_A + d]
+        ang_v = w[_W_ANG_V + d]
+        ang_b = w[_W_ANG_B + d]
+        d1 = w[_W_DIH_1 + d]
+        d2 = w[_W_DIH_2 + d]
+        d3 = w[_W_DIH_3 + d]
+        d4 = w[_W_DIH_4 + d]
+        for p in range(lo, hi):
+            k = p - lo + _PAD
+            t = bond[k] - bond[k - 1]
+            t += ang_a[k]
+            t += ang_v[k - 1]
+            t += ang_b[k - 2]
+            t += d1[k]
+            t += d2[k - 1]
+            t += d3[k - 2]
+            t += d4[k - 3]
+            fd[p] = t
+
+
+@njit(cache=True, error_model="numpy")
+def bonded_block_energy(w: np.ndarray, lo: int, hi: int, n: int) -> float:
+    """Energy of the bonded terms ``lo <= i < hi`` in ``w``: bonds, angles, dihedrals."""
+    e = 0.0
+    for i in range(lo, min(hi, n - 1)):
+        e += w[_W_E_BOND, i - lo + _PAD]
+    for i in range(lo, min(hi, n - 2)):
+        e += w[_W_E_ANG, i - lo + _PAD]
+    for i in range(lo, min(hi, n - 3)):
+        e += w[_W_E_DIH, i - lo + _PAD]
+    return e
+
+
+@njit(cache=True, error_model="numpy")
+def bonded(
+    x: np.ndarray,
+    f: np.ndarray,
+    w: np.ndarray,
+    bond_r0: np.ndarray,
+    theta0: np.ndarray,
+    cos_phi0: np.ndarray,
+    sin_phi0: np.ndarray,
+    kr: float,
+    ktheta: float,
+    k1: float,
+    k3: float,
+    with_energy: bool,
+) -> float:
+    """Set ``f`` to the bonded forces, block by block of ``BLOCK`` beads so the scratch stays
+    in cache: the terms starting in a block, then the forces on its beads (a bead's terms
+    start at most 3 beads before it: the last 3 columns of a block are carried over).
+    Returns the bonded energy (blocks in order) if ``with_energy``, else 0.0."""
+    n = x.shape[1]
+    e = 0.0
+    w[:, :_PAD] = 0.0
+    for lo in range(0, n, BLOCK):
+        hi = min(n, lo + BLOCK)
+        if hi > n - 3:  # the last block: terms past the chain's end must read 0.0
+            w[:, max(0, n - 3 - lo) + _PAD : hi - lo + _PAD] = 0.0
+        bonded_terms(x, w, lo, hi, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3)
+        bonded_forces(w, f, lo, hi)
+        if with_energy:
+            e += bonded_block_energy(w, lo, hi, n)
+        w[:, :_PAD] = w[:, hi - lo : hi - lo + _PAD]
+    return e
+
+
+@njit(cache=True, error_model="numpy")
+def native_terms(
+    x: np.ndarray,
+    nw: np.ndarray,
+    nat_i: np.ndarray,
+    nat_j: np.ndarray,
+    nat_s2: np.ndarray,
+    eps: float,
+) -> None:
+    """Native 10-12 contacts (fixed list, no cutoff): force on j (rows 0-2) and energy
+    (row 3) of each contact into ``nw``, element-wise."""
+    xs = x[0]
+    ys = x[1]
+    zs = x[2]
+    m = nat_i.shape[0]
+    for c in range(m):  # gather (scalar loads), then the arithmetic on contiguous rows
+        i = nat_i[c]
+        j = nat_j[c]
+        nw[0, c] = xs[j] - xs[i]
+        nw[1, c] = ys[j] - ys[i]
+        nw[2, c] = zs[j] - zs[i]
+    dxs = nw[0]
+    dys = nw[1]
+    dzs = nw[2]
+    es = nw[3]
+    for c in range(m):
+        dx = dxs[c]
+        dy = dys[c]
+        dz = dzs[c]
+        r2 = dx * dx + dy * dy + dz * dz
+        inv_r2 = 1.0 / r2
+        t = nat_s2[c] * inv_r2
+        t2 = t * t
+        t4 = t2 * t2
+        t5 = t4 * t
+        t6 = t4 * t2
+        g = 60.0 * eps * (t6 - t5) * inv_r2  # = -dV/dr / r
+        dxs[c] = g * dx
+        dys[c] = g * dy
+        dzs[c] = g * dz
+        es[c] = eps * (5.0 * t6 - 6.0 * t5)
+
+
+@njit(cache=True, error_model="numpy")
+def native_forces(f: np.ndarray, nw: np.ndarray, nat_i: np.ndarray, nat_j: np.ndarray) -> None:
+    """Add the native contacts' forces to ``f`` in (i, j) order."""
+    fx_ = f[0]
+    fy_ = f[1]
+    fz_ = f[2]
+    for c in range(nat_i.shape[0]):
+        i = nat_i[c]
+        j = nat_j[c]
+        fx = nw[0, c]
+        fy = nw[1, c]
+        fz = nw[2, c]
+        fx_[j] += fx
+        fy_[j] += fy
+        fz_[j] += fz
+        fx_[i] -= fx
+        fy_[i] -= fy
+        fz_[i] -= fz
+
+
+@njit(cache=True, error_model="numpy")
+def repulsion_terms(
+    x: np.ndarray,
+    pw: np.ndarray,
+    pairs: np.ndarray,
+    n_pairs: int,
+    eps: float,
+    rep_c2: float,
+    r_switch: float,
+    r_cut: float,
+) -> None:
+    """Non-native repulsion eps (C/r)^12 S(r) of each listed pair, element-wise: force on j
+    (rows 0-2), r^2 (row 3) and energy (row 4) into ``pw``. Pairs at r >= r_cut get values
+    too, but :func:`repulsion_forces` skips them.
+
+    S is OpenMM's switching function: 1 below ``r_switch``, 1 - 10 t^3 + 15 t^4 - 6 t^5 with
+    t = (r - r_switch) / (r_cut - r_switch) up to ``r_cut``, 0 beyond, so energy, force and
+    the force's derivative are continuous.
+    """
+    xs = x[0]
+    ys = x[1]
+    zs = x[2]
+    rs2 = r_switch * r_switch
+    inv_width = 1.0 / (r_cut - r_switch)
+    for k in range(n_pairs):  # gather (scalar loads), then the arithmetic on contiguous rows
+        i = pairs[0, k]
+        j = pairs[1, k]
+        pw[0, k] = xs[j] - xs[i]
+        pw[1, k] = ys[j] - ys[i]
+        pw[2, k] = zs[j] - zs[i]
+    dxs = pw[0]
+    dys = pw[1]
+    dzs = pw[2]
+    r2s = pw[3]
+    es = pw[4]
+    for k in range(n_pairs):
+        dx = dxs[k]
+        dy = dys[k]
+        dz = dzs[k]
+        r2 = dx * dx + dy * dy + dz * dz
+        inv_r2 = 1.0 / r2
+        u = rep_c2 * inv_r2
+        u2 = u * u
+        u6 = u2 * u2 * u2
+        ep = eps * u6
+        g = 12.0 * ep * inv_r2  # = -dV/dr / r
+        r = math.sqrt(r2)
+        t = (r - r_switch) * inv_width
+        sw = 1.0 + t * t * t * (-10.0 + t * (15.0 - 6.0 * t))
+        dsw = t * t * (-30.0 + t * (60.0 - 30.0 * t)) * inv_width  # dS/dr
+        switched = r2 > rs2
+        g = g * sw - ep * dsw * (r * inv_r2) if switched else g
+        ep = ep * sw if switched else ep
+        dxs[k] = g * dx
+        dys[k] = g * dy
+        dzs[k] = g * dz
+        r2s[k] = r2
+        es[k] = ep
+
+
+@njit(cache=True, error_model="numpy")
+def repulsion_forces(
+    f: np.ndarray, pw: np.ndarray, nl_start: np.ndarray, pairs: np.ndarray, r_cut: float
+) -> None:
+    """Add the repulsion of the listed pairs within ``r_cut`` to ``f``, row by row in (i, j)
+    order; a pair at r >= r_cut is skipped before it touches any sum."""
+    rc2 = r_cut * r_cut
+    fx_ = f[0]
+    fy_ = f[1]
+    fz_ = f[2]
+    for i in range(f.shape[1]):
         fxi = 0.0
         fyi = 0.0
         fzi = 0.0
-        for j in range(i + 4, n):
-            dx = x[j, 0] - xi
-            dy = x[j, 1] - yi
-            dz = x[j, 2] - zi
-            r2 = dx * dx + dy * dy + dz * dz
-            inv_r2 = 1.0 / r2
-            s2 = native_s2[i, j]
-            if s2 > 0.0:
-                t = s2 * inv_r2
-                t2 = t * t
-                t4 = t2 * t2
-                t5 = t4 * t
-                t6 = t4 * t2
-                e += eps * (5.0 * t6 - 6.0 * t5)
-                g = 60.0 * eps * (t6 - t5) * inv_r2  # = -dV/dr / r
-            else:
-                u = rep_c2 * inv_r2
-                u2 = u * u
-                u6 = u2 * u2 * u2
-                e += eps * u6
-                g = 12.0 * eps * u6 * inv_r2
-            fx = g * dx
-            fy = g * dy
-            fz = g * dz
-            f[j, 0] += fx
-            f[j, 1] += fy
-            f[j, 2] += fz
-            fxi -= fx
-            fyi -= fy
-            fzi -= fz
-        f[i, 0] += fxi
-        f[i, 1] += fyi
-        f[i, 2] += fzi
+        for k in range(nl_start[i], nl_start[i + 1]):
+            if pw[3, k] < rc2:
+                j = pairs[1, k]
+                fx = pw[0, k]
+                fy = pw[1, k]
+                fz = pw[2, k]
+                fx_[j] += fx
+                fy_[j] += fy
+                fz_[j] += fz
+                fxi -= fx
+                fyi -= fy
+                fzi -= fz
+        fx_[i] += fxi
+        fy_[i] += fyi
+        fz_[i] += fzi
+
+
+def pair_scratch(n_pairs: int) -> np.ndarray:
+    """Scratch for :func:`repulsion_terms` (or, with 4 rows used, :func:`native_terms`)."""
+    return np.zeros((5, max(1, n_pairs)), dtype=np.float64)
+
+
+@njit(cache=True, error_model="numpy")
+def energy_forces(
+    x: np.ndarray,
+    f: np.ndarray,
+    w: np.ndarray,
+    nw: np.ndarray,
+    pw: np.ndarray,
+    nl_start: np.ndarray,
+    pairs: np.ndarray,
+    bond_r0: np.ndarray,
+    theta0: np.ndarray,
+    cos_phi0: np.ndarray,
+    sin_phi0: np.ndarray,
+    nat_i: np.ndarray,
+    nat_j: np.ndarray,
+    nat_s2: np.ndarray,
+    kr: float,
+    ktheta: float,
+    k1: float,
+    k3: float,
+    eps: float,
+    rep_c2: float,
+    r_switch: float,
+    r_cut: float,
+    with_energy: bool,
+) -> float:
+    """Fill ``f`` with forces (epsilon/A) and return the potential energy (epsilon), or
+    0.0 if not ``with_energy`` (the forces are the same bits either way).
+
+    ``x`` and ``f`` are component-major, shape (3, N); ``w`` is :func:`scratch`, ``nw``
+    :func:`pair_scratch` (number of native contacts), ``pw`` :func:`pair_scratch` (at least
+    the number of listed pairs). ``nl_start``/``pairs`` must list (at least) every non-native
+    pair with |i - j| >= 4 within ``r_cut``, in (i, j) order (see :func:`build_neighbours`).
+    The forces on each bead are summed in a fixed order: bonded terms, native contacts in
+    (i, j) order, repulsion in (i, j) order. The energy is the sum of the bonded terms
+    (block by block), native contacts and repulsion, each in order.
+    """
+    n_pairs = int(nl_start[x.shape[1]])
+    e = bonded(x, f, w, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3, with_energy)
+    native_terms(x, nw, nat_i, nat_j, nat_s2, eps)
+    native_forces(f, nw, nat_i, nat_j)
+    repulsion_terms(x, pw, pairs, n_pairs, eps, rep_c2, r_switch, r_cut)
+    repulsion_forces(f, pw, nl_start, pairs, r_cut)
+    if not with_energy:
+        return 0.0
+    for c in range(nat_i.shape[0]):
+        e += nw[3, c]
+    rc2 = r_cut * r_cut
+    for k in range(n_pairs):
+        if pw[3, k] < rc2:
+            e += pw[4, k]
     return e
+
+
+@njit(cache=True, error_model="numpy")
+def build_neighbours(
+    x: np.ndarray,
+    nat_start: np.ndarray,
+    nat_j: np.ndarray,
+    r_list: float,
+    nl_start: np.ndarray,
+    pairs: np.ndarray,
+    x_ref: np.ndarray,
+) -> np.ndarray:
+    """List every non-native pair (|i - j| >= 4, not a native contact) within ``r_list``.
+
+    The native partners of bead i are ``nat_j[nat_start[i]:nat_start[i + 1]]``, ascending.
+
+    ``x`` is component-major (3, N). The pairs are ``pairs[:, k]`` = (i, j), sorted by
+    (i, j); those of bead i are ``k`` in ``nl_start[i]:nl_start[i + 1]``. The positions are
+    copied to ``x_ref``. Built with a cell list (cells at least ``r_list`` wide, at most a
+    few per bead), so the work grows with N. Returns ``pairs``, or a larger array if the
+    list did not fit.
+    Non-finite positions leave the list as it was (the run is lost anyway and is reported
+    as a blow-up).
+    """
+    n = x.shape[1]
+    lo = np.empty(3)
+    hi = np.empty(3)
+    for d in range(3):
+        lo[d] = x[d, 0]
+        hi[d] = x[d, 0]
+        for i in range(n):
+            v = x[d, i]
+            if not math.isfinite(v):
+                return pairs
+            lo[d] = min(lo[d], v)
+            hi[d] = max(hi[d], v)
+    for d in range(3):
+        for i in range(n):
+            x_ref[d, i] = x[d, i]
+    cell = r_list
+    cap = float(_CELLS_PER_BEAD * n + 27)
+    while True:
+        m0 = math.floor((hi[0] - lo[0]) / cell) + 1.0
+        m1 = math.floor((hi[1] - lo[1]) / cell) + 1.0
+        m2 = math.floor((hi[2] - lo[2]) / cell) + 1.0
+        if m0 * m1 * m2 <= cap:
+            break
+        cell *= 2.0
+    n0 = int(m0)
+    n1 = int(m1)
+    n2 = int(m2)
+    owner = np.empty(n, dtype=np.int64)
+    count = np.zeros(n0 * n1 * n2 + 1, dtype=np.int64)
+    for i in range(n):
+        c0 = min(n0 - 1, int((x[0, i] - lo[0]) / cell))
+        c1 = min(n1 - 1, int((x[1, i] - lo[1]) / cell))
+        c2 = min(n2 - 1, int((x[2, i] - lo[2]) / cell))
+        c = (c0 * n1 + c1) * n2 + c2
+        owner[i] = c
+        count[c + 1] += 1
+    for c in range(n0 * n1 * n2):
+        count[c + 1] += count[c]
+    fill = count[:-1].copy()
+    beads = np.empty(n, dtype=np.int64)
+    for i in range(n):  # ascending within each cell
+        beads[fill[owner[i]]] = i
+        fill[owner[i]] += 1
+    rl2 = r_list * r_list
+    row = np.empty(n, dtype=np.int64)
+    used = 0
+    for i in range(n):
+        nl_start[i] = used
+        c = owner[i]
+        c0 = c // (n1 * n2)
+        c1 = (c // n2) % n1
+        c2 = c % n2
+        m = 0
+        for a in range(max(0, c0 - 1), min(n0, c0 + 2)):
+            for b in range(max(0, c1 - 1), min(n1, c1 + 2)):
+                for cc in range(max(0, c2 - 1), min(n2, c2 + 2)):
+                    nb = (a * n1 + b) * n2 + cc
+                    # beads ascend within a cell: walk down and stop below i + 4
+                    for k in range(count[nb + 1] - 1, count[nb] - 1, -1):
+                        j = beads[k]
+                        if j < i + 4:
+                            break
+                        dx = x[0, j] - x[0, i]
+                        dy = x[1, j] - x[1, i]
+                        dz = x[2, j] - x[2, i]
+                        if dx * dx + dy * dy + dz * dz < rl2:
+                            row[m] = j
+                            m += 1
+        for a in range(1, m):  # insertion sort: rows are short
+            j = row[a]
+            b = a
+            while b > 0 and row[b - 1] > j:
+                row[b] = row[b - 1]
+                b -= 1
+            row[b] = j
+        if used + m > pairs.shape[1]:
+            grown = np.empty((2, max(2 * pairs.shape[1], used + m + n)), dtype=pairs.dtype)
+            grown[:, :used] = pairs[:, :used]
+            pairs = grown
+        q = nat_start[i]
+        q_end = nat_start[i + 1]
+        for p in range(m):  # both ascending: drop the native partners in one pass
+            j = row[p]
+            while q < q_end and nat_j[q] < j:
+                q += 1
+            if q < q_end and nat_j[q] == j:
+                continue
+            pairs[0, used] = i
+            pairs[1, used] = j
+            used += 1
+    nl_start[n] = used
+    return pairs
+
+
+@njit(cache=True, error_model="numpy")
+def needs_rebuild(x: np.ndarray, x_ref: np.ndarray, skin: float) -> bool:
+    """True once a bead has moved (almost) half the skin since the list was built."""
+    h = 0.5 * skin * _SKIN_SAFETY
+    h2 = h * h
+    xs = x[0]
+    ys = x[1]
+    zs = x[2]
+    xr = x_ref[0]
+    yr = x_ref[1]
+    zr = x_ref[2]
+    for i in range(x.shape[1]):
+        dx = xs[i] - xr[i]
+        dy = ys[i] - yr[i]
+        dz = zs[i] - zr[i]
+        if dx * dx + dy * dy + dz * dz > h2:
+            return True
+    return False
+
+
+@njit(cache=True, error_model="numpy")
+def philox_noise(
+    out: np.ndarray, c_lo: np.uint64, c_hi: np.uint64, key0: np.uint64, key1: np.uint64
+) -> None:
+    """``out[d, p]``: word d of Philox((c_lo, c_hi, p, 0), key) as a symmetric uniform
+    variate of unit variance (element-wise over particles, integer arithmetic)."""
+    for p in range(out.shape[1]):
+        r0, r1, r2, _ = philox4x32_10(c_lo, c_hi, np.uint64(p), np.uint64(0), key0, key1)
+        out[0, p] = _SQRT3 * symmetric_uniform(r0)
+        out[1, p] = _SQRT3 * symmetric_uniform(r1)
+        out[2, p] = _SQRT3 * symmetric_uniform(r2)
 
 
 @njit(cache=True, error_model="numpy")
@@ -208,6 +688,9 @@ def baoab(
     x: np.ndarray,
     v: np.ndarray,
     f: np.ndarray,
+    w: np.ndarray,
+    nw: np.ndarray,
+    pw: np.ndarray,
     n_steps: int,
     step0: int,
     key0: np.uint64,
@@ -215,47 +698,121 @@ def baoab(
     dt: float,
     c1: float,
     noise: float,
+    nl_start: np.ndarray,
+    pairs: np.ndarray,
+    x_ref: np.ndarray,
+    nat_start: np.ndarray,
+    skin: float,
     bond_r0: np.ndarray,
     theta0: np.ndarray,
     cos_phi0: np.ndarray,
     sin_phi0: np.ndarray,
-    native_s2: np.ndarray,
+    nat_i: np.ndarray,
+    nat_j: np.ndarray,
+    nat_s2: np.ndarray,
     kr: float,
     ktheta: float,
     k1: float,
     k3: float,
     eps: float,
     rep_c2: float,
-) -> float:
+    r_switch: float,
+    r_cut: float,
+) -> tuple[float, np.ndarray, np.ndarray, int]:
     """Advance ``n_steps`` BAOAB Langevin steps in place (Leimkuhler and Matthews 2013).
 
-    ``f`` must hold the forces of ``x`` on entry and holds those of the new ``x`` on exit.
+    ``x``, ``v``, ``f`` are component-major (3, N); ``f`` must hold the forces of ``x`` on
+    entry and holds those of the new ``x`` on exit; ``w``, ``nw``, ``pw`` are the scratch
+    arrays of :func:`energy_forces`. The neighbour list (``nl_start``, ``pairs``, built at
+    ``x_ref`` with radius ``r_cut + skin``) is rebuilt whenever a bead has moved half the
+    skin.
     ``noise`` = sqrt(1 - c1^2) * sqrt(kT / m); the random kick of particle ``p`` at step
     ``s`` (counted within the segment) is Philox((s_lo, s_hi, p, 0), key), three of its
     four words mapped to a symmetric uniform variate of unit variance (as in HOOMD-blue:
     the O step then has exactly the right variance and needs no transcendental function).
-    Returns the potential energy after the last step.
+    Returns the potential energy after the last step, ``pairs`` and ``pw`` (reallocated if
+    the list grew) and the number of rebuilds.
     """
-    n = x.shape[0]
+    n = x.shape[1]
+    m = 3 * n
+    xf = x.reshape(m)
+    vf = v.reshape(m)
+    ff = f.reshape(m)
+    kick = np.empty((3, n))
+    kf = kick.reshape(m)
     half = 0.5 * dt
+    r_list = r_cut + skin
     e = 0.0
+    builds = 0
     for s in range(step0, step0 + n_steps):
-        c_lo = np.uint64(s) & _MASK
-        c_hi = np.uint64(s) >> _S32
-        for p in range(n):
-            for d in range(3):
-                v[p, d] += half * f[p, d]
-                x[p, d] += half * v[p, d]
-            r0, r1, r2, _ = philox4x32_10(c_lo, c_hi, np.uint64(p), np.uint64(0), key0, key1)
-            v[p, 0] = c1 * v[p, 0] + noise * (_SQRT3 * symmetric_uniform(r0))
-            v[p, 1] = c1 * v[p, 1] + noise * (_SQRT3 * symmetric_uniform(r1))
-            v[p, 2] = c1 * v[p, 2] + noise * (_SQRT3 * symmetric_uniform(r2))
-            for d in range(3):
-                x[p, d] += half * v[p, d]
+        philox_noise(kick, np.uint64(s) & _MASK, np.uint64(s) >> _S32, key0, key1)
+        for k in range(m):  # B, A, O, A
+            vk = vf[k] + half * ff[k]
+            xk = xf[k] + half * vk
+            vk = c1 * vk + noise * kf[k]
+            vf[k] = vk
+            xf[k] = xk + half * vk
+        if needs_rebuild(x, x_ref, skin):
+            pairs = build_neighbours(x, nat_start, nat_j, r_list, nl_start, pairs, x_ref)
+            if pw.shape[1] < pairs.shape[1]:
+                pw = np.zeros((5, pairs.shape[1]))
+            builds += 1
         e = energy_forces(
-            x, f, bond_r0, theta0, cos_phi0, sin_phi0, native_s2, kr, ktheta, k1, k3, eps, rep_c2
+            x,
+            f,
+            w,
+            nw,
+            pw,
+            nl_start,
+            pairs,
+            bond_r0,
+            theta0,
+            cos_phi0,
+            sin_phi0,
+            nat_i,
+            nat_j,
+            nat_s2,
+            kr,
+            ktheta,
+            k1,
+            k3,
+            eps,
+            rep_c2,
+            r_switch,
+            r_cut,
+            s == step0 + n_steps - 1,
         )
-        for p in range(n):
-            for d in range(3):
-                v[p, d] += half * f[p, d]
-    return e
+        for k in range(m):  # B
+            vf[k] += half * ff[k]
+    return e, pairs, pw, builds
+
+
+def native_start(nat_i: np.ndarray, n: int) -> np.ndarray:
+    """Row starts of the native contacts (sorted by i) per bead: a CSR index of ``nat_i``."""
+    return np.searchsorted(nat_i, np.arange(n + 1)).astype(np.int64)
+
+
+class NeighbourList:
+    """The non-native pair list of one conformation (component-major ``x``, shape (3, N)):
+    every pair within ``r_list``, and the scratch its forces need. A plain holder of the
+    arrays :func:`baoab` maintains; any list that holds every pair within the cutoff gives
+    bit-identical forces, so when it was built does not matter.
+    """
+
+    __slots__ = ("pairs", "pw", "start", "x_ref")
+
+    def __init__(
+        self, x: np.ndarray, nat_start: np.ndarray, nat_j: np.ndarray, r_list: float
+    ) -> None:
+        n = x.shape[1]
+        self.start = np.zeros(n + 1, dtype=np.int64)
+        self.pairs = np.zeros((2, 8 * n + 64), dtype=np.int64)
+        self.x_ref = np.array(x, dtype=np.float64)
+        self.pairs = build_neighbours(
+            x, nat_start, nat_j, r_list, self.start, self.pairs, self.x_ref
+        )
+        self.pw = pair_scratch(self.pairs.shape[1])
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.start[-1])

@@ -2,12 +2,16 @@
 
 V = sum_bonds Kr (r - r0)^2 + sum_angles Ktheta (theta - theta0)^2
   + sum_dihedrals { K1 [1 - cos(phi - phi0)] + K3 [1 - cos 3(phi - phi0)] }
-  + sum_native eps [5 (sigma/r)^12 - 6 (sigma/r)^10] + sum_non-native eps (C/r)^12
+  + sum_native eps [5 (sigma/r)^12 - 6 (sigma/r)^10] + sum_non-native eps (C/r)^12 S(r)
 
 with r0, theta0, phi0 and sigma (the native C-alpha distance of each contact) taken from the
 native structure, and the published defaults Kr = 100 eps/A^2, Ktheta = 20 eps/rad^2,
 K1 = eps, K3 = 0.5 eps, C = 4 A. Native contacts: residues with heavy atoms within 4.5 A and
-|i - j| >= 4 (see :mod:`sims.observables`). The model is immutable: build it once, share it.
+|i - j| >= 4 (see :mod:`sims.observables`); they have no cutoff. The non-native repulsion
+(all other pairs with |i - j| >= 4) is switched off smoothly between 7 and 8 A by OpenMM's
+switching function S (energy, force and its derivative continuous): there (C/r)^12 is below
+1.2e-3 eps, so the cut removes about 0.004 eps per bead of a compact protein, an almost
+constant offset (see README, "Go engine"). The model is immutable: build it once, share it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hashlib
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -75,6 +79,11 @@ class GoModel:
     source: str = ""
     gaps: tuple[int, ...] = ()
 
+    #: The non-native repulsion is switched off between these distances (A). Fixed for every
+    #: model (part of its digest and of the engine version), not shipped per system.
+    REP_SWITCH: ClassVar[float] = 7.0
+    REP_CUTOFF: ClassVar[float] = 8.0
+
     @classmethod
     def from_structure(cls, structure: Structure) -> GoModel:
         native = structure.ca_coordinates()
@@ -124,6 +133,12 @@ class GoModel:
     def n_beads(self) -> int:
         return int(self.native.shape[0])
 
+    def native_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The native contacts as the kernels use them: i, j (|i - j| >= 4, sorted by (i, j))
+        and sigma^2, read from ``native_s2`` (what the digest covers)."""
+        i, j = np.nonzero(np.triu(self.native_s2 > 0.0, 4))
+        return i.astype(np.int64), j.astype(np.int64), self.native_s2[i, j].copy()
+
     def kernel_args(self) -> tuple[Any, ...]:
         """The parameter tail shared by :func:`kernels.energy_forces` and :func:`kernels.baoab`."""
         return (
@@ -131,21 +146,28 @@ class GoModel:
             self.theta0,
             self.cos_phi0,
             self.sin_phi0,
-            self.native_s2,
+            *self.native_pairs(),
             self.kr,
             self.ktheta,
             self.k1,
             self.k3,
             self.eps,
             self.rep_c * self.rep_c,
+            self.REP_SWITCH,
+            self.REP_CUTOFF,
         )
 
     def energy_forces(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Potential energy (eps) and forces (eps/A) of C-alpha positions ``x`` (A)."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        f = np.zeros_like(x)
-        e = kernels.energy_forces(x, f, *self.kernel_args())
-        return float(e), f
+        xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)  # component-major
+        f = np.zeros_like(xt)
+        args = self.kernel_args()
+        nat_start = kernels.native_start(args[4], self.n_beads)
+        nl = kernels.NeighbourList(xt, nat_start, args[5], self.REP_CUTOFF + 1.0)
+        w = kernels.scratch(self.n_beads)
+        nw = kernels.pair_scratch(len(args[4]))
+        e = kernels.energy_forces(*(xt, f, w, nw, nl.pw, nl.start, nl.pairs, *args, True))
+        return float(e), np.ascontiguousarray(f.T)
 
     def digest(self) -> bytes:
         """SHA-256 of every parameter: two workers with equal digests simulate the same model.
@@ -153,9 +175,10 @@ class GoModel:
         Parameters are computed once (numpy's trigonometry may differ in the last bit between
         CPUs) and shipped to workers as arrays, never recomputed there.
         """
-        h = hashlib.sha256(b"foldnet/go-model/v2\x00")
+        h = hashlib.sha256(b"foldnet/go-model/v3\x00")
         h.update(struct.pack("<Q", self.n_beads))
         h.update(struct.pack("<6d", self.kr, self.ktheta, self.k1, self.k3, self.eps, self.rep_c))
+        h.update(struct.pack("<2d", self.REP_SWITCH, self.REP_CUTOFF))
         for a in (
             self.native,
             self.bond_r0,

@@ -18,7 +18,12 @@ NM_PER_A = 0.1
 
 
 def build_system(model: GoModel) -> mm.System:
-    """An OpenMM System of the Go model: one particle of 1 amu per bead, no cutoffs."""
+    """An OpenMM System of the Go model: one particle of 1 amu per bead.
+
+    Native contacts are bonds (no cutoff); the non-native repulsion is a
+    CustomNonbondedForce with the model's cutoff and OpenMM's switching function (the one
+    the numba kernel writes out), excluding |i - j| < 4 and the native pairs.
+    """
     system = mm.System()
     for _ in range(model.n_beads):
         system.addParticle(1.0)
@@ -46,17 +51,24 @@ def build_system(model: GoModel) -> mm.System:
     native = mm.CustomBondForce("eps*(5*(s/r)^12 - 6*(s/r)^10)")
     native.addGlobalParameter("eps", model.eps)
     native.addPerBondParameter("s")
-    repulsive = mm.CustomBondForce("eps*(c/r)^12")
+    repulsive = mm.CustomNonbondedForce("eps*(c/r)^12")
     repulsive.addGlobalParameter("eps", model.eps)
     repulsive.addGlobalParameter("c", model.rep_c * NM_PER_A)
+    repulsive.setNonbondedMethod(mm.CustomNonbondedForce.CutoffNonPeriodic)
+    repulsive.setCutoffDistance(model.REP_CUTOFF * NM_PER_A)
+    repulsive.setUseSwitchingFunction(True)
+    repulsive.setSwitchingDistance(model.REP_SWITCH * NM_PER_A)
+    repulsive.setUseLongRangeCorrection(False)
     n = model.n_beads
+    for _ in range(n):
+        repulsive.addParticle([])
     for i in range(n):
-        for j in range(i + 4, n):
-            s2 = model.native_s2[i, j]
-            if s2 > 0:
-                native.addBond(i, j, [float(np.sqrt(s2)) * NM_PER_A])
-            else:
-                repulsive.addBond(i, j, [])
+        for j in range(i + 1, min(n, i + 4)):
+            repulsive.addExclusion(i, j)
+    nat_i, nat_j, nat_s2 = model.native_pairs()
+    for i, j, s2 in zip(nat_i.tolist(), nat_j.tolist(), nat_s2.tolist(), strict=True):
+        native.addBond(i, j, [float(np.sqrt(s2)) * NM_PER_A])
+        repulsive.addExclusion(i, j)
     for force in (bonds, angles, torsions, native, repulsive):
         system.addForce(force)
     return system
