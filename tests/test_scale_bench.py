@@ -1,0 +1,32 @@
+"""benchmarks.scale on a small network: every metric, and a replay that rebuilds the same
+scheduler from the events the coordinator would have logged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.scale import measure
+
+
+def test_a_small_run_measures_everything_and_replays_to_the_same_state(capsys):
+    m = measure(300, 3000, 0.75)
+    out = capsys.readouterr().out
+    assert "CPU us/event" in out and "replay of the whole event log" in out
+    assert m["events"] > 1000 and m["validated"] > 0
+    assert m["memory_kib_per_wu"] > 0 and m["replay_events_per_s"] > 0
+    assert {"WorkRequested", "ResultReturned", "Tick"} <= set(m["cpu_us_per_event_by_kind"])
+
+
+def test_the_command_ends_with_one_json_line():
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--volunteers", "200", "--wus", "2000",
+         "--hours", "0.5"],
+        cwd=root, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["quick"] is False and (last["volunteers"], last["wus"]) == (200, 2000)
