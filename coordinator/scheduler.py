@@ -61,7 +61,6 @@ Validation (docs/architecture.md §6)
 from __future__ import annotations
 
 import functools
-import hashlib
 import heapq
 import itertools
 import math
@@ -109,6 +108,7 @@ from coordinator.messages import (
     WUFailed,
 )
 from coordinator.policy import NetworkPolicy
+from sims.seeds import seed_from_id
 
 __all__ = [
     "ADAPTIVE_MIN_STREAK",
@@ -1402,9 +1402,7 @@ class Scheduler:
         job = self.jobs[traj.job]
         params = job.params + (b"" if attempt == 0 else b"#attempt=%d" % attempt)
         ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, params)
-        seed = int.from_bytes(
-            hashlib.sha256(b"foldnet/wu-seed/v1\x00" + ident).digest()[:8], "little"
-        )
+        seed = seed_from_id(ident)
         unit = WorkUnit(
             ident, traj.job, traj.run, traj.clone, gen, input_digest, seed, job.spec, attempt
         )
