@@ -608,12 +608,10 @@ class Coordinator:
         :meth:`accept_class` accepted)."""
         self.register(volunteer_key)
         ev = WorkRequested(volunteer_key.hex(), det_class, slots, self.clock(), engine)
-        out = self.scheduler.handle(ev)
-        if self.scheduler.changed:
-            # Committed before any task leaves. A request that changed nothing (an idle
-            # volunteer polling) is not logged: replay reaches the same state without it.
-            self.store.append_events([ev])
-            self._carry_out(out)
+        # Committed before any task leaves (and the scheduler rebuilt if the commit fails).
+        # A request that changed nothing (an idle volunteer polling) is not logged: replay
+        # reaches the same state without it.
+        out = self._apply(ev)
         tasks: list[Task] = []
         for ins in out:
             if isinstance(ins, Dispatch):
