@@ -83,7 +83,7 @@ def measure(volunteers: int, wus: int, hours: float) -> dict[str, object]:
         honest=volunteers,
         wus=wus,
         gens=1,
-        jobs=4,
+        jobs=max(4, -(-wus // 100_000)),  # a job holds at most 10^5 trajectories
         seg_s=90.0,  # 20 segments: 30 min at speed 1, 7.5 min to 2 h over the speed range
         poll_s=20.0,
         tick_s=10.0,

@@ -13,6 +13,7 @@ import numpy as np
 
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
+from coordinator.trajfiles import bundle_readme, frames_nm, xtc_bytes
 from foldnet.files import atomic_write
 from sims.go import GoModel
 from sims.structure import ca_pdb_text
@@ -95,7 +96,8 @@ def plot_png(trajs: list[Trajectory], title: str) -> bytes:
 
 
 def write_results(out: Path, model: GoModel, trajs: list[Trajectory], *, title: str) -> list[Path]:
-    """Observables per trajectory, the best structure (highest Q), the native, the plot."""
+    """Per trajectory an XTC (with ``topology.pdb``) and the observables; the best structure
+    (highest Q), the native, the plot and a README of the files."""
     files = [
         atomic_write(out / f"observables_run{t.run}_clone{t.clone}.csv", observables_csv(t))
         for t in trajs
@@ -114,6 +116,20 @@ def write_results(out: Path, model: GoModel, trajs: list[Trajectory], *, title: 
         pdb = ca_pdb_text(model.sequence, t.frames[i], title=remark)
         files.append(atomic_write(out / "best_structure.pdb", pdb))
     files.append(atomic_write(out / "native.pdb", ca_pdb_text(model.sequence, model.native)))
+    topology = next(
+        (
+            ca_pdb_text(model.sequence, t.frames[0], title="topology")
+            for t in trajs
+            if len(t.frames)
+        ),
+        None,
+    )
+    if topology is not None:
+        files.append(atomic_write(out / "topology.pdb", topology))
+        for t in trajs:
+            xtc = xtc_bytes(topology, frames_nm(model, t.frames), t.steps, 0.0)
+            files.append(atomic_write(out / f"trajectory_run{t.run}_clone{t.clone}.xtc", xtc))
     if trajs:
         files.append(atomic_write(out / "q_rmsd.png", plot_png(trajs, title)))
+    files.append(atomic_write(out / "README.txt", bundle_readme("go", folder=True)))
     return files

@@ -334,6 +334,11 @@ def test_two_volunteers_complete_a_job_and_the_lab_downloads_results(tmp_path):
             assert rows[0] == "step,energy,q,rg,rmsd" and len(rows) == 1 + 8
             frames = np.load(io.BytesIO(zf.read("frames_run0_clone0.npz")))
             assert frames["frames"].shape == (8, 36, 3)
+            # what VMD, PyMOL, mdtraj and MDAnalysis open: the XTC with its topology
+            traj = _load_xtc(zf, "trajectory_run0_clone0.xtc")
+            assert traj.n_frames == 8 and traj.n_atoms == 36
+            assert np.abs(traj.xyz - frames["frames"] / 10.0).max() <= 1e-3  # XTC: 0.001 nm
+            assert "mdtraj.load" in zf.read("README.txt").decode()
         credit = [v.me()["credit"] for v in vols]
         assert all(c > 0 for c in credit)
         proofs = vols[0]._json("GET", "/v1/volunteers/me/proofs")
@@ -528,3 +533,14 @@ def test_a_spot_check_with_its_end_states_survives_the_wire(tmp_path, villin_pdb
     doc["end_states"] = [{"step": 0, "positions": "not an array"}]
     with pytest.raises(WireError, match="end_states"):
         decode_spot_check(doc)
+
+
+def _load_xtc(zf: zipfile.ZipFile, name: str):
+    import tempfile
+
+    import mdtraj
+
+    with tempfile.TemporaryDirectory() as d:
+        zf.extract("topology.pdb", d)
+        zf.extract(name, d)
+        return mdtraj.load(f"{d}/{name}", top=f"{d}/topology.pdb")

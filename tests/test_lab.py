@@ -4,6 +4,7 @@ RAY_TMPDIR), which prepares it in a child process and computes it; read status a
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from cli_helpers import run_foldnet
 
@@ -61,6 +62,15 @@ def test_submit_run_status_results(tmp_path, villin_pdb):
     files = view.write_results(job, tmp_path / "out")
     view.close()
     assert {f.name for f in files} >= {"observables_run0_clone0.csv", "best_structure.pdb"}
+    assert {"topology.pdb", "trajectory_run0_clone0.xtc", "README.txt"} <= {f.name for f in files}
+    import mdtraj
+
+    out = tmp_path / "out"
+    traj = mdtraj.load(str(out / "trajectory_run0_clone0.xtc"), top=str(out / "topology.pdb"))
+    rows = (out / "observables_run0_clone0.csv").read_text().splitlines()
+    assert traj.n_atoms == 36 and traj.n_frames == len(rows) - 1  # a frame per CSV row
+    first = mdtraj.load(str(out / "topology.pdb"))  # the topology is the first frame
+    assert np.abs(traj.xyz[0] - first.xyz[0]).max() <= 1e-3
     assert run_audit(workdir / "ledger.db", workers=1).ok
 
 

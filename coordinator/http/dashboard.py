@@ -38,10 +38,10 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 
 from coordinator.http.context import Service
-from coordinator.http.jobs import _pdb
 from coordinator.http.ledger_view import LedgerView, checkpoint_json, record_json, thin
 from coordinator.scheduler import ONLINE_S
 from coordinator.service import Coordinator
+from coordinator.trajfiles import pdb_text
 from foldnet.errors import BadRequest, NotFound, Unavailable
 from ledger.errors import LedgerError
 from worker.systems import decode_system
@@ -501,7 +501,7 @@ def dashboard_router(svc: Service) -> APIRouter:
                 for n, i in enumerate(pick.astype(int), 1):
                     atoms = [
                         ln
-                        for ln in _pdb(system, frames[i], "").splitlines()
+                        for ln in pdb_text(system, frames[i], "").splitlines()
                         if ln.startswith(("ATOM", "HETATM", "TER"))
                     ]
                     models.append("\n".join([f"MODEL     {n:4d}", *atoms, "ENDMDL"]))
@@ -515,7 +515,7 @@ def dashboard_router(svc: Service) -> APIRouter:
                 gen, rep = gens[-1]
                 a = coord_store._arrays(rep, ["positions"])
                 title = f"foldnet job {job[:16]} run{run}_clone{clone} gen {gen} current state"
-                return _pdb(system, a["positions"][-1], title)
+                return pdb_text(system, a["positions"][-1], title)
             # scored on the observables alone; only the winner's frames are read
             best: tuple[float, str, int, int] | None = None
             for (r, cl), gens in sorted(trajs.items()):
@@ -533,7 +533,7 @@ def dashboard_router(svc: Service) -> APIRouter:
             if best is None:
                 raise NotFound("the job has no validated work yet", code="not_found")
             frame = coord_store._arrays(best[2], ["frames"])["frames"][best[3]]
-            return _pdb(system, frame, f"foldnet best structure: {best[1]}")
+            return pdb_text(system, frame, f"foldnet best structure: {best[1]}")
 
         text = await anyio.to_thread.run_sync(build)
         return Response(text, media_type="chemical/x-pdb")

@@ -16,16 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from openmm import app
 
 from coordinator.errors import ProtocolError
 from coordinator.service import Coordinator
 from coordinator.store import Store
+from coordinator.trajfiles import bundle_readme, frames_nm, pdb_text, xtc_bytes
 from sims.allatom.engine import TIMESTEP_FS
-from sims.allatom.prepare import PreparedSystem
-from sims.go import GoModel
-from sims.structure import ca_pdb_text
-from worker.systems import SystemDefinition, decode_system
+from worker.systems import decode_system
 
 
 class NotReadyError(ProtocolError):
@@ -182,19 +179,10 @@ def result_plan(coord: Coordinator, job: str) -> ResultPlan:
     return ResultPlan(job, spec.system_digest, spec.engine, spec.temperature, tuple(sorted(picks)))
 
 
-def _pdb(system: SystemDefinition, positions: np.ndarray, title: str) -> str:
-    if isinstance(system, GoModel):
-        return ca_pdb_text(system.sequence, positions, title=title)
-    assert isinstance(system, PreparedSystem)
-    buf = io.StringIO()
-    buf.write(f"REMARK   1 {title[:68]}\n")
-    app.PDBFile.writeFile(system.topology, np.asarray(positions) * 10.0, buf, keepIds=True)
-    return buf.getvalue()
-
-
 def results_zip(store: Store, plan: ResultPlan) -> bytes:
-    """A zip: observables CSV, frames .npz and final structure per trajectory, the best
-    structure of the job (highest Q, else lowest RMSD, else last), and a summary."""
+    """A zip: per trajectory an XTC file (with ``topology.pdb``), observables CSV, the frames
+    at full precision (.npz) and the final structure; the best structure of the job (highest
+    Q, else lowest RMSD, else last); a summary and a README saying what each file is."""
     system = decode_system(store.system(plan.system_digest))
     by_traj: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for run, clone, gen, replica in plan.picks:
@@ -202,6 +190,8 @@ def results_zip(store: Store, plan: ResultPlan) -> bytes:
     buf = io.BytesIO()
     summary: dict[str, Any] = {"job": plan.job, "engine": plan.engine, "trajectories": []}
     best: tuple[float, str, np.ndarray] | None = None
+    topology: str | None = None
+    dt_ps = TIMESTEP_FS / 1000.0 if plan.engine == "openmm" else 0.0
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for (run, clone), gens in sorted(by_traj.items()):
             gens.sort()
@@ -223,10 +213,16 @@ def results_zip(store: Store, plan: ResultPlan) -> bytes:
             fbuf = io.BytesIO()
             np.savez_compressed(fbuf, frames=frames, steps=steps)
             zf.writestr(f"frames_{tag}.npz", fbuf.getvalue())
+            if topology is None and len(frames):
+                topology = pdb_text(system, frames[0], f"foldnet job {plan.job[:16]} topology")
+                zf.writestr("topology.pdb", topology)
+            if topology is not None and len(frames):
+                xtc = xtc_bytes(topology, frames_nm(system, frames), steps, dt_ps)
+                zf.writestr(f"trajectory_{tag}.xtc", xtc)
             final = results[-1].positions[-1]
             zf.writestr(
                 f"final_{tag}.pdb",
-                _pdb(system, final, f"foldnet job {plan.job[:16]} {tag} final state"),
+                pdb_text(system, final, f"foldnet job {plan.job[:16]} {tag} final state"),
             )
             if "q" in obs:
                 i, score = int(np.argmax(obs["q"])), float(np.max(obs["q"]))
@@ -244,7 +240,9 @@ def results_zip(store: Store, plan: ResultPlan) -> bytes:
             )
         if best is not None:
             zf.writestr(
-                "best_structure.pdb", _pdb(system, best[2], f"foldnet best structure: {best[1]}")
+                "best_structure.pdb",
+                pdb_text(system, best[2], f"foldnet best structure: {best[1]}"),
             )
         zf.writestr("summary.json", json.dumps(summary, indent=1))
+        zf.writestr("README.txt", bundle_readme(plan.engine))
     return buf.getvalue()
