@@ -64,6 +64,7 @@ import functools
 import heapq
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -382,8 +383,11 @@ class _ReadyQueue:
     __slots__ = ("_any", "_est")
 
     def __init__(self) -> None:
-        self._any: dict[bytes, None] = {}
-        self._est: dict[bytes, None] = {}
+        # OrderedDicts, not dicts: a dict keeps the slots of deleted keys until it resizes,
+        # so reading the head of a queue consumed from the front costs as much as all that
+        # was taken from it (1.5 ms per request after 500,000 WUs; quadratic at 10^6)
+        self._any: OrderedDict[bytes, None] = OrderedDict()
+        self._est: OrderedDict[bytes, None] = OrderedDict()
 
     def add(self, key: bytes, *, established: bool) -> None:
         """Queue ``key`` (it keeps its place if it stays in its lane)."""
@@ -456,7 +460,7 @@ class Scheduler:
         self.volunteers: dict[str, _Volunteer] = {}
         self._ready = _ReadyQueue()  # WUs that need another replica, oldest first
         self._awaiting_beacon: dict[bytes, None] = {}
-        self._check_queue: dict[int, None] = {}  # checks waiting to be drawn
+        self._check_queue: OrderedDict[int, None] = OrderedDict()  # checks waiting (FIFO)
         self._audit_waits: dict[int, int] = {}  # audit-wait deadline id -> check id
         self._deadlines: list[tuple[float, str, int]] = []
         self._free = _Pool()  # volunteers online with free capacity (the draw pool)
