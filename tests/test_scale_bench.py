@@ -16,7 +16,7 @@ def test_a_small_run_measures_everything_and_replays_to_the_same_state(capsys):
     out = capsys.readouterr().out
     assert "CPU us/event" in out and "replay of the whole event log" in out
     assert m["events"] > 1000 and m["validated"] > 0
-    assert m["memory_kib_per_wu"] > 0 and m["replay_events_per_s"] > 0
+    assert 0.5 < m["memory_kib_per_wu"] < 5 and m["replay_events_per_s"] > 0  # traced
     assert {"WorkRequested", "ResultReturned", "Tick"} <= set(m["cpu_us_per_event_by_kind"])
 
 
