@@ -370,7 +370,8 @@ def test_browser_verifier_agrees_with_the_rfc6962_vectors_and_signed_notes(netwo
     body = Checkpoint("example.org/log", 5, bytes(range(32))).body()
     signed = Note(body, (log.sign(body),))
     cosig = witness.cosign(body, 1_700_000_000)
-    bad_cosig = NoteSignature(cosig.name, cosig.key_id, cosig.signature[:-1] + b"\x00")
+    flipped = cosig.signature[:-1] + bytes([cosig.signature[-1] ^ 0x01])  # always a change
+    bad_cosig = NoteSignature(cosig.name, cosig.key_id, flipped)
     other = Ed25519NoteSigner("example.org/log", Ed25519PrivateKey.generate())
     sig = signed.signatures[0]
     notes = {
