@@ -329,6 +329,13 @@ def submit(
     ] = None,
     engine: Annotated[str, typer.Option(help=HELP["engine"] + ".")] = "go",
     chain: Annotated[str | None, typer.Option(help="Chain of the PDB (default: first).")] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reference structure (PDB file) for RMSD, Q and the best structure (openmm; "
+            "default: the input PDB, none for a sequence)."
+        ),
+    ] = None,
     runs: Annotated[int, typer.Option(help="Starting structures.")] = _plan_default("runs"),
     clones: Annotated[int, typer.Option(help="Trajectories per start.")] = _plan_default("clones"),
     gens: Annotated[int, typer.Option(help="Generations (WUs) per trajectory.")] = _plan_default(
@@ -370,6 +377,7 @@ def submit(
         source=str(pdb) if pdb is not None else "the uploaded PDB",
         sequence=sequence,
         chain=chain,
+        reference=_read_pdb_text(reference) if reference is not None else None,
         runs=runs,
         clones=clones,
         gens=gens,

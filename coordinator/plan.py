@@ -121,6 +121,9 @@ HELP: dict[str, str] = {
     "pdb": "PDB file contents (go needs one)",
     "sequence": "one-letter amino-acid sequence, built as an extended chain (openmm)",
     "chain": "chain of the PDB (default: the first)",
+    "reference": "PDB file contents of the reference structure that RMSD, Q and the best "
+    "structure are measured against (openmm; default: the input PDB, none for a sequence; "
+    "go: always the native it is built from)",
     "runs": "starting structures",
     "clones": "trajectories per start",
     "gens": "generations (work units) per trajectory",
@@ -167,6 +170,9 @@ class JobPlan:
     pdb: str | None = None  # PDB text
     sequence: str | None = None
     chain: str | None = None
+    #: PDB text of the structure RMSD and Q are measured against (openmm only; ``None``: the
+    #: input PDB when there is one). Its chain ``chain`` (else its first) is used.
+    reference: str | None = None
     #: How messages name the structure (a file's path; "the uploaded PDB" over HTTP).
     source: str = "the uploaded PDB"
     runs: int = 1
@@ -210,6 +216,8 @@ class JobPlan:
                 "the go engine needs a native structure: give a PDB file (a sequence can "
                 "only be run by the openmm engine)"
             )
+        if self.reference is not None:
+            self._check_reference()
         if self.chain is not None and (
             not isinstance(self.chain, str) or not 1 <= len(self.chain) <= 4
         ):
@@ -243,6 +251,15 @@ class JobPlan:
             parse_sequence(seq)
         except StructureError as e:
             raise SubmissionError(str(e)) from e
+
+    def _check_reference(self) -> None:
+        if self.engine != "openmm":
+            raise SubmissionError(
+                f"a separate reference structure applies to openmm jobs only: the {self.engine} "
+                "engine measures Q and RMSD against the native it is built from (the PDB given)"
+            )
+        if not isinstance(self.reference, str) or not self.reference.strip():
+            raise SubmissionError("the reference is empty: expected the text of a PDB file")
 
     # -- what the plan becomes -------------------------------------------------------------
 
@@ -311,6 +328,8 @@ class JobPlan:
         per_traj = self.gens * self.steps_per_wu
         trajs = self.runs * self.clones
         what = "sequence " + _short(self.sequence) if self.sequence is not None else self.source
+        if self.reference is not None:
+            what += " (RMSD and Q against the given reference)"
         return (
             f"{self.engine} ({r.model}) at {self.temperature:g} {r.unit}, {what}: "
             f"{self.runs} run(s) x {self.clones} clone(s) x {self.gens} generation(s); "
@@ -324,7 +343,7 @@ class JobPlan:
     def parameters(self) -> dict[str, Any]:
         """The engine and ensemble parameters (no input), as progress reports show them."""
         d = self.to_json()
-        for k in ("pdb", "sequence", "chain", "source", "name"):
+        for k in ("pdb", "sequence", "chain", "reference", "source", "name"):
             d.pop(k)
         return d
 

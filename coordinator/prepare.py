@@ -64,21 +64,35 @@ def prepare_job(
         say("building the Go model")
         system = GoModel.from_structure(structure)
         eng = GoEngine(system)
-    elif plan.sequence is not None:
-        eng = AllAtomEngine.from_sequence(plan.sequence, progress=progress)
-        system = eng.prepared
     else:  # complete_pdb says "reading the structure"
-        parsed = parse_pdb(plan.pdb or "", source=plan.source, chain=plan.chain)
-        _check_size(parsed, lim)
-        _check_engine_size(plan.engine, len(parsed.amino_acids), None)
+        if plan.pdb is not None:
+            parsed = parse_pdb(plan.pdb, source=plan.source, chain=plan.chain)
+            _check_size(parsed, lim)
+            _check_engine_size(plan.engine, len(parsed.amino_acids), None)
         with tempfile.TemporaryDirectory(prefix="foldnet-pdb-") as d:
             path = Path(d) / "input.pdb"
-            path.write_text(plan.pdb or "")
+            ref_path = Path(d) / "reference.pdb"
+            names = {str(path): plan.source, str(ref_path): "the reference PDB"}
+            if plan.reference is not None:
+                parse_pdb(plan.reference, source="the reference PDB", chain=plan.chain)
+                ref_path.write_text(plan.reference)
+            reference = ref_path if plan.reference is not None else None
             try:
-                eng = AllAtomEngine.from_pdb(path, chain=plan.chain, progress=progress)
+                if plan.sequence is not None:
+                    eng = AllAtomEngine.from_sequence(
+                        plan.sequence, reference=reference, chain=plan.chain, progress=progress
+                    )
+                else:
+                    path.write_text(plan.pdb or "")
+                    eng = AllAtomEngine.from_pdb(
+                        path, chain=plan.chain, reference=reference, progress=progress
+                    )
             except SimsError as e:
-                # the temporary file is the preparation's business: name the lab's input
-                raise StructureError(str(e).replace(str(path), plan.source)) from e
+                # the temporary files are the preparation's business: name the lab's inputs
+                message = str(e)
+                for tmp, name in names.items():
+                    message = message.replace(tmp, name)
+                raise StructureError(message) from e
         system = eng.prepared
     n = particle_count(system)
     if plan.engine == "openmm":

@@ -113,6 +113,11 @@ def test_a_preparation_that_fails_is_the_jobs_error_and_stores_nothing_else(serv
         ({"temperature": 2.0}, "looks like the Go model's reduced units (eps/kB)"),
         ({"temperature": 150.0}, "allow_unusual_temperature"),
         ({"temperature": 1500.0, "allow_unusual_temperature": True}, "at most 1000 K (kelvin)"),
+        ({"reference": " "}, "the reference is empty"),
+        (
+            {"engine": "go", "sequence": None, "pdb": "x", "reference": "x"},
+            "openmm jobs only",
+        ),
     ],
 )
 def test_rest_refuses_temperatures_outside_the_engines_range_with_its_unit(served, change, message):

@@ -35,6 +35,7 @@ class JobRequest(BaseModel):
     pdb: str | None = Field(None, description=_doc("pdb"))
     sequence: str | None = Field(None, max_length=10_000, description=_doc("sequence"))
     chain: str | None = Field(None, max_length=16, description=_doc("chain"))
+    reference: str | None = Field(None, description=_doc("reference"))
     runs: int | None = Field(None, description=_doc("runs"))
     clones: int | None = Field(None, description=_doc("clones"))
     gens: int | None = Field(None, description=_doc("gens"))

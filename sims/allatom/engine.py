@@ -35,6 +35,7 @@ from sims.allatom.prepare import (
     complete_sequence,
     create_system,
     prepared_system,
+    with_reference,
 )
 from sims.engine import Engine, engine_state
 from sims.errors import ParameterError, SimulationError, StateError
@@ -166,6 +167,13 @@ class _Simulation:
         return pos, energy
 
 
+def _referenced(model: Model, reference: str | os.PathLike[str] | None, chain: str | None) -> Model:
+    """``model`` with the completed ``reference`` PDB as what RMSD and Q measure against."""
+    if reference is None:
+        return model
+    return with_reference(model, complete_pdb(reference, chain=chain))
+
+
 class AllAtomEngine(Engine):
     """All-atom engine over a :class:`PreparedSystem`; see the module docstring for determinism.
 
@@ -244,15 +252,18 @@ class AllAtomEngine(Engine):
         path: str | os.PathLike[str],
         *,
         chain: str | None = None,
+        reference: str | os.PathLike[str] | None = None,
         platform: str = "CPU",
         threads: int = 1,
         minimize_iterations: int = DEFAULT_MINIMIZE_ITERATIONS,
         progress: Progress | None = None,
     ) -> AllAtomEngine:
         """Complete chain ``chain`` (default: the first) of a PDB file, then minimize it;
-        ``progress`` is told each step as it starts."""
+        ``progress`` is told each step as it starts. RMSD and Q are measured against
+        ``reference`` (a PDB file of the same protein, its chain ``chain`` or else its first)
+        when given, else against the completed input."""
         return cls._from_model(
-            complete_pdb(path, chain=chain, progress=progress),
+            _referenced(complete_pdb(path, chain=chain, progress=progress), reference, chain),
             platform,
             threads,
             minimize_iterations,
@@ -264,14 +275,18 @@ class AllAtomEngine(Engine):
         cls,
         sequence: str,
         *,
+        reference: str | os.PathLike[str] | None = None,
+        chain: str | None = None,
         platform: str = "CPU",
         threads: int = 1,
         minimize_iterations: int = DEFAULT_MINIMIZE_ITERATIONS,
         progress: Progress | None = None,
     ) -> AllAtomEngine:
-        """Build ``sequence`` (one-letter codes) as an extended chain, then minimize it."""
+        """Build ``sequence`` (one-letter codes) as an extended chain, then minimize it;
+        with ``reference`` (a PDB file of the folded protein), RMSD and Q are measured
+        against it."""
         return cls._from_model(
-            complete_sequence(sequence, progress=progress),
+            _referenced(complete_sequence(sequence, progress=progress), reference, chain),
             platform,
             threads,
             minimize_iterations,

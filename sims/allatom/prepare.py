@@ -11,6 +11,7 @@ minimized start, reference); an engine keeps the changing part, its Context, sep
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import itertools
@@ -122,6 +123,9 @@ class Model:
     positions: np.ndarray  # (N, 3) nm
     source: str
     from_structure: bool  # True for a PDB input: its completed coordinates are the reference
+    #: A reference given apart from the input (:func:`with_reference`): per atom of this
+    #: model, nm; NaN where the reference has no such heavy atom (a hydrogen, a terminal OXT).
+    reference: np.ndarray | None = None
 
 
 def _as_array_nm(positions: Any) -> np.ndarray:
@@ -233,6 +237,44 @@ def complete_sequence(sequence: str, *, progress: Progress | None = None) -> Mod
     return Model(fixer.topology, positions, source, from_structure=False)
 
 
+def with_reference(model: Model, reference: Model) -> Model:
+    """``model`` measured against ``reference`` (another completed structure of the same
+    protein, e.g. the folded state for a job started from its sequence).
+
+    Atoms are matched by residue (in chain order) and atom name, so the two may come from
+    different files, builders and numbering; the residues must be the same amino acids. The
+    C-alpha of every residue must match; other heavy atoms the reference lacks (a terminal
+    OXT that one builder adds and the other does not) are left out of the heavy-atom RMSD and
+    the native contacts. Hydrogens are never compared.
+    """
+    mine, theirs = list(model.topology.residues()), list(reference.topology.residues())
+    if len(mine) != len(theirs):
+        raise StructureError(
+            f"the reference {reference.source} has {len(theirs)} residues once completed, the "
+            f"system {len(mine)}: expected the same protein (the same sequence and termini)"
+        )
+    ref = np.full(model.positions.shape, np.nan)
+    for a, b in zip(mine, theirs, strict=True):
+        if VARIANTS.get(a.name, a.name) != VARIANTS.get(b.name, b.name):
+            raise StructureError(
+                f"residue {a.index + 1} is {a.name} in the system and {b.name} in the reference "
+                f"{reference.source}: expected the same sequence"
+            )
+        by_name = {x.name: x.index for x in b.atoms()}
+        for atom in a.atoms():
+            if atom.element is None or atom.element.symbol == "H":
+                continue
+            j = by_name.get(atom.name)
+            if j is not None:
+                ref[atom.index] = reference.positions[j]
+            elif atom.name == "CA":
+                raise StructureError(
+                    f"the reference {reference.source} has no CA in residue {b.name} {b.id}"
+                )
+    ref.setflags(write=False)
+    return dataclasses.replace(model, reference=ref)
+
+
 def _label(atom: app.topology.Atom) -> str:
     return f"{atom.residue.name}{atom.residue.id}:{atom.name}"
 
@@ -321,8 +363,14 @@ def create_system(topology: app.Topology, source: str) -> openmm.System:
         raise StructureError(f"{source}: OpenMM could not build the system: {e}") from e
 
 
-def reference_structure(topology: app.Topology, positions_nm: np.ndarray, source: str) -> Structure:
-    """The model as a :class:`Structure` (Angstrom), for native contacts shared with Go."""
+def reference_structure(
+    topology: app.Topology,
+    positions_nm: np.ndarray,
+    source: str,
+    keep: set[int] | None = None,
+) -> Structure:
+    """The model as a :class:`Structure` (Angstrom), for native contacts shared with Go;
+    with ``keep``, only those heavy atoms (and every hydrogen)."""
     residues = []
     for r in topology.residues():
         atoms = tuple(
@@ -332,6 +380,7 @@ def reference_structure(topology: app.Topology, positions_nm: np.ndarray, source
                 tuple(float(v) for v in positions_nm[a.index] * 10.0),  # type: ignore[arg-type]
             )
             for a in r.atoms()
+            if keep is None or a.index in keep or a.element is None or a.element.symbol == "H"
         )
         try:
             number = int(r.id)
@@ -390,9 +439,20 @@ def prepared_system(
         for r in model.topology.residues()
         if _is_amino_acid(r)
     )
-    reference = model.positions if model.from_structure else None
+    reference: np.ndarray | None
+    keep: set[int] | None
+    if model.reference is not None:
+        matched = np.isfinite(model.reference).all(axis=1)
+        heavy = [i for i in heavy if matched[i]]
+        # Atoms the reference lacks sit at the start's positions: only matched heavy atoms
+        # are ever compared (C-alpha and heavy-atom RMSD, native contacts).
+        reference = np.where(matched[:, None], model.reference, model.positions)
+        keep = {int(i) for i in heavy}
+    else:
+        reference = model.positions if model.from_structure else None
+        keep = None
     contacts = (
-        native_contacts(reference_structure(model.topology, reference, model.source))
+        native_contacts(reference_structure(model.topology, reference, model.source, keep))
         if reference is not None
         else None
     )
