@@ -363,6 +363,7 @@ def submit(
         "seed"
     ),
     name: Annotated[str, typer.Option(help="A name for the job.")] = "",
+    adaptive: Annotated[str, typer.Option(help=HELP["adaptive"].capitalize() + ".")] = "none",
     lab: Annotated[
         str, typer.Option(help="Your lab's name (folder only; a URL knows it).")
     ] = "lab",
@@ -389,6 +390,7 @@ def submit(
         min_quorum=quorum,
         seed=seed,
         name=name,
+        adaptive=adaptive,
     )
     if is_url(target):
         with LabClient(target, api_key) as client:

@@ -17,6 +17,7 @@ from coordinator.scheduler import (
     BeaconPublished,
     Claim,
     Event,
+    GenerationSeeded,
     JobAccepted,
     JobCancelled,
     JobPreparationFailed,
@@ -48,6 +49,7 @@ _TYPES: dict[str, type] = {
         Abandoned,
         JobCancelled,
         VolunteerTrusted,
+        GenerationSeeded,
     )
 }
 
@@ -98,6 +100,19 @@ def decode_event(text: str) -> Event:
                 tuple(_bytes(d) for d in c.get("segment_data", ())),
             )
             return ResultReturned(body["replica"], body["volunteer"], claim, body["now"])
+        if kind == "GenerationSeeded":
+            return GenerationSeeded(
+                body["job"],
+                body["run"],
+                body["clone"],
+                body["gen"],
+                _bytes(body["parent_wu"]),
+                body["boundary"],
+                _bytes(body["parent_state"]),
+                _bytes(body["input_digest"]),
+                _bytes(body["decision"]),
+                float(body["now"]),
+            )
         if kind == "BeaconPublished":
             return BeaconPublished(_bytes(body["value"]), float(body.get("now", 0.0)))
         if kind == "SpotCheckReturned":

@@ -16,6 +16,10 @@ from dataclasses import asdict, dataclass
 from coordinator.errors import SubmissionError
 
 ENGINES = ("go", "openmm")
+#: Where each new generation starts (coordinator/adaptive.py): ``none``, from its own
+#: trajectory's last state (Project/Run/Clone/Gen as Folding@home runs it); the others, from
+#: a validated boundary state of the job that the policy chooses.
+ADAPTIVE_POLICIES = ("none", "least-counts", "fast")
 MAX_TRAJECTORIES = 100_000
 MAX_GENS = 100_000
 MAX_STEPS_PER_WU = 100_000_000
@@ -55,6 +59,8 @@ class JobSpec:
     #: so that two identities of one cheater agreeing on a fake result are caught too. An
     #: audit that no such volunteer takes within ``deadline_s`` is skipped (liveness).
     audit_rate: float = 0.1
+    #: One of :data:`ADAPTIVE_POLICIES`.
+    adaptive: str = "none"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -106,6 +112,10 @@ class JobSpec:
         a = self.audit_rate
         if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a <= 1:
             raise SubmissionError(f"audit_rate must be a number in [0, 1], got {a!r}")
+        if self.adaptive not in ADAPTIVE_POLICIES:
+            raise SubmissionError(
+                f"adaptive must be one of {', '.join(ADAPTIVE_POLICIES)}, got {self.adaptive!r}"
+            )
 
     @property
     def n_segments(self) -> int:
@@ -116,6 +126,8 @@ class JobSpec:
         d = asdict(self)
         keep = ("engine", "steps_per_wu", "segment_steps", "report_steps", "temperature")
         params = {k: d[k] for k in keep} | {"system_digest": self.system_digest.hex()}
+        if self.adaptive != "none":  # where generations start (plain jobs keep their digest)
+            params["adaptive"] = self.adaptive
         return json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
 
     def spec_digest(self) -> bytes:

@@ -198,6 +198,27 @@ class VolunteerTrusted:
     now: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationSeeded:
+    """Where generation ``gen`` of an adaptive job's trajectory starts: boundary ``boundary``
+    (1 = after the first segment) of validated WU ``parent_wu``, whose digest is
+    ``parent_state``, with velocities redrawn; ``input_digest`` is that restart state (stored
+    before this event). ``decision`` is the digest of the policy's whole decision
+    (:class:`coordinator.adaptive.Decision`), which anyone can recompute from validated data
+    and the beacon."""
+
+    job: str
+    run: int
+    clone: int
+    gen: int
+    parent_wu: bytes
+    boundary: int
+    parent_state: bytes
+    input_digest: bytes
+    decision: bytes
+    now: float = 0.0
+
+
 Event = (
     JobSubmitted
     | JobAccepted
@@ -213,6 +234,7 @@ Event = (
     | Abandoned
     | JobCancelled
     | VolunteerTrusted
+    | GenerationSeeded
 )
 
 
@@ -313,6 +335,17 @@ class JobCompleted:
     job: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChooseSeed:
+    """An adaptive job's trajectory needs the start of generation ``gen``: the coordinator
+    runs the job's policy over its validated data and answers :class:`GenerationSeeded`."""
+
+    job: str
+    run: int
+    clone: int
+    gen: int
+
+
 Instruction = (
     Dispatch
     | Offered
@@ -325,4 +358,5 @@ Instruction = (
     | Retracted
     | WUFailed
     | JobCompleted
+    | ChooseSeed
 )

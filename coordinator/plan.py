@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.errors import SubmissionError
-from coordinator.jobs import ENGINES, JobSpec
+from coordinator.jobs import ADAPTIVE_POLICIES, ENGINES, JobSpec
 from sims.errors import StructureError
 from sims.structure import parse_sequence
 
@@ -141,6 +141,9 @@ HELP: dict[str, str] = {
     "audit_rate": "share of validated work units audited (default: the network's)",
     "seed": "seed of the start states' velocities",
     "name": "a name for the job",
+    "adaptive": "where each new generation starts: none (its own trajectory's last state), "
+    "least-counts (the least visited validated state) or fast (folding progress balanced "
+    "with under-sampling); needs a reference (always there for go)",
 }
 
 
@@ -188,6 +191,7 @@ class JobPlan:
     audit_rate: float | None = None
     seed: int = 1
     name: str = ""
+    adaptive: str = "none"
 
     @classmethod
     def create(cls, *, engine: str, **given: Any) -> JobPlan:
@@ -218,6 +222,15 @@ class JobPlan:
             )
         if self.reference is not None:
             self._check_reference()
+        if self.adaptive not in ADAPTIVE_POLICIES:
+            raise SubmissionError(
+                f"adaptive must be one of {', '.join(ADAPTIVE_POLICIES)}, got {self.adaptive!r}"
+            )
+        if self.adaptive != "none" and self.pdb is None and self.reference is None:
+            raise SubmissionError(
+                "adaptive sampling chooses starts by Q and RMSD to a reference: a job built "
+                "from a sequence needs one (--reference PDB, REST: reference)"
+            )
         if self.chain is not None and (
             not isinstance(self.chain, str) or not 1 <= len(self.chain) <= 4
         ):
@@ -290,6 +303,7 @@ class JobPlan:
             temperature=float(self.temperature),
             min_quorum=self.min_quorum,
             deadline_s=self.deadline_s,
+            adaptive=self.adaptive,
             **extra,
         )
 
@@ -338,6 +352,7 @@ class JobPlan:
             f"every {self.report_steps:,} steps ({r.duration(self.report_steps)}); "
             f"{r.duration(per_traj)} per trajectory, {r.duration(per_traj * trajs)} in all "
             f"(time step {r.timestep:g} {r.time_unit})"
+            + ("" if self.adaptive == "none" else f"; adaptive sampling: {self.adaptive}")
         )
 
     def parameters(self) -> dict[str, Any]:

@@ -80,11 +80,13 @@ from coordinator.jobs import JobSpec, TrajectoryKey, wu_id
 from coordinator.messages import (
     Abandoned,
     BeaconPublished,
+    ChooseSeed,
     Claim,
     Convicted,
     Dispatch,
     DispatchSpotCheck,
     Event,
+    GenerationSeeded,
     GrantCredit,
     Instruction,
     Invalidated,
@@ -116,11 +118,13 @@ __all__ = [
     "CROSS_CLASS_ENGINES",
     "Abandoned",
     "BeaconPublished",
+    "ChooseSeed",
     "Claim",
     "Convicted",
     "Dispatch",
     "DispatchSpotCheck",
     "Event",
+    "GenerationSeeded",
     "GrantCredit",
     "Instruction",
     "Invalidated",
@@ -280,6 +284,8 @@ class _WU:
     reverify: int | None = None  # a full re-check after one of its voices was convicted
     #: The established volunteers who vouched for it when it was validated (or re-checked).
     vouchers: frozenset[str] = frozenset()
+    #: An adaptive generation: the validated WU, and its boundary, whose state it starts from.
+    parent: tuple[bytes, int] | None = None
 
 
 @dataclass(slots=True)
@@ -466,6 +472,9 @@ class Scheduler:
         self._free = _Pool()  # volunteers online with free capacity (the draw pool)
         self._free_est = _Pool()  # the established ones among them
         self._trajectory: dict[TrajectoryKey, bytes] = {}  # newest WU of each trajectory
+        #: Adaptive trajectories waiting for the start of their next generation (its number):
+        #: a :class:`ChooseSeed` is out for each, answered by :class:`GenerationSeeded`.
+        self.seeding: dict[TrajectoryKey, int] = {}
         self._beacon = b""
         self._now = 0.0  # the time of the event being handled
         self._next_id = 1
@@ -511,6 +520,8 @@ class Scheduler:
                 self._on_job_cancelled(event)
             case VolunteerTrusted():
                 self._on_trusted(event)
+            case GenerationSeeded():
+                self._on_generation_seeded(event)
             case _:
                 raise ProtocolError(f"unknown event {event!r}")
         return out
@@ -704,6 +715,55 @@ class Scheduler:
                 if chk.state in ("queued", "offered"):  # not taken, not replaced
                     self._skip_audit(self.wus[chk.wu], chk, out)
 
+    def _on_generation_seeded(self, ev: GenerationSeeded) -> None:
+        """Start an adaptive generation from the validated boundary state its policy chose.
+
+        Checked before anything changes: the trajectory waits for exactly this generation,
+        and the parent is a validated WU of the same job (not retracted, not waiting for a
+        re-check) whose agreed claim has ``parent_state`` at that boundary. The restart
+        state itself (those positions, velocities redrawn) is the coordinator's to store.
+        """
+        traj = TrajectoryKey(ev.job, ev.run, ev.clone)
+        if self.seeding.get(traj) != ev.gen:
+            self.changed = False
+            raise ProtocolError(
+                f"trajectory {ev.run}/{ev.clone} of job {ev.job[:16]} does not wait for a "
+                f"start of generation {ev.gen}"
+            )
+        parent = self.wus.get(ev.parent_wu)
+        problem = ""
+        if parent is None or parent.unit.job != ev.job:
+            problem = "is not a WU of the job"
+        elif parent.state != "validated" or parent.retracted or parent.reverify is not None:
+            problem = f"is {parent.state}{', retracted' if parent.retracted else ''}, not validated"
+        else:
+            claim = self.canonical(parent.unit.id)[1]
+            if not 1 <= ev.boundary < len(claim.boundary_digests):
+                problem = f"has no boundary {ev.boundary}"
+            elif claim.boundary_digests[ev.boundary] != ev.parent_state:
+                problem = f"has another state at boundary {ev.boundary}"
+        if problem:
+            self.changed = False
+            raise ProtocolError(f"seed parent {ev.parent_wu.hex()[:16]} {problem}")
+        del self.seeding[traj]
+        self._create_wu(traj, ev.gen, ev.input_digest)
+        self.wus[self._trajectory[traj]].parent = (ev.parent_wu, ev.boundary)
+
+    def canonical(self, wu: bytes) -> tuple[int, Claim]:
+        """A validated WU's canonical replica (its first valid, or revoked, one) and its
+        agreed claim: what a lab's results and adaptive seeds are read from."""
+        w = self.wus[wu]
+        rid = next(r for r in w.replicas if self.replicas[r].state in ("valid", "revoked"))
+        claim = self.replicas[rid].claim
+        if claim is None:
+            raise ProtocolError(f"replica {rid} of a validated WU has no claim")
+        return rid, claim
+
+    @property
+    def beacon(self) -> bytes:
+        """The latest beacon (empty before the first checkpoint)."""
+        return self._beacon
+
     def _on_job_cancelled(self, ev: JobCancelled) -> None:
         pending = self.pending.get(ev.job)
         if pending is not None:
@@ -717,6 +777,8 @@ class Scheduler:
         if job.cancelled:
             return
         job.cancelled = True
+        for traj in [t for t in self.seeding if t.job == ev.job]:
+            del self.seeding[traj]
         for w in self.wus.values():
             if w.unit.job == ev.job and w.state in _UNDECIDED:
                 self._transition_wu(w, "cancelled", ev.now)
@@ -1396,7 +1458,50 @@ class Scheduler:
                     self._transition_wu(later, "cancelled", now)
         if newest.state == "validated" and newest.unit.gen + 1 >= newest.unit.spec.gens:
             job.remaining += 1  # the trajectory is no longer through all its generations
+        self.seeding.pop(traj, None)
         self._create_wu(traj, w.unit.gen, w.unit.input_digest, attempt=w.unit.attempt + 1)
+        self.wus[self._trajectory[traj]].parent = w.parent
+        if w.unit.spec.adaptive != "none":
+            self._retract_descendants(w, now, out)
+
+    def _retract_descendants(self, w: _WU, now: float, out: list[Instruction]) -> None:
+        """An adaptive job's generations that started from a retracted WU's states (or from
+        their descendants', in any trajectory) are withdrawn too, and their trajectories
+        choose a new start among what is still validated."""
+        gone = {x.unit.id for x in self.wus.values() if x.unit.job == w.unit.job and x.retracted}
+        while True:
+            tainted = [
+                x
+                for x in self.wus.values()
+                if x.unit.job == w.unit.job
+                and x.parent is not None
+                and x.parent[0] in gone
+                and not x.retracted
+            ]
+            if not tainted:
+                return
+            for x in tainted:
+                if x.retracted:  # rolled back with an earlier one of its trajectory
+                    continue
+                traj = TrajectoryKey(x.unit.job, x.unit.run, x.unit.clone)
+                newest = self.wus[self._trajectory[traj]]
+                if newest.state == "validated" and newest.unit.gen + 1 >= newest.unit.spec.gens:
+                    self.jobs[x.unit.job].remaining += 1
+                for later in self.wus.values():
+                    if (
+                        later.unit.job == x.unit.job
+                        and (later.unit.run, later.unit.clone) == (x.unit.run, x.unit.clone)
+                        and later.unit.gen >= x.unit.gen
+                        and not later.retracted
+                    ):
+                        later.retracted = True
+                        gone.add(later.unit.id)
+                        if later.state == "validated":
+                            out.append(Retracted(later.unit, "it started from a retracted state"))
+                        elif later.state in _UNDECIDED:
+                            self._transition_wu(later, "cancelled", now)
+                self.seeding[traj] = x.unit.gen
+                out.append(ChooseSeed(x.unit.job, x.unit.run, x.unit.clone, x.unit.gen))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -1418,7 +1523,12 @@ class Scheduler:
         u = w.unit
         job = self.jobs[u.job]
         if u.gen + 1 < u.spec.gens:
-            self._create_wu(TrajectoryKey(u.job, u.run, u.clone), u.gen + 1, final)
+            traj = TrajectoryKey(u.job, u.run, u.clone)
+            if u.spec.adaptive != "none":
+                self.seeding[traj] = u.gen + 1
+                out.append(ChooseSeed(u.job, u.run, u.clone, u.gen + 1))
+                return
+            self._create_wu(traj, u.gen + 1, final)
             return
         job.remaining -= 1
         if job.remaining == 0:

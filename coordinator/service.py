@@ -27,11 +27,12 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.classes import AcceptedClass, ClassRegistry
-from coordinator.errors import ProtocolError, SubmissionError
-from coordinator.jobs import JobSpec
+from coordinator.errors import ProtocolError, SubmissionError, UsageError
+from coordinator.jobs import JobSpec, TrajectoryKey
 from coordinator.messages import (
     Abandoned,
     BeaconPublished,
+    ChooseSeed,
     Claim,
     Convicted,
     Dispatch,
@@ -61,6 +62,7 @@ from coordinator.plan import JobPlan
 from coordinator.policy import NetworkPolicy
 from coordinator.prepare import PreparedJob
 from coordinator.scheduler import Scheduler
+from coordinator.seeding import Seeder
 from coordinator.store import Store
 from ledger import entries as le
 from ledger.checkpoint import SignedCheckpoint
@@ -187,6 +189,10 @@ class Coordinator:
         self._engines = EngineCache()  # for the physical sanity checks of results
         self._states = _ByteLRU(64 << 20)  # digest -> State
         self._boundaries = _ByteLRU(128 << 20)  # replica -> (positions, velocities)
+        #: Adaptive jobs: where each new generation starts (coordinator/seeding.py).
+        self._seeder = Seeder(
+            store=store, system=self._system, engines=self._engines, put_state=self._put_state
+        )
         #: Checkpoints double as beacons; at most one per interval keeps the log small.
         self.beacon_interval_s = beacon_interval_s
         self._last_beacon = float("-inf")
@@ -261,6 +267,7 @@ class Coordinator:
             c.state == "assigned" for c in self.scheduler.checks.values()
         ):
             self._apply(Abandoned(self.clock()))
+        self._seed_pending()  # adaptive choices a crash came before
 
     # -- the event pipeline ----------------------------------------------------------------
 
@@ -283,6 +290,25 @@ class Coordinator:
     def _carry_out(self, instructions: Sequence[Instruction]) -> None:
         self._record_ledger_effects(instructions)
         self._events.extend(instructions)
+        for ins in instructions:
+            if isinstance(ins, ChooseSeed):
+                self._seed(ins)
+
+    def _seed(self, ins: ChooseSeed) -> None:
+        """Run an adaptive job's policy and start the generation where it says. A choice that
+        cannot be made now (no validated state left after a retraction) waits for the next
+        tick; the trajectory stays in ``scheduler.seeding`` meanwhile."""
+        if self.scheduler.seeding.get(TrajectoryKey(ins.job, ins.run, ins.clone)) != ins.gen:
+            return  # answered already, or withdrawn (a cancel, a retraction)
+        try:
+            event, _decision = self._seeder.decide(self.scheduler, ins, self.clock())
+        except UsageError:
+            return
+        self._apply(event)
+
+    def _seed_pending(self) -> None:
+        for traj, gen in list(self.scheduler.seeding.items()):
+            self._seed(ChooseSeed(traj.job, traj.run, traj.clone, gen))
 
     def _record_ledger_effects(self, instructions: Sequence[Instruction]) -> None:
         todo: list[Validated | RevokeCredit] = [
@@ -403,6 +429,7 @@ class Coordinator:
         (replica ids are reused by the replay, so a cached header could name another
         result)."""
         self.scheduler = Scheduler(self.policy)
+        self._seeder.forget()
         self._headers.clear()
         self._states = _ByteLRU(self._states.budget)
         self._boundaries = _ByteLRU(self._boundaries.budget)
@@ -759,6 +786,8 @@ class Coordinator:
         """Deadlines; and when unreplicated results wait for randomness, a new checkpoint
         whose root is the beacon their spot-checks are drawn from."""
         now = self.clock()
+        if self.scheduler.seeding and not self._batching:
+            self._seed_pending()
         deadline = self.scheduler.next_deadline
         if deadline is not None and deadline <= now:  # a tick before any deadline is a no-op
             self._apply(Tick(now))

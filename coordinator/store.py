@@ -337,6 +337,15 @@ class Store:
             State(positions=a["positions"][k], velocities=a["velocities"][k]) for k in segments
         )
 
+    def frame_observables(self, replica: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """A stored result's ``frame_steps`` and the observables ``names``, without its frames
+        or states (what adaptive sampling reads of every validated WU)."""
+        a = self._arrays(replica, ["frame_steps", *(f"obs_{n}" for n in names)])
+        missing = [n for n in names if f"obs_{n}" not in a]
+        if missing:
+            raise MissingError(f"the result of replica {replica} has no observable {missing[0]}")
+        return {"frame_steps": a["frame_steps"]} | {n: a[f"obs_{n}"] for n in names}
+
     def result(self, replica: int) -> WorkerResult:
         header, signature = self.signed_header(replica)
         arrays = {k: np.array(v) for k, v in self._arrays(replica).items()}

@@ -80,6 +80,12 @@ class Engine(abc.ABC):
         """A runner positioned at ``state`` whose random stream depends only on ``seed``."""
 
     @abc.abstractmethod
+    def thermalized(self, state: State, *, temperature: float, seed: int, step: int) -> State:
+        """``state``'s positions with velocities drawn afresh from Maxwell-Boltzmann at
+        ``temperature`` (a function of ``seed`` alone), at simulation step ``step``: an
+        adaptive restart (coordinator/adaptive.py)."""
+
+    @abc.abstractmethod
     def observe(self, state: State) -> dict[str, float]:
         """Structural observables of one state (RMSD, Q, Rg, ...), without the energy."""
 

@@ -49,6 +49,9 @@ class JobRequest(BaseModel):
     audit_rate: float | None = Field(None, allow_inf_nan=False, description=_doc("audit_rate"))
     seed: int | None = Field(None, description=_doc("seed"))
     name: str | None = Field(None, max_length=MAX_NAME, description=_doc("name"))
+    adaptive: Literal["none", "least-counts", "fast"] | None = Field(
+        None, description=_doc("adaptive")
+    )
 
     def plan(self) -> JobPlan:
         """The job plan (:class:`SubmissionError`, a 422, if it is not one)."""

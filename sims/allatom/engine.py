@@ -355,6 +355,26 @@ class AllAtomEngine(Engine):
             engine=self.name,
         )
 
+    def thermalized(self, state: State, *, temperature: float, seed: int, step: int) -> State:
+        """``state``'s positions with velocities drawn by OpenMM from ``seed`` (constraints
+        applied), as :meth:`initial_state` draws them."""
+        self._check_state(state)
+        self.check_temperature(temperature)
+        sim = self._sim
+        sim.generation += 1
+        try:
+            sim.context.setPositions(state.positions)
+            sim.context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
+            st = sim.context.getState(getVelocities=True)
+        except openmm.OpenMMException as e:
+            raise SimulationError(f"could not draw velocities: {e}") from e
+        return engine_state(
+            np.array(state.positions, dtype=np.float64),
+            st.getVelocities(asNumpy=True).value_in_unit(_NM_PER_PS),
+            step,
+            engine=self.name,
+        )
+
     def start_segment(self, state: State, *, seed: int, temperature: float) -> _Segment:
         self._check_state(state)
         self.check_temperature(temperature)

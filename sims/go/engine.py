@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from sims.engine import Engine, engine_state
-from sims.errors import ParameterError
+from sims.errors import ParameterError, StateError
 from sims.go import kernels
 from sims.go.model import GoModel
 from sims.observables import fraction_native_contacts, kabsch_rmsd, radius_of_gyration
@@ -279,7 +279,23 @@ class GoEngine(Engine):
         """
         self.check_temperature(temperature)
         x = self.model.extended_chain() if extended else np.array(self.model.native)
+        return State(positions=x, velocities=self._velocities(x.shape, temperature, seed), step=0)
+
+    def thermalized(self, state: State, *, temperature: float, seed: int, step: int) -> State:
+        """``state``'s positions with velocities drawn as :meth:`initial_state` draws them."""
+        self.check_temperature(temperature)
+        x = np.array(state.positions, dtype=np.float64)
+        if x.shape != (self.n_atoms, 3):
+            raise StateError(
+                f"state has positions of shape {x.shape}; the Go model has {self.n_atoms} beads"
+            )
+        return State(
+            positions=x, velocities=self._velocities(x.shape, temperature, seed), step=step
+        )
+
+    @staticmethod
+    def _velocities(shape: tuple[int, ...], temperature: float, seed: int) -> np.ndarray:
         rng = np.random.Generator(np.random.Philox(seed))
-        v = rng.normal(scale=math.sqrt(temperature), size=x.shape)
+        v = rng.normal(scale=math.sqrt(temperature), size=shape)
         v -= v.mean(axis=0)
-        return State(positions=x, velocities=v, step=0)
+        return v
