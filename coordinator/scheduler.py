@@ -759,6 +759,10 @@ class Scheduler:
             raise ProtocolError(f"replica {rid} of a validated WU has no claim")
         return rid, claim
 
+    def newest(self, traj: TrajectoryKey) -> WorkUnit:
+        """The newest WU of a trajectory."""
+        return self.wus[self._trajectory[traj]].unit
+
     @property
     def beacon(self) -> bytes:
         """The latest beacon (empty before the first checkpoint)."""

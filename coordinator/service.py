@@ -38,6 +38,7 @@ from coordinator.messages import (
     Dispatch,
     DispatchSpotCheck,
     Event,
+    GenerationSeeded,
     Instruction,
     Invalidated,
     JobAccepted,
@@ -183,7 +184,8 @@ class Coordinator:
         self._events: list[Instruction] = []
         self._batching = False
         # ledger records waiting for the batch's commit
-        self._deferred: list[Validated | RevokeCredit] = []
+        self._deferred: list[Validated | RevokeCredit | le.GenerationSeeded] = []
+        self._seeds_in_ledger: set[bytes] = set()  # WU ids whose seed the ledger states
         #: Headers of results not yet recorded, so recording reads nothing back from the store.
         self._headers: dict[int, tuple[ResultHeader, bytes]] = {}
         self._engines = EngineCache()  # for the physical sanity checks of results
@@ -250,13 +252,17 @@ class Coordinator:
                 self._revoked.add((entry.volunteer_key, entry.wu_id))
             elif isinstance(entry, le.VolunteerRegistered):
                 self._registered.add(entry.volunteer_key)
+            elif isinstance(entry, le.GenerationSeeded):
+                self._seeds_in_ledger.add(entry.wu_id)
             elif isinstance(entry, le.JobSubmitted):
                 self._jobs_in_ledger.add(entry.job_id)
 
     def _replay(self, *, abandon: bool = True) -> None:
-        replayed: list[Instruction] = []
+        replayed: list[Instruction | le.GenerationSeeded] = []
         for ev in self.store.events():
             replayed.extend(self.scheduler.handle(ev))
+            if isinstance(ev, GenerationSeeded):
+                replayed.append(self._seed_entry(ev))
         # Ledger effects of the history, idempotently: a crash may have come between
         # committing an event and appending its consequences. Not reported by drain():
         # that is what happened before this process started.
@@ -305,28 +311,55 @@ class Coordinator:
         except UsageError:
             return
         self._apply(event)
+        self._record_ledger_effects([self._seed_entry(event)])
+
+    def _seed_entry(self, ev: GenerationSeeded) -> le.GenerationSeeded:
+        """The ledger's record of a seeding the scheduler just applied."""
+        traj = TrajectoryKey(ev.job, ev.run, ev.clone)
+        return le.GenerationSeeded(
+            job_id=bytes.fromhex(ev.job),
+            wu_id=self.scheduler.newest(traj).id,
+            parent_wu=ev.parent_wu,
+            boundary=ev.boundary,
+            parent_state=ev.parent_state,
+            input_digest=ev.input_digest,
+            decision=ev.decision,
+            policy=self.scheduler.jobs[ev.job].spec.adaptive,
+        )
 
     def _seed_pending(self) -> None:
         for traj, gen in list(self.scheduler.seeding.items()):
             self._seed(ChooseSeed(traj.job, traj.run, traj.clone, gen))
 
-    def _record_ledger_effects(self, instructions: Sequence[Instruction]) -> None:
-        todo: list[Validated | RevokeCredit] = [
+    def _record_ledger_effects(
+        self, instructions: Sequence[Instruction | le.GenerationSeeded]
+    ) -> None:
+        todo: list[Validated | RevokeCredit | le.GenerationSeeded] = [
             ins
             for ins in instructions
             if (isinstance(ins, Validated) and ins.wu.id not in self._recorded)
             or isinstance(ins, RevokeCredit)
+            or (isinstance(ins, le.GenerationSeeded) and ins.wu_id not in self._seeds_in_ledger)
         ]
         if self._batching:  # appended once the events behind them are committed
             self._deferred.extend(todo)
         elif todo:
             self._record(todo)
 
-    def _record(self, todo: Sequence[Validated | RevokeCredit]) -> None:
-        """Validated results first (with their grants), then revocations of grants."""
+    def _record(self, todo: Sequence[Validated | RevokeCredit | le.GenerationSeeded]) -> None:
+        """Validated results first (with their grants), then where adaptive generations
+        started (their parents are validated by then), then revocations of grants."""
         validated = [t for t in todo if isinstance(t, Validated)]
         if validated:
             self._record_validated(validated)
+        seeds = [
+            t
+            for t in todo
+            if isinstance(t, le.GenerationSeeded) and t.wu_id not in self._seeds_in_ledger
+        ]
+        if seeds:
+            self.log.append_batch(seeds)
+            self._seeds_in_ledger.update(t.wu_id for t in seeds)
         revocations = []
         for t in todo:
             if not isinstance(t, RevokeCredit):
@@ -438,6 +471,7 @@ class Coordinator:
         self._jobs_in_ledger.clear()
         self._grants.clear()
         self._revoked.clear()
+        self._seeds_in_ledger.clear()
         self._scan_ledger()
         self._replay(abandon=False)
 

@@ -37,6 +37,11 @@ Encoding (all integers unsigned big-endian)::
     type 7  witness_cosigned     v1 := witness_name:text  witness_key:bytes32
                                        tree_size:u64  root_hash:bytes32
                                        timestamp:u64  signature:sig64
+    type 8  generation_seeded    v1 := job_id:bytes32  wu_id:bytes32  parent_wu:bytes32
+                                       boundary:u32  parent_state:bytes32
+                                       input_digest:bytes32  decision:bytes32  policy:text
+            (an adaptive job started WU ``wu_id`` from boundary ``boundary`` of the validated
+            WU ``parent_wu``; ``decision`` is the digest of the policy's recomputable choice)
 
 ``timestamp_ms`` is the ledger time (milliseconds since the Unix epoch) that the log assigned
 when it appended the record; it never decreases along the log. A whole record is at most
@@ -90,6 +95,7 @@ __all__ = [
     "CreditGranted",
     "CreditRevoked",
     "Entry",
+    "GenerationSeeded",
     "JobSubmitted",
     "PriceInputs",
     "Record",
@@ -673,6 +679,65 @@ class WitnessCosigned:
         ), p + 144
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationSeeded:
+    """Where an adaptive job's generation started, and the digest of why (the policy's
+    decision, which anyone can recompute from the validated results it names)."""
+
+    TYPE: ClassVar[int] = 8
+    VERSION: ClassVar[int] = 1
+    KIND: ClassVar[str] = "generation seeded"
+
+    job_id: bytes
+    wu_id: bytes
+    parent_wu: bytes
+    boundary: int
+    parent_state: bytes
+    input_digest: bytes
+    decision: bytes
+    policy: str
+
+    def __post_init__(self) -> None:
+        for name in ("job_id", "wu_id", "parent_wu", "parent_state", "input_digest", "decision"):
+            _b32(name, getattr(self, name))
+        _uint("boundary", self.boundary, 32)
+        _text("policy", self.policy)
+
+    @property
+    def version(self) -> int:
+        return self.VERSION
+
+    def encode_body(self) -> bytes:
+        return struct.pack(
+            ">32s32s32sI32s32s32s",
+            self.job_id,
+            self.wu_id,
+            self.parent_wu,
+            self.boundary,
+            self.parent_state,
+            self.input_digest,
+            self.decision,
+        ) + _enc_text(self.policy)
+
+    @classmethod
+    def decode_body(cls, data: bytes, pos: int, version: int) -> tuple[GenerationSeeded, int]:
+        _need(data, pos + 196, "seed")
+        job, wu, parent, boundary, state, digest, decision = struct.unpack_from(
+            ">32s32s32sI32s32s32s", data, pos
+        )
+        policy, end = _dec_text(data, pos + 196, "policy")
+        return cls(
+            job_id=job,
+            wu_id=wu,
+            parent_wu=parent,
+            boundary=boundary,
+            parent_state=state,
+            input_digest=digest,
+            decision=decision,
+            policy=policy,
+        ), end
+
+
 Entry: TypeAlias = (
     VolunteerRegistered
     | JobSubmitted
@@ -681,6 +746,7 @@ Entry: TypeAlias = (
     | CreditRevoked
     | CheckpointPublished
     | WitnessCosigned
+    | GenerationSeeded
 )
 
 _TYPES: dict[tuple[int, int], type[Entry]] = {
@@ -693,6 +759,7 @@ _TYPES: dict[tuple[int, int], type[Entry]] = {
         CreditRevoked,
         CheckpointPublished,
         WitnessCosigned,
+        GenerationSeeded,
     )
     for version in getattr(cls, "VERSIONS", (cls.VERSION,))
 }

@@ -40,6 +40,7 @@ from ledger.entries import (
     Attestation,
     CreditGranted,
     CreditRevoked,
+    GenerationSeeded,
     JobSubmitted,
     PriceInputs,
     Record,
@@ -187,6 +188,25 @@ class LedgerState:
                 )
             else:
                 self.volunteers[key] = index
+        elif isinstance(e, GenerationSeeded):
+            if e.job_id not in self.jobs:
+                out.append(
+                    Discrepancy(
+                        "seed-unknown-job",
+                        f"a generation of job {_short(e.job_id)} was seeded before the job was "
+                        "submitted",
+                        index,
+                    )
+                )
+            if e.parent_wu not in self.results:
+                out.append(
+                    Discrepancy(
+                        "seed-unvalidated-parent",
+                        f"WU {_short(e.wu_id)} was seeded from WU {_short(e.parent_wu)}, which "
+                        "has no validated result earlier in the log",
+                        index,
+                    )
+                )
         elif isinstance(e, JobSubmitted):
             if e.job_id in self.jobs:
                 out.append(

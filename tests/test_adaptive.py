@@ -149,6 +149,19 @@ def test_an_adaptive_job_starts_every_generation_from_a_validated_state_recomput
         assert redo.digest() == ev.input_digest
         child = next(w for w in s.wus.values() if w.unit.input_digest == ev.input_digest)
         assert child.parent == (ev.parent_wu, ev.boundary) and child.unit.gen == ev.gen
+    from ledger import entries as le
+
+    on_ledger = [
+        e
+        for _i, _leaf, data in coord.log.store.iter_entries()
+        if isinstance(e := le.decode_record(data).entry, le.GenerationSeeded)
+    ]
+    assert len(on_ledger) == len(seeded)
+    by_input = {ev.input_digest: ev for ev in seeded}
+    for e in on_ledger:
+        ev = by_input[e.input_digest]
+        assert (e.parent_wu, e.boundary, e.decision) == (ev.parent_wu, ev.boundary, ev.decision)
+        assert s.wus[e.wu_id].unit.input_digest == e.input_digest and e.policy == policy
     wus = {k: (w.state, w.parent, w.unit.input_digest) for k, w in s.wus.items()}
     coord.close()
     again = Coordinator.local(tmp_path / "c", beacon_interval_s=0)  # replay: the same choices
@@ -214,3 +227,24 @@ def test_a_restart_state_is_positions_kept_velocities_redrawn(model):
         engine.thermalized(
             State(np.zeros((3, 3)), np.zeros((3, 3))), temperature=0.8, seed=1, step=0
         )
+
+
+def test_a_seed_entry_has_one_canonical_encoding_and_the_rules_check_its_parent():
+    from ledger.entries import GenerationSeeded as SeedEntry
+    from ledger.entries import JobSubmitted, Record, decode_record, encode_record
+    from ledger.rules import LedgerState
+
+    seed = SeedEntry(
+        job_id=b"\x01" * 32, wu_id=b"\x02" * 32, parent_wu=b"\x03" * 32, boundary=4,
+        parent_state=b"\x05" * 32, input_digest=b"\x06" * 32, decision=b"\x07" * 32,
+        policy="fast",
+    )  # fmt: skip
+    data = encode_record(Record(timestamp_ms=9, entry=seed))
+    assert data[:2] == bytes([8, 1]) and decode_record(data).entry == seed
+    assert len(data) == 10 + 196 + 2 + 4
+    state = LedgerState()
+    found = state.apply(0, Record(timestamp_ms=9, entry=seed))
+    assert {d.kind for d in found} == {"seed-unknown-job", "seed-unvalidated-parent"}
+    state.apply(1, Record(timestamp_ms=9, entry=JobSubmitted(job_id=b"\x01" * 32, lab="x")))
+    found = state.apply(2, Record(timestamp_ms=9, entry=seed))
+    assert [d.kind for d in found] == ["seed-unvalidated-parent"]
