@@ -192,6 +192,7 @@ def demo(
         ),
     ] = False,
     port: Annotated[int, typer.Option(help="TCP port for --serve.")] = 8000,
+    adaptive: Annotated[str, typer.Option(help=HELP["adaptive"].capitalize() + ".")] = "none",
 ) -> None:
     """Run the whole network locally: Ray, coordinator, ledger, honest and dishonest volunteers."""
     from coordinator.demo import VOLUNTEERS, DemoConfig, run_demo
@@ -206,12 +207,15 @@ def demo(
         segment_steps=min(segment_steps, steps_per_wu),
         report_steps=min(1000, segment_steps),
         temperature=temperature,
+        adaptive=adaptive,
     )
     total = runs * clones * gens
     console.print(
         f"[bold]foldnet demo[/]: villin headpiece (36 residues), C-alpha Go model at "
         f"T = {temperature} eps/kB; {runs} runs x {clones} clones x {gens} generations of "
-        f"{steps_per_wu:,} steps; quorum of 2 on volunteers "
+        f"{steps_per_wu:,} steps; "
+        + ("" if adaptive == "none" else f"adaptive sampling ({adaptive}); ")
+        + "quorum of 2 on volunteers "
         + ", ".join(
             f"{n}{'' if b == 'honest' else ' (dishonest: ' + b + ')'}" for n, b in VOLUNTEERS
         )

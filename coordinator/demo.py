@@ -38,6 +38,8 @@ class DemoConfig:
     report_steps: int = 1000
     temperature: float = 0.7
     seed: int = 1
+    #: Where new generations start (coordinator/adaptive.py): none, least-counts or fast.
+    adaptive: str = "none"
 
 
 @dataclass(slots=True)
@@ -79,6 +81,7 @@ def run_demo(
         # A demo WU takes about a second: an audit nobody can take (every volunteer touched
         # the WU) gives up after a minute, not after the default ten.
         deadline_s=60.0,
+        adaptive=config.adaptive,
     )
     engine.check_temperature(config.temperature)
     coord = Coordinator.local(out / "coordinator", checkpoint_every=50)

@@ -248,3 +248,70 @@ def test_a_seed_entry_has_one_canonical_encoding_and_the_rules_check_its_parent(
     state.apply(1, Record(timestamp_ms=9, entry=JobSubmitted(job_id=b"\x01" * 32, lab="x")))
     found = state.apply(2, Record(timestamp_ms=9, entry=seed))
     assert [d.kind for d in found] == ["seed-unvalidated-parent"]
+
+
+def _seeds_on_ledger(path) -> list:
+    from ledger import entries as le
+    from ledger.log import Log
+
+    with Log.open(path, origin="foldnet.local/ledger") as log:
+        return [
+            e
+            for _i, _leaf, data in log.store.iter_entries()
+            if isinstance(e := le.decode_record(data).entry, le.GenerationSeeded)
+        ]
+
+
+def test_an_adaptive_job_completes_over_http(tmp_path):
+    import threading
+
+    from http_helpers import (
+        add_lab,
+        go_job,
+        lab_client,
+        post_job,
+        running_service,
+        trust,
+        wait_for_job,
+    )
+
+    from worker.client import HttpVolunteer
+
+    key = add_lab(tmp_path / "c", "lab-a")
+    with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
+        job = post_job(lab, go_job(gens=3, adaptive="fast")).json()["job"]
+        vols = [
+            HttpVolunteer(s.url, home=tmp_path / f"h{i}", key_path=tmp_path / f"v{i}.key")
+            for i in range(2)
+        ]
+        trust(s, vols[0].identity)
+        threads = [threading.Thread(target=v.run, kwargs={"max_tasks": 6}) for v in vols]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        progress = wait_for_job(lab, job)
+        assert progress["state"] == "completed", progress
+        assert progress["plan"]["adaptive"] == "fast" and progress["wus"]["validated"] == 6
+        report = run_audit(f"{s.url}/v1/ledger", workers=1)
+        assert report.ok, report.discrepancies
+        for v in vols:
+            v.close()
+    seeds = _seeds_on_ledger(tmp_path / "c" / "ledger.db")
+    assert len(seeds) == 2 * 2 and {e.policy for e in seeds} == {"fast"}
+
+
+def test_the_demo_runs_adaptive_sampling_over_ray(tmp_path):
+    from cli_helpers import run_foldnet
+
+    out = tmp_path / "results"
+    proc = run_foldnet(
+        "demo", "--out", str(out), "--runs", "1", "--clones", "2", "--gens", "3",
+        "--steps-per-wu", "20000", "--adaptive", "least-counts", home=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = " ".join(proc.stdout.split())  # the console wraps long lines
+    assert "adaptive sampling (least-counts)" in text
+    assert "WUs validated: 6;" in text and "PASSED" in text
+    seeds = _seeds_on_ledger(out / "coordinator" / "ledger.db")
+    assert len(seeds) == 2 * 2 and {e.policy for e in seeds} == {"least-counts"}

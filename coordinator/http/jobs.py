@@ -88,6 +88,7 @@ def job_progress(
             "temperature": spec.temperature,
             "min_quorum": spec.min_quorum,
             "deadline_s": spec.deadline_s,
+            "adaptive": spec.adaptive,
         },
         "wus": {"total": total, **counts, "results_returned": returned},
         "steps_simulated": steps,
