@@ -348,7 +348,7 @@ class Log:
 
     def _append_records(self, records: Sequence[Record]) -> list[Appended]:
         if self._store.readonly:
-            raise StorageError(f"{self._store.path} is open read-only")
+            raise StorageError(f"{self._store.name} is open read-only")
         encoded = [encode_record(r) for r in records]  # size limits, before anything else
         hashed = [(data, leaf_hash(data)) for data in encoded]
         admission = self._admission
@@ -498,5 +498,5 @@ def _latest_checkpoint(store: Store, verifier: Ed25519NoteVerifier) -> SignedChe
         return open_checkpoint(rows[-1][1], log_verifier=verifier)
     except (NoteFormatError, SignatureError) as e:
         raise StorageError(
-            f"{store.path}: the latest stored checkpoint does not verify under this log's key: {e}"
+            f"{store.name}: the latest stored checkpoint does not verify under this log's key: {e}"
         ) from e
