@@ -200,7 +200,8 @@ class Log:
                     stored = store.meta("log_vkey")
                     if stored is not None and stored != verifier.vkey:
                         raise KeyFileError(
-                            f"{path} is signed by {stored}, not by the given key {verifier.vkey}"
+                            f"{store.name} is signed by {stored}, not by the given key "
+                            f"{verifier.vkey}"
                         )
                     store.put_meta("log_vkey", verifier.vkey)
                     latest = _latest_checkpoint(store, verifier)
@@ -231,7 +232,7 @@ class Log:
         try:
             origin = store.meta("origin")
             if origin is None:
-                raise StorageError(f"{path} has no origin: not a ledger created by Log.open")
+                raise StorageError(f"{store.name} has no origin: not a ledger created by Log.open")
             vkey = store.meta("log_vkey")
             return cls(
                 store=store,
