@@ -1,8 +1,9 @@
 """Who may use the HTTP service: labs (API keys, stored hashed) and registered volunteers.
 
-A table of its own in ``accounts.db`` beside the coordinator's database, through SQLAlchemy
-Core like :mod:`coordinator.store`, so ``foldnet lab add`` can add a lab while a service
-runs (the coordinator's own database belongs to the one process holding its lock).
+Tables of their own in ``accounts.db`` beside the coordinator's database (or in the folder's
+PostgreSQL database, :mod:`coordinator.databases`), through SQLAlchemy Core like
+:mod:`coordinator.store`, so ``foldnet lab add`` can add a lab while a service runs (the
+coordinator's own SQLite database belongs to the one process holding its lock).
 
 Lab keys are 256-bit random tokens, shown once and stored as SHA-256: a salted slow hash
 protects guessable passwords, but a random token has nothing to guess, and a plain hash
@@ -21,8 +22,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from coordinator.databases import Databases
 from coordinator.errors import CoordinatorUnavailableError, MissingError, ProtocolError, UsageError
 from coordinator.store import database_errors, open_engine
+from ledger.backend import redact_url
 
 KEY_PREFIX = "fnlab_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -76,14 +79,15 @@ class Accounts:
             metadata.create_all(self._engine)
         except SQLAlchemyError as e:
             raise CoordinatorUnavailableError(
-                f"cannot open the accounts database {text}: {e}"
+                f"cannot open the accounts database {redact_url(text)}: "
+                f"{str(getattr(e, 'orig', None) or e).splitlines()[0][:300]}"
             ) from e
 
     @classmethod
     def in_folder(cls, workdir: str | Path) -> Accounts:
         d = Path(workdir)
         d.mkdir(parents=True, exist_ok=True)
-        return cls(d / "accounts.db")
+        return cls(Databases.of_folder(d).accounts)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -120,11 +120,26 @@ def serve(
             "the start, so that the first WUs can be validated (repeatable; remembered)."
         ),
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL (postgresql://user@host/dbname) of an existing database for "
+            "the coordinator, its accounts and its ledger; remembered in the folder. Default: "
+            "SQLite files in the folder."
+        ),
+    ] = None,
+    ledger_db: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL URL of another database for the ledger. Default: --db."),
+    ] = None,
 ) -> None:
     """Run the coordinator as an HTTP service for labs and volunteers (Ctrl-C stops it)."""
     import uvicorn
 
+    from coordinator.databases import Databases
     from coordinator.http.app import ServiceConfig, create_app
+
+    Databases.of_folder(workdir, db=db, ledger_db=ledger_db)  # checked, and remembered
 
     config = ServiceConfig(
         trusted_keys=_volunteer_keys(trust),

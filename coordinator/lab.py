@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.databases import Databases
 from coordinator.errors import MissingError, ProtocolError, UsageError
 from coordinator.results import trajectories, write_results
 from coordinator.scheduler import Scheduler, replay
@@ -35,11 +36,12 @@ class JobStatus:
 
 
 class CoordinatorView:
-    """A read-only view of a coordinator folder (``coordinator.db`` inside it)."""
+    """A read-only view of a coordinator folder (``coordinator.db`` inside it, or the
+    PostgreSQL database it remembers)."""
 
     def __init__(self, workdir: str | Path) -> None:
-        db = Path(workdir) / "coordinator.db"
-        if not db.is_file():
+        db = Databases.of_folder(workdir).coordinator
+        if "://" not in db and not Path(db).is_file():
             raise MissingError(f"no coordinator database at {db}")
         self.store = Store.open(db)
         self.scheduler: Scheduler = replay(self.store.events())[0]

@@ -27,6 +27,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.classes import AcceptedClass, ClassRegistry
+from coordinator.databases import Databases
 from coordinator.errors import ProtocolError, SubmissionError, UsageError
 from coordinator.jobs import JobSpec, TrajectoryKey
 from coordinator.messages import (
@@ -211,27 +212,40 @@ class Coordinator:
         policy: NetworkPolicy | None = None,
         clock: Callable[[], float] | None = None,
     ) -> Coordinator:
-        """SQLite coordinator and ledger in ``workdir`` (created), ledger key made on first use.
+        """The coordinator of ``workdir`` (created): its databases are SQLite files inside it
+        or the PostgreSQL ones it remembers (:mod:`coordinator.databases`); the ledger key is
+        made on first use.
 
         ``clock`` (wall seconds; default :func:`time.time`) drives the scheduler's time and,
         when given, the ledger's timestamps too, so that a test can move both together."""
         d = Path(workdir)
         d.mkdir(parents=True, exist_ok=True)
+        dbs = Databases.of_folder(d)
         key: Ed25519PrivateKey = load_or_create_private_key(d / "ledger.key")
-        log = Log.open(
-            d / "ledger.db",
-            origin=DEFAULT_ORIGIN,
-            signing_key=key,
-            checkpoint_every=checkpoint_every,
-            clock=None if clock is None else lambda: int(clock() * 1000),
-        )
-        coord = cls(
-            store=Store.open(d / "coordinator.db"),
-            log=log,
-            clock=time.time if clock is None else clock,
-            beacon_interval_s=beacon_interval_s,
-            policy=policy,
-        )
+        store = Store.open(dbs.coordinator, exclusive=True)  # one coordinator per database
+        try:
+            log = Log.open(
+                dbs.ledger,
+                origin=DEFAULT_ORIGIN,
+                signing_key=key,
+                checkpoint_every=checkpoint_every,
+                clock=None if clock is None else lambda: int(clock() * 1000),
+            )
+        except BaseException:
+            store.close()
+            raise
+        try:
+            coord = cls(
+                store=store,
+                log=log,
+                clock=time.time if clock is None else clock,
+                beacon_interval_s=beacon_interval_s,
+                policy=policy,
+            )
+        except BaseException:
+            log.close()
+            store.close()
+            raise
         coord.classes = ClassRegistry.load(d, discover=coord._own_classes)
         return coord
 

@@ -1,5 +1,5 @@
 """The coordinator's durable state, through SQLAlchemy Core: SQLite (WAL) by default, the
-same code on PostgreSQL by URL.
+same code on PostgreSQL by URL (psycopg 3; see :mod:`coordinator.databases`).
 
 Event sourcing: the coordinator applies each event to its in-memory scheduler, appends
 the events that changed it to ``events``, and acts on them (ledger records, tasks handed
@@ -33,17 +33,23 @@ from coordinator.errors import (
     UsageError,
 )
 from coordinator.scheduler import Event
+from ledger.backend import is_postgres_url, redact_url
 from ledger.entries import PriceInputs
 from sims.state import State
 from worker.arrays import pack_arrays, unpack_arrays
 from worker.errors import WireError
 from worker.result import ResultHeader, WorkerResult
 
+#: 64-bit keys on PostgreSQL; SQLite's INTEGER PRIMARY KEY (its rowid) is 64-bit already.
+_BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: The advisory lock a coordinator holds on its PostgreSQL database while it runs ("fncoord").
+COORDINATOR_LOCK = int.from_bytes(b"fncoord", "big")
+
 metadata = sa.MetaData()
 events = sa.Table(
     "events",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", _BIGINT, primary_key=True, autoincrement=True),
     sa.Column("body", sa.Text, nullable=False),
 )
 states = sa.Table(
@@ -78,7 +84,7 @@ plans = sa.Table(
 results = sa.Table(
     "results",
     metadata,
-    sa.Column("replica", sa.Integer, primary_key=True),
+    sa.Column("replica", _BIGINT, primary_key=True, autoincrement=False),
     sa.Column("wu_id", sa.LargeBinary(32), nullable=False, index=True),
     sa.Column("header", sa.Text, nullable=False),
     sa.Column("signature", sa.LargeBinary(64), nullable=False),
@@ -88,8 +94,20 @@ results = sa.Table(
 
 def open_engine(url_or_path: str | Path, *, busy_timeout_ms: int | None = None) -> Engine:
     """A database URL (``postgresql://...``) or a path to a SQLite file; SQLite gets WAL and
-    FULL synchronous commits (durable before acknowledged), and a busy timeout if asked."""
+    FULL synchronous commits (durable before acknowledged), and a busy timeout if asked;
+    PostgreSQL gets psycopg 3 and ``synchronous_commit=on`` whatever the server's default
+    (a commit is durable before it is acknowledged), and waits ``busy_timeout_ms`` at most
+    for a lock."""
     text = str(url_or_path)
+    if is_postgres_url(text):
+        url = "postgresql+psycopg://" + text.split("://", 1)[1]
+        options = "-c synchronous_commit=on"
+        if busy_timeout_ms is not None:
+            options += f" -c lock_timeout={int(busy_timeout_ms)}"
+        try:
+            return sa.create_engine(url, connect_args={"options": options}, pool_pre_ping=True)
+        except (SQLAlchemyError, ValueError) as e:  # a malformed URL
+            raise UsageError(f"cannot use the database URL {redact_url(text)}: {e}") from e
     url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
     engine = sa.create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
@@ -148,21 +166,52 @@ class Store:
     """Durable coordinator state. Every write method commits before it returns, except inside
     :meth:`batch`, whose writes commit together when it exits (a group commit)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, exclusive: bool = False) -> None:
         self._engine = engine
         self._local = threading.local()  # the open batch, per thread: readers elsewhere
         # (an HTTP handler reading a lab's results) never see uncommitted writes
+        self._lock: Connection | None = None
         try:
+            if exclusive and engine.dialect.name == "postgresql":
+                self._lock = self._claim(engine)
             metadata.create_all(engine)
         except SQLAlchemyError as e:
-            raise CoordinatorUnavailableError(f"cannot open the coordinator database: {e}") from e
+            self.close()
+            raise CoordinatorUnavailableError(
+                f"cannot open the coordinator database {redact_url(str(engine.url))}: "
+                f"{str(getattr(e, 'orig', None) or e).splitlines()[0][:300]}"
+            ) from e
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _claim(engine: Engine) -> Connection:
+        """Hold the database's coordinator lock for as long as this store is open: one
+        coordinator per database (SQLite has the folder's lock file). The server releases
+        it when the connection ends, a killed coordinator's included."""
+        conn = engine.connect()
+        got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(COORDINATOR_LOCK))).scalar()
+        conn.commit()  # the lock is the session's, not the transaction's
+        if not got:
+            conn.close()
+            raise UsageError(
+                f"a coordinator is running on {redact_url(str(engine.url))}: stop it first "
+                "(or submit over HTTP); one database serves one coordinator"
+            )
+        return conn
 
     @classmethod
-    def open(cls, url_or_path: str | Path) -> Store:
-        """A database URL (``postgresql://...``) or a path to a SQLite file."""
-        return cls(open_engine(url_or_path))
+    def open(cls, url_or_path: str | Path, *, exclusive: bool = False) -> Store:
+        """A database URL (``postgresql://...``) or a path to a SQLite file. ``exclusive``
+        (the coordinator itself): refuse a PostgreSQL database another coordinator holds."""
+        return cls(open_engine(url_or_path), exclusive=exclusive)
 
     def close(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self._lock.close()
+            self._lock = None
         self._engine.dispose()
 
     @contextlib.contextmanager

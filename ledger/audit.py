@@ -81,6 +81,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from foldnet.files import atomic_write
+from ledger.backend import is_postgres_url
 from ledger.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
 from ledger.cosignature import CosignatureV1Verifier
 from ledger.entries import (
@@ -246,9 +247,9 @@ class _Source(Protocol):
 class _DbSource:
     """The operator's own database: every stored entry, with the leaf hash stored beside it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.store = Store.open_readonly(path)
-        self.description = f"database {path}"
+        self.description = f"database {self.store.name}"
 
     def checkpoints(self) -> list[tuple[str, str]]:
         return [
@@ -560,6 +561,8 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _open_source(location: str | os.PathLike[str]) -> _Source:
+    if is_postgres_url(location):  # the operator's own database, on a PostgreSQL server
+        return _DbSource(location)
     if isinstance(location, str) and _URL.match(location):
         from ledger.remote import HttpFetcher  # httpx is imported only to audit a server
 
@@ -584,8 +587,9 @@ def run_audit(
     volunteer: bytes | None = None,
     workers: int = 2,
 ) -> AuditReport:
-    """Audit the ledger at ``location``: a database file, a tile export folder, or the URL of a
-    server of the same tiles (``http://host:port/v1/ledger``, see :mod:`ledger.http`).
+    """Audit the ledger at ``location``: a database file or PostgreSQL URL, a tile export
+    folder, or the URL of a server of the same tiles (``http://host:port/v1/ledger``, see
+    :mod:`ledger.http`).
 
     A server is audited exactly as an export: its latest checkpoint, then its tiles and entry
     bundles for that checkpoint's size, each of exactly the width that size implies.

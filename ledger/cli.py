@@ -155,8 +155,8 @@ def audit_cmd(
     path: Annotated[
         str,
         typer.Argument(
-            help="ledger database file, tile export folder, or http(s):// URL of a tile server "
-            "(e.g. http://127.0.0.1:8000/v1/ledger)"
+            help="ledger database (a file, or a postgresql:// URL), tile export folder, or "
+            "http(s):// URL of a tile server (e.g. http://127.0.0.1:8000/v1/ledger)"
         ),
     ],
     volunteer: Annotated[
@@ -205,7 +205,7 @@ def audit_cmd(
 @app.command("export")
 @_friendly
 def export_cmd(
-    db: Annotated[Path, typer.Argument(help="ledger database")],
+    db: Annotated[str, typer.Argument(help="ledger database: a file or a postgresql:// URL")],
     directory: Annotated[Path, typer.Argument(help="folder to write the tlog-tiles layout to")],
 ) -> None:
     """Export the log up to its latest checkpoint as static tlog-tiles files."""

@@ -200,7 +200,8 @@ class Log:
                     stored = store.meta("log_vkey")
                     if stored is not None and stored != verifier.vkey:
                         raise KeyFileError(
-                            f"{path} is signed by {stored}, not by the given key {verifier.vkey}"
+                            f"{store.name} is signed by {stored}, not by the given key "
+                            f"{verifier.vkey}"
                         )
                     store.put_meta("log_vkey", verifier.vkey)
                     latest = _latest_checkpoint(store, verifier)
@@ -231,7 +232,7 @@ class Log:
         try:
             origin = store.meta("origin")
             if origin is None:
-                raise StorageError(f"{path} has no origin: not a ledger created by Log.open")
+                raise StorageError(f"{store.name} has no origin: not a ledger created by Log.open")
             vkey = store.meta("log_vkey")
             return cls(
                 store=store,
@@ -348,7 +349,7 @@ class Log:
 
     def _append_records(self, records: Sequence[Record]) -> list[Appended]:
         if self._store.readonly:
-            raise StorageError(f"{self._store.path} is open read-only")
+            raise StorageError(f"{self._store.name} is open read-only")
         encoded = [encode_record(r) for r in records]  # size limits, before anything else
         hashed = [(data, leaf_hash(data)) for data in encoded]
         admission = self._admission
@@ -498,5 +499,5 @@ def _latest_checkpoint(store: Store, verifier: Ed25519NoteVerifier) -> SignedChe
         return open_checkpoint(rows[-1][1], log_verifier=verifier)
     except (NoteFormatError, SignatureError) as e:
         raise StorageError(
-            f"{store.path}: the latest stored checkpoint does not verify under this log's key: {e}"
+            f"{store.name}: the latest stored checkpoint does not verify under this log's key: {e}"
         ) from e

@@ -1,4 +1,5 @@
-"""SQLite (WAL) storage of a Merkle log: entries, stored subtree hashes, checkpoints.
+"""Storage of a Merkle log: entries, stored subtree hashes, checkpoints, in a SQLite file
+(WAL; the default) or a PostgreSQL database named by URL (:mod:`ledger.backend`).
 
 Schema (``schema`` = 1 in ``meta``)::
 
@@ -9,26 +10,31 @@ Schema (``schema`` = 1 in ``meta``)::
     checkpoints(size INTEGER PRIMARY KEY, note TEXT)    every checkpoint the log signed
     cosignatures(size, name, key_id, line)              witness cosignature lines
 
+(PostgreSQL: ``BIGINT`` and ``BYTEA``, and ``cosignatures`` has an identity column ``seq``
+for the order SQLite keeps in its ``rowid``.)
+
 Every perfect subtree ``MTH(D[i*2**l : (i+1)*2**l])`` is stored once, when its last leaf
 arrives, so an append computes and writes O(log n) hashes (amortised: one) and any inclusion or
 consistency proof is read with two indexed queries (:mod:`ledger.merkle` turns the proof's
 ranges into at most ``2 log2 n`` perfect subtrees).
 
-Durability: ``journal_mode=WAL`` with ``synchronous=FULL``, so a transaction is on disk when
-``COMMIT`` returns; an append is acknowledged only after its commit. Batches are one
-transaction. Append-only: triggers abort any ``UPDATE`` or ``DELETE`` on these tables (an
-operator with file access can still drop them, which is what the auditor is for).
+Durability: a transaction is on disk when ``COMMIT`` returns (SQLite: ``journal_mode=WAL``
+with ``synchronous=FULL``; PostgreSQL: ``synchronous_commit=on``); an append is acknowledged
+only after its commit. Batches are one transaction. One writer at a time: each write
+transaction takes the log's write lock and re-reads the size under it. Append-only: triggers
+abort any ``UPDATE`` or ``DELETE`` (PostgreSQL: and ``TRUNCATE``) on these tables (an operator
+with database access can still drop them, which is what the auditor is for).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ledger.errors import ConfigError, FormatError, StorageError
+from ledger.backend import Database, connect
+from ledger.errors import StorageError
 from ledger.merkle import EMPTY_ROOT, node_hash, perfect_subtrees
 from ledger.merkle import root_hash as _root_hash
 
@@ -37,31 +43,18 @@ __all__ = ["SCHEMA_VERSION", "Store"]
 SCHEMA_VERSION = 1
 _LEVEL_SHIFT = 56
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS entries(
-    idx INTEGER PRIMARY KEY, leaf_hash BLOB NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS nodes(id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cosignatures(
-    size INTEGER NOT NULL, name TEXT NOT NULL, key_id BLOB NOT NULL, line TEXT NOT NULL,
-    PRIMARY KEY(size, name, key_id));
-"""
-_APPEND_ONLY = ("entries", "nodes", "checkpoints", "cosignatures")
-
 
 def _node_id(level: int, index: int) -> int:
     return (level << _LEVEL_SHIFT) | index
 
 
 class Store:
-    """One SQLite file holding one Merkle log. Not thread-safe; one writer at a time."""
+    """One database holding one Merkle log. Not thread-safe; one writer at a time."""
 
-    __slots__ = ("_db", "_frontier", "_frontier_ok", "_path", "_readonly", "_size")
+    __slots__ = ("_db", "_frontier", "_frontier_ok", "_readonly", "_size")
 
-    def __init__(self, db: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+    def __init__(self, db: Database, *, readonly: bool) -> None:
         self._db = db
-        self._path = path
         self._readonly = readonly
         self._size = 0
         self._frontier: list[tuple[int, int, bytes]] = []
@@ -72,72 +65,40 @@ class Store:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Store:
-        """Open (and with ``create``, initialise) a log database for reading and appending."""
-        target = Path(path)
-        if not create and not target.exists():
-            raise StorageError(f"no ledger database at {target}")
-        db: sqlite3.Connection | None = None
+        """Open (and with ``create``, initialise) a log database for reading and appending:
+        a SQLite file's path or a PostgreSQL URL (``postgresql://user@host/db``)."""
+        db = connect(path, readonly=False, create=create)
         try:
-            db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("BEGIN IMMEDIATE")
+            db.begin_write()
             try:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                for table in _APPEND_ONLY:
-                    for op in ("UPDATE", "DELETE"):
-                        db.execute(
-                            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} "
-                            f"BEFORE {op} ON {table} "
-                            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-                        )
-                row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if row is None:
+                db.create_schema()
+                row = db.query("SELECT value FROM meta WHERE key='schema'")
+                if not row:
                     db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
-                elif row[0] != str(SCHEMA_VERSION):
+                elif row[0][0] != str(SCHEMA_VERSION):
                     raise StorageError(
-                        f"{target} has ledger schema {row[0]}, this code reads {SCHEMA_VERSION}"
+                        f"{db.name} has ledger schema {row[0][0]}, this code reads "
+                        f"{SCHEMA_VERSION}; open it with the foldnet version that wrote it"
                     )
-                db.execute("COMMIT")
+                db.commit()
             except BaseException:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(*db.errors):
+                    db.rollback()
                 raise
         except BaseException as e:
-            if db is not None:
-                db.close()
-            if isinstance(e, sqlite3.DatabaseError):
-                raise StorageError(f"cannot open ledger database {target}: {e}") from e
+            db.close()
+            if isinstance(e, db.errors):
+                raise StorageError(f"cannot open ledger database {db.name}: {e}") from e
             raise
-        return cls(db, target, readonly=False)
+        return cls(db, readonly=False)
 
     @classmethod
     def open_readonly(cls, path: str | os.PathLike[str]) -> Store:
         """Open an existing log database without writing to it (what an auditor uses)."""
-        target = Path(path)
-        if not target.is_file():  # the caller named the wrong path: its mistake, exit 2
-            raise ConfigError(f"no ledger database at {target}")
-        try:
-            db = sqlite3.connect(
-                f"{target.resolve().as_uri()}?mode=ro",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-        except sqlite3.DatabaseError as e:
-            raise FormatError(f"{target} is not a ledger database: {e}") from e
-        missing = {"meta", "entries", "nodes", "checkpoints", "cosignatures"} - tables
-        if missing:
-            db.close()
-            raise FormatError(f"{target} is not a ledger database (no {', '.join(missing)})")
-        return cls(db, target, readonly=True)
+        return cls(connect(path, readonly=True, create=False), readonly=True)
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._db.close()
+        self._db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -146,8 +107,14 @@ class Store:
         self.close()
 
     @property
-    def path(self) -> Path:
-        return self._path
+    def path(self) -> Path | str:
+        """What reopens this log: the SQLite file's path or the PostgreSQL URL."""
+        return self._db.target
+
+    @property
+    def name(self) -> str:
+        """The log's location for messages (a URL without its password)."""
+        return self._db.name
 
     @property
     def readonly(self) -> bool:
@@ -157,9 +124,9 @@ class Store:
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
-            return self._db.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as e:
-            raise StorageError(f"reading {self._path}: {e}") from e
+            return self._db.query(sql, args)
+        except self._db.errors as e:
+            raise StorageError(f"reading {self._db.name}: {e}") from e
 
     def _reload(self) -> None:
         rows = self._query("SELECT max(idx) FROM entries")
@@ -206,8 +173,8 @@ class Store:
             return [got[n] for n in nodes]
         except KeyError as e:
             raise StorageError(
-                f"{self._path}: tree node (level, index) {e.args[0]} is missing; the database is "
-                "damaged or was tampered with"
+                f"{self._db.name}: tree node (level, index) {e.args[0]} is missing; the "
+                "database is damaged or was tampered with"
             ) from e
 
     def root(self, tree_size: int | None = None) -> bytes:
@@ -227,7 +194,7 @@ class Store:
     def entry(self, index: int) -> bytes:
         rows = self._query("SELECT data FROM entries WHERE idx=?", (index,))
         if not rows:
-            raise StorageError(f"no entry {index} in {self._path} (size {self._size})")
+            raise StorageError(f"no entry {index} in {self._db.name} (size {self._size})")
         return rows[0][0]  # type: ignore[return-value]
 
     def iter_entries(
@@ -258,9 +225,11 @@ class Store:
     def checkpoint_sizes(self, after: int = -1, limit: int = -1) -> list[int]:
         """The size of every stored checkpoint above ``after``, ascending, at most ``limit``
         of them (``-1``: all), without reading the notes."""
-        rows = self._query(
-            "SELECT size FROM checkpoints WHERE size > ? ORDER BY size LIMIT ?", (after, limit)
-        )
+        sql = "SELECT size FROM checkpoints WHERE size > ? ORDER BY size"
+        if limit < 0:  # PostgreSQL has no LIMIT -1
+            rows = self._query(sql, (after,))
+        else:
+            rows = self._query(f"{sql} LIMIT ?", (after, limit))
         return [int(s) for (s,) in rows]  # type: ignore[call-overload]
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
@@ -280,7 +249,8 @@ class Store:
         return [
             str(r[0])
             for r in self._query(
-                "SELECT line FROM cosignatures WHERE size=? ORDER BY rowid", (size,)
+                f"SELECT line FROM cosignatures WHERE size=? ORDER BY {self._db.insertion_order}",
+                (size,),
             )
         ]
 
@@ -290,25 +260,26 @@ class Store:
     def transaction(self) -> Iterator[None]:
         """One durable write transaction; the in-memory frontier rolls back with it."""
         if self._readonly:
-            raise StorageError(f"{self._path} is open read-only")
+            raise StorageError(f"{self._db.name} is open read-only")
+        db = self._db
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as e:
-            raise StorageError(f"cannot write {self._path}: {e}") from e
+            db.begin_write()
+        except db.errors as e:
+            raise StorageError(f"cannot write {db.name}: {e}") from e
         saved = (self._size, list(self._frontier))
         try:
-            top = self._db.execute("SELECT max(idx) FROM entries").fetchone()[0]
+            top = db.query("SELECT max(idx) FROM entries")[0][0]
             if (0 if top is None else top + 1) != self._size:
                 self._reload()  # another writer appended since we last looked
                 saved = (self._size, list(self._frontier))
             yield
-            self._db.execute("COMMIT")
+            db.commit()
         except BaseException as e:
             self._size, self._frontier = saved
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            if isinstance(e, sqlite3.DatabaseError):
-                raise StorageError(f"writing {self._path}: {e}") from e
+            with contextlib.suppress(*db.errors):
+                db.rollback()
+            if isinstance(e, db.errors):
+                raise StorageError(f"writing {db.name}: {e}") from e
             raise
 
     def append_leaves(self, items: Sequence[tuple[bytes, bytes]]) -> int:
@@ -333,8 +304,8 @@ class Store:
                 node_rows.append(((level << _LEVEL_SHIFT) | index, h))
             frontier.append((level, index, h))
             idx += 1
-        self._db.executemany("INSERT INTO entries VALUES(?,?,?)", entry_rows)
-        self._db.executemany("INSERT INTO nodes VALUES(?,?)", node_rows)
+        self._db.executemany("INSERT INTO entries(idx, leaf_hash, data) VALUES(?,?,?)", entry_rows)
+        self._db.executemany("INSERT INTO nodes(id, hash) VALUES(?,?)", node_rows)
         self._size = idx
         return first
 
@@ -342,19 +313,19 @@ class Store:
         """Set a meta value once (inside :meth:`transaction`); changing one is refused."""
         old = self.meta(key)
         if old is None:
-            self._db.execute("INSERT INTO meta VALUES(?,?)", (key, value))
+            self._db.execute("INSERT INTO meta(key, value) VALUES(?,?)", (key, value))
         elif old != value:
-            raise StorageError(f"{self._path}: {key} is {old!r}, not {value!r}")
+            raise StorageError(f"{self._db.name}: {key} is {old!r}, not {value!r}")
 
     def add_checkpoint(self, size: int, note: str) -> None:
-        self._db.execute("INSERT INTO checkpoints VALUES(?,?)", (size, note))
+        self._db.execute("INSERT INTO checkpoints(size, note) VALUES(?,?)", (size, note))
 
     def add_cosignature(self, size: int, name: str, key_id: bytes, line: str) -> bool:
         """Store a cosignature line; ``False`` if that witness key already cosigned ``size``."""
-        cur = self._db.execute(
-            "INSERT OR IGNORE INTO cosignatures VALUES(?,?,?,?)", (size, name, key_id, line)
+        sql = self._db.insert_or_ignore.format(
+            table="cosignatures", columns="size, name, key_id, line", marks="?,?,?,?"
         )
-        return cur.rowcount == 1
+        return self._db.execute(sql, (size, name, key_id, line)) == 1
 
 
 def _chunks(items: list[int], n: int) -> Iterator[list[int]]:

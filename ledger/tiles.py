@@ -198,7 +198,7 @@ def read_entry_bundle(store: Store, n: int, width: int) -> bytes:
     first = n * TILE_WIDTH
     rows = list(store.iter_entries(first, first + width))
     if [r[0] for r in rows] != list(range(first, first + width)):
-        raise StorageError(f"{store.path}: entries of bundle {n} are missing")
+        raise StorageError(f"{store.name}: entries of bundle {n} are missing")
     return encode_bundle(d for _, _, d in rows)
 
 
@@ -259,11 +259,11 @@ def export_tiles(store: Store, directory: str | os.PathLike[str]) -> ExportStats
     """Export the log in ``store`` up to its latest checkpoint into ``directory``."""
     rows = store.checkpoints()
     if not rows:
-        raise StorageError(f"{store.path} has no checkpoint yet; publish one before exporting")
+        raise StorageError(f"{store.name} has no checkpoint yet; publish one before exporting")
     size, note_text = rows[-1]
     note_text += "".join(store.cosignature_lines(size))
     if Checkpoint.from_body(parse_note(note_text).text).size != size:
-        raise StorageError(f"{store.path}: checkpoint row {size} holds another size")
+        raise StorageError(f"{store.name}: checkpoint row {size} holds another size")
     out = _Writer(Path(directory))
     hash_tiles = bundles = 0
     # Entry bundles and level-0 tiles, 256 entries at a time.
@@ -271,7 +271,7 @@ def export_tiles(store: Store, directory: str | os.PathLike[str]) -> ExportStats
     for n, width in _tile_widths(size):
         chunk = [next(entries) for _ in range(width)]
         if [r[0] for r in chunk] != list(range(n * TILE_WIDTH, n * TILE_WIDTH + width)):
-            raise StorageError(f"{store.path}: entries of bundle {n} are missing")
+            raise StorageError(f"{store.name}: entries of bundle {n} are missing")
         bundle = encode_bundle(d for _, _, d in chunk)
         full = width == TILE_WIDTH
         out.write(entries_path(n, width), bundle, immutable=full)

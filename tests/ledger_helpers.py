@@ -7,8 +7,9 @@ import functools
 import hashlib
 import http.server
 import itertools
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +27,15 @@ from ledger import (
     export_tiles,
     public_key_bytes,
 )
+from ledger.backend import is_postgres_url
 from ledger.entries import Record, encode_record
 from ledger.log import Admission
 from ledger.rules import price_attestation
 
 ORIGIN = "foldnet.test/ledger"
+
+#: The ``new_db`` fixture (tests/conftest.py): an empty database of the test's backend.
+NewDb = Callable[[str], Path | str]
 
 
 def digest(*parts: object) -> bytes:
@@ -52,9 +57,56 @@ class Clock:
         return self.now
 
 
+@contextlib.contextmanager
+def raw_sql(location: Path | str) -> Iterator[Callable[..., list[tuple[object, ...]]]]:
+    """``run(sql, *args)`` on the ledger's database itself, as its operator could (``?``
+    placeholders on both backends), committed when the block exits."""
+    if is_postgres_url(location):
+        import psycopg
+
+        url = "postgresql://" + str(location).split("://", 1)[1]
+        with psycopg.connect(url, autocommit=True) as pg:
+
+            def run_pg(sql: str, *args: object) -> list[tuple[object, ...]]:
+                cur = pg.execute(sql.replace("?", "%s"), list(args) or None)  # type: ignore[call-overload]
+                return cur.fetchall() if cur.description is not None else []
+
+            yield run_pg
+        return
+    db = sqlite3.connect(location)
+    try:
+
+        def run_sqlite(sql: str, *args: object) -> list[tuple[object, ...]]:
+            return db.execute(sql, args).fetchall()
+
+        yield run_sqlite
+        db.commit()
+    finally:
+        db.close()
+
+
+def tamper(location: Path | str, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """What an operator with database access can do: switch the append-only triggers off
+    (SQLite: drop them; PostgreSQL: a superuser's ``session_replication_role``) and edit."""
+    with raw_sql(location) as run:
+        if is_postgres_url(location):
+            run("SET session_replication_role = replica")
+        else:
+            for (name,) in run("SELECT name FROM sqlite_master WHERE type='trigger'"):
+                run(f"DROP TRIGGER {name}")
+        for sql, args in statements:
+            run(sql, *args)
+
+
+def stored_entry(location: Path | str, idx: int) -> bytes:
+    with raw_sql(location) as run:
+        ((data,),) = run("SELECT data FROM entries WHERE idx=?", idx)
+    return bytes(data)  # type: ignore[call-overload]
+
+
 @dataclass
 class Built:
-    path: Path
+    path: Path | str
     log_key: Ed25519PrivateKey
     volunteers: list[Ed25519PrivateKey]
     job_id: bytes

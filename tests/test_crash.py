@@ -1,6 +1,7 @@
 """A coordinator killed with SIGKILL mid-job and restarted: the job completes, the ledger
 stays consistent with every checkpoint published before the crash, and nothing is credited
-twice."""
+twice. On SQLite and on PostgreSQL (the folder remembers its database: the driver's
+``Coordinator.local`` finds it there)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from ledger_helpers import NewDb
 
+from coordinator.databases import Databases
 from ledger import entries as le
 from ledger import run_audit, verify_consistency
 from ledger.checkpoint import Checkpoint
@@ -32,7 +35,7 @@ def _start(workdir: Path) -> subprocess.Popen[str]:
     )
 
 
-def _checkpoints(db: Path) -> list[Checkpoint]:
+def _checkpoints(db: Path | str) -> list[Checkpoint]:
     log = Log.open_readonly(db)
     try:
         out = []
@@ -47,9 +50,13 @@ def _checkpoints(db: Path) -> list[Checkpoint]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_sigkill_mid_job_then_restart(tmp_path):
+def test_sigkill_mid_job_then_restart(tmp_path: Path, backend: str, new_db: NewDb) -> None:
     workdir = tmp_path / "coord"
     workdir.mkdir()
+    if backend == "postgres":
+        Databases.of_folder(workdir, db=str(new_db("crash")))
+    ledger_db = Databases.of_folder(workdir).ledger
+    assert ("://" in ledger_db) == (backend == "postgres")
     first = _start(workdir)
     assert first.stdout is not None
     seen = 0
@@ -64,7 +71,7 @@ def test_sigkill_mid_job_then_restart(tmp_path):
     assert first.stderr is not None
     first.stderr.close()
     assert first.returncode == -signal.SIGKILL
-    before = _checkpoints(workdir / "ledger.db")
+    before = _checkpoints(ledger_db)
     assert before, "expected checkpoints before the crash"
 
     second = _start(workdir)
@@ -72,8 +79,8 @@ def test_sigkill_mid_job_then_restart(tmp_path):
     assert second.returncode == 0, err[-3000:]
     assert out.strip().endswith("done")
 
-    after = _checkpoints(workdir / "ledger.db")
-    log = Log.open_readonly(workdir / "ledger.db")
+    after = _checkpoints(ledger_db)
+    log = Log.open_readonly(ledger_db)
     try:
         final_size = log.size
         for cp in before:  # the history before the crash is a prefix of the final log
@@ -93,5 +100,5 @@ def test_sigkill_mid_job_then_restart(tmp_path):
     assert len(validated) == 12
     assert len(credits) == len(set(credits)) == 24  # two replicas each, credited once
     assert len(after) > len(before)
-    report = run_audit(workdir / "ledger.db", workers=1)
+    report = run_audit(ledger_db, workers=1)
     assert report.ok, report.discrepancies

@@ -28,6 +28,7 @@ from http_helpers import (
     wait_for_job,
 )
 
+from coordinator.databases import Databases
 from coordinator.http.app import ServiceConfig
 from ledger import run_audit
 from ledger.checkpoint import Checkpoint
@@ -308,7 +309,9 @@ def test_a_pickle_or_an_npz_is_never_loaded(served, job):
 # -- computing over HTTP ---------------------------------------------------------------------
 
 
-def test_two_volunteers_complete_a_job_and_the_lab_downloads_results(tmp_path):
+def test_two_volunteers_complete_a_job_and_the_lab_downloads_results(tmp_path, backend, new_db):
+    if backend == "postgres":  # as `foldnet serve --db URL` leaves the folder
+        Databases.of_folder(tmp_path / "c", db=str(new_db("service")))
     key = add_lab(tmp_path / "c", "lab-a")
     with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
         job = post_job(lab, go_job()).json()["job"]

@@ -6,11 +6,19 @@ import base64
 import dataclasses
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
-from ledger_helpers import ORIGIN, Built, Clock, build_ledger, digest
+from ledger_helpers import (
+    ORIGIN,
+    Built,
+    Clock,
+    NewDb,
+    build_ledger,
+    digest,
+    stored_entry,
+    tamper,
+)
 from typer.testing import CliRunner
 
 import ledger.audit as audit_module
@@ -32,26 +40,13 @@ from ledger.tiles import encode_index, entries_path, tile_path
 
 
 @pytest.fixture
-def built(tmp_path: Path) -> Built:
-    return build_ledger(tmp_path / "ledger.db", n_wus=12, checkpoint_every=10)
+def built(new_db: NewDb) -> Built:
+    """A ledger on each backend (SQLite, PostgreSQL): every audit below runs on both."""
+    return build_ledger(new_db("ledger"), n_wus=12, checkpoint_every=10)
 
 
-def _tamper(path: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
-    """What an operator with file access can do: drop the append-only triggers and edit."""
-    db = sqlite3.connect(path)
-    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
-        db.execute(f"DROP TRIGGER {name}")
-    for sql, args in statements:
-        db.execute(sql, args)
-    db.commit()
-    db.close()
-
-
-def _entry(path: Path, idx: int) -> bytes:
-    db = sqlite3.connect(path)
-    (data,) = db.execute("SELECT data FROM entries WHERE idx=?", (idx,)).fetchone()
-    db.close()
-    return bytes(data)
+_tamper = tamper
+_entry = stored_entry
 
 
 def _only(report: audit_module.AuditReport, kind: str) -> list[str]:
@@ -121,11 +116,11 @@ def test_log_truncated(built: Built) -> None:
     assert msgs and f"signs {size} entries, but only {size - 5} are present" in msgs[0]
 
 
-def test_fork_checkpoint_replaced_at_same_size(built: Built, tmp_path: Path) -> None:
+def test_fork_checkpoint_replaced_at_same_size(built: Built, tmp_path: Path, new_db: NewDb) -> None:
     state = tmp_path / "state.json"
     assert audit(built.path, state_file=state, workers=1).ok
     # The operator builds another history with the same key and size and swaps checkpoints.
-    other = build_ledger(tmp_path / "fork.db", n_wus=12, log_key=built.log_key, seed=1)
+    other = build_ledger(new_db("fork"), n_wus=12, log_key=built.log_key, seed=1)
     with Store.open_readonly(other.path) as s:
         fsize, fnote = s.checkpoints()[-1]
     with Store.open_readonly(built.path) as s:
@@ -165,7 +160,7 @@ def _unchecked_append(built: Built, entry: CreditGranted) -> None:
         log.publish_checkpoint()
 
 
-def test_credit_amount_differs_from_formula(built: Built) -> None:
+def test_credit_amount_differs_from_formula(built: Built, new_db: NewDb) -> None:
     wu = built.wu_ids[0]
     report = audit(built.path, workers=1)
     assert report.ok
@@ -182,7 +177,7 @@ def test_credit_amount_differs_from_formula(built: Built) -> None:
     msgs = _only(report, "credit-mismatch") + _only(report, "duplicate-credit")
     assert msgs, report.discrepancies
     # a fresh WU with a wrong amount: exactly a formula mismatch
-    built2 = build_ledger(built.path.parent / "b2.db", n_wus=1)
+    built2 = build_ledger(new_db("b2"), n_wus=1)
     with Log.open(
         built2.path,
         origin=ORIGIN,
@@ -280,8 +275,8 @@ def test_tile_paths() -> None:
     assert entries_path(3, 256) == "tile/entries/003"
 
 
-def test_export_and_audit_tiles(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "big.db", n_wus=100, checkpoint_every=200)
+def test_export_and_audit_tiles(tmp_path: Path, new_db: NewDb) -> None:
+    built = build_ledger(new_db("big"), n_wus=100, checkpoint_every=200)
     out = tmp_path / "tiles"
     with Store.open_readonly(built.path) as store:
         stats = export_tiles(store, out)

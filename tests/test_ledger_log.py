@@ -11,9 +11,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ledger_helpers import ORIGIN, Clock, build_ledger, digest, make_result
+from ledger_helpers import ORIGIN, Clock, NewDb, build_ledger, digest, make_result, raw_sql
 
 from ledger import (
     Checkpoint,
@@ -59,8 +60,8 @@ QUIET = {"checkpoint_every": 10**6, "checkpoint_interval_s": 1e9}
 # --------------------------------------------------------------------------- appends
 
 
-def test_appends_are_durable_and_tree_matches(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db")
+def test_appends_are_durable_and_tree_matches(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"))
     with Log.open_readonly(built.path) as log:
         entries = [log.entry(i) for i in range(log.size)]
         tree = MerkleTree(leaf_hash(e) for e in entries)
@@ -84,8 +85,8 @@ def test_appends_are_durable_and_tree_matches(tmp_path: Path) -> None:
         verify_consistency(3, size, log.consistency_proof(3, size), tree.root(3), tree.root(size))
 
 
-def test_checkpoints_published_every_n_entries(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=12, checkpoint_every=10)
+def test_checkpoints_published_every_n_entries(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=12, checkpoint_every=10)
     with Log.open_readonly(built.path) as log:
         sizes = [s for s, _ in log.store.checkpoints()]
         assert len(sizes) >= 3
@@ -94,8 +95,8 @@ def test_checkpoints_published_every_n_entries(tmp_path: Path) -> None:
         assert kinds.count("checkpoint published") == len(sizes)
 
 
-def test_checkpoint_note_format(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=1)
+def test_checkpoint_note_format(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=1)
     with Log.open_readonly(built.path) as log:
         cp = log.checkpoint()
         assert cp is not None
@@ -110,8 +111,8 @@ def test_checkpoint_note_format(tmp_path: Path) -> None:
     assert len(raw) == 68
 
 
-def test_batch_with_a_bad_record_appends_nothing(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=2)
+def test_batch_with_a_bad_record_appends_nothing(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=2)
     with Log.open(built.path, origin=ORIGIN, signing_key=built.log_key, **QUIET) as log:
         before, root = log.size, log.root()
         bogus = CreditGranted(
@@ -131,8 +132,8 @@ def test_batch_with_a_bad_record_appends_nothing(tmp_path: Path) -> None:
         assert log.size == before + 1
 
 
-def test_log_refuses_wrong_credit_and_bad_attestation(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=1)
+def test_log_refuses_wrong_credit_and_bad_attestation(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=1)
     clock = Clock(start=1_800_000_000_000)
     with Log.open(
         built.path, origin=ORIGIN, signing_key=built.log_key, clock=clock, **QUIET
@@ -157,26 +158,26 @@ def test_log_refuses_wrong_credit_and_bad_attestation(tmp_path: Path) -> None:
         assert log.size == before + 1 and appended.index == before
 
 
-def test_ledger_time_never_decreases(tmp_path: Path) -> None:
+def test_ledger_time_never_decreases(new_db: NewDb) -> None:
     times = iter([5_000, 4_000, 3_000])
-    with Log.open(tmp_path / "l.db", origin=ORIGIN, clock=lambda: next(times)) as log:
+    with Log.open(new_db("l"), origin=ORIGIN, clock=lambda: next(times)) as log:
         a = log.append(VolunteerRegistered(volunteer_key=b"\x01" * 32))
         b = log.append(VolunteerRegistered(volunteer_key=b"\x02" * 32))
         assert (a.timestamp_ms, b.timestamp_ms) == (5_000, 5_000)
 
 
-def test_store_is_append_only(tmp_path: Path) -> None:
-    build_ledger(tmp_path / "l.db", n_wus=1)
-    db = sqlite3.connect(tmp_path / "l.db")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("UPDATE entries SET data = x'00' WHERE idx = 0")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("DELETE FROM checkpoints")
-    db.close()
+def test_store_is_append_only(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=1)
+    refused = (sqlite3.DatabaseError, psycopg.Error)
+    for sql in ("UPDATE entries SET data = ? WHERE idx = 0", "DELETE FROM checkpoints"):
+        with raw_sql(built.path) as run, pytest.raises(refused, match="append-only"):
+            run(sql, *([b"\x00"] if "?" in sql else []))
+    with raw_sql(built.path) as run:
+        assert run("SELECT count(*) FROM checkpoints")[0][0] == 2
 
 
-def test_origin_and_key_must_match_the_log(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=1)
+def test_origin_and_key_must_match_the_log(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=1)
     from ledger import StorageError
 
     with pytest.raises(StorageError, match="origin"):
@@ -185,8 +186,8 @@ def test_origin_and_key_must_match_the_log(tmp_path: Path) -> None:
         Log.open(built.path, origin=ORIGIN, signing_key=Ed25519PrivateKey.generate())
 
 
-def test_readonly_log_refuses_appends(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=1)
+def test_readonly_log_refuses_appends(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=1)
     from ledger import StorageError
 
     with Log.open_readonly(built.path) as log, pytest.raises(StorageError, match="read-only"):
@@ -212,8 +213,8 @@ def test_checkpoint_signer_refuses_inconsistent_checkpoints() -> None:
     assert signed.checkpoint.size == 10
 
 
-def test_bad_checkpoint_text_is_a_clear_error(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=1)
+def test_bad_checkpoint_text_is_a_clear_error(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=1)
     with Log.open_readonly(built.path) as log:
         cp = log.checkpoint()
         assert cp is not None and log.verifier is not None
@@ -296,8 +297,8 @@ def test_entries_of_unknown_type_or_version_are_refused() -> None:
         decode_record(good[:-1] + b"\xff")
 
 
-def test_oversized_entry_is_refused_and_nothing_appended(tmp_path: Path) -> None:
-    with Log.open(tmp_path / "l.db", origin=ORIGIN) as log:
+def test_oversized_entry_is_refused_and_nothing_appended(new_db: NewDb) -> None:
+    with Log.open(new_db("l"), origin=ORIGIN) as log:
         log.append(JobSubmitted(job_id=b"\x01" * 32, lab="ok"))
         huge = JobSubmitted(job_id=b"\x02" * 32, lab="x" * 65_500)
         with pytest.raises(EntryTooLargeError, match="65,535"):
@@ -328,10 +329,10 @@ def test_fields_are_checked_on_construction() -> None:
         Record(timestamp_ms=1, entry="nope")  # type: ignore[arg-type]
 
 
-def test_log_writes_its_own_checkpoint_and_cosignature_entries(tmp_path: Path) -> None:
+def test_log_writes_its_own_checkpoint_and_cosignature_entries(new_db: NewDb) -> None:
     from ledger import CheckpointPublished
 
-    with Log.open(tmp_path / "l.db", origin=ORIGIN) as log:
+    with Log.open(new_db("l"), origin=ORIGIN) as log:
         with pytest.raises(EntryRejectedError, match="written by the log itself"):
             log.append(CheckpointPublished(note="x\n"))
         assert log.size == 0
@@ -362,8 +363,8 @@ def test_credit_formula_v1() -> None:
         credit_for(1, **base, issued_at_ms=t0, validated_at_ms=t0 - 1)
 
 
-def test_unpriceable_result_appends_nothing(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=1)
+def test_unpriceable_result_appends_nothing(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=1)
     with Log.open(built.path, origin=ORIGIN, signing_key=built.log_key) as log:
         before = log.size
         result = make_result(built, 50, [0, 1], issued_at_ms=1, engine="gromacs")
@@ -372,8 +373,8 @@ def test_unpriceable_result_appends_nothing(tmp_path: Path) -> None:
         assert log.size == before
 
 
-def test_many_results_in_one_transaction_or_none(tmp_path: Path) -> None:
-    built = build_ledger(tmp_path / "l.db", n_wus=1)
+def test_many_results_in_one_transaction_or_none(new_db: NewDb) -> None:
+    built = build_ledger(new_db("l"), n_wus=1)
     with Log.open(built.path, origin=ORIGIN, signing_key=built.log_key) as log:
         before = log.size
         t = 1_700_000_100_000
@@ -514,11 +515,11 @@ def test_signed_prices_are_checked_on_construction() -> None:
 
 
 def test_the_log_refuses_unsigned_prices_and_prices_grants_from_signed_ones(
-    tmp_path: Path,
+    new_db: NewDb,
 ) -> None:
     import dataclasses as dc
 
-    built = build_ledger(tmp_path / "l.db", n_wus=1)
+    built = build_ledger(new_db("l"), n_wus=1)
     clock = Clock(start=1_800_000_000_000)
     with Log.open(built.path, origin=ORIGIN, signing_key=built.log_key, clock=clock) as log:
         honest = make_result(built, 40, [0, 1], issued_at_ms=1_800_000_000_000)
