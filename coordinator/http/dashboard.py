@@ -25,6 +25,7 @@ JSON (public unless marked lab): ``/v1/network``, ``/v1/ledger/records``,
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from pathlib import Path
@@ -85,8 +86,38 @@ def _key(raw: str) -> bytes:
     return bytes.fromhex(raw)
 
 
+#: Each page: its title, the menu entry it belongs to, and its script. The page's file holds
+#: only its ``<main>``; ``layout.html`` is the document around it (one head, menu, footer).
+PAGES: dict[str, tuple[str, str, str]] = {
+    "network.html": ("Network", "/", "network.js"),
+    "ledger.html": ("Ledger explorer", "/ledger", "ledger.js"),
+    "leaderboard.html": ("Leaderboard", "/leaderboard", "leaderboard.js"),
+    "volunteer.html": ("Volunteer", "/leaderboard", "volunteer.js"),
+    "jobs.html": ("Lab", "/jobs", "jobs.js"),
+    "job.html": ("Job", "/jobs", "job.js"),
+}
+_MENU = (("/", "Network"), ("/ledger", "Ledger"), ("/leaderboard", "Leaderboard"),
+         ("/jobs", "Lab"), ("/docs", "API"))  # fmt: skip
+
+
+@functools.cache
+def _render(name: str) -> str:
+    title, current, script = PAGES[name]
+    mark = ' aria-current="page"'
+    menu = "\n".join(
+        f'<a href="{href}"{mark if href == current else ""}>{label}</a>' for href, label in _MENU
+    )
+    layout = (WEB_DIR / "layout.html").read_text(encoding="utf-8")
+    return (
+        layout.replace("<!--title-->", title)
+        .replace("<!--nav-->", menu)
+        .replace("<!--main-->", (WEB_DIR / name).read_text(encoding="utf-8").strip())
+        .replace("<!--script-->", script)
+    )
+
+
 def _page(name: str) -> HTMLResponse:
-    return HTMLResponse((WEB_DIR / name).read_text(encoding="utf-8"), headers=_PAGE_HEADERS)
+    return HTMLResponse(_render(name), headers=_PAGE_HEADERS)
 
 
 _TYPES = {
