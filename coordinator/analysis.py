@@ -656,7 +656,7 @@ def _frame_steps(trajs: Sequence[TrajectoryData]) -> int:
 
 def _summary(a: Analysis) -> dict[str, Any]:
     m = a.msm
-    units = "steps" if a.ps_per_step is None else "steps; ns at %g ps per step" % a.ps_per_step
+    units = "steps" if a.ps_per_step is None else f"steps; ns at {a.ps_per_step:g} ps per step"
     lag_ns = None if a.ps_per_step is None else m.lag * m.frame_steps * a.ps_per_step / 1000
     return {
         "engine": a.engine,
@@ -791,7 +791,8 @@ def _readme(a: Analysis) -> str:
                 else f"({a.features})"
             ),
             f"-> TICA (lag {a.tica_lag} frames, {a.tica_dim} dimensions, kinetic map) -> k-means++",
-            f"({a.clusters} microstates) -> reversible maximum-likelihood MSM at lag {m.lag} frames",
+            f"({a.clusters} microstates) -> reversible maximum-likelihood MSM at lag {m.lag}",
+            "frames",
             f"({m.lag * m.frame_steps:,} steps): {m.lag_rule}.",
             f"Macrostates: a microstate is folded if its frames' mean Q >= {m.q_folded}, unfolded",
             f"if its mean Q <= {m.q_unfolded}. MFPT = 1 / rate of transition path theory: the time",
