@@ -188,6 +188,7 @@ class Analysis:
     tica_lag: int
     tica_dim: int
     tics: tuple[np.ndarray, ...]
+    dtrajs: tuple[np.ndarray, ...]
     msm: MsmResult
 
 
@@ -633,6 +634,7 @@ def analyze(data: ResultsData, params: AnalysisParams | None = None) -> Analysis
         tica_lag=tica_lag,
         tica_dim=dim,
         tics=tuple(tics),
+        dtrajs=tuple(dtrajs),
         msm=msm,
     )
 
