@@ -136,6 +136,7 @@ def go_results(tmp_path_factory, villin_pdb) -> Path:
 PARAMS = AnalysisParams(clusters=20, bootstrap=20, q_folded=0.7, q_unfolded=0.6)
 
 
+@pytest.mark.slow
 def test_results_folder_end_to_end(go_results, tmp_path):
     data = load_results(go_results)
     assert data.engine == "go" and data.ps_per_step is None
