@@ -583,6 +583,86 @@ def results(
 
 
 @app.command()
+def analyze(
+    results_path: Annotated[
+        Path, typer.Argument(metavar="RESULTS", help="A results folder or the HTTP results .zip.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the analysis (default: RESULTS/analysis).")
+    ] = None,
+    lag: Annotated[
+        int | None, typer.Option(help="MSM lag in frames (default: chosen by the ITS rule).")
+    ] = None,
+    clusters: Annotated[int, typer.Option(help="k-means microstates.")] = 50,
+    features: Annotated[str, typer.Option(help="auto, ca-distances, torsions or q-rmsd.")] = "auto",
+    tica_dim: Annotated[int, typer.Option(help="TICA dimensions kept.")] = 2,
+    q_folded: Annotated[
+        float, typer.Option(help="A microstate with mean Q >= this is folded.")
+    ] = 0.75,
+    q_unfolded: Annotated[
+        float, typer.Option(help="A microstate with mean Q <= this is unfolded.")
+    ] = 0.55,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of k-means and the bootstrap.")] = 0,
+) -> None:
+    """A Markov state model of a job's results: implied timescales, folding and unfolding
+    times with 95% intervals, a free-energy plot (written to RESULTS/analysis/)."""
+    from coordinator import analysis as an
+
+    try:
+        params = an.AnalysisParams(
+            lag=lag,
+            clusters=clusters,
+            features=features,
+            tica_dim=tica_dim,
+            q_folded=q_folded,
+            q_unfolded=q_unfolded,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+        data = an.load_results(results_path)
+        result = an.analyze(data, params)
+        if out is not None:
+            target = out
+        elif results_path.is_dir():
+            target = results_path / "analysis"
+        else:
+            target = results_path.parent / f"{results_path.stem}-analysis"
+        files = an.write_analysis(result, target)
+    except FoldnetError as e:
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        raise typer.Exit(exit_code_of(e)) from None
+    m = result.msm
+    unit = "steps" if result.ps_per_step is None else "steps (ns)"
+
+    def fmt(steps: float | None) -> str:
+        if steps is None:
+            return "-"
+        if result.ps_per_step is None:
+            return f"{steps:,.0f}"
+        return f"{steps:,.0f} ({steps * result.ps_per_step / 1000:.3g})"
+
+    t = Table(
+        title=f"Markov state model: {result.trajectories} trajectories, {result.frames:,} frames"
+    )
+    t.add_column("quantity")
+    t.add_column(f"value, {unit}")
+    t.add_row("lag", f"{fmt(m.lag * m.frame_steps)}  ({m.lag} frames; {m.lag_rule})")
+    its = dict(zip(m.lags, m.timescales, strict=True)).get(m.lag, ())
+    t.add_row("implied timescales", ", ".join(fmt(x) for x in its[:3]) or "-")
+    t.add_row("macrostates", f"folded: mean Q >= {m.q_folded}; unfolded: mean Q <= {m.q_unfolded}")
+    for name, mf in (("folding MFPT", m.folding), ("unfolding MFPT", m.unfolding)):
+        if mf.steps is None:
+            t.add_row(name, f"none: {mf.reason}")
+        elif mf.low is None:
+            t.add_row(name, f"{fmt(mf.steps)}  ({mf.reason})")
+        else:
+            t.add_row(name, f"{fmt(mf.steps)}  95% [{fmt(mf.low)}, {fmt(mf.high)}]")
+    console.print(t)
+    console.print(f"wrote {', '.join(f.name for f in files)} to {files[0].parent}")
+
+
+@app.command()
 def cancel(
     url: Annotated[str, typer.Argument(help="The URL of a running foldnet serve.")],
     job: Annotated[str, typer.Argument(help="Job id (as `foldnet status URL` shows).")],

@@ -11,6 +11,8 @@
         │                          (unknown replica, wrong volunteer, a duplicate name)
         ├── CorruptionError        stored data that does not decode: damaged database Internal
         ├── ClassRefusedError      a determinism class the server does not accept       Invalid
+        ├── AnalysisError          results that cannot be analysed (too little data,   Invalid
+        │                          NaN, a lag longer than the trajectories)
         └── CoordinatorUnavailableError  not running, not open yet                Unavailable
             └── CommitFailedError  a request the coordinator could not commit;
                                    nothing of it was kept, the caller retries
@@ -67,6 +69,12 @@ class ClassRefusedError(CoordinatorError, Invalid):
     """A determinism class this server does not accept (or one key's class budget spent)."""
 
     code = "unknown_class"
+
+
+class AnalysisError(CoordinatorError, Invalid):
+    """Results that cannot make a Markov state model: the message says what is missing."""
+
+    code = "invalid_analysis"
 
 
 class CoordinatorUnavailableError(CoordinatorError, Unavailable):
