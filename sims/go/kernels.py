@@ -699,9 +699,17 @@ def build_neighbours(
         count[c + 1] += count[c]
     fill = count[:-1].copy()
     beads = np.empty(n, dtype=np.int64)
+    cx = np.empty((3, n))  # positions in cell order: the scans below read them in runs
     for i in range(n):  # ascending within each cell
-        beads[fill[owner[i]]] = i
+        k = fill[owner[i]]
+        beads[k] = i
+        cx[0, k] = x[0, i]
+        cx[1, k] = x[1, i]
+        cx[2, k] = x[2, i]
         fill[owner[i]] += 1
+    xc = cx[0]
+    yc = cx[1]
+    zc = cx[2]
     rl2 = r_list * r_list
     row = np.empty(n, dtype=np.int64)
     used = 0
@@ -711,22 +719,22 @@ def build_neighbours(
         c0 = c // (n1 * n2)
         c1 = (c // n2) % n1
         c2 = c % n2
+        xi = x[0, i]
+        yi = x[1, i]
+        zi = x[2, i]
         m = 0
         for a in range(max(0, c0 - 1), min(n0, c0 + 2)):
             for b in range(max(0, c1 - 1), min(n1, c1 + 2)):
-                for cc in range(max(0, c2 - 1), min(n2, c2 + 2)):
-                    nb = (a * n1 + b) * n2 + cc
-                    # beads ascend within a cell: walk down and stop below i + 4
-                    for k in range(count[nb + 1] - 1, count[nb] - 1, -1):
-                        j = beads[k]
-                        if j < i + 4:
-                            break
-                        dx = x[0, j] - x[0, i]
-                        dy = x[1, j] - x[1, i]
-                        dz = x[2, j] - x[2, i]
-                        if dx * dx + dy * dy + dz * dz < rl2:
-                            row[m] = j
-                            m += 1
+                # cells (a, b, c2 - 1 .. c2 + 1) are consecutive: one run of beads, scanned
+                # without a branch (every bead is written, the count advances for a hit)
+                nb = (a * n1 + b) * n2
+                for k in range(count[nb + max(0, c2 - 1)], count[nb + min(n2, c2 + 2)]):
+                    j = beads[k]
+                    dx = xc[k] - xi
+                    dy = yc[k] - yi
+                    dz = zc[k] - zi
+                    row[m] = j
+                    m += (j >= i + 4) & (dx * dx + dy * dy + dz * dz < rl2)
         for a in range(1, m):  # insertion sort: rows are short
             j = row[a]
             b = a
