@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import platform
 
 import numba
 import numpy as np
@@ -13,6 +14,7 @@ from sims.errors import ParameterError, SimulationError, StateError, StructureEr
 from sims.examples import VILLIN_PDB
 from sims.go import GoEngine, GoModel, GoParameters, kernels
 from sims.go import openmm_model as om
+from sims.go.engine import exp_arithmetic
 from sims.spec import RunSpec
 from sims.state import State
 
@@ -114,8 +116,19 @@ def test_result_layout(villin, spec, result):
         assert values.shape == (n_frames,) and np.all(np.isfinite(values))
     assert result.final.step == spec.steps
     assert "go" in str(result.determinism) and result.determinism.threads == 1
-    # kernel 2 (cutoff and neighbour list) gives other bits than kernel 1: another class
-    assert result.determinism.engine_version.startswith("kernel-2/")
+    # kernel 3 (shared bonded geometry, pairs within the cutoff only) gives other bits than
+    # kernel 2: another class, which names the architecture only (no libm, no FMA)
+    assert result.determinism.engine_version.startswith("kernel-3/")
+    assert result.determinism.cpu == platform.machine()
+
+
+def test_friction_factor_is_libm_free_and_accurate():
+    for x in (-0.005, -0.0625, -1e-9, 0.0):  # the friction factors in use: no halving
+        assert abs(exp_arithmetic(x) - math.exp(x)) <= np.spacing(math.exp(x))
+    for x in (-0.07, -0.5, -1.0, -3.0):  # each squaring doubles the relative error
+        assert abs(exp_arithmetic(x) - math.exp(x)) <= 8 * np.spacing(math.exp(x))
+    with pytest.raises(ParameterError):
+        exp_arithmetic(0.5)
 
 
 def test_forces_are_the_negative_gradient(villin):
@@ -188,10 +201,13 @@ def _pair(r: float, model: GoModel) -> tuple[float, float]:
     pairs = np.array([[0], [1]], dtype=np.int64)
     start = np.array([0, 1, 1], dtype=np.int64)
     pw = kernels.pair_scratch(1)
+    near = kernels.near_scratch(1)
     args = (model.eps, model.rep_c**2, model.REP_SWITCH, model.REP_CUTOFF)
-    kernels.repulsion_terms(x, pw, pairs, 1, *args)
-    kernels.repulsion_forces(f, pw, start, pairs, model.REP_CUTOFF)
-    energy = float(pw[4, 0]) if pw[3, 0] < model.REP_CUTOFF**2 else 0.0
+    kept = kernels.repulsion_terms(x, pw, start, pairs, near, *args)
+    no_natives = np.zeros(3, dtype=np.int64)
+    nw = kernels.pair_scratch(0)
+    kernels.pair_forces(f, nw, no_natives, no_natives[:0], pw, near, kept, pairs)
+    energy = float(pw[7, 0]) if kept else 0.0
     return energy, float(f[0, 1])
 
 
@@ -228,8 +244,8 @@ def _forces_with_list(model: GoModel, x: np.ndarray, r_list: float) -> tuple[flo
     args = model.kernel_args()
     f = np.zeros_like(xt)
     w = kernels.scratch(model.n_beads)
-    nw = kernels.pair_scratch(len(args[4]))
-    e = kernels.energy_forces(*(xt, f, w, nw, nl.pw, nl.start, nl.pairs, *args, True))
+    nw = kernels.pair_scratch(len(args[5]))
+    e = kernels.energy_forces(*(xt, f, w, nw, nl.pw, nl.near, nl.start, nl.pairs, *args, True))
     return e, f
 
 
@@ -298,11 +314,12 @@ def test_vectorised_kernels_match_the_scalar_code_bit_for_bit(bhl):
     assert w_jit.tobytes() == w_py.tobytes()
     nl = kernels.NeighbourList(x, *_native_csr(model), 10.0)
     rep = (model.eps, model.rep_c**2, model.REP_SWITCH, model.REP_CUTOFF)
-    pw_py = nl.pw.copy()
-    kernels.repulsion_terms(x, nl.pw, nl.pairs, nl.n_pairs, *rep)
-    kernels.repulsion_terms.py_func(x, pw_py, nl.pairs, nl.n_pairs, *rep)
-    assert nl.pw.tobytes() == pw_py.tobytes()
-    nw_jit, nw_py = kernels.pair_scratch(len(args[4])), kernels.pair_scratch(len(args[4]))
+    pw_py, near_py = nl.pw.copy(), nl.near.copy()
+    kept = kernels.repulsion_terms(x, nl.pw, nl.start, nl.pairs, nl.near, *rep)
+    assert kernels.repulsion_terms.py_func(x, pw_py, nl.start, nl.pairs, near_py, *rep) == kept
+    assert 0 < kept < nl.n_pairs  # pairs in the skin are dropped
+    assert nl.pw.tobytes() == pw_py.tobytes() and nl.near.tobytes() == near_py.tobytes()
+    nw_jit, nw_py = kernels.pair_scratch(len(args[5])), kernels.pair_scratch(len(args[5]))
     kernels.native_terms(x, nw_jit, args[4], args[5], args[6], model.eps)
     kernels.native_terms.py_func(x, nw_py, args[4], args[5], args[6], model.eps)
     assert nw_jit.tobytes() == nw_py.tobytes()

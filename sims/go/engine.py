@@ -23,8 +23,10 @@ from sims.state import State
 
 #: Bumped whenever the kernels change in a way that changes results. 2: the non-native
 #: repulsion is switched off between 7 and 8 A (neighbour list), native contacts in their
-#: own fixed list.
-KERNEL_VERSION = "2"
+#: own fixed list. 3: bonded terms share their geometry (three divisions a bead instead of
+#: ten), native contacts summed bead by bead, only the pairs within the cutoff after the
+#: bonded and native forces, the friction factor exp(-gamma dt) without libm.
+KERNEL_VERSION = "3"
 MAX_TEMPERATURE = 5.0
 #: Verlet skin (A) of the non-native neighbour list. It sets only how often the list is
 #: rebuilt, never a bit of the result, so it is not part of the determinism class.
@@ -52,25 +54,35 @@ class GoParameters:
 
 @lru_cache(maxsize=1)
 def _cpu_description() -> str:
-    """Architecture, libm and the CPU features that can change floating-point results.
+    """The architecture: nothing else about the machine can change a bit of a result.
 
-    The kernels use no fused multiply-add (fastmath off). Kernel 1 called glibc's ``acos``,
-    which picks FMA variants at run time; kernel 2 calls no libm function (its arccos is
-    plain arithmetic), but the FMA flag and the C library version stay in the class, to be
-    safe (LLVM's vector code differs between AVX2 and AVX-512 machines, if never its bits).
+    The kernels call no libm function (their arccos is plain arithmetic, sqrt is IEEE's
+    correctly rounded one) and use no fused multiply-add (fastmath off: LLVM contracts
+    nothing), and the friction factor is :func:`exp_arithmetic`, not glibc's run-time
+    FMA variants; vector lanes do the IEEE operations of the scalar code. So the FMA,
+    AVX2/AVX-512 flags and the C library version, named by kernels 1 and 2, are not part
+    of the class (tests/test_go_engine.py checks vector against scalar bits).
     """
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    feats = "+".join(f for f in ("fma", "avx2", "avx512f") if f in flags) or "base"
-    libc = "-".join(platform.libc_ver()) or platform.system()
-    return f"{platform.machine()}/{feats}/{libc}"
+    return platform.machine() or "unknown"
+
+
+def exp_arithmetic(x: float) -> float:
+    """e^x for finite x <= 0 with + - * / only (Python floats are IEEE doubles), so every
+    machine gets the same bits whatever its libm: x halved to |x| <= 1/16, Taylor to
+    degree 12 (truncation below 1e-25), squared back. Within 1 ulp of ``math.exp`` for
+    |x| <= 1/16 (gamma dt = 0.005 by default), a few ulp beyond."""
+    if not (math.isfinite(x) and x <= 0.0):
+        raise ParameterError(f"exp_arithmetic takes a finite x <= 0, got {x!r}")
+    halvings = 0
+    while x < -0.0625:
+        x *= 0.5
+        halvings += 1
+    s = 1.0
+    for d in range(12, 0, -1):
+        s = 1.0 + x * s / d
+    for _ in range(halvings):
+        s *= s
+    return s
 
 
 class SegmentRunner:
@@ -109,13 +121,14 @@ class SegmentRunner:
         self._nl = kernels.NeighbourList(
             self._x, engine.native_start, self._args[5], model.REP_CUTOFF + engine.skin
         )
-        self._nw = kernels.pair_scratch(len(self._args[4]))
+        self._nw = kernels.pair_scratch(len(self._args[5]))
         self._builds = 1
         nl = self._nl
-        call = (self._x, self._f, self._w, self._nw, nl.pw, nl.start, nl.pairs, *self._args, True)
+        lists = (nl.pw, nl.near, nl.start, nl.pairs)
+        call = (self._x, self._f, self._w, self._nw, *lists, *self._args, True)
         self._e = kernels.energy_forces(*call)
         self._dt = p.timestep
-        self._c1 = math.exp(-p.friction * p.timestep)
+        self._c1 = exp_arithmetic(-p.friction * p.timestep)
         self._noise = math.sqrt(1.0 - self._c1 * self._c1) * math.sqrt(temperature)
         self._k0 = np.uint64(seed) & _U32
         self._k1 = np.uint64(seed) >> np.uint64(32)
@@ -126,13 +139,14 @@ class SegmentRunner:
         if n <= 0:
             return
         nl = self._nl
-        e, nl.pairs, nl.pw, builds = kernels.baoab(
+        e, nl.pairs, nl.pw, nl.near, builds = kernels.baoab(
             self._x,
             self._v,
             self._f,
             self._w,
             self._nw,
             nl.pw,
+            nl.near,
             n,
             self._steps,
             self._k0,
@@ -143,7 +157,6 @@ class SegmentRunner:
             nl.start,
             nl.pairs,
             nl.x_ref,
-            self._engine.native_start,
             self._engine.skin,
             *self._args,
         )
@@ -192,7 +205,8 @@ class GoEngine(Engine):
         self.parameters = parameters or GoParameters()
         self.skin = float(skin)
         self.kernel_args = model.kernel_args()
-        self.native_start = kernels.native_start(self.kernel_args[4], model.n_beads)
+        #: CSR index of the native contacts by bead (part of ``kernel_args``)
+        self.native_start = self.kernel_args[4]
 
     @classmethod
     def from_pdb(

@@ -48,7 +48,8 @@ _CELLS_PER_BEAD = 4
 
 #: Rows of the scratch array of :func:`energy_forces`: per-term force contributions (three
 #: components each) of bonds (1 row group), angles (first atom, third atom, vertex) and
-#: dihedrals (atoms 1-4), then the energies of bonds, angles and dihedrals.
+#: dihedrals (atoms 1-4), the energies of bonds, angles and dihedrals, then the geometry
+#: the three kinds share: bond vectors and lengths, and the normals of consecutive bonds.
 _W_BOND = 0
 _W_ANG_A = 3
 _W_ANG_B = 6
@@ -60,10 +61,24 @@ _W_DIH_4 = 21
 _W_E_BOND = 24
 _W_E_ANG = 25
 _W_E_DIH = 26
-SCRATCH_ROWS = 27
+#: Rows of the terms (the rest is geometry, computed afresh in each block).
+_W_TERMS = 27
+#: bond i: b = x[i + 1] - x[i] (3 rows), |b|, 1/|b|, 1/|b|^2
+_G_B = 27
+_G_R = 30
+_G_IR = 31
+_G_IR2 = 32
+#: angle i: c = (x[i] - x[i + 1]) x (x[i + 2] - x[i + 1]) (3 rows), |c|, 1/|c|, 1/|c|^2
+_G_C = 33
+_G_SC = 36
+_G_ISC = 37
+_G_ICC = 38
+SCRATCH_ROWS = 39
 #: Term k of a kind is stored at column k - (block start) + _PAD; columns outside the terms
-#: hold 0.0, so the per-bead sums read every neighbour's term without a branch.
+#: hold 0.0, so the per-bead sums read every neighbour's term without a branch. A block
+#: also computes the geometry of the 2 bonds and 1 normal after it (the last terms need it).
 _PAD = 3
+_AHEAD = 2
 
 # fdlibm's (Sun, 1993) rational approximation of asin on [0, 0.5], for :func:`acos`.
 _PS0 = 1.66666666666666657415e-01
@@ -87,24 +102,35 @@ BLOCK = 128
 
 def scratch(n: int) -> np.ndarray:
     """The scratch array of :func:`energy_forces` (the size does not depend on ``n``)."""
-    return np.zeros((SCRATCH_ROWS, BLOCK + _PAD), dtype=np.float64)
+    return np.zeros((SCRATCH_ROWS, BLOCK + _PAD + _AHEAD), dtype=np.float64)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def acos(c: float) -> float:
-    """arccos of ``c`` in [-1, 1] with + - * / and sqrt only, branch-free (so the angle loop
-    vectorises): fdlibm's algorithm without its high-word split, within 2 ulp of libm.
-    Being plain arithmetic it gives the same bits on every IEEE machine, whatever libm."""
+def acos_inv(c: float, y: float) -> tuple[float, float]:
+    """arccos of ``c`` in [-1, 1] and 1/``y``, with one division for both (a division costs
+    as much as a dozen multiplications), branch-free so the angle loop vectorises.
+
+    fdlibm's algorithm without its high-word split, its rational p/q taken as
+    p * (y / (q y)): within 2 ulp of libm. Only + - * / and sqrt: the same bits on every
+    IEEE machine, whatever libm.
+    """
     a = abs(c)
     small = a <= 0.5
     z = c * c if small else (1.0 - a) * 0.5
     p = z * (_PS0 + z * (_PS1 + z * (_PS2 + z * (_PS3 + z * (_PS4 + z * _PS5)))))
     q = 1.0 + z * (_QS1 + z * (_QS2 + z * (_QS3 + z * _QS4)))
-    r = p / q
+    t = 1.0 / (q * y)
+    r = p * (y * t)
     s = math.sqrt(z)
     near_zero = _PIO2_HI - (c - (_PIO2_LO - c * r))
     far = 2.0 * (s + r * s) if c > 0.0 else _PI - 2.0 * (s + (r * s - _PIO2_LO))
-    return near_zero if small else far
+    return (near_zero if small else far), q * t
+
+
+@njit(cache=True, error_model="numpy")
+def acos(c: float) -> float:
+    """arccos of ``c`` in [-1, 1], as the angle terms compute it (:func:`acos_inv`)."""
+    return acos_inv(c, 1.0)[0]
 
 
 @njit(cache=True, error_model="numpy")
@@ -125,54 +151,102 @@ def bonded_terms(
     """Write the force contributions and energy of bonded terms ``lo <= i < hi`` (term i
     starts at bead i) into column ``i - lo + _PAD`` of the scratch ``w``.
 
-    Positions are ``x[d, i]`` (component-major). Every loop is element-wise over terms
-    (no sum across terms), so LLVM may vectorise it without changing a bit.
+    Positions are ``x[d, i]`` (component-major). The geometry comes first, once per bond and
+    per pair of consecutive bonds (a bond is shared by a bond term, two angles and three
+    dihedrals): three divisions and three square roots per bead in all. Every loop is
+    element-wise over terms (no sum across terms), so LLVM may vectorise it without
+    changing a bit.
     """
     n = x.shape[1]
     xs = x[0]
     ys = x[1]
     zs = x[2]
-    # Bonds: kr (r - r0)^2; the contribution is the force on atom i (atom i + 1 gets minus it)
-    for i in range(lo, min(hi, n - 1)):
-        dx = xs[i + 1] - xs[i]
-        dy = ys[i + 1] - ys[i]
-        dz = zs[i + 1] - zs[i]
-        r = math.sqrt(dx * dx + dy * dy + dz * dz)
-        dr = r - bond_r0[i]
-        g = 2.0 * kr * dr / r
+    bx_ = w[_G_B]
+    by_ = w[_G_B + 1]
+    bz_ = w[_G_B + 2]
+    r_ = w[_G_R]
+    ir_ = w[_G_IR]
+    ir2_ = w[_G_IR2]
+    cx_ = w[_G_C]
+    cy_ = w[_G_C + 1]
+    cz_ = w[_G_C + 2]
+    sc_ = w[_G_SC]
+    isc_ = w[_G_ISC]
+    icc_ = w[_G_ICC]
+    # Bonds: kr (r - r0)^2 with b = x[i + 1] - x[i]; the contribution is the force on atom
+    # i (atom i + 1 gets minus it). The 2 bonds after the block are the geometry of its
+    # last angles and dihedrals (their force columns are rewritten by the next block).
+    for i in range(lo, min(hi + _AHEAD, n - 1)):
         k = i - lo + _PAD
-        w[_W_BOND, k] = g * dx
-        w[_W_BOND + 1, k] = g * dy
-        w[_W_BOND + 2, k] = g * dz
+        bx = xs[i + 1] - xs[i]
+        by = ys[i + 1] - ys[i]
+        bz = zs[i + 1] - zs[i]
+        r2 = bx * bx + by * by + bz * bz
+        ir2 = 1.0 / r2
+        r = math.sqrt(r2)
+        ir = r * ir2
+        bx_[k] = bx
+        by_[k] = by
+        bz_[k] = bz
+        r_[k] = r
+        ir_[k] = ir
+        ir2_[k] = ir2
+        dr = r - bond_r0[i]
+        g = 2.0 * kr * dr * ir
+        w[_W_BOND, k] = g * bx
+        w[_W_BOND + 1, k] = g * by
+        w[_W_BOND + 2, k] = g * bz
         w[_W_E_BOND, k] = kr * dr * dr
 
-    # Angles: ktheta (theta - theta0)^2, vertex at i + 1
+    # Normals of consecutive bonds: c = a x b with a = -b_i = x[i] - x[i + 1], b = b_(i+1)
+    for i in range(lo, min(hi + _AHEAD - 1, n - 2)):
+        k = i - lo + _PAD
+        ax = -bx_[k]
+        ay = -by_[k]
+        az = -bz_[k]
+        bx = bx_[k + 1]
+        by = by_[k + 1]
+        bz = bz_[k + 1]
+        cx = ay * bz - az * by
+        cy = az * bx - ax * bz
+        cz = ax * by - ay * bx
+        cc = cx * cx + cy * cy + cz * cz
+        icc = 1.0 / cc
+        sc = math.sqrt(cc)
+        cx_[k] = cx
+        cy_[k] = cy
+        cz_[k] = cz
+        sc_[k] = sc
+        isc_[k] = sc * icc
+        icc_[k] = icc
+
+    # Angles: ktheta (theta - theta0)^2, vertex at i + 1, a = x[i] - x[i + 1], b = b_(i+1);
+    # sin(theta) = |a x b| / (|a| |b|), floored at 1e-6 (a straight angle has no direction).
     for i in range(lo, min(hi, n - 2)):
-        ax = xs[i] - xs[i + 1]
-        ay = ys[i] - ys[i + 1]
-        az = zs[i] - zs[i + 1]
-        bx = xs[i + 2] - xs[i + 1]
-        by = ys[i + 2] - ys[i + 1]
-        bz = zs[i + 2] - zs[i + 1]
-        aa = ax * ax + ay * ay + az * az
-        bb = bx * bx + by * by + bz * bz
-        inv_ab = 1.0 / math.sqrt(aa * bb)
+        k = i - lo + _PAD
+        ax = -bx_[k]
+        ay = -by_[k]
+        az = -bz_[k]
+        bx = bx_[k + 1]
+        by = by_[k + 1]
+        bz = bz_[k + 1]
+        inv_ab = ir_[k] * ir_[k + 1]
         c = (ax * bx + ay * by + az * bz) * inv_ab
         c = min(1.0, max(-1.0, c))
-        dth = acos(c) - theta0[i]
-        s = math.sqrt(max(1.0 - c * c, 1e-12))
+        sn = max(sc_[k] * inv_ab, 1e-6)
+        theta, inv_sn = acos_inv(c, sn)
+        dth = theta - theta0[i]
         # dV/dc = dV/dtheta * dtheta/dc = 2 k dth * (-1/sin)
-        g = 2.0 * ktheta * dth / s  # = -dV/dc
+        g = 2.0 * ktheta * dth * inv_sn  # = -dV/dc
         ga = g * inv_ab
-        gca = g * c / aa
-        gcb = g * c / bb
+        gca = g * c * ir2_[k]
+        gcb = g * c * ir2_[k + 1]
         fax = ga * bx - gca * ax
         fay = ga * by - gca * ay
         faz = ga * bz - gca * az
         fbx = ga * ax - gcb * bx
         fby = ga * ay - gcb * by
         fbz = ga * az - gcb * bz
-        k = i - lo + _PAD
         w[_W_ANG_A, k] = fax
         w[_W_ANG_A + 1, k] = fay
         w[_W_ANG_A + 2, k] = faz
@@ -185,64 +259,60 @@ def bonded_terms(
         w[_W_E_ANG, k] = ktheta * dth * dth
 
     # Dihedrals: k1 [1 - cos(phi - phi0)] + k3 [1 - cos 3(phi - phi0)], IUPAC sign convention.
-    # Forces follow Bekker's formulation (as in GROMACS) with rij = xi - xj, rkj, rkl.
+    # Forces follow Bekker's formulation (as in GROMACS) with rij = xi - xj = -b_i,
+    # rkj = b_(i+1), rkl = -b_(i+2): m = rij x rkj is the normal of angle i, n = rkj x rkl
+    # that of angle i + 1, |rkj| and 1/|rkj|^2 those of bond i + 1.
     for i in range(lo, min(hi, n - 3)):
-        j = i + 1
-        k = i + 2
-        m_ = i + 3
-        rijx = xs[i] - xs[j]
-        rijy = ys[i] - ys[j]
-        rijz = zs[i] - zs[j]
-        rkjx = xs[k] - xs[j]
-        rkjy = ys[k] - ys[j]
-        rkjz = zs[k] - zs[j]
-        rklx = xs[k] - xs[m_]
-        rkly = ys[k] - ys[m_]
-        rklz = zs[k] - zs[m_]
-        mx = rijy * rkjz - rijz * rkjy
-        my = rijz * rkjx - rijx * rkjz
-        mz = rijx * rkjy - rijy * rkjx
-        nx = rkjy * rklz - rkjz * rkly
-        ny = rkjz * rklx - rkjx * rklz
-        nz = rkjx * rkly - rkjy * rklx
-        mm = mx * mx + my * my + mz * mz
-        nn = nx * nx + ny * ny + nz * nz
-        kk = rkjx * rkjx + rkjy * rkjy + rkjz * rkjz
-        lkj = math.sqrt(kk)
-        inv_mn = 1.0 / math.sqrt(mm * nn)
+        k = i - lo + _PAD
+        rijx = -bx_[k]
+        rijy = -by_[k]
+        rijz = -bz_[k]
+        rkjx = bx_[k + 1]
+        rkjy = by_[k + 1]
+        rkjz = bz_[k + 1]
+        rklx = -bx_[k + 2]
+        rkly = -by_[k + 2]
+        rklz = -bz_[k + 2]
+        mx = cx_[k]
+        my = cy_[k]
+        mz = cz_[k]
+        nx = cx_[k + 1]
+        ny = cy_[k + 1]
+        nz = cz_[k + 1]
+        lkj = r_[k + 1]
+        inv_mn = isc_[k] * isc_[k + 1]
         cphi = (mx * nx + my * ny + mz * nz) * inv_mn
         sphi = lkj * (rijx * nx + rijy * ny + rijz * nz) * inv_mn
         cd = cphi * cos_phi0[i] + sphi * sin_phi0[i]
         sd = sphi * cos_phi0[i] - cphi * sin_phi0[i]
         dvdphi = k1 * sd + 3.0 * k3 * (3.0 * sd - 4.0 * sd * sd * sd)
-        gi = -dvdphi * lkj / mm
-        gl = dvdphi * lkj / nn
+        gi = -dvdphi * lkj * icc_[k]
+        gl = dvdphi * lkj * icc_[k + 1]
         fix = gi * mx
         fiy = gi * my
         fiz = gi * mz
         flx = gl * nx
         fly = gl * ny
         flz = gl * nz
-        inv_kk = 1.0 / kk
+        inv_kk = ir2_[k + 1]
         p = (rijx * rkjx + rijy * rkjy + rijz * rkjz) * inv_kk
         q = (rklx * rkjx + rkly * rkjy + rklz * rkjz) * inv_kk
         sx = p * fix - q * flx
         sy = p * fiy - q * fly
         sz = p * fiz - q * flz
-        c_ = i - lo + _PAD
-        w[_W_DIH_1, c_] = fix
-        w[_W_DIH_1 + 1, c_] = fiy
-        w[_W_DIH_1 + 2, c_] = fiz
-        w[_W_DIH_2, c_] = sx - fix
-        w[_W_DIH_2 + 1, c_] = sy - fiy
-        w[_W_DIH_2 + 2, c_] = sz - fiz
-        w[_W_DIH_3, c_] = -sx - flx
-        w[_W_DIH_3 + 1, c_] = -sy - fly
-        w[_W_DIH_3 + 2, c_] = -sz - flz
-        w[_W_DIH_4, c_] = flx
-        w[_W_DIH_4 + 1, c_] = fly
-        w[_W_DIH_4 + 2, c_] = flz
-        w[_W_E_DIH, c_] = k1 * (1.0 - cd) + k3 * (1.0 - (4.0 * cd * cd * cd - 3.0 * cd))
+        w[_W_DIH_1, k] = fix
+        w[_W_DIH_1 + 1, k] = fiy
+        w[_W_DIH_1 + 2, k] = fiz
+        w[_W_DIH_2, k] = sx - fix
+        w[_W_DIH_2 + 1, k] = sy - fiy
+        w[_W_DIH_2 + 2, k] = sz - fiz
+        w[_W_DIH_3, k] = -sx - flx
+        w[_W_DIH_3 + 1, k] = -sy - fly
+        w[_W_DIH_3 + 2, k] = -sz - flz
+        w[_W_DIH_4, k] = flx
+        w[_W_DIH_4 + 1, k] = fly
+        w[_W_DIH_4 + 2, k] = flz
+        w[_W_E_DIH, k] = k1 * (1.0 - cd) + k3 * (1.0 - (4.0 * cd * cd * cd - 3.0 * cd))
 
 
 @njit(cache=True, error_model="numpy")
@@ -308,16 +378,23 @@ def bonded(
     Returns the bonded energy (blocks in order) if ``with_energy``, else 0.0."""
     n = x.shape[1]
     e = 0.0
-    w[:, :_PAD] = 0.0
+    for row in range(_W_TERMS):
+        for k in range(_PAD):
+            w[row, k] = 0.0
     for lo in range(0, n, BLOCK):
         hi = min(n, lo + BLOCK)
         if hi > n - 3:  # the last block: terms past the chain's end must read 0.0
-            w[:, max(0, n - 3 - lo) + _PAD : hi - lo + _PAD] = 0.0
+            for row in range(_W_TERMS):
+                for k in range(max(0, n - 3 - lo) + _PAD, hi - lo + _PAD):
+                    w[row, k] = 0.0
         bonded_terms(x, w, lo, hi, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3)
         bonded_forces(w, f, lo, hi)
         if with_energy:
             e += bonded_block_energy(w, lo, hi, n)
-        w[:, :_PAD] = w[:, hi - lo : hi - lo + _PAD]
+        # element by element: a slice assignment within one array copies through a temporary
+        for row in range(_W_TERMS):
+            for k in range(_PAD):
+                w[row, k] = w[row, hi - lo + k]
     return e
 
 
@@ -325,23 +402,27 @@ def bonded(
 def native_terms(
     x: np.ndarray,
     nw: np.ndarray,
-    nat_i: np.ndarray,
+    nat_start: np.ndarray,
     nat_j: np.ndarray,
     nat_s2: np.ndarray,
     eps: float,
 ) -> None:
-    """Native 10-12 contacts (fixed list, no cutoff): force on j (rows 0-2) and energy
-    (row 3) of each contact into ``nw``, element-wise."""
+    """Native 10-12 contacts (fixed list, no cutoff; those of bead i < j are
+    ``nat_start[i]:nat_start[i + 1]``): force on j (rows 0-2) and energy (row 3) of each
+    contact into ``nw``, element-wise."""
     xs = x[0]
     ys = x[1]
     zs = x[2]
-    m = nat_i.shape[0]
-    for c in range(m):  # gather (scalar loads), then the arithmetic on contiguous rows
-        i = nat_i[c]
-        j = nat_j[c]
-        nw[0, c] = xs[j] - xs[i]
-        nw[1, c] = ys[j] - ys[i]
-        nw[2, c] = zs[j] - zs[i]
+    m = nat_j.shape[0]
+    for i in range(x.shape[1]):  # gather (scalar loads), then the arithmetic on rows
+        xi = xs[i]
+        yi = ys[i]
+        zi = zs[i]
+        for c in range(nat_start[i], nat_start[i + 1]):
+            j = nat_j[c]
+            nw[0, c] = xs[j] - xi
+            nw[1, c] = ys[j] - yi
+            nw[2, c] = zs[j] - zi
     dxs = nw[0]
     dys = nw[1]
     dzs = nw[2]
@@ -365,39 +446,26 @@ def native_terms(
 
 
 @njit(cache=True, error_model="numpy")
-def native_forces(f: np.ndarray, nw: np.ndarray, nat_i: np.ndarray, nat_j: np.ndarray) -> None:
-    """Add the native contacts' forces to ``f`` in (i, j) order."""
-    fx_ = f[0]
-    fy_ = f[1]
-    fz_ = f[2]
-    for c in range(nat_i.shape[0]):
-        i = nat_i[c]
-        j = nat_j[c]
-        fx = nw[0, c]
-        fy = nw[1, c]
-        fz = nw[2, c]
-        fx_[j] += fx
-        fy_[j] += fy
-        fz_[j] += fz
-        fx_[i] -= fx
-        fy_[i] -= fy
-        fz_[i] -= fz
-
-
-@njit(cache=True, error_model="numpy")
 def repulsion_terms(
     x: np.ndarray,
     pw: np.ndarray,
+    nl_start: np.ndarray,
     pairs: np.ndarray,
-    n_pairs: int,
+    near: np.ndarray,
     eps: float,
     rep_c2: float,
     r_switch: float,
     r_cut: float,
-) -> None:
-    """Non-native repulsion eps (C/r)^12 S(r) of each listed pair, element-wise: force on j
-    (rows 0-2), r^2 (row 3) and energy (row 4) into ``pw``. Pairs at r >= r_cut get values
-    too, but :func:`repulsion_forces` skips them.
+) -> int:
+    """Non-native repulsion eps (C/r)^12 S(r) of the listed pairs within ``r_cut``.
+
+    Element-wise passes: x_j - x_i of every listed pair (rows 0-2 of ``pw``) and r^2
+    (row 3); then the indices of those at r < r_cut, in list order, into ``near`` (without
+    a branch: every index is written, the count advances only for those kept). Most of a
+    list is its skin (native contacts take most pairs within 8 A, not those at 8-9.5 A),
+    so the arithmetic then runs only on the kept pairs: force on j (rows 4-6) and energy
+    (row 7), at the kept pair's rank. A pair beyond the cutoff never reaches a sum.
+    Returns the number kept.
 
     S is OpenMM's switching function: 1 below ``r_switch``, 1 - 10 t^3 + 15 t^4 - 6 t^5 with
     t = (r - r_switch) / (r_cut - r_switch) up to ``r_cut``, 0 beyond, so energy, force and
@@ -406,24 +474,36 @@ def repulsion_terms(
     xs = x[0]
     ys = x[1]
     zs = x[2]
-    rs2 = r_switch * r_switch
-    inv_width = 1.0 / (r_cut - r_switch)
-    for k in range(n_pairs):  # gather (scalar loads), then the arithmetic on contiguous rows
-        i = pairs[0, k]
-        j = pairs[1, k]
-        pw[0, k] = xs[j] - xs[i]
-        pw[1, k] = ys[j] - ys[i]
-        pw[2, k] = zs[j] - zs[i]
+    n_pairs = nl_start[x.shape[1]]
     dxs = pw[0]
     dys = pw[1]
     dzs = pw[2]
     r2s = pw[3]
-    es = pw[4]
+    for k in range(n_pairs):  # gather (scalar loads), then arithmetic on contiguous rows
+        i = pairs[0, k]
+        j = pairs[1, k]
+        dxs[k] = xs[j] - xs[i]
+        dys[k] = ys[j] - ys[i]
+        dzs[k] = zs[j] - zs[i]
     for k in range(n_pairs):
+        r2s[k] = dxs[k] * dxs[k] + dys[k] * dys[k] + dzs[k] * dzs[k]
+    rc2 = r_cut * r_cut
+    m = 0
+    for k in range(n_pairs):
+        near[m] = k
+        m += r2s[k] < rc2
+    rs2 = r_switch * r_switch
+    inv_width = 1.0 / (r_cut - r_switch)
+    fxs = pw[4]
+    fys = pw[5]
+    fzs = pw[6]
+    es = pw[7]
+    for c in range(m):
+        k = near[c]
         dx = dxs[k]
         dy = dys[k]
         dz = dzs[k]
-        r2 = dx * dx + dy * dy + dz * dz
+        r2 = r2s[k]
         inv_r2 = 1.0 / r2
         u = rep_c2 * inv_r2
         u2 = u * u
@@ -437,20 +517,28 @@ def repulsion_terms(
         switched = r2 > rs2
         g = g * sw - ep * dsw * (r * inv_r2) if switched else g
         ep = ep * sw if switched else ep
-        dxs[k] = g * dx
-        dys[k] = g * dy
-        dzs[k] = g * dz
-        r2s[k] = r2
-        es[k] = ep
+        fxs[c] = g * dx
+        fys[c] = g * dy
+        fzs[c] = g * dz
+        es[c] = ep
+    return m
 
 
 @njit(cache=True, error_model="numpy")
-def repulsion_forces(
-    f: np.ndarray, pw: np.ndarray, nl_start: np.ndarray, pairs: np.ndarray, r_cut: float
+def pair_forces(
+    f: np.ndarray,
+    nw: np.ndarray,
+    nat_start: np.ndarray,
+    nat_j: np.ndarray,
+    pw: np.ndarray,
+    near: np.ndarray,
+    n_near: int,
+    pairs: np.ndarray,
 ) -> None:
-    """Add the repulsion of the listed pairs within ``r_cut`` to ``f``, row by row in (i, j)
-    order; a pair at r >= r_cut is skipped before it touches any sum."""
-    rc2 = r_cut * r_cut
+    """Add the native contacts (:func:`native_terms`) and the repulsion of the ``n_near``
+    pairs within the cutoff (:func:`repulsion_terms`) to ``f``, in a fixed order: the
+    native contacts bead by bead (each added to bead j and subtracted from a running sum
+    that is added to bead i after its row), then the repulsive pairs in (i, j) order."""
     fx_ = f[0]
     fy_ = f[1]
     fz_ = f[2]
@@ -458,26 +546,43 @@ def repulsion_forces(
         fxi = 0.0
         fyi = 0.0
         fzi = 0.0
-        for k in range(nl_start[i], nl_start[i + 1]):
-            if pw[3, k] < rc2:
-                j = pairs[1, k]
-                fx = pw[0, k]
-                fy = pw[1, k]
-                fz = pw[2, k]
-                fx_[j] += fx
-                fy_[j] += fy
-                fz_[j] += fz
-                fxi -= fx
-                fyi -= fy
-                fzi -= fz
+        for c in range(nat_start[i], nat_start[i + 1]):
+            j = nat_j[c]
+            fx = nw[0, c]
+            fy = nw[1, c]
+            fz = nw[2, c]
+            fx_[j] += fx
+            fy_[j] += fy
+            fz_[j] += fz
+            fxi -= fx
+            fyi -= fy
+            fzi -= fz
         fx_[i] += fxi
         fy_[i] += fyi
         fz_[i] += fzi
+    for c in range(n_near):
+        k = near[c]
+        i = pairs[0, k]
+        j = pairs[1, k]
+        fx = pw[4, c]
+        fy = pw[5, c]
+        fz = pw[6, c]
+        fx_[j] += fx
+        fy_[j] += fy
+        fz_[j] += fz
+        fx_[i] -= fx
+        fy_[i] -= fy
+        fz_[i] -= fz
 
 
 def pair_scratch(n_pairs: int) -> np.ndarray:
     """Scratch for :func:`repulsion_terms` (or, with 4 rows used, :func:`native_terms`)."""
-    return np.zeros((5, max(1, n_pairs)), dtype=np.float64)
+    return np.zeros((8, max(1, n_pairs)), dtype=np.float64)
+
+
+def near_scratch(n_pairs: int) -> np.ndarray:
+    """Integer scratch of :func:`repulsion_terms`: the pairs within the cutoff."""
+    return np.zeros(max(1, n_pairs), dtype=np.int64)
 
 
 @njit(cache=True, error_model="numpy")
@@ -487,13 +592,14 @@ def energy_forces(
     w: np.ndarray,
     nw: np.ndarray,
     pw: np.ndarray,
+    near: np.ndarray,
     nl_start: np.ndarray,
     pairs: np.ndarray,
     bond_r0: np.ndarray,
     theta0: np.ndarray,
     cos_phi0: np.ndarray,
     sin_phi0: np.ndarray,
-    nat_i: np.ndarray,
+    nat_start: np.ndarray,
     nat_j: np.ndarray,
     nat_s2: np.ndarray,
     kr: float,
@@ -510,27 +616,24 @@ def energy_forces(
     0.0 if not ``with_energy`` (the forces are the same bits either way).
 
     ``x`` and ``f`` are component-major, shape (3, N); ``w`` is :func:`scratch`, ``nw``
-    :func:`pair_scratch` (number of native contacts), ``pw`` :func:`pair_scratch` (at least
-    the number of listed pairs). ``nl_start``/``pairs`` must list (at least) every non-native
+    :func:`pair_scratch` (number of native contacts), ``pw`` :func:`pair_scratch` and
+    ``near`` :func:`near_scratch` (at least the number of listed pairs). ``nl_start``/``pairs``
+    must list (at least) every non-native
     pair with |i - j| >= 4 within ``r_cut``, in (i, j) order (see :func:`build_neighbours`).
     The forces on each bead are summed in a fixed order: bonded terms, native contacts in
     (i, j) order, repulsion in (i, j) order. The energy is the sum of the bonded terms
     (block by block), native contacts and repulsion, each in order.
     """
-    n_pairs = int(nl_start[x.shape[1]])
     e = bonded(x, f, w, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3, with_energy)
-    native_terms(x, nw, nat_i, nat_j, nat_s2, eps)
-    native_forces(f, nw, nat_i, nat_j)
-    repulsion_terms(x, pw, pairs, n_pairs, eps, rep_c2, r_switch, r_cut)
-    repulsion_forces(f, pw, nl_start, pairs, r_cut)
+    native_terms(x, nw, nat_start, nat_j, nat_s2, eps)
+    m = repulsion_terms(x, pw, nl_start, pairs, near, eps, rep_c2, r_switch, r_cut)
+    pair_forces(f, nw, nat_start, nat_j, pw, near, m, pairs)
     if not with_energy:
         return 0.0
-    for c in range(nat_i.shape[0]):
+    for c in range(nat_j.shape[0]):
         e += nw[3, c]
-    rc2 = r_cut * r_cut
-    for k in range(n_pairs):
-        if pw[3, k] < rc2:
-            e += pw[4, k]
+    for c in range(m):
+        e += pw[7, c]
     return e
 
 
@@ -596,9 +699,17 @@ def build_neighbours(
         count[c + 1] += count[c]
     fill = count[:-1].copy()
     beads = np.empty(n, dtype=np.int64)
+    cx = np.empty((3, n))  # positions in cell order: the scans below read them in runs
     for i in range(n):  # ascending within each cell
-        beads[fill[owner[i]]] = i
+        k = fill[owner[i]]
+        beads[k] = i
+        cx[0, k] = x[0, i]
+        cx[1, k] = x[1, i]
+        cx[2, k] = x[2, i]
         fill[owner[i]] += 1
+    xc = cx[0]
+    yc = cx[1]
+    zc = cx[2]
     rl2 = r_list * r_list
     row = np.empty(n, dtype=np.int64)
     used = 0
@@ -608,22 +719,22 @@ def build_neighbours(
         c0 = c // (n1 * n2)
         c1 = (c // n2) % n1
         c2 = c % n2
+        xi = x[0, i]
+        yi = x[1, i]
+        zi = x[2, i]
         m = 0
         for a in range(max(0, c0 - 1), min(n0, c0 + 2)):
             for b in range(max(0, c1 - 1), min(n1, c1 + 2)):
-                for cc in range(max(0, c2 - 1), min(n2, c2 + 2)):
-                    nb = (a * n1 + b) * n2 + cc
-                    # beads ascend within a cell: walk down and stop below i + 4
-                    for k in range(count[nb + 1] - 1, count[nb] - 1, -1):
-                        j = beads[k]
-                        if j < i + 4:
-                            break
-                        dx = x[0, j] - x[0, i]
-                        dy = x[1, j] - x[1, i]
-                        dz = x[2, j] - x[2, i]
-                        if dx * dx + dy * dy + dz * dz < rl2:
-                            row[m] = j
-                            m += 1
+                # cells (a, b, c2 - 1 .. c2 + 1) are consecutive: one run of beads, scanned
+                # without a branch (every bead is written, the count advances for a hit)
+                nb = (a * n1 + b) * n2
+                for k in range(count[nb + max(0, c2 - 1)], count[nb + min(n2, c2 + 2)]):
+                    j = beads[k]
+                    dx = xc[k] - xi
+                    dy = yc[k] - yi
+                    dz = zc[k] - zi
+                    row[m] = j
+                    m += (j >= i + 4) & (dx * dx + dy * dy + dz * dz < rl2)
         for a in range(1, m):  # insertion sort: rows are short
             j = row[a]
             b = a
@@ -661,13 +772,13 @@ def needs_rebuild(x: np.ndarray, x_ref: np.ndarray, skin: float) -> bool:
     xr = x_ref[0]
     yr = x_ref[1]
     zr = x_ref[2]
-    for i in range(x.shape[1]):
+    moved = 0
+    for i in range(x.shape[1]):  # an integer count, not an early exit: it vectorises
         dx = xs[i] - xr[i]
         dy = ys[i] - yr[i]
         dz = zs[i] - zr[i]
-        if dx * dx + dy * dy + dz * dz > h2:
-            return True
-    return False
+        moved += dx * dx + dy * dy + dz * dz > h2
+    return moved > 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -691,6 +802,7 @@ def baoab(
     w: np.ndarray,
     nw: np.ndarray,
     pw: np.ndarray,
+    near: np.ndarray,
     n_steps: int,
     step0: int,
     key0: np.uint64,
@@ -701,13 +813,12 @@ def baoab(
     nl_start: np.ndarray,
     pairs: np.ndarray,
     x_ref: np.ndarray,
-    nat_start: np.ndarray,
     skin: float,
     bond_r0: np.ndarray,
     theta0: np.ndarray,
     cos_phi0: np.ndarray,
     sin_phi0: np.ndarray,
-    nat_i: np.ndarray,
+    nat_start: np.ndarray,
     nat_j: np.ndarray,
     nat_s2: np.ndarray,
     kr: float,
@@ -718,11 +829,11 @@ def baoab(
     rep_c2: float,
     r_switch: float,
     r_cut: float,
-) -> tuple[float, np.ndarray, np.ndarray, int]:
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, int]:
     """Advance ``n_steps`` BAOAB Langevin steps in place (Leimkuhler and Matthews 2013).
 
     ``x``, ``v``, ``f`` are component-major (3, N); ``f`` must hold the forces of ``x`` on
-    entry and holds those of the new ``x`` on exit; ``w``, ``nw``, ``pw`` are the scratch
+    entry and holds those of the new ``x`` on exit; ``w``, ``nw``, ``pw``, ``near`` are the scratch
     arrays of :func:`energy_forces`. The neighbour list (``nl_start``, ``pairs``, built at
     ``x_ref`` with radius ``r_cut + skin``) is rebuilt whenever a bead has moved half the
     skin.
@@ -730,8 +841,8 @@ def baoab(
     ``s`` (counted within the segment) is Philox((s_lo, s_hi, p, 0), key), three of its
     four words mapped to a symmetric uniform variate of unit variance (as in HOOMD-blue:
     the O step then has exactly the right variance and needs no transcendental function).
-    Returns the potential energy after the last step, ``pairs`` and ``pw`` (reallocated if
-    the list grew) and the number of rebuilds.
+    Returns the potential energy after the last step, ``pairs``, ``pw`` and ``near``
+    (reallocated if the list grew) and the number of rebuilds.
     """
     n = x.shape[1]
     m = 3 * n
@@ -755,7 +866,8 @@ def baoab(
         if needs_rebuild(x, x_ref, skin):
             pairs = build_neighbours(x, nat_start, nat_j, r_list, nl_start, pairs, x_ref)
             if pw.shape[1] < pairs.shape[1]:
-                pw = np.zeros((5, pairs.shape[1]))
+                pw = np.zeros((8, pairs.shape[1]))
+                near = np.zeros(pairs.shape[1], dtype=np.int64)
             builds += 1
         e = energy_forces(
             x,
@@ -763,13 +875,14 @@ def baoab(
             w,
             nw,
             pw,
+            near,
             nl_start,
             pairs,
             bond_r0,
             theta0,
             cos_phi0,
             sin_phi0,
-            nat_i,
+            nat_start,
             nat_j,
             nat_s2,
             kr,
@@ -784,7 +897,7 @@ def baoab(
         )
         for k in range(m):  # B
             vf[k] += half * ff[k]
-    return e, pairs, pw, builds
+    return e, pairs, pw, near, builds
 
 
 def native_start(nat_i: np.ndarray, n: int) -> np.ndarray:
@@ -799,7 +912,7 @@ class NeighbourList:
     bit-identical forces, so when it was built does not matter.
     """
 
-    __slots__ = ("pairs", "pw", "start", "x_ref")
+    __slots__ = ("near", "pairs", "pw", "start", "x_ref")
 
     def __init__(
         self, x: np.ndarray, nat_start: np.ndarray, nat_j: np.ndarray, r_list: float
@@ -812,6 +925,7 @@ class NeighbourList:
             x, nat_start, nat_j, r_list, self.start, self.pairs, self.x_ref
         )
         self.pw = pair_scratch(self.pairs.shape[1])
+        self.near = near_scratch(self.pairs.shape[1])
 
     @property
     def n_pairs(self) -> int:

@@ -140,13 +140,17 @@ class GoModel:
         return i.astype(np.int64), j.astype(np.int64), self.native_s2[i, j].copy()
 
     def kernel_args(self) -> tuple[Any, ...]:
-        """The parameter tail shared by :func:`kernels.energy_forces` and :func:`kernels.baoab`."""
+        """The parameter tail shared by :func:`kernels.energy_forces` and :func:`kernels.baoab`
+        (native contacts as a CSR index by bead, ``nat_start``, and partners ``nat_j``)."""
+        nat_i, nat_j, nat_s2 = self.native_pairs()
         return (
             self.bond_r0,
             self.theta0,
             self.cos_phi0,
             self.sin_phi0,
-            *self.native_pairs(),
+            kernels.native_start(nat_i, self.n_beads),
+            nat_j,
+            nat_s2,
             self.kr,
             self.ktheta,
             self.k1,
@@ -162,20 +166,21 @@ class GoModel:
         xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)  # component-major
         f = np.zeros_like(xt)
         args = self.kernel_args()
-        nat_start = kernels.native_start(args[4], self.n_beads)
-        nl = kernels.NeighbourList(xt, nat_start, args[5], self.REP_CUTOFF + 1.0)
+        nl = kernels.NeighbourList(xt, args[4], args[5], self.REP_CUTOFF + 1.0)
         w = kernels.scratch(self.n_beads)
-        nw = kernels.pair_scratch(len(args[4]))
-        e = kernels.energy_forces(*(xt, f, w, nw, nl.pw, nl.start, nl.pairs, *args, True))
+        nw = kernels.pair_scratch(len(args[5]))
+        e = kernels.energy_forces(*(xt, f, w, nw, nl.pw, nl.near, nl.start, nl.pairs, *args, True))
         return float(e), np.ascontiguousarray(f.T)
 
     def digest(self) -> bytes:
         """SHA-256 of every parameter: two workers with equal digests simulate the same model.
 
-        Parameters are computed once (numpy's trigonometry may differ in the last bit between
-        CPUs) and shipped to workers as arrays, never recomputed there.
+        The tag (v4) moves with the engine's kernel version (3), so a model digest names the
+        numbers its results were computed with. Parameters are computed once (numpy's
+        trigonometry may differ in the last bit between CPUs) and shipped to workers as
+        arrays, never recomputed there.
         """
-        h = hashlib.sha256(b"foldnet/go-model/v3\x00")
+        h = hashlib.sha256(b"foldnet/go-model/v4\x00")
         h.update(struct.pack("<Q", self.n_beads))
         h.update(struct.pack("<6d", self.kr, self.ktheta, self.k1, self.k3, self.eps, self.rep_c))
         h.update(struct.pack("<2d", self.REP_SWITCH, self.REP_CUTOFF))
