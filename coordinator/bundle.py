@@ -248,7 +248,7 @@ _LABELS = {
     "rg": "Rg (A)",
 }
 #: The observables each engine's plot shows, in order, when the job has them.
-PLOTTED = {"go": ("q", "rmsd"), "openmm": ("rmsd_ca", "q", "rg", "energy")}
+PLOTTED = {"go": ("q", "rmsd"), "openmm": ("rmsd_ca", "rmsd_heavy", "q", "rg", "energy")}
 
 
 def observables_csv(t: Trajectory, derived: Mapping[str, np.ndarray]) -> str:
