@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,13 @@ def pdb_text(
     system: SystemDefinition, positions: np.ndarray, title: str = "", remarks: tuple[str, ...] = ()
 ) -> str:
     """One structure of ``system`` as PDB text (positions in the engine's own units), with
-    ``title`` and then each of ``remarks`` as REMARK lines (cut to 80 columns)."""
-    head = "".join(f"REMARK   1 {line}"[:80] + "\n" for line in (title, *remarks) if line)
+    ``title`` and then each of ``remarks`` as REMARK lines (wrapped at 80 columns)."""
+    head = "".join(
+        f"REMARK   1 {part}\n"
+        for line in (title, *remarks)
+        if line
+        for part in textwrap.wrap(line, 69)
+    )
     if isinstance(system, GoModel):
         return head + ca_pdb_text(system.sequence, positions)
     if not isinstance(system, PreparedSystem):
