@@ -171,12 +171,18 @@ def _median(values: list[int | None], budget: int) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a smoke run under a minute")
-    p.add_argument("--seeds", type=int, default=None)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="processes (one run each)")
+    for name in ("seeds", "width", "gens", "steps_per_wu"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
     args = p.parse_args(argv)
     case = QUICK if args.quick else FULL
-    if args.seeds is not None:
-        case = dataclasses.replace(case, seeds=args.seeds)
+    given = {
+        k: getattr(args, k)
+        for k in ("seeds", "width", "gens", "steps_per_wu", "temperature")
+        if getattr(args, k) is not None
+    }
+    case = dataclasses.replace(case, **given)
     jobs = [(policy, seed, case) for seed in range(case.seeds) for policy in POLICIES]
     print(
         f"villin HP36 Go model, T = {case.temperature} eps/kB, width {case.width}, WUs of "

@@ -2,11 +2,11 @@
 
 ``python -m benchmarks.analysis [--quick]``: plain Go-model trajectories of villin HP36 at the
 folding temperature (Tf ~ 0.78 eps/kB, the heat-capacity peak of ``benchmarks.go_folding``),
-run directly with the engine (no network; two processes), written as a results folder by
-``coordinator.results.write_results`` and analysed by ``coordinator.analysis`` exactly as
-``foldnet analyze`` does. The folding time (mean first passage unfolded -> folded) of the
-MSM is compared with the one counted directly along the same trajectories, frame by frame,
-with the same macrostates (each frame is folded or unfolded by its microstate's mean Q);
+run directly with the engine (no network; two processes), written as a results folder with
+the bundle's own file names and formats (topology PDB, XTC, observables CSV) and analysed by
+``coordinator.analysis`` exactly as ``foldnet analyze`` does. The folding time (mean first
+passage unfolded -> folded) of the MSM is compared with the one counted directly along the
+same trajectories, frame by frame, with the same macrostates (each frame is folded or unfolded by its microstate's mean Q);
 both with 95% bootstrap intervals over trajectories. Ends with one JSON line.
 """
 
@@ -23,10 +23,13 @@ import numpy as np
 
 from benchmarks.common import print_table
 from coordinator.analysis import AnalysisParams, analyze, direct_mfpt, load_results
-from coordinator.results import Trajectory, write_results
+from coordinator.bundle import csv_name, xtc_name
+from coordinator.trajfiles import frames_nm, xtc_bytes
+from foldnet.files import atomic_write
 from sims.examples import VILLIN_PDB
-from sims.go import GoEngine
+from sims.go import GoEngine, GoModel
 from sims.spec import RunSpec
+from sims.structure import ca_pdb_text
 
 TF = 0.78  # eps/kB: the folding temperature of villin HP36 in this model (README)
 REPORT = 1000  # steps per frame, as a Go job reports
@@ -45,6 +48,26 @@ def _run(args: tuple[int, int]) -> tuple[np.ndarray, dict[str, np.ndarray], np.n
     )
     r = engine.run(start, spec)
     return r.frame_steps, dict(r.observables), r.frames
+
+
+def _write_folder(
+    out: Path, model: GoModel, runs: list[tuple[np.ndarray, dict, np.ndarray]]
+) -> None:
+    """What ``foldnet results`` writes that the analysis reads: the topology, one XTC and one
+    observables CSV per trajectory (run 0, clone c)."""
+    topology = ca_pdb_text(model.sequence, runs[0][2][0], title="topology")
+    atomic_write(out / "topology.pdb", topology)
+    for c, (steps, obs, frames) in enumerate(runs):
+        atomic_write(
+            out / xtc_name(0, c), xtc_bytes(topology, frames_nm(model, frames), steps, 0.0)
+        )
+        names = sorted(obs)
+        rows = ["step," + ",".join(names)]
+        rows += [
+            f"{int(st)}," + ",".join(f"{obs[n][i]:.6g}" for n in names)
+            for i, st in enumerate(steps)
+        ]
+        atomic_write(out / csv_name(0, c), "\n".join(rows) + "\n")
 
 
 def _interval(values: list[float]) -> list[float] | None:
@@ -66,8 +89,7 @@ def main() -> None:
     t_sim = time.perf_counter() - t0
     engine = GoEngine.from_pdb(VILLIN_PDB)
     with tempfile.TemporaryDirectory(prefix="foldnet-bench-analysis-") as d:
-        trajs = [Trajectory(0, c, fs, obs, fr) for c, (fs, obs, fr) in enumerate(runs)]
-        write_results(Path(d), engine.model, trajs, title="benchmarks.analysis")
+        _write_folder(Path(d), engine.model, runs)
         t1 = time.perf_counter()
         a = analyze(load_results(d), params)
         t_msm = time.perf_counter() - t1

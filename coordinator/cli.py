@@ -563,23 +563,67 @@ def results(
     out: Annotated[Path, typer.Option(help="Folder for the results.")] = Path("job-results"),
     api_key: ApiKey = "",
 ) -> None:
-    """Write a job's trajectories (CSV), structures (PDB) and, for a folder, a plot (PNG)."""
+    """Write a job's results: trajectories (XTC + topology PDB), observables (CSV), plots,
+    structures, summary.json and the provenance of every WU (`foldnet verify-results`)."""
     if is_url(target):
         with LabClient(target, api_key) as client:
             files = client.download(job, out)
         console.print(f"wrote {len(files)} files to {out}")
         return
     from coordinator.lab import CoordinatorView
+    from coordinator.results import write_folder
 
     view = CoordinatorView(Path(target))
     try:
         matches = [j for j in [*view.scheduler.pending, *view.scheduler.jobs] if j.startswith(job)]
         if len(matches) != 1:
             raise UsageError(f"job {job!r} matches {len(matches)} jobs; give more of its id")
-        files = view.write_results(matches[0], out)
+        bundle, uncovered = view.results(matches[0])
     finally:
         view.close()
-    console.print("wrote " + ", ".join(str(f) for f in files))
+    written = write_folder(out, bundle)
+    console.print(f"wrote {len(written)} files to {out} (README.txt says what each is)")
+    if uncovered:
+        console.print(
+            f"[yellow]note:[/] {uncovered} WU(s) are not yet covered by a signed checkpoint "
+            "(a coordinator runs in the folder): run this again once it has signed one"
+        )
+
+
+@app.command("verify-results")
+def verify_results_cmd(
+    bundle: Annotated[Path, typer.Argument(help="A results folder or zip.")],
+    log_key: Annotated[
+        str | None,
+        typer.Option(
+            help="The coordinator's log key (vkey string or file), as its operator publishes "
+            "it (GET /v1/ledger/log.vkey). Without it only self-consistency is checked."
+        ),
+    ] = None,
+) -> None:
+    """Check that every frame of a results bundle is the agreed, validated result: digests
+    against the signed headers, attestations against the ledger entries, inclusion proofs
+    against the signed checkpoint. Exit 0 if all holds, 1 on a finding, 2 on a usage error."""
+    from coordinator.errors import ResultsVerificationError
+    from coordinator.provenance import verify_results
+
+    vkey = log_key
+    if vkey is not None and "+" not in vkey:
+        if not Path(vkey).is_file():
+            raise UsageError(f"--log-key {vkey!r} is neither a vkey string nor a file")
+        vkey = Path(vkey).read_text().strip()
+    try:
+        report = verify_results(bundle, log_key=vkey)
+    except ResultsVerificationError as e:
+        console.print(f"[bold red]FAILED[/] ({e.code}): {escape(str(e))}")
+        raise typer.Exit(1) from e
+    console.print(f"[bold]trust:[/] {escape(report.trust)}")
+    for line in report.checked:
+        console.print(f"[green]ok[/] {escape(line)}")
+    for line in report.not_checked:
+        console.print(f"[yellow]not checked[/] {escape(line)}")
+    verdict = "against the pinned log key" if log_key else "self-consistent only (no --log-key)"
+    console.print(f"[bold green]PASSED[/] {verdict}")
 
 
 @app.command()

@@ -4,8 +4,8 @@ Local Ray on loopback, a SQLite coordinator with its ledger, several local volun
 their own keys (one of them dishonest: it returns perturbed final states), and a villin
 headpiece job with runs x clones x generations and replication on. At the end: trajectories,
 best Q and RMSD, WUs validated and rejected, credit per volunteer, the ledger checkpoint and
-an audit of the ledger; a results folder with the best structure (PDB), per-trajectory
-observables (CSV) and a plot of Q and RMSD (PNG).
+an audit of the ledger; a results folder (:mod:`coordinator.results`, as ``foldnet results``
+writes it: trajectories, observables, plots, structures and the provenance of every WU).
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.bundle import Trajectory
 from coordinator.jobs import JobSpec
+from coordinator.provenance import gather_evidence, result_indices
 from coordinator.raylocal import local_ray
 from coordinator.raypool import RayPool, VolunteerSpec
-from coordinator.results import Trajectory, trajectories, write_results
+from coordinator.results import bundle_files, load, select, write_folder
 from coordinator.service import Coordinator
 from foldnet.files import atomic_write
 from ledger import AuditReport, run_audit
@@ -117,6 +119,9 @@ def run_demo(
             pool.shutdown()
     summary = coord.drain()
     cp = coord.log.publish_checkpoint()
+    plan = select(coord.scheduler, job)
+    results = load(coord.store, plan)
+    evidence = gather_evidence(coord.log, plan.wu_ids, result_indices(coord.log), cp)
     audit = run_audit(coord.log.store.path, workers=2)
     rejected_by: dict[str, int] = {}
     for inv in summary.invalidated:
@@ -134,7 +139,7 @@ def run_demo(
         trust={
             names.get(k, k): v.trust for k, v in coord.scheduler.volunteers.items() if k in names
         },
-        trajectories=trajectories(coord.scheduler, coord.store, job),
+        trajectories=list(results.trajectories),
         validated=len(summary.validated),
         rejected=len(summary.invalidated),
         rejected_by=rejected_by,
@@ -144,7 +149,6 @@ def run_demo(
         audit=audit,
     )
     coord.close()
-    title = f"Villin HP36, Go model, T = {config.temperature} eps/kB"
-    report.files.extend(write_results(out, model, report.trajectories, title=title))
+    report.files.extend(write_folder(out, bundle_files(results, evidence)))
     report.files.append(atomic_write(out / "checkpoint.txt", report.checkpoint))
     return report

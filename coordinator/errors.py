@@ -13,9 +13,22 @@
         ├── ClassRefusedError      a determinism class the server does not accept       Invalid
         ├── AnalysisError          results that cannot be analysed (too little data,   Invalid
         │                          NaN, a lag longer than the trajectories)
-        └── CoordinatorUnavailableError  not running, not open yet                Unavailable
-            └── CommitFailedError  a request the coordinator could not commit;
-                                   nothing of it was kept, the caller retries
+        ├── CoordinatorUnavailableError  not running, not open yet                Unavailable
+        │   └── CommitFailedError  a request the coordinator could not commit;
+        │                          nothing of it was kept, the caller retries
+        └── ResultsVerificationError  verify-results found a bundle false        Finding
+            ├── BundleIncompleteError        a file the bundle needs is absent or unreadable
+            ├── BadCheckpointSignatureError  the checkpoint does not verify under the log key
+            ├── EntryNotInLogError           an inclusion proof fails: not in the log
+            ├── NotCoveredError              an entry after the checkpoint: nothing proves it
+            ├── NotAttestedError             a result header the entry's workers did not sign
+            ├── DataMismatchError            full-precision data that is not what was signed
+            ├── WUMissingError               a generation of a trajectory without its WU
+            ├── ChainBrokenError             a generation not started from the one before
+            ├── FrameMismatchError           an XTC frame that is not the signed frame
+            │   └── TrajectorySwappedError   ... because it is another trajectory's file
+            ├── ObservableMismatchError      a CSV value that is not the signed observable
+            └── StructureMismatchError       a PDB that is not the signed positions
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from __future__ import annotations
 from foldnet.errors import (
     BadRequest,
     Conflict,
+    Finding,
     FoldnetError,
     Internal,
     Invalid,
@@ -87,3 +101,57 @@ class CommitFailedError(CoordinatorUnavailableError):
     """The coordinator could not commit a request: nothing of it was kept; retry."""
 
     code = "unavailable"
+
+
+class ResultsVerificationError(CoordinatorError, Finding):
+    """``foldnet verify-results`` found a results bundle false (exit 1); ``code`` names why."""
+
+    code = "results_false"
+
+
+class BundleIncompleteError(ResultsVerificationError):
+    code = "bundle_incomplete"
+
+
+class BadCheckpointSignatureError(ResultsVerificationError):
+    code = "bad_checkpoint_signature"
+
+
+class EntryNotInLogError(ResultsVerificationError):
+    code = "entry_not_in_log"
+
+
+class NotCoveredError(ResultsVerificationError):
+    code = "not_covered"
+
+
+class NotAttestedError(ResultsVerificationError):
+    code = "not_attested"
+
+
+class DataMismatchError(ResultsVerificationError):
+    code = "data_mismatch"
+
+
+class WUMissingError(ResultsVerificationError):
+    code = "wu_missing"
+
+
+class ChainBrokenError(ResultsVerificationError):
+    code = "chain_broken"
+
+
+class FrameMismatchError(ResultsVerificationError):
+    code = "frame_mismatch"
+
+
+class TrajectorySwappedError(FrameMismatchError):
+    code = "trajectory_swapped"
+
+
+class ObservableMismatchError(ResultsVerificationError):
+    code = "observable_mismatch"
+
+
+class StructureMismatchError(ResultsVerificationError):
+    code = "structure_mismatch"

@@ -1,18 +1,23 @@
-"""What a lab reads from a coordinator's folder: job progress and results. Read-only: the
-event log is replayed into a scheduler of its own, nothing is written to the coordinator."""
+"""What a lab reads from a coordinator's folder: job progress and results. The event log is
+replayed into a scheduler of its own; nothing is written to the coordinator, except that
+results, while no coordinator runs there, first have the ledger sign a checkpoint covering
+their WUs (with the folder's ledger key), so that every WU comes with an inclusion proof."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.databases import Databases
-from coordinator.errors import MissingError, ProtocolError, UsageError
-from coordinator.results import trajectories, write_results
+from coordinator.errors import MissingError, UsageError
+from coordinator.folder import owned
+from coordinator.provenance import Evidence, gather_evidence, result_indices
+from coordinator.results import bundle_files, load, select, write_folder
 from coordinator.scheduler import Scheduler, replay
 from coordinator.store import Store
-from sims.go import GoModel
-from worker.systems import decode_system
+from ledger.keys import load_private_key
+from ledger.log import Log
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,7 @@ class CoordinatorView:
         db = Databases.of_folder(workdir).coordinator
         if "://" not in db and not Path(db).is_file():
             raise MissingError(f"no coordinator database at {db}")
+        self.workdir = Path(workdir)
         self.store = Store.open(db)
         self.scheduler: Scheduler = replay(self.store.events())[0]
 
@@ -90,18 +96,46 @@ class CoordinatorView:
             )
         return out
 
+    def results(self, job: str) -> tuple[dict[str, bytes], int]:
+        """Every file of the job's results, and how many of its WUs no signed checkpoint
+        covers yet (0 unless a coordinator runs in the folder and has not signed one since)."""
+        plan = select(self.scheduler, job)
+        evidence = ledger_evidence(self.workdir, plan.wu_ids)
+        return bundle_files(load(self.store, plan), evidence), len(evidence.uncovered(plan.wu_ids))
+
     def write_results(self, job: str, out: Path) -> list[Path]:
-        p = self.scheduler.pending.get(job)
-        if p is not None:
-            why = p.error if p.state == "failed" else f"it is {p.state}"
-            raise ProtocolError(f"job {job[:16]} has no results: {why}")
-        j = self.scheduler.jobs.get(job)
-        if j is None:
-            known = ", ".join(self.scheduler.jobs) or "none"
-            raise MissingError(f"no job {job!r} here; jobs: {known}")
-        system = decode_system(self.store.system(j.spec.system_digest))
-        if not isinstance(system, GoModel):
-            raise UsageError("results of all-atom jobs are written by the HTTP service")
-        trajs = trajectories(self.scheduler, self.store, job)
-        title = f"job {job[:12]}: Go model, T = {j.spec.temperature} eps/kB"
-        return write_results(out, system, trajs, title=title)
+        return write_folder(out, self.results(job)[0])
+
+
+def ledger_evidence(workdir: Path, wu_ids: list[bytes]) -> Evidence:
+    """The ledger entries of ``wu_ids`` with inclusion proofs against a signed checkpoint.
+
+    When the latest checkpoint does not cover them all and no coordinator runs in the folder,
+    the folder's ledger key signs a new one first (holding the folder's lock meanwhile);
+    while a coordinator runs, the latest it signed is used and the entries after it have no
+    proof (it signs one at least every minute while it appends, and when it stops)."""
+    path = workdir / "ledger.db"
+    if not path.is_file():
+        raise MissingError(f"no ledger database at {path}")
+    with Log.open_readonly(path) as log:
+        origin = log.origin
+        indices = result_indices(log)
+        cp = log.checkpoint()
+        size = 0 if cp is None else cp.checkpoint.size
+        if all(indices.get(w, -1) < size for w in wu_ids if w in indices):
+            return gather_evidence(log, wu_ids, indices, cp)
+    key = workdir / "ledger.key"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(owned(workdir))
+        except UsageError:
+            pass  # a coordinator runs in the folder: what it signed so far
+        else:
+            if key.is_file():
+                log = stack.enter_context(
+                    Log.open(path, origin=origin, signing_key=load_private_key(key))
+                )
+                indices = result_indices(log)  # what was appended since the first look
+                return gather_evidence(log, wu_ids, indices, log.publish_checkpoint())
+    with Log.open_readonly(path) as log:
+        return gather_evidence(log, wu_ids, indices, log.checkpoint())

@@ -1,135 +1,181 @@
-"""A job's results as a lab gets them: trajectories joined across generations, observables as
-CSV, the best structure as PDB, a plot of Q and RMSD. Read from the coordinator's store only
-(the canonical, validated replica of every WU), so it works on a live or a finished run."""
+"""A job's results, by either path (``foldnet results`` on a coordinator folder, ``GET
+/v1/jobs/{job}/results``) and for either engine, in four steps:
+
+1. :func:`select` reads the scheduler only: which replica of which WU (the coordinator's
+   thread, over HTTP);
+2. :func:`load` reads the store only: those replicas' signed headers, frames, observables
+   and final states (any thread);
+3. :func:`coordinator.provenance.gather_evidence` reads the ledger: each WU's entry and its
+   inclusion proof against a signed checkpoint;
+4. :func:`bundle_files` builds every file (:func:`coordinator.bundle.build_bundle`, pure),
+   then :func:`write_folder` writes them atomically or :func:`zip_bytes` packs them.
+
+Only validated, unretracted results reach a lab: a retracted WU is skipped, and a
+trajectory stops at the first generation that waits for a re-check or is missing, so
+nothing built on it is delivered.
+"""
 
 from __future__ import annotations
 
-import csv
 import io
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from coordinator.bundle import Generation, JobInfo, Results, Trajectory, build_bundle
+from coordinator.errors import MissingError, ProtocolError
+from coordinator.provenance import Evidence, provenance_source
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
-from coordinator.trajfiles import bundle_readme, frames_nm, xtc_bytes
 from foldnet.files import atomic_write
 from sims.go import GoModel
-from sims.structure import ca_pdb_text
+from worker.systems import decode_system
+
+__all__ = [
+    "NotReadyError",
+    "Pick",
+    "ResultPlan",
+    "bundle_files",
+    "load",
+    "select",
+    "write_folder",
+    "zip_bytes",
+]
+
+
+class NotReadyError(ProtocolError):
+    """A job's results were asked for before it has any (answered 409, exit 2)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Trajectory:
+class Pick:
     run: int
     clone: int
-    steps: np.ndarray
-    observables: dict[str, np.ndarray]
-    frames: np.ndarray
+    gen: int
+    replica: int
+    wu_id: bytes
 
 
-def trajectories(scheduler: Scheduler, store: Store, job: str) -> list[Trajectory]:
-    """Each trajectory's validated generations, in order (the canonical replica of each).
+@dataclass(frozen=True, slots=True)
+class ResultPlan:
+    """The validated replica of every usable WU of a job, chosen from the scheduler."""
 
-    Only results whose agreeing replicas bound every frame and observable are used; a
-    generation that was retracted (a convicted key vouched for a fake) or that waits for a
-    re-check ends its trajectory there, so nothing built on it reaches the lab."""
-    by_traj: dict[tuple[int, int], dict[int, int]] = {}
+    job: str
+    engine: str
+    temperature: float
+    system_digest: bytes
+    steps_per_wu: int
+    segment_steps: int
+    report_steps: int
+    picks: tuple[Pick, ...]  # by (run, clone, gen); gens 0..k of each trajectory
+
+    @property
+    def wu_ids(self) -> list[bytes]:
+        return [p.wu_id for p in self.picks]
+
+
+def select(scheduler: Scheduler, job: str) -> ResultPlan:
+    """Each trajectory's usable generations: validated, not retracted, 0..k with none
+    waiting for a re-check (the canonical replica of each: valid, else one whose credit was
+    revoked later, which agreed all the same)."""
+    pending = scheduler.pending.get(job)
+    if pending is not None:
+        why = {
+            "preparing": "it is still preparing: results exist once its work units run",
+            "failed": f"it failed in its preparation ({pending.error[:300]})",
+            "cancelled": "it was cancelled before it was prepared",
+        }.get(pending.state, f"it is {pending.state}")
+        raise NotReadyError(f"job {job[:16]} has no results: {why}")
+    j = scheduler.jobs.get(job)
+    if j is None:
+        known = ", ".join(k[:16] for k in scheduler.jobs) or "none"
+        raise MissingError(f"no job {job!r} here; jobs: {known}")
+    by_traj: dict[tuple[int, int], dict[int, Pick | None]] = {}
     for w in scheduler.wus.values():
-        if w.unit.job != job or w.state != "validated" or w.retracted:
+        u = w.unit
+        if u.job != job or w.state != "validated" or w.retracted:
             continue
+        gens = by_traj.setdefault((u.run, u.clone), {})
         if w.reverify is not None:
-            by_traj.setdefault((w.unit.run, w.unit.clone), {})[w.unit.gen] = -1
+            gens[u.gen] = None
             continue
-        replica = next(r for r in w.replicas if scheduler.replicas[r].state in ("valid", "revoked"))
-        by_traj.setdefault((w.unit.run, w.unit.clone), {})[w.unit.gen] = replica
-    out = []
-    for (run, clone), gens in sorted(by_traj.items()):
-        usable = []
-        for g in range(len(gens)):
-            if gens.get(g, -1) < 0:
-                break
-            usable.append(g)
-        if not usable:
-            continue
-        ordered = [store.result(gens[g]) for g in usable]
-        steps = np.concatenate([r.frame_steps for r in ordered])  # counted from gen 0
-        names = ordered[0].observables
-        obs = {k: np.concatenate([r.observables[k] for r in ordered]) for k in names}
-        frames = np.concatenate([r.frames for r in ordered])
-        out.append(Trajectory(run, clone, steps, obs, frames))
-    return out
-
-
-def observables_csv(t: Trajectory) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    names = list(t.observables)
-    writer.writerow(["step", *names])
-    for i, step in enumerate(t.steps):
-        writer.writerow([int(step), *(f"{t.observables[n][i]:.6g}" for n in names)])
-    return buf.getvalue()
-
-
-def plot_png(trajs: list[Trajectory], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_q, ax_r) = plt.subplots(2, 1, figsize=(8, 6), dpi=100, sharex=True)
-    for t in trajs:
-        label = f"run {t.run} clone {t.clone}"
-        ax_q.plot(t.steps / 1e3, t.observables["q"], lw=0.8, label=label)
-        ax_r.plot(t.steps / 1e3, t.observables["rmsd"], lw=0.8, label=label)
-    ax_q.set_ylabel("Q (native contacts)")
-    ax_q.set_ylim(0, 1)
-    ax_r.set_ylabel("C-alpha RMSD (A)")
-    ax_r.set_xlabel("step (thousands)")
-    ax_q.legend(fontsize=8, loc="lower right")
-    ax_q.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def write_results(out: Path, model: GoModel, trajs: list[Trajectory], *, title: str) -> list[Path]:
-    """Per trajectory an XTC (with ``topology.pdb``) and the observables; the best structure
-    (highest Q), the native, the plot and a README of the files."""
-    files = [
-        atomic_write(out / f"observables_run{t.run}_clone{t.clone}.csv", observables_csv(t))
-        for t in trajs
-    ]
-    best = max(
-        ((t, int(np.argmax(t.observables["q"]))) for t in trajs),
-        key=lambda ti: float(ti[0].observables["q"][ti[1]]),
-        default=None,
+        states = {r: scheduler.replicas[r].state for r in w.replicas}
+        replica = next((r for r, s in states.items() if s == "valid"), None)
+        if replica is None:
+            replica = next((r for r, s in states.items() if s == "revoked"), None)
+        gens[u.gen] = None if replica is None else Pick(u.run, u.clone, u.gen, replica, u.id)
+    picks: list[Pick] = []
+    for _key, gens in sorted(by_traj.items()):
+        g = 0
+        while (p := gens.get(g)) is not None:
+            picks.append(p)
+            g += 1
+    spec = j.spec
+    return ResultPlan(
+        job=job,
+        engine=spec.engine,
+        temperature=spec.temperature,
+        system_digest=spec.system_digest,
+        steps_per_wu=spec.steps_per_wu,
+        segment_steps=spec.segment_steps,
+        report_steps=spec.report_steps,
+        picks=tuple(picks),
     )
-    if best is not None:
-        t, i = best
-        remark = (
-            f"foldnet best structure: run {t.run} clone {t.clone} step {int(t.steps[i])} "
-            f"Q {t.observables['q'][i]:.2f} RMSD {t.observables['rmsd'][i]:.2f} A"
+
+
+def load(store: Store, plan: ResultPlan) -> Results:
+    """The picked results from the store: signed headers, frames, observables, final states."""
+    system = decode_system(store.system(plan.system_digest))
+    if isinstance(system, GoModel):
+        reference: np.ndarray | None = system.native
+    else:
+        reference = system.reference
+    by_traj: dict[tuple[int, int], list[Generation]] = {}
+    for p in plan.picks:
+        header, signature = store.signed_header(p.replica)
+        a = store.result_arrays(p.replica)
+        by_traj.setdefault((p.run, p.clone), []).append(
+            Generation(
+                gen=p.gen,
+                header=header,
+                signature=signature,
+                frames=np.array(a["frames"]),
+                steps=np.array(a["frame_steps"]),
+                observables={k[4:]: np.array(v) for k, v in a.items() if k.startswith("obs_")},
+                final_positions=np.array(a["positions"][-1]),
+                final_velocities=np.array(a["velocities"][-1]),
+            )
         )
-        pdb = ca_pdb_text(model.sequence, t.frames[i], title=remark)
-        files.append(atomic_write(out / "best_structure.pdb", pdb))
-    files.append(atomic_write(out / "native.pdb", ca_pdb_text(model.sequence, model.native)))
-    topology = next(
-        (
-            ca_pdb_text(model.sequence, t.frames[0], title="topology")
-            for t in trajs
-            if len(t.frames)
-        ),
-        None,
+    info = JobInfo(
+        job=plan.job,
+        engine=plan.engine,
+        temperature=plan.temperature,
+        steps_per_wu=plan.steps_per_wu,
+        segment_steps=plan.segment_steps,
+        report_steps=plan.report_steps,
+        system=system,
+        reference=reference,
     )
-    if topology is not None:
-        files.append(atomic_write(out / "topology.pdb", topology))
-        for t in trajs:
-            xtc = xtc_bytes(topology, frames_nm(model, t.frames), t.steps, 0.0)
-            files.append(atomic_write(out / f"trajectory_run{t.run}_clone{t.clone}.xtc", xtc))
-    if trajs:
-        files.append(atomic_write(out / "q_rmsd.png", plot_png(trajs, title)))
-    files.append(atomic_write(out / "README.txt", bundle_readme("go", folder=True)))
-    return files
+    trajs = tuple(Trajectory.join(r, c, gens) for (r, c), gens in sorted(by_traj.items()))
+    return Results(info, trajs)
+
+
+def bundle_files(results: Results, evidence: Evidence) -> dict[str, bytes]:
+    """Every file of the results, the provenance of every WU included."""
+    return build_bundle(results, sources=(provenance_source(evidence),))
+
+
+def write_folder(out: Path, files: Mapping[str, bytes]) -> list[Path]:
+    """Each file written atomically under ``out`` (folders made as needed)."""
+    return [atomic_write(out / name, data) for name, data in files.items()]
+
+
+def zip_bytes(files: Mapping[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

@@ -378,6 +378,11 @@ class Store:
         except WireError as e:
             raise CorruptionError(f"stored result of replica {replica} is corrupt: {e}") from e
 
+    def result_arrays(self, replica: int) -> dict[str, np.ndarray]:
+        """A stored result's arrays (``positions``, ``velocities``, ``frames``,
+        ``frame_steps``, ``obs_*``) as read-only views, copied by the caller what it keeps."""
+        return self._arrays(replica)
+
     def boundary_states(self, replica: int, segments: Sequence[int]) -> tuple[State, ...]:
         """The claimed states at the start of ``segments`` (for a spot-check), read without
         the result's frames."""

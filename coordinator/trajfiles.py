@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,23 @@ from sims.go import GoModel
 from sims.structure import ca_pdb_text
 from worker.systems import SystemDefinition
 
-__all__ = ["XTC_PRECISION_NM", "bundle_readme", "frames_nm", "pdb_text", "xtc_bytes"]
+__all__ = [
+    "XTC_PRECISION_NM",
+    "frames_nm",
+    "nm_per_unit",
+    "pdb_positions",
+    "pdb_text",
+    "read_xtc",
+    "xtc_bytes",
+]
 
 #: What XTC keeps of a coordinate (its default precision of 1000 per nm).
 XTC_PRECISION_NM = 1e-3
+
+
+def nm_per_unit(engine: str) -> float:
+    """Nanometres per length unit of ``engine``'s positions (Go: Angstrom; openmm: nm)."""
+    return 0.1 if engine == "go" else 1.0
 
 
 def frames_nm(system: SystemDefinition, frames: np.ndarray) -> np.ndarray:
@@ -34,17 +48,38 @@ def frames_nm(system: SystemDefinition, frames: np.ndarray) -> np.ndarray:
     return xyz / 10.0 if isinstance(system, GoModel) else xyz
 
 
-def pdb_text(system: SystemDefinition, positions: np.ndarray, title: str = "") -> str:
-    """One structure of ``system`` as PDB text (positions in the engine's own units)."""
+def pdb_text(
+    system: SystemDefinition, positions: np.ndarray, title: str = "", remarks: tuple[str, ...] = ()
+) -> str:
+    """One structure of ``system`` as PDB text (positions in the engine's own units), with
+    ``title`` and then each of ``remarks`` as REMARK lines (wrapped at 80 columns)."""
+    head = "".join(
+        f"REMARK   1 {part}\n"
+        for line in (title, *remarks)
+        if line
+        for part in textwrap.wrap(line, 69)
+    )
     if isinstance(system, GoModel):
-        return ca_pdb_text(system.sequence, positions, title=title)
+        return head + ca_pdb_text(system.sequence, positions)
     if not isinstance(system, PreparedSystem):
         raise CorruptionError(f"not a prepared system: {type(system).__name__}")
     buf = io.StringIO()
-    if title:
-        buf.write(f"REMARK   1 {title[:68]}\n")
+    buf.write(head)
     app.PDBFile.writeFile(system.topology, np.asarray(positions) * 10.0, buf, keepIds=True)
     return buf.getvalue()
+
+
+def pdb_positions(text: str) -> np.ndarray:
+    """The coordinates (Angstrom, as written) of every ATOM/HETATM line of PDB ``text``, in
+    order: what a verifier compares with the positions a structure was written from."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith(("ATOM  ", "HETATM")):
+            try:
+                rows.append((float(line[30:38]), float(line[38:46]), float(line[46:54])))
+            except ValueError as e:
+                raise CorruptionError(f"PDB line {line[:30]!r}: unreadable coordinates") from e
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
 def xtc_bytes(topology_pdb: str, xyz_nm: np.ndarray, steps: np.ndarray, dt_ps: float) -> bytes:
@@ -72,41 +107,18 @@ def xtc_bytes(topology_pdb: str, xyz_nm: np.ndarray, steps: np.ndarray, dt_ps: f
         return out.read_bytes()
 
 
-def bundle_readme(engine: str, *, folder: bool = False) -> str:
-    """What each file of a job's results is: the HTTP bundle's, or (``folder``) what
-    ``foldnet results`` writes from a coordinator folder."""
-    units = (
-        "Go model: C-alpha beads in Angstrom (XTC: nm); time in steps of 0.005 tau"
-        if engine == "go"
-        else "all-atom: nm; XTC time in ps (4 fs steps)"
-    )
-    lines = [
-        f"foldnet results ({engine}; {units})",
-        "",
-        "topology.pdb                  the system's atoms (at the first frame): open the XTCs",
-        '                              with it, e.g. mdtraj.load("trajectory_run0_clone0.xtc",',
-        '                              top="topology.pdb") or vmd topology.pdb trajectory_*.xtc',
-        "trajectory_runR_cloneC.xtc    one trajectory, every generation joined (0.001 nm)",
-        "observables_runR_cloneC.csv   per frame: step, energy, Q (fraction of native contacts),",
-        "                              RMSD to the reference, radius of gyration",
-        "best_structure.pdb            highest Q of the job (else lowest RMSD): the criterion and",
-        "                              the frame are in its REMARK",
-    ]
-    if folder:
-        lines += [
-            "native.pdb                    the reference (native) structure",
-            "q_rmsd.png                    Q and RMSD of every trajectory",
-        ]
-    else:
-        lines += [
-            "frames_runR_cloneC.npz        the same frames at full precision (frames, steps)",
-            "final_runR_cloneC.pdb         the trajectory's last validated state",
-            "summary.json                  the generations and frames of each trajectory",
-        ]
-    lines += [
-        "",
-        "Every frame comes from results that agreeing volunteers computed and the coordinator",
-        "validated; none from a retracted result.",
-        "",
-    ]
-    return "\n".join(lines)
+def read_xtc(xtc: bytes) -> np.ndarray:
+    """The frames (frames, atoms, 3; nm, float32) of an XTC file's bytes.
+
+    Raises :class:`CorruptionError` for bytes that are not an XTC file."""
+    import mdtraj
+
+    with tempfile.TemporaryDirectory(prefix="foldnet-xtc-") as d:
+        path = Path(d) / "trajectory.xtc"
+        path.write_bytes(xtc)
+        try:
+            with mdtraj.formats.XTCTrajectoryFile(str(path), "r") as f:
+                xyz, _time, _step, _box = f.read()
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CorruptionError(f"not a readable XTC file: {e}") from e
+    return np.asarray(xyz, dtype=np.float32)

@@ -43,7 +43,7 @@ def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     assert len(rows) == 300 and set(rows[0]) == {"step", "energy", "q", "rmsd", "rg"}
     assert [int(rows[i]["step"]) for i in (0, 99, 299)] == [1000, 100_000, 300_000]
     assert len(read_pdb(out / "best_structure.pdb").amino_acids) == 36
-    assert (out / "q_rmsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "plot_run0_clone0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "checkpoint.txt").read_text().startswith("foldnet.local/ledger\n")
     audit = run_foldnet("audit", str(out / "coordinator" / "ledger.db"), home=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
@@ -62,7 +62,9 @@ def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     assert res.returncode == 0, res.stderr
     for name in ("observables_run0_clone0.csv", "best_structure.pdb"):
         assert (again / name).read_bytes() == (out / name).read_bytes()
-    assert (again / "q_rmsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (again / "plot_run0_clone1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checked = run_foldnet("verify-results", str(again), home=tmp_path)
+    assert checked.returncode == 0 and "self-consistent only" in checked.stdout, checked.stdout
     missing = run_foldnet("results", str(out / "coordinator"), "nope", home=tmp_path)
     assert missing.returncode == 2 and "matches 0 jobs" in missing.stderr
 

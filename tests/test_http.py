@@ -335,12 +335,16 @@ def test_two_volunteers_complete_a_job_and_the_lab_downloads_results(tmp_path, b
         with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
             rows = zf.read("observables_run0_clone0.csv").decode().splitlines()
             assert rows[0] == "step,energy,q,rg,rmsd" and len(rows) == 1 + 8
-            frames = np.load(io.BytesIO(zf.read("frames_run0_clone0.npz")))
-            assert frames["frames"].shape == (8, 36, 3)
+            signed = [
+                np.load(io.BytesIO(zf.read(f"provenance/wu_run0_clone0_gen{g}.npz")))["frames"]
+                for g in (0, 1)
+            ]
+            frames = np.concatenate(signed)
+            assert frames.shape == (8, 36, 3)
             # what VMD, PyMOL, mdtraj and MDAnalysis open: the XTC with its topology
             traj = _load_xtc(zf, "trajectory_run0_clone0.xtc")
             assert traj.n_frames == 8 and traj.n_atoms == 36
-            assert np.abs(traj.xyz - frames["frames"] / 10.0).max() <= 1e-3  # XTC: 0.001 nm
+            assert np.abs(traj.xyz - frames / 10.0).max() <= 1e-3  # XTC: 0.001 nm
             assert "mdtraj.load" in zf.read("README.txt").decode()
         credit = [v.me()["credit"] for v in vols]
         assert all(c > 0 for c in credit)

@@ -3,7 +3,6 @@ mdtraj with the coordinates the result carried (to XTC's 0.001 nm)."""
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 
@@ -12,7 +11,14 @@ import numpy as np
 import pytest
 
 from coordinator.errors import CorruptionError
-from coordinator.trajfiles import XTC_PRECISION_NM, bundle_readme, frames_nm, pdb_text, xtc_bytes
+from coordinator.trajfiles import (
+    XTC_PRECISION_NM,
+    frames_nm,
+    pdb_positions,
+    pdb_text,
+    read_xtc,
+    xtc_bytes,
+)
 from sims.examples import ALANINE_DIPEPTIDE_PDB, VILLIN_PDB
 
 
@@ -65,10 +71,18 @@ def test_frames_that_do_not_fit_the_topology_are_refused():
         xtc_bytes(top, np.zeros((36, 3)), np.arange(1), 0.0)
 
 
-def test_the_readme_names_every_file_of_each_kind_of_results():
-    http, folder = bundle_readme("openmm"), bundle_readme("go", folder=True)
-    for name in ("topology.pdb", "trajectory_runR_cloneC.xtc", "observables_runR_cloneC.csv"):
-        assert name in http and name in folder
-    assert "frames_runR_cloneC.npz" in http and "native.pdb" in folder
-    assert "4 fs" in http and "Angstrom" in folder
-    assert io.StringIO(http).read().endswith("\n")
+def test_xtc_and_pdb_read_back_what_was_written_to_their_precision():
+    from sims.go import GoModel
+
+    model = GoModel.from_pdb(VILLIN_PDB)
+    frames = _jiggle(model.native, 3, 0.5)
+    top = pdb_text(model, frames[0], "topology", ("criterion: a second remark",))
+    assert top.splitlines()[:2] == [
+        "REMARK   1 topology",
+        "REMARK   1 criterion: a second remark",
+    ]
+    assert np.abs(pdb_positions(top) - frames[0]).max() <= 5e-4  # Angstrom, 3 decimals
+    xyz = read_xtc(xtc_bytes(top, frames_nm(model, frames), np.arange(3), 0.0))
+    assert np.abs(xyz - frames / 10.0).max() <= XTC_PRECISION_NM
+    with pytest.raises(CorruptionError, match="not a readable XTC"):
+        read_xtc(b"not an xtc file at all")

@@ -38,8 +38,10 @@ from fastapi import Path as PathParam
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 
+from coordinator.bundle import RMSD_COLUMN
 from coordinator.http.context import Service
 from coordinator.http.ledger_view import LedgerView, checkpoint_json, record_json, thin
+from coordinator.results import select
 from coordinator.scheduler import ONLINE_S
 from coordinator.service import Coordinator
 from coordinator.trajfiles import pdb_text
@@ -229,25 +231,20 @@ def _volunteer_work(c: Coordinator, key: bytes) -> dict[str, Any]:
 def _trajectories(
     c: Coordinator, job: str, cursor: int = 0, limit: int | None = None
 ) -> tuple[dict[tuple[int, int], list[tuple[int, int]]], int]:
-    """On the coordinator's thread: ``(run, clone) -> [(gen, valid replica)]`` for the
-    trajectories ``cursor .. cursor + limit`` of a job (in (run, clone) order), and how many
-    trajectories the job has."""
-    s = c.scheduler
-    spec = s.jobs[job].spec
+    """On the coordinator's thread: ``(run, clone) -> [(gen, replica)]`` for the
+    trajectories ``cursor .. cursor + limit`` of a job (in (run, clone) order), chosen by the
+    results' own rule (:func:`coordinator.results.select`: no retracted generation, none
+    after one that waits for a re-check), and how many trajectories the job has."""
+    plan = select(c.scheduler, job)
+    spec = c.scheduler.jobs[job].spec
     total = spec.runs * spec.clones
     stop = total if limit is None else min(total, cursor + limit)
     out: dict[tuple[int, int], list[tuple[int, int]]] = {
         divmod(i, spec.clones): [] for i in range(cursor, stop)
     }
-    for w in s.wus.values():
-        u = w.unit
-        if u.job != job or w.state != "validated" or (u.run, u.clone) not in out:
-            continue
-        rep = next((r for r in w.replicas if s.replicas[r].state == "valid"), None)
-        if rep is not None:
-            out[(u.run, u.clone)].append((u.gen, rep))
-    for gens in out.values():
-        gens.sort()
+    for p in plan.picks:
+        if (p.run, p.clone) in out:
+            out[(p.run, p.clone)].append((p.gen, p.replica))
     return out, total
 
 
@@ -506,13 +503,18 @@ def dashboard_router(svc: Service) -> APIRouter:
         run: Annotated[int, Query(ge=0, le=10**6)] = 0,
         clone: Annotated[int, Query(ge=0, le=10**6)] = 0,
     ) -> Response:
-        """A PDB of the job's best structure (highest Q, else lowest RMSD) among its
+        """A PDB of the job's best structure (lowest RMSD to the reference, else the last frame
+        of the longest trajectory, as in the results) among its
         validated frames, of one trajectory's current (latest validated) state, or of one
         trajectory's validated frames (``which=trajectory``: at most 100 MODELs)."""
         svc.own_job(await svc.lab(request), job)
         trajs, _total = await svc.coordinator().call(lambda c: _trajectories(c, job))
-        coord_store, digest = await svc.coordinator().call(
-            lambda c: (c.store, c.scheduler.jobs[job].spec.system_digest)
+        coord_store, digest, engine = await svc.coordinator().call(
+            lambda c: (
+                c.store,
+                c.scheduler.jobs[job].spec.system_digest,
+                c.scheduler.jobs[job].spec.engine,
+            )
         )
         if which != "best" and (run, clone) not in trajs:
             raise NotFound(f"the job has no trajectory run {run} clone {clone}", code="not_found")
@@ -547,23 +549,32 @@ def dashboard_router(svc: Service) -> APIRouter:
                 a = coord_store._arrays(rep, ["positions"])
                 title = f"foldnet job {job[:16]} run{run}_clone{clone} gen {gen} current state"
                 return pdb_text(system, a["positions"][-1], title)
-            # scored on the observables alone; only the winner's frames are read
+            # the results' criterion (coordinator.bundle: lowest RMSD to the reference, else
+            # the last frame of the longest trajectory), scored on the observables alone;
+            # only the winner's frames are read
+            col = f"obs_{RMSD_COLUMN.get(engine, '')}"
             best: tuple[float, str, int, int] | None = None
             for (r, cl), gens in sorted(trajs.items()):
                 for gen, rep in _contiguous(gens):
-                    a = coord_store._arrays(rep, ["frame_steps", "obs_q", "obs_rmsd"])
-                    if "obs_q" in a:
-                        i, score = int(np.argmax(a["obs_q"])), float(np.max(a["obs_q"]))
-                    elif "obs_rmsd" in a:
-                        i, score = int(np.argmin(a["obs_rmsd"])), -float(np.min(a["obs_rmsd"]))
-                    else:
-                        i, score = len(a["frame_steps"]) - 1, 0.0
-                    if best is None or score > best[0]:
-                        label = f"run{r}_clone{cl} gen {gen} step {int(a['frame_steps'][i])}"
-                        best = (score, label, rep, i)
-            if best is None:
+                    a = coord_store.result_arrays(rep)
+                    values = a.get(col)
+                    if values is None or not np.isfinite(values).any():
+                        continue
+                    i, value = int(np.nanargmin(values)), float(np.nanmin(values))
+                    if best is None or value < best[0]:
+                        step = int(a["frame_steps"][i])
+                        label = f"run{r}_clone{cl} gen {gen} step {step}: lowest {col[4:]}"
+                        best = (value, f"{label} {value:.3f} A", rep, i)
+            if best is None:  # no reference: the last frame of the longest trajectory
+                longest = max((_contiguous(g) for _k, g in sorted(trajs.items())), key=len)
+                if longest:
+                    gen, rep = longest[-1]
+                    n = len(coord_store.result_arrays(rep)["frame_steps"])
+                    why = f"gen {gen}: the last frame of the longest trajectory"
+                    best = (0.0, why, rep, n - 1)
+            if best is None or best[3] < 0:
                 raise NotFound("the job has no validated work yet", code="not_found")
-            frame = coord_store._arrays(best[2], ["frames"])["frames"][best[3]]
+            frame = coord_store.result_arrays(best[2])["frames"][best[3]]
             return pdb_text(system, frame, f"foldnet best structure: {best[1]}")
 
         text = await anyio.to_thread.run_sync(build)

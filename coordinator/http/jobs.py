@@ -1,32 +1,27 @@
 """What a lab sees of its job over HTTP: progress (WUs, steps, ns, ETA) and the results
-archive (per-trajectory observables, frames, final and best structures).
+archive (:mod:`coordinator.results`, the same files ``foldnet results`` writes, as a zip).
 
 Progress and the choice of which replicas make up the results are read from the scheduler,
-on the coordinator's thread; the arrays are then loaded from the store and packed on
-another thread, so a large download does not stall the volunteers.
+on the coordinator's thread, which also signs a checkpoint covering them when needed; the
+arrays are then loaded from the store, the proofs read from a read-only connection to the
+ledger and everything packed on another thread, so a large download does not stall the
+volunteers.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from coordinator.errors import ProtocolError
+from coordinator.http.ledger_index import LedgerIndex
+from coordinator.provenance import gather_evidence
+from coordinator.results import ResultPlan, bundle_files, load, select, zip_bytes
 from coordinator.service import Coordinator
 from coordinator.store import Store
-from coordinator.trajfiles import bundle_readme, frames_nm, pdb_text, xtc_bytes
+from ledger.checkpoint import SignedCheckpoint
+from ledger.log import Log
 from sims.allatom.engine import TIMESTEP_FS
-from worker.systems import decode_system
-
-
-class NotReadyError(ProtocolError):
-    """A job's results were asked for before it has any (answered 409)."""
 
 
 def job_progress(
@@ -150,100 +145,37 @@ def queued_wus(coord: Coordinator, jobs: list[str]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class ResultPlan:
-    """The validated replica of every WU of a job, chosen on the coordinator's thread."""
+class ResultsRequest:
+    """What the coordinator's thread decides for a results download: the replicas, where
+    their ledger entries are, and the signed checkpoint their proofs will be against."""
 
-    job: str
-    system_digest: bytes
-    engine: str
-    temperature: float
-    picks: tuple[tuple[int, int, int, int], ...]  # (run, clone, gen, replica)
-
-
-def result_plan(coord: Coordinator, job: str) -> ResultPlan:
-    s = coord.scheduler
-    pending = s.pending.get(job)
-    if pending is not None:
-        why = {
-            "preparing": "is still preparing: results exist once its work units run",
-            "failed": f"failed in its preparation ({pending.error[:300]}): it has no results",
-            "cancelled": "was cancelled before it was prepared: it has no results",
-        }[pending.state]
-        raise NotReadyError(f"job {job[:16]} {why}")
-    picks = []
-    for w in s.wus.values():
-        if w.unit.job != job or w.state != "validated":
-            continue
-        replica = next(r for r in w.replicas if s.replicas[r].state == "valid")
-        picks.append((w.unit.run, w.unit.clone, w.unit.gen, replica))
-    spec = s.jobs[job].spec
-    return ResultPlan(job, spec.system_digest, spec.engine, spec.temperature, tuple(sorted(picks)))
+    plan: ResultPlan
+    indices: dict[bytes, int]
+    checkpoint: SignedCheckpoint | None
+    ledger_path: Path | str  # a SQLite file, or a PostgreSQL URL
+    signed: bool  # the checkpoint was signed for this request
 
 
-def results_zip(store: Store, plan: ResultPlan) -> bytes:
-    """A zip: per trajectory an XTC file (with ``topology.pdb``), observables CSV, the frames
-    at full precision (.npz) and the final structure; the best structure of the job (highest
-    Q, else lowest RMSD, else last); a summary and a README saying what each file is."""
-    system = decode_system(store.system(plan.system_digest))
-    by_traj: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for run, clone, gen, replica in plan.picks:
-        by_traj.setdefault((run, clone), []).append((gen, replica))
-    buf = io.BytesIO()
-    summary: dict[str, Any] = {"job": plan.job, "engine": plan.engine, "trajectories": []}
-    best: tuple[float, str, np.ndarray] | None = None
-    topology: str | None = None
-    dt_ps = TIMESTEP_FS / 1000.0 if plan.engine == "openmm" else 0.0
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for (run, clone), gens in sorted(by_traj.items()):
-            gens.sort()
-            contiguous = [g for i, g in enumerate(gens) if g[0] == i]  # gens 0..k, no holes
-            results = [store.result(replica) for _gen, replica in contiguous]
-            if not results:
-                continue
-            steps = np.concatenate([r.frame_steps for r in results])
-            names = sorted(results[0].observables)
-            obs = {k: np.concatenate([r.observables[k] for r in results]) for k in names}
-            frames = np.concatenate([r.frames for r in results])
-            tag = f"run{run}_clone{clone}"
-            text = io.StringIO()
-            writer = csv.writer(text, lineterminator="\n")
-            writer.writerow(["step", *names])
-            for i, st in enumerate(steps):
-                writer.writerow([int(st), *(f"{obs[n][i]:.6g}" for n in names)])
-            zf.writestr(f"observables_{tag}.csv", text.getvalue())
-            fbuf = io.BytesIO()
-            np.savez_compressed(fbuf, frames=frames, steps=steps)
-            zf.writestr(f"frames_{tag}.npz", fbuf.getvalue())
-            if topology is None and len(frames):
-                topology = pdb_text(system, frames[0], f"foldnet job {plan.job[:16]} topology")
-                zf.writestr("topology.pdb", topology)
-            if topology is not None and len(frames):
-                xtc = xtc_bytes(topology, frames_nm(system, frames), steps, dt_ps)
-                zf.writestr(f"trajectory_{tag}.xtc", xtc)
-            final = results[-1].positions[-1]
-            zf.writestr(
-                f"final_{tag}.pdb",
-                pdb_text(system, final, f"foldnet job {plan.job[:16]} {tag} final state"),
-            )
-            if "q" in obs:
-                i, score = int(np.argmax(obs["q"])), float(np.max(obs["q"]))
-            elif "rmsd" in obs:
-                i, score = int(np.argmin(obs["rmsd"])), -float(np.min(obs["rmsd"]))
-            else:
-                i, score = len(frames) - 1, 0.0
-            label = f"{tag} step {int(steps[i])}" + "".join(
-                f" {n} {obs[n][i]:.3g}" for n in names if n != "energy"
-            )
-            if best is None or score > best[0]:
-                best = (score, label, frames[i])
-            summary["trajectories"].append(
-                {"run": run, "clone": clone, "generations": len(results), "frames": len(frames)}
-            )
-        if best is not None:
-            zf.writestr(
-                "best_structure.pdb",
-                pdb_text(system, best[2], f"foldnet best structure: {best[1]}"),
-            )
-        zf.writestr("summary.json", json.dumps(summary, indent=1))
-        zf.writestr("README.txt", bundle_readme(plan.engine))
-    return buf.getvalue()
+def results_request(
+    coord: Coordinator, index: LedgerIndex, job: str, *, may_sign: bool
+) -> ResultsRequest:
+    """On the coordinator's thread: the replicas (:func:`coordinator.results.select`) and the
+    ledger indices of their entries; when the latest checkpoint does not cover them all and
+    ``may_sign``, a new one is signed first."""
+    plan = select(coord.scheduler, job)
+    index.update(coord.log)
+    indices = {w: i for w in plan.wu_ids if (i := index.results.get(w)) is not None}
+    cp = coord.log.checkpoint()
+    size = 0 if cp is None else cp.checkpoint.size
+    signed = may_sign and any(i >= size for i in indices.values())
+    if signed:
+        cp = coord.log.publish_checkpoint()
+    return ResultsRequest(plan, indices, cp, coord.log.store.path, signed)
+
+
+def results_zip(store: Store, req: ResultsRequest) -> bytes:
+    """On another thread: the arrays from the store, the proofs from a read-only connection
+    to the ledger, the bundle built and zipped (:mod:`coordinator.results`)."""
+    with Log.open_readonly(req.ledger_path) as log:
+        evidence = gather_evidence(log, req.plan.wu_ids, req.indices, req.checkpoint)
+    return zip_bytes(bundle_files(load(store, req.plan), evidence))

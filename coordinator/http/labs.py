@@ -12,9 +12,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.http.context import JobInfo, Service
-from coordinator.http.jobs import job_progress, queued_wus, result_plan, results_zip
+from coordinator.http.jobs import (
+    ResultsRequest,
+    job_progress,
+    queued_wus,
+    results_request,
+    results_zip,
+)
 from coordinator.plan import HELP, MAX_NAME, JobPlan
 from coordinator.service import Coordinator
+from coordinator.store import Store
 from foldnet.errors import Conflict
 
 
@@ -168,12 +175,24 @@ def labs_router(svc: Service) -> APIRouter:
     async def job_results(
         job: Annotated[str, PathParam(max_length=128)], request: Request
     ) -> Response:
-        """A zip: observables CSV, frames .npz and final PDB per trajectory, the best
-        structure, and summary.json (validated work only, so also while a job runs)."""
+        """A zip of the job's results (validated work only, so also while a job runs): per
+        trajectory an XTC (with topology.pdb), observables CSV, final structure and plot;
+        the best structure, summary.json, README.txt, and in provenance/ every WU at full
+        precision with its signed header, ledger entry and inclusion proof against a signed
+        checkpoint (``foldnet verify-results`` checks it)."""
         svc.own_job(await svc.lab(request), job)
-        plan = await svc.coordinator().call(lambda c: result_plan(c, job))
-        store = await svc.coordinator().call(lambda c: c.store)
-        data = await anyio.to_thread.run_sync(lambda: results_zip(store, plan))
+
+        def decide(c: Coordinator) -> tuple[ResultsRequest, Store]:
+            now = svc.clock.monotonic()
+            # a checkpoint covering the job's results, at most one a second (as for proofs)
+            may_sign = now - svc.last_checkpoint >= 1.0
+            req = results_request(c, svc.ledger, job, may_sign=may_sign)
+            if req.signed:
+                svc.last_checkpoint = now
+            return req, c.store
+
+        req, store = await svc.coordinator().call(decide)
+        data = await anyio.to_thread.run_sync(lambda: results_zip(store, req))
         return Response(
             data,
             media_type="application/zip",

@@ -1,4 +1,5 @@
-"""Each volunteer's ledger entries and balance, indexed incrementally from the log.
+"""Each volunteer's ledger entries and balance, and where each WU's validated result is,
+indexed incrementally from the log.
 
 ``Coordinator.credits()`` rescans the whole ledger; a volunteer asking for its credit over
 HTTP must not cost that. The index reads only the entries appended since it last looked.
@@ -26,6 +27,7 @@ class LedgerIndex:
     def __init__(self) -> None:
         self.scanned = 0
         self.by_key: dict[bytes, VolunteerLedger] = {}
+        self.results: dict[bytes, int] = {}  # WU id -> index of its "result validated"
 
     def _of(self, key: bytes) -> VolunteerLedger:
         v = self.by_key.get(key)
@@ -50,6 +52,7 @@ class LedgerIndex:
                 v.revoked += 1
                 v.entries.append(idx)
             elif isinstance(e, le.ResultValidated):
+                self.results[e.wu_id] = idx
                 for a in e.attestations:
                     v = self._of(a.volunteer_key)
                     v.validated += 1

@@ -1,0 +1,471 @@
+"""A job's results as a lab receives them: one pure function from the validated data to a
+mapping of file name -> bytes, for both engines and both paths (``foldnet results`` writes the
+files into a folder, ``GET /v1/jobs/{job}/results`` zips them).
+
+The files (names are stable: ``foldnet analyze`` and labs' scripts read them):
+
+- ``topology.pdb`` and per trajectory ``trajectory_runR_cloneC.xtc`` (every generation
+  joined), ``observables_runR_cloneC.csv`` (step, every signed observable, then the derived
+  columns), ``final_runR_cloneC.pdb`` and ``plot_runR_cloneC.png``;
+- ``best_structure.pdb`` by the first rule of :data:`BEST_RULES` that applies (named in its
+  REMARK, in ``summary.json`` and in the README), ``reference.pdb`` when the job has one;
+- ``summary.json`` and ``README.txt`` (what exactly the files present are);
+- whatever each source of :data:`EXTRA_FILES` adds (the provenance of every WU is one,
+  :mod:`coordinator.provenance`, passed in by the caller that has the ledger).
+
+Extending it happens here and nowhere else: a per-frame column derived from the frames is a
+:class:`Column` in :data:`COLUMNS`; a file built from the whole job is a :data:`FileSource`
+in :data:`EXTRA_FILES`; a criterion for the best structure a :data:`BestRule` in
+:data:`BEST_RULES`. Each brings its own README lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coordinator.plan import RULES
+from coordinator.trajfiles import frames_nm, pdb_text, xtc_bytes
+from worker.result import ResultHeader
+from worker.systems import SystemDefinition
+
+__all__ = [
+    "BEST_RULES",
+    "COLUMNS",
+    "EXTRA_FILES",
+    "Best",
+    "Column",
+    "Contribution",
+    "Generation",
+    "JobInfo",
+    "Results",
+    "Trajectory",
+    "build_bundle",
+    "csv_name",
+    "final_name",
+    "observables_csv",
+    "xtc_name",
+]
+
+FORMAT = "foldnet-results/2"
+
+
+def xtc_name(run: int, clone: int) -> str:
+    return f"trajectory_run{run}_clone{clone}.xtc"
+
+
+def csv_name(run: int, clone: int) -> str:
+    return f"observables_run{run}_clone{clone}.csv"
+
+
+def final_name(run: int, clone: int) -> str:
+    return f"final_run{run}_clone{clone}.pdb"
+
+
+def plot_name(run: int, clone: int) -> str:
+    return f"plot_run{run}_clone{clone}.png"
+
+
+# -- the data --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One validated WU of a trajectory: the result its worker signed (header and
+    signature) and the part of it a lab receives (frames, observables, the final state)."""
+
+    gen: int
+    header: ResultHeader
+    signature: bytes
+    frames: np.ndarray  # float32 (frames, atoms, 3), the engine's length unit
+    steps: np.ndarray  # int64 (frames,), counted from the trajectory's start
+    observables: Mapping[str, np.ndarray]  # float64 (frames,) each
+    final_positions: np.ndarray  # float64 (atoms, 3)
+    final_velocities: np.ndarray
+
+    @property
+    def wu_id(self) -> bytes:
+        return self.header.wu_id
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Trajectory:
+    """A trajectory's validated generations 0..k, joined."""
+
+    run: int
+    clone: int
+    generations: tuple[Generation, ...]
+    steps: np.ndarray
+    frames: np.ndarray
+    observables: dict[str, np.ndarray]
+
+    @classmethod
+    def join(cls, run: int, clone: int, generations: Sequence[Generation]) -> Trajectory:
+        gens = tuple(generations)
+        names = list(gens[0].observables) if gens else []
+        return cls(
+            run=run,
+            clone=clone,
+            generations=gens,
+            steps=np.concatenate([g.steps for g in gens]) if gens else np.zeros(0, np.int64),
+            frames=np.concatenate([g.frames for g in gens])
+            if gens
+            else np.zeros((0, 0, 3), np.float32),
+            observables={k: np.concatenate([g.observables[k] for g in gens]) for k in names},
+        )
+
+    @property
+    def tag(self) -> str:
+        return f"run{self.run}_clone{self.clone}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    job: str
+    engine: str
+    temperature: float
+    steps_per_wu: int
+    segment_steps: int
+    report_steps: int
+    system: SystemDefinition
+    #: The structure RMSD and Q are measured against (engine units), or None.
+    reference: np.ndarray | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Results:
+    info: JobInfo
+    trajectories: tuple[Trajectory, ...]
+
+
+# -- extension points ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A per-frame column derived from a trajectory (not signed by the workers: recomputed
+    from the signed frames by whoever wants to check it). ``compute`` returns one value per
+    frame, or None when the column does not apply to this job."""
+
+    name: str
+    description: str
+    compute: Callable[[JobInfo, Trajectory], np.ndarray | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """Files a source adds, and the README lines that describe them: ``(pattern,
+    description)``, a pattern such as ``msm/timescales.png`` or ``wu_runR_cloneC_genG.npz``."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    readme: tuple[tuple[str, str], ...] = ()
+    summary: dict[str, Any] = field(default_factory=dict)  # merged into summary.json
+
+
+FileSource = Callable[[Results], Contribution]
+
+
+@dataclass(frozen=True, slots=True)
+class Best:
+    """The best structure: which frame, and the criterion in words."""
+
+    criterion: str
+    run: int
+    clone: int
+    index: int  # frame of the trajectory
+    step: int
+    positions: np.ndarray
+
+
+BestRule = Callable[[Results], Best | None]
+
+#: What RMSD to the reference is called per engine (the best structure's criterion).
+RMSD_COLUMN = {"go": "rmsd", "openmm": "rmsd_ca"}
+
+
+def lowest_rmsd(results: Results) -> Best | None:
+    """The frame of lowest RMSD to the reference, when the job has one."""
+    col = RMSD_COLUMN.get(results.info.engine)
+    best: tuple[float, Trajectory, int] | None = None
+    for t in results.trajectories:
+        values = t.observables.get(col or "")
+        if values is None or not len(values) or not np.isfinite(values).any():
+            continue
+        i = int(np.nanargmin(values))
+        if best is None or values[i] < best[0]:
+            best = (float(values[i]), t, i)
+    if best is None:
+        return None
+    value, t, i = best
+    return Best(
+        f"lowest {col} to the reference structure: {value:.3f} Angstrom",
+        t.run,
+        t.clone,
+        i,
+        int(t.steps[i]),
+        t.frames[i],
+    )
+
+
+def last_of_longest(results: Results) -> Best | None:
+    """Without a reference: the last frame of the longest trajectory (the first such)."""
+    trajs = [t for t in results.trajectories if len(t.frames)]
+    if not trajs:
+        return None
+    t = max(trajs, key=lambda t: len(t.frames))
+    i = len(t.frames) - 1
+    return Best(
+        "no reference structure, so no RMSD: the last frame of the longest trajectory",
+        t.run,
+        t.clone,
+        i,
+        int(t.steps[i]),
+        t.frames[i],
+    )
+
+
+#: Per-frame columns derived from the frames, in CSV order (after the signed observables).
+COLUMNS: tuple[Column, ...] = ()
+#: Files built from the whole job, by sources that need nothing but the results.
+EXTRA_FILES: tuple[FileSource, ...] = ()
+#: Criteria for ``best_structure.pdb``, in order of preference; the first that applies wins.
+BEST_RULES: tuple[BestRule, ...] = (lowest_rmsd, last_of_longest)
+
+# -- the files -------------------------------------------------------------------------------
+
+_LABELS = {
+    "q": "Q (fraction of native contacts)",
+    "rmsd": "C-alpha RMSD (A)",
+    "rmsd_ca": "C-alpha RMSD (A)",
+    "rmsd_heavy": "heavy-atom RMSD (A)",
+    "rg": "Rg (A)",
+}
+#: The observables each engine's plot shows, in order, when the job has them.
+PLOTTED = {"go": ("q", "rmsd"), "openmm": ("rmsd_ca", "rmsd_heavy", "q", "rg", "energy")}
+
+
+def observables_csv(t: Trajectory, derived: Mapping[str, np.ndarray]) -> str:
+    """``step``, every signed observable (sorted by name), then the derived columns; values
+    as ``%.6g`` (what a verifier formats the signed values with to compare)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    names = sorted(t.observables)
+    writer.writerow(["step", *names, *derived])
+    columns = [t.observables[n] for n in names] + list(derived.values())
+    for i, step in enumerate(t.steps):
+        writer.writerow([int(step), *(f"{c[i]:.6g}" for c in columns)])
+    return buf.getvalue()
+
+
+def _plot_png(info: JobInfo, t: Trajectory) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [
+        n
+        for n in PLOTTED.get(info.engine, ())
+        if n in t.observables and np.isfinite(t.observables[n]).any()
+    ] or sorted(t.observables)[:1]
+    rules = RULES[info.engine]
+    if rules.time_unit == "fs":
+        x, xlabel = t.steps * rules.timestep * 1e-6, "time (ns)"
+    else:
+        x, xlabel = t.steps / 1e3, "step (thousands)"
+    energy = "energy (kJ/mol)" if info.engine == "openmm" else "energy (eps)"
+    fig, axes = plt.subplots(
+        max(1, len(names)), 1, figsize=(8, 1.2 + 1.8 * max(1, len(names))), dpi=100, sharex=True
+    )
+    axes = np.atleast_1d(axes)
+    for ax, name in zip(axes, names, strict=False):
+        ax.plot(x, t.observables[name], lw=0.8)
+        ax.set_ylabel(energy if name == "energy" else _LABELS.get(name, name), fontsize=8)
+        if name == "q":
+            ax.set_ylim(0, 1)
+    axes[-1].set_xlabel(xlabel)
+    axes[0].set_title(
+        f"job {info.job[:12]} run {t.run} clone {t.clone}: {info.engine}, "
+        f"T = {info.temperature:g} {rules.unit}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _summary(
+    results: Results, best: Best | None, derived: Sequence[str], names: Sequence[str]
+) -> dict[str, Any]:
+    info = results.info
+    rules = RULES[info.engine]
+    return {
+        "format": FORMAT,
+        "job": info.job,
+        "engine": info.engine,
+        "model": rules.model,
+        "temperature": {"value": info.temperature, "unit": rules.unit},
+        "timestep": {"value": rules.timestep, "unit": rules.time_unit},
+        "steps_per_wu": info.steps_per_wu,
+        "segment_steps": info.segment_steps,
+        "report_steps": info.report_steps,
+        "length_unit": "Angstrom" if info.engine == "go" else "nm",
+        "observables": {"signed": list(names), "derived": list(derived)},
+        "best_structure": None
+        if best is None
+        else {"criterion": best.criterion, "run": best.run, "clone": best.clone, "step": best.step},
+        "reference": info.reference is not None,
+        "trajectories": [
+            {
+                "run": t.run,
+                "clone": t.clone,
+                "generations": len(t.generations),
+                "frames": len(t.frames),
+                "steps": len(t.generations) * info.steps_per_wu,
+            }
+            for t in results.trajectories
+        ],
+    }
+
+
+def build_bundle(
+    results: Results,
+    *,
+    sources: Sequence[FileSource] = (),
+    columns: Sequence[Column] = COLUMNS,
+    best_rules: Sequence[BestRule] = BEST_RULES,
+) -> dict[str, bytes]:
+    """Every file of the job's results, by name. ``sources`` add files (after those of
+    :data:`EXTRA_FILES`); a trajectory without frames yet is left out."""
+    info = results.info
+    trajs = [t for t in results.trajectories if len(t.frames)]
+    results = Results(info, tuple(trajs))
+    rules = RULES[info.engine]
+    dt_ps = rules.timestep / 1000.0 if rules.time_unit == "fs" else 0.0
+    files: dict[str, bytes] = {}
+    readme: list[tuple[str, str]] = []
+    names = sorted(trajs[0].observables) if trajs else []
+    derived_names: list[str] = []
+    if trajs:
+        topology = pdb_text(
+            info.system, trajs[0].frames[0], f"foldnet job {info.job[:16]} topology"
+        )
+        files["topology.pdb"] = topology.encode()
+        readme.append(
+            (
+                "topology.pdb",
+                "the system's atoms (at the first frame of the first trajectory): open the "
+                "XTCs with it, e.g. mdtraj.load('trajectory_run0_clone0.xtc', "
+                "top='topology.pdb') or vmd topology.pdb trajectory_*.xtc",
+            )
+        )
+    for t in trajs:
+        derived = {}
+        for c in columns:
+            values = c.compute(info, t)
+            if values is not None:
+                derived[c.name] = np.asarray(values)
+        derived_names = derived_names or list(derived)
+        files[xtc_name(t.run, t.clone)] = xtc_bytes(
+            topology, frames_nm(info.system, t.frames), t.steps, dt_ps
+        )
+        files[csv_name(t.run, t.clone)] = observables_csv(t, derived).encode()
+        last = t.generations[-1]
+        files[final_name(t.run, t.clone)] = pdb_text(
+            info.system,
+            last.final_positions,
+            f"foldnet job {info.job[:16]} run {t.run} clone {t.clone}",
+            (f"final state after generation {last.gen} (step {int(t.steps[-1])})",),
+        ).encode()
+        files[plot_name(t.run, t.clone)] = _plot_png(info, t)
+    unit = "Angstrom" if info.engine == "go" else "nm"
+    time = (
+        "time = step" if dt_ps == 0 else f"time in ps ({rules.timestep:g} {rules.time_unit} steps)"
+    )
+    if trajs:
+        readme += [
+            (
+                "trajectory_runR_cloneC.xtc",
+                f"one trajectory, every validated generation joined; nm to 0.001 nm; {time}",
+            ),
+            (
+                "observables_runR_cloneC.csv",
+                "per frame: step, then the observables the workers signed ("
+                + ", ".join(names)
+                + ")"
+                + (
+                    "; then derived columns (not signed; recomputed from the frames): "
+                    + "; ".join(f"{c.name}: {c.description}" for c in columns)
+                    if derived_names
+                    else ""
+                ),
+            ),
+            ("final_runR_cloneC.pdb", "the trajectory's last validated state (full precision)"),
+            ("plot_runR_cloneC.png", "the trajectory's observables against time"),
+        ]
+    best = next((b for rule in best_rules if (b := rule(results)) is not None), None)
+    if best is not None:
+        files["best_structure.pdb"] = pdb_text(
+            info.system,
+            best.positions,
+            "foldnet best structure",
+            (
+                f"criterion: {best.criterion}",
+                f"run {best.run} clone {best.clone} frame {best.index} step {best.step}",
+            ),
+        ).encode()
+        readme.append(("best_structure.pdb", f"criterion: {best.criterion}"))
+    if info.reference is not None:
+        files["reference.pdb"] = pdb_text(
+            info.system, info.reference, "reference structure: RMSD and Q are measured to it"
+        ).encode()
+        readme.append(("reference.pdb", "the reference (native) structure of RMSD and Q"))
+    summary = _summary(results, best, derived_names, names)
+    for source in (*EXTRA_FILES, *sources):
+        part = source(results)
+        files |= part.files
+        readme += part.readme
+        summary |= part.summary
+    files["summary.json"] = json.dumps(summary, indent=1).encode()
+    readme.append(
+        (
+            "summary.json",
+            "the job (engine, temperature and time step with units) and each trajectory's "
+            "generations, frames and steps",
+        )
+    )
+    readme.append(("README.txt", "this file"))
+    files["README.txt"] = _readme(info, unit, readme).encode()
+    return files
+
+
+def _readme(info: JobInfo, unit: str, lines: Sequence[tuple[str, str]]) -> str:
+    rules = RULES[info.engine]
+    out = [
+        f"foldnet results of job {info.job}",
+        f"{info.engine} ({rules.model}) at T = {info.temperature:g} {rules.unit}; "
+        f"positions in {unit} (XTC: nm)",
+        "",
+    ]
+    width = max((len(p) for p, _ in lines), default=0) + 2
+    for pattern, description in lines:
+        text = textwrap.wrap(" ".join(description.split()), max(40, 96 - width))
+        out.append(f"{pattern:<{width}}{text[0] if text else ''}")
+        out += [" " * width + r for r in text[1:]]
+    out += [
+        "",
+        "Every frame comes from results that agreeing volunteers computed and the coordinator",
+        "validated; none from a retracted result. `foldnet verify-results` checks this folder",
+        "(or zip) against the signed results and the ledger.",
+        "",
+    ]
+    return "\n".join(out)
