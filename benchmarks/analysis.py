@@ -6,8 +6,9 @@ run directly with the engine (no network; two processes), written as a results f
 the bundle's own file names and formats (topology PDB, XTC, observables CSV) and analysed by
 ``coordinator.analysis`` exactly as ``foldnet analyze`` does. The folding time (mean first
 passage unfolded -> folded) of the MSM is compared with the one counted directly along the
-same trajectories, frame by frame, with the same macrostates (each frame is folded or unfolded by its microstate's mean Q);
-both with 95% bootstrap intervals over trajectories. Ends with one JSON line.
+same trajectories, frame by frame, with the same macrostates (each frame is folded or
+unfolded by its microstate's mean Q); both with 95% bootstrap intervals over trajectories.
+Ends with one JSON line.
 """
 
 from __future__ import annotations
