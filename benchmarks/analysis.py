@@ -24,13 +24,11 @@ import numpy as np
 
 from benchmarks.common import print_table
 from coordinator.analysis import AnalysisParams, analyze, direct_mfpt, load_results
-from coordinator.bundle import csv_name, xtc_name
-from coordinator.trajfiles import frames_nm, xtc_bytes
+from coordinator.bundle import plain_go_files
 from foldnet.files import atomic_write
 from sims.examples import VILLIN_PDB
-from sims.go import GoEngine, GoModel
+from sims.go import GoEngine
 from sims.spec import RunSpec
-from sims.structure import ca_pdb_text
 
 TF = 0.78  # eps/kB: the folding temperature of villin HP36 in this model (README)
 REPORT = 1000  # steps per frame, as a Go job reports
@@ -49,26 +47,6 @@ def _run(args: tuple[int, int]) -> tuple[np.ndarray, dict[str, np.ndarray], np.n
     )
     r = engine.run(start, spec)
     return r.frame_steps, dict(r.observables), r.frames
-
-
-def _write_folder(
-    out: Path, model: GoModel, runs: list[tuple[np.ndarray, dict, np.ndarray]]
-) -> None:
-    """What ``foldnet results`` writes that the analysis reads: the topology, one XTC and one
-    observables CSV per trajectory (run 0, clone c)."""
-    topology = ca_pdb_text(model.sequence, runs[0][2][0], title="topology")
-    atomic_write(out / "topology.pdb", topology)
-    for c, (steps, obs, frames) in enumerate(runs):
-        atomic_write(
-            out / xtc_name(0, c), xtc_bytes(topology, frames_nm(model, frames), steps, 0.0)
-        )
-        names = sorted(obs)
-        rows = ["step," + ",".join(names)]
-        rows += [
-            f"{int(st)}," + ",".join(f"{obs[n][i]:.6g}" for n in names)
-            for i, st in enumerate(steps)
-        ]
-        atomic_write(out / csv_name(0, c), "\n".join(rows) + "\n")
 
 
 def _interval(values: list[float]) -> list[float] | None:
@@ -90,7 +68,8 @@ def main() -> None:
     t_sim = time.perf_counter() - t0
     engine = GoEngine.from_pdb(VILLIN_PDB)
     with tempfile.TemporaryDirectory(prefix="foldnet-bench-analysis-") as d:
-        _write_folder(Path(d), engine.model, runs)
+        for name, data in plain_go_files(engine.model, runs).items():
+            atomic_write(Path(d) / name, data)
         t1 = time.perf_counter()
         a = analyze(load_results(d), params)
         t_msm = time.perf_counter() - t1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -280,10 +281,46 @@ def _load_folder(folder: Path) -> ResultsData:
     return ResultsData(
         engine=engine,
         topology=top,
-        trajectories=tuple(trajs),
+        trajectories=_split_generations(trajs, summary),
         ps_per_step=ps_per_step,
         summary=summary,
     )
+
+
+def _split_generations(
+    trajs: Sequence[TrajectoryData], summary: Mapping[str, Any]
+) -> tuple[TrajectoryData, ...]:
+    """An adaptive job's slot is a row of generations that each start from a state the policy
+    chose, not from where the one before ended: each generation is its own trajectory piece
+    (summary.json's ``starts`` says how many frames each has), so the MSM never counts the
+    jump between two generations as a transition."""
+    if summary.get("adaptive", "none") in ("none", None):
+        return tuple(trajs)
+    frames = {
+        (int(t["run"]), int(t["clone"])): [int(g["frames"]) for g in t.get("starts", [])]
+        for t in summary.get("trajectories", [])
+        if isinstance(t, dict)
+    }
+    out: list[TrajectoryData] = []
+    for t in trajs:
+        sizes = frames.get((t.run, t.clone))
+        if not sizes or sum(sizes) != len(t.steps):
+            raise AnalysisError(
+                f"run {t.run} clone {t.clone} of an adaptive job: summary.json's 'starts' do not "
+                f"account for its {len(t.steps)} frames; expected the file foldnet results wrote"
+            )
+        edges = np.cumsum([0, *sizes])
+        for a, b in itertools.pairwise(edges.tolist()):
+            out.append(
+                TrajectoryData(
+                    run=t.run,
+                    clone=t.clone,
+                    steps=t.steps[a:b],
+                    observables={k: v[a:b] for k, v in t.observables.items()},
+                    xyz_nm=t.xyz_nm[a:b],
+                )
+            )
+    return tuple(out)
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -76,6 +76,23 @@ def plot_name(run: int, clone: int) -> str:
 # -- the data --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Seeded:
+    """An adaptive generation's start: the validated boundary state it came from (WU
+    ``wu_id``, boundary ``boundary``; run/clone/gen of that WU) and the state it started in
+    (the same positions, velocities redrawn)."""
+
+    wu_id: bytes
+    boundary: int
+    run: int
+    clone: int
+    gen: int
+    parent_positions: np.ndarray
+    parent_velocities: np.ndarray
+    start_positions: np.ndarray
+    start_velocities: np.ndarray
+
+
 @dataclass(frozen=True, slots=True)
 class Generation:
     """One validated WU of a trajectory: the result its worker signed (header and
@@ -89,6 +106,8 @@ class Generation:
     observables: Mapping[str, np.ndarray]  # float64 (frames,) each
     final_positions: np.ndarray  # float64 (atoms, 3)
     final_velocities: np.ndarray
+    #: An adaptive job's generation: where it started (None: from the generation before).
+    seeded: Seeded | None = None
 
     @property
     def wu_id(self) -> bytes:
@@ -137,6 +156,9 @@ class JobInfo:
     system: SystemDefinition
     #: The structure RMSD and Q are measured against (engine units), or None.
     reference: np.ndarray | None
+    #: Where generations start (coordinator/adaptive.py): "none" joins each trajectory's
+    #: generations; otherwise each generation starts from a state its policy chose.
+    adaptive: str = "none"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -324,6 +346,7 @@ def _summary(
         if best is None
         else {"criterion": best.criterion, "run": best.run, "clone": best.clone, "step": best.step},
         "reference": info.reference is not None,
+        "adaptive": info.adaptive,
         "trajectories": [
             {
                 "run": t.run,
@@ -332,9 +355,35 @@ def _summary(
                 "frames": len(t.frames),
                 "steps": len(t.generations) * info.steps_per_wu,
             }
+            | ({} if info.adaptive == "none" else {"starts": _starts(t)})
             for t in results.trajectories
         ],
     }
+
+
+def _starts(t: Trajectory) -> list[dict[str, Any]]:
+    """Where each generation of an adaptive trajectory started: the tree of the job."""
+    out = []
+    for g in t.generations:
+        s = g.seeded
+        frames = len(g.steps)
+        if s is None:
+            out.append({"gen": g.gen, "frames": frames, "from": "start state"})
+        else:
+            out.append(
+                {
+                    "gen": g.gen,
+                    "frames": frames,
+                    "from": {
+                        "wu": s.wu_id.hex(),
+                        "run": s.run,
+                        "clone": s.clone,
+                        "gen": s.gen,
+                        "boundary": s.boundary,
+                    },
+                }
+            )
+    return out
 
 
 def build_bundle(
@@ -395,7 +444,14 @@ def build_bundle(
         readme += [
             (
                 "trajectory_runR_cloneC.xtc",
-                f"one trajectory, every validated generation joined; nm to 0.001 nm; {time}",
+                (
+                    f"one trajectory, every validated generation joined; nm to 0.001 nm; {time}"
+                    if info.adaptive == "none"
+                    else f"the generations of one slot of an adaptive job ({info.adaptive}), "
+                    "one after the other: each generation starts from a validated state its "
+                    "policy chose (summary.json: 'starts'), so the frames are continuous "
+                    f"within a generation only; nm to 0.001 nm; {time}"
+                ),
             ),
             (
                 "observables_runR_cloneC.csv",
@@ -469,3 +525,21 @@ def _readme(info: JobInfo, unit: str, lines: Sequence[tuple[str, str]]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def plain_go_files(
+    model: SystemDefinition, runs: Sequence[tuple[np.ndarray, Mapping[str, np.ndarray], np.ndarray]]
+) -> dict[str, bytes]:
+    """The files ``foldnet analyze`` reads (topology, one XTC and observables CSV per
+    trajectory, run 0 and clone = its index) for Go runs computed outside the network, as
+    ``(frame_steps, observables, frames)``: what benchmarks and tests analyse. Nothing signed,
+    so no provenance."""
+    if not runs:
+        return {}
+    topology = pdb_text(model, runs[0][2][0], "topology")
+    files = {"topology.pdb": topology.encode()}
+    for c, (steps, obs, frames) in enumerate(runs):
+        t = Trajectory(0, c, (), np.asarray(steps), np.asarray(frames), dict(obs))
+        files[xtc_name(0, c)] = xtc_bytes(topology, frames_nm(model, t.frames), t.steps, 0.0)
+        files[csv_name(0, c)] = observables_csv(t, {}).encode()
+    return files

@@ -177,10 +177,21 @@ def provenance_source(evidence: Evidence) -> FileSource:
                     "final_positions": g.final_positions,
                     "final_velocities": g.final_velocities,
                 } | {f"obs_{k}": np.asarray(v) for k, v in g.observables.items()}
+                parent = None
+                if g.seeded is not None:  # an adaptive start: both states, at full precision
+                    sd = g.seeded
+                    arrays |= {
+                        "start_positions": sd.start_positions,
+                        "start_velocities": sd.start_velocities,
+                        "parent_positions": sd.parent_positions,
+                        "parent_velocities": sd.parent_velocities,
+                    }
+                    parent = {"wu_id": sd.wu_id.hex(), "boundary": sd.boundary}
                 files[name] = _npz(arrays)
                 p = evidence.proofs.get(g.wu_id)
                 records.append(
                     {
+                        "parent": parent,
                         "run": t.run,
                         "clone": t.clone,
                         "gen": g.gen,
@@ -213,7 +224,9 @@ def provenance_source(evidence: Evidence) -> FileSource:
             (
                 f"{DIR}/wu_runR_cloneC_genG.npz",
                 "one WU at full precision, exactly as its worker signed it: frames, steps,\n"
-                "obs_* (observables), final_positions/final_velocities (numpy.load)",
+                "obs_* (observables), final_positions/final_velocities (numpy.load); for an\n"
+                "adaptive start also start_* (its first state) and parent_* (the validated\n"
+                "boundary state it came from)",
             ),
             (
                 f"{DIR}/provenance.json",
@@ -296,6 +309,7 @@ class _WU:
     entry: bytes | None
     proof: tuple[bytes, ...] | None
     data: str
+    parent: tuple[bytes, int] | None = None  # an adaptive start: (WU id, boundary)
 
     @property
     def where(self) -> str:
@@ -327,6 +341,9 @@ def _records(doc: Mapping[str, Any]) -> list[_WU]:
                     if r["inclusion_proof"] is None
                     else tuple(bytes.fromhex(h) for h in r["inclusion_proof"]),
                     data=str(r["data"]),
+                    parent=None
+                    if r.get("parent") is None
+                    else (bytes.fromhex(r["parent"]["wu_id"]), int(r["parent"]["boundary"])),
                 )
             )
     except (KeyError, TypeError, ValueError, WireError) as e:
@@ -434,6 +451,9 @@ class _Data:
     steps: np.ndarray
     observables: dict[str, np.ndarray]
     final_positions: np.ndarray
+    #: An adaptive start's states: (positions, velocities) it started in, and of its parent.
+    start: tuple[np.ndarray, np.ndarray] | None = None
+    parent: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def verify_data(wu: _WU, raw: bytes) -> _Data:
@@ -466,7 +486,15 @@ def verify_data(wu: _WU, raw: bytes) -> _Data:
         raise DataMismatchError(
             f"{wu.data} ({wu.where}): the final state is not the one the worker signed"
         )
-    return _Data(frames, steps, obs, arrays["final_positions"])
+    start = parent = None
+    if wu.parent is not None:
+        need = ("start_positions", "start_velocities", "parent_positions", "parent_velocities")
+        missing = [n for n in need if n not in arrays]
+        if missing:
+            raise DataMismatchError(f"{wu.data}: an adaptive start without {missing[0]!r}")
+        start = (arrays["start_positions"], arrays["start_velocities"])
+        parent = (arrays["parent_positions"], arrays["parent_velocities"])
+    return _Data(frames, steps, obs, arrays["final_positions"], start, parent)
 
 
 def verify_chains(
@@ -501,12 +529,59 @@ def verify_chains(
                 f"generations, the bundle carries the WUs of {len(gens)}"
             )
         for before, after in itertools.pairwise(gens):
+            if after.parent is not None:
+                continue  # an adaptive start: verify_starts checks where it came from
             if after.header.boundary_digests[0] != before.header.final_digest:
                 raise ChainBrokenError(
                     f"run {run} clone {clone}: generation {after.gen} does not start from the "
                     f"state generation {before.gen} ended in"
                 )
     return by
+
+
+def verify_starts(wus: Sequence[_WU], data: Mapping[bytes, _Data]) -> int:
+    """Each adaptive start began from a validated boundary state the bundle carries: its
+    parent WU is in the bundle (verified like every WU), the parent state is the one that WU's
+    signed header has at that boundary, and the start state (the one this WU's header begins
+    from) has the parent's positions exactly. Its velocities were redrawn from a seed (the
+    policy's, coordinator/adaptive.py); recomputing them needs the engine, so they are
+    bound here only by the signed digest. Returns how many starts were checked."""
+    by_id = {w.wu_id: w for w in wus}
+    n = 0
+    for w in wus:
+        if w.parent is None:
+            continue
+        parent_id, boundary = w.parent
+        parent = by_id.get(parent_id)
+        if parent is None:
+            raise ChainBrokenError(
+                f"{w.where} started from WU {parent_id.hex()[:16]}, which the bundle does not "
+                "carry: nothing shows that state was validated"
+            )
+        start, origin = data[w.wu_id].start, data[w.wu_id].parent
+        assert start is not None and origin is not None  # verify_data requires them
+        digests = parent.header.boundary_digests
+        if not 1 <= boundary < len(digests):
+            raise ChainBrokenError(f"{w.where}: its parent has no boundary {boundary}")
+        try:
+            if state_digest(*origin) != digests[boundary]:
+                raise ChainBrokenError(
+                    f"{w.where}: the parent state in {w.data} is not the state {parent.where} "
+                    f"signed at boundary {boundary}"
+                )
+            if state_digest(*start) != w.header.boundary_digests[0]:
+                raise ChainBrokenError(
+                    f"{w.where}: the start state in {w.data} is not the one its worker began from"
+                )
+        except (StateError, ValueError, TypeError) as e:
+            raise DataMismatchError(f"{w.data}: an adaptive start is not a state: {e}") from e
+        if not np.array_equal(start[0], origin[0]):
+            raise ChainBrokenError(
+                f"{w.where}: it did not start at the positions of {parent.where} boundary "
+                f"{boundary}"
+            )
+        n += 1
+    return n
 
 
 def verify_xtc(
@@ -644,8 +719,15 @@ def verify_results(path: Path, *, log_key: str | None = None) -> VerifyReport:
         "signed digests"
     )
     trajs = verify_chains(wus, summary)
+    starts = verify_starts(wus, data)
     report.checked.append(
         f"{len(trajs)} trajectories: generations complete from 0 and chained state to state"
+        + (
+            ""
+            if not starts
+            else f"; {starts} adaptive start(s) at the positions of a validated boundary state "
+            "the bundle carries (velocities redrawn: bound by the signed digest only)"
+        )
     )
     scale = nm_per_unit(engine)
     joined = {

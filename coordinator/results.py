@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.bundle import Generation, JobInfo, Results, Trajectory, build_bundle
+from coordinator.bundle import Generation, JobInfo, Results, Seeded, Trajectory, build_bundle
 from coordinator.errors import MissingError, ProtocolError
 from coordinator.provenance import Evidence, provenance_source
 from coordinator.scheduler import Scheduler
@@ -36,6 +36,7 @@ from worker.systems import decode_system
 
 __all__ = [
     "NotReadyError",
+    "Parent",
     "Pick",
     "ResultPlan",
     "bundle_files",
@@ -51,12 +52,26 @@ class NotReadyError(ProtocolError):
 
 
 @dataclass(frozen=True, slots=True)
+class Parent:
+    """Where an adaptive generation started: boundary ``boundary`` of validated WU ``wu_id``
+    (its canonical replica ``replica``; it is run ``run``, clone ``clone``, gen ``gen``)."""
+
+    wu_id: bytes
+    boundary: int
+    replica: int
+    run: int
+    clone: int
+    gen: int
+
+
+@dataclass(frozen=True, slots=True)
 class Pick:
     run: int
     clone: int
     gen: int
     replica: int
     wu_id: bytes
+    parent: Parent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,7 @@ class ResultPlan:
     segment_steps: int
     report_steps: int
     picks: tuple[Pick, ...]  # by (run, clone, gen); gens 0..k of each trajectory
+    adaptive: str = "none"
 
     @property
     def wu_ids(self) -> list[bytes]:
@@ -106,7 +122,15 @@ def select(scheduler: Scheduler, job: str) -> ResultPlan:
         replica = next((r for r, s in states.items() if s == "valid"), None)
         if replica is None:
             replica = next((r for r, s in states.items() if s == "revoked"), None)
-        gens[u.gen] = None if replica is None else Pick(u.run, u.clone, u.gen, replica, u.id)
+        parent = None
+        if w.parent is not None:
+            parent_wu, boundary = w.parent
+            pu = scheduler.wus[parent_wu].unit
+            parent_replica = scheduler.canonical(parent_wu)[0]
+            parent = Parent(parent_wu, boundary, parent_replica, pu.run, pu.clone, pu.gen)
+        gens[u.gen] = (
+            None if replica is None else Pick(u.run, u.clone, u.gen, replica, u.id, parent)
+        )
     picks: list[Pick] = []
     for _key, gens in sorted(by_traj.items()):
         g = 0
@@ -123,6 +147,7 @@ def select(scheduler: Scheduler, job: str) -> ResultPlan:
         segment_steps=spec.segment_steps,
         report_steps=spec.report_steps,
         picks=tuple(picks),
+        adaptive=spec.adaptive,
     )
 
 
@@ -137,6 +162,21 @@ def load(store: Store, plan: ResultPlan) -> Results:
     for p in plan.picks:
         header, signature = store.signed_header(p.replica)
         a = store.result_arrays(p.replica)
+        seeded = None
+        if p.parent is not None:  # an adaptive start: its state, and the state it came from
+            restart = store.state(header.boundary_digests[0])
+            (origin,) = store.boundary_states(p.parent.replica, [p.parent.boundary])
+            seeded = Seeded(
+                wu_id=p.parent.wu_id,
+                boundary=p.parent.boundary,
+                run=p.parent.run,
+                clone=p.parent.clone,
+                gen=p.parent.gen,
+                parent_positions=np.array(origin.positions),
+                parent_velocities=np.array(origin.velocities),
+                start_positions=np.array(restart.positions),
+                start_velocities=np.array(restart.velocities),
+            )
         by_traj.setdefault((p.run, p.clone), []).append(
             Generation(
                 gen=p.gen,
@@ -147,6 +187,7 @@ def load(store: Store, plan: ResultPlan) -> Results:
                 observables={k[4:]: np.array(v) for k, v in a.items() if k.startswith("obs_")},
                 final_positions=np.array(a["positions"][-1]),
                 final_velocities=np.array(a["velocities"][-1]),
+                seeded=seeded,
             )
         )
     info = JobInfo(
@@ -158,6 +199,7 @@ def load(store: Store, plan: ResultPlan) -> Results:
         report_steps=plan.report_steps,
         system=system,
         reference=reference,
+        adaptive=plan.adaptive,
     )
     trajs = tuple(Trajectory.join(r, c, gens) for (r, c), gens in sorted(by_traj.items()))
     return Results(info, trajs)

@@ -315,3 +315,49 @@ def test_the_demo_runs_adaptive_sampling_over_ray(tmp_path):
     assert "WUs validated: 6;" in text and "PASSED" in text
     seeds = _seeds_on_ledger(out / "coordinator" / "ledger.db")
     assert len(seeds) == 2 * 2 and {e.policy for e in seeds} == {"least-counts"}
+
+
+def test_an_adaptive_jobs_results_are_a_tree_that_verifies_and_analyses(tmp_path):
+    import json
+
+    from results_helpers import compute_in_folder
+
+    from coordinator.analysis import load_results
+    from coordinator.errors import ChainBrokenError
+    from coordinator.lab import CoordinatorView
+    from coordinator.provenance import verify_results
+    from sims.examples import VILLIN_PDB
+
+    plan = JobPlan.create(
+        engine="go", pdb=VILLIN_PDB.read_text(), runs=1, clones=2, gens=3, steps_per_wu=2000,
+        segment_steps=500, report_steps=500, temperature=0.8, adaptive="least-counts",
+    )  # fmt: skip
+    job = compute_in_folder(tmp_path / "c", plan)
+    view = CoordinatorView(tmp_path / "c")
+    try:
+        view.write_results(job, tmp_path / "res")
+    finally:
+        view.close()
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    assert summary["adaptive"] == "least-counts"
+    for t in summary["trajectories"]:
+        starts = t["starts"]
+        assert [s["gen"] for s in starts] == [0, 1, 2] and starts[0]["from"] == "start state"
+        assert all(s["from"]["boundary"] >= 1 and s["frames"] == 4 for s in starts[1:])
+    report = verify_results(tmp_path / "res")
+    assert any("adaptive start(s)" in line for line in report.checked), report.checked
+    data = load_results(tmp_path / "res")
+    assert len(data.trajectories) == 2 * 3  # one piece per generation, never joined
+    assert all(len(t.steps) == 4 for t in data.trajectories)
+    # a start moved to other positions is caught
+    import io
+
+    name = next((tmp_path / "res" / "provenance").glob("wu_run0_clone0_gen2.npz"))
+    with np.load(name) as z:
+        arrays = {k: np.array(z[k]) for k in z.files}
+    arrays["start_positions"][0, 0] += 0.5
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    name.write_bytes(buf.getvalue())
+    with pytest.raises(ChainBrokenError):
+        verify_results(tmp_path / "res")

@@ -24,9 +24,10 @@ from coordinator.analysis import (
     markov_analysis,
     write_analysis,
 )
+from coordinator.bundle import plain_go_files
 from coordinator.cli import app
 from coordinator.errors import AnalysisError
-from coordinator.results import Trajectory, write_results
+from foldnet.files import atomic_write
 from sims.go import GoEngine
 from sims.spec import RunSpec
 
@@ -127,10 +128,15 @@ def go_results(tmp_path_factory, villin_pdb) -> Path:
             steps=60_000, segment_steps=20_000, report_steps=500, temperature=0.78, seed=50 + clone
         )
         r = engine.run(start, spec)
-        trajs.append(Trajectory(0, clone, r.frame_steps, dict(r.observables), r.frames))
+        trajs.append((r.frame_steps, dict(r.observables), r.frames))
     out = tmp_path_factory.mktemp("go-results")
-    write_results(out, engine.model, trajs, title="test")
+    _write(out, engine.model, trajs)
     return out
+
+
+def _write(out: Path, model, runs) -> None:
+    for name, data in plain_go_files(model, runs).items():
+        atomic_write(out / name, data)
 
 
 PARAMS = AnalysisParams(clusters=20, bootstrap=20, q_folded=0.7, q_unfolded=0.6)
@@ -238,19 +244,14 @@ def test_bad_input_is_a_named_error(go_results, tmp_path, villin_pdb):
     )
     refused(nan, "--features", "q-rmsd", match="NaN")
 
-    # one frame per trajectory: write_results of a one-frame run
+    # one frame per trajectory: the files of a one-frame run
     engine = GoEngine.from_pdb(villin_pdb)
     r = engine.run(
         engine.initial_state(temperature=0.7, seed=1),
         RunSpec(steps=500, segment_steps=500, report_steps=500, temperature=0.7, seed=1),
     )
     one = tmp_path / "one"
-    write_results(
-        one,
-        engine.model,
-        [Trajectory(0, 0, r.frame_steps, dict(r.observables), r.frames)],
-        title="t",
-    )
+    _write(one, engine.model, [(r.frame_steps, dict(r.observables), r.frames)])
     refused(one, match="fewer than 2 frames")
 
     with pytest.raises(AnalysisError, match="q_unfolded < q_folded"):
