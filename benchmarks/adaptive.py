@@ -10,13 +10,18 @@ volunteers share one memo of runs, so a WU's second replica costs nothing: hones
 are bit-identical anyway, and the measure is about sampling, not replication. Audits are off
 (``min_audit_rate=0``) for the same reason.
 
-Full run: villin HP36 at T = 0.80 eps/kB, just above its folding temperature (Tf ~ 0.78),
-from extended chains. There the folded state is a minority and plain trajectories wait for
-a rare, barrier-crossing fluctuation, so the first fold takes millions of steps each (the
-aggregate at width 8 is over 10^7, as the issue asks); a policy that restarts from the
-states nearest the fold (``fast``) or from the least explored ones (``least-counts``) can
-climb the barrier in stages. ``--quick``: a smaller budget at T = 0.75 with fewer seeds
-(a smoke run; its numbers are not the claim). Ends with one JSON line.
+The case: villin HP36 at T = 0.95 eps/kB, well above its folding temperature (Tf ~ 0.78),
+from extended chains, 8 trajectories at once in WUs of 20,000 steps. There the folded state
+(Q >= 0.9) is a rare excursion: single plain trajectories of 6 million steps never reached
+it at T = 1.0, and at 0.95 plain sampling needs about 10^7 aggregate steps (several seeds
+not within the budget of 1.6 x 10^7). That is the situation adaptive sampling is for: a
+policy that restarts from the least explored states (``least-counts``) or from the states
+nearest the fold (``fast``) climbs towards it in stages instead of waiting for one rare
+fluctuation. (At T <= 0.8 villin folds on its own in a few hundred thousand steps and there
+is nothing to gain.) ``--quick``: the same case with 4 trajectories, WUs of 10,000 steps and
+a budget of 600,000 aggregate steps, a smoke run whose numbers are not the claim. A run that
+never folds within the budget counts as the whole budget, so its median is a lower bound.
+Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -54,8 +59,8 @@ class Case:
         return self.width * self.gens * self.steps_per_wu
 
 
-FULL = Case(temperature=0.80, width=8, steps_per_wu=50_000, gens=60, seeds=5)
-QUICK = Case(temperature=0.75, width=4, steps_per_wu=20_000, gens=12, seeds=5)
+FULL = Case(temperature=0.95, width=8, steps_per_wu=20_000, gens=100, seeds=5)
+QUICK = Case(temperature=0.95, width=4, steps_per_wu=10_000, gens=15, seeds=5)
 
 
 class _MemoEngine:
