@@ -277,3 +277,58 @@ def test_no_folded_state_is_a_stated_null(go_results, tmp_path):
     summary = json.loads(analysis_files(a)["analysis.json"])
     assert summary["mfpt"]["folding"]["steps"] is None
     assert "no folded microstate (mean Q >= 1.0)" in summary["mfpt"]["folding"]["reason"]
+
+
+def test_the_service_serves_the_analysis_of_a_jobs_validated_results(tmp_path):
+    import io
+    import json
+    import threading
+    import zipfile
+
+    from http_helpers import (
+        add_lab,
+        go_job,
+        lab_client,
+        post_job,
+        running_service,
+        trust,
+        wait_for_job,
+    )
+
+    from worker.client import HttpVolunteer
+
+    key = add_lab(tmp_path / "c", "lab-a")
+    with running_service(tmp_path / "c") as s, lab_client(s.url, key) as lab:
+        job = post_job(lab, go_job(steps_per_wu=10_000, segment_steps=5000)).json()["job"]
+        early = lab.get(f"/v1/jobs/{job}/analysis")
+        assert early.status_code == 409 and "no validated work unit" in early.json()["detail"]
+        vols = [
+            HttpVolunteer(s.url, home=tmp_path / f"h{i}", key_path=tmp_path / f"v{i}.key")
+            for i in range(2)
+        ]
+        trust(s, vols[0].identity)
+        threads = [threading.Thread(target=v.run, kwargs={"max_tasks": 4}) for v in vols]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        assert wait_for_job(lab, job)["state"] == "completed"
+        r = lab.get(f"/v1/jobs/{job}/analysis", timeout=300)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+            assert {
+                "analysis.json",
+                "implied_timescales.png",
+                "free_energy.png",
+                "README.txt",
+            } <= set(zf.namelist())
+            doc = json.loads(zf.read("analysis.json"))
+        assert doc["msm"]["lag_frames"] >= 1 and {"folding", "unfolding"} <= set(doc["mfpt"])
+        again = lab.get(f"/v1/jobs/{job}/analysis", timeout=300)
+        assert again.content == r.content  # kept until more work is validated
+        other = add_lab(tmp_path / "c", "lab-b")
+        with lab_client(s.url, other) as b:
+            assert b.get(f"/v1/jobs/{job}/analysis").status_code == 404
+        for v in vols:
+            v.close()

@@ -10,10 +10,14 @@ volunteers.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordinator.analysis import analysis_files, analyze, load_results
+from coordinator.bundle import build_bundle
 from coordinator.http.ledger_index import LedgerIndex
 from coordinator.provenance import gather_evidence
 from coordinator.results import ResultPlan, bundle_files, load, select, zip_bytes
@@ -179,3 +183,20 @@ def results_zip(store: Store, req: ResultsRequest) -> bytes:
     with Log.open_readonly(req.ledger_path) as log:
         evidence = gather_evidence(log, req.plan.wu_ids, req.indices, req.checkpoint)
     return zip_bytes(bundle_files(load(store, req.plan), evidence))
+
+
+def analysis_inputs(store: Store, plan: ResultPlan) -> dict[str, bytes]:
+    """On another thread: the files of the results that the analysis reads (no provenance:
+    it checks nothing, it reads frames and observables)."""
+    return build_bundle(load(store, plan))
+
+
+def analysis_zip(files: Mapping[str, bytes]) -> bytes:
+    """In a worker process (CPU-bound: TICA, k-means, MSM, bootstrap): the analysis of a
+    job's results files, zipped (:func:`coordinator.analysis.analysis_files`)."""
+    with tempfile.TemporaryDirectory(prefix="foldnet-analysis-") as d:
+        for name, data in files.items():
+            if "/" not in name:  # the results' own top-level files
+                (Path(d) / name).write_bytes(data)
+        analysis = analyze(load_results(d))
+    return zip_bytes(analysis_files(analysis))

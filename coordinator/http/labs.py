@@ -3,6 +3,7 @@ only its own jobs (another lab's job is a 404)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -14,12 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator.http.context import JobInfo, Service
 from coordinator.http.jobs import (
     ResultsRequest,
+    analysis_inputs,
+    analysis_zip,
     job_progress,
     queued_wus,
     results_request,
     results_zip,
 )
 from coordinator.plan import HELP, MAX_NAME, JobPlan
+from coordinator.results import NotReadyError, select
 from coordinator.service import Coordinator
 from coordinator.store import Store
 from foldnet.errors import Conflict
@@ -197,6 +201,41 @@ def labs_router(svc: Service) -> APIRouter:
             data,
             media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{job[:16]}-results.zip"'},
+        )
+
+    analyses: OrderedDict[tuple[str, tuple[bytes, ...]], bytes] = OrderedDict()
+
+    @router.get(
+        "/v1/jobs/{job}/analysis",
+        tags=["labs"],
+        response_class=Response,
+        responses={200: {"content": {"application/zip": {}}}},
+    )
+    async def job_analysis(
+        job: Annotated[str, PathParam(max_length=128)], request: Request
+    ) -> Response:
+        """A zip of the Markov state model of the job's validated results, as ``foldnet
+        analyze`` makes it: analysis.json (lag, implied timescales, folded/unfolded
+        macrostates by Q, folding and unfolding mean first-passage times with bootstrap
+        intervals), implied_timescales.png, free_energy.png and a README. Computed in a
+        worker process, and kept until more work is validated. 422 ``invalid_analysis``
+        when there is too little data (say what is missing), 409 before any result."""
+        svc.own_job(await svc.lab(request), job)
+        plan, store = await svc.coordinator().call(lambda c: (select(c.scheduler, job), c.store))
+        key = (job, tuple(plan.wu_ids))
+        data = analyses.get(key)
+        if data is None:
+            if not plan.picks:
+                raise NotReadyError(f"job {job[:16]} has no validated work unit yet to analyse")
+            files = await anyio.to_thread.run_sync(lambda: analysis_inputs(store, plan))
+            data = await anyio.to_process.run_sync(analysis_zip, files, cancellable=True)
+            analyses[key] = data
+            while len(analyses) > 8:
+                analyses.popitem(last=False)
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{job[:16]}-analysis.zip"'},
         )
 
     return router
