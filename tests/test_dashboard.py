@@ -463,6 +463,11 @@ def test_browser_lab_pages_with_good_and_wrong_keys(finished, tmp_path):
         )
         page.wait_for("document.getElementById('viewer-note').textContent.includes('16 frames')")
         page.screenshot(_shots(tmp_path) / "job-trajectory.png")
+        page.eval("document.getElementById('analysis').click()")  # the MSM, as a download
+        page.wait_for(
+            "!document.getElementById('action-result').textContent.startsWith('building')", 120
+        )
+        assert page.text("#action-result") == "", page.text("#action-result")
         _only_local(page, url)
         assert not page.exceptions, page.exceptions
         page.close()

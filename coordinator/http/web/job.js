@@ -159,7 +159,10 @@ document.getElementById("cancel").addEventListener("click", async () => {
 });
 async function download(url, name) {
   const r = await fetch(url, { headers: auth() });
-  if (!r.ok) throw new Error(`HTTP ${r.status}`);
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({}));
+    throw new Error(body.detail ? `${body.detail} (HTTP ${r.status})` : `HTTP ${r.status}`);
+  }
   const a = el("a", { href: URL.createObjectURL(await r.blob()), download: name });
   document.body.append(a);
   a.click();
@@ -168,6 +171,12 @@ async function download(url, name) {
 document.getElementById("download").addEventListener("click", () =>
   download(`/v1/jobs/${encodeURIComponent(job)}/results`, `${job.slice(0, 16)}-results.zip`).catch((e) => setText("action-result", e.message)),
 );
+document.getElementById("analysis").addEventListener("click", () => {
+  setText("action-result", "building the Markov state model...");
+  download(`/v1/jobs/${encodeURIComponent(job)}/analysis`, `${job.slice(0, 16)}-analysis.zip`)
+    .then(() => setText("action-result", ""))
+    .catch((e) => setText("action-result", e.message));
+});
 document.getElementById("pdb-link").addEventListener("click", () => {
   const blob = new Blob([document.getElementById("pdb-text").textContent], { type: "chemical/x-pdb" });
   const a = el("a", { href: URL.createObjectURL(blob), download: `${job.slice(0, 16)}.pdb` });
