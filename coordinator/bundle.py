@@ -253,10 +253,73 @@ def last_of_longest(results: Results) -> Best | None:
     )
 
 
+_METRICS: dict[int, tuple[Trajectory, Any]] = {}
+
+
+def _allatom_metrics(info: JobInfo, t: Trajectory) -> Any:
+    """Best-Hummer-Eaton Q and DSSP of an all-atom trajectory (coordinator/framemetrics.py),
+    computed once per trajectory for the columns and the DSSP file alike."""
+    from coordinator.framemetrics import allatom_metrics
+
+    hit = _METRICS.get(id(t))
+    if hit is not None and hit[0] is t:
+        return hit[1]
+    topology = pdb_text(info.system, t.frames[0], "topology")
+    metrics = allatom_metrics(topology, frames_nm(info.system, t.frames), info.reference)
+    if len(_METRICS) >= 8:
+        _METRICS.clear()
+    _METRICS[id(t)] = (t, metrics)
+    return metrics
+
+
+def _metric_column(name: str) -> Callable[[JobInfo, Trajectory], np.ndarray | None]:
+    def compute(info: JobInfo, t: Trajectory) -> np.ndarray | None:
+        if info.engine != "openmm" or not len(t.frames):
+            return None
+        column: np.ndarray | None = _allatom_metrics(info, t).columns.get(name)
+        return column
+
+    return compute
+
+
+def dssp_name(run: int, clone: int) -> str:
+    return f"dssp_run{run}_clone{clone}.txt"
+
+
+def _dssp_files(results: Results) -> Contribution:
+    """All-atom jobs: the secondary structure of every frame, one line per frame."""
+    if results.info.engine != "openmm":
+        return Contribution()
+    files = {}
+    for t in results.trajectories:
+        m = _allatom_metrics(results.info, t)
+        lines = [f"{int(step)} {codes}" for step, codes in zip(t.steps, m.dssp, strict=True)]
+        files[dssp_name(t.run, t.clone)] = ("\n".join(lines) + "\n").encode()
+    return Contribution(
+        files=files,
+        readme=(
+            (
+                "dssp_runR_cloneC.txt",
+                "per frame: the step, then one DSSP letter per residue (mdtraj, simplified: "
+                "H helix, E strand, C coil)",
+            ),
+        ),
+    )
+
+
 #: Per-frame columns derived from the frames, in CSV order (after the signed observables).
-COLUMNS: tuple[Column, ...] = ()
+COLUMNS: tuple[Column, ...] = (
+    Column(
+        "q_bhe",
+        "fraction of native contacts by Best, Hummer and Eaton (heavy atoms within 4.5 A in "
+        "the reference, beta 5/A, lambda 1.8; all-atom jobs with a reference)",
+        _metric_column("q_bhe"),
+    ),
+    Column("helix", "fraction of residues in a helix (DSSP; all-atom)", _metric_column("helix")),
+    Column("strand", "fraction of residues in a strand (DSSP; all-atom)", _metric_column("strand")),
+)
 #: Files built from the whole job, by sources that need nothing but the results.
-EXTRA_FILES: tuple[FileSource, ...] = ()
+EXTRA_FILES: tuple[FileSource, ...] = (_dssp_files,)
 #: Criteria for ``best_structure.pdb``, in order of preference; the first that applies wins.
 BEST_RULES: tuple[BestRule, ...] = (lowest_rmsd, last_of_longest)
 

@@ -127,7 +127,14 @@ def test_folder_openmm_results_load_in_mdtraj_and_verify(tmp_path):
     check_bundle(files, engine="openmm", atoms=22, frames=8)
     assert b"lowest rmsd_ca" in files["best_structure.pdb"]
     assert json.loads(files["summary.json"])["timestep"] == {"value": 4.0, "unit": "fs"}
-    verify_results(tmp_path / "out")
+    # derived from the frames: Q by Best-Hummer-Eaton and the secondary structure (DSSP)
+    header = files["observables_run0_clone0.csv"].decode().splitlines()[0].split(",")
+    assert header[-3:] == ["q_bhe", "helix", "strand"], header
+    dssp = files["dssp_run0_clone0.txt"].decode().splitlines()
+    assert len(dssp) == 8 and all(set(line.split()[1]) <= set("HEC") for line in dssp)
+    assert "dssp_runR_cloneC.txt" in files["README.txt"].decode()
+    report = verify_results(tmp_path / "out")
+    assert any("q_bhe" in line for line in report.not_checked), report.not_checked
 
 
 def _http_job(tmp_path: Path, body: dict, engines: tuple[str, ...]) -> tuple[bytes, str]:
