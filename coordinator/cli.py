@@ -296,7 +296,13 @@ def demo(
         f"{a.signatures} signatures, {a.checkpoints} checkpoints, balances of "
         f"{len(a.balances)} volunteers recomputed"
     )
-    console.print("results: " + ", ".join(str(p) for p in report.files))
+    if report.analysis is not None:
+        _print_analysis(report.analysis)
+    else:
+        console.print(f"analysis: none ({report.analysis_error})")
+    console.print(
+        f"results in {out}: " + ", ".join(p.name for p in report.files if p.parent == out)
+    )
     if not a.ok:
         raise typer.Exit(1)
     if serve_after:
@@ -676,6 +682,12 @@ def analyze(
     except FoldnetError as e:
         err_console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(exit_code_of(e)) from None
+    _print_analysis(result)
+    console.print(f"wrote {', '.join(f.name for f in files)} to {files[0].parent}")
+
+
+def _print_analysis(result: Any) -> None:
+    """The MSM's numbers as a table (``foldnet analyze`` and ``foldnet demo``)."""
     m = result.msm
     unit = "steps" if result.ps_per_step is None else "steps (ns)"
 
@@ -703,7 +715,6 @@ def analyze(
         else:
             t.add_row(name, f"{fmt(mf.steps)}  95% [{fmt(mf.low)}, {fmt(mf.high)}]")
     console.print(t)
-    console.print(f"wrote {', '.join(f.name for f in files)} to {files[0].parent}")
 
 
 @app.command()

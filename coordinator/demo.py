@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.analysis import Analysis, analyze, load_results, write_analysis
 from coordinator.bundle import Trajectory
+from coordinator.errors import AnalysisError
 from coordinator.jobs import JobSpec
 from coordinator.provenance import gather_evidence, result_indices
 from coordinator.raylocal import local_ray
@@ -58,6 +60,8 @@ class DemoReport:
     returned_by: dict[str, int] = field(default_factory=dict)
     trust: dict[str, str] = field(default_factory=dict)  # established / probation / banned
     files: list[Path] = field(default_factory=list)
+    analysis: Analysis | None = None  # the MSM of the results (None: see analysis_error)
+    analysis_error: str = ""
 
 
 def run_demo(
@@ -151,4 +155,9 @@ def run_demo(
     coord.close()
     report.files.extend(write_folder(out, bundle_files(results, evidence)))
     report.files.append(atomic_write(out / "checkpoint.txt", report.checkpoint))
+    try:  # the Markov state model of what the network computed, as `foldnet analyze` does
+        report.analysis = analyze(load_results(out))
+        report.files.extend(write_analysis(report.analysis, out / "analysis"))
+    except AnalysisError as e:
+        report.analysis_error = str(e)
     return report

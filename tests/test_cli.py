@@ -4,6 +4,7 @@ HOME and RAY_TMPDIR), real engine, real ledger, real files."""
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 from cli_helpers import run_foldnet
@@ -47,6 +48,16 @@ def test_demo_runs_the_network_rejects_the_cheat_and_audits(tmp_path):
     assert (out / "checkpoint.txt").read_text().startswith("foldnet.local/ledger\n")
     audit = run_foldnet("audit", str(out / "coordinator" / "ledger.db"), home=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+    # the trajectories open in mdtraj, the MSM is there, and the bundle verifies
+    import mdtraj
+
+    traj = mdtraj.load(str(out / "trajectory_run0_clone0.xtc"), top=str(out / "topology.pdb"))
+    assert traj.n_frames == 300 and traj.n_atoms == 36
+    assert "Markov state model" in text and "folding MFPT" in text
+    doc = json.loads((out / "analysis" / "analysis.json").read_text())
+    assert doc["data"]["frames"] == 600 and doc["msm"]["lag_frames"] >= 1
+    verify = run_foldnet("verify-results", str(out), home=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
     # the lab's view of the same coordinator folder
     status = run_foldnet("status", str(out / "coordinator"), home=tmp_path)
