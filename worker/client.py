@@ -168,7 +168,7 @@ class _Task:
 
     @property
     def label(self) -> str:
-        return f"replica {self.ident}" if self.kind == "compute" else f"check {self.ident}"
+        return f"replica {self.ident}" if self.kind == "compute" else f"spot check {self.ident}"
 
     def estimate(self) -> int | None:
         """The WU's credit before any bonus, from the price the server sent with it."""
@@ -265,6 +265,8 @@ class HttpVolunteer:
         self._credit_at = 0.0
         self._credit_wall: float | None = None
         self._began = time.time()
+        self._process_start = process_start(os.getpid())
+        self._said_stopping = False
         self.computed = self.uploaded = self.accepted = self.spot_checks = 0
         self.credit: int | None = None
         self.validated: int | None = None
@@ -418,7 +420,7 @@ class HttpVolunteer:
             )
         return WorkerStatus(
             pid=os.getpid(),
-            process_start=process_start(os.getpid()),
+            process_start=self._process_start,
             server=self.server,
             volunteer=self.identity.fingerprint,
             home=str(self.home),
@@ -634,9 +636,8 @@ class HttpVolunteer:
             )
         except ClientError as e:
             self._forget(task)
-            self._say(
-                slot, f"{'result of ' if task.kind == 'compute' else ''}{task.label} refused: {e}"
-            )
+            what = f"result of {task.label}" if task.kind == "compute" else task.label
+            self._say(slot, f"{what} refused: {e}")
             self._changed()
             return
         self._forget(task)
@@ -651,6 +652,10 @@ class HttpVolunteer:
             self._say(slot, f"spot check {task.ident}: {r.status_code}")
         if more > 0 and lane is not None:
             self._after_pull(self._take(list(body.get("tasks") or []), lane.det_class), asked=True)
+        else:
+            # a slot is free and nothing was asked for it: ask at once (the result just
+            # returned may have made the next generation's WU)
+            self._next_pull = 0.0
         self._changed()
 
     def _give_back(self, slot: _Slot | None, task: _Task, reason: str) -> None:
@@ -721,7 +726,8 @@ class HttpVolunteer:
                 clean = True
             finally:
                 pool.close(now=not clean)
-                self._refresh_credit(force=True)
+                if clean:  # not after a second Ctrl-C or a fault: that stops at once
+                    self._refresh_credit(force=True)
                 with contextlib.suppress(FoldnetError):
                     self._changed(running=False)
         return ClientStats(
@@ -739,6 +745,9 @@ class HttpVolunteer:
             self._dispatch(pool)
             busy = any(s.task is not None for s in self._slots)
             done = max_tasks is not None and self._started >= max_tasks and not self._pending
+            if stop.requested and not self._said_stopping:
+                self._said_stopping = True
+                self._changed()
             if stop.requested or done:
                 if not busy:
                     return
