@@ -23,8 +23,9 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -54,6 +55,8 @@ CPU = "CPU"
 #: told to sum forces on in a fixed order (``DeterministicForces``), and replicas of a WU
 #: are compared bit for bit. OpenCL has no such switch.
 GPU_PLATFORMS = ("CUDA",)
+#: What stops a worker; its slots ignore them (the worker tells them when to stop).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 #: Deaths of one slot's process (crashes, out of memory) before the worker gives up.
 MAX_RESPAWNS = 3
 
@@ -203,7 +206,8 @@ class ProcessPool:
             args=(spec, self._key_path, theirs, os.getpid()),
             name=f"foldnet-slot-{spec.name}",
         )
-        process.start()
+        with _ignoring_stop_signals():
+            process.start()
         theirs.close()  # ours then reads EOF when the child is gone
         self._children[spec.index] = _Child(spec, process, ours)
 
@@ -324,6 +328,23 @@ def _classes(name: str, event: Described | Failed) -> dict[str, str]:
     return dict(event.classes)
 
 
+@contextlib.contextmanager
+def _ignoring_stop_signals() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM while a slot's process is started: it inherits them ignored
+    (an ignored signal stays ignored across exec, and Python then installs no handler), so a
+    Ctrl-C while it imports its modules cannot end it with a traceback. Only the main thread
+    may change handlers; elsewhere the caller's handlers are left as they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 # -- inside a slot's process ------------------------------------------------------------------
 
 
@@ -339,8 +360,8 @@ def _die_with_parent(parent: int) -> None:
 def child_main(spec: SlotSpec, key_path: str, conn: Connection, parent: int) -> None:
     """A slot's process: load the key and engines, say Ready, then serve jobs until told to
     stop (None) or the parent is gone. Errors are one line on stderr, never a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in _STOP_SIGNALS:  # inherited ignored already (see _ignoring_stop_signals)
+        signal.signal(signum, signal.SIG_IGN)
     _die_with_parent(parent)
     try:
         identity = Identity.load_or_create(key_path)
