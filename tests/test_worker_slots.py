@@ -1,6 +1,7 @@
 """``foldnet worker run URL --cpus N``: one key, N slots each computing its own WU in a process
-of its own, against a real service on loopback; killed and resumed per slot, stopped with
-SIGTERM after the WUs in flight; ``foldnet worker status``; ``--gpu`` and refused classes."""
+of its own, against a real service on loopback; killed and resumed per slot (the worker, or
+one slot's process), stopped with SIGTERM after the WUs in flight; ``foldnet worker
+status``; ``--gpu`` and refused classes."""
 
 from __future__ import annotations
 
@@ -126,6 +127,13 @@ def test_two_slots_compute_two_wus_at_once_resume_per_slot_and_finish_on_sigterm
                 lambda lines: sum("resuming after segment" in line for line in lines) == 2,
                 "both WUs resumed",
             )
+            # a slot's process that dies is replaced, and its WU resumed there
+            os.kill(read_status(home).slots[0].pid, signal.SIGKILL)  # type: ignore[union-attr]
+            again.wait_for(
+                lambda lines: sum("resuming after segment" in line for line in lines) == 3,
+                "the WU of the dead slot resumed",
+            )
+            assert "cpu0: the slot's process died (exit code -9)" in again.text
             assert len(_in_flight(s, me)) == 2  # still in flight when the stop comes
             again.proc.send_signal(signal.SIGTERM)  # first signal: finish both, then stop
             out = again.finish()

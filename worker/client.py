@@ -553,7 +553,9 @@ class HttpVolunteer:
 
     def _after_pull(self, got: int, asked: bool) -> None:
         """Back off (doubling, with jitter) after a round that brought nothing."""
-        if got > 0 or not asked:
+        if not asked:
+            return
+        if got > 0:
             self._idle_s = 1.0
             self._next_pull = 0.0
             return
@@ -760,5 +762,7 @@ class HttpVolunteer:
                 self._dispatch(pool)
             self._refresh_credit()
             busy = any(s.task is not None for s in self._slots)
-            wait = 0.5 if busy else max(0.0, min(0.5, self._next_pull - time.monotonic()))
+            # a free slot waits for the next pull, a busy one for its slot's next event; never
+            # less than a moment (a slot being restarted asks for nothing until it is ready)
+            wait = 0.5 if busy else min(0.5, max(0.05, self._next_pull - time.monotonic()))
             pool.pump(wait, self._handle)

@@ -91,7 +91,7 @@ def render_status(console: Console, home: Path, status: WorkerStatus | None) -> 
     console.print(head, highlight=False)
     if alive:
         table = Table()
-        for column in ("slot", "platform", "state", "WU", "progress"):
+        for column in ("slot", "pid", "platform", "state", "WU", "progress"):
             table.add_column(column)
         for slot in status.slots:
             progress = (
@@ -99,7 +99,9 @@ def render_status(console: Console, home: Path, status: WorkerStatus | None) -> 
                 if slot.segments
                 else ""
             )
-            table.add_row(slot.name, slot.platform, slot.state, _what(slot) or slot.note, progress)
+            pid = str(slot.pid) if slot.pid else ""
+            what = _what(slot) or slot.note
+            table.add_row(slot.name, pid, slot.platform, slot.state, what, progress)
         console.print(table)
     validated = "unknown" if status.validated is None else f"{status.validated:,}"
     credit = "unknown" if status.credit is None else f"{status.credit:,}"
