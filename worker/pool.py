@@ -40,6 +40,7 @@ from worker.slot import (
     Emit,
     Event,
     Failed,
+    Finished,
     Job,
     Ready,
     SystemCache,
@@ -57,7 +58,7 @@ CPU = "CPU"
 GPU_PLATFORMS = ("CUDA",)
 #: What stops a worker; its slots ignore them (the worker tells them when to stop).
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-#: Deaths of one slot's process (crashes, out of memory) before the worker gives up.
+#: Deaths in a row of one slot's process (crashes, out of memory) before the worker gives up.
 MAX_RESPAWNS = 3
 
 
@@ -282,6 +283,8 @@ class ProcessPool:
                 event: Event = child.conn.recv()
                 if isinstance(event, Ready):
                     child.ready = True
+                elif isinstance(event, Finished):
+                    self._deaths[child.spec.index] = 0  # it works: only deaths in a row count
                 handle(event)
         except (EOFError, OSError):
             return True
