@@ -88,51 +88,77 @@ def leave() -> None:
 
 @app.command("run")
 def run_cmd(
-    server: Annotated[str, typer.Option(help="The coordinator's URL, e.g. http://host:8000.")],
+    url: Annotated[
+        str | None, typer.Argument(help="The coordinator's URL, e.g. http://host:8000.")
+    ] = None,
+    server: Annotated[str | None, typer.Option(help="The coordinator's URL (as URL).")] = None,
     key: Annotated[
         Path | None, typer.Option(help="Volunteer key file (made on first use).")
     ] = None,
     home: Annotated[
-        Path | None, typer.Option(help="Saved work and caches (default $FOLDNET_HOME).")
+        Path | None, typer.Option(help="Saved work, caches, status (default $FOLDNET_HOME).")
     ] = None,
     engine: Annotated[
         list[str] | None, typer.Option(help="Engines to run: go, openmm (repeatable).")
     ] = None,
-    slots: Annotated[int, typer.Option(help="Work units to pull at once.")] = 1,
+    cpus: Annotated[
+        int, typer.Option(help="CPU slots: WUs computed at once, one process each.")
+    ] = 1,
+    gpu: Annotated[
+        bool, typer.Option("--gpu", help="One more slot: openmm WUs on OpenMM's CUDA platform.")
+    ] = False,
     name: Annotated[str, typer.Option(help="A public name for this volunteer.")] = "",
     max_tasks: Annotated[int | None, typer.Option(help="Stop after this many work units.")] = None,
     exit_when_idle: Annotated[
         bool, typer.Option(help="Stop when the server has no work, instead of waiting.")
     ] = False,
 ) -> None:
-    """Compute work units for a coordinator over HTTP (Ctrl-C: stop after this one)."""
+    """Compute work units for a coordinator over HTTP (Ctrl-C: finish those in flight, stop)."""
     from worker.client import HttpVolunteer, StopFlag, default_home, install_signal_handlers
+    from worker.display import SlotBars
+    from worker.pool import SlotPlan, gpu_platform
 
+    if (url is None) == (server is None) or url == "" or server == "":
+        raise SetupError("give the coordinator's URL once: foldnet worker run URL")
+    target = str(url or server)
     engines = tuple(engine or ["go", "openmm"])
     for e in engines:
         if e not in ("go", "openmm"):
             raise SetupError(f"--engine must be go or openmm, got {e!r}")
-    if not 1 <= slots <= 8:
-        raise SetupError(f"--slots must be between 1 and 8, got {slots}")
+    accelerator = None
+    if gpu:
+        from sims.allatom.engine import available_platforms
+
+        accelerator = gpu_platform(available_platforms())
+    plan = SlotPlan(cpus=cpus, accelerator=accelerator)
+    plan.specs(engines)  # refuse a plan that cannot work before anything starts
+    bars = SlotBars(console)
 
     def say(message: str) -> None:
         console.print(message, highlight=False)
 
     client = HttpVolunteer(
-        server,
+        target,
         home=(home or default_home()).expanduser(),
         key_path=(key or default_key_path()).expanduser(),
         engines=engines,
-        slots=slots,
+        slots=plan,
         name=name,
         report=say,
+        on_status=bars.update,
     )
     stop = StopFlag()
-    install_signal_handlers(stop, say)
-    say(f"volunteer [bold]{client.identity.fingerprint}[/] computing for {server}")
+    install_signal_handlers(stop, say, slots=len(client.specs))
+    say(f"volunteer [bold]{client.identity.fingerprint}[/] computing for {target}")
     say(f"public key {client.identity.public_key.hex()} (an operator trusts it with --trust)")
+    say(
+        f"{len(client.specs)} slot(s): "
+        + ", ".join(f"{s.name} ({s.platform}: {', '.join(s.engines)})" for s in client.specs)
+        + f"; status: foldnet worker status --home {client.home}"
+    )
     try:
-        stats = client.run(stop, max_tasks=max_tasks, exit_when_idle=exit_when_idle)
+        with bars:
+            stats = client.run(stop, max_tasks=max_tasks, exit_when_idle=exit_when_idle)
     finally:
         client.close()
     say(
@@ -140,3 +166,19 @@ def run_cmd(
         f"{stats.spot_checks} spot checks; credit in the ledger: "
         + ("unknown" if stats.credit is None else f"{stats.credit:,}")
     )
+
+
+@app.command("status")
+def status_cmd(
+    home: Annotated[
+        Path | None,
+        typer.Option(help="The worker's home (default $FOLDNET_HOME, else ~/.foldnet)."),
+    ] = None,
+) -> None:
+    """What the worker running from a home is doing: its slots, WUs, credit."""
+    from worker.client import default_home
+    from worker.display import render_status
+    from worker.status import read_status
+
+    where = (home or default_home()).expanduser()
+    render_status(console, where, read_status(where))

@@ -1,23 +1,29 @@
-"""``foldnet worker run --server URL``: a volunteer on the open internet, over HTTP.
+"""``foldnet worker run URL``: a volunteer on the open internet, over HTTP.
 
-The loop: register the key, pull work, compute it with the same code the Ray actor runs
-(:class:`worker.ray_actor.VolunteerWorker` and :func:`worker.tasks.compute`), upload the
-signed result, repeat; back off (with jitter) when there is no work or the server is busy.
+The loop: register the key, learn the determinism class of each engine on each kind of slot,
+pull as many tasks as there are free slots, hand each to a slot (:mod:`worker.pool`: one
+process per slot, or one slot in this process), upload each signed result as its slot
+finishes (pulling the next task in the same round trip, ``?next=N``), repeat; back off (with
+jitter) when there is no work or the server is busy. One key, one HTTP session, one
+registration: the slots are this volunteer's hands, not volunteers of their own.
 
-Resume: every pulled task and, after each finished segment, the run so far (boundary states,
-frames, observables and the boundary digests) are written atomically under
-``$FOLDNET_HOME/work``. A client killed mid-WU continues from its last segment on restart,
-and the result is bit-identical to an uninterrupted run (each segment depends only on its
-starting boundary state and its own seed).
+Resume: every task given to a slot is written under ``$FOLDNET_HOME/work`` with the class
+it was pulled in, and the slot saves the run so far after each finished segment
+(:mod:`worker.progress`). A worker killed mid-WU continues each WU from its last segment
+on restart, whatever number of slots it then has, and the result is bit-identical to an
+uninterrupted run (each segment depends only on its starting boundary state and its seed).
 
-Stopping: the first Ctrl-C (SIGINT or SIGTERM) finishes the current WU, uploads it and
-stops; a second one stops at once (the saved progress is resumed next time).
+Stopping: the first Ctrl-C (SIGINT or SIGTERM) lets every slot finish its WU, uploads them
+and stops, pulling nothing new; a second one stops at once (the saved progress is resumed
+next time).
+
+Status: ``$FOLDNET_HOME/worker-status.json`` (:mod:`worker.status`) says what each slot is
+doing, for ``foldnet worker status``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import random
@@ -25,42 +31,47 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
-import numpy as np
 
 from foldnet.errors import ClientError, FoldnetError
 from foldnet.files import atomic_write
 from foldnet.httpclient import HttpClient, RetryPolicy
 from ledger.credit import credit_v1
-from sims.engine import PartialRun
-from sims.errors import SimsError
-from sims.state import State
-from worker.errors import SetupError, WireError
+from worker.errors import WireError
 from worker.identity import default_key_path
+from worker.pool import CPU, InlinePool, ProcessPool, SlotPlan, SlotSpec
 from worker.ray_actor import VolunteerWorker
-from worker.systems import (
-    SystemDefinition,
-    decode_system,
-    engine_name,
-    particle_count,
-    system_digest,
+from worker.slot import (
+    Died,
+    Event,
+    Failed,
+    Finished,
+    Job,
+    Note,
+    Ready,
+    SegmentDone,
+    Started,
 )
-from worker.tasks import ComputeTask, SpotCheckTask, compute, spot_check
-from worker.wire import (
-    RESULT_CONTENT_TYPE,
-    decode_task,
-    encode_result,
-    encode_spot_check,
-    sign_headers,
-    task_header,
-)
+from worker.status import SlotStatus, WorkerStatus, home_lock, process_start, write_status
+from worker.systems import decode_system, system_digest
+from worker.wire import get_hex, get_int, get_object, get_str, sign_headers, task_header
 
 Report = Callable[[str], None]
+OnStatus = Callable[[WorkerStatus], None]
+
+#: Seconds between credit look-ups (``/v1/volunteers/me``) while running.
+CREDIT_EVERY_S = 30.0
+#: Seconds between status-file writes for segment progress (state changes write at once).
+STATUS_EVERY_S = 1.0
+#: Times a WU may take its slot's process down before it is given back.
+MAX_CRASHES = 2
+#: Tasks asked for in one pull: the service's default limit (``ServiceConfig.max_slots``).
+MAX_PULL = 8
 
 
 def default_home() -> Path:
@@ -68,7 +79,7 @@ def default_home() -> Path:
 
 
 class StopFlag:
-    """Set by the first Ctrl-C: finish the current WU, then stop."""
+    """Set by the first Ctrl-C: finish the WUs in flight, then stop."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -84,14 +95,16 @@ class StopFlag:
         return self._event.wait(seconds)
 
 
-def install_signal_handlers(stop: StopFlag, report: Report) -> None:
-    """First SIGINT/SIGTERM: stop after this WU. Second: stop now (KeyboardInterrupt)."""
+def install_signal_handlers(stop: StopFlag, report: Report, *, slots: int = 1) -> None:
+    """First SIGINT/SIGTERM: stop after the WUs in flight. Second: stop now
+    (KeyboardInterrupt)."""
+    what = "the current work unit" + ("s" if slots > 1 else "")
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         if stop.requested:
             raise KeyboardInterrupt
         stop.set()
-        report("stopping after the current work unit (Ctrl-C again to stop now)")
+        report(f"stopping after {what} (Ctrl-C again to stop now)")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -106,8 +119,94 @@ class ClientStats:
     credit: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """Work of one engine for one kind of slot, pulled in one determinism class."""
+
+    kind: str  # "cpu" or "gpu"
+    engine: str
+    det_class: str
+
+
+@dataclass(slots=True, kw_only=True)
+class _Task:
+    """A pulled task as the volunteer's process sees it (the slot decodes it fully)."""
+
+    doc: dict[str, Any]
+    kind: str  # "compute" or "spot_check"
+    ident: int  # the replica, or the check
+    wu: str
+    engine: str
+    system: str
+    steps: int
+    segments: int
+    det_class: str
+    crashes: int = 0
+
+    @classmethod
+    def of(cls, doc: object, det_class: str) -> _Task:
+        kind, system = task_header(doc)
+        assert isinstance(doc, dict)
+        spec = get_object(doc, "spec")
+        steps = get_int(spec, "steps", 1, 10**9)
+        compute = kind == "compute"
+        return cls(
+            doc=doc,
+            kind=kind,
+            ident=get_int(doc, "replica" if compute else "check", 1, 2**62),
+            wu=get_hex(doc, "wu_id", 32).hex(),
+            engine=get_str(doc, "engine", 64),
+            system=system,
+            steps=steps,
+            segments=(
+                steps // get_int(spec, "segment_steps", 1, 10**9)
+                if compute
+                else len(doc.get("segments") or ())
+            ),
+            det_class=det_class,
+        )
+
+    @property
+    def label(self) -> str:
+        return f"replica {self.ident}" if self.kind == "compute" else f"spot check {self.ident}"
+
+    def estimate(self) -> int | None:
+        """The WU's credit before any bonus, from the price the server sent with it."""
+        try:
+            price = get_object(self.doc, "price")
+            return credit_v1(
+                engine=self.engine,
+                n_particles=get_int(price, "n_particles", 0, 2**32 - 1),
+                steps=self.steps,
+                deadline_s=0,
+                issued_at_ms=0,
+                validated_at_ms=0,
+            )
+        except FoldnetError:
+            return None
+
+
+@dataclass(slots=True)
+class _Slot:
+    spec: SlotSpec
+    state: str = "starting"
+    pid: int = 0
+    task: _Task | None = None
+    done: int = 0
+    note: str = ""
+    lanes: dict[str, Lane] = field(default_factory=dict)  # engine -> lane
+
+    @property
+    def free(self) -> bool:
+        return self.state == "idle"
+
+
 class HttpVolunteer:
-    """One volunteer talking to one coordinator over HTTP."""
+    """One volunteer talking to one coordinator over HTTP, computing in one or more slots.
+
+    ``slots=None`` computes in this process, one WU at a time (tests, embedding);
+    ``SlotPlan(cpus=N, accelerator=...)`` runs one process per slot (the command line).
+    """
 
     def __init__(
         self,
@@ -116,9 +215,10 @@ class HttpVolunteer:
         home: Path | None = None,
         key_path: Path | None = None,
         engines: tuple[str, ...] = ("go",),
-        slots: int = 1,
+        slots: SlotPlan | None = None,
         name: str = "",
         report: Report | None = None,
+        on_status: OnStatus | None = None,
         max_backoff_s: float = 60.0,
         timeout_s: float = 120.0,
         transport: httpx.BaseTransport | None = None,
@@ -128,13 +228,19 @@ class HttpVolunteer:
         self.home = home or default_home()
         self.work_dir = self.home / "work"
         self.systems_dir = self.home / "systems"
-        key = key_path or default_key_path()
-        self.worker = VolunteerWorker(key_path=str(key))
+        self.key_path = key_path or default_key_path()
+        self.worker = VolunteerWorker(key_path=str(self.key_path))
         self.identity = self.worker.identity
         self.engines = engines
-        self.slots = slots
+        self.plan = slots
+        self.specs: tuple[SlotSpec, ...] = (
+            slots.specs(engines)
+            if slots is not None
+            else (SlotSpec(index=0, platform=CPU, engines=engines),)
+        )
         self.name = name
         self.report: Report = report or (lambda _m: None)
+        self.on_status = on_status
         self.max_backoff_s = max_backoff_s
         self.http = HttpClient(
             self.server,
@@ -144,9 +250,26 @@ class HttpVolunteer:
             sleep=sleep,
             report=self.report,
         )
-        self._systems: dict[str, SystemDefinition] = {}
-        self._classes: dict[str, str] = {}
+        self._verified: set[str] = set()  # system digests checked this run
+        self._slots = [_Slot(s) for s in self.specs]
+        self._pending: list[_Task] = []
+        self._lanes: list[Lane] = []  # in the volunteer's order of engines
+        self._max_tasks: int | None = None
+        self._last_lane: Lane | None = None  # the class ?next=N pulls in (the server's view)
+        self._refused: dict[tuple[str, str], str] = {}  # (kind, engine) -> why
+        self._started = 0
+        self._idle_s = 1.0
+        self._next_pull = 0.0
+        self._stop: StopFlag | None = None
+        self._status_at = 0.0
+        self._credit_at = 0.0
+        self._credit_wall: float | None = None
+        self._began = time.time()
+        self._process_start = process_start(os.getpid())
+        self._said_stopping = False
         self.computed = self.uploaded = self.accepted = self.spot_checks = 0
+        self.credit: int | None = None
+        self.validated: int | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -177,33 +300,35 @@ class HttpVolunteer:
         result: dict[str, Any] = self._json("GET", "/v1/volunteers/me")
         return result
 
-    # -- systems and classes ---------------------------------------------------------------
+    def _refresh_credit(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._credit_at < CREDIT_EVERY_S:
+            return
+        self._credit_at = now
+        with contextlib.suppress(FoldnetError, KeyError, ValueError, TypeError):
+            me = self.me()
+            self.credit = int(me["credit"])
+            self.validated = int(me["results_validated"])
+            self._credit_wall = time.time()
 
-    def _system(self, digest: str) -> SystemDefinition:
-        system = self._systems.get(digest)
-        if system is not None:
-            return system
+    # -- systems ---------------------------------------------------------------------------
+
+    def _system_path(self, digest: str) -> Path:
+        """The system's file in the cache, checked against its digest once per run (a slot
+        reads it from there)."""
         cached = self.systems_dir / f"{digest}.npz"
-        if cached.is_file():
-            data = cached.read_bytes()
-        else:
-            data = self._request("GET", f"/v1/systems/{digest}").content
-        system = decode_system(data)
-        if system_digest(system).hex() != digest:
+        if digest in self._verified:
+            return cached
+        fresh = not cached.is_file()
+        data = (
+            self._request("GET", f"/v1/systems/{digest}").content if fresh else cached.read_bytes()
+        )
+        if system_digest(decode_system(data)).hex() != digest:
             raise WireError(f"system {digest[:16]} does not match its digest")
-        if not cached.is_file():
+        if fresh:
             atomic_write(cached, data)
-        self._systems[digest] = system
-        return system
-
-    def det_class(self, engine: str) -> str:
-        """The determinism class this machine computes ``engine`` WUs in."""
-        if engine not in self._classes:
-            system = next((s for s in self._systems.values() if engine_name(s) == engine), None)
-            if system is None:
-                system = _reference_system(engine)
-            self._classes[engine] = self.worker.determinism_class(system)
-        return self._classes[engine]
+        self._verified.add(digest)
+        return cached
 
     # -- saved work ------------------------------------------------------------------------
 
@@ -213,11 +338,13 @@ class HttpVolunteer:
     def _progress_path(self, replica: int) -> Path:
         return self.work_dir / f"{replica}.progress.npz"
 
-    def _forget(self, replica: int) -> None:
-        self._task_path(replica).unlink(missing_ok=True)
-        self._progress_path(replica).unlink(missing_ok=True)
+    def _forget(self, task: _Task) -> None:
+        if task.kind == "compute":
+            self._task_path(task.ident).unlink(missing_ok=True)
+            self._progress_path(task.ident).unlink(missing_ok=True)
 
     def saved_tasks(self) -> list[dict[str, Any]]:
+        """Tasks of this key that a previous run began and did not upload."""
         if not self.work_dir.is_dir():
             return []
         out = []
@@ -230,163 +357,350 @@ class HttpVolunteer:
                 p.unlink(missing_ok=True)
         return out
 
-    # -- one task --------------------------------------------------------------------------
+    # -- slots and lanes -------------------------------------------------------------------
 
-    def run_task(self, doc: dict[str, Any], pull_next: int = 0) -> list[dict[str, Any]]:
-        """Compute and upload one task; returns the tasks pulled with the upload
-        (``pull_next`` of them at most: one round trip returns a result and fetches work)."""
-        query = f"?next={pull_next}" if pull_next > 0 else ""
-        kind, digest = task_header(doc)
-        system = self._system(digest)
-        task = decode_task(doc, system)
-        if isinstance(task, SpotCheckTask):
-            checked = spot_check(task, engines=self.worker.engines, identity=self.identity)
+    def _say(self, slot: _Slot | None, message: str) -> None:
+        prefix = f"{slot.spec.name}: " if slot is not None and len(self._slots) > 1 else ""
+        self.report(prefix + message)
+
+    def _describe(self, pool: InlinePool | ProcessPool) -> None:
+        """The class of each engine on each kind of slot, asked of one slot of that kind."""
+        by_kind: dict[str, dict[str, Lane]] = {}
+        for slot in self._slots:
+            kind = slot.spec.kind
+            if kind not in by_kind:
+                classes = pool.describe(slot.spec.index, slot.spec.engines)
+                by_kind[kind] = {e: Lane(kind, e, c) for e, c in classes.items()}
+            slot.lanes = by_kind[kind]
+            slot.state = "idle"
+            slot.pid = pool.pid(slot.spec.index)
+        self._lanes = [lanes[e] for e in self.engines for lanes in by_kind.values() if e in lanes]
+
+    def _lane_kind(self, det_class: str) -> str | None:
+        return next((la.kind for la in self._lanes if la.det_class == det_class), None)
+
+    def _takes(self, slot: _Slot, task: _Task) -> bool:
+        lane = slot.lanes.get(task.engine)
+        return slot.free and lane is not None and lane.det_class == task.det_class
+
+    def _room(self, kind: str) -> int:
+        """Free slots of ``kind`` that no pending task is waiting for."""
+        free = sum(1 for s in self._slots if s.spec.kind == kind and s.free)
+        waiting = sum(1 for t in self._pending if self._lane_kind(t.det_class) == kind)
+        return max(0, free - waiting)
+
+    def _wanted(self, kind: str, max_tasks: int | None) -> int:
+        if self._stop is not None and self._stop.requested:
+            return 0
+        room = self._room(kind)
+        if max_tasks is not None:
+            room = min(room, max_tasks - self._started - len(self._pending))
+        return max(0, room)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self, *, running: bool = True) -> WorkerStatus:
+        slots = []
+        for s in self._slots:
+            t = s.task
+            state = s.state if running else "stopped"
+            slots.append(
+                SlotStatus(
+                    name=s.spec.name,
+                    platform=s.spec.platform,
+                    state=state,
+                    pid=s.pid,
+                    engine=t.engine if t else "",
+                    wu=t.wu if t else "",
+                    task=t.label if t else "",
+                    segments_done=s.done if t else 0,
+                    segments=t.segments if t else 0,
+                    note=s.note,
+                )
+            )
+        return WorkerStatus(
+            pid=os.getpid(),
+            process_start=self._process_start,
+            server=self.server,
+            volunteer=self.identity.fingerprint,
+            home=str(self.home),
+            started_at=self._began,
+            updated_at=time.time(),
+            running=running,
+            stopping=bool(self._stop and self._stop.requested),
+            slots=tuple(slots),
+            computed=self.computed,
+            returned=self.uploaded,
+            accepted=self.accepted,
+            spot_checks=self.spot_checks,
+            validated=self.validated,
+            credit=self.credit,
+            credit_at=self._credit_wall,
+        )
+
+    def _changed(self, *, now: bool = True, running: bool = True) -> None:
+        """Tell the display, and rewrite the status file (``now``, or at most once a
+        second for progress within a WU)."""
+        if not now and time.monotonic() - self._status_at < STATUS_EVERY_S:
+            if self.on_status is not None:
+                self.on_status(self.status())
+            return
+        self._status_at = time.monotonic()
+        status = self.status(running=running)
+        write_status(self.home, status)
+        if self.on_status is not None:
+            self.on_status(status)
+
+    # -- handing out work ------------------------------------------------------------------
+
+    def _dispatch(self, pool: InlinePool | ProcessPool) -> None:
+        """Give pending tasks to free slots that compute in their class."""
+        if self._stop is not None and self._stop.requested:
+            return
+        for task in list(self._pending):
+            slot = next((s for s in self._slots if self._takes(s, task)), None)
+            if slot is None:
+                if self._lane_kind(task.det_class) is None:
+                    self._pending.remove(task)
+                    self._give_back(
+                        None,
+                        task,
+                        "this worker no longer computes in the class it was pulled in (it was "
+                        "restarted with other slots)",
+                    )
+                continue
+            self._pending.remove(task)
+            self._start(pool, slot, task)
+
+    def _start(self, pool: InlinePool | ProcessPool, slot: _Slot, task: _Task) -> None:
+        path = self._system_path(task.system)
+        progress = ""
+        if task.kind == "compute":
+            if not self._task_path(task.ident).is_file():
+                saved = {
+                    **task.doc,
+                    "volunteer": self.identity.public_key.hex(),
+                    "det_class": task.det_class,
+                }
+                atomic_write(self._task_path(task.ident), json.dumps(saved).encode())
+            progress = str(self._progress_path(task.ident))
+        slot.task, slot.done, slot.note = task, 0, ""
+        slot.state = "computing" if task.kind == "compute" else "checking"
+        self._started += 1
+        pool.submit(
+            slot.spec.index,
+            Job(
+                doc=task.doc,
+                system_path=str(path),
+                det_class=task.det_class,
+                progress_path=progress,
+            ),
+        )
+        self._changed()
+
+    def _take(self, docs: list[Any], det_class: str) -> int:
+        """Tasks the server sent (pulled in ``det_class``), queued for the slots."""
+        for doc in docs:
             try:
-                r = self._request(
-                    "POST",
-                    f"/v1/checks/{task.check}{query}",
-                    json.dumps(encode_spot_check(checked)).encode(),
-                    content_type="application/json",
+                self._pending.append(_Task.of(doc, det_class))
+            except WireError as e:
+                self.report(f"a task from the server was unreadable and was dropped: {e}")
+        return len(docs)
+
+    def _pull(self, max_tasks: int | None) -> int:
+        """Ask for work for every kind of free slot, engine by engine; the tasks got."""
+        got = 0
+        for lane in self._lanes:
+            if (lane.kind, lane.engine) in self._refused:
+                continue
+            want = self._wanted(lane.kind, max_tasks)
+            if want <= 0:
+                continue
+            try:
+                body = self._json(
+                    "POST", "/v1/work", {"det_class": lane.det_class, "slots": min(want, MAX_PULL)}
                 )
             except ClientError as e:
-                self.report(f"spot check {task.check} refused: {e}")
-                return []
-            self.spot_checks += 1
-            self.report(f"spot check {task.check}: {r.status_code}")
-            return list(r.json().get("tasks", []))
-        assert isinstance(task, ComputeTask) and kind == "compute"
-        if not self._task_path(task.replica).is_file():
-            doc = {**doc, "volunteer": self.identity.public_key.hex()}
-            atomic_write(self._task_path(task.replica), json.dumps(doc).encode())
-        resume = self._load_progress(task)
-        n = task.spec.n_segments
-        t0 = time.perf_counter()
-        first = resume.segments_done if resume else 0
-        estimate = credit_v1(
-            engine=engine_name(system),
-            n_particles=particle_count(system),
-            steps=task.spec.steps,
-            deadline_s=0,
-            issued_at_ms=0,
-            validated_at_ms=0,
-        )
+                if e.code != "unknown_class":
+                    raise
+                self._refuse(lane, e)
+                continue
+            self._last_lane = lane
+            got += self._take(list(body.get("tasks") or []), lane.det_class)
+            retry = body.get("retry_after_s")
+            if isinstance(retry, int | float):
+                self._idle_s = max(self._idle_s, float(retry))
+        return got
+
+    def _refuse(self, lane: Lane, e: ClientError) -> None:
+        """The server does not accept ``lane``'s class: its slots stay idle (and say why)
+        while the others work; with no lane left, the refusal ends the run."""
+        self._refused[(lane.kind, lane.engine)] = str(e)
+        kind = "GPU" if lane.kind == "gpu" else "CPU"
         self.report(
-            f"WU {task.wu_id.hex()[:12]} (replica {task.replica}): {task.spec.steps:,} steps in "
-            f"{n} segments"
-            + (f", resuming after segment {first}" if first else "")
-            + f"; estimated credit {estimate:,}+"
+            f"the coordinator refuses this machine's {kind} class for {lane.engine} WUs: "
+            f"{e.detail}\n  the class, for its operator's classes.json: {lane.det_class}"
+        )
+        for slot in self._slots:
+            if slot.spec.kind == lane.kind and all(
+                (lane.kind, eng) in self._refused for eng in slot.lanes
+            ):
+                slot.state, slot.note = "refused", f"class not accepted for {', '.join(slot.lanes)}"
+        live = [la for la in self._lanes if (la.kind, la.engine) not in self._refused]
+        if not live:
+            raise e
+        self._changed()
+
+    def _after_pull(self, got: int, asked: bool) -> None:
+        """Back off (doubling, with jitter) after a round that brought nothing."""
+        if not asked:
+            return
+        if got > 0:
+            self._idle_s = 1.0
+            self._next_pull = 0.0
+            return
+        wait = min(self.max_backoff_s, self._idle_s)
+        wait *= 0.75 + 0.5 * random.random()
+        self._next_pull = time.monotonic() + wait
+        self._idle_s = min(self.max_backoff_s, self._idle_s * 2)
+        free = sum(1 for s in self._slots if s.free)
+        self.report(
+            ("no work" if len(self._slots) == 1 else f"no work for {free} free slot(s)")
+            + f"; next try in {wait:.0f} s"
         )
 
-        def saved(p: PartialRun) -> None:
-            self._save_progress(task, p)
-            done = p.segments_done - first
-            rate = (time.perf_counter() - t0) / max(1, done)
-            self.report(
-                f"  segment {p.segments_done}/{n} done; about {rate * (n - p.segments_done):.0f} s"
-                " left"
-            )
+    # -- what the slots say ----------------------------------------------------------------
 
-        try:
-            result = compute(
-                task,
-                engines=self.worker.engines,
-                identity=self.identity,
-                resume=resume,
-                on_segment=saved,
+    def _handle(self, event: Event) -> None:
+        slot = self._slots[event.slot]
+        if isinstance(event, Ready):
+            slot.pid = event.pid
+            if slot.state == "starting":
+                slot.state = "idle"
+                self._changed()
+        elif isinstance(event, Started):
+            self._on_started(slot, event)
+        elif isinstance(event, SegmentDone):
+            slot.done = event.done
+            self._say(
+                slot,
+                f"  segment {event.done}/{event.total} done; about {event.seconds_left:.0f} s left",
             )
-        except SimsError as e:
-            self._json("POST", f"/v1/results/{task.replica}/failure", {"reason": str(e)[:500]})
-            self._forget(task.replica)
-            self.report(f"WU {task.wu_id.hex()[:12]} failed here and was given back: {e}")
-            return []
-        self.computed += 1
+            self._changed(now=False)
+        elif isinstance(event, Note):
+            self._say(slot, event.message)
+        elif isinstance(event, Finished):
+            self._on_finished(slot, event)
+        elif isinstance(event, Failed):
+            task = self._free(slot)
+            if task is not None:
+                self._give_back(slot, task, event.reason)
+        elif isinstance(event, Died):
+            self._on_died(slot, event)
+
+    def _free(self, slot: _Slot) -> _Task | None:
+        task, slot.task, slot.done = slot.task, None, 0
+        if slot.state != "refused":
+            slot.state = "idle"
+        return task
+
+    def _on_started(self, slot: _Slot, event: Started) -> None:
+        task = slot.task
+        if task is None:
+            return
+        slot.done = event.resumed_after
+        estimate = task.estimate()
+        self._say(
+            slot,
+            f"WU {task.wu[:12]} ({task.label}): {task.steps:,} steps in {task.segments} segments"
+            + (f", resuming after segment {event.resumed_after}" if event.resumed_after else "")
+            + (f"; estimated credit {estimate:,}+" if estimate is not None else ""),
+        )
+        self._changed()
+
+    def _on_finished(self, slot: _Slot, event: Finished) -> None:
+        task = slot.task
+        if task is None:
+            return
+        slot.state = "uploading"
+        self._changed()
+        self._free(slot)
+        lane = self._last_lane
+        more = 0
+        if lane is not None and (lane.kind, lane.engine) not in self._refused:
+            more = min(self._wanted(lane.kind, self._max_tasks), MAX_PULL)
+        query = f"?next={more}" if more > 0 else ""
+        if task.kind == "compute":
+            self.computed += 1
         try:
             r = self._request(
-                "POST",
-                f"/v1/results/{task.replica}{query}",
-                encode_result(result),
-                content_type=RESULT_CONTENT_TYPE,
+                "POST", event.path + query, event.body, content_type=event.content_type
             )
         except ClientError as e:
-            self._forget(task.replica)
-            self.report(f"result of replica {task.replica} refused: {e}")
-            return []
-        self._forget(task.replica)
-        self.uploaded += 1
+            self._forget(task)
+            what = f"result of {task.label}" if task.kind == "compute" else task.label
+            self._say(slot, f"{what} refused: {e}")
+            self._changed()
+            return
+        self._forget(task)
         body = r.json()
-        if body.get("accepted"):
-            self.accepted += 1
-        self.report(f"uploaded replica {task.replica}: {body.get('state')}")
-        return list(body.get("tasks", []))
+        if task.kind == "compute":
+            self.uploaded += 1
+            if body.get("accepted"):
+                self.accepted += 1
+            self._say(slot, f"uploaded replica {task.ident}: {body.get('state')}")
+        else:
+            self.spot_checks += 1
+            self._say(slot, f"spot check {task.ident}: {r.status_code}")
+        if more > 0 and lane is not None:
+            self._after_pull(self._take(list(body.get("tasks") or []), lane.det_class), asked=True)
+        else:
+            # a slot is free and nothing was asked for it: ask at once (the result just
+            # returned may have made the next generation's WU)
+            self._next_pull = 0.0
+        self._changed()
 
-    def _save_progress(self, task: ComputeTask, p: PartialRun) -> None:
-        names = sorted(p.rows[0]) if p.rows else []
-        arrays: dict[str, np.ndarray] = {
-            "meta": np.frombuffer(
-                json.dumps(
-                    {
-                        "replica": task.replica,
-                        "wu_id": task.wu_id.hex(),
-                        "segments_done": p.segments_done,
-                        "digests": [b.digest().hex() for b in p.boundaries],
-                        "steps": [b.step for b in p.boundaries],
-                        "wall_time_s": p.wall_time_s,
-                        "observables": names,
-                    }
-                ).encode(),
-                dtype=np.uint8,
-            ),
-            "positions": np.stack([b.positions for b in p.boundaries]),
-            "velocities": np.stack([b.velocities for b in p.boundaries]),
-            "frames": (
-                np.stack(p.frames)
-                if p.frames
-                else np.zeros((0, task.input_state.n_atoms, 3), "<f4")
-            ),
-            "frame_steps": np.asarray(p.frame_steps, dtype=np.int64),
-        }
-        arrays |= {f"obs_{n}": np.array([r[n] for r in p.rows], dtype=np.float64) for n in names}
-        buf = io.BytesIO()
-        np.savez(buf, allow_pickle=False, **arrays)
-        atomic_write(self._progress_path(task.replica), buf.getvalue())
+    def _give_back(self, slot: _Slot | None, task: _Task, reason: str) -> None:
+        if task.kind == "compute":
+            try:
+                self._json("POST", f"/v1/results/{task.ident}/failure", {"reason": reason[:500]})
+            except ClientError as e:
+                self._say(slot, f"giving back {task.label} was refused: {e}")
+            self._say(slot, f"WU {task.wu[:12]} failed here and was given back: {reason}")
+        else:
+            self._say(slot, f"spot check {task.ident} could not be computed here: {reason}")
+        self._forget(task)
+        self._changed()
 
-    def _load_progress(self, task: ComputeTask) -> PartialRun | None:
-        path = self._progress_path(task.replica)
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: np.array(npz[k]) for k in npz.files}
-            meta = json.loads(arrays.pop("meta").tobytes())
-            if meta["wu_id"] != task.wu_id.hex():
-                raise ValueError("progress of another WU")
-            boundaries = tuple(
-                State(positions=arrays["positions"][i], velocities=arrays["velocities"][i], step=s)
-                for i, s in enumerate(meta["steps"])
+    def _on_died(self, slot: _Slot, event: Died) -> None:
+        task = self._free(slot)
+        slot.state = "starting"
+        self._say(slot, f"the slot's process died (exit code {event.exitcode}); starting another")
+        if task is None:
+            return
+        task.crashes += 1
+        if task.crashes >= MAX_CRASHES:
+            self._give_back(
+                slot, task, f"the slot's process died {task.crashes} times computing it"
             )
-            if [b.digest().hex() for b in boundaries] != meta["digests"]:
-                raise ValueError("saved boundary states do not match their digests")
-            frames = tuple(arrays["frames"])
-            rows = tuple(
-                {n: float(arrays[f"obs_{n}"][i]) for n in meta["observables"]}
-                for i in range(len(frames))
-            )
-            return PartialRun(
-                int(meta["segments_done"]),
-                boundaries,
-                frames,
-                tuple(int(s) for s in arrays["frame_steps"]),
-                rows,
-                float(meta["wall_time_s"]),
-            )
-        except (OSError, ValueError, KeyError, SimsError) as e:
-            self.report(
-                f"saved progress of replica {task.replica} is unusable ({e}); restarting it"
-            )
-            path.unlink(missing_ok=True)
-            return None
+        else:
+            self._pending.insert(0, task)  # resumed from its last saved segment
+        self._changed()
 
     # -- the loop --------------------------------------------------------------------------
+
+    def _cpu_class(self, doc: dict[str, Any]) -> str:
+        """The class of a task saved before classes were saved with it: a CPU slot's, the
+        only kind there was."""
+        lane = next(
+            (la for la in self._lanes if la.kind == "cpu" and la.engine == doc.get("engine")), None
+        )
+        return lane.det_class if lane else ""
+
+    def _pool(self, stop: StopFlag) -> InlinePool | ProcessPool:
+        if self.plan is None:
+            return InlinePool(self.specs[0], identity=self.identity, idle=stop.wait)
+        return ProcessPool(self.specs, key_path=str(self.key_path))
 
     def run(
         self,
@@ -396,64 +710,59 @@ class HttpVolunteer:
         exit_when_idle: bool = False,
     ) -> ClientStats:
         """Pull, compute, upload until stopped (or ``max_tasks`` done, or idle if asked)."""
-        stop = stop or StopFlag()
-        self.register()
-        done = 0
-        for doc in self.saved_tasks():  # an interrupted WU first
-            if stop.requested:
-                break
-            self.run_task(doc)
-            done += 1
-        idle = 1.0
-        queue: list[dict[str, Any]] = []
+        self._stop = stop = stop or StopFlag()
+        self._max_tasks = max_tasks
+        with home_lock(self.home):
+            self.register()
+            self._refresh_credit(force=True)
+            self._changed()
+            pool = self._pool(stop)
+            clean = False
+            try:
+                pool.start()
+                self._describe(pool)
+                for doc in self.saved_tasks():  # interrupted WUs first, in their class
+                    self._take([doc], str(doc.get("det_class") or self._cpu_class(doc)))
+                self._changed()
+                self._loop(pool, stop, max_tasks, exit_when_idle)
+                clean = True
+            finally:
+                pool.close(now=not clean)
+                if clean:  # not after a second Ctrl-C or a fault: that stops at once
+                    self._refresh_credit(force=True)
+                with contextlib.suppress(FoldnetError):
+                    self._changed(running=False)
+        return ClientStats(
+            self.computed, self.uploaded, self.accepted, self.spot_checks, self.credit
+        )
 
-        def wanted() -> int:
-            left = self.slots if max_tasks is None else min(self.slots, max_tasks - done)
-            return 0 if stop.requested else max(0, left - len(queue))
-
-        while not stop.requested and (max_tasks is None or done < max_tasks):
-            if not queue:
-                body: dict[str, Any] = {}
-                for engine in self.engines:
-                    body = self._json(
-                        "POST",
-                        "/v1/work",
-                        {"det_class": self.det_class(engine), "slots": wanted()},
-                    )
-                    queue = list(body["tasks"])
-                    if queue:
-                        break
-            if not queue:
-                if exit_when_idle:
-                    break
-                wait = min(self.max_backoff_s, max(idle, float(body.get("retry_after_s") or 1)))
-                self.report(f"no work; next try in {wait:.0f} s")
-                stop.wait(wait * (0.75 + 0.5 * random.random()))
-                idle = min(self.max_backoff_s, idle * 2)
-                continue
-            idle = 1.0
-            doc = queue.pop(0)
-            done += 1
-            # a stop request still finishes (and uploads) what was pulled
-            queue += self.run_task(doc, pull_next=wanted())
-        # Work pulled but not started (only with --slots > 1) is reissued after its
-        # deadline; reporting it as failed would count an error against the WU.
-        credit = None
-        with contextlib.suppress(FoldnetError, KeyError, ValueError, TypeError):
-            credit = int(self.me()["credit"])
-        return ClientStats(self.computed, self.uploaded, self.accepted, self.spot_checks, credit)
-
-
-def _reference_system(engine: str) -> SystemDefinition:
-    """A small system of ``engine`` that ships offline, to learn this machine's class."""
-    from sims.examples import ALANINE_DIPEPTIDE_PDB, VILLIN_PDB
-
-    if engine == "go":
-        from sims.go import GoModel
-
-        return GoModel.from_pdb(VILLIN_PDB)
-    if engine == "openmm":
-        from sims.allatom import AllAtomEngine
-
-        return AllAtomEngine.from_pdb(ALANINE_DIPEPTIDE_PDB).prepared
-    raise SetupError(f"unknown engine {engine!r}: expected go or openmm")
+    def _loop(
+        self,
+        pool: InlinePool | ProcessPool,
+        stop: StopFlag,
+        max_tasks: int | None,
+        exit_when_idle: bool,
+    ) -> None:
+        while True:
+            self._dispatch(pool)
+            busy = any(s.task is not None for s in self._slots)
+            done = max_tasks is not None and self._started >= max_tasks and not self._pending
+            if stop.requested and not self._said_stopping:
+                self._said_stopping = True
+                self._changed()
+            if stop.requested or done:
+                if not busy:
+                    return
+            elif time.monotonic() >= self._next_pull or (exit_when_idle and not busy):
+                asked = any(self._wanted(la.kind, max_tasks) > 0 for la in self._lanes)
+                got = self._pull(max_tasks) if asked else 0
+                if asked and not got and exit_when_idle and not busy and not self._pending:
+                    return
+                self._after_pull(got, asked)
+                self._dispatch(pool)
+            self._refresh_credit()
+            busy = any(s.task is not None for s in self._slots)
+            # a free slot waits for the next pull, a busy one for its slot's next event; never
+            # less than a moment (a slot being restarted asks for nothing until it is ready)
+            wait = 0.5 if busy else min(0.5, max(0.05, self._next_pull - time.monotonic()))
+            pool.pump(wait, self._handle)

@@ -7,6 +7,7 @@
         ├── SetupError                 an option or local setup that cannot be used  BadRequest
         ├── IdentityError              the volunteer key cannot be read or created   BadRequest
         ├── JoinError                  the Ray cluster cannot be joined or left      Unavailable
+        ├── SlotError                  a slot's process cannot start or keeps dying  Internal
         ├── ResultError                a result is malformed, inconsistent            Invalid
         │   └── ResultSignatureError   the signature does not verify
         └── WireError                  data that is not what the HTTP protocol expects  Invalid
@@ -17,7 +18,7 @@ A server's error answer reaches the worker as the :mod:`foldnet.errors` class of
 
 from __future__ import annotations
 
-from foldnet.errors import BadRequest, FoldnetError, Invalid, Unavailable
+from foldnet.errors import BadRequest, FoldnetError, Internal, Invalid, Unavailable
 
 
 class WorkerError(FoldnetError):
@@ -34,6 +35,12 @@ class JoinError(WorkerError, Unavailable):
     """The Ray cluster could not be joined or left; the message has Ray's own words."""
 
     code = "unavailable"
+
+
+class SlotError(WorkerError, Internal):
+    """A slot's process did not start, or died again and again (its error is on stderr)."""
+
+    code = "slot_failed"
 
 
 class IdentityError(WorkerError, BadRequest):
