@@ -6,8 +6,10 @@ run directly with the engine (no network; two processes), written as a results f
 the bundle's own file names and formats (topology PDB, XTC, observables CSV) and analysed by
 ``coordinator.analysis`` exactly as ``foldnet analyze`` does. The folding time (mean first
 passage unfolded -> folded) of the MSM is compared with the one counted directly along the
-same trajectories, frame by frame, with the same macrostates (each frame is folded or
-unfolded by its microstate's mean Q); both with 95% bootstrap intervals over trajectories.
+same trajectories from Q alone (each frame's Q averaged over the MSM's lag, the same two
+thresholds), which shares nothing with the MSM's features or clustering; both with 95%
+bootstrap intervals over trajectories. Also printed: the count with frames labelled by
+their microstate, and with each frame's own Q (which counts brief excursions).
 Ends with one JSON line.
 """
 
@@ -49,6 +51,11 @@ def _run(args: tuple[int, int]) -> tuple[np.ndarray, dict[str, np.ndarray], np.n
     return r.frame_steps, dict(r.observables), r.frames
 
 
+def _labels(q: np.ndarray, params: AnalysisParams) -> np.ndarray:
+    """0 unfolded, 1 folded, -1 in between, by the macrostates' Q thresholds."""
+    return np.where(q <= params.q_unfolded, 0, np.where(q >= params.q_folded, 1, -1))
+
+
 def _interval(values: list[float]) -> list[float] | None:
     return [float(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) >= 2 else None
 
@@ -88,13 +95,25 @@ def main() -> None:
             boot.append(v)
     # for reference: the same thresholds on each frame's own Q (it fluctuates by ~0.1 from
     # frame to frame, so this counts brief excursions as folding events)
-    inst = [
-        np.where(obs["q"] <= params.q_unfolded, 0, np.where(obs["q"] >= params.q_folded, 1, -1))
+    inst = [_labels(obs["q"], params) for _, obs, _ in runs]
+    direct_inst, inst_transitions, _ = direct_mfpt(inst, m.frame_steps)
+    # The direct count that shares nothing with the MSM but the Q thresholds: each frame's Q
+    # averaged over the lag (a window of m.lag frames), unfolded below q_unfolded, folded
+    # above q_folded, the transitions counted along the plain trajectories.
+    window = max(1, m.lag)
+    smooth = [
+        _labels(np.convolve(obs["q"], np.ones(window) / window, mode="valid"), params)
         for _, obs, _ in runs
     ]
-    direct_inst, inst_transitions, _ = direct_mfpt(inst, m.frame_steps)
+    direct_q, q_transitions, _ = direct_mfpt(smooth, m.frame_steps)
+    boot_q = []
+    for _ in range(params.bootstrap):
+        pick = rng.integers(0, len(smooth), size=len(smooth))
+        v, _, _ = direct_mfpt([smooth[i] for i in pick], m.frame_steps)
+        if v is not None:
+            boot_q.append(v)
     msm_fold = m.folding.steps
-    ratio = msm_fold / direct if msm_fold and direct else None
+    ratio = msm_fold / direct_q if msm_fold and direct_q else None
     its = dict(zip(m.lags, m.timescales, strict=True))
     print_table(
         f"Villin HP36 Go model at T = {TF} eps/kB: {n_traj} trajectories x {steps:,} steps, "
@@ -116,6 +135,7 @@ def main() -> None:
         return f"{v:,.0f}" + (f"  [{lo:,.0f}, {hi:,.0f}]" if lo is not None else "")
 
     di = _interval(boot)
+    dq = _interval(boot_q)
     print_table(
         f"Folding time (mean first passage unfolded -> folded; macrostates: microstate mean Q "
         f"<= {params.q_unfolded} / >= {params.q_folded}), steps, 95% intervals",
@@ -123,7 +143,12 @@ def main() -> None:
         [
             ["MSM (TPT)", fmt(msm_fold, m.folding.low, m.folding.high), "-"],
             [
-                "direct count, same macrostates",
+                f"direct count, Q averaged over the lag ({window * m.frame_steps:,} steps)",
+                fmt(direct_q, *(dq or (None, None))),
+                str(q_transitions),
+            ],
+            [
+                "direct count, frames labelled by their microstate",
                 fmt(direct, *(di or (None, None))),
                 str(transitions),
             ],
@@ -141,10 +166,13 @@ def main() -> None:
         "mfpt_msm_interval_steps": (
             None if m.folding.low is None else [m.folding.low, m.folding.high]
         ),
-        "mfpt_direct_steps": direct,
-        "mfpt_direct_interval_steps": di,
+        "mfpt_direct_steps": direct_q,
+        "mfpt_direct_interval_steps": dq,
         "mfpt_ratio": None if ratio is None else round(ratio, 3),
-        "direct_transitions": transitions,
+        "direct_transitions": q_transitions,
+        "mfpt_direct_microstate_steps": direct,
+        "mfpt_direct_microstate_interval_steps": di,
+        "mfpt_ratio_microstate": None if not (msm_fold and direct) else round(msm_fold / direct, 3),
         "mfpt_direct_per_frame_q_steps": direct_inst,
         "mfpt_unfolding_msm_steps": m.unfolding.steps,
         "lag_steps": m.lag * m.frame_steps,
