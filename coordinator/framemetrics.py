@@ -15,14 +15,12 @@ and C (coil).
 
 from __future__ import annotations
 
-import tempfile
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from coordinator.errors import CorruptionError
+from coordinator.trajfiles import md_topology
 
 __all__ = ["BHE_BETA_PER_NM", "BHE_LAMBDA", "FrameMetrics", "allatom_metrics"]
 
@@ -54,16 +52,7 @@ def allatom_metrics(
     import mdtraj
 
     xyz = np.asarray(frames_nm, dtype=np.float64)
-    if xyz.ndim != 3 or xyz.shape[2] != 3:
-        raise CorruptionError(f"frames have shape {xyz.shape}; expected (frames, atoms, 3)")
-    with tempfile.TemporaryDirectory(prefix="foldnet-top-") as d:
-        path = Path(d) / "topology.pdb"
-        path.write_text(topology_pdb)
-        with warnings.catch_warnings():  # a CRYST1 of 1 A (OpenMM's placeholder) is dropped
-            warnings.filterwarnings("ignore", "Unlikely unit cell", UserWarning)
-            topology = mdtraj.load_pdb(str(path), standard_names=False).topology
-    if topology.n_atoms != xyz.shape[1]:
-        raise CorruptionError(f"frames have {xyz.shape[1]} atoms, the topology {topology.n_atoms}")
+    topology = md_topology(topology_pdb, xyz)
     columns: dict[str, np.ndarray] = {}
     if reference_nm is not None:
         columns["q_bhe"] = _best_hummer_q(topology, xyz, np.asarray(reference_nm, np.float64))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import tempfile
 import textwrap
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from openmm import app
@@ -82,6 +84,24 @@ def pdb_positions(text: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
+def md_topology(topology_pdb: str, xyz: np.ndarray) -> Any:
+    """mdtraj's Topology of ``topology_pdb`` (read through a private temporary file), checked
+    against frames ``xyz`` (frames, atoms, 3)."""
+    import mdtraj
+
+    if xyz.ndim != 3 or xyz.shape[2] != 3:
+        raise CorruptionError(f"frames have shape {xyz.shape}; expected (frames, atoms, 3)")
+    with tempfile.TemporaryDirectory(prefix="foldnet-top-") as d:
+        path = Path(d) / "topology.pdb"
+        path.write_text(topology_pdb)
+        with warnings.catch_warnings():  # a CRYST1 of 1 A (OpenMM's placeholder) is dropped
+            warnings.filterwarnings("ignore", "Unlikely unit cell", UserWarning)
+            topology = mdtraj.load_pdb(str(path), standard_names=False).topology
+    if topology.n_atoms != xyz.shape[1]:
+        raise CorruptionError(f"frames have {xyz.shape[1]} atoms, the topology {topology.n_atoms}")
+    return topology
+
+
 def xtc_bytes(topology_pdb: str, xyz_nm: np.ndarray, steps: np.ndarray, dt_ps: float) -> bytes:
     """An XTC file of ``xyz_nm`` (frames, atoms, 3) for the atoms of ``topology_pdb``.
 
@@ -91,17 +111,9 @@ def xtc_bytes(topology_pdb: str, xyz_nm: np.ndarray, steps: np.ndarray, dt_ps: f
     import mdtraj
 
     xyz = np.asarray(xyz_nm, dtype=np.float32)
-    if xyz.ndim != 3 or xyz.shape[2] != 3:
-        raise CorruptionError(f"frames have shape {xyz.shape}; expected (frames, atoms, 3)")
+    topology = md_topology(topology_pdb, xyz)
+    time = np.asarray(steps, dtype=np.float64) * (dt_ps if dt_ps > 0 else 1.0)
     with tempfile.TemporaryDirectory(prefix="foldnet-xtc-") as d:
-        top_path = Path(d) / "topology.pdb"
-        top_path.write_text(topology_pdb)
-        topology = mdtraj.load_pdb(str(top_path), standard_names=False).topology
-        if topology.n_atoms != xyz.shape[1]:
-            raise CorruptionError(
-                f"frames have {xyz.shape[1]} atoms, the topology {topology.n_atoms}"
-            )
-        time = np.asarray(steps, dtype=np.float64) * (dt_ps if dt_ps > 0 else 1.0)
         out = Path(d) / "trajectory.xtc"
         mdtraj.Trajectory(xyz, topology, time=time).save_xtc(str(out))
         return out.read_bytes()
