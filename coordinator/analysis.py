@@ -844,6 +844,23 @@ def _readme(a: Analysis) -> str:
     )
 
 
+def most_populated_centre(a: Analysis) -> tuple[int, int]:
+    """The frame (trajectory index, frame index) nearest, in TICA coordinates, to the centre
+    of the microstate of highest stationary probability: a representative structure of the
+    most populated state when there is no reference to measure against."""
+    state = int(np.argmax(a.msm.stationary))
+    best: tuple[float, int, int] | None = None
+    members = [t[d == state] for t, d in zip(a.tics, a.dtrajs, strict=True)]
+    centre = np.concatenate(members).mean(axis=0)
+    for i, (t, d) in enumerate(zip(a.tics, a.dtrajs, strict=True)):
+        for j in np.flatnonzero(d == state):
+            dist = float(np.sum((t[j] - centre) ** 2))
+            if best is None or dist < best[0]:
+                best = (dist, i, int(j))
+    assert best is not None  # the state of highest probability has frames
+    return best[1], best[2]
+
+
 def analysis_files(a: Analysis) -> dict[str, bytes]:
     """The analysis as files, name -> bytes (the service serves them as a zip)."""
     return {

@@ -236,6 +236,50 @@ def lowest_rmsd(results: Results) -> Best | None:
     )
 
 
+def msm_centre(results: Results) -> Best | None:
+    """Without a reference: the centre of the most populated state of a Markov state model
+    of the trajectories (coordinator/analysis.py, default parameters), when one can be built
+    from them; else None (the next rule applies)."""
+    from coordinator import analysis as an
+    from coordinator.errors import AnalysisError
+    from coordinator.trajfiles import md_topology
+
+    trajs = [t for t in results.trajectories if len(t.frames) >= 2]
+    if results.info.reference is not None or not trajs:
+        return None
+    info = results.info
+    xyz = [frames_nm(info.system, t.frames).astype(np.float64) for t in trajs]
+    topology = md_topology(pdb_text(info.system, trajs[0].frames[0]), xyz[0])
+    rules = RULES[info.engine]
+    data = an.ResultsData(
+        engine=info.engine,
+        topology=topology,
+        trajectories=tuple(
+            an.TrajectoryData(
+                run=t.run, clone=t.clone, steps=t.steps, observables=t.observables, xyz_nm=x
+            )
+            for t, x in zip(trajs, xyz, strict=True)
+        ),
+        ps_per_step=rules.timestep / 1000.0 if rules.time_unit == "fs" else None,
+    )
+    try:
+        a = an.analyze(data)
+    except AnalysisError:
+        return None
+    i, j = an.most_populated_centre(a)
+    t = trajs[i]
+    return Best(
+        "no reference structure: the frame nearest the centre of the most populated state "
+        f"of a Markov state model of the trajectories ({a.clusters} microstates, lag "
+        f"{a.msm.lag} frames; foldnet analyze)",
+        t.run,
+        t.clone,
+        j,
+        int(t.steps[j]),
+        t.frames[j],
+    )
+
+
 def last_of_longest(results: Results) -> Best | None:
     """Without a reference: the last frame of the longest trajectory (the first such)."""
     trajs = [t for t in results.trajectories if len(t.frames)]
@@ -321,7 +365,7 @@ COLUMNS: tuple[Column, ...] = (
 #: Files built from the whole job, by sources that need nothing but the results.
 EXTRA_FILES: tuple[FileSource, ...] = (_dssp_files,)
 #: Criteria for ``best_structure.pdb``, in order of preference; the first that applies wins.
-BEST_RULES: tuple[BestRule, ...] = (lowest_rmsd, last_of_longest)
+BEST_RULES: tuple[BestRule, ...] = (lowest_rmsd, msm_centre, last_of_longest)
 
 # -- the files -------------------------------------------------------------------------------
 

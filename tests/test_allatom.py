@@ -83,8 +83,8 @@ def test_dipeptide_prepares_and_runs(dipeptide: AllAtomEngine) -> None:
     assert dipeptide.n_atoms == 22  # ACE-ALA-NME with hydrogens
     assert [r.name for r in dipeptide.topology.residues()] == ["ACE", "ALA", "NME"]
     assert math.isfinite(dipeptide.prepared.minimized_energy)
-    # One residue: no native contacts, so Q is NaN by definition, but the column exists.
-    assert dipeptide.observable_names == ("rmsd_ca", "rmsd_heavy", "q", "rg")
+    # One residue: no native contacts, so no Q (a NaN column would be refused on upload).
+    assert dipeptide.observable_names == ("rmsd_ca", "rmsd_heavy", "rg")
     _assert_finite_run(dipeptide)
 
 

@@ -332,3 +332,31 @@ def test_the_service_serves_the_analysis_of_a_jobs_validated_results(tmp_path):
             assert b.get(f"/v1/jobs/{job}/analysis").status_code == 404
         for v in vols:
             v.close()
+
+
+def test_without_a_reference_the_best_structure_is_the_most_populated_states_centre(villin_pdb):
+    from coordinator.bundle import JobInfo, Results, Trajectory, msm_centre
+
+    engine = GoEngine.from_pdb(villin_pdb)
+    trajs = []
+    for clone in range(3):
+        start = engine.initial_state(temperature=0.78, seed=clone, extended=False)
+        spec = RunSpec(
+            steps=100_000, segment_steps=50_000, report_steps=500, temperature=0.78, seed=7 + clone
+        )
+        r = engine.run(start, spec)
+        trajs.append(Trajectory(0, clone, (), r.frame_steps, r.frames, dict(r.observables)))
+    info = JobInfo(
+        job="ab" * 32, engine="go", temperature=0.78, steps_per_wu=100_000,
+        segment_steps=50_000, report_steps=500, system=engine.model, reference=None,
+    )  # fmt: skip
+    best = msm_centre(Results(info, tuple(trajs)))
+    assert best is not None and "most populated state" in best.criterion
+    t = trajs[best.clone]
+    np.testing.assert_array_equal(best.positions, t.frames[best.index])
+    assert best.step == int(t.steps[best.index])
+    # with a reference, the lowest RMSD decides and no model is built
+    import dataclasses
+
+    with_ref = dataclasses.replace(info, reference=engine.model.native)
+    assert msm_centre(Results(with_ref, tuple(trajs))) is None

@@ -175,9 +175,8 @@ def test_http_go_results_load_in_mdtraj_and_verify_against_the_pinned_key(tmp_pa
 
 @pytest.mark.slow
 def test_http_openmm_results_load_in_mdtraj_and_verify(tmp_path):
-    # A chain built from a sequence: no reference, so the best structure is the last frame of
-    # the longest trajectory. (Over HTTP, a dipeptide's results are refused today: its Q is
-    # NaN, having no native contacts, and the upload check refuses NaN observables.)
+    # A chain built from a sequence: no reference, and too few frames for a Markov state
+    # model, so the best structure is the last frame of the longest trajectory.
     body = {k: v for k, v in OPENMM.items() if k not in ("source", "pdb")}
     body |= {"sequence": "AAA", "name": "tri-Ala", "audit_rate": 0.0}
     data, vkey = _http_job(tmp_path, body, ("openmm",))

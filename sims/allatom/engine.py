@@ -211,8 +211,17 @@ class AllAtomEngine(Engine):
                 ("bit_reproducible", "true" if sim.threads == 1 else "false"),
             ),
         )
+        # Q only where it is defined: a reference with native contacts (a dipeptide has none,
+        # and a NaN column would be refused on upload as corrupt data).
+        self._has_q = prepared.contacts is not None and len(prepared.contacts.pairs) > 0
         self._observables: tuple[str, ...] = (
-            ("rmsd_ca", "rmsd_heavy", "q", "rg") if prepared.reference is not None else ("rg",)
+            (
+                ("rmsd_ca", "rmsd_heavy", "q", "rg")
+                if self._has_q
+                else ("rmsd_ca", "rmsd_heavy", "rg")
+            )
+            if prepared.reference is not None
+            else ("rg",)
         )
 
     # -- construction ----------------------------------------------------------------------
@@ -397,7 +406,7 @@ class AllAtomEngine(Engine):
     def observe(self, state: State) -> dict[str, float]:
         """RMSDs (Angstrom) to the reference, Q and C-alpha Rg (Angstrom).
 
-        Q is NaN when the reference has no native contacts (for example a dipeptide).
+        Q only when the reference has native contacts (a dipeptide has none).
         """
         self._check_state(state)
         p = self._prepared
@@ -408,8 +417,9 @@ class AllAtomEngine(Engine):
             ref = p.reference * 10.0
             out["rmsd_ca"] = kabsch_rmsd(ca, ref[p.ca_indices])
             out["rmsd_heavy"] = kabsch_rmsd(x[p.heavy_indices], ref[p.heavy_indices])
-            assert p.contacts is not None
-            out["q"] = fraction_native_contacts(ca, p.contacts)
+            if self._has_q:
+                assert p.contacts is not None
+                out["q"] = fraction_native_contacts(ca, p.contacts)
         out["rg"] = radius_of_gyration(ca)
         return out
 
