@@ -114,8 +114,8 @@ def ledger_evidence(workdir: Path, wu_ids: list[bytes]) -> Evidence:
     the folder's ledger key signs a new one first (holding the folder's lock meanwhile);
     while a coordinator runs, the latest it signed is used and the entries after it have no
     proof (it signs one at least every minute while it appends, and when it stops)."""
-    path = workdir / "ledger.db"
-    if not path.is_file():
+    path = Databases.of_folder(workdir).ledger  # a SQLite file in it, or a PostgreSQL URL
+    if "://" not in path and not Path(path).is_file():
         raise MissingError(f"no ledger database at {path}")
     with Log.open_readonly(path) as log:
         origin = log.origin

@@ -140,3 +140,34 @@ def test_an_unreachable_server_is_a_fault_that_names_it(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot connect to ledger database") as f:
         Log.open(url, origin="foldnet.test/ledger")
     assert "hunter2" not in str(f.value) and "CREATE DATABASE" in str(f.value)
+
+
+@pytest.mark.postgres
+def test_results_of_a_folder_on_postgres_carry_proofs_and_verify(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    from results_helpers import compute_in_folder
+
+    from coordinator.lab import CoordinatorView
+    from coordinator.plan import JobPlan
+    from coordinator.provenance import verify_results
+    from sims.examples import VILLIN_PDB
+
+    url = pg_cluster.new_database("results")
+    try:
+        Databases.of_folder(tmp_path / "c", db=url)
+        plan = JobPlan.create(
+            engine="go", pdb=VILLIN_PDB.read_text(), runs=1, clones=1, gens=2,
+            steps_per_wu=2000, segment_steps=500, report_steps=500, temperature=0.8,
+        )  # fmt: skip
+        job = compute_in_folder(tmp_path / "c", plan)
+        assert not (tmp_path / "c" / "ledger.db").exists()  # the ledger is on the server
+        view = CoordinatorView(tmp_path / "c")
+        try:
+            view.write_results(job, tmp_path / "out")
+        finally:
+            view.close()
+        report = verify_results(tmp_path / "out")
+        assert any("2 WUs" in line for line in report.checked), report.checked
+    finally:
+        pg_cluster.drop_databases()
