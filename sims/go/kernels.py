@@ -12,7 +12,8 @@ Reproducibility rules, kept on purpose:
 - single-threaded per work unit (parallelism comes from running WUs side by side), so the
   thread count cannot change the bits; element-wise loops may be vectorised by LLVM, which
   is exact (IEEE operations lane by lane, no reassociation, no fused multiply-add);
-- only + - * / and sqrt in the hot loops, except one ``acos`` per bond angle, and the noise is
+- only + - * / and sqrt in the hot loops (the bond angle's arccos is fdlibm's rational
+  approximation written out, :func:`acos_inv`), and the noise is
   Philox4x32-10 keyed by (segment seed) with counter (step, particle): a pure function.
 
 Units: Angstrom, epsilon (the native-contact energy), bead mass 1, reduced time
