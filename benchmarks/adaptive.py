@@ -18,8 +18,9 @@ not within the budget of 1.6 x 10^7). That is the situation adaptive sampling is
 policy that restarts from the least explored states (``least-counts``) or from the states
 nearest the fold (``fast``) climbs towards it in stages instead of waiting for one rare
 fluctuation. (At T <= 0.8 villin folds on its own in a few hundred thousand steps and there
-is nothing to gain.) ``--quick``: the same case with 4 trajectories, WUs of 10,000 steps and
-a budget of 600,000 aggregate steps, a smoke run whose numbers are not the claim. A run that
+is nothing to gain.) ``--quick``: T = 0.85 (folding is less rare), 4 trajectories, WUs of
+10,000 steps, a budget of 800,000 aggregate steps and 3 seeds: a smoke run whose numbers are
+not the claim. A run that
 never folds within the budget counts as the whole budget, so its median is a lower bound.
 Ends with one JSON line.
 """
@@ -60,7 +61,7 @@ class Case:
 
 
 FULL = Case(temperature=0.95, width=8, steps_per_wu=20_000, gens=100, seeds=5)
-QUICK = Case(temperature=0.95, width=4, steps_per_wu=10_000, gens=15, seeds=5)
+QUICK = Case(temperature=0.85, width=4, steps_per_wu=10_000, gens=20, seeds=3)
 
 
 class _MemoEngine:
