@@ -300,9 +300,9 @@ def demo(
         _print_analysis(report.analysis)
     else:
         console.print(f"analysis: none ({report.analysis_error})")
-    console.print(
-        f"results in {out}: " + ", ".join(p.name for p in report.files if p.parent == out)
-    )
+    top = sorted({p.relative_to(out).parts[0] for p in report.files if p.is_relative_to(out)})
+    folders = {p for p in top if (out / p).is_dir()}
+    console.print(f"results in {out}: " + ", ".join(p + "/" if p in folders else p for p in top))
     if not a.ok:
         raise typer.Exit(1)
     if serve_after:
