@@ -909,7 +909,11 @@ class Coordinator:
 
     def _state(self, digest: bytes) -> State:
         cached = self._states.get(digest)
-        return cached if isinstance(cached, State) else self.store.state(digest)
+        if isinstance(cached, State):
+            return cached
+        state = self.store.state(digest)  # after a restart: read once, then from memory
+        self._states.put(digest, state, state.positions.nbytes + state.velocities.nbytes)
+        return state
 
     def _boundary_states(self, replica: int, segments: Sequence[int]) -> tuple[State, ...]:
         """Boundary states of a stored result, with the simulation step each one is at (a
