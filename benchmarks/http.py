@@ -525,8 +525,9 @@ def bench(
             if time.monotonic() > deadline:
                 raise RuntimeError("the benchmark's job did not get prepared in 300 s")
             time.sleep(0.1)
+        warm = LoadReport()
         if warmup > 0:  # every process has its engines, caches and connections by then
-            run_load(server.url, volunteers, warmup)
+            warm = run_load(server.url, volunteers, warmup)
         main0, children0 = server.cpu_split()
         busy0 = machine_busy_seconds()
         report = run_load(server.url, volunteers, seconds)
@@ -547,6 +548,7 @@ def bench(
     }
     return {
         "workers": workers,
+        "warmup": warm,
         "server_cpu_s": server_cpu,
         "coordinator_cpu_s": main1 - main0,
         "front_end_cpu_s": children1 - children0,
@@ -554,8 +556,8 @@ def bench(
         "coordinator": gauges,
         "report": report,
         "progress": progress,
-        "lost_or_duplicated": abs(returned - len(report.uploaded))
-        + (len(report.uploaded) - len(set(report.uploaded))),
+        "lost_or_duplicated": abs(returned - len(warm.uploaded) - len(report.uploaded))
+        + (len(acked := warm.uploaded + report.uploaded) - len(set(acked))),
         "slow": slow,
     }
 
@@ -670,8 +672,9 @@ def main() -> None:
         g = out["coordinator"]
         batches = g.get("foldnet_coordinator_batches_total", 0)
         print(
-            f"workers {out['workers']}: results acknowledged {len(r.uploaded):,}, returned per "
-            f"the service {wus['results_returned']:,}; spot checks {r.spot_checks}; statuses "
+            f"workers {out['workers']}: results acknowledged {len(r.uploaded):,} (and "
+            f"{len(out['warmup'].uploaded):,} in the warm-up), returned per the service "
+            f"{wus['results_returned']:,}; spot checks {r.spot_checks}; statuses "
             f"{dict(sorted(r.statuses.items()))}; {batches:,.0f} group commits, "
             f"{g.get('foldnet_coordinator_commands_total', 0) / max(1, batches):.1f} commands "
             f"each, coordinator thread busy "

@@ -166,6 +166,8 @@ def _more(core: Core, c: Coordinator, key: bytes, n: int) -> list[HandOut]:
 
 @command
 def _register(core: Core, c: Coordinator, key: bytes, name: str) -> bool:
+    if key in core.registered:  # a volunteer registers each time it starts: no write then
+        return False
     c.register(key, name)
     assert core.accounts is not None
     new = core.accounts.add_volunteer(key, name)
