@@ -149,7 +149,11 @@ def create_app(
         BodyLimit, limit_for=limit_for, timeout_for=svc.body_timeout, streamed=streamed
     )
     app.add_middleware(InFlightLimit, limit=cfg.max_requests_per_address, who=client_block)
-    app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=svc.metrics,
+        front_end=front.worker if front is not None else None,
+    )
 
     # -- public --------------------------------------------------------------------------
 

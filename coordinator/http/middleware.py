@@ -259,10 +259,20 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+#: The header that names the front-end process that answered (``foldnet serve --workers N``).
+FRONT_END_HEADER = "x-foldnet-front-end"
+
+
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    """Counts every request; ``front_end``: this process's number among several front-ends,
+    named in every answer's ``X-Foldnet-Front-End`` header (which process answered what)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, front_end: int | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self._header = (
+            None if front_end is None else (FRONT_END_HEADER.encode(), str(front_end).encode())
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -271,10 +281,14 @@ class MetricsMiddleware:
         t0 = time.perf_counter()
         status = 499  # no answer: the client went away first (nginx's "client closed request")
 
+        header = self._header
+
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if header is not None:
+                    message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:

@@ -280,7 +280,8 @@ def serve_workers(
     if not 1 <= workers <= MAX_WORKERS:
         raise UsageError(f"--workers must be from 1 to {MAX_WORKERS}, got {workers}")
     listening_socket(host, port).close()  # the port is free (else: fail before opening anything)
-    wake_r, wake_w = os.pipe()
+    wake_r, wake_w = os.pipe()  # signals write to it (set_wakeup_fd), so that waits end
+    os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
     stop_signal: list[int] = []
 
