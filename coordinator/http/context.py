@@ -218,7 +218,7 @@ class Service:
             return await core.coordinator().call(lambda c: fn(core, c, *args))
         if self.link is None:
             raise Unavailable("the coordinator is not running; retry later", code="unavailable")
-        admit = request.scope.get(_ADMIT) if request is not None else None
+        admit = request.scope.pop(_ADMIT, None) if request is not None else None  # once
         result: T = await self.link.call(command_name(fn), args, admit)
         return result
 
@@ -264,10 +264,9 @@ class Service:
                     code="bad_api_key",
                 )
             self.labs_by_hash[h] = (lab, now + LAB_KEY_CACHE_S)  # so a revocation takes hold
-        if self.remote:
+        self.lab_limit.check(("lab", lab))  # with front-ends of their own: this one's share
+        if self.remote:  # ... and the coordinator's bucket, which counts them all
             request.scope[_ADMIT] = Admission(lab=lab)
-        else:
-            self.lab_limit.check(("lab", lab))
         return lab
 
     async def volunteer(
@@ -315,12 +314,11 @@ class Service:
         self, request: Request, pending: SignedRequest, body_sha256: str, register_from: str = ""
     ) -> bytes:
         key = self.vauth.check_signature(pending, body_sha256)
-        if self.remote:
+        self.vol_limit.check(key)  # with front-ends of their own: this one's share
+        if self.remote:  # ... and the coordinator's nonce book and bucket, for them all
             request.scope[_ADMIT] = Admission(
                 volunteer=key, nonce=pending.nonce, register_from=register_from
             )
-        else:
-            self.vol_limit.check(key)
         return key
 
     def body_timeout(self, limit: int) -> float:
