@@ -208,7 +208,11 @@ class Port:
             raise EOFError(str(e)) from e
         if not data:
             raise EOFError("the front-end closed its link")
-        return list(self._in.feed(data))
+        try:
+            return list(self._in.feed(data))
+        except Exception as e:  # a message that does not unpickle: a bug, or another version
+            log.exception("front-end %d sent an unreadable message; closing its link", self.worker)
+            raise EOFError(f"an unreadable message: {e}") from e
 
     def send(self, message: object) -> None:
         self._out += frame(message)
