@@ -275,6 +275,13 @@ def _proofs(core: Core, c: Coordinator, key: bytes, limit: int, cursor: int) -> 
 # -- the routes -------------------------------------------------------------------------------
 
 
+def _answer(body: dict[str, Any]) -> JSONResponse:
+    """The answers of the hot path (work, results, spot checks) as JSON at once: they hold
+    only JSON's own types, so FastAPI's generic encoder (a walk over every value, about
+    three times the rendering itself) has nothing to do."""
+    return JSONResponse(body)
+
+
 def volunteers_router(svc: Service) -> APIRouter:
     router = APIRouter()
     cfg = svc.config
@@ -303,7 +310,7 @@ def volunteers_router(svc: Service) -> APIRouter:
         )
 
     @router.post("/v1/work", tags=["volunteers"], openapi_extra=_doc_body(WorkRequest))
-    async def pull(request: Request) -> dict[str, Any]:
+    async def pull(request: Request) -> JSONResponse:
         """Up to ``slots`` work units this volunteer may compute (never one it computed)."""
         body = await request.body()
         key = await svc.volunteer(request, body)
@@ -315,7 +322,7 @@ def volunteers_router(svc: Service) -> APIRouter:
         loads_json(det, "det_class")  # JSON nested past the parser's limit: invalid_body
 
         tasks = svc.hand_out(await svc.call(_work, key, det, slots, request=request))
-        return {"tasks": tasks, "retry_after_s": None if tasks else cfg.idle_retry_s}
+        return _answer({"tasks": tasks, "retry_after_s": None if tasks else cfg.idle_retry_s})
 
     @router.get("/v1/systems/{digest}", tags=["volunteers"], response_class=Response)
     async def get_system(
@@ -333,7 +340,7 @@ def volunteers_router(svc: Service) -> APIRouter:
         replica: Annotated[int, PathParam(ge=1, le=2**62)],
         request: Request,
         pull_next: Annotated[int, Query(alias="next", ge=0, le=64)] = 0,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """A computed WU (worker.wire.encode_result: a JSON manifest with the signed header,
         then raw little-endian arrays). Shapes, finiteness, WU id and key are checked before
         anything is stored. ``?next=N`` also pulls up to N more WUs in the same round trip
@@ -404,13 +411,15 @@ def volunteers_router(svc: Service) -> APIRouter:
             svc.forget(replica=replica)
             raise
         svc.forget(replica=replica)
-        return {
-            "replica": replica,
-            "accepted": state != "invalid",
-            "state": state,
-            "problem": problem,
-            "tasks": svc.hand_out(got),
-        }
+        return _answer(
+            {
+                "replica": replica,
+                "accepted": state != "invalid",
+                "state": state,
+                "problem": problem,
+                "tasks": svc.hand_out(got),
+            }
+        )
 
     @router.post(
         "/v1/results/{replica}/failure",
@@ -437,7 +446,7 @@ def volunteers_router(svc: Service) -> APIRouter:
         check: Annotated[int, PathParam(ge=1, le=2**62)],
         request: Request,
         pull_next: Annotated[int, Query(alias="next", ge=0, le=64)] = 0,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """A spot check's signed end-of-segment digests (``?next=N``: as for results)."""
         body = await request.body()
         key = await svc.volunteer(request, body)
@@ -449,7 +458,7 @@ def volunteers_router(svc: Service) -> APIRouter:
             raise Invalid("the spot check is for another check or WU", code="invalid_result")
         got = await svc.call(_spot_check, key, result, pull_next, request=request)
         svc.forget(check=check)
-        return {"check": check, "accepted": True, "tasks": svc.hand_out(got)}
+        return _answer({"check": check, "accepted": True, "tasks": svc.hand_out(got)})
 
     @router.get("/v1/volunteers/me", tags=["volunteers"])
     async def me(request: Request) -> dict[str, Any]:
