@@ -179,6 +179,7 @@ def serve(
             workers=workers,
             log_level=log_level,
             say=lambda text: console.print(escape(text)),
+            warn=lambda text: err_console.print(f"[yellow]warning:[/] {escape(text)}"),
         )
         return
     app_ = create_app(workdir, config)

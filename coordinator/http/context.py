@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ from coordinator.http.auth import (
 from coordinator.http.config import ServiceConfig
 from coordinator.http.core import Core, JobInfo
 from coordinator.http.link import Admission, FrontLink, Ready, command, command_name
+from coordinator.http.loop import CoordinatorThread
 from coordinator.http.middleware import Metrics
 from coordinator.http.wire import Assignment, HandOut, encode_handout
 from coordinator.service import Coordinator
@@ -86,13 +88,13 @@ def _report_metrics(core: Core, _c: Coordinator, worker: int, snapshot: dict[str
     core.front_metrics[worker] = snapshot
 
 
+@dataclass(frozen=True, slots=True)
 class FrontEnd:
     """How a front-end in a process of its own reaches the coordinator: its end of the
     link (a socket from the coordinator's process) and its number."""
 
-    def __init__(self, sock: socket.socket, worker: int) -> None:
-        self.sock = sock
-        self.worker = worker
+    sock: socket.socket
+    worker: int
 
 
 class Service:
@@ -144,7 +146,7 @@ class Service:
         return self.front is not None
 
     @property
-    def thread(self) -> Any:
+    def thread(self) -> CoordinatorThread | None:
         """The coordinator's thread, when it runs in this process (tests drive it)."""
         return self.core.thread if self.core is not None else None
 

@@ -78,28 +78,32 @@ class FrontEndSettings:
     log_level: str
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port`` that other front-ends may share (SO_REUSEPORT)."""
+def listening_socket(host: str, port: int, *, shared: bool = True) -> socket.socket:
+    """A socket listening on ``host:port`` that the other front-ends share (SO_REUSEPORT);
+    ``shared=False``: one that nothing may share, which fails if anything listens there
+    already (another service's front-ends included)."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise UsageError(
             "--workers above 1 needs SO_REUSEPORT (Linux, BSD, macOS); run one process "
             "(--workers 1) on this system"
         )
     try:
-        family, kind, proto, _name, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[
-            0
-        ]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise UsageError(f"cannot listen on {host!r}: {e}") from e
+    family, kind, proto, _name, addr = found[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(addr)
         sock.listen(2048)
     except OSError as e:
         sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {e.strerror or e} (is another service there?)"
+        ) from e
     sock.set_inheritable(False)
     return sock
 
@@ -272,14 +276,17 @@ def serve_workers(
     workers: int,
     log_level: str,
     say: Callable[[str], None],
+    warn: Callable[[str], None],
 ) -> None:
-    """Run the service with ``workers`` front-end processes until Ctrl-C or SIGTERM.
+    """Run the service with ``workers`` front-end processes until Ctrl-C or SIGTERM;
+    ``say`` what it serves, ``warn`` of front-ends that died.
 
     Raises :class:`CoordinatorUnavailableError` when the coordinator or the front-ends
     fail (after stopping everything it started)."""
     if not 1 <= workers <= MAX_WORKERS:
         raise UsageError(f"--workers must be from 1 to {MAX_WORKERS}, got {workers}")
-    listening_socket(host, port).close()  # the port is free (else: fail before opening anything)
+    # the port is free, not even shared by another service's front-ends (else fail now)
+    listening_socket(host, port, shared=False).close()
     wake_r, wake_w = os.pipe()  # signals write to it (set_wakeup_fd), so that waits end
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -315,7 +322,7 @@ def serve_workers(
                 raise CoordinatorUnavailableError(
                     "the coordinator's thread stopped; stopping the service (its error is above)"
                 )
-            fronts.reap(say)
+            fronts.reap(warn)
     finally:
         fronts.stop()
         core.stop()
