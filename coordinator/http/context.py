@@ -43,7 +43,15 @@ from coordinator.http.middleware import Metrics
 from coordinator.http.wire import Assignment, HandOut, encode_handout
 from coordinator.service import Coordinator
 from coordinator.store import Store
-from foldnet.errors import BadRequest, Forbidden, NotFound, TimedOut, TooLarge, Unavailable
+from foldnet.errors import (
+    BadRequest,
+    FoldnetError,
+    Forbidden,
+    NotFound,
+    TimedOut,
+    TooLarge,
+    Unavailable,
+)
 from worker.systems import EngineCache, SystemDefinition, decode_system
 from worker.wire import KEY_HEADER, body_digest, origin_of
 
@@ -192,7 +200,7 @@ class Service:
         ``/metrics`` on any front-end counts the requests of all)."""
         while True:
             await asyncio.sleep(2.0)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(FoldnetError):  # the coordinator is away: next time
                 await self.report_metrics()
 
     async def report_metrics(self) -> None:
