@@ -1,7 +1,9 @@
 """The HTTP service under load: many simulated volunteers pulling tiny WUs and uploading
-signed results concurrently, against one ``foldnet serve`` on loopback.
+signed results concurrently, against ``foldnet serve`` on loopback: one process
+(``--workers 1``) and the coordinator with two HTTP front-end processes (``--workers 2``),
+one after the other in the same run.
 
-``python -m benchmarks.http [--quick] [--volunteers N] [--seconds S]``
+``python -m benchmarks.http [--quick] [--volunteers N] [--seconds S] [--workers 1,2]``
 
 Then, against the same service, ``rss_growth_mb_slow_uploads``: 24 unauthenticated clients
 (in another process) each trickle a 62 MiB body at ``/v1/results/...`` (and start over
@@ -9,9 +11,16 @@ when answered), while a few volunteers keep working; reported are the service's 
 growth meanwhile (goal <= 100 MiB: nothing is read before it is authenticated) and the
 volunteers' p99 latency during the attack.
 
-The service runs in its own process (``foldnet serve``), the volunteers in this one, as
+Where the CPU went is measured per process from ``/proc``: the coordinator's process, the
+front-end processes (with ``--workers N``; also the job preparer's, idle during the load),
+the simulated volunteers (this process), and everything else on the machine (other
+people's work on a shared machine), so the split shows what the service could have had.
+
+The service runs in its own processes (``foldnet serve``), the volunteers in this one, as
 asyncio tasks over a minimal HTTP/1.1 keep-alive client (one connection per volunteer), so
-the measurement is the service's, not a client library's. Every result is real: computed by
+the measurement is the service's, not a client library's. Each service first serves 3 s of
+the same load unmeasured (its processes load their engines, fill their caches, open their
+connections), then the measured seconds. Every result is real: computed by
 the Go engine (tiny WUs: one 10-step segment), signed by the volunteer's own key, verified
 and validated by the coordinator, credited in the ledger. A cycle is one pull plus one
 upload (a WU's result or a spot check); each upload carries ``?next=1``, so the next WU
@@ -19,7 +28,8 @@ comes back with its answer and a busy volunteer needs one round trip per cycle. 
 the service's own count of returned results is compared with the uploads it acknowledged:
 nothing lost, nothing counted twice.
 
-Ends with one JSON line.
+Ends with one JSON line: the keys without a suffix are ``--workers 1``'s, those ending in
+``_workersN`` the service with N front-ends.
 """
 
 from __future__ import annotations
@@ -307,10 +317,53 @@ def _slow_uploads_main(host: str, port: int, seconds: float) -> None:
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone or not on Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Live child processes of ``pid``, and theirs (Linux /proc), else none."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of this machine spent busy so far (Linux /proc/stat), else 0."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def slow_uploads(server: ServeProcess, seconds: float, volunteers: int) -> dict[str, Any]:
@@ -319,13 +372,13 @@ def slow_uploads(server: ServeProcess, seconds: float, volunteers: int) -> dict[
     import multiprocessing
 
     host, port = "127.0.0.1", server.port
-    before = _rss_mb(server.proc.pid)
+    before = server.rss_mb()
     peak = [before]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
-            peak[0] = max(peak[0], _rss_mb(server.proc.pid))
+            peak[0] = max(peak[0], server.rss_mb())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -367,7 +420,9 @@ def tiny_job(clones: int) -> dict[str, Any]:
 class ServeProcess:
     """``foldnet serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, workdir: Path, *, cpus: list[int] | None = None, trusted: int = 0) -> None:
+    def __init__(
+        self, workdir: Path, *, cpus: list[int] | None = None, trusted: int = 0, workers: int = 1
+    ) -> None:
         import socket
 
         with socket.socket() as s:
@@ -393,6 +448,8 @@ class ServeProcess:
         ]
         for i in range(trusted):
             cmd += ["--trust", sim_identity(i).public_key.hex()]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
         self.log = workdir.parent / "serve.log"  # a file, not a pipe nobody drains
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -416,12 +473,20 @@ class ServeProcess:
             time.sleep(0.1)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the service process so far (Linux), else 0."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the service's processes so far (Linux), else 0."""
+        main, children = self.cpu_split()
+        return main + children
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU seconds of the service's main process (the coordinator's) and of its live
+        child processes (front-ends, the job preparer) so far (Linux), else zeros."""
+        main = _proc_cpu(self.proc.pid)
+        children = sum(_proc_cpu(pid) for pid in _descendants(self.proc.pid))
+        return main, children
+
+    def rss_mb(self) -> float:
+        """Resident memory of the service's processes together."""
+        return sum(_rss_mb(pid) for pid in [self.proc.pid, *_descendants(self.proc.pid)])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -441,13 +506,15 @@ def bench(
     *,
     slow_seconds: float = 0.0,
     slow_volunteers: int = 20,
+    workers: int = 1,
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
     import httpx
 
     accounts = Accounts.in_folder(workdir)
     key = accounts.add_lab("bench")
     accounts.close()
-    server = ServeProcess(workdir, trusted=max(1, int(volunteers * TRUSTED_SHARE)))
+    server = ServeProcess(workdir, trusted=max(1, int(volunteers * TRUSTED_SHARE)), workers=workers)
     try:
         lab = httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
@@ -458,9 +525,15 @@ def bench(
             if time.monotonic() > deadline:
                 raise RuntimeError("the benchmark's job did not get prepared in 300 s")
             time.sleep(0.1)
-        cpu0 = server.cpu_seconds()
+        warm = LoadReport()
+        if warmup > 0:  # every process has its engines, caches and connections by then
+            warm = run_load(server.url, volunteers, warmup)
+        main0, children0 = server.cpu_split()
+        busy0 = machine_busy_seconds()
         report = run_load(server.url, volunteers, seconds)
-        server_cpu = server.cpu_seconds() - cpu0
+        main1, children1 = server.cpu_split()
+        busy = machine_busy_seconds() - busy0
+        server_cpu = (main1 - main0) + (children1 - children0)
         progress = lab.get(f"/v1/jobs/{job}").json()
         slow = slow_uploads(server, slow_seconds, slow_volunteers) if slow_seconds > 0 else None
         metrics = lab.get("/metrics").text
@@ -474,108 +547,160 @@ def bench(
         if line.startswith("foldnet_coordinator_")
     }
     return {
+        "workers": workers,
+        "warmup": warm,
         "server_cpu_s": server_cpu,
+        "coordinator_cpu_s": main1 - main0,
+        "front_end_cpu_s": children1 - children0,
+        "machine_busy_s": busy,
         "coordinator": gauges,
         "report": report,
         "progress": progress,
-        "lost_or_duplicated": abs(returned - len(report.uploaded))
-        + (len(report.uploaded) - len(set(report.uploaded))),
+        "lost_or_duplicated": abs(returned - len(warm.uploaded) - len(report.uploaded))
+        + (len(acked := warm.uploaded + report.uploaded) - len(set(acked))),
         "slow": slow,
+    }
+
+
+def summary(out: dict[str, Any]) -> dict[str, Any]:
+    """One service's numbers for the JSON line."""
+    r: LoadReport = out["report"]
+    cycles = max(1, r.cycles + r.spot_checks)
+    others = out["machine_busy_s"] - out["server_cpu_s"] - r.client_cpu_s
+    return {
+        "http_cycles_per_s": round(r.cycles_per_s, 1),
+        "http_results_per_s": round(r.results_per_s, 1),
+        "http_requests_per_s": round(r.requests / r.seconds, 1),
+        "p50_ms": round(r.percentile(50), 2),
+        "p99_ms": round(r.percentile(99), 2),
+        "service_cpu_ms_per_cycle": round(1000 * out["server_cpu_s"] / cycles, 3),
+        "coordinator_cpu_ms_per_cycle": round(1000 * out["coordinator_cpu_s"] / cycles, 3),
+        "front_end_cpu_ms_per_cycle": round(1000 * out["front_end_cpu_s"] / cycles, 3),
+        "volunteer_cpu_ms_per_cycle": round(1000 * r.client_cpu_s / cycles, 3),
+        "cores_service": round(out["server_cpu_s"] / r.seconds, 2),
+        "cores_volunteers": round(r.client_cpu_s / r.seconds, 2),
+        "cores_others": round(max(0.0, others) / r.seconds, 2),
+        "errors": r.errors,
+        "server_errors": r.server_errors,
+        "lost_or_duplicated": out["lost_or_duplicated"],
+        "wus_validated": out["progress"]["wus"]["validated"],
+        "seconds": round(r.seconds, 1),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="10 s of load (under a minute in all)")
+    ap.add_argument("--quick", action="store_true", help="10 s of load per service")
     ap.add_argument("--volunteers", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument(
         "--slow-seconds", type=float, default=None, help="length of the slow-upload attack"
     )
+    ap.add_argument(
+        "--workers",
+        default="1,2",
+        help="front-end processes of the services to measure, one after the other "
+        "(comma-separated; 1: one process does everything)",
+    )
     ns = ap.parse_args()
+    try:
+        runs = [int(w) for w in ns.workers.split(",")]
+    except ValueError:
+        ap.error(f"--workers expects numbers separated by commas, got {ns.workers!r}")
+    if not runs or any(w < 1 for w in runs):
+        ap.error(f"--workers expects numbers >= 1, got {ns.workers!r}")
     seconds = ns.seconds or (10.0 if ns.quick else 30.0)
     slow_seconds = ns.slow_seconds or (8.0 if ns.quick else 20.0)
-    clones = int(min(100_000, max(2000, 1500 * (seconds + slow_seconds))))
-    d = Path(tempfile.mkdtemp(prefix="fnhttp-"))
-    try:
-        out = bench(ns.volunteers, seconds, clones, d / "c", slow_seconds=slow_seconds)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-    r: LoadReport = out["report"]
-    wus = out["progress"]["wus"]
-    print_table(
-        f"HTTP pull + upload cycles: {ns.volunteers} volunteers, {r.seconds:.1f} s, "
-        f"{os.cpu_count()} cores (service and volunteers share them)",
-        [
-            "cycles/s",
-            "results/s",
-            "requests/s",
-            "p50 (ms)",
-            "p99 (ms)",
-            "errors",
-            "5xx",
-            "WUs validated",
-        ],
-        [
+    clones = int(min(100_000, max(2000, 1500 * (seconds + slow_seconds + 3.0))))
+    outs = []
+    for i, workers in enumerate(runs):
+        d = Path(tempfile.mkdtemp(prefix="fnhttp-"))
+        try:  # the slow-upload attack once, against the first service
+            outs.append(
+                bench(
+                    ns.volunteers,
+                    seconds,
+                    clones,
+                    d / "c",
+                    slow_seconds=slow_seconds if i == 0 else 0.0,
+                    workers=workers,
+                    warmup=3.0,
+                )
+            )
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    rows = []
+    for out in outs:
+        r: LoadReport = out["report"]
+        one = summary(out)
+        rows.append(
             [
+                str(out["workers"]),
                 f"{r.cycles_per_s:,.0f}",
-                f"{r.results_per_s:,.0f}",
                 f"{r.requests / r.seconds:,.0f}",
                 f"{r.percentile(50):.1f}",
                 f"{r.percentile(99):.1f}",
-                str(r.errors),
-                str(r.server_errors),
-                f"{wus['validated']:,}",
+                f"{one['service_cpu_ms_per_cycle']:.2f}",
+                f"{one['coordinator_cpu_ms_per_cycle']:.2f} / "
+                f"{one['front_end_cpu_ms_per_cycle']:.2f}",
+                f"{one['volunteer_cpu_ms_per_cycle']:.2f}",
+                f"{one['cores_service']:.2f} / {one['cores_volunteers']:.2f} / "
+                f"{one['cores_others']:.2f}",
+                f"{r.errors} / {r.server_errors} / {out['lost_or_duplicated']}",
             ]
+        )
+    print_table(
+        f"HTTP pull + upload cycles: {ns.volunteers} volunteers, {seconds:.0f} s each, "
+        f"{os.cpu_count()} cores (service, volunteers and anything else share them)",
+        [
+            "workers",
+            "cycles/s",
+            "requests/s",
+            "p50 (ms)",
+            "p99 (ms)",
+            "service CPU/cycle (ms)",
+            "coordinator / front-ends",
+            "volunteers CPU/cycle",
+            "cores: service / volunteers / others",
+            "errors / 5xx / lost",
         ],
+        rows,
     )
-    print(
-        f"results acknowledged {len(r.uploaded):,}, returned per the service "
-        f"{wus['results_returned']:,}; lost or duplicated: {out['lost_or_duplicated']}; "
-        f"spot checks {r.spot_checks}; statuses {dict(sorted(r.statuses.items()))}"
-    )
-    g = out["coordinator"]
-    batches = g.get("foldnet_coordinator_batches_total", 0)
-    print(
-        f"coordinator thread: {batches:,.0f} group commits, "
-        f"{g.get('foldnet_coordinator_commands_total', 0) / max(1, batches):.1f} commands each, "
-        f"busy {g.get('foldnet_coordinator_busy_seconds_total', 0):.1f} s of {r.seconds:.1f} s; "
-        f"service process CPU {out['server_cpu_s']:.1f} s "
-        f"({1000 * out['server_cpu_s'] / max(1, r.cycles + r.spot_checks):.2f} ms per cycle); "
-        f"simulated volunteers' CPU {r.client_cpu_s:.1f} s"
-    )
-    slow = out["slow"]
+    for out in outs:
+        r = out["report"]
+        wus = out["progress"]["wus"]
+        g = out["coordinator"]
+        batches = g.get("foldnet_coordinator_batches_total", 0)
+        print(
+            f"workers {out['workers']}: results acknowledged {len(r.uploaded):,} (and "
+            f"{len(out['warmup'].uploaded):,} in the warm-up), returned per the service "
+            f"{wus['results_returned']:,}; spot checks {r.spot_checks}; statuses "
+            f"{dict(sorted(r.statuses.items()))}; {batches:,.0f} group commits, "
+            f"{g.get('foldnet_coordinator_commands_total', 0) / max(1, batches):.1f} commands "
+            f"each, coordinator thread busy "
+            f"{g.get('foldnet_coordinator_busy_seconds_total', 0):.1f} s"
+        )
+    slow = outs[0]["slow"]
     sr: LoadReport = slow["report"]
     print_table(
         f"{SLOW_CLIENTS} unauthenticated clients trickling {SLOW_BODY >> 20} MiB bodies for "
-        f"{sr.seconds:.1f} s, 20 volunteers working meanwhile",
+        f"{sr.seconds:.1f} s, 20 volunteers working meanwhile (workers {outs[0]['workers']})",
         ["service RSS before (MiB)", "peak (MiB)", "growth (MiB)", "volunteers p50 (ms)",
          "p99 (ms)", "cycles", "errors"],
         [[f"{slow['rss_before_mb']:.0f}", f"{slow['rss_peak_mb']:.0f}",
           f"{slow['rss_growth_mb']:.0f}", f"{sr.percentile(50):.1f}", f"{sr.percentile(99):.1f}",
           str(sr.cycles + sr.spot_checks), str(sr.errors)]],
     )  # fmt: skip
-    print(
-        json.dumps(
-            {
-                "rss_growth_mb_slow_uploads": round(slow["rss_growth_mb"], 1),
-                "p99_ms_volunteers_during_slow_uploads": round(sr.percentile(99), 2),
-                "volunteer_cycles_during_slow_uploads": sr.cycles + sr.spot_checks,
-                "http_cycles_per_s": round(r.cycles_per_s, 1),
-                "http_results_per_s": round(r.results_per_s, 1),
-                "http_requests_per_s": round(r.requests / r.seconds, 1),
-                "p50_ms": round(r.percentile(50), 2),
-                "p99_ms": round(r.percentile(99), 2),
-                "errors": r.errors,
-                "server_errors": r.server_errors,
-                "lost_or_duplicated": out["lost_or_duplicated"],
-                "wus_validated": wus["validated"],
-                "volunteers": ns.volunteers,
-                "seconds": round(r.seconds, 1),
-                "quick": ns.quick,
-            }
-        )
-    )
+    result: dict[str, Any] = {
+        "rss_growth_mb_slow_uploads": round(slow["rss_growth_mb"], 1),
+        "p99_ms_volunteers_during_slow_uploads": round(sr.percentile(99), 2),
+        "volunteer_cycles_during_slow_uploads": sr.cycles + sr.spot_checks,
+    }
+    for out in outs:
+        suffix = "" if out["workers"] == 1 else f"_workers{out['workers']}"
+        result |= {f"{k}{suffix}": v for k, v in summary(out).items()}
+    result |= {"volunteers": ns.volunteers, "quick": ns.quick, "load_average": os.getloadavg()}
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -132,6 +132,15 @@ def serve(
         str | None,
         typer.Option(help="PostgreSQL URL of another database for the ledger. Default: --db."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="HTTP front-end processes: with N > 1 the coordinator runs in this process and "
+            "N others parse, authenticate and verify requests in parallel (one per core is "
+            "plenty). 1: one process does everything.",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Run the coordinator as an HTTP service for labs and volunteers (Ctrl-C stops it)."""
     import uvicorn
@@ -159,6 +168,20 @@ def serve(
             "you will want --origin set to the URL they use (else their signatures name "
             f"http://{host}:{port} and are refused)"
         )
+    if workers > 1:
+        from coordinator.http.workers import serve_workers
+
+        serve_workers(
+            workdir,
+            config,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            say=lambda text: console.print(escape(text)),
+            warn=lambda text: err_console.print(f"[yellow]warning:[/] {escape(text)}"),
+        )
+        return
     app_ = create_app(workdir, config)
     console.print(
         f"foldnet coordinator for {workdir} on http://{host}:{port} "

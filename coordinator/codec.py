@@ -54,14 +54,28 @@ _TYPES: dict[str, type] = {
 }
 
 
+#: Field names of each dataclass met so far (``dataclasses.fields`` costs more than the rest
+#: of an event's encoding).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, bytes):
         return {"hex": value.hex()}
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    return value
+    kind = type(value)
+    names = _FIELDS.get(kind)
+    if names is None:
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            return value
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    return {name: _plain(getattr(value, name)) for name in names}
 
 
 def _bytes(value: Any) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from coordinator.errors import SubmissionError
 
@@ -123,9 +123,8 @@ class JobSpec:
 
     def engine_parameters(self) -> bytes:
         """Canonical JSON of everything that changes what a WU computes."""
-        d = asdict(self)
         keep = ("engine", "steps_per_wu", "segment_steps", "report_steps", "temperature")
-        params = {k: d[k] for k in keep} | {"system_digest": self.system_digest.hex()}
+        params = {k: getattr(self, k) for k in keep} | {"system_digest": self.system_digest.hex()}
         if self.adaptive != "none":  # where generations start (plain jobs keep their digest)
             params["adaptive"] = self.adaptive
         return json.dumps(params, sort_keys=True, separators=(",", ":")).encode()

@@ -58,6 +58,7 @@ from coordinator.messages import (
     Validated,
     VolunteerTrusted,
     WorkRequested,
+    WorkUnit,
     WUFailed,
 )
 from coordinator.plan import JobPlan
@@ -70,6 +71,7 @@ from ledger import entries as le
 from ledger.checkpoint import SignedCheckpoint
 from ledger.keys import load_or_create_private_key
 from ledger.log import Log
+from sims.engine import Engine
 from sims.examples import VILLIN_PDB
 from sims.go import GoModel
 from sims.spec import RunSpec
@@ -714,43 +716,56 @@ class Coordinator:
                 )
         return tasks
 
-    def submit_result(self, volunteer_key: bytes, replica: int, result: WorkerResult) -> None:
+    def submit_result(
+        self, volunteer_key: bytes, replica: int, result: WorkerResult, *, verified: bool = False
+    ) -> None:
         """Verify a returned result and feed it to the scheduler; a bad one counts against its
-        volunteer (as an invalid result) and is never stored as a trajectory."""
-        rep = self.scheduler.replicas.get(replica)
-        if rep is None or rep.volunteer != volunteer_key.hex():
-            raise ProtocolError(f"replica {replica} was not assigned to this volunteer")
-        if rep.state != "assigned":
-            raise ProtocolError(f"replica {replica} already ended as {rep.state}")
-        wu = self.scheduler.wus[rep.wu].unit
-        system = self._system(wu.spec.system_digest)
+        volunteer (as an invalid result) and is never stored as a trajectory.
+
+        ``verified``: the caller (an HTTP front-end) verified the signature, every digest and
+        the physics against this replica already (:func:`verify_upload`); only the header's
+        binding to this replica (WU, key, price, input state, sizes) is checked again here,
+        and a result that does not bind is verified in full."""
+        wu, system = self._returned(volunteer_key, replica)
         n = particle_count(system)
+        price = self.price(replica)
+        h = result.header
+        bound = (
+            h.wu_id == wu.id
+            and h.worker_key == volunteer_key
+            and h.price == price
+            and h.n_atoms == n
+            and len(h.boundary_digests) == wu.spec.n_segments + 1
+            and h.boundary_digests[0] == wu.input_digest
+        )
         try:
-            verify_result(
-                result,
-                wu_id=wu.id,
-                worker_key=volunteer_key,
-                input_digest=wu.input_digest,
-                n_segments=wu.spec.n_segments,
-                n_atoms=n,
-                n_frames=wu.spec.steps_per_wu // wu.spec.report_steps,
-                segment_steps=wu.spec.segment_steps,
-                report_steps=wu.spec.report_steps,
-                price=self.price(replica),
-            )
-            self._check_physics(system, result, wu.spec.temperature)
-            det = det_class_key(result.header.determinism)
+            if not (verified and bound):
+                verify_upload(
+                    result,
+                    wu_id=wu.id,
+                    worker_key=volunteer_key,
+                    input_digest=wu.input_digest,
+                    n_segments=wu.spec.n_segments,
+                    n_atoms=n,
+                    n_frames=wu.spec.steps_per_wu // wu.spec.report_steps,
+                    segment_steps=wu.spec.segment_steps,
+                    report_steps=wu.spec.report_steps,
+                    price=price,
+                    engine=self._engines.get(system),
+                    temperature=wu.spec.temperature,
+                )
+            det = det_class_key(h.determinism)
             claim = Claim(
-                result.header.final_digest,
-                result.header.segment_root,
-                result.header.boundary_digests,
+                h.final_digest,
+                h.segment_root,
+                h.boundary_digests,
                 det,
-                frames_digest=result.header.frames_digest,
-                observables_digest=result.header.observables_digest,
-                segment_data=result.header.segment_data,
+                frames_digest=h.frames_digest,
+                observables_digest=h.observables_digest,
+                segment_data=h.segment_data,
             )
             self.store.put_result(replica, result)
-            self._headers[replica] = (result.header, result.signature)
+            self._headers[replica] = (h, result.signature)
             self._put_state(
                 State(
                     positions=result.positions[-1],
@@ -766,6 +781,24 @@ class Coordinator:
         except ResultError as e:
             claim = Claim(b"\0" * 32, b"\0" * 32, (), "", sane=False, problem=str(e)[:500])
         self._apply(ResultReturned(replica, volunteer_key.hex(), claim, self.clock()))
+
+    def submit_invalid(self, volunteer_key: bytes, replica: int, problem: str) -> None:
+        """A result the caller (an HTTP front-end) found invalid (:func:`verify_upload`
+        raised ``problem``): counted against its volunteer, as :meth:`submit_result` counts
+        a result that does not verify."""
+        self._returned(volunteer_key, replica)
+        claim = Claim(b"\0" * 32, b"\0" * 32, (), "", sane=False, problem=problem[:500])
+        self._apply(ResultReturned(replica, volunteer_key.hex(), claim, self.clock()))
+
+    def _returned(self, volunteer_key: bytes, replica: int) -> tuple[WorkUnit, SystemDefinition]:
+        """The WU and system of a replica assigned to this volunteer (else ProtocolError)."""
+        rep = self.scheduler.replicas.get(replica)
+        if rep is None or rep.volunteer != volunteer_key.hex():
+            raise ProtocolError(f"replica {replica} was not assigned to this volunteer")
+        if rep.state != "assigned":
+            raise ProtocolError(f"replica {replica} already ended as {rep.state}")
+        wu = self.scheduler.wus[rep.wu].unit
+        return wu, self._system(wu.spec.system_digest)
 
     def submit_spot_check(self, volunteer_key: bytes, result: SpotCheckResult) -> None:
         result.verify()
@@ -869,18 +902,6 @@ class Coordinator:
             system = self._systems[digest] = decode_system(self.store.system(digest))
         return system
 
-    def _check_physics(self, system: SystemDefinition, result: WorkerResult, t: float) -> None:
-        """Sanity of every boundary state (docs/architecture.md §6.1): garbage fails here,
-        before any replica or spot-check is spent on it."""
-        engine = self._engines.get(system)
-        for k in range(1, len(result.positions)):
-            problems = engine.sanity_problems(
-                State(positions=result.positions[k], velocities=result.velocities[k]),
-                temperature=t,
-            )
-            if problems:
-                raise ResultError(f"boundary state {k}: {'; '.join(problems)}")
-
     def _put_state(self, state: State) -> bytes:
         digest = self.store.put_state(state)
         self._states.put(digest, state, state.positions.nbytes + state.velocities.nbytes)
@@ -888,7 +909,11 @@ class Coordinator:
 
     def _state(self, digest: bytes) -> State:
         cached = self._states.get(digest)
-        return cached if isinstance(cached, State) else self.store.state(digest)
+        if isinstance(cached, State):
+            return cached
+        state = self.store.state(digest)  # after a restart: read once, then from memory
+        self._states.put(digest, state, state.positions.nbytes + state.velocities.nbytes)
+        return state
 
     def _boundary_states(self, replica: int, segments: Sequence[int]) -> tuple[State, ...]:
         """Boundary states of a stored result, with the simulation step each one is at (a
@@ -933,3 +958,44 @@ class Coordinator:
             elif isinstance(e, le.CreditRevoked):
                 total[e.volunteer_key.hex()] = total.get(e.volunteer_key.hex(), 0) - e.amount
         return total
+
+
+def verify_upload(
+    result: WorkerResult,
+    *,
+    wu_id: bytes,
+    worker_key: bytes,
+    input_digest: bytes,
+    n_segments: int,
+    n_atoms: int,
+    n_frames: int,
+    segment_steps: int,
+    report_steps: int,
+    price: le.PriceInputs,
+    engine: Engine,
+    temperature: float,
+) -> None:
+    """Everything a returned result must pass before it counts (:class:`ResultError`
+    naming the first problem): :func:`worker.result.verify_result` (signature, price,
+    shapes, every digest), then the physical sanity of every boundary state
+    (docs/architecture.md §6.1), so garbage fails before any replica or spot check is spent
+    on it. Pure: an HTTP front-end runs it in its own process, the coordinator otherwise."""
+    verify_result(
+        result,
+        wu_id=wu_id,
+        worker_key=worker_key,
+        input_digest=input_digest,
+        n_segments=n_segments,
+        n_atoms=n_atoms,
+        n_frames=n_frames,
+        segment_steps=segment_steps,
+        report_steps=report_steps,
+        price=price,
+    )
+    for k in range(1, len(result.positions)):
+        problems = engine.sanity_problems(
+            State(positions=result.positions[k], velocities=result.velocities[k]),
+            temperature=temperature,
+        )
+        if problems:
+            raise ResultError(f"boundary state {k}: {'; '.join(problems)}")

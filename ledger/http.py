@@ -45,16 +45,17 @@ Thread safety: the coordinator's :class:`~ledger.log.Log` belongs to its writer 
 :class:`~ledger.store.Store` is not thread-safe, and a read through the writer's connection
 would see its uncommitted transaction). So each request opens its own read-only SQLite
 connection on the same file (WAL: a reader never blocks the writer and sees only committed
-rows) and closes it when done. ``get_log`` is called once per request, only for the log's
-file path. Within ``S`` every row is append-only (a checkpoint is committed with or after the
-entries and hashes it covers), so a request needs no transaction to be consistent; at worst
-it misses a cosignature added meanwhile.
+rows) and closes it when done. ``locate`` is called once per request, for the log's file
+path (or PostgreSQL URL). Within ``S`` every row is append-only (a checkpoint is committed
+with or after the entries and hashes it covers), so a request needs no transaction to be
+consistent; at worst it misses a cosignature added meanwhile.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,7 +75,6 @@ from foldnet.errors import (
 )
 from foldnet.http_errors import error_response
 from ledger.errors import StorageError, TileFormatError
-from ledger.log import Log
 from ledger.merkle import consistency_proof, inclusion_proof
 from ledger.store import Store
 from ledger.tiles import (
@@ -141,15 +141,15 @@ def _b64(data: bytes) -> str:
 class _Reader:
     """Opens a private read-only connection to the live log's file for one request."""
 
-    __slots__ = ("_get_log",)
+    __slots__ = ("_locate",)
 
-    def __init__(self, get_log: Callable[[], Log]) -> None:
-        self._get_log = get_log
+    def __init__(self, locate: Callable[[], str | os.PathLike[str]]) -> None:
+        self._locate = locate
 
     @contextmanager
     def store(self) -> Iterator[Store]:
         try:
-            path = self._get_log().store.path
+            path = self._locate()
         except Exception as e:  # the service is not ready: its callable failed
             raise Unavailable(f"the ledger is not available: {e}", code="unavailable") from e
         store = Store.open_readonly(path)
@@ -174,13 +174,13 @@ def _with_cosignatures(store: Store, size: int, note: str) -> str:
     return note + "".join(store.cosignature_lines(size))
 
 
-def ledger_router(get_log: Callable[[], Log]) -> APIRouter:
+def ledger_router(locate: Callable[[], str | os.PathLike[str]]) -> APIRouter:
     """The read-only ledger API (see the module docstring); mount it under ``/v1/ledger``.
 
-    ``get_log`` returns the service's live :class:`~ledger.log.Log`; only its file path is used,
-    from a private read-only connection per request, so the writer is never disturbed.
+    ``locate`` returns where the service's live log is (its SQLite file or PostgreSQL URL),
+    read through a private read-only connection per request, so the writer is never disturbed.
     """
-    reader = _Reader(get_log)
+    reader = _Reader(locate)
     router = APIRouter(tags=["ledger"])
 
     @router.get("/checkpoint", response_class=Response)

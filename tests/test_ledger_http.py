@@ -79,7 +79,7 @@ QUIET = {"checkpoint_every": 10**9, "checkpoint_interval_s": 1e13}
 
 def _app(get_log: Callable[[], Log]) -> FastAPI:
     app = FastAPI()
-    app.include_router(ledger_router(get_log), prefix=PREFIX)
+    app.include_router(ledger_router(lambda: get_log().store.path), prefix=PREFIX)
     return app
 
 

@@ -285,25 +285,62 @@ def encode_spec(spec: RunSpec) -> dict[str, Any]:
 
 def encode_task(task: ComputeTask | SpotCheckTask, system: str, engine: str) -> dict[str, Any]:
     """``system`` is the hex digest the client fetches (and caches) the system by."""
+    if isinstance(task, ComputeTask):
+        return task_document(
+            wu_id=task.wu_id,
+            system=system,
+            engine=engine,
+            spec=task.spec,
+            replica=task.replica,
+            input_state=task.input_state,
+            price=task.price,
+        )
+    return task_document(
+        wu_id=task.wu_id,
+        system=system,
+        engine=engine,
+        spec=task.spec,
+        check=task.check,
+        segments=task.segments,
+        start_states=task.start_states,
+    )
+
+
+def task_document(
+    *,
+    wu_id: bytes,
+    system: str,
+    engine: str,
+    spec: RunSpec,
+    replica: int | None = None,
+    input_state: State | None = None,
+    price: PriceInputs | None = None,
+    check: int | None = None,
+    segments: tuple[int, ...] = (),
+    start_states: tuple[State, ...] = (),
+) -> dict[str, Any]:
+    """A task as JSON from its parts: a compute task (``replica``, ``input_state``,
+    ``price``) or a spot check (``check``, ``segments``, ``start_states``)."""
     base = {
-        "wu_id": task.wu_id.hex(),
+        "wu_id": wu_id.hex(),
         "system": system,
         "engine": engine,
-        "spec": encode_spec(task.spec),
+        "spec": encode_spec(spec),
     }
-    if isinstance(task, ComputeTask):
+    if replica is not None:
+        assert input_state is not None and price is not None
         return {
             "kind": "compute",
-            "replica": task.replica,
-            "input_state": encode_state(task.input_state),
-            "price": price_fields(task.price),
+            "replica": replica,
+            "input_state": encode_state(input_state),
+            "price": price_fields(price),
             **base,
         }
     return {
         "kind": "spot_check",
-        "check": task.check,
-        "segments": list(task.segments),
-        "start_states": [encode_state(s) for s in task.start_states],
+        "check": check,
+        "segments": list(segments),
+        "start_states": [encode_state(s) for s in start_states],
         **base,
     }
 

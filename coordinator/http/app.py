@@ -1,9 +1,11 @@
 """The coordinator as an HTTP service for labs and internet volunteers (docs/architecture.md §9.2).
 
 ``create_app(workdir)`` returns a FastAPI app. Handlers only parse, authenticate and check
-requests (stateless, cheap work: signatures, shapes); every change of coordinator state is a
+requests (signatures, shapes, result digests); every change of coordinator state is a
 command run on the coordinator's own thread (:mod:`coordinator.http.loop`), in group
-commits, so the same scheduler and validator serve HTTP, Ray and tests alike.
+commits, so the same scheduler and validator serve HTTP, Ray and tests alike. The
+coordinator runs in the app's process, or (``front``) in another one that several such apps
+serve (:mod:`coordinator.http.workers`).
 
 Paths are versioned (``/v1/...``); every error is ``{"error": code, "detail": text}``; the
 OpenAPI schema is at ``/v1/openapi.json`` and the docs at ``/docs``.
@@ -14,18 +16,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from coordinator.clock import SYSTEM_CLOCK, Clock
 from coordinator.http.auth import client_block
-from coordinator.http.context import API_VERSION, Service, ServiceConfig
+from coordinator.http.context import API_VERSION, FrontEnd, Service, ServiceConfig
+from coordinator.http.core import Core
 from coordinator.http.dashboard import dashboard_router, install_web
 from coordinator.http.labs import labs_router
-from coordinator.http.middleware import BodyLimit, InFlightLimit, MetricsMiddleware
+from coordinator.http.link import command
+from coordinator.http.middleware import BodyLimit, InFlightLimit, Metrics, MetricsMiddleware
 from coordinator.http.volunteers import volunteers_router
+from coordinator.service import Coordinator
+from foldnet.errors import Unavailable
 from foldnet.http_errors import install_error_handlers
 from ledger.http import ledger_router
 
@@ -44,21 +50,74 @@ _TAGS = [
 ]
 
 
+@command
+def _depth(core: Core, _c: Coordinator) -> int:
+    assert core.thread is not None
+    return core.thread.queue_depth
+
+
+@command
+def _gauges(
+    core: Core, c: Coordinator, worker: int, snapshot: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, tuple[str, dict[str, float] | float]]]:
+    """The request metrics of every front-end (``snapshot``: the asking one's, now) and the
+    coordinator's gauges."""
+    th = core.thread
+    assert th is not None
+    if worker >= 0:
+        core.front_metrics[worker] = snapshot
+    merged = (
+        Metrics.merged(list(core.front_metrics.values())).snapshot() if worker >= 0 else snapshot
+    )
+    wus = c.scheduler.summary()
+    gauges: dict[str, tuple[str, dict[str, float] | float]] = {
+        "foldnet_wus": ("Work units by state.", {k: float(v) for k, v in wus.items()}),
+        "foldnet_jobs": ("Jobs known to the service.", float(len(core.jobs))),
+        "foldnet_volunteers_registered": (
+            "Registered volunteer keys.",
+            float(len(core.registered)),
+        ),
+        "foldnet_replicas_out_http": (
+            "Replicas out with HTTP volunteers.",
+            float(len(core.assignments)),
+        ),
+        "foldnet_coordinator_queue_depth": ("Commands waiting.", float(th.queue_depth)),
+        "foldnet_coordinator_batches_total": ("Group commits run.", float(th.batches)),
+        "foldnet_coordinator_commands_total": ("Commands run.", float(th.commands)),
+        "foldnet_coordinator_busy_seconds_total": ("Time in batches.", th.busy_s),
+        "foldnet_outcomes_total": (
+            "Validation outcomes since start.",
+            {k: float(v) for k, v in core.outcomes.items()},
+        ),
+    }
+    if worker >= 0:
+        gauges["foldnet_http_front_ends"] = (
+            "HTTP front-end processes reporting.",
+            float(len(core.front_metrics)),
+        )
+    return merged, gauges
+
+
 def create_app(
-    workdir: str | Path, config: ServiceConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+    workdir: str | Path,
+    config: ServiceConfig | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    front: FrontEnd | None = None,
 ) -> FastAPI:
     """The service for the coordinator folder ``workdir`` (opened when the app starts);
-    ``clock`` is the real one but in tests that move time instead of waiting."""
+    ``clock`` is the real one but in tests that move time instead of waiting. ``front``: this
+    app is one of several front-ends of a coordinator in another process (its link)."""
     cfg = config or ServiceConfig()
-    svc = Service(workdir, cfg, clock=clock)
+    svc = Service(workdir, cfg, clock=clock, front=front)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(svc.start)
+        await svc.start()
         try:
             yield
         finally:
-            await anyio.to_thread.run_sync(svc.stop)
+            await svc.stop()
 
     app = FastAPI(
         title="foldnet coordinator",
@@ -90,51 +149,44 @@ def create_app(
         BodyLimit, limit_for=limit_for, timeout_for=svc.body_timeout, streamed=streamed
     )
     app.add_middleware(InFlightLimit, limit=cfg.max_requests_per_address, who=client_block)
-    app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=svc.metrics,
+        front_end=front.worker if front is not None else None,
+    )
 
     # -- public --------------------------------------------------------------------------
 
     @app.get("/v1/health", tags=["service"])
     async def health() -> JSONResponse:
-        alive = svc.thread is not None and svc.thread.alive
+        alive = svc.alive
+        depth = 0
+        if svc.core is not None and svc.core.thread is not None:
+            depth = svc.core.thread.queue_depth
+        elif alive:  # a front-end of its own: the coordinator answers (or it is not alive)
+            try:
+                depth = await svc.call(_depth)
+            except Unavailable:
+                alive = False
         body = {
             "status": "ok" if alive else "unavailable",
             "version": app.version,
-            "queue_depth": svc.thread.queue_depth if svc.thread else 0,
+            "queue_depth": depth,
         }
         return JSONResponse(body, status_code=200 if alive else 503)
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        th = svc.coordinator()
-        wus = await th.call(lambda c: c.scheduler.summary())
-        gauges: dict[str, tuple[str, dict[str, float] | float]] = {
-            "foldnet_wus": ("Work units by state.", {k: float(v) for k, v in wus.items()}),
-            "foldnet_jobs": ("Jobs known to the service.", float(len(svc.jobs))),
-            "foldnet_volunteers_registered": (
-                "Registered volunteer keys.",
-                float(len(svc.vauth.registered)),
-            ),
-            "foldnet_replicas_out_http": (
-                "Replicas out with HTTP volunteers.",
-                float(len(svc.assignments)),
-            ),
-            "foldnet_coordinator_queue_depth": ("Commands waiting.", float(th.queue_depth)),
-            "foldnet_coordinator_batches_total": ("Group commits run.", float(th.batches)),
-            "foldnet_coordinator_commands_total": ("Commands run.", float(th.commands)),
-            "foldnet_coordinator_busy_seconds_total": ("Time in batches.", th.busy_s),
-            "foldnet_outcomes_total": (
-                "Validation outcomes since start.",
-                {k: float(v) for k, v in svc.outcomes.items()},
-            ),
-        }
-        return PlainTextResponse(svc.metrics.render(gauges), media_type="text/plain; version=0.0.4")
+        worker = svc.front.worker if svc.front is not None else -1
+        merged, gauges = await svc.call(_gauges, worker, svc.metrics.snapshot())
+        text = Metrics.from_snapshot(merged).render(gauges)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     app.include_router(labs_router(svc))
     app.include_router(volunteers_router(svc))
 
     # The auditor's read-only ledger API (foldnet audit http://HOST/v1/ledger audits it).
-    app.include_router(ledger_router(svc.ledger_log), prefix="/v1/ledger")
+    app.include_router(ledger_router(svc.ledger_location), prefix="/v1/ledger")
 
     # The web dashboard and the API docs, from files in the package (DESIGN section 13).
     app.include_router(dashboard_router(svc))

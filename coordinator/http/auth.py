@@ -92,12 +92,10 @@ class VolunteerAuth:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.window_s = window_s
-        self.max_nonces = max_nonces_per_key
         self.clock = clock
         self.registered: set[bytes] = set()
-        self._nonces: dict[bytes, OrderedDict[str, float]] = {}
+        self.nonces = NonceBook(window_s=window_s, max_per_key=max_nonces_per_key)
         self._keys: OrderedDict[bytes, Ed25519PublicKey] = OrderedDict()
-        self._pruned_at = clock()
 
     def _public_key(self, key: bytes) -> Ed25519PublicKey:
         pk = self._keys.get(key)
@@ -185,8 +183,7 @@ class VolunteerAuth:
                 "does it on start)",
                 code="unknown_volunteer",
             )
-        seen = self._nonces.get(key)
-        if seen is not None and nonce in seen:
+        if self.nonces.seen(key, nonce):
             raise Unauthenticated(
                 "this nonce was used already: a replay is refused", code="replayed"
             )
@@ -205,29 +202,56 @@ class VolunteerAuth:
                 "body, timestamp and nonce",
                 code="bad_signature",
             ) from e
-        now = self.clock()
+        self.nonces.spend(req.key, req.nonce, self.clock())
+        return req.key
+
+    @property
+    def keys_with_nonces(self) -> int:
+        return self.nonces.keys
+
+
+class NonceBook:
+    """The nonces each key spent, kept for as long as a timestamp stays acceptable (twice the
+    signature window): a nonce spent twice is a replay. With several HTTP front-ends each
+    keeps one (a replay to the same process is refused before its body is read) and the
+    coordinator keeps the one that counts for all of them (``coordinator.http.core.Gate``)."""
+
+    def __init__(self, *, window_s: float = 300.0, max_per_key: int = 20_000) -> None:
+        self.window_s = window_s
+        self.max_per_key = max_per_key
+        self._nonces: dict[bytes, OrderedDict[str, float]] = {}
+        self._pruned_at: float | None = None
+
+    def seen(self, key: bytes, nonce: str) -> bool:
+        got = self._nonces.get(key)
+        return got is not None and nonce in got
+
+    def spend(self, key: bytes, nonce: str, now: float) -> None:
+        """Remember ``nonce`` for ``key``, or raise ``replayed`` (spent already) or
+        ``rate_limited`` (the key spent its most nonces in two windows)."""
         self._prune(now)
-        seen = self._nonces.setdefault(req.key, OrderedDict())
+        seen = self._nonces.setdefault(key, OrderedDict())
         horizon = now - 2 * self.window_s
         while seen and next(iter(seen.values())) < horizon:
             seen.popitem(last=False)
-        if req.nonce in seen:  # spent while this request's body was read
+        if nonce in seen:  # spent while this request's body was read, or elsewhere
             raise Unauthenticated(
                 "this nonce was used already: a replay is refused", code="replayed"
             )
-        if len(seen) >= self.max_nonces:
+        if len(seen) >= self.max_per_key:
             raise RateLimited(
-                f"more than {self.max_nonces} requests from this key in {2 * self.window_s:.0f} s",
+                f"more than {self.max_per_key} requests from this key in {2 * self.window_s:.0f} s",
                 code="rate_limited",
                 headers={"Retry-After": "10"},
             )
-        seen[req.nonce] = now
-        return req.key
+        seen[nonce] = now
 
     def _prune(self, now: float) -> None:
         """Forget the nonces of keys that stopped calling: every window, drop each key's
         nonces older than two windows (their timestamps are refused anyway) and keys left
         with none, so the memory is bounded by the keys active in the last two windows."""
+        if self._pruned_at is None:
+            self._pruned_at = now
         if now - self._pruned_at < self.window_s:
             return
         self._pruned_at = now
@@ -240,7 +264,7 @@ class VolunteerAuth:
                 del self._nonces[key]
 
     @property
-    def keys_with_nonces(self) -> int:
+    def keys(self) -> int:
         return len(self._nonces)
 
 

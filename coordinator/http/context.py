@@ -1,14 +1,25 @@
-"""What the HTTP handlers share: the service's configuration, the coordinator's thread,
-accounts, authentication and rate limits, and what the service remembers of its jobs,
-assignments and volunteers."""
+"""What the HTTP handlers share: the service's configuration, the way to the coordinator
+(:mod:`coordinator.http.core`, in this process or another), authentication and rate limits,
+and what a front-end caches of the work handed out.
+
+One :class:`Service` serves the HTTP of one process. ``foldnet serve`` runs one that holds the
+coordinator's core itself; ``foldnet serve --workers N`` runs N of them in processes of their
+own (:mod:`coordinator.http.workers`), each linked to the core in the coordinator's process
+(:mod:`coordinator.http.link`). Handlers see no difference: they ask the core with
+:meth:`Service.call`, and read what a front-end may read itself (lab keys from the accounts,
+the ledger and stored results through read-only connections of their own) directly.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-from dataclasses import dataclass, field
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import Request
@@ -16,8 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from coordinator.accounts import Accounts, key_hash
 from coordinator.clock import SYSTEM_CLOCK, Clock
-from coordinator.errors import CoordinatorError
-from coordinator.folder import owned
+from coordinator.databases import Databases
 from coordinator.http.auth import (
     RateLimiter,
     SignedRequest,
@@ -25,19 +35,27 @@ from coordinator.http.auth import (
     bearer_token,
     client_block,
 )
-from coordinator.http.ledger_index import LedgerIndex
+from coordinator.http.config import ServiceConfig
+from coordinator.http.core import Core, JobInfo
+from coordinator.http.link import Admission, FrontLink, Ready, command, command_name
 from coordinator.http.loop import CoordinatorThread
 from coordinator.http.middleware import Metrics
-from coordinator.http.wire import Assignment
-from coordinator.plan import PlanLimits
-from coordinator.policy import NetworkPolicy
-from coordinator.prepare import PreparedJob
-from coordinator.preparer import Preparer
+from coordinator.http.wire import Assignment, HandOut, encode_handout
 from coordinator.service import Coordinator
-from foldnet.errors import BadRequest, Forbidden, NotFound, TimedOut, TooLarge, Unavailable
-from ledger.log import Log
-from worker.tasks import ComputeTask, SpotCheckTask
-from worker.wire import body_digest, encode_task, origin_of
+from coordinator.store import Store
+from foldnet.errors import (
+    BadRequest,
+    FoldnetError,
+    Forbidden,
+    NotFound,
+    TimedOut,
+    TooLarge,
+    Unavailable,
+)
+from worker.systems import EngineCache, SystemDefinition, decode_system
+from worker.wire import KEY_HEADER, body_digest, origin_of
+
+__all__ = ["API_VERSION", "JobInfo", "Service", "ServiceConfig"]
 
 #: How long a running service trusts a lab key it checked (``foldnet lab revoke`` takes
 #: hold within this time).
@@ -45,74 +63,58 @@ LAB_KEY_CACHE_S = 30.0
 
 API_VERSION = "v1"
 
+#: Where a request keeps what the coordinator must admit it by (front-ends in other
+#: processes: nonce and rates are checked there, for all of them).
+_ADMIT = "foldnet.admit"
 
-@dataclass(frozen=True, slots=True)
-class ServiceConfig:
-    """Limits of one service; the defaults suit a public deployment on a small machine."""
+T = TypeVar("T")
 
-    max_json_bytes: int = 1 << 20
-    max_job_bytes: int = 16 << 20  # a PDB upload
-    max_result_bytes: int = 64 << 20  # the ceiling; each upload is held to its WU's size
-    body_timeout_s: float = 30.0  # a body must arrive within this
-    min_upload_rate: float = 64 << 10  # ... plus its limit at this many bytes per second
-    max_requests_per_address: int = 64  # in flight at once from one IPv4 address or IPv6 /64
-    max_job_steps: int = 5 * 10**8  # steps of one job in all (runs x clones x gens x steps)
-    max_job_wus: int = 100_000  # WUs of one job (runs x clones x gens)
-    min_steps_per_wu: int = 100  # a WU costs the service the same whatever its steps
-    max_residues: int = 2_000  # amino acids of one system
-    max_atoms: int = 50_000  # atoms of one system as uploaded, and particles once prepared
-    max_queued_wus_per_lab: int = 200_000  # WUs of a lab's jobs not yet done, in all
-    max_slots: int = 8  # WUs in one pull
-    page_max: int = 100
-    lab_rate: float = 20.0
-    lab_burst: float = 60.0
-    volunteer_rate: float = 50.0
-    volunteer_burst: float = 200.0
-    register_rate: float = 5.0  # per client address (an IPv6 /64 counts as one)
-    register_burst: float = 50.0
-    register_global_rate: float = 10.0  # all addresses together
-    register_global_burst: float = 500.0
-    signature_window_s: float = 300.0
-    idle_retry_s: float = 5.0  # what a volunteer is told to wait when there is no work
-    tick_s: float = 0.2
-    beacon_interval_s: float = 0.5
-    checkpoint_every: int = 1000
-    #: Volunteer keys of the operator's own machines, established from the start (trust
-    #: has to start somewhere: fresh keys never validate a WU among themselves).
-    trusted_keys: tuple[bytes, ...] = ()
-    #: The network's verification floor, probation and draw settings.
-    policy: NetworkPolicy = field(default_factory=NetworkPolicy)
-    #: This service's public origin (``scheme://host:port``, as volunteers reach it); every
-    #: signed request must name it. ``None`` takes it from each request's Host header, which
-    #: does not stop a replay from one coordinator to another: set it in a deployment
-    #: (``foldnet serve`` sets it to ``http://HOST:PORT`` unless ``--origin`` says otherwise).
-    origin: str | None = None
 
-    @property
-    def limits(self) -> PlanLimits:
-        """The limits on one job that a plan and its preparation are held to."""
-        return PlanLimits(
-            max_job_steps=self.max_job_steps,
-            max_job_wus=self.max_job_wus,
-            min_steps_per_wu=self.min_steps_per_wu,
-            max_residues=self.max_residues,
-            max_atoms=self.max_atoms,
-        )
+@command
+def _is_registered(core: Core, _c: Coordinator, key: bytes) -> bool:
+    return key in core.registered
+
+
+@command
+def _assignment_of(core: Core, _c: Coordinator, replica: int) -> Assignment | None:
+    return core.assignments.get(replica)
+
+
+@command
+def _check_of(core: Core, _c: Coordinator, check: int) -> tuple[bytes, bytes, float] | None:
+    return core.checks.get(check)
+
+
+@command
+def _system_of(core: Core, _c: Coordinator, digest: str) -> bytes | None:
+    """A system of work handed out (None for any other digest)."""
+    return core.systems.get(digest)
+
+
+@command
+def _report_metrics(core: Core, _c: Coordinator, worker: int, snapshot: dict[str, Any]) -> None:
+    core.front_metrics[worker] = snapshot
 
 
 @dataclass(frozen=True, slots=True)
-class JobInfo:
-    lab: str
-    name: str
-    submitted_at: float
-    description: str = ""  # the plan in words, with its time units
+class FrontEnd:
+    """How a front-end in a process of its own reaches the coordinator: its end of the
+    link (a socket from the coordinator's process) and its number."""
+
+    sock: socket.socket
+    worker: int
 
 
 class Service:
-    """Everything the handlers share: the coordinator thread, accounts, auth, limits."""
+    """Everything the handlers of one process share."""
 
     def __init__(
-        self, workdir: str | Path, config: ServiceConfig, *, clock: Clock = SYSTEM_CLOCK
+        self,
+        workdir: str | Path,
+        config: ServiceConfig,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        front: FrontEnd | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.config = config
@@ -129,134 +131,126 @@ class Service:
             config.register_global_rate, config.register_global_burst, clock=pace
         )
         self.labs_by_hash: dict[str, tuple[str, float]] = {}  # key hash -> (lab, valid until)
-        self.jobs: dict[str, JobInfo] = {}
-        self.assignments: dict[int, Assignment] = {}
-        self.checks: dict[int, tuple[bytes, bytes, float]] = {}  # (volunteer, wu, deadline)
-        self._pruned = 0.0
-        self.systems: dict[str, bytes] = {}  # encoded systems handed out, by digest hex
-        self.ledger = LedgerIndex()
-        self.last_checkpoint = float("-inf")  # monotonic time of one signed for proofs
-        self.classes: dict[bytes, tuple[str, str]] = {}  # key -> (det class, engine) declared
-        self.outcomes = {"validated": 0, "invalidated": 0, "failed": 0, "completed": 0}
+        #: The coordinator's side, when it runs in this process (``foldnet serve``).
+        self.core: Core | None = None if front is not None else Core(workdir, config, clock=clock)
+        self.front = front
+        self.link: FrontLink | None = None
         self.accounts: Accounts | None = None
-        self.thread: CoordinatorThread | None = None
-        #: Prepares accepted jobs in a child process (never in this interpreter).
-        self.preparer: Preparer | None = None
-        self._stack = contextlib.ExitStack()
-        self.log: Log | None = None
+        # a front-end's own memory of the work it handed out (hints: the core decides)
+        self._assignments: dict[int, Assignment] = {}
+        self._checks: dict[int, tuple[bytes, bytes, float]] = {}
+        self._systems: dict[str, bytes] = {}
+        self._decoded: dict[str, SystemDefinition] = {}
+        self.engines = EngineCache()  # the physical sanity checks of results
+        self._store: Store | None = None
+        self._ledger: str | Path | None = None
+        self._stack = contextlib.AsyncExitStack()
+        #: Called when the coordinator goes away under a front-end (it stops then).
+        self.on_lost: Callable[[], None] = lambda: None
+
+    @property
+    def remote(self) -> bool:
+        """True in a front-end whose coordinator runs in another process."""
+        return self.front is not None
+
+    @property
+    def thread(self) -> CoordinatorThread | None:
+        """The coordinator's thread, when it runs in this process (tests drive it)."""
+        return self.core.thread if self.core is not None else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._stack.enter_context(owned(self.workdir))
+    async def start(self) -> None:
         try:
-            self.accounts = Accounts.in_folder(self.workdir)
-            self._stack.callback(self.accounts.close)
-            self.vauth.registered = self.accounts.volunteer_keys()
-            cfg = self.config
-            self.thread = CoordinatorThread(
-                lambda: Coordinator.local(
-                    self.workdir,
-                    checkpoint_every=cfg.checkpoint_every,
-                    beacon_interval_s=cfg.beacon_interval_s,
-                    policy=cfg.policy,
-                    clock=self.clock.now,
-                ),
-                tick_s=cfg.tick_s,
-                after_batch=self._after_batch,
-                clock=self.clock,
-            )
-            self.thread.start()
-            if cfg.trusted_keys:
-                keys = cfg.trusted_keys
-
-                def trust(c: Coordinator) -> None:
-                    for k in keys:
-                        c.trust(k)
-
-                self.thread.call_sync(trust)
-            self._stack.callback(self.thread.stop)
-            known = {j.job: j for j in self.accounts.jobs()}
-            now = self.clock.now()
-
-            def index(c: Coordinator) -> list[tuple[str, str, str]]:
-                out = []
-                for job in [*c.scheduler.pending, *c.scheduler.jobs]:
-                    info = c.store.job(job) or {}
-                    out.append((job, str(info.get("lab", "")), str(info.get("description", ""))))
-                return out
-
-            self.log = self.thread.call_sync(lambda c: c.log)
-            for job, lab, description in self.thread.call_sync(index):
-                info = known.get(job)
-                self.jobs[job] = JobInfo(
-                    lab,
-                    info.name if info else "",
-                    info.submitted_at if info else now,
-                    description,
-                )
-            self.preparer = Preparer(
-                on_prepared=self._prepared, on_failed=self._preparation_failed, limits=cfg.limits
-            )
-            self.preparer.start()
-            self._stack.callback(self.preparer.stop)  # before the coordinator's thread stops
-            # jobs still preparing when the service stopped are prepared again
-            for job, plan in self.thread.call_sync(lambda c: c.pending_preparations()):
-                self.preparer.submit(job, plan)
+            if self.core is not None:
+                core = self.core
+                await anyio.to_thread.run_sync(core.start)
+                self._stack.push_async_callback(anyio.to_thread.run_sync, core.stop)
+                self.accounts = core.accounts
+                self.vauth.registered = core.registered  # one set: the core's
+            else:
+                assert self.front is not None
+                front = self.front
+                self.link = await FrontLink.connect(front.sock, front.worker, self._lost)
+                self._stack.callback(self.link.close)
+                dbs = await anyio.to_thread.run_sync(Databases.of_folder, self.workdir)
+                self._ledger = dbs.ledger
+                self.accounts = await anyio.to_thread.run_sync(Accounts, dbs.accounts)
+                self._stack.push_async_callback(anyio.to_thread.run_sync, self.accounts.close)
+                self._stack.push_async_callback(self._close_store)
+                reporter = asyncio.get_running_loop().create_task(self._report())
+                self._stack.callback(reporter.cancel)
         except BaseException:
-            self._stack.close()
+            await self._stack.aclose()
             raise
 
-    def stop(self) -> None:
-        self._stack.close()
+    def ready(self, pid: int) -> None:
+        """Tell the coordinator's process this front-end is serving."""
+        if self.link is not None and self.front is not None:
+            self.link.send(Ready(worker=self.front.worker, pid=pid))
 
-    def _prepared(self, job: str, prepared: PreparedJob) -> None:
-        """A preparation finished (on the preparer's thread): stored on the coordinator's
-        thread; a result it refuses fails the job with the reason."""
+    async def stop(self) -> None:
+        await self._stack.aclose()
 
-        def store(c: Coordinator) -> None:
-            try:
-                c.prepared(job, prepared)
-            except CoordinatorError as e:
-                c.preparation_failed(job, str(e))
+    def _lost(self) -> None:
+        self.on_lost()
 
-        self._to_coordinator(store)
+    async def _report(self) -> None:
+        """Send this front-end's request metrics to the core every few seconds (so that
+        ``/metrics`` on any front-end counts the requests of all)."""
+        while True:
+            await asyncio.sleep(2.0)
+            with contextlib.suppress(FoldnetError):  # the coordinator is away: next time
+                await self.report_metrics()
 
-    def _preparation_failed(self, job: str, reason: str) -> None:
-        self._to_coordinator(lambda c: c.preparation_failed(job, reason))
+    async def report_metrics(self) -> None:
+        if self.front is not None:
+            await self.call(_report_metrics, self.front.worker, self.metrics.snapshot())
 
-    def _to_coordinator(self, fn: Any) -> None:
-        thread = self.thread
-        if thread is None or not thread.alive:  # stopping: prepared again at the next start
-            return
-        with contextlib.suppress(CoordinatorError):
-            thread.submit(fn)
+    async def _close_store(self) -> None:
+        if self._store is not None:
+            await anyio.to_thread.run_sync(self._store.close)
 
-    def _after_batch(self, c: Coordinator) -> None:
-        out = c.drain()  # keeps the coordinator's instruction buffer from growing
-        self.outcomes["validated"] += len(out.validated)
-        self.outcomes["invalidated"] += len(out.invalidated)
-        self.outcomes["failed"] += len(out.failed)
-        self.outcomes["completed"] += len(out.completed)
-        now = c.clock()
-        if now - self._pruned > 5.0:  # work long past its deadline was reissued by now
-            self._pruned = now
-            for rid in [r for r, a in list(self.assignments.items()) if a.deadline < now - 60]:
-                self.assignments.pop(rid, None)
-            for cid in [k for k, v in list(self.checks.items()) if v[2] < now - 60]:
-                self.checks.pop(cid, None)
+    @property
+    def alive(self) -> bool:
+        if self.core is not None:
+            return self.core.alive
+        return self.link is not None and not self.link.lost
 
-    def coordinator(self) -> CoordinatorThread:
-        if self.thread is None or not self.thread.alive:
+    # -- the coordinator -------------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., T], *args: Any, request: Request | None = None) -> T:
+        """Run command ``fn(core, coordinator, *args)`` on the coordinator's thread, in its
+        next group commit; answers after the commit. ``request``: the request it serves,
+        admitted (nonce, rates) by the coordinator when that runs in another process."""
+        if self.core is not None:
+            core = self.core
+            return await core.coordinator().call(lambda c: fn(core, c, *args))
+        if self.link is None:
             raise Unavailable("the coordinator is not running; retry later", code="unavailable")
-        return self.thread
+        admit = request.scope.pop(_ADMIT, None) if request is not None else None  # once
+        result: T = await self.link.call(command_name(fn), args, admit)
+        return result
 
-    def ledger_log(self) -> Log:
-        """The coordinator's ledger, for the auditor's endpoints (ledger.http), which read
-        only its file path and open read-only connections of their own."""
-        if self.log is None:
+    async def store(self) -> Store:
+        """The coordinator's store, to read results from (a read-only use: in a front-end
+        of its own, a connection of its own)."""
+        if self.core is not None:
+            return await self.core.coordinator().call(lambda c: c.store)
+        if self._store is None:
+            dbs = await anyio.to_thread.run_sync(Databases.of_folder, self.workdir)
+            self._store = await anyio.to_thread.run_sync(Store.open, dbs.coordinator)
+        return self._store
+
+    def ledger_location(self) -> str | Path:
+        """What opens the ledger read-only (its SQLite file, or its PostgreSQL URL)."""
+        if self.core is not None:
+            if self.core.log is None:
+                raise Unavailable("the coordinator is not running", code="unavailable")
+            return self.core.log.store.path
+        if self._ledger is None:
             raise Unavailable("the coordinator is not running", code="unavailable")
-        return self.log
+        return self._ledger
 
     # -- who is asking ---------------------------------------------------------------------
 
@@ -280,19 +274,27 @@ class Service:
                     code="bad_api_key",
                 )
             self.labs_by_hash[h] = (lab, now + LAB_KEY_CACHE_S)  # so a revocation takes hold
-        self.lab_limit.check(("lab", lab))
+        self.lab_limit.check(("lab", lab))  # with front-ends of their own: this one's share
+        if self.remote:  # ... and the coordinator's bucket, which counts them all
+            request.scope[_ADMIT] = Admission(lab=lab)
         return lab
 
-    def volunteer(self, request: Request, body: bytes, *, registering: bool = False) -> bytes:
+    async def volunteer(
+        self, request: Request, body: bytes, *, registering: bool = False, register_from: str = ""
+    ) -> bytes:
         """The key of a signed request whose body was read (small JSON bodies)."""
-        pending = self.volunteer_headers(request, registering=registering)
-        return self.volunteer_signed(pending, body_digest(body))
+        pending = await self.volunteer_headers(request, registering=registering)
+        return self.volunteer_signed(request, pending, body_digest(body), register_from)
 
-    def volunteer_headers(self, request: Request, *, registering: bool = False) -> SignedRequest:
+    async def volunteer_headers(
+        self, request: Request, *, registering: bool = False
+    ) -> SignedRequest:
         """The signature headers checked (form, time, key registered, nonce fresh): what is
         known before a body is read."""
         query = request.url.query
         target = request.url.path + (f"?{query}" if query else "")
+        if self.remote and not registering:
+            await self._known(request)
         return self.vauth.check_headers(
             request.method,
             target,
@@ -301,9 +303,32 @@ class Service:
             registering=registering,
         )
 
-    def volunteer_signed(self, pending: SignedRequest, body_sha256: str) -> bytes:
+    async def _known(self, request: Request) -> None:
+        """A front-end learns of keys registered through another one from the core (a key
+        it does not know costs one question, within the address's registration rate)."""
+        key_hex = request.headers.get(KEY_HEADER, "")
+        if len(key_hex) != 64:
+            return  # check_headers says what is wrong with it
+        try:
+            key = bytes.fromhex(key_hex)
+        except ValueError:
+            return
+        if key in self.vauth.registered:
+            return
+        host = request.client.host if request.client else "?"
+        self.reg_limit.check(("volunteer-key", client_block(host)))
+        if await self.call(_is_registered, key):
+            self.vauth.registered.add(key)
+
+    def volunteer_signed(
+        self, request: Request, pending: SignedRequest, body_sha256: str, register_from: str = ""
+    ) -> bytes:
         key = self.vauth.check_signature(pending, body_sha256)
-        self.vol_limit.check(key)
+        self.vol_limit.check(key)  # with front-ends of their own: this one's share
+        if self.remote:  # ... and the coordinator's nonce book and bucket, for them all
+            request.scope[_ADMIT] = Admission(
+                volunteer=key, nonce=pending.nonce, register_from=register_from
+            )
         return key
 
     def body_timeout(self, limit: int) -> float:
@@ -338,27 +363,68 @@ class Service:
             )
         return data, h.hexdigest()
 
-    def hand_out(self, key: bytes, got: list[Any]) -> list[dict[str, Any]]:
-        """Remember what was handed out (after its commit) and encode it for the wire."""
-        tasks = []
-        for task, system, eng, assignment, deadline in got:
-            if isinstance(task, ComputeTask):
-                self.assignments[task.replica] = assignment
-            elif isinstance(task, SpotCheckTask):
-                self.checks[task.check] = (key, task.wu_id, deadline)
-            tasks.append({**encode_task(task, system, eng), "deadline": deadline})
-        return tasks
+    # -- work handed out -------------------------------------------------------------------
 
-    def next_pull(self, key: bytes, n: int) -> tuple[str, int, str] | None:
-        """(class, slots, engine) for work pulled with an upload (``?next=N``), using the
-        class the volunteer declared in its last ``/v1/work``."""
-        if n <= 0 or key not in self.classes:
-            return None
-        dkey, engine = self.classes[key]
-        return dkey, min(n, self.config.max_slots), engine
+    def hand_out(self, got: list[HandOut]) -> list[dict[str, Any]]:
+        """Encode work the core handed out for the wire (a front-end of its own remembers
+        what each result must look like, so that its upload is checked here)."""
+        if self.remote:
+            for h in got:
+                if h.assignment is not None:
+                    self._assignments[h.number] = h.assignment
+                elif h.check is not None:
+                    self._checks[h.number] = h.check
+        return [encode_handout(h) for h in got]
 
-    def own_job(self, lab: str, job: str) -> JobInfo:
-        info = self.jobs.get(job)
-        if info is None or info.lab != lab:
-            raise NotFound(f"no job {job[:64]!r} among this lab's jobs", code="not_found")
-        return info
+    async def assignment(self, replica: int, key: bytes) -> Assignment | None:
+        """What replica ``replica`` handed to ``key`` must return (None: not ``key``'s)."""
+        if self.core is not None:
+            a = self.core.assignments.get(replica)
+        else:
+            a = self._assignments.get(replica)
+            if a is None or a.volunteer != key or a.deadline <= self.clock.now():
+                a = await self.call(_assignment_of, replica)  # the core's word
+                if a is not None:
+                    self._assignments[replica] = a
+        return a if a is not None and a.volunteer == key else None
+
+    async def check(self, check: int, key: bytes) -> bytes | None:
+        """The WU of spot check ``check`` handed to ``key`` (None: not ``key``'s)."""
+        if self.core is not None:
+            owner = self.core.checks.get(check)
+        else:
+            owner = self._checks.get(check)
+            if owner is None or owner[0] != key or owner[2] <= self.clock.now():
+                owner = await self.call(_check_of, check)
+                if owner is not None:
+                    self._checks[check] = owner
+        return owner[1] if owner is not None and owner[0] == key else None
+
+    def forget(self, replica: int | None = None, check: int | None = None) -> None:
+        if replica is not None:
+            self._assignments.pop(replica, None)
+        if check is not None:
+            self._checks.pop(check, None)
+
+    async def system_blob(self, digest: str, *, request: Request | None = None) -> bytes | None:
+        """An encoded system of work handed out (None for any other digest). ``request``: a
+        volunteer's, admitted by the coordinator (its nonce spent there) in a front-end of
+        its own, even when the system is known here."""
+        if self.core is not None:
+            return self.core.systems.get(digest)
+        data = self._systems.get(digest)
+        if data is None or request is not None:
+            data = await self.call(_system_of, digest, request=request)
+            if data is not None:
+                self._systems[digest] = data
+        return data
+
+    async def system(self, digest: bytes) -> SystemDefinition:
+        """The decoded system of work handed out (what results are checked against)."""
+        got = self._decoded.get(digest.hex())
+        if got is None:
+            data = await self.system_blob(digest.hex())
+            if data is None:
+                raise NotFound(f"no system {digest.hex()[:16]} in work handed out")
+            got = self._decoded[digest.hex()] = decode_system(data)
+        return got

@@ -40,7 +40,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from coordinator.bundle import RMSD_COLUMN
 from coordinator.http.context import Service
+from coordinator.http.core import Core
+from coordinator.http.labs import own_job
 from coordinator.http.ledger_view import LedgerView, checkpoint_json, record_json, thin
+from coordinator.http.link import command
 from coordinator.results import select
 from coordinator.scheduler import ONLINE_S
 from coordinator.service import Coordinator
@@ -62,10 +65,6 @@ SERIES_PAGE = 20
 SERIES_POINTS = 1000
 #: Most frames of a trajectory sent to the 3-D viewer (evenly spaced, the last included).
 TRAJECTORY_FRAMES = 100
-#: Samples of the network's live numbers kept for the chart (one per SAMPLE_S at most).
-SAMPLES = 180
-SAMPLE_S = 2.0
-
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -177,36 +176,28 @@ def install_web(app: FastAPI) -> None:
         return HTMLResponse(bytes(page.body), headers={"X-Content-Type-Options": "nosniff"})
 
 
-class _Samples:
-    """The network's live numbers every SAMPLE_S (taken when someone asks), for the chart."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def add(self, row: dict[str, float]) -> None:
-        if self.rows and row["t"] - self.rows[-1]["t"] < SAMPLE_S:
-            return
-        self.rows.append(row)
-        del self.rows[:-SAMPLES]
-
-
-def _network(c: Coordinator) -> dict[str, Any]:
-    """On the coordinator's thread: the scheduler's live numbers."""
+@command
+def _network(core: Core, c: Coordinator, validated: int) -> dict[str, Any]:
+    """On the coordinator's thread: the scheduler's live numbers, and recent samples of them
+    (``validated``: results validated in all, from the ledger) for the chart."""
     s = c.scheduler
     now = c.clock()
     online = sum(1 for v in s.volunteers.values() if now - v.seen <= ONLINE_S)
     wus = s.summary()
     in_flight = sum(wus.get(k, 0) for k in ("in_progress", "awaiting_beacon", "spot_checking"))
     running = sum(1 for j in s.jobs.values() if not j.cancelled and j.remaining > 0)
+    core.samples.add({"t": now, "online": online, "in_flight": in_flight, "validated": validated})
     return {
         "time": now,
         "volunteers": {"known": len(s.volunteers), "online": online},
         "wus": {"in_flight": in_flight, "by_state": wus, "total": sum(wus.values())},
         "jobs": {"running": running, "total": len(s.jobs)},
+        "samples": list(core.samples.rows),
     }
 
 
-def _volunteer_work(c: Coordinator, key: bytes) -> dict[str, Any]:
+@command
+def _volunteer_work(_core: Core, c: Coordinator, key: bytes) -> dict[str, Any]:
     """On the coordinator's thread: what the scheduler knows of one key's work."""
     vid = key.hex()
     vol = c.scheduler.volunteers.get(vid)
@@ -248,6 +239,17 @@ def _trajectories(
     return out, total
 
 
+@command
+def _job_trajectories(
+    core: Core, c: Coordinator, lab: str, job: str, cursor: int, limit: int | None
+) -> tuple[dict[tuple[int, int], list[tuple[int, int]]], int, bytes, str]:
+    """A lab's job's trajectories (:func:`_trajectories`), its system's digest and engine."""
+    own_job(core, lab, job)
+    trajs, total = _trajectories(c, job, cursor, limit)
+    spec = c.scheduler.jobs[job].spec
+    return trajs, total, spec.system_digest, spec.engine
+
+
 def _contiguous(gens: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [g for i, g in enumerate(gens) if g[0] == i]
 
@@ -260,8 +262,7 @@ def _downsample(a: np.ndarray, n: int = SERIES_POINTS) -> list[float]:
 
 def dashboard_router(svc: Service) -> APIRouter:
     router = APIRouter()
-    view = LedgerView(svc.ledger_log)
-    samples = _Samples()
+    view = LedgerView(svc.ledger_location)
 
     async def updated() -> int:
         try:
@@ -303,19 +304,12 @@ def dashboard_router(svc: Service) -> APIRouter:
         """The network now: volunteers online, WUs in flight, jobs running, validated
         results per minute (ledger time), the latest signed checkpoint, and recent samples
         of these numbers for a chart."""
-        live = await svc.coordinator().call(_network)
         size = await updated()
+        live = await svc.call(_network, len(view.validated_ms))
         now_ms = int(live["time"] * 1000)
         minutes = view.per_minute(now_ms)
         cp = view.checkpoint
-        samples.add(
-            {
-                "t": live["time"],
-                "online": live["volunteers"]["online"],
-                "in_flight": live["wus"]["in_flight"],
-                "validated": len(view.validated_ms),
-            }
-        )
+        samples = live.pop("samples")
         return live | {
             "validated": {
                 "total": len(view.validated_ms),
@@ -329,7 +323,7 @@ def dashboard_router(svc: Service) -> APIRouter:
                 "entries_by_kind": dict(view.kinds),
             },
             "checkpoint": None if cp is None else checkpoint_json(cp[1]),
-            "samples": list(samples.rows),
+            "samples": samples,
         }
 
     @router.get("/v1/ledger/records", tags=["ledger"])
@@ -401,7 +395,7 @@ def dashboard_router(svc: Service) -> APIRouter:
         k = _key(key)
         size = await updated()
         v = view.volunteer(k)
-        work = await svc.coordinator().call(lambda c: _volunteer_work(c, k))
+        work = await svc.call(_volunteer_work, k)
         if v is None and not work["known"]:
             raise NotFound(f"no volunteer {key} in the ledger or the scheduler", code="not_found")
         cp = view.checkpoint
@@ -463,9 +457,11 @@ def dashboard_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Per trajectory, the observables (Q, RMSD, energy, Rg) of its validated
         generations against the step, at most 1,000 points each; ``next`` pages on."""
-        svc.own_job(await svc.lab(request), job)
-        trajs, total = await svc.coordinator().call(lambda c: _trajectories(c, job, cursor, limit))
-        store = await svc.coordinator().call(lambda c: c.store)
+        lab = await svc.lab(request)
+        trajs, total, _digest, _engine = await svc.call(
+            _job_trajectories, lab, job, cursor, limit, request=request
+        )
+        store = await svc.store()
         page = sorted(trajs)
 
         def read() -> list[dict[str, Any]]:
@@ -507,15 +503,11 @@ def dashboard_router(svc: Service) -> APIRouter:
         of the longest trajectory, as in the results) among its
         validated frames, of one trajectory's current (latest validated) state, or of one
         trajectory's validated frames (``which=trajectory``: at most 100 MODELs)."""
-        svc.own_job(await svc.lab(request), job)
-        trajs, _total = await svc.coordinator().call(lambda c: _trajectories(c, job))
-        coord_store, digest, engine = await svc.coordinator().call(
-            lambda c: (
-                c.store,
-                c.scheduler.jobs[job].spec.system_digest,
-                c.scheduler.jobs[job].spec.engine,
-            )
+        lab = await svc.lab(request)
+        trajs, _total, digest, engine = await svc.call(
+            _job_trajectories, lab, job, 0, None, request=request
         )
+        coord_store = await svc.store()
         if which != "best" and (run, clone) not in trajs:
             raise NotFound(f"the job has no trajectory run {run} clone {clone}", code="not_found")
 

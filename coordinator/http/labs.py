@@ -12,7 +12,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.http.context import JobInfo, Service
+from coordinator.http.context import Service
+from coordinator.http.core import Core, JobInfo
 from coordinator.http.jobs import (
     ResultsRequest,
     analysis_inputs,
@@ -22,11 +23,11 @@ from coordinator.http.jobs import (
     results_request,
     results_zip,
 )
+from coordinator.http.link import command
 from coordinator.plan import HELP, MAX_NAME, JobPlan
-from coordinator.results import NotReadyError, select
+from coordinator.results import NotReadyError, ResultPlan, select
 from coordinator.service import Coordinator
-from coordinator.store import Store
-from foldnet.errors import Conflict
+from foldnet.errors import Conflict, NotFound
 
 
 def _doc(name: str) -> str:
@@ -70,18 +71,100 @@ class JobRequest(BaseModel):
         return JobPlan.create(engine=self.engine, source="the uploaded PDB", **given)
 
 
+# -- commands: on the coordinator's thread ----------------------------------------------------
+
+
+def own_job(core: Core, lab: str, job: str) -> JobInfo:
+    info = core.jobs.get(job)
+    if info is None or info.lab != lab:
+        raise NotFound(f"no job {job[:64]!r} among this lab's jobs", code="not_found")
+    return info
+
+
+def _progress(core: Core, c: Coordinator, job: str, info: JobInfo, now: float) -> dict[str, Any]:
+    """Progress, the plan in words, and where the preparation stands (its process, its
+    stage)."""
+    progress = job_progress(c, job, name=info.name, submitted_at=info.submitted_at, now=now)
+    progress["description"] = info.description
+    prep = core.preparer.progress(job) if core.preparer is not None else None
+    progress["preparation"] = prep.as_json() if prep is not None else None
+    return progress
+
+
+@command
+def _accept(core: Core, c: Coordinator, lab: str, plan: JobPlan) -> str:
+    cfg = core.config
+    wus = plan.wus
+    mine = [j for j, info in core.jobs.items() if info.lab == lab]
+    queued = queued_wus(c, mine)
+    if queued + wus > cfg.max_queued_wus_per_lab:  # with the acceptance: two at once cannot
+        raise Conflict(  # both slip under it
+            f"this lab has {queued:,} work units queued or running and the job adds "
+            f"{wus:,}; the limit is {cfg.max_queued_wus_per_lab:,} per lab: wait for "
+            "work to finish, or cancel a job",
+            code="quota_exceeded",
+        )
+    job = c.accept(lab=lab, plan=plan)
+    now = core.clock.now()
+    accounts, preparer = core.accounts, core.preparer
+    assert accounts is not None and preparer is not None
+
+    def known() -> None:  # once the job is committed
+        core.jobs[job] = JobInfo(lab, plan.name, now, plan.describe())
+        accounts.add_job(job, lab, plan.name, now)
+        preparer.submit(job, plan)
+
+    core.when_committed(known)
+    return job
+
+
+@command
+def _list(
+    core: Core, c: Coordinator, lab: str, cursor: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    mine = [(j, i) for j, i in core.jobs.items() if i.lab == lab]
+    now = core.clock.now()
+    items = [_progress(core, c, j, i, now) for j, i in mine[cursor : cursor + limit]]
+    return items, len(mine)
+
+
+@command
+def _get(core: Core, c: Coordinator, lab: str, job: str) -> dict[str, Any]:
+    return _progress(core, c, job, own_job(core, lab, job), core.clock.now())
+
+
+@command
+def _cancel(core: Core, c: Coordinator, lab: str, job: str) -> None:
+    own_job(core, lab, job)
+    c.cancel(job)
+    if core.preparer is not None:
+        core.preparer.forget(job)
+
+
+@command
+def _results(core: Core, c: Coordinator, lab: str, job: str) -> ResultsRequest:
+    own_job(core, lab, job)
+    now = core.clock.monotonic()
+    # a checkpoint covering the job's results, at most one a second (as for proofs)
+    may_sign = now - core.last_checkpoint >= 1.0
+    req = results_request(c, core.ledger, job, may_sign=may_sign)
+    if req.signed:
+        core.last_checkpoint = now
+    return req
+
+
+@command
+def _selected(core: Core, c: Coordinator, lab: str, job: str) -> ResultPlan:
+    own_job(core, lab, job)
+    return select(c.scheduler, job)
+
+
+# -- the routes -------------------------------------------------------------------------------
+
+
 def labs_router(svc: Service) -> APIRouter:
     router = APIRouter()
     cfg = svc.config
-
-    def _annotate(progress: dict[str, Any], info: JobInfo) -> dict[str, Any]:
-        """The plan in words, and where the preparation stands (its process, its stage)."""
-        progress["description"] = info.description
-        prep = svc.preparer.progress(progress["job"]) if svc.preparer is not None else None
-        progress["preparation"] = prep.as_json() if prep is not None else None
-        return progress
-
-    # -- labs ----------------------------------------------------------------------------
 
     @router.post("/v1/jobs", status_code=202, tags=["labs"])
     async def submit_job(body: JobRequest, request: Request) -> dict[str, Any]:
@@ -91,37 +174,13 @@ def labs_router(svc: Service) -> APIRouter:
         lab = await svc.lab(request)
         plan = body.plan()
         plan.check(cfg.limits)
-        wus = plan.wus
-
-        def quota(c: Coordinator) -> None:
-            mine = [j for j, info in list(svc.jobs.items()) if info.lab == lab]
-            queued = queued_wus(c, mine)
-            if queued + wus > cfg.max_queued_wus_per_lab:
-                raise Conflict(
-                    f"this lab has {queued:,} work units queued or running and the job adds "
-                    f"{wus:,}; the limit is {cfg.max_queued_wus_per_lab:,} per lab: wait for "
-                    "work to finish, or cancel a job",
-                    code="quota_exceeded",
-                )
-
-        def accept(c: Coordinator) -> str:
-            quota(c)  # with the acceptance: two at once cannot both slip under it
-            return c.accept(lab=lab, plan=plan)
-
-        job = await svc.coordinator().call(accept)
-        now = svc.clock.now()
-        assert svc.accounts is not None and svc.preparer is not None
-        accounts = svc.accounts
-        await anyio.to_thread.run_sync(lambda: accounts.add_job(job, lab, plan.name, now))
-        description = plan.describe()
-        svc.jobs[job] = JobInfo(lab, plan.name, now, description)
-        svc.preparer.submit(job, plan)
+        job = await svc.call(_accept, lab, plan, request=request)
         return {
             "job": job,
             "url": f"/v1/jobs/{job}",
             "state": "preparing",
-            "wus_total": wus,
-            "description": description,
+            "wus_total": plan.wus,
+            "description": plan.describe(),
         }
 
     @router.get("/v1/jobs", tags=["labs"])
@@ -132,31 +191,18 @@ def labs_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """This lab's jobs with their progress, oldest first; follow ``next`` for more."""
         lab = await svc.lab(request)
-        mine = [(j, i) for j, i in svc.jobs.items() if i.lab == lab]
-        page = mine[cursor : cursor + min(limit, cfg.page_max)]
-        now = svc.clock.now()
-        items = await svc.coordinator().call(
-            lambda c: [
-                job_progress(c, j, name=i.name, submitted_at=i.submitted_at, now=now)
-                for j, i in page
-            ]
-        )
-        for item, (_j, info) in zip(items, page, strict=True):
-            _annotate(item, info)
-        nxt = cursor + len(page)
-        return {"jobs": items, "next": nxt if nxt < len(mine) else None}
+        n = min(limit, cfg.page_max)
+        items, total = await svc.call(_list, lab, cursor, n, request=request)
+        nxt = cursor + len(items)
+        return {"jobs": items, "next": nxt if nxt < total else None}
 
     @router.get("/v1/jobs/{job}", tags=["labs"])
     async def get_job(
         job: Annotated[str, PathParam(max_length=128)], request: Request
     ) -> dict[str, Any]:
         """Progress: WUs validated, in flight, queued, failed; steps and ns simulated; ETA."""
-        info = svc.own_job(await svc.lab(request), job)
-        now = svc.clock.now()
-        progress = await svc.coordinator().call(
-            lambda c: job_progress(c, job, name=info.name, submitted_at=info.submitted_at, now=now)
-        )
-        return _annotate(progress, info)
+        lab = await svc.lab(request)
+        return await svc.call(_get, lab, job, request=request)
 
     @router.post("/v1/jobs/{job}/cancel", tags=["labs"])
     async def cancel_job(
@@ -164,10 +210,8 @@ def labs_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Withdraw a job: nothing more is handed out; validated work is kept. A job still
         preparing is cancelled too (its preparation's result is dropped)."""
-        svc.own_job(await svc.lab(request), job)
-        await svc.coordinator().call(lambda c: c.cancel(job))
-        if svc.preparer is not None:
-            svc.preparer.forget(job)
+        lab = await svc.lab(request)
+        await svc.call(_cancel, lab, job, request=request)
         return {"job": job, "state": "cancelled"}
 
     @router.get(
@@ -184,18 +228,9 @@ def labs_router(svc: Service) -> APIRouter:
         the best structure, summary.json, README.txt, and in provenance/ every WU at full
         precision with its signed header, ledger entry and inclusion proof against a signed
         checkpoint (``foldnet verify-results`` checks it)."""
-        svc.own_job(await svc.lab(request), job)
-
-        def decide(c: Coordinator) -> tuple[ResultsRequest, Store]:
-            now = svc.clock.monotonic()
-            # a checkpoint covering the job's results, at most one a second (as for proofs)
-            may_sign = now - svc.last_checkpoint >= 1.0
-            req = results_request(c, svc.ledger, job, may_sign=may_sign)
-            if req.signed:
-                svc.last_checkpoint = now
-            return req, c.store
-
-        req, store = await svc.coordinator().call(decide)
+        lab = await svc.lab(request)
+        req = await svc.call(_results, lab, job, request=request)
+        store = await svc.store()
         data = await anyio.to_thread.run_sync(lambda: results_zip(store, req))
         return Response(
             data,
@@ -220,8 +255,9 @@ def labs_router(svc: Service) -> APIRouter:
         intervals), implied_timescales.png, free_energy.png and a README. Computed in a
         worker process, and kept until more work is validated. 422 ``invalid_analysis``
         when there is too little data (say what is missing), 409 before any result."""
-        svc.own_job(await svc.lab(request), job)
-        plan, store = await svc.coordinator().call(lambda c: (select(c.scheduler, job), c.store))
+        lab = await svc.lab(request)
+        plan = await svc.call(_selected, lab, job, request=request)
+        store = await svc.store()
         key = (job, tuple(plan.wu_ids))
         data = analyses.get(key)
         if data is None:

@@ -13,6 +13,7 @@ import base64
 import bisect
 import contextlib
 import dataclasses
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from typing import Any
 from ledger import entries as le
 from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError
-from ledger.log import Log
 from ledger.note import parse_note
 from ledger.store import Store
 
@@ -101,8 +101,8 @@ def record_json(index: int, leaf: bytes, data: bytes) -> dict[str, Any]:
 class LedgerView:
     """The ledger's numbers, indexed incrementally; thread-safe (one update at a time)."""
 
-    def __init__(self, get_log: Callable[[], Log]) -> None:
-        self._get_log = get_log
+    def __init__(self, locate: Callable[[], str | os.PathLike[str]]) -> None:
+        self._locate = locate  # the ledger's SQLite file or PostgreSQL URL
         self._lock = threading.Lock()
         self.scanned = 0
         self.by_key: dict[bytes, VolunteerCredit] = {}
@@ -113,7 +113,7 @@ class LedgerView:
         self._ranked: list[tuple[int, bytes]] | None = None
 
     def open(self) -> Store:
-        return Store.open_readonly(self._get_log().store.path)
+        return Store.open_readonly(self._locate())
 
     def _of(self, key: bytes) -> VolunteerCredit:
         v = self.by_key.get(key)

@@ -189,6 +189,37 @@ class Metrics:
         self.latency_sum[route] = self.latency_sum.get(route, 0.0) + seconds
         self.latency_count[route] = self.latency_count.get(route, 0) + 1
 
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain data (what a front-end process reports to the coordinator)."""
+        return {
+            "requests": [[*k, n] for k, n in self.requests.items()],
+            "latency": {r: list(c) for r, c in self.latency.items()},
+            "sum": dict(self.latency_sum),
+            "count": dict(self.latency_count),
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any]) -> Metrics:
+        return cls.merged([snap])
+
+    @classmethod
+    def merged(cls, snaps: list[dict[str, Any]]) -> Metrics:
+        """The counters of several processes added up."""
+        m = cls()
+        for snap in snaps:
+            for method, route, status, n in snap["requests"]:
+                key = (method, route, int(status))
+                m.requests[key] = m.requests.get(key, 0) + n
+            for route, counts in snap["latency"].items():
+                mine = m.latency.setdefault(route, [0] * len(BUCKETS))
+                for i, n in enumerate(counts):
+                    mine[i] += n
+            for route, v in snap["sum"].items():
+                m.latency_sum[route] = m.latency_sum.get(route, 0.0) + v
+            for route, v in snap["count"].items():
+                m.latency_count[route] = m.latency_count.get(route, 0) + v
+        return m
+
     def render(self, gauges: dict[str, tuple[str, dict[str, float] | float]]) -> str:
         out = [
             "# HELP foldnet_http_requests_total HTTP requests by method, route and status.",
@@ -228,10 +259,20 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+#: The header that names the front-end process that answered (``foldnet serve --workers N``).
+FRONT_END_HEADER = "x-foldnet-front-end"
+
+
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    """Counts every request; ``front_end``: this process's number among several front-ends,
+    named in every answer's ``X-Foldnet-Front-End`` header (which process answered what)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, front_end: int | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self._header = (
+            None if front_end is None else (FRONT_END_HEADER.encode(), str(front_end).encode())
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -240,10 +281,14 @@ class MetricsMiddleware:
         t0 = time.perf_counter()
         status = 499  # no answer: the client went away first (nginx's "client closed request")
 
+        header = self._header
+
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if header is not None:
+                    message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:

@@ -15,12 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator.errors import CommitFailedError
 from coordinator.http.auth import client_block
 from coordinator.http.context import Service
-from coordinator.http.wire import Assignment, precheck, upload_limit
-from coordinator.service import Coordinator
+from coordinator.http.core import Core
+from coordinator.http.link import command
+from coordinator.http.wire import Assignment, HandOut, precheck, upload_limit
+from coordinator.service import Coordinator, verify_upload
 from foldnet.errors import Invalid, NotFound, TooLarge
-from worker.errors import WireError
+from worker.errors import ResultError, WireError
+from worker.result import WorkerResult
 from worker.systems import particle_count
-from worker.tasks import ComputeTask
+from worker.tasks import ComputeTask, SpotCheckResult
 from worker.wire import (
     decode_result,
     decode_spot_check,
@@ -71,17 +74,22 @@ def _fields(doc: dict[str, Any], allowed: set[str]) -> None:
         raise WireError(f"unexpected fields {sorted(extra)[:5]}; expected only {sorted(allowed)}")
 
 
-def _pull(svc: Service, c: Coordinator, key: bytes, det: str, slots: int, engine: str) -> list[Any]:
-    """On the coordinator's thread: hand out work and note what each result must look like."""
+# -- commands: on the coordinator's thread ----------------------------------------------------
+
+
+def _pull(
+    core: Core, c: Coordinator, key: bytes, det: str, slots: int, engine: str
+) -> list[HandOut]:
+    """Hand out work and note what each result must look like (once it is committed)."""
     out = []
     for task in c.request_work(key, det, slots, engine):
         wu = c.scheduler.wus[task.wu_id].unit
         digest = wu.spec.system_digest
-        if digest.hex() not in svc.systems:
-            svc.systems[digest.hex()] = c.store.system(digest)
+        if digest.hex() not in core.systems:
+            core.systems[digest.hex()] = c.store.system(digest)
         if isinstance(task, ComputeTask):
             rep = c.scheduler.replicas[task.replica]
-            a: Assignment | None = Assignment(
+            a = Assignment(
                 key,
                 task.wu_id,
                 wu.spec.n_segments,
@@ -89,43 +97,212 @@ def _pull(svc: Service, c: Coordinator, key: bytes, det: str, slots: int, engine
                 wu.spec.steps_per_wu // wu.spec.report_steps,
                 rep.deadline,
                 wu.spec.steps_per_wu,
+                input_digest=wu.input_digest,
+                segment_steps=wu.spec.segment_steps,
+                report_steps=wu.spec.report_steps,
+                temperature=wu.spec.temperature,
+                system=digest,
+                price=task.price,
             )
-            deadline = rep.deadline
+            _remember(core, replica=task.replica, assignment=a)
+            out.append(
+                HandOut(
+                    wu_id=task.wu_id,
+                    number=task.replica,
+                    system=digest.hex(),
+                    engine=wu.spec.engine,
+                    spec=task.spec,
+                    deadline=rep.deadline,
+                    states=(task.input_state,),
+                    price=task.price,
+                    assignment=a,
+                )
+            )
         else:
-            a = None
             deadline = c.scheduler.checks[task.check].deadline
-        out.append((task, digest.hex(), wu.spec.engine, a, deadline))
+            owner = (key, task.wu_id, deadline)
+            _remember(core, check=task.check, owner=owner)
+            out.append(
+                HandOut(
+                    wu_id=task.wu_id,
+                    number=task.check,
+                    system=digest.hex(),
+                    engine=wu.spec.engine,
+                    spec=task.spec,
+                    deadline=deadline,
+                    states=task.start_states,
+                    segments=task.segments,
+                    check=owner,
+                )
+            )
     return out
+
+
+def _remember(
+    core: Core,
+    *,
+    replica: int = 0,
+    assignment: Assignment | None = None,
+    check: int = 0,
+    owner: tuple[bytes, bytes, float] | None = None,
+) -> None:
+    def remember() -> None:
+        if assignment is not None:
+            core.assignments[replica] = assignment
+        if owner is not None:
+            core.checks[check] = owner
+
+    core.when_committed(remember)
+
+
+def _more(core: Core, c: Coordinator, key: bytes, n: int) -> list[HandOut]:
+    """Work pulled with an upload (``?next=N``), in the class the volunteer declared in its
+    last ``/v1/work``."""
+    if n <= 0 or key not in core.classes:
+        return []
+    det, engine = core.classes[key]
+    return _pull(core, c, key, det, min(n, core.config.max_slots), engine)
+
+
+@command
+def _register(core: Core, c: Coordinator, key: bytes, name: str) -> bool:
+    if key in core.registered:  # a volunteer registers each time it starts: no write then
+        return False
+    c.register(key, name)
+    assert core.accounts is not None
+    new = core.accounts.add_volunteer(key, name)
+    core.registered.add(key)
+    return new
+
+
+@command
+def _work(core: Core, c: Coordinator, key: bytes, det: str, slots: int) -> list[HandOut]:
+    # The server owns the classes: only a known one is accepted (a 422 otherwise).
+    accepted = c.accept_class(det)
+    core.classes[key] = (accepted.key, accepted.engine)
+    return _pull(core, c, key, accepted.key, slots, accepted.engine)
+
+
+@command
+def _result(
+    core: Core,
+    c: Coordinator,
+    key: bytes,
+    replica: int,
+    result: WorkerResult | None,
+    problem: str,
+    more: int,
+) -> tuple[str, str, list[HandOut]]:
+    """A result verified by the front-end (``result``), or the problem it found (``result``
+    None): stored and fed to the scheduler, and the next work pulled."""
+    # once committed, the replica is no longer the volunteer's to upload (a failed commit
+    # keeps it: the retry its 503 asks for is accepted)
+    core.when_committed(lambda: core.assignments.pop(replica, None))
+    if result is None:
+        c.submit_invalid(key, replica, problem)
+    else:
+        c.submit_result(key, replica, result, verified=True)
+    rep = c.scheduler.replicas[replica]
+    return rep.state, (rep.claim.problem if rep.claim else ""), _more(core, c, key, more)
+
+
+@command
+def _give_back(core: Core, c: Coordinator, key: bytes, replica: int, reason: str) -> None:
+    c.fail(key, replica, reason)
+    core.when_committed(lambda: core.assignments.pop(replica, None))
+
+
+@command
+def _spot_check(
+    core: Core, c: Coordinator, key: bytes, result: SpotCheckResult, more: int
+) -> list[HandOut]:
+    c.submit_spot_check(key, result)
+    core.when_committed(lambda: core.checks.pop(result.check, None))
+    return _more(core, c, key, more)
+
+
+@command
+def _credit(core: Core, c: Coordinator, key: bytes) -> dict[str, Any]:
+    core.ledger.update(c.log)
+    v = core.ledger.get(key)
+    vol = c.scheduler.volunteers.get(key.hex())
+    return {
+        "volunteer": key.hex(),
+        "credit": v.balance,
+        "results_validated": v.validated,
+        "credits_granted": v.granted,
+        "credits_revoked": v.revoked,
+        "ledger_entries": len(v.entries),
+        "streak": vol.streak if vol else 0,
+        "in_flight": len(vol.in_flight) if vol else 0,
+    }
+
+
+@command
+def _proofs(core: Core, c: Coordinator, key: bytes, limit: int, cursor: int) -> dict[str, Any]:
+    core.ledger.update(c.log)
+    cp = c.log.checkpoint()
+    size = cp.checkpoint.size if cp else 0
+    mine_all = core.ledger.get(key).entries
+    now = core.clock.monotonic()
+    if mine_all and mine_all[-1] >= size and now - core.last_checkpoint >= 1.0:
+        # Entries after the latest checkpoint: sign a new one (at most one a second,
+        # so asking for proofs cannot flood the log with checkpoints).
+        core.last_checkpoint = now
+        cp = c.log.publish_checkpoint()
+        size = cp.checkpoint.size
+        core.ledger.update(c.log)
+    mine = [i for i in core.ledger.get(key).entries if i < size]
+    page = mine[cursor : cursor + limit]
+    items = [
+        {
+            "index": i,
+            "entry": c.log.entry(i).hex(),
+            "proof": [p.hex() for p in c.log.inclusion_proof(i, size)],
+        }
+        for i in page
+    ]
+    nxt = cursor + len(page)
+    return {
+        "checkpoint": cp.encode() if cp else None,
+        "tree_size": size,
+        "entries": items,
+        "pending": len(core.ledger.get(key).entries) - len(mine),
+        "next": nxt if nxt < len(mine) else None,
+    }
+
+
+# -- the routes -------------------------------------------------------------------------------
+
+
+def _answer(body: dict[str, Any]) -> JSONResponse:
+    """The answers of the hot path (work, results, spot checks) as JSON at once: they hold
+    only JSON's own types, so FastAPI's generic encoder (a walk over every value, about
+    three times the rendering itself) has nothing to do."""
+    return JSONResponse(body)
 
 
 def volunteers_router(svc: Service) -> APIRouter:
     router = APIRouter()
     cfg = svc.config
 
-    # -- volunteers ----------------------------------------------------------------------
-
     @router.post("/v1/volunteers", tags=["volunteers"], openapi_extra=_doc_body(RegisterRequest))
     async def register(request: Request) -> JSONResponse:
         """Register a public key; the request is signed by that key (proof of possession)."""
         host = request.client.host if request.client else "?"
-        svc.reg_limit.check(("register", client_block(host)))
+        block = client_block(host)
+        svc.reg_limit.check(("register", block))
         body = await request.body()
-        key = svc.volunteer(request, body, registering=True)
-        if key not in svc.vauth.registered:  # many addresses together: one budget (spent
-            svc.reg_global.check("register")  # only by new keys that proved possession)
+        key = await svc.volunteer(request, body, registering=True, register_from=block)
+        if not svc.remote and key not in svc.vauth.registered:  # many addresses together:
+            svc.reg_global.check("register")  # one budget (spent only by new keys that
+            # proved possession; with front-ends of their own, the coordinator's gate does it)
         doc = parse_json_object(body)
         _fields(doc, {"public_key", "name"})
         if get_hex(doc, "public_key", 32) != key:
             raise Invalid("public_key must be the key that signs the request", code="invalid_body")
         name = get_str(doc, "name", 100) if "name" in doc else ""
-        assert svc.accounts is not None
-        accounts = svc.accounts
-
-        def reg(c: Coordinator) -> bool:
-            c.register(key, name)
-            return accounts.add_volunteer(key, name)
-
-        new = await svc.coordinator().call(reg)
+        new = await svc.call(_register, key, name, request=request)
         svc.vauth.registered.add(key)
         return JSONResponse(
             {"volunteer": key.hex(), "registered": True, "new": new},
@@ -133,10 +310,10 @@ def volunteers_router(svc: Service) -> APIRouter:
         )
 
     @router.post("/v1/work", tags=["volunteers"], openapi_extra=_doc_body(WorkRequest))
-    async def pull(request: Request) -> dict[str, Any]:
+    async def pull(request: Request) -> JSONResponse:
         """Up to ``slots`` work units this volunteer may compute (never one it computed)."""
         body = await request.body()
-        key = svc.volunteer(request, body)
+        key = await svc.volunteer(request, body)
         doc = parse_json_object(body)
         _fields(doc, {"det_class", "slots"})
         det = get_str(doc, "det_class", 4096)
@@ -144,23 +321,16 @@ def volunteers_router(svc: Service) -> APIRouter:
 
         loads_json(det, "det_class")  # JSON nested past the parser's limit: invalid_body
 
-        def pull(c: Coordinator) -> list[Any]:
-            # The server owns the classes: only a known one is accepted (a 422 otherwise).
-            accepted = c.accept_class(det)
-            svc.classes[key] = (accepted.key, accepted.engine)
-            return _pull(svc, c, key, accepted.key, slots, accepted.engine)
-
-        got = await svc.coordinator().call(pull)
-        tasks = svc.hand_out(key, got)
-        return {"tasks": tasks, "retry_after_s": None if tasks else cfg.idle_retry_s}
+        tasks = svc.hand_out(await svc.call(_work, key, det, slots, request=request))
+        return _answer({"tasks": tasks, "retry_after_s": None if tasks else cfg.idle_retry_s})
 
     @router.get("/v1/systems/{digest}", tags=["volunteers"], response_class=Response)
     async def get_system(
         digest: Annotated[str, PathParam(max_length=64)], request: Request
     ) -> Response:
         """A prepared system (.npz, no pickles) of work that was handed out."""
-        svc.volunteer(request, b"")
-        data = svc.systems.get(digest)
+        await svc.volunteer(request, b"")
+        data = await svc.system_blob(digest, request=request)
         if data is None:
             raise NotFound(f"no system {digest[:64]!r} in work handed out", code="not_found")
         return Response(data, media_type="application/octet-stream")
@@ -170,7 +340,7 @@ def volunteers_router(svc: Service) -> APIRouter:
         replica: Annotated[int, PathParam(ge=1, le=2**62)],
         request: Request,
         pull_next: Annotated[int, Query(alias="next", ge=0, le=64)] = 0,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """A computed WU (worker.wire.encode_result: a JSON manifest with the signed header,
         then raw little-endian arrays). Shapes, finiteness, WU id and key are checked before
         anything is stored. ``?next=N`` also pulls up to N more WUs in the same round trip
@@ -178,10 +348,10 @@ def volunteers_router(svc: Service) -> APIRouter:
         # Authenticate before reading: the headers, the key and the replica are checked
         # first, then at most what this replica's result can need is read, within a time
         # limit, and only then is the signature over the body's hash verified.
-        pending = svc.volunteer_headers(request)
+        pending = await svc.volunteer_headers(request)
         key = pending.key
-        a = svc.assignments.get(replica)
-        if a is None or a.volunteer != key:
+        a = await svc.assignment(replica, key)
+        if a is None:
             raise NotFound(
                 f"replica {replica} is not assigned to this key (or its deadline passed and it "
                 "was reissued)",
@@ -196,41 +366,60 @@ def volunteers_router(svc: Service) -> APIRouter:
                 code="too_large",
             )
         body, digest = await svc.read_body(request, limit)
-        svc.volunteer_signed(pending, digest)
+        svc.volunteer_signed(request, pending, digest)
+        system = await svc.system(a.system)
 
-        def parse() -> Any:
+        def check() -> tuple[WorkerResult | None, str]:
+            """Parse (422 if it is not shaped like its WU), then verify: the signature, every
+            digest and the physics (an invalid result is recorded, not refused)."""
             result = decode_result(body, max_bytes=cfg.max_result_bytes)
             precheck(result, a, key)
-            return result
+            assert a.price is not None
+            try:
+                verify_upload(
+                    result,
+                    wu_id=a.wu_id,
+                    worker_key=key,
+                    input_digest=a.input_digest,
+                    n_segments=a.n_segments,
+                    n_atoms=a.n_atoms,
+                    n_frames=a.n_frames,
+                    segment_steps=a.segment_steps,
+                    report_steps=a.report_steps,
+                    price=a.price,
+                    engine=svc.engines.get(system),
+                    temperature=a.temperature,
+                )
+            except ResultError as e:
+                return None, str(e)
+            return result, ""
 
-        result = parse() if len(body) < 256 << 10 else await anyio.to_thread.run_sync(parse)
-
-        more = svc.next_pull(key, pull_next)
-
-        def submit(c: Coordinator) -> tuple[str, str, list[Any]]:
-            c.submit_result(key, replica, result)
-            rep = c.scheduler.replicas[replica]
-            got = _pull(svc, c, key, *more) if more else []
-            return rep.state, (rep.claim.problem if rep.claim else ""), got
-
+        if len(body) < 256 << 10:
+            result, problem = check()
+        else:
+            result, problem = await anyio.to_thread.run_sync(check)
         try:
-            state, problem, got = await svc.coordinator().call(submit)
+            state, problem, got = await svc.call(
+                _result, key, replica, result, problem, pull_next, request=request
+            )
         except CommitFailedError:
             # nothing of it was kept (the coordinator is back at its committed state, where
             # the replica is still this volunteer's): keep the assignment, so the retry the
             # 503 asks for is accepted
             raise
         except Exception:
-            svc.assignments.pop(replica, None)
+            svc.forget(replica=replica)
             raise
-        svc.assignments.pop(replica, None)
-        return {
-            "replica": replica,
-            "accepted": state != "invalid",
-            "state": state,
-            "problem": problem,
-            "tasks": svc.hand_out(key, got),
-        }
+        svc.forget(replica=replica)
+        return _answer(
+            {
+                "replica": replica,
+                "accepted": state != "invalid",
+                "state": state,
+                "problem": problem,
+                "tasks": svc.hand_out(got),
+            }
+        )
 
     @router.post(
         "/v1/results/{replica}/failure",
@@ -242,15 +431,14 @@ def volunteers_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Give a WU back (it could not be computed); it is reissued to someone else."""
         body = await request.body()
-        key = svc.volunteer(request, body)
-        a = svc.assignments.get(replica)
-        if a is None or a.volunteer != key:
+        key = await svc.volunteer(request, body)
+        if await svc.assignment(replica, key) is None:
             raise NotFound(f"replica {replica} is not assigned to this key", code="not_assigned")
         doc = parse_json_object(body)
         _fields(doc, {"reason"})
         reason = get_str(doc, "reason", 500)
-        await svc.coordinator().call(lambda c: c.fail(key, replica, reason))
-        svc.assignments.pop(replica, None)
+        await svc.call(_give_back, key, replica, reason, request=request)
+        svc.forget(replica=replica)
         return {"replica": replica, "state": "errored"}
 
     @router.post("/v1/checks/{check}", tags=["volunteers"])
@@ -258,47 +446,25 @@ def volunteers_router(svc: Service) -> APIRouter:
         check: Annotated[int, PathParam(ge=1, le=2**62)],
         request: Request,
         pull_next: Annotated[int, Query(alias="next", ge=0, le=64)] = 0,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """A spot check's signed end-of-segment digests (``?next=N``: as for results)."""
         body = await request.body()
-        key = svc.volunteer(request, body)
-        owner = svc.checks.get(check)
-        if owner is None or owner[0] != key:
+        key = await svc.volunteer(request, body)
+        wu = await svc.check(check, key)
+        if wu is None:
             raise NotFound(f"spot check {check} is not assigned to this key", code="not_assigned")
         result = decode_spot_check(parse_json_object(body))
-        if result.check != check or result.wu_id != owner[1]:
+        if result.check != check or result.wu_id != wu:
             raise Invalid("the spot check is for another check or WU", code="invalid_result")
-        more = svc.next_pull(key, pull_next)
-
-        def submit(c: Coordinator) -> list[Any]:
-            c.submit_spot_check(key, result)
-            return _pull(svc, c, key, *more) if more else []
-
-        got = await svc.coordinator().call(submit)
-        svc.checks.pop(check, None)
-        return {"check": check, "accepted": True, "tasks": svc.hand_out(key, got)}
+        got = await svc.call(_spot_check, key, result, pull_next, request=request)
+        svc.forget(check=check)
+        return _answer({"check": check, "accepted": True, "tasks": svc.hand_out(got)})
 
     @router.get("/v1/volunteers/me", tags=["volunteers"])
     async def me(request: Request) -> dict[str, Any]:
         """This volunteer's credit (from the ledger) and work in flight."""
-        key = svc.volunteer(request, b"")
-
-        def read(c: Coordinator) -> dict[str, Any]:
-            svc.ledger.update(c.log)
-            v = svc.ledger.get(key)
-            vol = c.scheduler.volunteers.get(key.hex())
-            return {
-                "volunteer": key.hex(),
-                "credit": v.balance,
-                "results_validated": v.validated,
-                "credits_granted": v.granted,
-                "credits_revoked": v.revoked,
-                "ledger_entries": len(v.entries),
-                "streak": vol.streak if vol else 0,
-                "in_flight": len(vol.in_flight) if vol else 0,
-            }
-
-        return await svc.coordinator().call(read)
+        key = await svc.volunteer(request, b"")
+        return await svc.call(_credit, key, request=request)
 
     @router.get("/v1/volunteers/me/proofs", tags=["volunteers"])
     async def proofs(
@@ -308,40 +474,7 @@ def volunteers_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Inclusion proofs (RFC 9162) of this volunteer's ledger entries against the latest
         signed checkpoint; entries after it are counted as pending."""
-        key = svc.volunteer(request, b"")
-
-        def read(c: Coordinator) -> dict[str, Any]:
-            svc.ledger.update(c.log)
-            cp = c.log.checkpoint()
-            size = cp.checkpoint.size if cp else 0
-            mine_all = svc.ledger.get(key).entries
-            now = svc.clock.monotonic()
-            if mine_all and mine_all[-1] >= size and now - svc.last_checkpoint >= 1.0:
-                # Entries after the latest checkpoint: sign a new one (at most one a second,
-                # so asking for proofs cannot flood the log with checkpoints).
-                svc.last_checkpoint = now
-                cp = c.log.publish_checkpoint()
-                size = cp.checkpoint.size
-                svc.ledger.update(c.log)
-            mine = [i for i in svc.ledger.get(key).entries if i < size]
-            page = mine[cursor : cursor + limit]
-            items = [
-                {
-                    "index": i,
-                    "entry": c.log.entry(i).hex(),
-                    "proof": [p.hex() for p in c.log.inclusion_proof(i, size)],
-                }
-                for i in page
-            ]
-            nxt = cursor + len(page)
-            return {
-                "checkpoint": cp.encode() if cp else None,
-                "tree_size": size,
-                "entries": items,
-                "pending": len(svc.ledger.get(key).entries) - len(mine),
-                "next": nxt if nxt < len(mine) else None,
-            }
-
-        return await svc.coordinator().call(read)
+        key = await svc.volunteer(request, b"")
+        return await svc.call(_proofs, key, limit, cursor, request=request)
 
     return router

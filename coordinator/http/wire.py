@@ -1,5 +1,7 @@
-"""The server's side of the wire: what it remembers about work it handed out, and the checks
-an upload must pass before it reaches the coordinator.
+"""The server's side of the wire: what it remembers about work it handed out, the checks an
+upload must pass before it reaches the coordinator, and the work handed out as the
+coordinator answers a pull (:class:`HandOut`, plain data that crosses to a front-end
+process).
 
 An upload that is not even shaped like the WU it answers (wrong sizes, NaN or inf, another
 WU's id or another key's) is refused with a 4xx and nothing is stored: it is a malformed
@@ -10,16 +12,22 @@ to the coordinator, which records it as invalid against its volunteer (docs/arch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from foldnet.errors import Invalid
+from ledger.entries import PriceInputs
+from sims.spec import RunSpec
+from sims.state import State
 from worker.result import WorkerResult
+from worker.wire import task_document
 
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """A replica handed to a volunteer over HTTP, with the sizes its result must have."""
+    """A replica handed to a volunteer over HTTP, with the sizes its result must have and
+    what verifying it takes (:func:`coordinator.service.verify_upload`)."""
 
     volunteer: bytes
     wu_id: bytes
@@ -28,6 +36,58 @@ class Assignment:
     n_frames: int
     deadline: float
     steps: int
+    input_digest: bytes = b""
+    segment_steps: int = 0
+    report_steps: int = 0
+    temperature: float = 0.0
+    system: bytes = b""  # the system's digest
+    price: PriceInputs | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandOut:
+    """One task handed out: a compute task (``assignment``: what its result must be) or a
+    spot check (``check``: its volunteer, WU and deadline). No system: the volunteer fetches
+    it by its digest."""
+
+    wu_id: bytes
+    number: int  # the replica, or the spot check
+    system: str  # digest, hex
+    engine: str
+    spec: RunSpec
+    deadline: float
+    states: tuple[State, ...]  # the input state, or each checked segment's start
+    price: PriceInputs | None = None
+    segments: tuple[int, ...] = ()
+    assignment: Assignment | None = None
+    check: tuple[bytes, bytes, float] | None = None
+
+
+def encode_handout(h: HandOut) -> dict[str, Any]:
+    """The task as the volunteer reads it (:func:`worker.wire.decode_task`), with its
+    deadline."""
+    if h.assignment is not None:
+        doc = task_document(
+            wu_id=h.wu_id,
+            system=h.system,
+            engine=h.engine,
+            spec=h.spec,
+            replica=h.number,
+            input_state=h.states[0],
+            price=h.price,
+        )
+    else:
+        doc = task_document(
+            wu_id=h.wu_id,
+            system=h.system,
+            engine=h.engine,
+            spec=h.spec,
+            check=h.number,
+            segments=h.segments,
+            start_states=h.states,
+        )
+    doc["deadline"] = h.deadline
+    return doc
 
 
 #: Most observables a result may carry (each one float64 per frame).

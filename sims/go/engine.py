@@ -269,7 +269,7 @@ class GoEngine(Engine):
                 f"bond {k}-{k + 1} is {r[k]:.3g} A long, native {self.model.bond_r0[k]:.3g} A: "
                 "no honest run stretches a bond by half"
             ]
-        energy, _ = self.model.energy_forces(x)
+        energy, _ = self.model.energy_forces(x, args=self.kernel_args)
         if not math.isfinite(energy):
             return [f"potential energy {energy} is not finite"]
         return []

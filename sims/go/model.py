@@ -161,11 +161,14 @@ class GoModel:
             self.REP_CUTOFF,
         )
 
-    def energy_forces(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """Potential energy (eps) and forces (eps/A) of C-alpha positions ``x`` (A)."""
+    def energy_forces(
+        self, x: np.ndarray, *, args: tuple[Any, ...] | None = None
+    ) -> tuple[float, np.ndarray]:
+        """Potential energy (eps) and forces (eps/A) of C-alpha positions ``x`` (A); ``args``:
+        :meth:`kernel_args`, when the caller keeps them (a GoEngine does)."""
         xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)  # component-major
         f = np.zeros_like(xt)
-        args = self.kernel_args()
+        args = self.kernel_args() if args is None else args
         nl = kernels.NeighbourList(xt, args[4], args[5], self.REP_CUTOFF + 1.0)
         w = kernels.scratch(self.n_beads)
         nw = kernels.pair_scratch(len(args[5]))
