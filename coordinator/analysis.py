@@ -391,11 +391,17 @@ def _msm(dtrajs: Sequence[np.ndarray], lag: int) -> tuple[Any, np.ndarray]:
     from deeptime.markov import TransitionCountEstimator
     from deeptime.markov.msm import MaximumLikelihoodMSM
 
-    counts = TransitionCountEstimator(lagtime=lag, count_mode="sliding").fit(list(dtrajs))
-    cm = counts.fetch_model().submodel_largest()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "did not converge" on tiny data; numbers still hold
-        msm = MaximumLikelihoodMSM(reversible=True).fit(cm).fetch_model()
+    try:
+        counts = TransitionCountEstimator(lagtime=lag, count_mode="sliding").fit(list(dtrajs))
+        cm = counts.fetch_model().submodel_largest()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "did not converge" on tiny data; numbers still hold
+            msm = MaximumLikelihoodMSM(reversible=True).fit(cm).fetch_model()
+    except ValueError as e:  # deeptime: no connected set with a transition at this lag
+        raise AnalysisError(
+            f"no Markov model at a lag of {lag} frames ({e}): too little data or too many "
+            "microstates; run longer, or use fewer --clusters or another --lag"
+        ) from e
     return msm, np.asarray(cm.state_symbols)
 
 
@@ -494,7 +500,10 @@ def markov_analysis(
     lags: list[int] = []
     its: list[tuple[float, ...]] = []
     for lag in candidates:
-        msm, _ = _msm(dtrajs, lag)
+        try:
+            msm, _ = _msm(dtrajs, lag)
+        except AnalysisError:
+            continue  # no model at this lag: it is not a candidate
         ts = _its(msm, 5, lag, frame_steps)
         if ts:
             lags.append(lag)
@@ -576,7 +585,7 @@ def _mfpts(
                 continue
             try:
                 m, a = _msm(sample, lag)
-            except Exception:  # deeptime: a replicate with no transition at this lag
+            except AnalysisError:  # a replicate with no transition at this lag
                 continue
             f = _tpt_mfpt(m, a, u_arr, f_arr, lag_steps)
             u = _tpt_mfpt(m, a, f_arr, u_arr, lag_steps)

@@ -360,3 +360,13 @@ def test_without_a_reference_the_best_structure_is_the_most_populated_states_cen
 
     with_ref = dataclasses.replace(info, reference=engine.model.native)
     assert msm_centre(Results(with_ref, tuple(trajs))) is None
+
+
+def test_a_lag_with_no_markov_model_is_an_analysis_error_not_a_traceback():
+    from coordinator.analysis import _msm
+
+    # a walk that never returns: at lag 2 no state is ever left and re-entered, so deeptime
+    # finds no connected set to fit and raises a ValueError of its own
+    walk = [np.array([0, 1, 2, 3, 4, 5])]
+    with pytest.raises(AnalysisError, match="no Markov model at a lag of 2 frames"):
+        _msm(walk, 2)
