@@ -11,14 +11,14 @@ that is not a registered command.
 
 Each front-end has one stream socket to the coordinator (one end of a ``socketpair`` made
 by the coordinator's process before it starts the front-end: no path in the file system,
-no port, only the two processes hold it). Messages are length-prefixed pickles of the
-frozen dataclasses below, their arguments and answers: plain data (bytes, numbers, strings,
-tuples, dicts, numpy arrays and foldnet's own frozen dataclasses of them). Pickle is safe
-here because both ends are foldnet's own processes on a private channel: what a volunteer
-or a lab sent was parsed and checked into these values by the front-end, and never reaches
-the channel as bytes to unpickle. Errors travel as :class:`Failure` (class name, code,
-message, headers) and are raised again on the front-end as the same class of the foldnet
-error tree.
+no port, only the two processes hold it). Messages are length-prefixed frames of the
+frozen dataclasses below, their arguments and answers, in :mod:`coordinator.http.linkcodec`:
+plain data (bytes, numbers, strings, tuples, dicts, numpy arrays and foldnet's own frozen
+dataclasses of them) as tagged JSON and raw buffers, never pickle, so bytes on the link can
+build values and nothing else. What a volunteer or a lab sent was parsed and checked into
+these values by the front-end before it reaches the link. Errors travel as
+:class:`Failure` (class name, code, message, headers) and are raised again on the front-end
+as the same class of the foldnet error tree.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import pickle
 import selectors
 import socket
 import struct
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from coordinator import errors as coordinator_errors
+from coordinator.http.linkcodec import LinkCodecError, decode, encode
 from foldnet import errors as foldnet_errors
 from foldnet.errors import FoldnetError, Internal, Unavailable, error_for_status
 
@@ -154,7 +154,7 @@ MAX_MESSAGE = 1 << 31
 
 
 def frame(message: object) -> bytes:
-    data = pickle.dumps(message, protocol=5)
+    data = encode(message)
     return _LENGTH.pack(len(data)) + data
 
 
@@ -171,11 +171,11 @@ class Deframer:
         while len(buf) - start >= _LENGTH.size:
             (n,) = _LENGTH.unpack_from(buf, start)
             if n > MAX_MESSAGE:
-                raise Internal(f"a message of {n:,} bytes on the coordinator link: a bug")
+                raise LinkCodecError(f"a message of {n:,} bytes on the coordinator link: a bug")
             end = start + _LENGTH.size + n
             if len(buf) < end:
                 break
-            yield pickle.loads(memoryview(buf)[start + _LENGTH.size : end])
+            yield decode(bytes(memoryview(buf)[start + _LENGTH.size : end]))
             start = end
         if start:
             del buf[:start]
@@ -210,7 +210,7 @@ class Port:
             raise EOFError("the front-end closed its link")
         try:
             return list(self._in.feed(data))
-        except Exception as e:  # a message that does not unpickle: a bug, or another version
+        except LinkCodecError as e:  # a bug, or a front-end of another version
             log.exception("front-end %d sent an unreadable message; closing its link", self.worker)
             raise EOFError(f"an unreadable message: {e}") from e
 
@@ -302,7 +302,7 @@ class Hub:
         wire = tuple((i, ok, value if ok else Failure.of(value)) for i, ok, value in answers)
         try:
             port.send(Reply(answers=wire))
-        except (pickle.PicklingError, TypeError, AttributeError) as e:  # a command's bug
+        except LinkCodecError as e:  # a command's bug: it answered with what the link cannot carry
             log.exception("an answer could not be sent to front-end %d", port.worker)
             port.send(Reply(answers=tuple((i, False, Failure.of(e)) for i, _ok, _v in answers)))
         if port.pending and not port.closed:
