@@ -105,6 +105,10 @@ class Database(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def usable(self) -> bool:
+        """Whether the connection can still be used (a file's always can until closed)."""
+        return True
+
 
 class SqliteDatabase(Database):
     """A SQLite file: WAL, ``synchronous=FULL`` (a commit is on disk when it returns)."""
@@ -174,6 +178,11 @@ class SqliteDatabase(Database):
             self._db.close()
 
 
+#: How the ledger's connections name themselves to PostgreSQL (``pg_stat_activity``).
+WRITER_APP = "foldnet ledger"
+READER_APP = "foldnet ledger reader"
+
+
 class PostgresDatabase(Database):
     """A PostgreSQL database, through psycopg 3 in autocommit mode (the store delimits its
     transactions). Commits are synchronous (``synchronous_commit=on`` for this session, so a
@@ -205,7 +214,12 @@ class PostgresDatabase(Database):
         scheme, rest = url.split("://", 1)
         del scheme  # libpq reads postgresql://; SQLAlchemy's +psycopg suffix is not for it
         options = "-c default_transaction_read_only=on" if readonly else ""
-        self._db = psycopg.connect(f"postgresql://{rest}", autocommit=True, options=options)
+        self._db = psycopg.connect(
+            f"postgresql://{rest}",
+            autocommit=True,
+            options=options,
+            application_name=READER_APP if readonly else WRITER_APP,
+        )
         if not readonly:
             self._db.execute("SET synchronous_commit TO on")
 
@@ -260,6 +274,9 @@ class PostgresDatabase(Database):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._db.close()
+
+    def usable(self) -> bool:
+        return not (self._db.closed or self._db.broken)
 
 
 def connect(location: str | os.PathLike[str], *, readonly: bool, create: bool) -> Database:

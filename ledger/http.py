@@ -45,8 +45,9 @@ Thread safety: the coordinator's :class:`~ledger.log.Log` belongs to its writer 
 :class:`~ledger.store.Store` is not thread-safe, and a read through the writer's connection
 would see its uncommitted transaction). So each request opens its own read-only SQLite
 connection on the same file (WAL: a reader never blocks the writer and sees only committed
-rows) and closes it when done. ``locate`` is called once per request, for the log's file
-path (or PostgreSQL URL). Within ``S`` every row is append-only (a checkpoint is committed
+rows) and closes it when done; on PostgreSQL a few read-only connections are kept between
+requests instead (:class:`LedgerReader`). ``locate`` is called once per request, for the log's
+file path (or PostgreSQL URL). Within ``S`` every row is append-only (a checkpoint is committed
 with or after the entries and hashes it covers), so a request needs no transaction to be
 consistent; at worst it misses a cosignature added meanwhile.
 """
@@ -57,6 +58,7 @@ import base64
 import functools
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec
@@ -74,6 +76,7 @@ from foldnet.errors import (
     Unavailable,
 )
 from foldnet.http_errors import error_response
+from ledger.backend import is_postgres_url
 from ledger.errors import StorageError, TileFormatError
 from ledger.merkle import consistency_proof, inclusion_proof
 from ledger.store import Store
@@ -86,10 +89,15 @@ from ledger.tiles import (
     tile_width,
 )
 
-__all__ = ["MAX_PAGE", "ledger_router"]
+__all__ = ["IDLE_CONNECTIONS", "MAX_PAGE", "LedgerReader", "ledger_router"]
 
 MAX_PAGE = 1000
 """Most entries one ``/entries`` request returns."""
+
+IDLE_CONNECTIONS = 4
+"""Read-only PostgreSQL connections a process keeps between ledger requests (FastAPI runs
+sync handlers on up to 40 threads; more than a few idle ones would only hold server
+backends)."""
 
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _PARTIAL = "public, max-age=3600"
@@ -138,13 +146,22 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-class _Reader:
-    """Opens a private read-only connection to the live log's file for one request."""
+class LedgerReader:
+    """Read-only connections to the live log for requests, one request at a time each.
 
-    __slots__ = ("_locate",)
+    A SQLite file gets a connection of its own per request (opening one costs less than a
+    query). A PostgreSQL server's connection costs a round trip, authentication and a backend
+    process, so up to :data:`IDLE_CONNECTIONS` of them are kept between requests and reused
+    (re-reading the log's size first); one that failed a request, or that its server closed,
+    is dropped rather than reused.
+    """
+
+    __slots__ = ("_idle", "_locate", "_lock")
 
     def __init__(self, locate: Callable[[], str | os.PathLike[str]]) -> None:
         self._locate = locate
+        self._idle: list[tuple[str, Store]] = []
+        self._lock = threading.Lock()
 
     @contextmanager
     def store(self) -> Iterator[Store]:
@@ -152,10 +169,51 @@ class _Reader:
             path = self._locate()
         except Exception as e:  # the service is not ready: its callable failed
             raise Unavailable(f"the ledger is not available: {e}", code="unavailable") from e
-        store = Store.open_readonly(path)
+        if not is_postgres_url(path):
+            with Store.open_readonly(path) as store:
+                yield store
+            return
+        key = str(path)
+        store = self._take(key)
+        ok = False
         try:
             yield store
+            ok = True
         finally:
+            if ok:
+                self._keep(key, store)
+            else:
+                store.close()
+
+    def _take(self, key: str) -> Store:
+        while True:
+            with self._lock:
+                found = next((i for i, (k, _) in enumerate(self._idle) if k == key), None)
+                if found is None:
+                    break
+                store = self._idle.pop(found)[1]
+            if store.usable():
+                try:
+                    store.refresh()
+                except StorageError:
+                    store.close()
+                    continue
+                return store
+            store.close()
+        return Store.open_readonly(key)
+
+    def _keep(self, key: str, store: Store) -> None:
+        with self._lock:
+            if len(self._idle) < IDLE_CONNECTIONS and store.usable():
+                self._idle.append((key, store))
+                return
+        store.close()
+
+    def close(self) -> None:
+        """Close every idle connection (the app's shutdown)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, store in idle:
             store.close()
 
     @contextmanager
@@ -174,13 +232,14 @@ def _with_cosignatures(store: Store, size: int, note: str) -> str:
     return note + "".join(store.cosignature_lines(size))
 
 
-def ledger_router(locate: Callable[[], str | os.PathLike[str]]) -> APIRouter:
+def ledger_router(source: LedgerReader | Callable[[], str | os.PathLike[str]]) -> APIRouter:
     """The read-only ledger API (see the module docstring); mount it under ``/v1/ledger``.
 
-    ``locate`` returns where the service's live log is (its SQLite file or PostgreSQL URL),
-    read through a private read-only connection per request, so the writer is never disturbed.
+    ``source`` says where the service's live log is (its SQLite file or PostgreSQL URL): a
+    :class:`LedgerReader` whose connections the caller closes at shutdown, or a callable
+    returning the location (connections then live as long as the process).
     """
-    reader = _Reader(locate)
+    reader = source if isinstance(source, LedgerReader) else LedgerReader(source)
     router = APIRouter(tags=["ledger"])
 
     @router.get("/checkpoint", response_class=Response)

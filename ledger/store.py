@@ -100,6 +100,10 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def usable(self) -> bool:
+        """Whether the connection is still open (a server may close an idle one)."""
+        return self._db.usable()
+
     def __enter__(self) -> Store:
         return self
 

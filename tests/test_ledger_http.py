@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from cli_helpers import run_foldnet
@@ -56,8 +57,9 @@ from ledger import (
     verify_consistency,
     verify_inclusion,
 )
+from ledger.backend import READER_APP
 from ledger.cli import app as ledger_cli
-from ledger.http import MAX_PAGE, ledger_router
+from ledger.http import IDLE_CONNECTIONS, MAX_PAGE, LedgerReader, ledger_router
 from ledger.remote import HttpFetcher
 from ledger.tiles import (
     TILE_WIDTH,
@@ -84,10 +86,11 @@ def _app(get_log: Callable[[], Log]) -> FastAPI:
 
 
 @pytest.fixture
-def grower(tmp_path: Path) -> Iterator[Log]:
-    """A writable log of cheap entries whose checkpoints the test publishes itself."""
+def grower(new_db: Callable[[str], Path | str]) -> Iterator[Log]:
+    """A writable log of cheap entries whose checkpoints the test publishes itself, on each
+    backend (SQLite, and a PostgreSQL server the tests start)."""
     with Log.open(
-        tmp_path / "grow.db",
+        new_db("grow"),
         origin=ORIGIN,
         signing_key=Ed25519PrivateKey.generate(),
         admission=UnsafeAdmitAll(),
@@ -212,6 +215,8 @@ def test_tiles_byte_identical_to_export_at_several_sizes(grower: Log, tmp_path: 
 
 
 @pytest.mark.slow
+# 65,536+ entries: on SQLite only (the same code reads both; the other tile tests run on both).
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_level_two_tiles_byte_identical(grower: Log, tmp_path: Path) -> None:
     """65,537 entries: 256 full level-0 tiles, a full level-1 tile, a level-2 tile of width 1."""
     _grow_to(grower, 65_537)
@@ -767,3 +772,61 @@ def test_foldnet_audit_command_against_a_server(
         res = run_foldnet("audit", srv.url, home=tmp_path, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "no discrepancy" in res.stdout
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _readers(url: str) -> set[int]:
+    """Server processes of the ledger's read-only connections to ``url``'s database."""
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = %s",
+            [READER_APP],
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+@pytest.mark.postgres
+def test_postgres_requests_reuse_a_few_connections(
+    pg_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = pg_cluster.new_database("reuse")
+    with Log.open(
+        url,
+        origin=ORIGIN,
+        signing_key=Ed25519PrivateKey.generate(),
+        admission=UnsafeAdmitAll(),
+        clock=Clock(),
+        **QUIET,
+    ) as log:
+        _grow_to(log, 300)
+        reader = LedgerReader(lambda: url)
+        app = FastAPI()
+        app.include_router(ledger_router(reader), prefix=PREFIX)
+        with TestClient(app) as client:
+            assert client.get(f"{PREFIX}/checkpoint").status_code == 200
+            first = _readers(url)
+            assert len(first) == 1  # kept for the next request, not closed
+            paths = ["checkpoint", "log.vkey", "tile/0/000", "entries?start=0&limit=10"]
+            for i in range(40):
+                r = client.get(f"{PREFIX}/{paths[i % len(paths)]}")
+                assert r.status_code == 200, r.text
+            assert _readers(url) == first  # the same server process answered them all
+
+            # The log grows meanwhile: a kept connection sees the new checkpoint.
+            _grow_to(log, 301)
+            r = client.get(f"{PREFIX}/checkpoint")
+            assert r.status_code == 200 and "\n301\n" in r.text
+
+            # The server drops the idle connection: the next request opens a new one.
+            with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as c:
+                c.execute("SELECT pg_terminate_backend(%s)", [next(iter(first))])
+            r = client.get(f"{PREFIX}/checkpoint")
+            assert r.status_code == 200, r.text
+            after = _readers(url)
+            assert len(after) == 1 and after.isdisjoint(first)
+        reader.close()
+        assert _readers(url) == set()
+    assert IDLE_CONNECTIONS >= 1

@@ -33,7 +33,7 @@ from coordinator.http.volunteers import volunteers_router
 from coordinator.service import Coordinator
 from foldnet.errors import Unavailable
 from foldnet.http_errors import install_error_handlers
-from ledger.http import ledger_router
+from ledger.http import LedgerReader, ledger_router
 
 __all__ = ["Service", "ServiceConfig", "create_app"]
 
@@ -110,6 +110,7 @@ def create_app(
     app is one of several front-ends of a coordinator in another process (its link)."""
     cfg = config or ServiceConfig()
     svc = Service(workdir, cfg, clock=clock, front=front)
+    ledger_reader = LedgerReader(svc.ledger_location)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -117,7 +118,10 @@ def create_app(
         try:
             yield
         finally:
-            await svc.stop()
+            try:
+                await svc.stop()
+            finally:
+                ledger_reader.close()
 
     app = FastAPI(
         title="foldnet coordinator",
@@ -186,7 +190,7 @@ def create_app(
     app.include_router(volunteers_router(svc))
 
     # The auditor's read-only ledger API (foldnet audit http://HOST/v1/ledger audits it).
-    app.include_router(ledger_router(svc.ledger_location), prefix="/v1/ledger")
+    app.include_router(ledger_router(ledger_reader), prefix="/v1/ledger")
 
     # The web dashboard and the API docs, from files in the package (DESIGN section 13).
     app.include_router(dashboard_router(svc))
