@@ -19,6 +19,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,12 +36,16 @@ WORKERS = 2
 class Service:
     """``foldnet serve DIR --workers 2`` in a process group of its own, and its processes."""
 
-    def __init__(self, workdir: Path, port: int, log: Path, trust: list[str]) -> None:
+    def __init__(
+        self, workdir: Path, port: int, log: Path, trust: list[str], db: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         cmd = [sys.executable, "-c", "from coordinator.cli import main; main()", "serve"]
         cmd += [str(workdir), "--port", str(port), "--workers", str(WORKERS)]
+        if db is not None:
+            cmd += ["--db", db]
         for key in trust:
             cmd += ["--trust", key]
         with log.open("wb") as out:
@@ -206,6 +211,30 @@ def test_front_ends_share_labs_jobs_registrations_and_nonces(service: Service) -
 def test_a_job_completes_with_two_volunteers_and_downloads(
     service: Service, volunteer_keys: list[Path], tmp_path: Path
 ) -> None:
+    _complete_a_job(service, volunteer_keys, tmp_path)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_job_completes_across_front_ends(tmp_path: Path, pg_cluster: Any) -> None:
+    """The same with the store, accounts and ledger in a PostgreSQL server (``--db``): every
+    front-end reads results, lab keys and the ledger from the server itself."""
+    keys = [tmp_path / "v0.key", tmp_path / "v1.key"]
+    trusted = Identity.load_or_create(keys[0]).public_key.hex()
+    url = pg_cluster.new_database("mproc")
+    s = Service(tmp_path / "c", free_port(), tmp_path / "serve.log", [trusted], db=url)
+    try:
+        assert not list((tmp_path / "c").glob("*.db")), "SQLite files beside a PostgreSQL URL"
+        _complete_a_job(s, keys, tmp_path)
+        for worker in range(WORKERS):
+            for _ in range(3):  # a front-end's kept ledger connection serves the next request
+                r = on(s, worker, lambda c: c.get("/v1/ledger/checkpoint"))
+                assert r.status_code == 200 and r.text.startswith("foldnet"), r.text[:300]
+    finally:
+        s.stop()
+        pg_cluster.drop_databases()
+
+
+def _complete_a_job(service: Service, volunteer_keys: list[Path], tmp_path: Path) -> None:
     key = add_lab(service.workdir, "lab-a")
     with lab_client(service.url, key) as lab:
         job = lab.post("/v1/jobs", json=go_job()).json()["job"]
