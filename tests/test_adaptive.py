@@ -74,6 +74,24 @@ def test_least_counts_starts_from_the_least_visited_cell_and_fast_from_progress(
     assert fast.cell == cell_of(0.5, 5.2)
 
 
+def test_fast_ranks_a_cell_by_its_most_native_state_and_moves_on_once_started_from():
+    # cell A holds Q 0.61 and 0.64 (mean 0.625), cell B Q 0.625 and 0.635 (mean 0.63): equal
+    # counts, so the directed term decides, and it reads the best state, not the mean
+    data = [
+        _wu(b"x", [0.1] * 6 + [0.61, 0.64], [9.0] * 6 + [3.2, 3.3]),
+        _wu(b"y", [0.625, 0.635], [4.2, 4.3]),
+    ]
+    a, b = cell_of(0.64, 3.3), cell_of(0.635, 4.3)
+    assert a == cell_of(0.61, 3.2) and b == cell_of(0.625, 4.2) and a != b
+    args = {"beacon": b"beacon", "job": "j", "run": 0, "clone": 1, "gen": 2}
+    first = choose("fast", explore(data), starts={}, **args)  # type: ignore[arg-type]
+    assert first.cell == a and first.parent_wu == data[0].wu
+    assert first.q in (0.61, 0.64)  # the state within the cell is the tie-break's
+    # one generation started from A counts START_WEIGHT frames there: B's bonus now wins
+    second = choose("fast", explore(data), starts={a: 1}, **args)  # type: ignore[arg-type]
+    assert second.cell == b and second.parent_wu == data[1].wu
+
+
 def test_started_generations_count_so_that_concurrent_choices_spread():
     first = _choose("least-counts")
     second = _choose("least-counts", starts={first.cell: 1})
