@@ -92,7 +92,6 @@ class Service:
         self.core: Core | None = None if front is not None else Core(workdir, config, clock=clock)
         self.front = front
         self.link: FrontLink | None = None
-        self.accounts: Accounts | None = None
         self.access = Access(config, clock, remote=front is not None, is_registered=self._asked)
         self.work = HandedOut(self.core, self.call, clock)
         self.bodies = BodyReader(config.body_timeout_s, config.min_upload_rate)
@@ -120,7 +119,7 @@ class Service:
                 core = self.core
                 await anyio.to_thread.run_sync(core.start)
                 self._stack.push_async_callback(anyio.to_thread.run_sync, core.stop)
-                self.accounts = self.access.accounts = core.accounts
+                self.access.accounts = core.accounts
                 self.access.vauth.registered = core.registered  # one set: the core's
             else:
                 assert self.front is not None
@@ -129,9 +128,9 @@ class Service:
                 self._stack.callback(self.link.close)
                 dbs = await anyio.to_thread.run_sync(Databases.of_folder, self.workdir)
                 self._ledger = dbs.ledger
-                self.accounts = await anyio.to_thread.run_sync(Accounts, dbs.accounts)
-                self.access.accounts = self.accounts
-                self._stack.push_async_callback(anyio.to_thread.run_sync, self.accounts.close)
+                accounts = await anyio.to_thread.run_sync(Accounts, dbs.accounts)
+                self.access.accounts = accounts
+                self._stack.push_async_callback(anyio.to_thread.run_sync, accounts.close)
                 self._stack.push_async_callback(self._close_store)
                 reporter = asyncio.get_running_loop().create_task(self._report())
                 self._stack.callback(reporter.cancel)
