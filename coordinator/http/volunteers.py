@@ -374,22 +374,9 @@ def volunteers_router(svc: Service) -> APIRouter:
             digest and the physics (an invalid result is recorded, not refused)."""
             result = decode_result(body, max_bytes=cfg.max_result_bytes)
             precheck(result, a, key)
-            assert a.price is not None
             try:
-                verify_upload(
-                    result,
-                    wu_id=a.wu_id,
-                    worker_key=key,
-                    input_digest=a.input_digest,
-                    n_segments=a.n_segments,
-                    n_atoms=a.n_atoms,
-                    n_frames=a.n_frames,
-                    segment_steps=a.segment_steps,
-                    report_steps=a.report_steps,
-                    price=a.price,
-                    engine=svc.work.engines.get(system),
-                    temperature=a.temperature,
-                )
+                engine = svc.work.engines.get(system)
+                verify_upload(result, a.expected(), engine=engine, temperature=a.temperature)
             except ResultError as e:
                 return None, str(e)
             return result, ""
