@@ -675,7 +675,7 @@ def verify_results(path: Path, *, log_key: str | None = None) -> VerifyReport:
     try:
         doc = json.loads(_need(files, f"{DIR}/provenance.json"))
         summary = json.loads(_need(files, "summary.json"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BundleIncompleteError(f"provenance.json or summary.json is not JSON: {e}") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BundleIncompleteError(

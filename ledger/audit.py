@@ -541,7 +541,7 @@ def _load_state(path: Path | None) -> dict[str, object]:
         return {"version": _STATE_VERSION, "logs": {}}
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise StorageError(f"cannot read auditor state file {path}: {e}") from e
     if not isinstance(data, dict) or data.get("version") != _STATE_VERSION:
         raise StorageError(f"{path} is not an auditor state file (version {_STATE_VERSION})")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,9 +41,10 @@ from coordinator.classes import parse_class
 from coordinator.codec import decode_event
 from coordinator.errors import CoordinatorError
 from coordinator.plan import JobPlan
-from coordinator.provenance import read_bundle
+from coordinator.provenance import read_bundle, verify_results
 from coordinator.trajfiles import pdb_positions, read_xtc
 from foldnet.errors import FoldnetError
+from foldnet.httpclient import parse_error
 from ledger.checkpoint import Checkpoint
 from ledger.cosignature import cosignature_timestamp
 from ledger.entries import _TYPES as ENTRY_TYPES
@@ -50,7 +52,9 @@ from ledger.entries import PriceInputs, Record, VolunteerRegistered, decode_reco
 from ledger.errors import LedgerError
 from ledger.keys import parse_vkey
 from ledger.note import Ed25519NoteSigner, parse_note
+from ledger.rules import revocation_evidence
 from ledger.tiles import parse_tile_path
+from ledger.witness import Witness
 from sims.errors import SimsError
 from sims.examples import VILLIN_PDB
 from sims.go.model import GoModel
@@ -882,3 +886,75 @@ def test_garbage_results_folders_raise_only_the_package_error(tmp_path, files):
         (tmp_path / name).write_bytes(data)
     with pytest.raises(CoordinatorError):
         load_results(tmp_path)
+
+
+def _signed_note(size: int, root: bytes) -> bytes:
+    body = Checkpoint("foldnet.test/log", size, root).body()
+    return (body + "\n" + _SIGNER.sign(body).line()).encode()
+
+
+def test_a_witness_answers_garbage_with_ledger_errors(tmp_path):
+    """A witness cosigns what a log sends it: notes and proofs from outside."""
+    key = Ed25519PrivateKey.from_private_bytes(b"\3" * 32)
+    witness = Witness.open(tmp_path / "w.db", name="foldnet.test/witness", signing_key=key)
+    try:
+        witness.add_log(_VKEY)
+        witness.cosign(_NOTE, proof=())  # size 5: what later checkpoints must extend
+        bigger = _signed_note(9, b"\4" * 32)
+        notes = [*_truncations(_NOTE, 3), *_flips(_NOTE, 60, seed=6), b"", b"\xff" * 10]
+        proofs: list[list[bytes]] = [[], [b""], [b"\0" * 31], [b"\0" * 33], [b"\0" * 32] * 70]
+        leaks = []
+        for note, proof in [*((n, []) for n in notes), *((bigger, p) for p in proofs)]:
+            try:
+                witness.cosign(note, proof=proof)
+            except LedgerError:
+                continue
+            except Exception as e:  # a foreign error crossing the boundary
+                leaks.append(f"{_show(note)} {len(proof)} proof hashes: {type(e).__name__}: {e}")
+                continue
+            leaks.append(f"{_show(note)} {len(proof)} proof hashes: cosigned")
+        assert leaks == []
+    finally:
+        witness.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"garbage", DEEP_JSON.encode(), b"[" * 70_000, b'{"detail": ' + b"[" * 5000, b"\xff"],
+    ids=["empty", "text", "deep", "deep-truncated", "deep-detail", "bad-utf8"],
+)
+def test_an_error_answer_of_garbage_is_read_as_its_text(body):
+    """A client reads a server's error answer to raise its class; garbage there must not
+    raise something else instead (a RecursionError out of the JSON parser did)."""
+    code, detail = parse_error(httpx.Response(500, content=body))
+    assert code is None
+    assert detail == (body[:300].decode("utf-8", "replace").strip() or "Internal Server Error")
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["{", '{"a": ' + DEEP_JSON, '{"evidence_wu": 5}', '{"evidence_wu": "zz"}', "[" * 5000],
+)
+def test_a_revocation_reason_of_garbage_cites_no_evidence(reason):
+    assert revocation_evidence(reason) in (b"", None)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {},
+        {"summary.json": b"{}"},
+        {"provenance/provenance.json": DEEP_JSON.encode(), "summary.json": b"{}"},
+        {"provenance/provenance.json": b"{}", "summary.json": DEEP_JSON.encode()},
+        {"provenance/provenance.json": b"\xff", "summary.json": b"{}"},
+        {"provenance/provenance.json": b"[]", "summary.json": b"{}"},
+    ],
+    ids=["empty", "no-provenance", "deep-provenance", "deep-summary", "bad-utf8", "a-list"],
+)
+def test_garbage_bundles_fail_verification_with_the_package_error(tmp_path, files):
+    """verify-results reads a bundle anyone may have written."""
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(CoordinatorError):
+        verify_results(tmp_path)

@@ -96,7 +96,16 @@ def load_progress(
             rows,
             float(meta["wall_time_s"]),
         )
-    except (OSError, ValueError, KeyError, TypeError, IndexError, SimsError, ProgressError) as e:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        RecursionError,
+        SimsError,
+        ProgressError,
+    ) as e:
         report(f"saved progress of replica {task.replica} is unusable ({e}); restarting it")
         path.unlink(missing_ok=True)
         return None
