@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.classes import AcceptedClass, ClassRegistry
 from coordinator.databases import Databases
-from coordinator.errors import ProtocolError, SubmissionError, UsageError
+from coordinator.errors import CorruptionError, ProtocolError, SubmissionError, UsageError
 from coordinator.jobs import JobSpec, TrajectoryKey
 from coordinator.messages import (
     Abandoned,
@@ -553,12 +553,12 @@ class Coordinator:
             if body is None:  # the plan commits with the event: only a damaged store lacks it
                 self.preparation_failed(job, "the job's plan is missing from the store")
                 continue
-            out.append((job, JobPlan.from_json(json.loads(body))))
+            out.append((job, _stored_plan(job, body)))
         return out
 
     def plan(self, job: str) -> JobPlan | None:
         body = self.store.plan(job)
-        return None if body is None else JobPlan.from_json(json.loads(body))
+        return None if body is None else _stored_plan(job, body)
 
     def prepared(self, job: str, prepared: PreparedJob) -> bool:
         """Store a finished preparation and create the job's WUs. False (and nothing stored)
@@ -957,6 +957,17 @@ class Coordinator:
             elif isinstance(e, le.CreditRevoked):
                 total[e.volunteer_key.hex()] = total.get(e.volunteer_key.hex(), 0) - e.amount
         return total
+
+
+def _stored_plan(job: str, body: str) -> JobPlan:
+    """The plan stored with ``job`` (:class:`CorruptionError` if it does not decode)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise CorruptionError(f"the stored plan of job {job} is not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise CorruptionError(f"the stored plan of job {job} is not a JSON object")
+    return JobPlan.from_json(doc)  # a plan this version refuses: SubmissionError, as on entry
 
 
 def verify_upload(

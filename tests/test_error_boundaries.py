@@ -42,6 +42,8 @@ from coordinator.codec import decode_event
 from coordinator.errors import CoordinatorError
 from coordinator.plan import JobPlan
 from coordinator.provenance import read_bundle, verify_results
+from coordinator.service import _stored_plan
+from coordinator.store import _decode_header
 from coordinator.trajfiles import pdb_positions, read_xtc
 from foldnet.errors import FoldnetError
 from foldnet.httpclient import parse_error
@@ -642,6 +644,15 @@ cases(
         {"engine": "openmm", "sequence": "AA", "reference": 5},
         {"engine": "go", "pdb": _PDB_LINE, "wat": 1},
     ],
+)
+cases("stored_plan", "coordinator", lambda b: _stored_plan("j", b), BAD_JSON_TEXT)
+cases("stored_header", "coordinator", _decode_header, BAD_JSON_TEXT)
+variants(
+    "stored_header_fields",
+    "coordinator",
+    _decode_header,
+    {**_HEADER_DOC, "wall_time_s": 1.5},
+    json.dumps,
 )
 cases(
     "parse_class",
