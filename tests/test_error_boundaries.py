@@ -20,6 +20,7 @@ import ast
 import io
 import json
 import random
+import shutil
 import struct
 import zipfile
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ import httpx
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from ledger_helpers import build_ledger, export
 
 import coordinator
 import foldnet
@@ -47,6 +49,7 @@ from coordinator.store import _decode_header
 from coordinator.trajfiles import pdb_positions, read_xtc
 from foldnet.errors import FoldnetError
 from foldnet.httpclient import parse_error
+from ledger.audit import run_audit
 from ledger.checkpoint import Checkpoint
 from ledger.cosignature import cosignature_timestamp
 from ledger.entries import _TYPES as ENTRY_TYPES
@@ -969,3 +972,32 @@ def test_garbage_bundles_fail_verification_with_the_package_error(tmp_path, file
         (tmp_path / name).write_bytes(data)
     with pytest.raises(CoordinatorError):
         verify_results(tmp_path)
+
+
+def test_an_audit_of_a_damaged_tile_export_reports_or_raises_ledger_errors(tmp_path):
+    """An auditor reads tiles anyone may serve: every damaged file (a changed byte, or cut
+    short) is a discrepancy in the report or a LedgerError, never a foreign error."""
+    built = build_ledger(tmp_path / "ledger.db", n_wus=6, checkpoint_every=5)
+    clean = tmp_path / "clean"
+    export(built, clean)
+    files = sorted(p.relative_to(clean) for p in clean.rglob("*") if p.is_file())
+    rng = random.Random(7)
+    leaks = []
+    for trial in range(40):
+        damaged = tmp_path / f"damaged{trial}"
+        shutil.copytree(clean, damaged)
+        target = damaged / rng.choice(files)
+        data = bytearray(target.read_bytes())
+        if trial % 2 and data:
+            del data[rng.randrange(len(data)) :]
+        elif data:
+            i = rng.randrange(len(data))
+            data[i] = (data[i] + rng.randrange(1, 256)) % 256
+        target.write_bytes(bytes(data))
+        try:
+            run_audit(damaged, workers=1)
+        except LedgerError:
+            continue
+        except Exception as e:  # a foreign error crossing the boundary
+            leaks.append(f"{target.relative_to(damaged)}: {type(e).__qualname__}: {e}")
+    assert leaks == []
