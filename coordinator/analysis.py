@@ -228,7 +228,7 @@ def _load_folder(folder: Path) -> ResultsData:
     if (folder / "summary.json").is_file():
         try:
             loaded = json.loads((folder / "summary.json").read_text())
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, RecursionError) as e:
             raise AnalysisError(f"summary.json does not decode: {e}") from e
         summary = loaded if isinstance(loaded, dict) else {}
     found: dict[tuple[int, int], dict[str, Path]] = {}
@@ -327,8 +327,14 @@ def _read_csv(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     try:
         rows = list(csv.reader(io.StringIO(path.read_text())))
         header = rows[0]
-        if not header or header[0] != "step":
-            raise ValueError(f"the first column is {header[:1]}, expected 'step'")
+    except (OSError, ValueError, IndexError) as e:
+        raise AnalysisError(f"{path.name} is not an observables CSV (step, ...): {e}") from e
+    if not header or header[0] != "step":
+        raise AnalysisError(
+            f"{path.name} is not an observables CSV: the first column is {header[:1]}, "
+            "expected 'step'"
+        )
+    try:
         values = np.array([[float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
     except (OSError, ValueError, IndexError) as e:
         raise AnalysisError(f"{path.name} is not an observables CSV (step, ...): {e}") from e

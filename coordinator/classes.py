@@ -42,11 +42,17 @@ def parse_class(canonical: str) -> DeterminismClass:
         or len(canonical.encode("utf-8", "replace")) > MAX_CLASS_BYTES
     ):
         raise ClassRefusedError(f"det_class: expected at most {MAX_CLASS_BYTES} bytes of JSON")
+    names = {f.name for f in fields(DeterminismClass)}
     try:
         doc = json.loads(canonical)
-        names = {f.name for f in fields(DeterminismClass)}
-        if not isinstance(doc, dict) or set(doc) != names:
-            raise ValueError(f"expected the fields {sorted(names)}")
+    except (ValueError, RecursionError) as e:
+        raise ClassRefusedError(f"det_class: expected JSON, got {canonical[:40]!r}: {e}") from e
+    if not isinstance(doc, dict) or set(doc) != names:
+        raise ClassRefusedError(
+            f"det_class: expected the canonical JSON of an engine's determinism class, an object "
+            f"with the fields {sorted(names)}"
+        )
+    try:
         extra = tuple((str(k), str(v)) for k, v in doc.pop("extra"))
         cls = DeterminismClass(**doc, extra=extra)
     except (ValueError, TypeError, AttributeError, RecursionError) as e:

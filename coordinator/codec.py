@@ -141,5 +141,5 @@ def decode_event(text: str) -> Event:
             )
         cls = _TYPES[kind]
         return cls(**body)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise CorruptionError(f"corrupt event in the coordinator's log: {e}") from e

@@ -68,10 +68,9 @@ from coordinator.trajfiles import XTC_PRECISION_NM, nm_per_unit, pdb_positions, 
 from ledger import entries as le
 from ledger.checkpoint import SignedCheckpoint, open_checkpoint
 from ledger.errors import EntryFormatError, LedgerError, ProofError
-from ledger.keys import parse_vkey
+from ledger.keys import parse_log_vkey
 from ledger.log import Log
 from ledger.merkle import leaf_hash, verify_inclusion
-from ledger.note import Ed25519NoteVerifier
 from sims.errors import StateError
 from sims.state import state_digest
 from worker.errors import WireError
@@ -357,11 +356,9 @@ def _records(doc: Mapping[str, Any]) -> list[_WU]:
 def verify_checkpoint(note: str, vkey: str) -> SignedCheckpoint:
     """The checkpoint, if its log signature verifies under ``vkey``."""
     try:
-        verifier = parse_vkey(vkey)
+        verifier = parse_log_vkey(vkey)
     except LedgerError as e:
         raise UsageError(f"log key: {e}") from e
-    if not isinstance(verifier, Ed25519NoteVerifier):
-        raise UsageError(f"{vkey.strip()!r} is a witness key, not a log key")
     try:
         return open_checkpoint(note, log_verifier=verifier)
     except LedgerError as e:
@@ -678,7 +675,7 @@ def verify_results(path: Path, *, log_key: str | None = None) -> VerifyReport:
     try:
         doc = json.loads(_need(files, f"{DIR}/provenance.json"))
         summary = json.loads(_need(files, "summary.json"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BundleIncompleteError(f"provenance.json or summary.json is not JSON: {e}") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BundleIncompleteError(

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.classes import AcceptedClass, ClassRegistry
 from coordinator.databases import Databases
-from coordinator.errors import ProtocolError, SubmissionError, UsageError
+from coordinator.errors import CorruptionError, ProtocolError, SubmissionError, UsageError
 from coordinator.jobs import JobSpec, TrajectoryKey
 from coordinator.messages import (
     Abandoned,
@@ -77,7 +77,7 @@ from sims.go import GoModel
 from sims.spec import RunSpec
 from sims.state import State
 from worker.errors import ResultError
-from worker.result import ResultHeader, WorkerResult, verify_result
+from worker.result import Expected, ResultHeader, WorkerResult, verify_result
 from worker.systems import (
     EngineCache,
     SystemDefinition,
@@ -553,12 +553,12 @@ class Coordinator:
             if body is None:  # the plan commits with the event: only a damaged store lacks it
                 self.preparation_failed(job, "the job's plan is missing from the store")
                 continue
-            out.append((job, JobPlan.from_json(json.loads(body))))
+            out.append((job, _stored_plan(job, body)))
         return out
 
     def plan(self, job: str) -> JobPlan | None:
         body = self.store.plan(job)
-        return None if body is None else JobPlan.from_json(json.loads(body))
+        return None if body is None else _stored_plan(job, body)
 
     def prepared(self, job: str, prepared: PreparedJob) -> bool:
         """Store a finished preparation and create the job's WUs. False (and nothing stored)
@@ -740,8 +740,7 @@ class Coordinator:
         )
         try:
             if not (verified and bound):
-                verify_upload(
-                    result,
+                expected = Expected(
                     wu_id=wu.id,
                     worker_key=volunteer_key,
                     input_digest=wu.input_digest,
@@ -751,9 +750,9 @@ class Coordinator:
                     segment_steps=wu.spec.segment_steps,
                     report_steps=wu.spec.report_steps,
                     price=price,
-                    engine=self._engines.get(system),
-                    temperature=wu.spec.temperature,
                 )
+                engine = self._engines.get(system)
+                verify_upload(result, expected, engine=engine, temperature=wu.spec.temperature)
             det = det_class_key(h.determinism)
             claim = Claim(
                 h.final_digest,
@@ -960,38 +959,26 @@ class Coordinator:
         return total
 
 
+def _stored_plan(job: str, body: str) -> JobPlan:
+    """The plan stored with ``job`` (:class:`CorruptionError` if it does not decode)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise CorruptionError(f"the stored plan of job {job} is not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise CorruptionError(f"the stored plan of job {job} is not a JSON object")
+    return JobPlan.from_json(doc)  # a plan this version refuses: SubmissionError, as on entry
+
+
 def verify_upload(
-    result: WorkerResult,
-    *,
-    wu_id: bytes,
-    worker_key: bytes,
-    input_digest: bytes,
-    n_segments: int,
-    n_atoms: int,
-    n_frames: int,
-    segment_steps: int,
-    report_steps: int,
-    price: le.PriceInputs,
-    engine: Engine,
-    temperature: float,
+    result: WorkerResult, expected: Expected, *, engine: Engine, temperature: float
 ) -> None:
     """Everything a returned result must pass before it counts (:class:`ResultError`
     naming the first problem): :func:`worker.result.verify_result` (signature, price,
     shapes, every digest), then the physical sanity of every boundary state
     (docs/architecture.md §6.1), so garbage fails before any replica or spot check is spent
     on it. Pure: an HTTP front-end runs it in its own process, the coordinator otherwise."""
-    verify_result(
-        result,
-        wu_id=wu_id,
-        worker_key=worker_key,
-        input_digest=input_digest,
-        n_segments=n_segments,
-        n_atoms=n_atoms,
-        n_frames=n_frames,
-        segment_steps=segment_steps,
-        report_steps=report_steps,
-        price=price,
-    )
+    verify_result(result, expected)
     for k in range(1, len(result.positions)):
         problems = engine.sanity_problems(
             State(positions=result.positions[k], velocities=result.velocities[k]),

@@ -35,6 +35,7 @@ from coordinator.errors import (
 from coordinator.scheduler import Event
 from ledger.backend import is_postgres_url, redact_url
 from ledger.entries import PriceInputs
+from ledger.errors import EntryFormatError
 from sims.state import State
 from worker.arrays import pack_arrays, unpack_arrays
 from worker.errors import WireError
@@ -129,7 +130,22 @@ def _encode_header(h: ResultHeader) -> str:
 
 
 def _decode_header(text: str) -> ResultHeader:
-    d = json.loads(text)
+    """A stored header; :class:`CorruptionError` for anything this module did not write."""
+    try:
+        return _header_of(json.loads(text))
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+        EntryFormatError,
+    ) as e:
+        raise CorruptionError(f"a stored result header does not decode: {e}") from e
+
+
+def _header_of(d: dict[str, Any]) -> ResultHeader:
     return ResultHeader(
         wu_id=bytes.fromhex(d["wu_id"]),
         worker_key=bytes.fromhex(d["worker_key"]),
@@ -337,7 +353,13 @@ class Store:
     def job(self, job: str) -> dict[str, Any] | None:
         with self._read() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.job == job)).first()
-        return None if row is None else {"lab": row.lab, **json.loads(row.description)}
+        if row is None:
+            return None
+        try:
+            description = json.loads(row.description)
+            return {"lab": row.lab, **description}
+        except (ValueError, TypeError, RecursionError) as e:
+            raise CorruptionError(f"the stored description of job {job} does not decode") from e
 
     def put_result(self, replica: int, result: WorkerResult) -> None:
         arrays: dict[str, np.ndarray] = {

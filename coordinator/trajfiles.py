@@ -10,6 +10,7 @@ each); all-atom frames are in nm; XTC takes nm.
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import textwrap
 import warnings
@@ -78,9 +79,14 @@ def pdb_positions(text: str) -> np.ndarray:
     for line in text.splitlines():
         if line.startswith(("ATOM  ", "HETATM")):
             try:
-                rows.append((float(line[30:38]), float(line[38:46]), float(line[46:54])))
+                if len(line) < 54:
+                    raise CorruptionError(f"PDB line {line[:30]!r} ends before its coordinates")
+                xyz = (float(line[30:38]), float(line[38:46]), float(line[46:54]))
             except ValueError as e:
                 raise CorruptionError(f"PDB line {line[:30]!r}: unreadable coordinates") from e
+            if not all(math.isfinite(v) for v in xyz):
+                raise CorruptionError(f"PDB line {line[:30]!r}: coordinates {xyz} are not finite")
+            rows.append(xyz)
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "BadRequest",
     "ClientError",
     "Conflict",
+    "DefinitionError",
     "Finding",
     "FoldnetError",
     "Forbidden",
@@ -215,6 +216,13 @@ class Unavailable(ServerFault):
     code = "unavailable"
 
 
+class DefinitionError(Internal, TypeError):
+    """An exception class defined wrong (of two kinds): a bug in foldnet, which the error
+    tree's tests find. Also a :class:`TypeError`, as a wrong class is one."""
+
+    code = "bad_error_class"
+
+
 _KINDS: tuple[type[FoldnetError], ...] = (ClientError, ServerFault, Finding)
 
 _BY_STATUS: dict[int, type[FoldnetError]] = {
@@ -240,12 +248,15 @@ def kind_of(cls: type[BaseException]) -> type[FoldnetError] | None:
     """The one kind (:class:`ClientError`, :class:`ServerFault`, :class:`Finding`) of ``cls``.
 
     ``None`` for a class of no kind (a package root, or a foreign exception).
-    Raises :class:`TypeError` if ``cls`` mixes two kinds: a bug in its definition.
+    Raises :class:`DefinitionError` if ``cls`` mixes two kinds: a bug in its definition.
     """
     kinds = [k for k in _KINDS if issubclass(cls, k)]
     if len(kinds) > 1:
         names = ", ".join(k.__name__ for k in kinds)
-        raise TypeError(f"{cls.__qualname__} is of {len(kinds)} kinds ({names}); expected one")
+        raise DefinitionError(
+            f"{cls.__qualname__} is of {len(kinds)} kinds ({names}); expected one: derive it "
+            "from one of ClientError, ServerFault, Finding"
+        )
     return kinds[0] if kinds else None
 
 

@@ -105,7 +105,7 @@ def parse_error(r: httpx.Response) -> tuple[str | None, str]:
         if isinstance(doc, dict) and "detail" in doc:
             code = doc.get("error")
             return (code if isinstance(code, str) else None), str(doc["detail"])[:500]
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         pass
     text = body[:300].decode("utf-8", "replace").strip()
     return None, text or r.reason_phrase

@@ -106,7 +106,7 @@ from ledger.errors import (
     TileFormatError,
     UnknownKeyError,
 )
-from ledger.keys import parse_vkey
+from ledger.keys import parse_log_vkey
 from ledger.merkle import (
     HASH_SIZE,
     MerkleTree,
@@ -541,7 +541,7 @@ def _load_state(path: Path | None) -> dict[str, object]:
         return {"version": _STATE_VERSION, "logs": {}}
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise StorageError(f"cannot read auditor state file {path}: {e}") from e
     if not isinstance(data, dict) or data.get("version") != _STATE_VERSION:
         raise StorageError(f"{path} is not an auditor state file (version {_STATE_VERSION})")
@@ -706,12 +706,9 @@ class _Audit:
         else:
             raise KeyFileError("no log key: give one (--log-key) or audit a log that publishes it")
         try:
-            verifier = parse_vkey(vkey)
+            self.verifier = parse_log_vkey(vkey)
         except LedgerError as e:
             raise KeyFileError(f"log key: {e}") from e
-        if not isinstance(verifier, Ed25519NoteVerifier):
-            raise KeyFileError(f"{vkey} is not an Ed25519 log key (signature type 0x01)")
-        self.verifier = verifier
 
     # ------------------------------------------------------------ checkpoints
 

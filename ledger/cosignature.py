@@ -24,10 +24,15 @@ from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ledger.errors import SignatureError
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, NoteSignature, VerifierKey, check_key_name
+from ledger.note import (
+    SIG_TYPE_COSIGNATURE_V1,
+    NoteSignature,
+    VerifierKey,
+    check_key_name,
+    public_key_bytes,
+)
 
 __all__ = [
     "CosignatureV1Signer",
@@ -82,8 +87,7 @@ class CosignatureV1Signer:
 
     @property
     def verifier(self) -> CosignatureV1Verifier:
-        pub = self.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return CosignatureV1Verifier(self.name, pub)
+        return CosignatureV1Verifier(self.name, public_key_bytes(self.private_key))
 
     @property
     def key_id(self) -> bytes:

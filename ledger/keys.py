@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
     PrivateFormat,
-    PublicFormat,
     load_pem_private_key,
     load_pem_public_key,
 )
@@ -29,13 +28,19 @@ from cryptography.hazmat.primitives.serialization import (
 from foldnet.files import atomic_write
 from ledger.cosignature import CosignatureV1Verifier
 from ledger.errors import KeyFileError, LedgerError
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, Ed25519NoteVerifier
+from ledger.note import (
+    SIG_TYPE_COSIGNATURE_V1,
+    SIG_TYPE_ED25519,
+    Ed25519NoteVerifier,
+    public_key_bytes,
+)
 
 __all__ = [
     "generate_private_key",
     "load_or_create_private_key",
     "load_private_key",
     "load_public_key",
+    "parse_log_vkey",
     "parse_vkey",
     "public_key_bytes",
     "write_private_key",
@@ -44,12 +49,6 @@ __all__ = [
 
 def generate_private_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
-
-
-def public_key_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
-    """The raw 32-byte Ed25519 public key."""
-    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def write_private_key(path: str | os.PathLike[str], key: Ed25519PrivateKey) -> None:
@@ -157,5 +156,16 @@ def parse_vkey(vkey: str) -> Ed25519NoteVerifier | CosignatureV1Verifier:
         raise KeyFileError(
             f"verifier key {vkey!r}: key id {hex_id} does not match the name and key "
             f"(expected {verifier.key_id.hex()})"
+        )
+    return verifier
+
+
+def parse_log_vkey(vkey: str) -> Ed25519NoteVerifier:
+    """A log's verifier key: :func:`parse_vkey`, refusing a witness's (cosignature) key."""
+    verifier = parse_vkey(vkey)
+    if not isinstance(verifier, Ed25519NoteVerifier):
+        raise KeyFileError(
+            f"{vkey.strip()!r} is a witness key, not a log key: expected an Ed25519 log key "
+            "(signature type 0x01), as the log publishes at /log.vkey"
         )
     return verifier

@@ -49,7 +49,7 @@ from ledger.errors import (
     SignatureError,
     StorageError,
 )
-from ledger.keys import parse_vkey
+from ledger.keys import parse_log_vkey
 from ledger.merkle import consistency_proof, inclusion_proof, leaf_hash
 from ledger.note import Ed25519NoteSigner, Ed25519NoteVerifier, NoteSignature, parse_note
 from ledger.rules import LedgerState, price_attestation
@@ -210,7 +210,7 @@ class Log:
                     )
                 else:
                     vkey = store.meta("log_vkey")
-                    verifier = None if vkey is None else _log_verifier(vkey)
+                    verifier = None if vkey is None else parse_log_vkey(vkey)
             return cls(
                 store=store,
                 origin=origin,
@@ -237,7 +237,7 @@ class Log:
             return cls(
                 store=store,
                 origin=origin,
-                verifier=None if vkey is None else _log_verifier(vkey),
+                verifier=None if vkey is None else parse_log_vkey(vkey),
                 signer=None,
                 admission=CheckRules(),
                 clock=_wall_clock_ms,
@@ -482,13 +482,6 @@ class Log:
         if size > self.size:
             raise StorageError(f"tree size {size} is beyond the log's {self.size} entries")
         return consistency_proof(size1, size, self._store.read_nodes)
-
-
-def _log_verifier(vkey: str) -> Ed25519NoteVerifier:
-    v = parse_vkey(vkey)
-    if not isinstance(v, Ed25519NoteVerifier):
-        raise KeyFileError(f"{vkey} is not an Ed25519 log key")
-    return v
 
 
 def _latest_checkpoint(store: Store, verifier: Ed25519NoteVerifier) -> SignedCheckpoint | None:

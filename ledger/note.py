@@ -182,8 +182,10 @@ class NoteSigner(Protocol):
     def sign(self, text: str) -> NoteSignature: ...
 
 
-def _public_bytes(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+def public_key_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    """The raw 32-byte Ed25519 public key (of a private key: its public half)."""
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +238,7 @@ class Ed25519NoteSigner:
 
     @property
     def verifier(self) -> Ed25519NoteVerifier:
-        return Ed25519NoteVerifier(self.name, _public_bytes(self.private_key.public_key()))
+        return Ed25519NoteVerifier(self.name, public_key_bytes(self.private_key))
 
     @property
     def key_id(self) -> bytes:

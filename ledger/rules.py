@@ -109,7 +109,7 @@ def revocation_evidence(reason: str) -> bytes | None:
     try:
         doc = json.loads(reason)
         wu = bytes.fromhex(doc["evidence_wu"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return b""  # claims to cite evidence, but names none a reader can find
     return wu if len(wu) == 32 else b""
 

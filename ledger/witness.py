@@ -33,9 +33,9 @@ from ledger.errors import (
     StorageError,
     UnknownKeyError,
 )
-from ledger.keys import parse_vkey
+from ledger.keys import parse_log_vkey
 from ledger.merkle import verify_consistency
-from ledger.note import Ed25519NoteVerifier, Note, parse_note
+from ledger.note import Note, parse_note
 
 __all__ = ["UnsafeNoWitnessPolicy", "Witness", "WitnessPolicy", "WitnessView"]
 
@@ -140,9 +140,7 @@ class Witness:
 
     def add_log(self, log_vkey: str) -> None:
         """Follow the log whose checkpoints are signed by ``log_vkey`` (origin = key name)."""
-        v = parse_vkey(log_vkey)
-        if not isinstance(v, Ed25519NoteVerifier):
-            raise KeyFileError(f"{log_vkey} is not an Ed25519 log key (type 0x01)")
+        v = parse_log_vkey(log_vkey)
         try:
             row = self._db.execute("SELECT vkey FROM logs WHERE origin=?", (v.name,)).fetchone()
             if row is not None and row[0] != v.vkey:
@@ -175,9 +173,7 @@ class Witness:
         view = self.view(origin)
         if view is None:
             raise UnknownKeyError(f"this witness does not follow a log named {origin!r}")
-        log_key = parse_vkey(view.log_vkey)
-        if not isinstance(log_key, Ed25519NoteVerifier):
-            raise KeyFileError(f"stored key for {origin} is not an Ed25519 log key")
+        log_key = parse_log_vkey(view.log_vkey)
         signed = open_checkpoint(note.encode(), log_verifier=log_key)
         cp = signed.checkpoint
         if view.size > 0 and view.root_hash is not None:

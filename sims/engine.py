@@ -131,6 +131,11 @@ class Engine(abc.ABC):
     def _check_inputs(self, state: State, spec: RunSpec) -> None:
         if not isinstance(spec, RunSpec):
             raise ParameterError(f"expected a RunSpec, got {type(spec).__name__}")
+        self._check_state(state)
+        self.check_temperature(spec.temperature)
+
+    def _check_state(self, state: State) -> None:
+        """Refuse a state that is not one of this engine's system."""
         if not isinstance(state, State):
             raise StateError(f"expected a State, got {type(state).__name__}")
         if state.n_atoms != self.n_atoms:
@@ -138,7 +143,6 @@ class Engine(abc.ABC):
                 f"state has {state.n_atoms} atoms but the {self.name} system has "
                 f"{self.n_atoms}: was the state made for another system?"
             )
-        self.check_temperature(spec.temperature)
 
     def run(
         self,

@@ -28,7 +28,10 @@ _LE_F64 = np.dtype("<f8")
 
 def _as_coords(name: str, value: Any, n_atoms: int | None) -> np.ndarray:
     try:
-        arr = np.array(value, dtype=_LE_F64, copy=True)
+        raw = np.asarray(value)
+        if np.iscomplexobj(raw):  # numpy would drop the imaginary part with only a warning
+            raise StateError(f"{name} must be real numbers, got complex values")
+        arr = np.array(raw, dtype=_LE_F64, copy=True)
     except (TypeError, ValueError) as e:
         raise StateError(f"{name} must be an (N, 3) array of numbers: {e}") from e
     if arr.ndim != 2 or arr.shape[1] != 3:

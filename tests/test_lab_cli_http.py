@@ -74,9 +74,9 @@ def test_wrong_key_and_bad_plan_are_one_clear_line(tmp_path):
 
 
 def test_a_revoked_key_is_refused_by_the_running_service(tmp_path, monkeypatch):
-    import coordinator.http.context as http_context
+    import coordinator.http.access as http_access
 
-    monkeypatch.setattr(http_context, "LAB_KEY_CACHE_S", 0.0)  # no waiting for the cache here
+    monkeypatch.setattr(http_access, "LAB_KEY_CACHE_S", 0.0)  # no waiting for the cache here
     key = add_lab(tmp_path / "c", "lab-a")
     with running_service(tmp_path / "c") as s:
         assert foldnet("status", s.url, key=key, home=tmp_path).returncode == 0

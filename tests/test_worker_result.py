@@ -15,7 +15,7 @@ from sims.go import GoEngine
 from sims.spec import RunSpec
 from worker.errors import IdentityError, ResultError, ResultSignatureError
 from worker.identity import Identity
-from worker.result import WorkerResult, segment_root, sign_result, verify_result
+from worker.result import Expected, WorkerResult, segment_root, sign_result, verify_result
 
 WU = bytes(range(32))
 SPEC = RunSpec(steps=2000, segment_steps=500, report_steps=500, temperature=0.8, seed=4)
@@ -46,11 +46,11 @@ def signed(run, me) -> WorkerResult:
 
 
 def check(result: WorkerResult, run, key: bytes, price: PriceInputs = PRICE) -> None:
-    verify_result(
-        result, wu_id=WU, worker_key=key, input_digest=run.boundaries[0].digest(),
+    verify_result(result, Expected(
+        wu_id=WU, worker_key=key, input_digest=run.boundaries[0].digest(),
         n_segments=SPEC.n_segments, n_atoms=36, n_frames=4, segment_steps=500,
         report_steps=500, price=price,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def test_an_honest_result_verifies_and_survives_pickling(signed, run, me):

@@ -95,7 +95,7 @@ def read_container(
         if name in seen:
             raise WireError(f"array {name!r} appears twice")
         seen.add(name)
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise WireError(f"{name}: dtype must be one of {sorted(DTYPES)}, got {dtype!r:.20}")
         if (
             not isinstance(shape, list)

@@ -10,7 +10,9 @@
         ├── SlotError                  a slot's process cannot start or keeps dying  Internal
         ├── ResultError                a result is malformed, inconsistent            Invalid
         │   └── ResultSignatureError   the signature does not verify
-        └── WireError                  data that is not what the HTTP protocol expects  Invalid
+        ├── WireError                  data that is not what the HTTP protocol expects  Invalid
+        ├── ProgressError              saved progress that cannot be resumed         Internal
+        └── PicklingRefusedError       an object that must never be pickled (a key)   Internal
 
 A server's error answer reaches the worker as the :mod:`foldnet.errors` class of its status
 (raised by :mod:`foldnet.httpclient`), not as a worker error.
@@ -63,3 +65,17 @@ class WireError(WorkerError, Invalid):
     """A request or response body does not follow the HTTP wire format (worker.wire)."""
 
     code = "invalid_body"
+
+
+class ProgressError(WorkerError, Internal):
+    """A replica's saved progress that cannot be resumed (another WU or class, damaged): the
+    slot discards it and starts the replica again."""
+
+    code = "progress_unusable"
+
+
+class PicklingRefusedError(WorkerError, Internal, TypeError):
+    """An object holding a secret was about to be pickled: a bug. Also a :class:`TypeError`,
+    which is what pickle raises for what it cannot pickle."""
+
+    code = "not_picklable"

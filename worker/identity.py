@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.errors import KeyFileError
 from ledger.keys import load_or_create_private_key, public_key_bytes
-from worker.errors import IdentityError
+from worker.errors import IdentityError, PicklingRefusedError
 
 
 def default_key_path() -> Path:
@@ -61,4 +61,7 @@ class Identity:
         return self.private_key.sign(message)
 
     def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("an Identity holds a private key and is never pickled")
+        raise PicklingRefusedError(
+            "an Identity holds a private key and is never pickled: pass its key file's path "
+            "to the other process and load it there (Identity.load_or_create)"
+        )

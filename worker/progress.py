@@ -21,6 +21,7 @@ from foldnet.files import atomic_write
 from sims.engine import PartialRun
 from sims.errors import SimsError
 from sims.state import State
+from worker.errors import ProgressError
 from worker.tasks import ComputeTask
 
 
@@ -68,17 +69,20 @@ def load_progress(
             arrays = {k: np.array(npz[k]) for k in npz.files}
         meta = json.loads(arrays.pop("meta").tobytes())
         if meta["wu_id"] != task.wu_id.hex():
-            raise ValueError("it is the progress of another WU")
+            raise ProgressError(f"it is the progress of WU {str(meta['wu_id'])[:16]}, not this one")
         # Files saved before classes were recorded come from a CPU slot (the only kind then).
         saved_class = meta.get("det_class", det_class)
         if saved_class != det_class:
-            raise ValueError("it was computed in another determinism class (another platform)")
+            raise ProgressError(
+                "it was computed in another determinism class (another platform): expected "
+                "this slot's class"
+            )
         boundaries = tuple(
             State(positions=arrays["positions"][i], velocities=arrays["velocities"][i], step=s)
             for i, s in enumerate(meta["steps"])
         )
         if [b.digest().hex() for b in boundaries] != meta["digests"]:
-            raise ValueError("saved boundary states do not match their digests")
+            raise ProgressError("saved boundary states do not match their digests (damaged)")
         frames = tuple(arrays["frames"])
         rows = tuple(
             {n: float(arrays[f"obs_{n}"][i]) for n in meta["observables"]}
@@ -92,7 +96,16 @@ def load_progress(
             rows,
             float(meta["wall_time_s"]),
         )
-    except (OSError, ValueError, KeyError, TypeError, SimsError) as e:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        RecursionError,
+        SimsError,
+        ProgressError,
+    ) as e:
         report(f"saved progress of replica {task.replica} is unusable ({e}); restarting it")
         path.unlink(missing_ok=True)
         return None

@@ -212,19 +212,23 @@ def sign_result(
     )
 
 
-def verify_result(
-    result: WorkerResult,
-    *,
-    wu_id: bytes,
-    worker_key: bytes,
-    input_digest: bytes,
-    n_segments: int,
-    n_atoms: int,
-    n_frames: int,
-    segment_steps: int,
-    report_steps: int,
-    price: PriceInputs,
-) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expected:
+    """What a returned result must be, from the WU handed out: the one description
+    :func:`verify_result` (and the coordinator's ``verify_upload``) checks a result against."""
+
+    wu_id: bytes
+    worker_key: bytes  # the volunteer the WU was sent to
+    input_digest: bytes
+    n_segments: int
+    n_atoms: int
+    n_frames: int
+    segment_steps: int
+    report_steps: int
+    price: PriceInputs  # exactly what the WU was priced with
+
+
+def verify_result(result: WorkerResult, expected: Expected) -> None:
     """Check everything a result claims that can be checked without recomputing it.
 
     Raises :class:`ResultError` naming the first problem; returns None when the result is
@@ -232,6 +236,8 @@ def verify_result(
     (``price``), shapes, finite values, every digest recomputed from the arrays, the segment
     root recomputed from the digests.
     """
+    wu_id, worker_key, price = expected.wu_id, expected.worker_key, expected.price
+    n_segments, n_atoms, n_frames = expected.n_segments, expected.n_atoms, expected.n_frames
     h = result.header
     if h.version != RESULT_VERSION:
         raise ResultError(
@@ -278,7 +284,7 @@ def verify_result(
         pairs = zip(digests, h.boundary_digests, strict=True)
         bad = next(k for k, (a, b) in enumerate(pairs) if a != b)
         raise ResultError(f"boundary state {bad} does not match its digest in the header")
-    if digests[0] != input_digest:
+    if digests[0] != expected.input_digest:
         raise ResultError("the first boundary state is not the WU's input state")
     if h.final_digest != digests[-1]:
         raise ResultError("final_digest is not the digest of the last boundary state")
@@ -293,8 +299,8 @@ def verify_result(
         result.frame_steps,
         result.observables,
         n_segments=n_segments,
-        segment_steps=segment_steps,
-        report_steps=report_steps,
+        segment_steps=expected.segment_steps,
+        report_steps=expected.report_steps,
     )
     if h.segment_data != per_segment:
         raise ResultError(

@@ -114,10 +114,13 @@ class WorkerStatus:
         try:
             doc: dict[str, Any] = json.loads(data)
             if doc.pop("version") != VERSION:
-                raise ValueError("a status file of another foldnet version")
+                raise SetupError(
+                    f"{where} was written by another foldnet version (expected status format "
+                    f"{VERSION}); it is rewritten by the next foldnet worker run from this home"
+                )
             slots = tuple(SlotStatus(**s) for s in doc.pop("slots"))
             return cls(slots=slots, **doc)
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
             raise SetupError(
                 f"{where} is not a worker status file ({e}); it is rewritten by the next "
                 "foldnet worker run from this home"

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 from openmm import app
@@ -19,6 +21,7 @@ from openmm import app
 from sims.allatom import AllAtomEngine
 from sims.allatom.prepare import PreparedSystem
 from sims.engine import Engine
+from sims.errors import SimsError
 from sims.go import GoEngine, GoModel
 from sims.observables import NativeContacts
 from worker.errors import WireError
@@ -122,13 +125,44 @@ def encode_system(system: SystemDefinition) -> bytes:
     return buf.getvalue()
 
 
+#: What numpy, zipfile, json and the constructors raise on bytes that are not a system.
+_DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OSError,
+    EOFError,
+    RecursionError,
+    zipfile.BadZipFile,
+    SimsError,
+)
+
+
 def decode_system(data: bytes) -> SystemDefinition:
+    """The inverse of :func:`encode_system`. Raises :class:`WireError` for anything else (a
+    truncated download, a damaged cache file), never numpy's, zipfile's or OpenMM's errors."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: np.array(npz[k]) for k in npz.files}
         meta = json.loads(arrays.pop("meta").tobytes())
-    except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+    except _DECODE_ERRORS as e:
         raise WireError(f"not an encoded foldnet system: {e}") from e
+    if not isinstance(meta, dict):
+        raise WireError(
+            f"an encoded system's meta must be a JSON object, got {type(meta).__name__}"
+        )
+    try:
+        return _system_from(meta, arrays)
+    except _DECODE_ERRORS as e:
+        raise WireError(
+            f"an encoded {str(meta.get('kind'))[:20]!r} system does not decode: {e}; expected "
+            "what encode_system wrote (fetch the system again)"
+        ) from e
+
+
+def _system_from(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> SystemDefinition:
     for a in arrays.values():
         a.setflags(write=False)
     contacts = (
@@ -152,7 +186,12 @@ def decode_system(data: bytes) -> SystemDefinition:
             **arrays,
         )
     if meta.get("kind") == "openmm":
-        topology = app.PDBFile(io.StringIO(meta["pdb"])).topology
+        if not isinstance(meta.get("pdb"), str):
+            raise WireError("an encoded openmm system: expected its topology as PDB text")
+        try:
+            topology = app.PDBFile(io.StringIO(meta["pdb"])).topology
+        except Exception as e:  # OpenMM's PDB reader raises a zoo of errors on bad text
+            raise WireError(f"an encoded openmm system: its PDB does not read: {e}") from e
         return PreparedSystem(
             topology=topology,
             system_xml=meta["system_xml"],
@@ -165,4 +204,4 @@ def decode_system(data: bytes) -> SystemDefinition:
             heavy_indices=arrays["heavy_indices"],
             contacts=contacts,
         )
-    raise WireError(f"unknown system kind {meta.get('kind')!r}")
+    raise WireError(f"unknown system kind {str(meta.get('kind'))[:20]!r}: expected go or openmm")

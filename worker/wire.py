@@ -285,24 +285,22 @@ def encode_spec(spec: RunSpec) -> dict[str, Any]:
 
 def encode_task(task: ComputeTask | SpotCheckTask, system: str, engine: str) -> dict[str, Any]:
     """``system`` is the hex digest the client fetches (and caches) the system by."""
+    price: PriceInputs | None
+    states: tuple[State, ...]
+    segments: tuple[int, ...]
     if isinstance(task, ComputeTask):
-        return task_document(
-            wu_id=task.wu_id,
-            system=system,
-            engine=engine,
-            spec=task.spec,
-            replica=task.replica,
-            input_state=task.input_state,
-            price=task.price,
-        )
+        number, states, price, segments = task.replica, (task.input_state,), task.price, ()
+    else:
+        number, states, price, segments = task.check, task.start_states, None, task.segments
     return task_document(
         wu_id=task.wu_id,
         system=system,
         engine=engine,
         spec=task.spec,
-        check=task.check,
-        segments=task.segments,
-        start_states=task.start_states,
+        number=number,
+        states=states,
+        price=price,
+        segments=segments,
     )
 
 
@@ -312,35 +310,34 @@ def task_document(
     system: str,
     engine: str,
     spec: RunSpec,
-    replica: int | None = None,
-    input_state: State | None = None,
-    price: PriceInputs | None = None,
-    check: int | None = None,
+    number: int,
+    states: tuple[State, ...],
+    price: PriceInputs | None,
     segments: tuple[int, ...] = (),
-    start_states: tuple[State, ...] = (),
 ) -> dict[str, Any]:
-    """A task as JSON from its parts: a compute task (``replica``, ``input_state``,
-    ``price``) or a spot check (``check``, ``segments``, ``start_states``)."""
+    """A task as JSON from its parts, the one encoder of both kinds: a compute task when it
+    has a ``price`` (``number`` its replica, ``states`` its one input state), else a spot
+    check (``number`` the check, ``states`` the start state of each of ``segments``)."""
     base = {
         "wu_id": wu_id.hex(),
         "system": system,
         "engine": engine,
         "spec": encode_spec(spec),
     }
-    if replica is not None:
-        assert input_state is not None and price is not None
+    if price is not None:
+        (input_state,) = states
         return {
             "kind": "compute",
-            "replica": replica,
+            "replica": number,
             "input_state": encode_state(input_state),
             "price": price_fields(price),
             **base,
         }
     return {
         "kind": "spot_check",
-        "check": check,
+        "check": number,
         "segments": list(segments),
-        "start_states": [encode_state(s) for s in start_states],
+        "start_states": [encode_state(s) for s in states],
         **base,
     }
 

@@ -150,7 +150,7 @@ def create_app(
         return cfg.max_json_bytes
 
     app.add_middleware(
-        BodyLimit, limit_for=limit_for, timeout_for=svc.body_timeout, streamed=streamed
+        BodyLimit, limit_for=limit_for, timeout_for=svc.bodies.timeout, streamed=streamed
     )
     app.add_middleware(InFlightLimit, limit=cfg.max_requests_per_address, who=client_block)
     app.add_middleware(

@@ -457,7 +457,7 @@ def dashboard_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Per trajectory, the observables (Q, RMSD, energy, Rg) of its validated
         generations against the step, at most 1,000 points each; ``next`` pages on."""
-        lab = await svc.lab(request)
+        lab = await svc.access.lab(request)
         trajs, total, _digest, _engine = await svc.call(
             _job_trajectories, lab, job, cursor, limit, request=request
         )
@@ -503,7 +503,7 @@ def dashboard_router(svc: Service) -> APIRouter:
         of the longest trajectory, as in the results) among its
         validated frames, of one trajectory's current (latest validated) state, or of one
         trajectory's validated frames (``which=trajectory``: at most 100 MODELs)."""
-        lab = await svc.lab(request)
+        lab = await svc.access.lab(request)
         trajs, _total, digest, engine = await svc.call(
             _job_trajectories, lab, job, 0, None, request=request
         )

@@ -171,7 +171,7 @@ def labs_router(svc: Service) -> APIRouter:
         """Submit a job (PDB text or sequence). Answers at once (202) with the job's id: the
         job is ``preparing`` (in a separate process) until it is ``running``, or ``failed``
         with the reason; follow it at ``url``."""
-        lab = await svc.lab(request)
+        lab = await svc.access.lab(request)
         plan = body.plan()
         plan.check(cfg.limits)
         job = await svc.call(_accept, lab, plan, request=request)
@@ -190,7 +190,7 @@ def labs_router(svc: Service) -> APIRouter:
         cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
     ) -> dict[str, Any]:
         """This lab's jobs with their progress, oldest first; follow ``next`` for more."""
-        lab = await svc.lab(request)
+        lab = await svc.access.lab(request)
         n = min(limit, cfg.page_max)
         items, total = await svc.call(_list, lab, cursor, n, request=request)
         nxt = cursor + len(items)
@@ -201,7 +201,7 @@ def labs_router(svc: Service) -> APIRouter:
         job: Annotated[str, PathParam(max_length=128)], request: Request
     ) -> dict[str, Any]:
         """Progress: WUs validated, in flight, queued, failed; steps and ns simulated; ETA."""
-        lab = await svc.lab(request)
+        lab = await svc.access.lab(request)
         return await svc.call(_get, lab, job, request=request)
 
     @router.post("/v1/jobs/{job}/cancel", tags=["labs"])
@@ -210,7 +210,7 @@ def labs_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Withdraw a job: nothing more is handed out; validated work is kept. A job still
         preparing is cancelled too (its preparation's result is dropped)."""
-        lab = await svc.lab(request)
+        lab = await svc.access.lab(request)
         await svc.call(_cancel, lab, job, request=request)
         return {"job": job, "state": "cancelled"}
 
@@ -228,7 +228,7 @@ def labs_router(svc: Service) -> APIRouter:
         the best structure, summary.json, README.txt, and in provenance/ every WU at full
         precision with its signed header, ledger entry and inclusion proof against a signed
         checkpoint (``foldnet verify-results`` checks it)."""
-        lab = await svc.lab(request)
+        lab = await svc.access.lab(request)
         req = await svc.call(_results, lab, job, request=request)
         store = await svc.store()
         data = await anyio.to_thread.run_sync(lambda: results_zip(store, req))
@@ -255,7 +255,7 @@ def labs_router(svc: Service) -> APIRouter:
         intervals), implied_timescales.png, free_energy.png and a README. Computed in a
         worker process, and kept until more work is validated. 422 ``invalid_analysis``
         when there is too little data (say what is missing), 409 before any result."""
-        lab = await svc.lab(request)
+        lab = await svc.access.lab(request)
         plan = await svc.call(_selected, lab, job, request=request)
         store = await svc.store()
         key = (job, tuple(plan.wu_ids))

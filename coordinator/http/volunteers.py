@@ -291,11 +291,11 @@ def volunteers_router(svc: Service) -> APIRouter:
         """Register a public key; the request is signed by that key (proof of possession)."""
         host = request.client.host if request.client else "?"
         block = client_block(host)
-        svc.reg_limit.check(("register", block))
+        svc.access.reg_limit.check(("register", block))
         body = await request.body()
-        key = await svc.volunteer(request, body, registering=True, register_from=block)
-        if not svc.remote and key not in svc.vauth.registered:  # many addresses together:
-            svc.reg_global.check("register")  # one budget (spent only by new keys that
+        key = await svc.access.volunteer(request, body, registering=True, register_from=block)
+        if not svc.remote and key not in svc.access.vauth.registered:  # many addresses together:
+            svc.access.reg_global.check("register")  # one budget (spent only by new keys that
             # proved possession; with front-ends of their own, the coordinator's gate does it)
         doc = parse_json_object(body)
         _fields(doc, {"public_key", "name"})
@@ -303,7 +303,7 @@ def volunteers_router(svc: Service) -> APIRouter:
             raise Invalid("public_key must be the key that signs the request", code="invalid_body")
         name = get_str(doc, "name", 100) if "name" in doc else ""
         new = await svc.call(_register, key, name, request=request)
-        svc.vauth.registered.add(key)
+        svc.access.vauth.registered.add(key)
         return JSONResponse(
             {"volunteer": key.hex(), "registered": True, "new": new},
             status_code=201 if new else 200,
@@ -313,7 +313,7 @@ def volunteers_router(svc: Service) -> APIRouter:
     async def pull(request: Request) -> JSONResponse:
         """Up to ``slots`` work units this volunteer may compute (never one it computed)."""
         body = await request.body()
-        key = await svc.volunteer(request, body)
+        key = await svc.access.volunteer(request, body)
         doc = parse_json_object(body)
         _fields(doc, {"det_class", "slots"})
         det = get_str(doc, "det_class", 4096)
@@ -321,7 +321,7 @@ def volunteers_router(svc: Service) -> APIRouter:
 
         loads_json(det, "det_class")  # JSON nested past the parser's limit: invalid_body
 
-        tasks = svc.hand_out(await svc.call(_work, key, det, slots, request=request))
+        tasks = svc.work.encode(await svc.call(_work, key, det, slots, request=request))
         return _answer({"tasks": tasks, "retry_after_s": None if tasks else cfg.idle_retry_s})
 
     @router.get("/v1/systems/{digest}", tags=["volunteers"], response_class=Response)
@@ -329,8 +329,8 @@ def volunteers_router(svc: Service) -> APIRouter:
         digest: Annotated[str, PathParam(max_length=64)], request: Request
     ) -> Response:
         """A prepared system (.npz, no pickles) of work that was handed out."""
-        await svc.volunteer(request, b"")
-        data = await svc.system_blob(digest, request=request)
+        await svc.access.volunteer(request, b"")
+        data = await svc.work.system_blob(digest, request=request)
         if data is None:
             raise NotFound(f"no system {digest[:64]!r} in work handed out", code="not_found")
         return Response(data, media_type="application/octet-stream")
@@ -348,9 +348,9 @@ def volunteers_router(svc: Service) -> APIRouter:
         # Authenticate before reading: the headers, the key and the replica are checked
         # first, then at most what this replica's result can need is read, within a time
         # limit, and only then is the signature over the body's hash verified.
-        pending = await svc.volunteer_headers(request)
+        pending = await svc.access.volunteer_headers(request)
         key = pending.key
-        a = await svc.assignment(replica, key)
+        a = await svc.work.assignment(replica, key)
         if a is None:
             raise NotFound(
                 f"replica {replica} is not assigned to this key (or its deadline passed and it "
@@ -365,31 +365,18 @@ def volunteers_router(svc: Service) -> APIRouter:
                 f"at most {limit:,}",
                 code="too_large",
             )
-        body, digest = await svc.read_body(request, limit)
-        svc.volunteer_signed(request, pending, digest)
-        system = await svc.system(a.system)
+        body, digest = await svc.bodies.read(request, limit)
+        svc.access.volunteer_signed(request, pending, digest)
+        system = await svc.work.system(a.system)
 
         def check() -> tuple[WorkerResult | None, str]:
             """Parse (422 if it is not shaped like its WU), then verify: the signature, every
             digest and the physics (an invalid result is recorded, not refused)."""
             result = decode_result(body, max_bytes=cfg.max_result_bytes)
             precheck(result, a, key)
-            assert a.price is not None
             try:
-                verify_upload(
-                    result,
-                    wu_id=a.wu_id,
-                    worker_key=key,
-                    input_digest=a.input_digest,
-                    n_segments=a.n_segments,
-                    n_atoms=a.n_atoms,
-                    n_frames=a.n_frames,
-                    segment_steps=a.segment_steps,
-                    report_steps=a.report_steps,
-                    price=a.price,
-                    engine=svc.engines.get(system),
-                    temperature=a.temperature,
-                )
+                engine = svc.work.engines.get(system)
+                verify_upload(result, a.expected(), engine=engine, temperature=a.temperature)
             except ResultError as e:
                 return None, str(e)
             return result, ""
@@ -408,16 +395,16 @@ def volunteers_router(svc: Service) -> APIRouter:
             # 503 asks for is accepted
             raise
         except Exception:
-            svc.forget(replica=replica)
+            svc.work.forget(replica=replica)
             raise
-        svc.forget(replica=replica)
+        svc.work.forget(replica=replica)
         return _answer(
             {
                 "replica": replica,
                 "accepted": state != "invalid",
                 "state": state,
                 "problem": problem,
-                "tasks": svc.hand_out(got),
+                "tasks": svc.work.encode(got),
             }
         )
 
@@ -431,14 +418,14 @@ def volunteers_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Give a WU back (it could not be computed); it is reissued to someone else."""
         body = await request.body()
-        key = await svc.volunteer(request, body)
-        if await svc.assignment(replica, key) is None:
+        key = await svc.access.volunteer(request, body)
+        if await svc.work.assignment(replica, key) is None:
             raise NotFound(f"replica {replica} is not assigned to this key", code="not_assigned")
         doc = parse_json_object(body)
         _fields(doc, {"reason"})
         reason = get_str(doc, "reason", 500)
         await svc.call(_give_back, key, replica, reason, request=request)
-        svc.forget(replica=replica)
+        svc.work.forget(replica=replica)
         return {"replica": replica, "state": "errored"}
 
     @router.post("/v1/checks/{check}", tags=["volunteers"])
@@ -449,21 +436,21 @@ def volunteers_router(svc: Service) -> APIRouter:
     ) -> JSONResponse:
         """A spot check's signed end-of-segment digests (``?next=N``: as for results)."""
         body = await request.body()
-        key = await svc.volunteer(request, body)
-        wu = await svc.check(check, key)
+        key = await svc.access.volunteer(request, body)
+        wu = await svc.work.check(check, key)
         if wu is None:
             raise NotFound(f"spot check {check} is not assigned to this key", code="not_assigned")
         result = decode_spot_check(parse_json_object(body))
         if result.check != check or result.wu_id != wu:
             raise Invalid("the spot check is for another check or WU", code="invalid_result")
         got = await svc.call(_spot_check, key, result, pull_next, request=request)
-        svc.forget(check=check)
-        return _answer({"check": check, "accepted": True, "tasks": svc.hand_out(got)})
+        svc.work.forget(check=check)
+        return _answer({"check": check, "accepted": True, "tasks": svc.work.encode(got)})
 
     @router.get("/v1/volunteers/me", tags=["volunteers"])
     async def me(request: Request) -> dict[str, Any]:
         """This volunteer's credit (from the ledger) and work in flight."""
-        key = await svc.volunteer(request, b"")
+        key = await svc.access.volunteer(request, b"")
         return await svc.call(_credit, key, request=request)
 
     @router.get("/v1/volunteers/me/proofs", tags=["volunteers"])
@@ -474,7 +461,7 @@ def volunteers_router(svc: Service) -> APIRouter:
     ) -> dict[str, Any]:
         """Inclusion proofs (RFC 9162) of this volunteer's ledger entries against the latest
         signed checkpoint; entries after it are counted as pending."""
-        key = await svc.volunteer(request, b"")
+        key = await svc.access.volunteer(request, b"")
         return await svc.call(_proofs, key, limit, cursor, request=request)
 
     return router

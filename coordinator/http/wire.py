@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from foldnet.errors import Invalid
+from foldnet.errors import Internal, Invalid
 from ledger.entries import PriceInputs
 from sims.spec import RunSpec
 from sims.state import State
-from worker.result import WorkerResult
+from worker.result import Expected, WorkerResult
 from worker.wire import task_document
 
 
@@ -42,6 +42,25 @@ class Assignment:
     temperature: float = 0.0
     system: bytes = b""  # the system's digest
     price: PriceInputs | None = None
+
+    def expected(self) -> Expected:
+        """What its result must be (:func:`worker.result.verify_result`)."""
+        if self.price is None:
+            raise Internal(
+                f"a replica of WU {self.wu_id.hex()[:16]} was handed out without its price; "
+                "expected every compute assignment to carry one"
+            )
+        return Expected(
+            wu_id=self.wu_id,
+            worker_key=self.volunteer,
+            input_digest=self.input_digest,
+            n_segments=self.n_segments,
+            n_atoms=self.n_atoms,
+            n_frames=self.n_frames,
+            segment_steps=self.segment_steps,
+            report_steps=self.report_steps,
+            price=self.price,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,26 +85,16 @@ class HandOut:
 def encode_handout(h: HandOut) -> dict[str, Any]:
     """The task as the volunteer reads it (:func:`worker.wire.decode_task`), with its
     deadline."""
-    if h.assignment is not None:
-        doc = task_document(
-            wu_id=h.wu_id,
-            system=h.system,
-            engine=h.engine,
-            spec=h.spec,
-            replica=h.number,
-            input_state=h.states[0],
-            price=h.price,
-        )
-    else:
-        doc = task_document(
-            wu_id=h.wu_id,
-            system=h.system,
-            engine=h.engine,
-            spec=h.spec,
-            check=h.number,
-            segments=h.segments,
-            start_states=h.states,
-        )
+    doc = task_document(
+        wu_id=h.wu_id,
+        system=h.system,
+        engine=h.engine,
+        spec=h.spec,
+        number=h.number,
+        states=h.states,
+        price=h.price if h.assignment is not None else None,
+        segments=h.segments,
+    )
     doc["deadline"] = h.deadline
     return doc
 

@@ -38,7 +38,7 @@ from sims.allatom.prepare import (
     with_reference,
 )
 from sims.engine import Engine, engine_state
-from sims.errors import ParameterError, SimulationError, StateError
+from sims.errors import ParameterError, SimulationError
 from sims.observables import fraction_native_contacts, kabsch_rmsd, radius_of_gyration
 from sims.result import DeterminismClass
 from sims.state import State
@@ -66,6 +66,16 @@ def openmm_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
     return seed % (2**31 - 1) + 1
+
+
+def _from_openmm(st: openmm.State, step: int, engine: str) -> State:
+    """The engine's State of an OpenMM state read with positions and velocities."""
+    return engine_state(
+        st.getPositions(asNumpy=True).value_in_unit(_NM),
+        st.getVelocities(asNumpy=True).value_in_unit(_NM_PER_PS),
+        step,
+        engine=engine,
+    )
 
 
 def available_platforms() -> list[str]:
@@ -334,15 +344,6 @@ class AllAtomEngine(Engine):
                 f"engine, got {t}"
             )
 
-    def _check_state(self, state: State) -> None:
-        if not isinstance(state, State):
-            raise StateError(f"expected a State, got {type(state).__name__}")
-        if state.n_atoms != self.n_atoms:
-            raise StateError(
-                f"state has {state.n_atoms} atoms but the openmm system ({self._prepared.source}) "
-                f"has {self.n_atoms}: was the state made for another system?"
-            )
-
     # -- running ---------------------------------------------------------------------------
 
     def initial_state(self, *, temperature: float, seed: int) -> State:
@@ -357,12 +358,7 @@ class AllAtomEngine(Engine):
             st = sim.context.getState(getPositions=True, getVelocities=True)
         except openmm.OpenMMException as e:
             raise SimulationError(f"could not draw initial velocities: {e}") from e
-        return engine_state(
-            st.getPositions(asNumpy=True).value_in_unit(_NM),
-            st.getVelocities(asNumpy=True).value_in_unit(_NM_PER_PS),
-            0,
-            engine=self.name,
-        )
+        return _from_openmm(st, 0, self.name)
 
     def thermalized(self, state: State, *, temperature: float, seed: int, step: int) -> State:
         """``state``'s positions with velocities drawn by OpenMM from ``seed`` (constraints
@@ -509,12 +505,7 @@ class _Segment:
             st = sim.context.getState(getPositions=True, getVelocities=True)
         except openmm.OpenMMException as e:
             raise SimulationError(f"could not read the openmm state: {e}") from e
-        return engine_state(
-            st.getPositions(asNumpy=True).value_in_unit(_NM),
-            st.getVelocities(asNumpy=True).value_in_unit(_NM_PER_PS),
-            self._start + self._done,
-            engine=self._engine.name,
-        )
+        return _from_openmm(st, self._start + self._done, self._engine.name)
 
     def potential_energy(self) -> float:
         sim = self._live()

@@ -181,17 +181,18 @@ def _fix_pdb(source: str, chain: str, progress: Progress | None = None) -> PDBFi
     fixer.findNonstandardResidues()
     fixer.replaceNonstandardResidues()
     _keep_only_chain_residues(fixer)
-    _say(progress, "completing atoms")
-    fixer.findMissingAtoms()
-    fixer.addMissingAtoms(seed=PDBFIXER_SEED)
-    _say(progress, "adding hydrogens")
-    fixer.addMissingHydrogens(PH, forcefield=forcefield())
-    return fixer
+    return _complete(fixer, progress)
 
 
 def _fix_built(pdb_text: str, progress: Progress | None = None) -> PDBFixer:
     fixer = PDBFixer(pdbfile=io.StringIO(pdb_text), platform=_cpu_platform())
     fixer.missingResidues = {}
+    return _complete(fixer, progress)
+
+
+def _complete(fixer: PDBFixer, progress: Progress | None) -> PDBFixer:
+    """Missing heavy atoms (seeded: the same input gives the same atoms), then hydrogens at
+    the model's pH: the last steps of every preparation, from a PDB or a built chain."""
     _say(progress, "completing atoms")
     fixer.findMissingAtoms()
     fixer.addMissingAtoms(seed=PDBFIXER_SEED)
