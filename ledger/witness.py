@@ -68,7 +68,7 @@ class WitnessCheck:
     that the audit (via :meth:`WitnessPolicy.verify`) and ``verify-results`` both read."""
 
     valid: tuple[CosignatureV1Verifier, ...]
-    invalid: tuple[CosignatureV1Verifier, ...]  # named by the policy, not verifying here
+    invalid: tuple[CosignatureV1Verifier, ...]  # named by the policy, a line not verifying
     unnamed: tuple[NoteSignature, ...]  # by keys the policy does not name: ignored
     threshold: int
     named: int
@@ -300,9 +300,10 @@ class WitnessPolicy:
 
     def check(self, note: Note) -> WitnessCheck:
         """Sort the note's cosignatures by this policy's witnesses, raising nothing: which
-        verified, which name a configured witness but do not verify over ``note.text``, and
-        which are by keys the policy does not name (ignored, as signed-note prescribes; the
-        log's own signature is among them). A witness's second line counts once."""
+        verified, which name a configured witness but do not verify over ``note.text`` (every
+        line is checked, so a bad line is reported even beside a good one of that witness),
+        and which are by keys the policy does not name (ignored, as signed-note prescribes;
+        the log's own signature is among them). A witness counts once."""
         by_id = {(w.name, w.key_id): w for w in self._witnesses}
         ok: list[CosignatureV1Verifier] = []
         bad: list[CosignatureV1Verifier] = []
@@ -312,18 +313,17 @@ class WitnessPolicy:
             if w is None:
                 unnamed.append(sig)
                 continue
-            if w in ok:
-                continue
             try:
                 w.verify(note.text, sig.signature)
             except (SignatureError, LedgerError):
                 if w not in bad:
                     bad.append(w)
                 continue
-            ok.append(w)
+            if w not in ok:
+                ok.append(w)
         return WitnessCheck(
             valid=tuple(ok),
-            invalid=tuple(w for w in bad if w not in ok),
+            invalid=tuple(bad),
             unnamed=tuple(unnamed),
             threshold=self._threshold,
             named=len(self._witnesses),

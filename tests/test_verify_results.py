@@ -356,6 +356,12 @@ def test_a_forged_cosignature_is_named(witnessed, cosigned):
     # unchecked without the witness's key, and said so
     report = verify_results(cosigned, log_key=witnessed.log_vkey)
     assert any("present but unchecked" in n for n in report.not_checked)
+    # a bad line is a finding even beside the witness's good one
+    good = next(s for s in sigs if " witness.test/w1 " in s)
+    body, now = _checkpoint_lines(cosigned)
+    (cosigned / "provenance" / "checkpoint.txt").write_text(body + "\n" + "".join([*now, good]))
+    with pytest.raises(BadCosignatureError, match=r"witness witness\.test/w1 "):
+        verify_results(cosigned, log_key=witnessed.log_vkey, witness_keys=witnessed.keys[:2])
 
 
 def test_a_cosignature_over_another_checkpoint_is_named(witnessed, cosigned):
