@@ -619,6 +619,15 @@ def results(
         )
 
 
+def _vkey_arg(option: str, spec: str) -> str:
+    """A verifier key given as its string or as a file holding it."""
+    if "+" in spec:
+        return spec.strip()
+    if not Path(spec).is_file():
+        raise UsageError(f"{option} {spec!r} is neither a vkey string nor a file")
+    return Path(spec).read_text().strip()
+
+
 @app.command("verify-results")
 def verify_results_cmd(
     bundle: Annotated[Path, typer.Argument(help="A results folder or zip.")],
@@ -629,20 +638,34 @@ def verify_results_cmd(
             "it (GET /v1/ledger/log.vkey). Without it only self-consistency is checked."
         ),
     ] = None,
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A witness you trust (vkey string or file, as 'foldnet witness init' prints "
+            "it); repeat for several. Its cosignature on the checkpoint must verify."
+        ),
+    ] = None,
+    witness_threshold: Annotated[
+        int | None,
+        typer.Option(
+            help="How many of the --witness-key witnesses must have cosigned the checkpoint "
+            "(default: all of them)."
+        ),
+    ] = None,
 ) -> None:
     """Check that every frame of a results bundle is the agreed, validated result: digests
     against the signed headers, attestations against the ledger entries, inclusion proofs
-    against the signed checkpoint. Exit 0 if all holds, 1 on a finding, 2 on a usage error."""
+    against the signed checkpoint, and the checkpoint's witness cosignatures against the
+    witnesses named. Exit 0 if all holds, 1 on a finding, 2 on a usage error."""
     from coordinator.errors import ResultsVerificationError
     from coordinator.provenance import verify_results
 
-    vkey = log_key
-    if vkey is not None and "+" not in vkey:
-        if not Path(vkey).is_file():
-            raise UsageError(f"--log-key {vkey!r} is neither a vkey string nor a file")
-        vkey = Path(vkey).read_text().strip()
+    vkey = None if log_key is None else _vkey_arg("--log-key", log_key)
+    witnesses = [_vkey_arg("--witness-key", w) for w in witness_key or []]
     try:
-        report = verify_results(bundle, log_key=vkey)
+        report = verify_results(
+            bundle, log_key=vkey, witness_keys=witnesses, witness_threshold=witness_threshold
+        )
     except ResultsVerificationError as e:
         console.print(f"[bold red]FAILED[/] ({e.code}): {escape(str(e))}")
         raise typer.Exit(1) from e
@@ -652,6 +675,13 @@ def verify_results_cmd(
     for line in report.not_checked:
         console.print(f"[yellow]not checked[/] {escape(line)}")
     verdict = "against the pinned log key" if log_key else "self-consistent only (no --log-key)"
+    if report.witness_threshold:
+        verdict += (
+            f", cosigned by {len(report.witnesses)} of the {len(witnesses)} named witnesses "
+            f"(threshold {report.witness_threshold})"
+        )
+    else:
+        verdict += ", witness cosignatures unchecked (no --witness-key)"
     console.print(f"[bold green]PASSED[/] {verdict}")
 
 

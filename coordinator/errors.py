@@ -19,6 +19,8 @@
         └── ResultsVerificationError  verify-results found a bundle false        Finding
             ├── BundleIncompleteError        a file the bundle needs is absent or unreadable
             ├── BadCheckpointSignatureError  the checkpoint does not verify under the log key
+            ├── BadCosignatureError          a named witness's cosignature does not verify
+            ├── WitnessQuorumError           fewer named witnesses cosigned than the threshold
             ├── EntryNotInLogError           an inclusion proof fails: not in the log
             ├── NotCoveredError              an entry after the checkpoint: nothing proves it
             ├── NotAttestedError             a result header the entry's workers did not sign
@@ -115,6 +117,18 @@ class BundleIncompleteError(ResultsVerificationError):
 
 class BadCheckpointSignatureError(ResultsVerificationError):
     code = "bad_checkpoint_signature"
+
+
+class BadCosignatureError(ResultsVerificationError):
+    """A named witness's cosignature does not verify over the bundle's checkpoint."""
+
+    code = "bad_cosignature"
+
+
+class WitnessQuorumError(ResultsVerificationError):
+    """Fewer of the named witnesses cosigned the checkpoint than the threshold asks."""
+
+    code = "witness_quorum"
 
 
 class EntryNotInLogError(ResultsVerificationError):

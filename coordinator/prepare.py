@@ -28,6 +28,7 @@ STAGES = (
     "adding hydrogens",
     "building the force field system",
     "minimising",
+    "polishing in GBn2",
     "building the Go model",
     "drawing start states",
 )

@@ -15,7 +15,10 @@ In ``provenance/`` of every bundle:
   RFC 6962 inclusion proof against the checkpoint (``null`` when the entry came after it).
 
 The verifier, in order, raises a named :class:`~coordinator.errors.ResultsVerificationError`
-(exit 1) at the first thing that is false: the checkpoint's signature; per WU the inclusion
+(exit 1) at the first thing that is false: the checkpoint's signature; the witness policy the
+reader names (``--witness-key``, ``--witness-threshold``: a named witness's cosignature that
+does not verify, or too few of them; without keys the cosignatures are reported unchecked);
+per WU the inclusion
 proof, the entry (a validated result of this WU and job, every attestation's signature by
 its volunteer's key), the header (its digest attested in the entry, its signature) and the
 data (recomputed digests against the header); per trajectory generations 0..k all present
@@ -33,6 +36,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,7 @@ from coordinator.bundle import (
 )
 from coordinator.errors import (
     BadCheckpointSignatureError,
+    BadCosignatureError,
     BundleIncompleteError,
     ChainBrokenError,
     CorruptionError,
@@ -62,15 +67,19 @@ from coordinator.errors import (
     StructureMismatchError,
     TrajectorySwappedError,
     UsageError,
+    WitnessQuorumError,
     WUMissingError,
 )
 from coordinator.trajfiles import XTC_PRECISION_NM, nm_per_unit, pdb_positions, read_xtc
 from ledger import entries as le
 from ledger.checkpoint import SignedCheckpoint, open_checkpoint
+from ledger.cosignature import cosignature_timestamp
 from ledger.errors import EntryFormatError, LedgerError, ProofError
 from ledger.keys import parse_log_vkey
 from ledger.log import Log
 from ledger.merkle import leaf_hash, verify_inclusion
+from ledger.note import NoteSignature
+from ledger.witness import WitnessPolicy
 from sims.errors import StateError
 from sims.state import state_digest
 from worker.errors import WireError
@@ -235,7 +244,8 @@ def provenance_source(evidence: Evidence) -> FileSource:
             (
                 f"{DIR}/checkpoint.txt",
                 f"the ledger's signed checkpoint (size {evidence.tree_size}) the proofs are "
-                "against,\nwith any witness cosignatures",
+                "against,\nwith any witness cosignatures (verify them: foldnet verify-results "
+                "RESULTS\n--witness-key VKEY)",
             ),
             (
                 f"{DIR}/log.vkey",
@@ -267,6 +277,8 @@ class VerifyReport:
     checked: list[str] = field(default_factory=list)
     not_checked: list[str] = field(default_factory=list)
     trust: str = ""
+    witnesses: tuple[str, ...] = ()  # named witnesses whose cosignature verified
+    witness_threshold: int = 0  # 0: no witness policy was given
 
 
 def read_bundle(path: Path) -> dict[str, bytes]:
@@ -367,6 +379,89 @@ def verify_checkpoint(note: str, vkey: str) -> SignedCheckpoint:
             "The checkpoint was altered, or is another log's: nothing in the bundle can be "
             "trusted"
         ) from e
+
+
+def _who(sigs: Iterable[NoteSignature]) -> str:
+    return ", ".join(f"{s.name} ({s.key_id.hex()})" for s in sigs)
+
+
+def verify_witnesses(
+    cp: SignedCheckpoint,
+    log_vkey: str,
+    witness_keys: Sequence[str],
+    threshold: int | None,
+    report: VerifyReport,
+) -> None:
+    """The checkpoint's witness cosignatures under the policy the reader names: at least
+    ``threshold`` (default: all) of ``witness_keys`` cosigned this very checkpoint. It is
+    what shows that the log showed others the same history (a witness cosigns only
+    extensions of what it cosigned before: DESIGN section 8), so a forked view needs the
+    witnesses' collusion. Without ``witness_keys`` the cosignatures are only counted, and
+    the report says so. Verification is :meth:`ledger.witness.WitnessPolicy.check`'s, the
+    audit's own."""
+    log = parse_log_vkey(log_vkey)  # verify_checkpoint parsed it already
+    cosigs = [s for s in cp.note.signatures if (s.name, s.key_id) != (log.name, log.key_id)]
+    where = (
+        f"{DIR}/checkpoint.txt (size {cp.checkpoint.size}, root "
+        f"{cp.checkpoint.root_hash.hex()[:16]})"
+    )
+    if not witness_keys:
+        if threshold is not None:
+            raise UsageError(
+                f"--witness-threshold {threshold} needs the witnesses' keys: give "
+                "--witness-key VKEY for each witness you trust"
+            )
+        report.not_checked.append(
+            f"witness cosignatures: {len(cosigs)} on the checkpoint ({_who(cosigs)}), present "
+            "but unchecked: name the witnesses you trust with --witness-key VKEY"
+            if cosigs
+            else "witness cosignatures: the checkpoint carries none, so nothing shows that "
+            "the log showed others this same history"
+        )
+        return
+    try:
+        policy = WitnessPolicy.from_vkeys(witness_keys, threshold=threshold)
+    except LedgerError as e:
+        raise UsageError(f"--witness-key / --witness-threshold: {e}") from e
+    check = policy.check(cp.note)
+    if check.invalid:
+        w = check.invalid[0]
+        raise BadCosignatureError(
+            f"{where}: the cosignature of witness {w.name} ({w.key_id.hex()}) does not verify "
+            "over this checkpoint: it was altered, forged, or made for another checkpoint. "
+            "What the bundle says that witness saw is false"
+        )
+    unnamed = [s for s in check.unnamed if s in cosigs]
+    if not check.met:
+        missing = [w.name for w in policy.witnesses if w not in check.valid]
+        raise WitnessQuorumError(
+            f"{where}: {check.shortfall()}; no cosignature from {', '.join(missing)}"
+            + (
+                f"; cosignatures by keys not named with --witness-key do not count: {_who(unnamed)}"
+                if unnamed
+                else ""
+            )
+            + ". Ask the missing witnesses to cosign a checkpoint that covers the results, "
+            "then write the results again (or lower --witness-threshold if fewer will do)"
+        )
+    when = {
+        (s.name, s.key_id): datetime.fromtimestamp(cosignature_timestamp(s.signature), UTC)
+        for s in cosigs
+        if any((s.name, s.key_id) == (w.name, w.key_id) for w in check.valid)
+    }
+    report.witnesses = tuple(w.name for w in check.valid)
+    report.witness_threshold = check.threshold
+    report.checked.append(
+        f"witness cosignatures: {len(check.valid)} of the {check.named} named witnesses "
+        f"cosigned this checkpoint (threshold {check.threshold}): "
+        + ", ".join(
+            f"{w.name} at {when[(w.name, w.key_id)]:%Y-%m-%d %H:%M:%S} UTC" for w in check.valid
+        )
+    )
+    if unnamed:
+        report.not_checked.append(
+            f"cosignatures by witnesses not named with --witness-key (ignored): {_who(unnamed)}"
+        )
 
 
 def verify_included(wu: _WU, cp: SignedCheckpoint) -> le.ResultValidated:
@@ -667,9 +762,17 @@ def verify_structure(name: str, raw: bytes, want_angstrom: np.ndarray) -> None:
 _BEST = re.compile(r"run (\d+) clone (\d+) frame (\d+) step (\d+)")
 
 
-def verify_results(path: Path, *, log_key: str | None = None) -> VerifyReport:
+def verify_results(
+    path: Path,
+    *,
+    log_key: str | None = None,
+    witness_keys: Sequence[str] = (),
+    witness_threshold: int | None = None,
+) -> VerifyReport:
     """Check a results folder or zip; raises a :class:`~coordinator.errors.ResultsVerificationError`
-    at the first thing that is false, else says what it checked."""
+    at the first thing that is false, else says what it checked. ``witness_keys`` (vkey
+    strings) and ``witness_threshold`` (default: all of them) are the witness policy
+    (:func:`verify_witnesses`)."""
     files = read_bundle(path)
     report = VerifyReport()
     try:
@@ -699,11 +802,10 @@ def verify_results(path: Path, *, log_key: str | None = None) -> VerifyReport:
         )
     note = _need(files, f"{DIR}/checkpoint.txt").decode("utf-8", "replace")
     cp = verify_checkpoint(note, vkey)
-    cosigs = len(cp.note.signatures) - 1
     report.checked.append(
         f"checkpoint of {cp.checkpoint.origin} at size {cp.checkpoint.size}: log signature ok"
-        + (f"; {cosigs} witness cosignature(s) carried, not verified here" if cosigs else "")
     )
+    verify_witnesses(cp, vkey, witness_keys, witness_threshold, report)
     wus = _records(doc)
     data: dict[bytes, _Data] = {}
     for wu in wus:

@@ -23,7 +23,6 @@ from rich.table import Table
 
 from foldnet.errors import EXIT_CLIENT, FoldnetError, exit_code_of
 from ledger.audit import AuditReport, run_audit
-from ledger.cosignature import CosignatureV1Verifier
 from ledger.errors import KeyFileError, StorageError
 from ledger.keys import (
     load_or_create_private_key,
@@ -136,17 +135,11 @@ def _witness_policy(witness_keys: list[str], min_witnesses: int) -> WitnessVerif
         if min_witnesses:
             raise KeyFileError("--min-witnesses needs the witnesses' keys (--witness-key)")
         return UnsafeNoWitnessPolicy()
-    verifiers: list[CosignatureV1Verifier] = []
-    for spec in witness_keys:
-        text = spec
-        path = Path(spec)
-        if "+" not in spec and path.is_file():
-            text = path.read_text().strip()
-        v = parse_vkey(text)
-        if not isinstance(v, CosignatureV1Verifier):
-            raise KeyFileError(f"{spec} is not a witness key (cosignature/v1, type 0x04)")
-        verifiers.append(v)
-    return WitnessPolicy(verifiers, threshold=min_witnesses or len(verifiers))
+    texts = [
+        Path(spec).read_text().strip() if "+" not in spec and Path(spec).is_file() else spec
+        for spec in witness_keys
+    ]
+    return WitnessPolicy.from_vkeys(texts, threshold=min_witnesses or None)
 
 
 @app.command("audit")

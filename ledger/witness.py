@@ -33,11 +33,11 @@ from ledger.errors import (
     StorageError,
     UnknownKeyError,
 )
-from ledger.keys import parse_log_vkey
+from ledger.keys import parse_log_vkey, parse_vkey
 from ledger.merkle import verify_consistency
-from ledger.note import Note, parse_note
+from ledger.note import Note, NoteSignature, parse_note
 
-__all__ = ["UnsafeNoWitnessPolicy", "Witness", "WitnessPolicy", "WitnessView"]
+__all__ = ["UnsafeNoWitnessPolicy", "Witness", "WitnessCheck", "WitnessPolicy", "WitnessView"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs(
@@ -60,6 +60,35 @@ class WitnessView:
     size: int
     root_hash: bytes | None
     cosigned_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessCheck:
+    """A checkpoint's cosignatures as :meth:`WitnessPolicy.check` sorts them: the one account
+    that the audit (via :meth:`WitnessPolicy.verify`) and ``verify-results`` both read."""
+
+    valid: tuple[CosignatureV1Verifier, ...]
+    invalid: tuple[CosignatureV1Verifier, ...]  # named by the policy, a line not verifying
+    unnamed: tuple[NoteSignature, ...]  # by keys the policy does not name: ignored
+    threshold: int
+    named: int
+
+    @property
+    def met(self) -> bool:
+        return len(self.valid) >= self.threshold
+
+    def shortfall(self) -> str:
+        """Why the policy is not met, naming who cosigned validly and who did not verify."""
+        got = ", ".join(w.name for w in self.valid) or "none"
+        extra = (
+            f"; invalid cosignatures from {', '.join(w.name for w in self.invalid)}"
+            if self.invalid
+            else ""
+        )
+        return (
+            f"checkpoint has {len(self.valid)} valid witness cosignatures ({got}), "
+            f"the policy requires {self.threshold} of {self.named}{extra}"
+        )
 
 
 class Witness:
@@ -242,6 +271,21 @@ class WitnessPolicy:
         self._witnesses = tuple(witnesses)
         self._threshold = threshold
 
+    @classmethod
+    def from_vkeys(cls, vkeys: Sequence[str], *, threshold: int | None = None) -> WitnessPolicy:
+        """The policy of witness verifier-key strings; ``threshold`` defaults to all of them.
+        Raises :class:`KeyFileError` for a key that is not a witness's (type 0x04)."""
+        verifiers: list[CosignatureV1Verifier] = []
+        for text in vkeys:
+            v = parse_vkey(text.strip())
+            if not isinstance(v, CosignatureV1Verifier):
+                raise KeyFileError(
+                    f"{text.strip()!r} is a log key (type 0x01): expected a witness key "
+                    "(cosignature/v1, type 0x04), as 'foldnet witness init' prints it"
+                )
+            verifiers.append(v)
+        return cls(verifiers, threshold=len(verifiers) if threshold is None else threshold)
+
     @property
     def threshold(self) -> int:
         return self._threshold
@@ -250,33 +294,47 @@ class WitnessPolicy:
     def witnesses(self) -> tuple[CosignatureV1Verifier, ...]:
         return self._witnesses
 
+    def check(self, note: Note) -> WitnessCheck:
+        """Sort the note's cosignatures by this policy's witnesses, raising nothing: which
+        verified, which name a configured witness but do not verify over ``note.text`` (every
+        line is checked, so a bad line is reported even beside a good one of that witness),
+        and which are by keys the policy does not name (ignored, as signed-note prescribes;
+        the log's own signature is among them). A witness counts once."""
+        by_id = {(w.name, w.key_id): w for w in self._witnesses}
+        ok: list[CosignatureV1Verifier] = []
+        bad: list[CosignatureV1Verifier] = []
+        unnamed: list[NoteSignature] = []
+        for sig in note.signatures:
+            w = by_id.get((sig.name, sig.key_id))
+            if w is None:
+                unnamed.append(sig)
+                continue
+            try:
+                w.verify(note.text, sig.signature)
+            except (SignatureError, LedgerError):
+                if w not in bad:
+                    bad.append(w)
+                continue
+            if w not in ok:
+                ok.append(w)
+        return WitnessCheck(
+            valid=tuple(ok),
+            invalid=tuple(bad),
+            unnamed=tuple(unnamed),
+            threshold=self._threshold,
+            named=len(self._witnesses),
+        )
+
     def verify(self, note: Note) -> list[CosignatureV1Verifier]:
         """Return the witnesses whose cosignature verified; raise :class:`PolicyError` if too few.
 
         A cosignature line that names a configured witness but does not verify does not count
         (and is named in the error), so a log cannot veto a view by attaching garbage.
         """
-        by_id = {(w.name, w.key_id): w for w in self._witnesses}
-        ok: list[CosignatureV1Verifier] = []
-        bad: list[str] = []
-        for sig in note.signatures:
-            w = by_id.get((sig.name, sig.key_id))
-            if w is None or w in ok:
-                continue
-            try:
-                w.verify(note.text, sig.signature)
-            except (SignatureError, LedgerError):
-                bad.append(w.name)
-                continue
-            ok.append(w)
-        if len(ok) < self._threshold:
-            got = ", ".join(w.name for w in ok) or "none"
-            extra = f"; invalid cosignatures from {', '.join(bad)}" if bad else ""
-            raise PolicyError(
-                f"checkpoint has {len(ok)} valid witness cosignatures ({got}), "
-                f"the policy requires {self._threshold} of {len(self._witnesses)}{extra}"
-            )
-        return ok
+        check = self.check(note)
+        if not check.met:
+            raise PolicyError(check.shortfall())
+        return list(check.valid)
 
 
 class UnsafeNoWitnessPolicy:

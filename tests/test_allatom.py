@@ -1,7 +1,7 @@
 """The ``openmm`` all-atom engine: preparation, determinism, bad input, serialization.
 
-Systems are prepared once per module (minimization with GBn2 on a CPU is the slow part);
-villin is capped at a few minimizer iterations, which is enough for a short stable run.
+Systems are prepared once per module (minimization on a CPU is the slow part); villin is
+capped at fewer minimizer iterations than a job's, which is enough for a short stable run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import openmm
 import pdbfixer
 import pytest
+from openmm import app, unit
 
 from sims import (
     DeterminismClass,
@@ -37,6 +38,7 @@ from sims.allatom import (
     find_clashes,
     openmm_seed,
 )
+from sims.allatom.prepare import HYDROGEN_MASS_AMU, create_relax_system
 from sims.structure import read_pdb
 
 DATA = Path(os.path.dirname(pdbfixer.__file__)) / "tests" / "data"
@@ -59,7 +61,7 @@ def chignolin() -> AllAtomEngine:
 
 @pytest.fixture(scope="module")
 def villin() -> AllAtomEngine:
-    return AllAtomEngine.from_pdb(VILLIN, minimize_iterations=40)
+    return AllAtomEngine.from_pdb(VILLIN, minimize_iterations=200, polish_iterations=10)
 
 
 def _assert_finite_run(engine: AllAtomEngine, spec: RunSpec = SPEC) -> None:
@@ -118,6 +120,82 @@ def test_villin_prepares_and_runs(villin: AllAtomEngine) -> None:
     assert start["rmsd_ca"] < 1.0 and start["rmsd_heavy"] < 1.5  # minimized, near native
     assert start["q"] > 0.9
     _assert_finite_run(villin)
+
+
+def test_the_relaxation_pass_is_the_same_force_field_with_native_obc2(
+    dipeptide: AllAtomEngine,
+) -> None:
+    """The first minimisation pass changes only the implicit solvent: GBn2's CustomGBForce is
+    replaced by OpenMM's native GBSAOBCForce with OBC2's parameters; the model simulated
+    (the prepared System) keeps GBn2."""
+    system = dipeptide.prepared.system()
+    relax = create_relax_system(system, dipeptide.topology)
+
+    def kinds(s: openmm.System) -> list[str]:
+        return sorted(type(f).__name__ for f in s.getForces())
+
+    assert "CustomGBForce" in kinds(system) and "GBSAOBCForce" not in kinds(system)
+    assert kinds(relax) == sorted(
+        [k for k in kinds(system) if k != "CustomGBForce"] + ["GBSAOBCForce"]
+    )
+    same = sorted(
+        openmm.XmlSerializer.serialize(f)
+        for f in system.getForces()
+        if not isinstance(f, openmm.CustomGBForce)
+    )
+    assert same == sorted(
+        openmm.XmlSerializer.serialize(f)
+        for f in relax.getForces()
+        if not isinstance(f, openmm.GBSAOBCForce)
+    )
+    # the same energy as OpenMM's own amber14 + implicit/obc2.xml system
+    obc2 = app.ForceField("amber14-all.xml", "implicit/obc2.xml").createSystem(
+        dipeptide.topology,
+        constraints=app.HBonds,
+        hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
+    )
+
+    def energy(s: openmm.System) -> float:
+        ctx = openmm.Context(
+            s,
+            openmm.VerletIntegrator(0.001),
+            openmm.Platform.getPlatformByName("Reference"),
+        )
+        ctx.setPositions(dipeptide.prepared.positions)
+        e = ctx.getState(getEnergy=True).getPotentialEnergy()
+        return float(e.value_in_unit(unit.kilojoule_per_mole))
+
+    assert energy(relax) == pytest.approx(energy(obc2), abs=0.05)
+    assert abs(energy(relax) - energy(system)) > 1.0  # GBn2 is another solvent model
+
+
+def test_preparation_minimises_in_obc2_then_polishes_in_gbn2_repeatably() -> None:
+    stages: list[str] = []
+    a = AllAtomEngine.from_sequence(CHIGNOLIN, minimize_iterations=100, progress=stages.append)
+    assert stages[-2:] == ["minimising", "polishing in GBn2"]
+    b = AllAtomEngine.from_sequence(CHIGNOLIN, minimize_iterations=100)
+    np.testing.assert_array_equal(a.prepared.positions, b.prepared.positions)
+    assert a.prepared.system_xml == b.prepared.system_xml
+    assert a.prepared.minimized_energy == b.prepared.minimized_energy
+    # the energy recorded is the production (GBn2) system's at the prepared start
+    ctx = openmm.Context(
+        a.prepared.system(),
+        openmm.VerletIntegrator(0.001),
+        openmm.Platform.getPlatformByName("CPU"),
+        {"Threads": "1"},
+    )
+    ctx.setPositions(a.prepared.positions)
+    e = ctx.getState(getEnergy=True).getPotentialEnergy()
+    assert a.prepared.minimized_energy == pytest.approx(
+        e.value_in_unit(unit.kilojoule_per_mole), abs=1e-3
+    )
+    # the polish moved the start from OBC2's minimum toward GBn2's
+    unpolished = AllAtomEngine.from_sequence(
+        CHIGNOLIN, minimize_iterations=100, polish_iterations=1
+    )
+    assert a.prepared.minimized_energy < unpolished.prepared.minimized_energy
+    with pytest.raises(ParameterError, match="polish_iterations must be an integer >= 0"):
+        AllAtomEngine.from_pdb(DIPEPTIDE, polish_iterations=-1)
 
 
 def test_preparation_is_repeatable() -> None:

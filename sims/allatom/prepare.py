@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import openmm
 from openmm import app, unit
+from openmm.app.internal.customgbforces import GBSAOBC2Force
 from pdbfixer import PDBFixer
 
 from sims.allatom.build import extended_chain_pdb
@@ -362,6 +363,39 @@ def create_system(topology: app.Topology, source: str) -> openmm.System:
         ) from e
     except openmm.OpenMMException as e:
         raise StructureError(f"{source}: OpenMM could not build the system: {e}") from e
+
+
+def create_relax_system(system: openmm.System, topology: app.Topology) -> openmm.System:
+    """A copy of the production ``system`` (:func:`create_system`) with OpenMM's native
+    ``GBSAOBCForce`` (OBC2, Amber igb=5, mbondi2 radii: what ``implicit/obc2.xml`` sets up) in
+    place of GBn2's ``CustomGBForce``, for the first minimisation pass only; it is never
+    simulated. Every other term (bonds, angles, torsions, charges, Lennard-Jones, constraints,
+    masses, cutoff) is the production system's own. Why: a custom GB force is evaluated by
+    OpenMM's expression interpreter; the native OBC2 kernel is vectorised, about 10-17x
+    cheaper per force evaluation on one CPU thread (measured: villin 0.017 s against 0.29 s;
+    1BHL chain A 0.31 s against 3.0 s), and its solvent is close enough to GBn2's that a
+    short GBn2 polish finishes the job."""
+    relax = openmm.XmlSerializer.clone(system)
+    nonbonded = next((f for f in relax.getForces() if isinstance(f, openmm.NonbondedForce)), None)
+    custom = [i for i, f in enumerate(relax.getForces()) if isinstance(f, openmm.CustomGBForce)]
+    if nonbonded is None or len(custom) != 1:
+        raise StructureError(
+            f"the production system has {len(custom)} CustomGBForce(s) and "
+            f"{'a' if nonbonded else 'no'} NonbondedForce: expected one of each "
+            f"({' + '.join(FORCEFIELD_FILES)})"
+        )
+    relax.removeForce(custom[0])
+    obc = openmm.GBSAOBCForce()
+    if nonbonded.getNonbondedMethod() == openmm.NonbondedForce.NoCutoff:
+        obc.setNonbondedMethod(openmm.GBSAOBCForce.NoCutoff)
+    else:
+        obc.setNonbondedMethod(openmm.GBSAOBCForce.CutoffNonPeriodic)
+        obc.setCutoffDistance(nonbonded.getCutoffDistance())
+    for i, (radius, scale) in enumerate(GBSAOBC2Force.getStandardParameters(topology)):
+        charge = nonbonded.getParticleParameters(i)[0]
+        obc.addParticle(charge, float(radius), float(scale))
+    relax.addForce(obc)
+    return relax
 
 
 def reference_structure(
