@@ -338,8 +338,8 @@ def test_vectorised_kernels_match_the_scalar_code_bit_for_bit(bhl):
     assert 0 < kept < nl.n_pairs  # pairs in the skin are dropped
     assert nl.pw.tobytes() == pw_py.tobytes() and nl.near.tobytes() == near_py.tobytes()
     nw_jit, nw_py = kernels.pair_scratch(len(args[5])), kernels.pair_scratch(len(args[5]))
-    kernels.native_terms(x, nw_jit, args[4], args[5], args[6], model.eps)
-    kernels.native_terms.py_func(x, nw_py, args[4], args[5], args[6], model.eps)
+    kernels.native_terms(x, nw_jit, args[15], args[5], args[6], model.eps)
+    kernels.native_terms.py_func(x, nw_py, args[15], args[5], args[6], model.eps)
     assert nw_jit.tobytes() == nw_py.tobytes()
     k_jit, k_py = np.zeros((3, n)), np.zeros((3, n))
     key = (np.uint64(12345), np.uint64(678))

@@ -407,27 +407,25 @@ def bonded(
 def native_terms(
     x: np.ndarray,
     nw: np.ndarray,
-    nat_start: np.ndarray,
+    nat_i: np.ndarray,
     nat_j: np.ndarray,
     nat_s2: np.ndarray,
     eps: float,
 ) -> None:
-    """Native 10-12 contacts (fixed list, no cutoff; those of bead i < j are
-    ``nat_start[i]:nat_start[i + 1]``): force on j (rows 0-2) and energy (row 3) of each
-    contact into ``nw``, element-wise."""
+    """Native 10-12 contacts (fixed list, no cutoff; contact c joins beads ``nat_i[c]`` <
+    ``nat_j[c]``): force on j (rows 0-2) and energy (row 3) of each contact into ``nw``,
+    element-wise. The gather walks the contacts in one flat loop (LLVM vectorises it with
+    gathers; bead by bead, rows of about two contacts, it cost 30% more)."""
     xs = x[0]
     ys = x[1]
     zs = x[2]
     m = nat_j.shape[0]
-    for i in range(x.shape[1]):  # gather (scalar loads), then the arithmetic on rows
-        xi = xs[i]
-        yi = ys[i]
-        zi = zs[i]
-        for c in range(nat_start[i], nat_start[i + 1]):
-            j = nat_j[c]
-            nw[0, c] = xs[j] - xi
-            nw[1, c] = ys[j] - yi
-            nw[2, c] = zs[j] - zi
+    for c in range(m):  # gather, then the arithmetic on rows
+        i = nat_i[c]
+        j = nat_j[c]
+        nw[0, c] = xs[j] - xs[i]
+        nw[1, c] = ys[j] - ys[i]
+        nw[2, c] = zs[j] - zs[i]
     dxs = nw[0]
     dys = nw[1]
     dzs = nw[2]
@@ -615,6 +613,7 @@ def energy_forces(
     rep_c2: float,
     r_switch: float,
     r_cut: float,
+    nat_i: np.ndarray,
     with_energy: bool,
 ) -> float:
     """Fill ``f`` with forces (epsilon/A) and return the potential energy (epsilon), or
@@ -630,7 +629,7 @@ def energy_forces(
     (block by block), native contacts and repulsion, each in order.
     """
     e = bonded(x, f, w, bond_r0, theta0, cos_phi0, sin_phi0, kr, ktheta, k1, k3, with_energy)
-    native_terms(x, nw, nat_start, nat_j, nat_s2, eps)
+    native_terms(x, nw, nat_i, nat_j, nat_s2, eps)
     m = repulsion_terms(x, pw, nl_start, pairs, near, eps, rep_c2, r_switch, r_cut)
     pair_forces(f, nw, nat_start, nat_j, pw, near, m, pairs)
     if not with_energy:
@@ -900,6 +899,7 @@ def baoab(
     rep_c2: float,
     r_switch: float,
     r_cut: float,
+    nat_i: np.ndarray,
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Advance ``n_steps`` BAOAB Langevin steps in place (Leimkuhler and Matthews 2013).
 
@@ -975,6 +975,7 @@ def baoab(
             rep_c2,
             r_switch,
             r_cut,
+            nat_i,
             s == step0 + n_steps - 1,
         )
         for k in range(m):  # B
