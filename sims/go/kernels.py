@@ -464,8 +464,8 @@ def repulsion_terms(
 
     Element-wise passes: x_j - x_i of every listed pair (rows 0-2 of ``pw``) and r^2
     (row 3); then the indices of those at r < r_cut, in list order, into ``near`` (without
-    a branch: every index is written, the count advances only for those kept). Most of a
-    list is its skin (native contacts take most pairs within 8 A, not those at 8-9.5 A),
+    a branch: every index is written, the count advances only for those kept). Much of a
+    list is its skin (native contacts take most pairs within 8 A, not those just beyond),
     so the arithmetic then runs only on the kept pairs: force on j (rows 4-6) and energy
     (row 7), at the kept pair's rank. A pair beyond the cutoff never reaches a sum.
     Returns the number kept.
