@@ -415,7 +415,7 @@ def native_terms(
     """Native 10-12 contacts (fixed list, no cutoff; contact c joins beads ``nat_i[c]`` <
     ``nat_j[c]``): force on j (rows 0-2) and energy (row 3) of each contact into ``nw``,
     element-wise. The gather walks the contacts in one flat loop (LLVM vectorises it with
-    gathers; bead by bead, rows of about two contacts, it cost 30% more)."""
+    gathers; bead by bead, rows of about two contacts, it took 40% longer)."""
     xs = x[0]
     ys = x[1]
     zs = x[2]
@@ -800,9 +800,9 @@ def filter_neighbours(
     ``nl_start``/``pairs``; the positions are copied to ``x_ref``. Every pair within
     ``r_list`` is kept as long as the outer list holds them all (its radius exceeds
     ``r_list`` by twice the largest move since it was built). One pass without a branch
-    (each pair is written, the count advances for a kept one): about a nanosecond a
-    pair, against hundreds of nanoseconds a bead for a cell search. Returns ``pairs``, or
-    a larger array if the outer list did not fit.
+    (each pair is written, the count advances for a kept one): about 3 ns a pair
+    (30 a bead at 1,058 beads), against about 600 ns a bead for the cell search. Returns
+    ``pairs``, or a larger array if the outer list did not fit.
     """
     n = x.shape[1]
     for d in range(3):
