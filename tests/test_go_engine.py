@@ -266,17 +266,23 @@ def test_forces_are_the_same_bits_whatever_list_holds_them(bhl):
     )  # the last list holds every non-native pair
 
 
-def test_list_is_exactly_the_pairs_within_its_radius(large_model):
+@pytest.mark.parametrize("r_outer", [10.0, 14.5])
+def test_list_is_exactly_the_pairs_within_its_radius(large_model, r_outer):
+    """Built by the cell search alone (r_outer = r_list) or filtered from a wider list."""
     model = large_model
     rng = np.random.default_rng(8)
     x = model.native + rng.normal(scale=1.0, size=model.native.shape)
-    nl = kernels.NeighbourList(np.ascontiguousarray(x.T), *_native_csr(model), 10.0)
+    nl = kernels.NeighbourList(np.ascontiguousarray(x.T), *_native_csr(model), 10.0, r_outer)
     got = nl.pairs[:, : nl.n_pairs].T
     i, j = np.triu_indices(model.n_beads, 4)
     d = np.linalg.norm(x[j] - x[i], axis=1)
-    keep = (d < 10.0) & (model.native_s2[i, j] == 0.0)
+    non_native = model.native_s2[i, j] == 0.0
+    keep = (d < 10.0) & non_native
     assert np.array_equal(got, np.stack([i[keep], j[keep]], axis=1))  # sorted by (i, j)
     assert np.array_equal(np.diff(nl.start), np.bincount(i[keep], minlength=model.n_beads))
+    outer = nl.out_pairs[:, : int(nl.out_start[-1])].T
+    keep_outer = (d < r_outer) & non_native
+    assert np.array_equal(outer, np.stack([i[keep_outer], j[keep_outer]], axis=1))
 
 
 def test_list_rebuilds_at_other_steps_give_identical_bits(villin, start):
@@ -291,6 +297,18 @@ def test_list_rebuilds_at_other_steps_give_identical_bits(villin, start):
         digests.add(runner.state().digest())
         builds.append(runner.list_builds)
     assert builds[0] > 10 * builds[1] > 0 and builds[1] > builds[2]
+    # the outer list (the cell search the thin list is filtered from) rebuilt at almost
+    # every rebuild of the thin list, or almost never
+    outer_builds = []
+    for outer in (0.6, 12.0):
+        runner = GoEngine(villin.model, skin=0.5, outer_skin=outer).start_segment(
+            start, seed=31, temperature=0.9
+        )
+        runner.step(3000)
+        digests.add(runner.state().digest())
+        outer_builds.append(runner.outer_builds)
+        assert runner.list_builds > 50
+    assert outer_builds[0] > 10 * outer_builds[1] > 0
     forced = villin.start_segment(start, seed=31, temperature=0.9)
     for n in (1, 13, 400, 7, 1579, 1000):
         forced.step(n)
@@ -320,8 +338,8 @@ def test_vectorised_kernels_match_the_scalar_code_bit_for_bit(bhl):
     assert 0 < kept < nl.n_pairs  # pairs in the skin are dropped
     assert nl.pw.tobytes() == pw_py.tobytes() and nl.near.tobytes() == near_py.tobytes()
     nw_jit, nw_py = kernels.pair_scratch(len(args[5])), kernels.pair_scratch(len(args[5]))
-    kernels.native_terms(x, nw_jit, args[4], args[5], args[6], model.eps)
-    kernels.native_terms.py_func(x, nw_py, args[4], args[5], args[6], model.eps)
+    kernels.native_terms(x, nw_jit, args[15], args[5], args[6], model.eps)
+    kernels.native_terms.py_func(x, nw_py, args[15], args[5], args[6], model.eps)
     assert nw_jit.tobytes() == nw_py.tobytes()
     k_jit, k_py = np.zeros((3, n)), np.zeros((3, n))
     key = (np.uint64(12345), np.uint64(678))
@@ -398,6 +416,13 @@ def test_bad_inputs_are_clear_errors(villin, start, spec, tmp_path):
     for skin in (0.0, -1.0, float("nan"), 50.0):
         with pytest.raises(ParameterError, match="skin"):
             GoEngine(villin.model, skin=skin)
+    for outer in (0.5, 0.3, float("inf"), 41.0):
+        with pytest.raises(ParameterError, match=r"outer-list skin must be in \(0.5, 40\]"):
+            GoEngine(villin.model, skin=0.5, outer_skin=outer)
+    with pytest.raises(ParameterError, match="outer list's radius must be at least"):
+        kernels.NeighbourList(
+            np.ascontiguousarray(start.positions.T), *_native_csr(villin.model), 9.0, 8.5
+        )
     tiny = tmp_path / "tiny.pdb"
     tiny.write_text(
         "ATOM      1  CA  ALA A   1       0.000   0.000   0.000  1.00  0.00           C\n"

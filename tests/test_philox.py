@@ -54,3 +54,18 @@ def test_symmetric_uniform_is_centred_with_unit_variance_after_scaling():
 def test_numba_and_plain_front_end_agree():
     raw = philox4x32_10(*(np.uint64(v) for v in (9, 8, 7, 6)), np.uint64(5), np.uint64(4))
     assert tuple(int(v) for v in raw) == philox((9, 8, 7, 6), (5, 4))
+
+
+def test_engine_noise_is_sqrt3_times_the_symmetric_uniform_of_each_word():
+    """The engine's kick (sims.go.kernels.philox_noise, which builds the doubles from their
+    bits) must be the documented map of the Philox words, bit for bit, at any counter."""
+    from sims.go.kernels import philox_noise
+
+    for step in (0, 5, 2**32 + 7):
+        lo, hi = step & 0xFFFFFFFF, step >> 32
+        out = np.zeros((3, 37))
+        philox_noise(out, np.uint64(lo), np.uint64(hi), np.uint64(0xDEADBEEF), np.uint64(42))
+        for p in (0, 1, 17, 36):
+            words = philox((lo, hi, p, 0), (0xDEADBEEF, 42))
+            want = [np.sqrt(3.0) * symmetric_uniform(np.uint64(w)) for w in words[:3]]
+            assert out[:, p].tobytes() == np.array(want).tobytes()

@@ -28,9 +28,11 @@ from sims.state import State
 #: bonded and native forces, the friction factor exp(-gamma dt) without libm.
 KERNEL_VERSION = "3"
 MAX_TEMPERATURE = 5.0
-#: Verlet skin (A) of the non-native neighbour list. It sets only how often the list is
-#: rebuilt, never a bit of the result, so it is not part of the determinism class.
-DEFAULT_SKIN = 1.5
+#: Verlet skin (A) of the non-native neighbour list, and how much wider the outer list it
+#: is filtered from is (see :func:`kernels.baoab`). They set only how often the lists are
+#: rebuilt, never a bit of the result, so they are not part of the determinism class.
+DEFAULT_SKIN = 0.5
+DEFAULT_OUTER_MARGIN = 4.0
 _U32 = np.uint64(0xFFFFFFFF)
 
 
@@ -101,6 +103,7 @@ class SegmentRunner:
         "_nl",
         "_noise",
         "_nw",
+        "_outer_builds",
         "_start_step",
         "_steps",
         "_v",
@@ -119,10 +122,15 @@ class SegmentRunner:
         self._args = engine.kernel_args
         model = engine.model
         self._nl = kernels.NeighbourList(
-            self._x, engine.native_start, self._args[5], model.REP_CUTOFF + engine.skin
+            self._x,
+            engine.native_start,
+            self._args[5],
+            model.REP_CUTOFF + engine.skin,
+            model.REP_CUTOFF + engine.outer_skin,
         )
         self._nw = kernels.pair_scratch(len(self._args[5]))
         self._builds = 1
+        self._outer_builds = 1
         nl = self._nl
         lists = (nl.pw, nl.near, nl.start, nl.pairs)
         call = (self._x, self._f, self._w, self._nw, *lists, *self._args, True)
@@ -139,7 +147,7 @@ class SegmentRunner:
         if n <= 0:
             return
         nl = self._nl
-        e, nl.pairs, nl.pw, nl.near, builds = kernels.baoab(
+        e, nl.pairs, nl.pw, nl.near, nl.out_pairs, builds, outer = kernels.baoab(
             self._x,
             self._v,
             self._f,
@@ -158,25 +166,37 @@ class SegmentRunner:
             nl.pairs,
             nl.x_ref,
             self._engine.skin,
+            nl.out_start,
+            nl.out_pairs,
+            nl.x_out,
+            self._engine.outer_skin,
             *self._args,
         )
         self._e = e
         self._builds += builds
+        self._outer_builds += outer
         self._steps += n
 
     def rebuild_neighbours(self) -> None:
         """Rebuild the neighbour list now. It changes no bit of the trajectory (the forces do
         not depend on when the list was built); tests use it to prove exactly that."""
-        model = self._engine.model
+        engine = self._engine
+        cut = engine.model.REP_CUTOFF
         self._nl = kernels.NeighbourList(
-            self._x, self._engine.native_start, self._args[5], model.REP_CUTOFF + self._engine.skin
+            self._x, engine.native_start, self._args[5], cut + engine.skin, cut + engine.outer_skin
         )
         self._builds += 1
+        self._outer_builds += 1
 
     @property
     def list_builds(self) -> int:
         """How many times the neighbour list was built in this segment (1 at the start)."""
         return self._builds
+
+    @property
+    def outer_builds(self) -> int:
+        """How many times the outer list (the cell search) was built (1 at the start)."""
+        return self._outer_builds
 
     def state(self) -> State:
         x = np.ascontiguousarray(self._x.T)
@@ -198,12 +218,19 @@ class GoEngine(Engine):
         parameters: GoParameters | None = None,
         *,
         skin: float = DEFAULT_SKIN,
+        outer_skin: float | None = None,
     ) -> None:
         if not (isinstance(skin, int | float) and math.isfinite(skin) and 0 < skin <= 20):
             raise ParameterError(f"neighbour-list skin must be in (0, 20] A, got {skin!r}")
+        outer = skin + DEFAULT_OUTER_MARGIN if outer_skin is None else outer_skin
+        if not (isinstance(outer, int | float) and math.isfinite(outer) and skin < outer <= 40):
+            raise ParameterError(
+                f"outer-list skin must be in ({skin}, 40] A (above the skin), got {outer!r}"
+            )
         self.model = model
         self.parameters = parameters or GoParameters()
         self.skin = float(skin)
+        self.outer_skin = float(outer)
         self.kernel_args = model.kernel_args()
         #: CSR index of the native contacts by bead (part of ``kernel_args``)
         self.native_start = self.kernel_args[4]

@@ -141,7 +141,8 @@ class GoModel:
 
     def kernel_args(self) -> tuple[Any, ...]:
         """The parameter tail shared by :func:`kernels.energy_forces` and :func:`kernels.baoab`
-        (native contacts as a CSR index by bead, ``nat_start``, and partners ``nat_j``)."""
+        (native contacts as a CSR index by bead, ``nat_start``, and partners ``nat_j``; at
+        the end, each contact's first bead ``nat_i``)."""
         nat_i, nat_j, nat_s2 = self.native_pairs()
         return (
             self.bond_r0,
@@ -159,6 +160,7 @@ class GoModel:
             self.rep_c * self.rep_c,
             self.REP_SWITCH,
             self.REP_CUTOFF,
+            nat_i,
         )
 
     def energy_forces(

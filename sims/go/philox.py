@@ -23,7 +23,7 @@ _W1 = np.uint64(0xBB67AE85)
 _MASK = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 #: 2**-31: maps a 32-bit integer to [0, 2) before centring.
-_TWO_M31 = 4.656612873077393e-10
+TWO_M31 = 4.656612873077393e-10
 
 
 @njit(cache=True, inline="always")
@@ -52,7 +52,7 @@ def symmetric_uniform(u: np.uint64) -> float:
 
     Exact in float64 (+, * only): (u + 0.5) * 2**-31 - 1.
     """
-    return (float(u) + 0.5) * _TWO_M31 - 1.0
+    return (float(u) + 0.5) * TWO_M31 - 1.0
 
 
 def philox(counter: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, ...]:
