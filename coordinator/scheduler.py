@@ -421,11 +421,41 @@ class _ReadyQueue:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def head(self, limit: int, *, established_free: bool) -> list[bytes]:
+    def head(self, limit: int, *, established_free: bool) -> Iterator[bytes]:
         """The WUs a request looks at: first those only an established volunteer may take
-        (when one is free: they wait for the scarcer volunteers), then the rest."""
-        first = list(itertools.islice(self._est, limit)) if established_free else []
-        return first + list(itertools.islice(self._any, limit - len(first)))
+        (when one is free: they wait for the scarcer volunteers), then the rest; ``limit``
+        in all, as the queue was when asked.
+
+        Lazy, a few keys at a time: a request usually takes one or two WUs, and copying 512
+        keys out of the queue for each was a third of its cost. The caller may remove a key
+        it was given, or move it to the end of a lane, between keys (what a request does to
+        the WU it draws for), and queue new ones; the keys it was not yet given stay where
+        they were, so what it gets is exactly the first ``limit`` keys as they were when it
+        asked."""
+        n_est = min(limit, len(self._est)) if established_free else 0
+        n_any = min(limit - n_est, len(self._any))
+        given: set[bytes] = set()
+        for lane, quota in ((self._est, n_est), (self._any, n_any)):
+            n, chunk = quota, 4
+            while n > 0:
+                # the lane now: the keys given that stayed in place, then those not yet given
+                # (in their order; at most ``n``), then keys moved or queued to its end since
+                batch: list[bytes] = []
+                for key in lane:
+                    if key in given:
+                        if batch:
+                            break  # past the keys not yet given
+                        continue
+                    batch.append(key)
+                    if len(batch) == min(chunk, n):
+                        break
+                if not batch:
+                    break
+                n -= len(batch)
+                chunk *= 4
+                for key in batch:
+                    given.add(key)
+                    yield key
 
 
 @dataclass(slots=True)

@@ -780,3 +780,30 @@ def test_a_job_cannot_lower_verification_below_the_network_floor():
     (b,) = hs.request("B")
     hs.ret(b)
     assert len(hs.of(Validated)) == 1
+
+
+def test_the_ready_queue_head_is_the_queue_as_it_was_asked_even_as_given_keys_move():
+    """A request is handed the ready queue's head lazily; moving or removing the WUs it was
+    given (what drawing for them does) must not change which others it gets."""
+    from coordinator.scheduler import _ReadyQueue
+
+    def keys(prefix: str, n: int) -> list[bytes]:
+        return [f"{prefix}{i:03d}".encode() for i in range(n)]
+
+    for n_est, n_any, limit in [(0, 30, 512), (3, 30, 10), (40, 40, 512), (600, 5, 512)]:
+        q = _ReadyQueue()
+        for k in keys("a", n_any):
+            q.add(k, established=False)
+        for k in keys("e", n_est):
+            q.add(k, established=True)
+        expected = (keys("e", n_est) + keys("a", n_any))[:limit]
+        got = []
+        for i, k in enumerate(q.head(limit, established_free=True)):
+            got.append(k)
+            if i % 3 == 0:
+                q.pop(k)  # taken
+            elif i % 3 == 1:
+                q.add(k, established=k.startswith(b"a"))  # to the end of the other lane
+            q.add(b"new%03d" % i, established=i % 2 == 0)  # queued meanwhile: not given
+        assert got == expected
+        assert list(q.head(5, established_free=False)) == list(q._any)[:5]
