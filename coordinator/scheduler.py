@@ -173,6 +173,7 @@ SCAN_LIMIT = 512
 #: failed and nobody convicted (a network too small, or too split, to give a verdict).
 DISPUTE_BUDGET = 6
 _DRAW_TRIES = 8
+_ABSENT = object()  # a missing dict entry, unequal to any value
 
 WUState = Literal[
     "unsent",
@@ -608,7 +609,9 @@ class Scheduler:
 
     def _on_work_requested(self, ev: WorkRequested, out: list[Instruction]) -> None:
         vol = self._volunteer(ev.volunteer)
-        before = (vol.seen, vol.width, dict(vol.classes))
+        # what an idle poll may change (compared below, to tell whether to log the event)
+        seen, width = vol.seen, vol.width
+        classes_changed = vol.classes.get(ev.engine, _ABSENT) != ev.det_class
         if ev.det_class not in vol.class_history:
             if len(vol.class_history) >= self.policy.max_classes_per_volunteer:
                 raise ProtocolError(
@@ -623,26 +626,26 @@ class Scheduler:
             vol.seen = ev.now
         vol.width = min(MAX_QUOTA, len(vol.in_flight) + len(vol.checks) + ev.slots)
         if vol.trust == "banned":
-            self.changed = before != (vol.seen, vol.width, vol.classes)
+            self.changed = classes_changed or (seen, width) != (vol.seen, vol.width)
             return
         self._refresh(vol, ev.now)
         budget = ev.slots
         # What it was offered while away: checks first (they unblock someone's credit).
-        for cid in sorted(vol.checks):
+        for cid in sorted(vol.checks) if vol.checks else ():
             chk = self.checks[cid]
             if budget > 0 and chk.state == "offered":
                 self._assign_check(chk, vol, ev.now, out)
                 budget -= 1
-        for rid in sorted(vol.offers):
+        for rid in sorted(vol.offers) if vol.offers else ():
             rep = self.replicas[rid]
             if budget > 0 and self._matches(self.wus[rep.wu], ev.engine):
                 self._assign_replica(rep, vol, ev.now, out)
                 budget -= 1
-        if budget > 0:
+        if budget > 0 and self._check_queue:
             budget = self._draw_checks(vol, budget, ev, out)
         if budget > 0:
             self._draw_replicas(vol, budget, ev, out)
-        self.changed = bool(out) or before != (vol.seen, vol.width, vol.classes)
+        self.changed = bool(out) or classes_changed or (seen, width) != (vol.seen, vol.width)
 
     def _on_result(self, ev: ResultReturned, out: list[Instruction]) -> None:
         rep = self._replica(ev.replica, ev.volunteer)
@@ -851,24 +854,25 @@ class Scheduler:
         """A volunteer drawn uniformly (by the beacon) from ``pool`` (those online with free
         capacity, or the established ones among them) for whom ``ok`` holds: a few random
         tries, then a scan from a random start."""
-        free = self._free if pool is None else pool
+        items = (self._free if pool is None else pool)._items  # (ok() changes no pool)
+        volunteers, beacon = self.volunteers, self._beacon
         for attempt in range(_DRAW_TRIES):
-            if not free:
+            if not items:
                 return None
-            v = self.volunteers[free[draw_index(self._beacon, subject, attempt, len(free))]]
-            if not self._online(v, now):
+            v = volunteers[items[draw_index(beacon, subject, attempt, len(items))]]
+            if now - v.seen > ONLINE_S:
                 # skipped, not pruned: the pool changes only in logged events (see _on_tick),
                 # so that a replay of the log draws exactly the same volunteers
                 continue
             if ok(v):
                 return v
-        n = len(free)
+        n = len(items)
         if not n:
             return None
-        start = draw_index(self._beacon, subject, _DRAW_TRIES, n)
+        start = draw_index(beacon, subject, _DRAW_TRIES, n)
         for j in range(n):
-            v = self.volunteers[free[(start + j) % n]]
-            if self._online(v, now) and ok(v):
+            v = volunteers[items[(start + j) % n]]
+            if now - v.seen <= ONLINE_S and ok(v):
                 return v
         return None
 
@@ -945,6 +949,8 @@ class Scheduler:
     def _needs_established(self, w: _WU) -> bool:
         """Whether the next replica must be an established volunteer: the last one that can
         still join the WU's quorum while nobody established is among its live replicas."""
+        if not w.replicas:  # (what the rest gives for a WU nobody was drawn for yet)
+            return w.required <= 1
         live = [
             self.replicas[r]
             for r in w.replicas
@@ -962,14 +968,19 @@ class Scheduler:
     def _refresh(self, v: _Volunteer, now: float) -> None:
         """Keep the draw pools exact: in them iff online, not banned and with free capacity
         (and, for the second, established)."""
-        should = v.trust != "banned" and self._online(v, now) and v.capacity() > 0
-        if should:
+        # (_online and capacity() inlined: called several times per event)
+        if (
+            v.trust != "banned"
+            and now - v.seen <= ONLINE_S
+            and min(v.width, v.quota) - len(v.in_flight) - len(v.offers) - len(v.checks) > 0
+        ):
             self._free.add(v.id)
+            if v.trust == "established":
+                self._free_est.add(v.id)
+            else:
+                self._free_est.discard(v.id)
         else:
             self._free.discard(v.id)
-        if should and v.established:
-            self._free_est.add(v.id)
-        else:
             self._free_est.discard(v.id)
 
     # -- offers and assignments ------------------------------------------------------------
@@ -1171,14 +1182,17 @@ class Scheduler:
             spot = ()
         invalid: list[_Replica] = []
         convicts = [r for r in agreeing if self.volunteers[r.volunteer].trust == "banned"]
-        agreeing = [r for r in agreeing if r not in convicts]  # a convict earns nothing more
+        if convicts:  # a convict earns nothing more
+            convict_ids = {r.id for r in convicts}  # (replica ids are unique: = identity)
+            agreeing = [r for r in agreeing if r.id not in convict_ids]
         for r in convicts:
             if r.state in ("returned", "disputed"):
                 self._set_replica(r, "invalid")
                 out.append(Invalidated(r.volunteer, w.unit, r.id, "the key was convicted"))
+        agreeing_ids = {r.id for r in agreeing}
         for rid in w.replicas:
             r = self.replicas[rid]
-            if r in agreeing:
+            if rid in agreeing_ids:
                 continue
             if r.state == "returned":
                 self._set_replica(r, "invalid")
@@ -1628,11 +1642,16 @@ class Scheduler:
         all on probation needs one more (drawn among established volunteers)."""
         if w.state not in ("unsent", "in_progress"):
             return
-        out_reps = [
-            self.replicas[r]
-            for r in w.replicas
-            if self.replicas[r].state in ("assigned", "offered")
-        ]
+        # one pass over the replicas for what follows (and for _needs_established's answer)
+        out_reps: list[_Replica] = []
+        returned: list[_Replica] = []
+        replicas = self.replicas
+        for rid in w.replicas:
+            r = replicas[rid]
+            if r.state in ("assigned", "offered"):
+                out_reps.append(r)
+            elif r.state == "returned":
+                returned.append(r)
         outstanding = len(out_reps)
         if w.disputed:
             lead, dissent = self._panel(w)
@@ -1648,11 +1667,18 @@ class Scheduler:
                 return
             self._ready.add(w.unit.id, established=True)
             return
-        groups = list(self._groups(w).values())
+        by_claim: dict[tuple[bytes, bytes, bytes, bytes], list[_Replica]] = {}
+        for r in returned:  # (as _groups)
+            if r.claim is not None:
+                by_claim.setdefault(r.claim.agreement, []).append(r)
+        groups = list(by_claim.values())
+        best_any = max((len(g) for g in groups), default=0)
         # a replica in flight from an established volunteer may vouch for any group it joins;
         # otherwise only groups that already have an established member count
-        if any(self.volunteers[r.volunteer].established for r in out_reps):
-            best = max((len(g) for g in groups), default=0)
+        volunteers = self.volunteers
+        established_out = any(volunteers[r.volunteer].established for r in out_reps)
+        if established_out:
+            best = best_any
         else:
             best = max((len(g) for g in groups if self._vouched(g)), default=0)
         if w.required - best - outstanding <= 0:
@@ -1660,18 +1686,23 @@ class Scheduler:
             return
         # Only established keys' results use up max_total_results: throwaway keys returning
         # garbage must not be able to fail a WU (as their errors cannot either).
-        results = sum(
-            1
-            for r in w.replicas
-            if self.replicas[r].state in ("returned", "invalid", "valid")
-            and self.volunteers[self.replicas[r].volunteer].established
-        )
+        results = 0
+        for rid in w.replicas:
+            r = replicas[rid]
+            if r.state in ("returned", "invalid", "valid") and volunteers[r.volunteer].established:
+                results += 1
         if results + outstanding >= w.unit.spec.max_total_results:
             self._ready.pop(w.unit.id, None)
             if outstanding == 0:
                 self._transition_wu(w, "failed", f"no quorum among {results} results", out)
             return
-        self._ready.add(w.unit.id, established=self._needs_established(w))
+        # _needs_established(w), from what was gathered above
+        needs = (
+            not established_out
+            and not any(volunteers[r.volunteer].established for r in returned)
+            and best_any + outstanding + 1 >= w.required
+        )
+        self._ready.add(w.unit.id, established=needs)
 
     def _count_error(self, w: _WU, vol: _Volunteer, out: list[Instruction]) -> None:
         if vol.established:

@@ -807,3 +807,21 @@ def test_the_ready_queue_head_is_the_queue_as_it_was_asked_even_as_given_keys_mo
             q.add(b"new%03d" % i, established=i % 2 == 0)  # queued meanwhile: not given
         assert got == expected
         assert list(q.head(5, established_free=False)) == list(q._any)[:5]
+
+
+def test_ids_and_draws_keep_their_values_when_computed_in_one_hash_call():
+    """WU ids and draws are re-derived by auditors and by replays of old logs: the faster
+    forms must give the values of the original length-prefixed updates (pinned here)."""
+    from coordinator.draws import _uniform, draw_index
+    from coordinator.jobs import wu_id
+
+    ident = wu_id("job-7", 3, 11, 2, bytes(range(32)), b'{"engine": "go"}#attempt=1')
+    assert ident.hex() == "af424a5a98b723ce63ea79a415bc84f82084d4149110997eae555623a8226e00"
+    assert [draw_index(b"", b"wu" * 18, a, 1000) for a in range(4)] == [41, 787, 961, 446]
+    assert draw_index(bytes(32), b"x", 9, 7919) == 3524
+    assert draw_index(b"b" * 32, b"", 0, 10**6) == 313831
+    for beacon, subject, attempt, n in [(b"", b"s", 0, 5), (b"\x01" * 32, b"q" * 40, 8, 99)]:
+        tag, a4 = b"foldnet/draw/v1\x00", attempt.to_bytes(4, "little")
+        assert draw_index(beacon, subject, attempt, n) == int(
+            _uniform(tag, beacon, subject, a4) * n
+        )
