@@ -61,6 +61,7 @@ Validation (docs/architecture.md §6)
 from __future__ import annotations
 
 import functools
+import gc
 import heapq
 import itertools
 import math
@@ -399,8 +400,10 @@ class _ReadyQueue:
     def add(self, key: bytes, *, established: bool) -> None:
         """Queue ``key`` (it keeps its place if it stays in its lane)."""
         here, there = (self._est, self._any) if established else (self._any, self._est)
+        if key in here:  # (then not in the other lane: nothing to do)
+            return
         there.pop(key, None)
-        here.setdefault(key, None)
+        here[key] = None
 
     def pop(self, key: bytes, default: None = None) -> None:
         self._any.pop(key, None)
@@ -596,9 +599,18 @@ class Scheduler:
             audit_rate=self.policy.audit_rate(ev.spec),
             params=ev.spec.engine_parameters(),
         )
-        for run, digest in enumerate(ev.start_digests):
-            for clone in range(ev.spec.clones):
-                self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
+        # The job's WUs all live on and hold no cycles: the cyclic collector, run every 700
+        # allocations, would only walk them again and again (a third of the time it takes
+        # to create 10^6 WUs, on every replay of the log too).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for run, digest in enumerate(ev.start_digests):
+                for clone in range(ev.spec.clones):
+                    self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
+        finally:
+            if collecting:
+                gc.enable()
 
     def _on_trusted(self, ev: VolunteerTrusted) -> None:
         vol = self._volunteer(ev.volunteer)
@@ -902,16 +914,18 @@ class Scheduler:
     def _draw_replicas(
         self, vol: _Volunteer, budget: int, ev: WorkRequested, out: list[Instruction]
     ) -> None:
-        for key in self._ready.head(SCAN_LIMIT, established_free=bool(self._free_est)):
-            if budget <= 0 or not self._free:
+        ready, wus = self._ready, self.wus
+        free, free_est = self._free._items, self._free_est._items  # (truthy: someone is free)
+        for key in ready.head(SCAN_LIMIT, established_free=bool(free_est)):
+            if budget <= 0 or not free:
                 break
-            w = self.wus.get(key)
-            if w is None or key not in self._ready:
+            w = wus.get(key)
+            if w is None or key not in ready:
                 continue
-            while key in self._ready and budget > 0 and self._free:
+            while key in ready and budget > 0 and free:
                 subject = w.unit.id + len(w.replicas).to_bytes(4, "little")
                 need_established = bool(w.disputed) or self._needs_established(w)
-                if need_established and not self._free_est:
+                if need_established and not free_est:
                     break  # nobody established is free: skip it cheaply, it waits its turn
                 pick = self._draw(
                     subject,
@@ -923,7 +937,7 @@ class Scheduler:
                     break
                 if pick is vol and self._matches(w, ev.engine):
                     rep = self._offer_replica(w, vol, ev.now, out, announce=False)
-                    self._assign_replica(rep, vol, ev.now, out)
+                    self._assign_replica(rep, vol, ev.now, out)  # (refreshes vol's pools)
                     budget -= 1
                 else:  # (drawn for an engine it is not asking for now: it takes it later)
                     self._offer_replica(w, pick, ev.now, out)
@@ -997,8 +1011,9 @@ class Scheduler:
         w.replicas.append(rep.id)
         w.volunteers.add(vol.id)
         vol.offers.add(rep.id)
-        self._refresh(vol, now)
-        if announce:
+        if announce:  # (else it is assigned at once, which refreshes vol's pools: nothing
+            # reads them in between, and an offer and an assignment take the same room)
+            self._refresh(vol, now)
             heapq.heappush(self._deadlines, (rep.deadline, "replica", rep.id))
             out.append(Offered(vol.id, w.unit.id, rep.deadline))
         self._want_more(w, out)
@@ -1680,7 +1695,14 @@ class Scheduler:
         if established_out:
             best = best_any
         else:
-            best = max((len(g) for g in groups if self._vouched(g)), default=0)
+            best = max(
+                (
+                    len(g)
+                    for g in groups
+                    if any(volunteers[r.volunteer].established for r in g)  # (_vouched)
+                ),
+                default=0,
+            )
         if w.required - best - outstanding <= 0:
             self._ready.pop(w.unit.id, None)  # enough replicas in flight to reach a quorum
             return
