@@ -46,6 +46,36 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+class _GCPauses:
+    """The cyclic collector's collections of the oldest generation, timed (thread CPU): the
+    longest events are these pauses, not the scheduler's own work."""
+
+    def __init__(self) -> None:
+        self.ns: list[int] = []
+        self._t0 = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._t0 = time.thread_time_ns()
+        else:
+            self.ns.append(time.thread_time_ns() - self._t0)
+
+    def __enter__(self) -> _GCPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def row(self) -> str:
+        if not self.ns:
+            return "none"
+        total, longest = sum(self.ns) / 1e9, max(self.ns) / 1e6
+        return f"{len(self.ns)}: {total:,.2f} s in all, longest {longest:,.0f} ms"
+
+
 def _pct(ordered: array[int] | list[int], q: float) -> int:
     """The ``q`` quantile of sorted values (nearest rank: a value that was measured)."""
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
@@ -139,7 +169,8 @@ def measure(volunteers: int, wus: int, hours: float) -> dict[str, object]:
     timer_ns = sorted(t_cal)[500]  # what one timing itself costs (not subtracted)
     sim = _Measured(cfg)
     t0 = time.perf_counter()
-    res = sim.run()
+    with _GCPauses() as gc_run:
+        res = sim.run()
     wall = time.perf_counter() - t0
     ns = {k: array("q", sorted(v)) for k, v in sim.timed.ns.items()}
     every = array("q", sorted(x for v in ns.values() for x in v))
@@ -155,7 +186,8 @@ def measure(volunteers: int, wus: int, hours: float) -> dict[str, object]:
     del sim
     gc.collect()
     t1, c1 = time.perf_counter(), time.thread_time()
-    rebuilt, _ = replay(log, policy)
+    with _GCPauses() as gc_replay:
+        rebuilt, _ = replay(log, policy)
     replay_cpu, replay_wall = time.thread_time() - c1, time.perf_counter() - t1
     assert rebuilt.summary() == summary
     assert _fingerprint(rebuilt) == fingerprint  # the replay rebuilt the same scheduler
@@ -202,12 +234,14 @@ def measure(volunteers: int, wus: int, hours: float) -> dict[str, object]:
             ["events per CPU-second", f"{handled / cpu_total:,.0f}"],
             ["memory per queued WU (bytes)", f"{bytes_per_wu:,.0f}"],
             ["resident memory after the run (MiB)", f"{rss_run:,.0f}"],
+            ["full collections in the run (GC)", gc_run.row()],
             ["WUs validated in the run", f"{res.validated:,}"],
             ["events logged (replayed)", f"{logged:,}"],
             ["replay of the whole log, CPU (s)", f"{replay_cpu:,.1f}"],
             ["replay of the whole log, wall (s)", f"{replay_wall:,.1f}"],
             ["replay scaled to 10^6 events, CPU (s)", f"{replay_1m:,.1f}"],
             ["replayed events per CPU-second", f"{logged / replay_cpu:,.0f}"],
+            ["full collections in the replay (GC)", gc_replay.row()],
             ["wall s (simulation)", f"{wall:,.1f}"],
         ],
     )
@@ -240,6 +274,11 @@ def measure(volunteers: int, wus: int, hours: float) -> dict[str, object]:
         "replay_events_per_s": round(logged / replay_cpu),
         "wall_s": round(wall, 1),
         "timer_ns": timer_ns,
+        "gc_full_collections_s": [
+            round(sum(gc_run.ns) / 1e9, 2),
+            round(sum(gc_replay.ns) / 1e9, 2),
+        ],
+        "gc_longest_ms": round(max(gc_run.ns + gc_replay.ns, default=0) / 1e6, 1),
     }
 
 
