@@ -269,16 +269,20 @@ class _Replica:
 
 @dataclass(slots=True)
 class _WU:
+    """A WU's state. Most of a large queue is WUs nobody was drawn for yet, so what is empty
+    until then is an immutable empty value shared by all of them (an empty set is 216 bytes,
+    and every container is one more object for the cyclic collector to walk)."""
+
     unit: WorkUnit
     required: int
     state: WUState = "unsent"
     det_class: str | None = None
     replicas: list[int] = field(default_factory=list)
-    volunteers: set[str] = field(default_factory=set)
+    volunteers: frozenset[str] = frozenset()  # drawn for it (a new set for each one added)
     errors: int = 0
     check: int | None = None
-    group: list[int] = field(default_factory=list)  # an agreeing quorum awaiting its audit
-    disputed: list[int] = field(default_factory=list)  # a result a check contradicted
+    group: tuple[int, ...] = ()  # an agreeing quorum awaiting its audit
+    disputed: tuple[int, ...] = ()  # a result a check contradicted
     dispute_from: int = 0  # replicas[dispute_from:] are the dispute's fresh panel
     auditor: str | None = None  # the checker whose word started the dispute
     checker: str | None = None  # who confirmed it, for a spot-checked WU
@@ -1009,7 +1013,7 @@ class Scheduler:
         rep = _Replica(self._new_id(), w.unit.id, vol.id, now + self.policy.offer_s)
         self.replicas[rep.id] = rep
         w.replicas.append(rep.id)
-        w.volunteers.add(vol.id)
+        w.volunteers |= {vol.id}
         vol.offers.add(rep.id)
         if announce:  # (else it is assigned at once, which refreshes vol's pools: nothing
             # reads them in between, and an offer and an assignment take the same room)
@@ -1036,11 +1040,12 @@ class Scheduler:
         vol = self.volunteers[rep.volunteer]
         self._set_replica(rep, "lapsed")
         vol.offers.discard(rep.id)
-        self.wus[rep.wu].volunteers.discard(vol.id)  # it computed nothing: may be drawn again
+        w = self.wus[rep.wu]
+        w.volunteers -= {vol.id}  # it computed nothing: may be drawn again
         vol.seen = -math.inf
         self._refresh(vol, now)
-        self._release_class(self.wus[rep.wu])
-        self._want_more(self.wus[rep.wu], out)
+        self._release_class(w)
+        self._want_more(w, out)
 
     def _offer_check(
         self, chk: _Check, vol: _Volunteer, now: float, out: list[Instruction]
@@ -1118,7 +1123,7 @@ class Scheduler:
 
     def _transition_in_progress_awaiting_beacon(self, w: _WU, group: list[_Replica] | None) -> None:
         self._set_wu(w, "awaiting_beacon")
-        w.group = [r.id for r in group] if group else []
+        w.group = tuple(r.id for r in group) if group else ()
         self._awaiting_beacon[w.unit.id] = None
         self._ready.pop(w.unit.id, None)
 
@@ -1149,7 +1154,7 @@ class Scheduler:
         it is judged again from what is left."""
         self._awaiting_beacon.pop(w.unit.id, None)
         self._set_wu(w, "in_progress")
-        w.group = []
+        w.group = ()
         w.required = self.jobs[w.unit.job].quorum
 
     def _transition_spot_checking_in_progress(
@@ -1162,7 +1167,7 @@ class Scheduler:
             if w.check is not None:
                 self._cancel_check(self.checks[w.check], self._now)
                 w.check = None
-            w.group = []
+            w.group = ()
             w.required = self.jobs[w.unit.job].quorum
             return
         self._set_wu(w, "in_progress")
@@ -1176,9 +1181,9 @@ class Scheduler:
         disputed = self._group(w) if w.group else [self.replicas[chk.replica]]
         for r in disputed:
             self._set_replica(r, "disputed")
-        w.disputed, w.group, w.auditor = [r.id for r in disputed], [], chk.volunteer
+        w.disputed, w.group, w.auditor = tuple(r.id for r in disputed), (), chk.volunteer
         w.dispute_from = len(w.replicas)
-        w.volunteers.add(chk.volunteer)
+        w.volunteers |= {chk.volunteer}
 
     def _transition_to_validated(
         self, w: _WU, claim: Claim, agreeing: list[_Replica], out: list[Instruction]
@@ -1188,7 +1193,7 @@ class Scheduler:
             self._awaiting_beacon.pop(w.unit.id, None)
         self._set_wu(w, "validated")
         self._ready.pop(w.unit.id, None)
-        w.group = []
+        w.group = ()
         if w.check is not None:
             chk = self.checks[w.check]
             spot = chk.segments if chk.state == "done" and chk.kind == "spot" else ()
@@ -1250,7 +1255,7 @@ class Scheduler:
         self._set_wu(w, "cancelled")
         self._ready.pop(w.unit.id, None)
         self._awaiting_beacon.pop(w.unit.id, None)
-        w.group = []
+        w.group = ()
         for rid in w.replicas:
             rep = self.replicas[rid]
             if rep.state in ("assigned", "offered"):
@@ -1366,7 +1371,7 @@ class Scheduler:
         outvoted is not convicted (it may be the honest one in a rare colluding majority):
         its result is invalid and costs its key, as any result outvoted by a quorum."""
         disputed = [self.replicas[r] for r in w.disputed]
-        w.disputed = []
+        w.disputed = ()
         for r in dissent:
             self._set_replica(r, "invalid")
             out.append(Invalidated(r.volunteer, w.unit, r.id, "outvoted by a dispute's panel"))
@@ -1463,7 +1468,7 @@ class Scheduler:
             if d_wu.auditor == volunteer and d_wu.disputed and d_wu.state == "in_progress":
                 for rid in d_wu.disputed:
                     self._set_replica(self.replicas[rid], "returned")
-                d_wu.disputed, d_wu.auditor = [], None
+                d_wu.disputed, d_wu.auditor = (), None
                 d_wu.required = self.jobs[d_wu.unit.job].quorum
                 self._try_validate(d_wu, now, out)
         # results it returned that wait for a decision no longer count
