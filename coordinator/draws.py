@@ -47,5 +47,19 @@ def spot_check_segments(
 
 
 def draw_index(beacon: bytes, subject: bytes, attempt: int, n: int) -> int:
-    """Index in [0, n) of the volunteer drawn for ``subject`` (a WU replica or a check)."""
-    return int(_uniform(b"foldnet/draw/v1\x00", beacon, subject, attempt.to_bytes(4, "little")) * n)
+    """Index in [0, n) of the volunteer drawn for ``subject`` (a WU replica or a check).
+
+    ``_uniform(b"foldnet/draw/v1\\x00", beacon, subject, attempt as 4 bytes)``, its bytes
+    joined here for one hash call: a request for work draws several times."""
+    data = b"".join(
+        (
+            b"foldnet/draw/v1\x00",
+            len(beacon).to_bytes(4, "little"),
+            beacon,
+            len(subject).to_bytes(4, "little"),
+            subject,
+            b"\x04\x00\x00\x00",
+            attempt.to_bytes(4, "little"),
+        )
+    )
+    return int(int.from_bytes(hashlib.sha256(data).digest()[:8], "little") / 2**64 * n)

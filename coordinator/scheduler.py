@@ -60,7 +60,9 @@ Validation (docs/architecture.md §6)
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import heapq
 import itertools
 import math
@@ -173,6 +175,7 @@ SCAN_LIMIT = 512
 #: failed and nobody convicted (a network too small, or too split, to give a verdict).
 DISPUTE_BUDGET = 6
 _DRAW_TRIES = 8
+_ABSENT = object()  # a missing dict entry, unequal to any value
 
 WUState = Literal[
     "unsent",
@@ -267,16 +270,20 @@ class _Replica:
 
 @dataclass(slots=True)
 class _WU:
+    """A WU's state. Most of a large queue is WUs nobody was drawn for yet, so what is empty
+    until then is an immutable empty value shared by all of them (an empty set is 216 bytes,
+    and every container is one more object for the cyclic collector to walk)."""
+
     unit: WorkUnit
     required: int
     state: WUState = "unsent"
     det_class: str | None = None
     replicas: list[int] = field(default_factory=list)
-    volunteers: set[str] = field(default_factory=set)
+    volunteers: frozenset[str] = frozenset()  # drawn for it (a new set for each one added)
     errors: int = 0
     check: int | None = None
-    group: list[int] = field(default_factory=list)  # an agreeing quorum awaiting its audit
-    disputed: list[int] = field(default_factory=list)  # a result a check contradicted
+    group: tuple[int, ...] = ()  # an agreeing quorum awaiting its audit
+    disputed: tuple[int, ...] = ()  # a result a check contradicted
     dispute_from: int = 0  # replicas[dispute_from:] are the dispute's fresh panel
     auditor: str | None = None  # the checker whose word started the dispute
     checker: str | None = None  # who confirmed it, for a spot-checked WU
@@ -398,8 +405,10 @@ class _ReadyQueue:
     def add(self, key: bytes, *, established: bool) -> None:
         """Queue ``key`` (it keeps its place if it stays in its lane)."""
         here, there = (self._est, self._any) if established else (self._any, self._est)
+        if key in here:  # (then not in the other lane: nothing to do)
+            return
         there.pop(key, None)
-        here.setdefault(key, None)
+        here[key] = None
 
     def pop(self, key: bytes, default: None = None) -> None:
         self._any.pop(key, None)
@@ -421,11 +430,41 @@ class _ReadyQueue:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def head(self, limit: int, *, established_free: bool) -> list[bytes]:
+    def head(self, limit: int, *, established_free: bool) -> Iterator[bytes]:
         """The WUs a request looks at: first those only an established volunteer may take
-        (when one is free: they wait for the scarcer volunteers), then the rest."""
-        first = list(itertools.islice(self._est, limit)) if established_free else []
-        return first + list(itertools.islice(self._any, limit - len(first)))
+        (when one is free: they wait for the scarcer volunteers), then the rest; ``limit``
+        in all, as the queue was when asked.
+
+        Lazy, a few keys at a time: a request usually takes one or two WUs, and copying 512
+        keys out of the queue for each was a third of its cost. The caller may remove a key
+        it was given, or move it to the end of a lane, between keys (what a request does to
+        the WU it draws for), and queue new ones; the keys it was not yet given stay where
+        they were, so what it gets is exactly the first ``limit`` keys as they were when it
+        asked."""
+        n_est = min(limit, len(self._est)) if established_free else 0
+        n_any = min(limit - n_est, len(self._any))
+        given: set[bytes] = set()
+        for lane, quota in ((self._est, n_est), (self._any, n_any)):
+            n, chunk = quota, 4
+            while n > 0:
+                # the lane now: the keys given that stayed in place, then those not yet given
+                # (in their order; at most ``n``), then keys moved or queued to its end since
+                batch: list[bytes] = []
+                for key in lane:
+                    if key in given:
+                        if batch:
+                            break  # past the keys not yet given
+                        continue
+                    batch.append(key)
+                    if len(batch) == min(chunk, n):
+                        break
+                if not batch:
+                    break
+                n -= len(batch)
+                chunk *= 4
+                for key in batch:
+                    given.add(key)
+                    yield key
 
 
 @dataclass(slots=True)
@@ -565,9 +604,13 @@ class Scheduler:
             audit_rate=self.policy.audit_rate(ev.spec),
             params=ev.spec.engine_parameters(),
         )
-        for run, digest in enumerate(ev.start_digests):
-            for clone in range(ev.spec.clones):
-                self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
+        # The job's WUs all live on and hold no cycles: the cyclic collector, run every 700
+        # allocations, would only walk them again and again (a third of the time it takes
+        # to create 10^6 WUs, on every replay of the log too).
+        with _collector_paused():
+            for run, digest in enumerate(ev.start_digests):
+                for clone in range(ev.spec.clones):
+                    self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
 
     def _on_trusted(self, ev: VolunteerTrusted) -> None:
         vol = self._volunteer(ev.volunteer)
@@ -578,7 +621,9 @@ class Scheduler:
 
     def _on_work_requested(self, ev: WorkRequested, out: list[Instruction]) -> None:
         vol = self._volunteer(ev.volunteer)
-        before = (vol.seen, vol.width, dict(vol.classes))
+        # what an idle poll may change (compared below, to tell whether to log the event)
+        seen, width = vol.seen, vol.width
+        classes_changed = vol.classes.get(ev.engine, _ABSENT) != ev.det_class
         if ev.det_class not in vol.class_history:
             if len(vol.class_history) >= self.policy.max_classes_per_volunteer:
                 raise ProtocolError(
@@ -593,26 +638,26 @@ class Scheduler:
             vol.seen = ev.now
         vol.width = min(MAX_QUOTA, len(vol.in_flight) + len(vol.checks) + ev.slots)
         if vol.trust == "banned":
-            self.changed = before != (vol.seen, vol.width, vol.classes)
+            self.changed = classes_changed or (seen, width) != (vol.seen, vol.width)
             return
         self._refresh(vol, ev.now)
         budget = ev.slots
         # What it was offered while away: checks first (they unblock someone's credit).
-        for cid in sorted(vol.checks):
+        for cid in sorted(vol.checks) if vol.checks else ():
             chk = self.checks[cid]
             if budget > 0 and chk.state == "offered":
                 self._assign_check(chk, vol, ev.now, out)
                 budget -= 1
-        for rid in sorted(vol.offers):
+        for rid in sorted(vol.offers) if vol.offers else ():
             rep = self.replicas[rid]
             if budget > 0 and self._matches(self.wus[rep.wu], ev.engine):
                 self._assign_replica(rep, vol, ev.now, out)
                 budget -= 1
-        if budget > 0:
+        if budget > 0 and self._check_queue:
             budget = self._draw_checks(vol, budget, ev, out)
         if budget > 0:
             self._draw_replicas(vol, budget, ev, out)
-        self.changed = bool(out) or before != (vol.seen, vol.width, vol.classes)
+        self.changed = bool(out) or classes_changed or (seen, width) != (vol.seen, vol.width)
 
     def _on_result(self, ev: ResultReturned, out: list[Instruction]) -> None:
         rep = self._replica(ev.replica, ev.volunteer)
@@ -821,24 +866,25 @@ class Scheduler:
         """A volunteer drawn uniformly (by the beacon) from ``pool`` (those online with free
         capacity, or the established ones among them) for whom ``ok`` holds: a few random
         tries, then a scan from a random start."""
-        free = self._free if pool is None else pool
+        items = (self._free if pool is None else pool)._items  # (ok() changes no pool)
+        volunteers, beacon = self.volunteers, self._beacon
         for attempt in range(_DRAW_TRIES):
-            if not free:
+            if not items:
                 return None
-            v = self.volunteers[free[draw_index(self._beacon, subject, attempt, len(free))]]
-            if not self._online(v, now):
+            v = volunteers[items[draw_index(beacon, subject, attempt, len(items))]]
+            if now - v.seen > ONLINE_S:
                 # skipped, not pruned: the pool changes only in logged events (see _on_tick),
                 # so that a replay of the log draws exactly the same volunteers
                 continue
             if ok(v):
                 return v
-        n = len(free)
+        n = len(items)
         if not n:
             return None
-        start = draw_index(self._beacon, subject, _DRAW_TRIES, n)
+        start = draw_index(beacon, subject, _DRAW_TRIES, n)
         for j in range(n):
-            v = self.volunteers[free[(start + j) % n]]
-            if self._online(v, now) and ok(v):
+            v = volunteers[items[(start + j) % n]]
+            if now - v.seen <= ONLINE_S and ok(v):
                 return v
         return None
 
@@ -868,16 +914,18 @@ class Scheduler:
     def _draw_replicas(
         self, vol: _Volunteer, budget: int, ev: WorkRequested, out: list[Instruction]
     ) -> None:
-        for key in self._ready.head(SCAN_LIMIT, established_free=bool(self._free_est)):
-            if budget <= 0 or not self._free:
+        ready, wus = self._ready, self.wus
+        free, free_est = self._free._items, self._free_est._items  # (truthy: someone is free)
+        for key in ready.head(SCAN_LIMIT, established_free=bool(free_est)):
+            if budget <= 0 or not free:
                 break
-            w = self.wus.get(key)
-            if w is None or key not in self._ready:
+            w = wus.get(key)
+            if w is None or key not in ready:
                 continue
-            while key in self._ready and budget > 0 and self._free:
+            while key in ready and budget > 0 and free:
                 subject = w.unit.id + len(w.replicas).to_bytes(4, "little")
                 need_established = bool(w.disputed) or self._needs_established(w)
-                if need_established and not self._free_est:
+                if need_established and not free_est:
                     break  # nobody established is free: skip it cheaply, it waits its turn
                 pick = self._draw(
                     subject,
@@ -889,7 +937,7 @@ class Scheduler:
                     break
                 if pick is vol and self._matches(w, ev.engine):
                     rep = self._offer_replica(w, vol, ev.now, out, announce=False)
-                    self._assign_replica(rep, vol, ev.now, out)
+                    self._assign_replica(rep, vol, ev.now, out)  # (refreshes vol's pools)
                     budget -= 1
                 else:  # (drawn for an engine it is not asking for now: it takes it later)
                     self._offer_replica(w, pick, ev.now, out)
@@ -915,6 +963,8 @@ class Scheduler:
     def _needs_established(self, w: _WU) -> bool:
         """Whether the next replica must be an established volunteer: the last one that can
         still join the WU's quorum while nobody established is among its live replicas."""
+        if not w.replicas:  # (what the rest gives for a WU nobody was drawn for yet)
+            return w.required <= 1
         live = [
             self.replicas[r]
             for r in w.replicas
@@ -932,14 +982,19 @@ class Scheduler:
     def _refresh(self, v: _Volunteer, now: float) -> None:
         """Keep the draw pools exact: in them iff online, not banned and with free capacity
         (and, for the second, established)."""
-        should = v.trust != "banned" and self._online(v, now) and v.capacity() > 0
-        if should:
+        # (_online and capacity() inlined: called several times per event)
+        if (
+            v.trust != "banned"
+            and now - v.seen <= ONLINE_S
+            and min(v.width, v.quota) - len(v.in_flight) - len(v.offers) - len(v.checks) > 0
+        ):
             self._free.add(v.id)
+            if v.trust == "established":
+                self._free_est.add(v.id)
+            else:
+                self._free_est.discard(v.id)
         else:
             self._free.discard(v.id)
-        if should and v.established:
-            self._free_est.add(v.id)
-        else:
             self._free_est.discard(v.id)
 
     # -- offers and assignments ------------------------------------------------------------
@@ -954,10 +1009,11 @@ class Scheduler:
         rep = _Replica(self._new_id(), w.unit.id, vol.id, now + self.policy.offer_s)
         self.replicas[rep.id] = rep
         w.replicas.append(rep.id)
-        w.volunteers.add(vol.id)
+        w.volunteers |= {vol.id}
         vol.offers.add(rep.id)
-        self._refresh(vol, now)
-        if announce:
+        if announce:  # (else it is assigned at once, which refreshes vol's pools: nothing
+            # reads them in between, and an offer and an assignment take the same room)
+            self._refresh(vol, now)
             heapq.heappush(self._deadlines, (rep.deadline, "replica", rep.id))
             out.append(Offered(vol.id, w.unit.id, rep.deadline))
         self._want_more(w, out)
@@ -980,11 +1036,12 @@ class Scheduler:
         vol = self.volunteers[rep.volunteer]
         self._set_replica(rep, "lapsed")
         vol.offers.discard(rep.id)
-        self.wus[rep.wu].volunteers.discard(vol.id)  # it computed nothing: may be drawn again
+        w = self.wus[rep.wu]
+        w.volunteers -= {vol.id}  # it computed nothing: may be drawn again
         vol.seen = -math.inf
         self._refresh(vol, now)
-        self._release_class(self.wus[rep.wu])
-        self._want_more(self.wus[rep.wu], out)
+        self._release_class(w)
+        self._want_more(w, out)
 
     def _offer_check(
         self, chk: _Check, vol: _Volunteer, now: float, out: list[Instruction]
@@ -1062,7 +1119,7 @@ class Scheduler:
 
     def _transition_in_progress_awaiting_beacon(self, w: _WU, group: list[_Replica] | None) -> None:
         self._set_wu(w, "awaiting_beacon")
-        w.group = [r.id for r in group] if group else []
+        w.group = tuple(r.id for r in group) if group else ()
         self._awaiting_beacon[w.unit.id] = None
         self._ready.pop(w.unit.id, None)
 
@@ -1093,7 +1150,7 @@ class Scheduler:
         it is judged again from what is left."""
         self._awaiting_beacon.pop(w.unit.id, None)
         self._set_wu(w, "in_progress")
-        w.group = []
+        w.group = ()
         w.required = self.jobs[w.unit.job].quorum
 
     def _transition_spot_checking_in_progress(
@@ -1106,7 +1163,7 @@ class Scheduler:
             if w.check is not None:
                 self._cancel_check(self.checks[w.check], self._now)
                 w.check = None
-            w.group = []
+            w.group = ()
             w.required = self.jobs[w.unit.job].quorum
             return
         self._set_wu(w, "in_progress")
@@ -1120,9 +1177,9 @@ class Scheduler:
         disputed = self._group(w) if w.group else [self.replicas[chk.replica]]
         for r in disputed:
             self._set_replica(r, "disputed")
-        w.disputed, w.group, w.auditor = [r.id for r in disputed], [], chk.volunteer
+        w.disputed, w.group, w.auditor = tuple(r.id for r in disputed), (), chk.volunteer
         w.dispute_from = len(w.replicas)
-        w.volunteers.add(chk.volunteer)
+        w.volunteers |= {chk.volunteer}
 
     def _transition_to_validated(
         self, w: _WU, claim: Claim, agreeing: list[_Replica], out: list[Instruction]
@@ -1132,7 +1189,7 @@ class Scheduler:
             self._awaiting_beacon.pop(w.unit.id, None)
         self._set_wu(w, "validated")
         self._ready.pop(w.unit.id, None)
-        w.group = []
+        w.group = ()
         if w.check is not None:
             chk = self.checks[w.check]
             spot = chk.segments if chk.state == "done" and chk.kind == "spot" else ()
@@ -1141,14 +1198,17 @@ class Scheduler:
             spot = ()
         invalid: list[_Replica] = []
         convicts = [r for r in agreeing if self.volunteers[r.volunteer].trust == "banned"]
-        agreeing = [r for r in agreeing if r not in convicts]  # a convict earns nothing more
+        if convicts:  # a convict earns nothing more
+            convict_ids = {r.id for r in convicts}  # (replica ids are unique: = identity)
+            agreeing = [r for r in agreeing if r.id not in convict_ids]
         for r in convicts:
             if r.state in ("returned", "disputed"):
                 self._set_replica(r, "invalid")
                 out.append(Invalidated(r.volunteer, w.unit, r.id, "the key was convicted"))
+        agreeing_ids = {r.id for r in agreeing}
         for rid in w.replicas:
             r = self.replicas[rid]
-            if r in agreeing:
+            if rid in agreeing_ids:
                 continue
             if r.state == "returned":
                 self._set_replica(r, "invalid")
@@ -1191,7 +1251,7 @@ class Scheduler:
         self._set_wu(w, "cancelled")
         self._ready.pop(w.unit.id, None)
         self._awaiting_beacon.pop(w.unit.id, None)
-        w.group = []
+        w.group = ()
         for rid in w.replicas:
             rep = self.replicas[rid]
             if rep.state in ("assigned", "offered"):
@@ -1307,7 +1367,7 @@ class Scheduler:
         outvoted is not convicted (it may be the honest one in a rare colluding majority):
         its result is invalid and costs its key, as any result outvoted by a quorum."""
         disputed = [self.replicas[r] for r in w.disputed]
-        w.disputed = []
+        w.disputed = ()
         for r in dissent:
             self._set_replica(r, "invalid")
             out.append(Invalidated(r.volunteer, w.unit, r.id, "outvoted by a dispute's panel"))
@@ -1404,7 +1464,7 @@ class Scheduler:
             if d_wu.auditor == volunteer and d_wu.disputed and d_wu.state == "in_progress":
                 for rid in d_wu.disputed:
                     self._set_replica(self.replicas[rid], "returned")
-                d_wu.disputed, d_wu.auditor = [], None
+                d_wu.disputed, d_wu.auditor = (), None
                 d_wu.required = self.jobs[d_wu.unit.job].quorum
                 self._try_validate(d_wu, now, out)
         # results it returned that wait for a decision no longer count
@@ -1598,11 +1658,16 @@ class Scheduler:
         all on probation needs one more (drawn among established volunteers)."""
         if w.state not in ("unsent", "in_progress"):
             return
-        out_reps = [
-            self.replicas[r]
-            for r in w.replicas
-            if self.replicas[r].state in ("assigned", "offered")
-        ]
+        # one pass over the replicas for what follows (and for _needs_established's answer)
+        out_reps: list[_Replica] = []
+        returned: list[_Replica] = []
+        replicas = self.replicas
+        for rid in w.replicas:
+            r = replicas[rid]
+            if r.state in ("assigned", "offered"):
+                out_reps.append(r)
+            elif r.state == "returned":
+                returned.append(r)
         outstanding = len(out_reps)
         if w.disputed:
             lead, dissent = self._panel(w)
@@ -1618,30 +1683,49 @@ class Scheduler:
                 return
             self._ready.add(w.unit.id, established=True)
             return
-        groups = list(self._groups(w).values())
+        by_claim: dict[tuple[bytes, bytes, bytes, bytes], list[_Replica]] = {}
+        for r in returned:  # (as _groups)
+            if r.claim is not None:
+                by_claim.setdefault(r.claim.agreement, []).append(r)
+        groups = list(by_claim.values())
+        best_any = max((len(g) for g in groups), default=0)
         # a replica in flight from an established volunteer may vouch for any group it joins;
         # otherwise only groups that already have an established member count
-        if any(self.volunteers[r.volunteer].established for r in out_reps):
-            best = max((len(g) for g in groups), default=0)
+        volunteers = self.volunteers
+        established_out = any(volunteers[r.volunteer].established for r in out_reps)
+        if established_out:
+            best = best_any
         else:
-            best = max((len(g) for g in groups if self._vouched(g)), default=0)
+            best = max(
+                (
+                    len(g)
+                    for g in groups
+                    if any(volunteers[r.volunteer].established for r in g)  # (_vouched)
+                ),
+                default=0,
+            )
         if w.required - best - outstanding <= 0:
             self._ready.pop(w.unit.id, None)  # enough replicas in flight to reach a quorum
             return
         # Only established keys' results use up max_total_results: throwaway keys returning
         # garbage must not be able to fail a WU (as their errors cannot either).
-        results = sum(
-            1
-            for r in w.replicas
-            if self.replicas[r].state in ("returned", "invalid", "valid")
-            and self.volunteers[self.replicas[r].volunteer].established
-        )
+        results = 0
+        for rid in w.replicas:
+            r = replicas[rid]
+            if r.state in ("returned", "invalid", "valid") and volunteers[r.volunteer].established:
+                results += 1
         if results + outstanding >= w.unit.spec.max_total_results:
             self._ready.pop(w.unit.id, None)
             if outstanding == 0:
                 self._transition_wu(w, "failed", f"no quorum among {results} results", out)
             return
-        self._ready.add(w.unit.id, established=self._needs_established(w))
+        # _needs_established(w), from what was gathered above
+        needs = (
+            not established_out
+            and not any(volunteers[r.volunteer].established for r in returned)
+            and best_any + outstanding + 1 >= w.required
+        )
+        self._ready.add(w.unit.id, established=needs)
 
     def _count_error(self, w: _WU, vol: _Volunteer, out: list[Instruction]) -> None:
         if vol.established:
@@ -1851,12 +1935,28 @@ def _claim_problem(claim: Claim, w: _WU) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while building state that all lives on (the collector
+    would walk it again every 700 allocations, and all of it at every full collection);
+    handling events makes no reference cycles, so nothing is left for it to find after."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def replay(
     events: Iterable[Event], policy: NetworkPolicy | None = None
 ) -> tuple[Scheduler, list[Instruction]]:
-    """Rebuild a scheduler from its event log (what a restarted coordinator does)."""
+    """Rebuild a scheduler from its event log (what a restarted coordinator does): the
+    state and every instruction are kept, so the collector is paused while it runs."""
     s = Scheduler(policy)
     out: list[Instruction] = []
-    for ev in events:
-        out.extend(s.handle(ev))
+    with _collector_paused():
+        for ev in events:
+            out.extend(s.handle(ev))
     return s, out

@@ -780,3 +780,67 @@ def test_a_job_cannot_lower_verification_below_the_network_floor():
     (b,) = hs.request("B")
     hs.ret(b)
     assert len(hs.of(Validated)) == 1
+
+
+def test_the_ready_queue_head_is_the_queue_as_it_was_asked_even_as_given_keys_move():
+    """A request is handed the ready queue's head lazily; moving or removing the WUs it was
+    given (what drawing for them does) must not change which others it gets."""
+    from coordinator.scheduler import _ReadyQueue
+
+    def keys(prefix: str, n: int) -> list[bytes]:
+        return [f"{prefix}{i:03d}".encode() for i in range(n)]
+
+    for n_est, n_any, limit in [(0, 30, 512), (3, 30, 10), (40, 40, 512), (600, 5, 512)]:
+        q = _ReadyQueue()
+        for k in keys("a", n_any):
+            q.add(k, established=False)
+        for k in keys("e", n_est):
+            q.add(k, established=True)
+        expected = (keys("e", n_est) + keys("a", n_any))[:limit]
+        got = []
+        for i, k in enumerate(q.head(limit, established_free=True)):
+            got.append(k)
+            if i % 3 == 0:
+                q.pop(k)  # taken
+            elif i % 3 == 1:
+                q.add(k, established=k.startswith(b"a"))  # to the end of the other lane
+            q.add(b"new%03d" % i, established=i % 2 == 0)  # queued meanwhile: not given
+        assert got == expected
+        assert list(q.head(5, established_free=False)) == list(q._any)[:5]
+
+
+def test_ids_and_draws_keep_their_values_when_computed_in_one_hash_call():
+    """WU ids and draws are re-derived by auditors and by replays of old logs: the faster
+    forms must give the values of the original length-prefixed updates (pinned here)."""
+    from coordinator.draws import _uniform, draw_index
+    from coordinator.jobs import wu_id
+
+    ident = wu_id("job-7", 3, 11, 2, bytes(range(32)), b'{"engine": "go"}#attempt=1')
+    assert ident.hex() == "af424a5a98b723ce63ea79a415bc84f82084d4149110997eae555623a8226e00"
+    assert [draw_index(b"", b"wu" * 18, a, 1000) for a in range(4)] == [41, 787, 961, 446]
+    assert draw_index(bytes(32), b"x", 9, 7919) == 3524
+    assert draw_index(b"b" * 32, b"", 0, 10**6) == 313831
+    for beacon, subject, attempt, n in [(b"", b"s", 0, 5), (b"\x01" * 32, b"q" * 40, 8, 99)]:
+        tag, a4 = b"foldnet/draw/v1\x00", attempt.to_bytes(4, "little")
+        assert draw_index(beacon, subject, attempt, n) == int(
+            _uniform(tag, beacon, subject, a4) * n
+        )
+
+
+def test_the_collector_pause_restores_what_it_found_even_on_an_error():
+    import gc
+
+    from coordinator.scheduler import _collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(ProtocolError), _collector_paused():
+        assert not gc.isenabled()
+        raise ProtocolError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _collector_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
