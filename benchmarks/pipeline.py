@@ -37,6 +37,7 @@ from coordinator.scheduler import (
     Scheduler,
     SpotCheckReturned,
     Validated,
+    VolunteerTrusted,
     WorkRequested,
 )
 from coordinator.service import Coordinator
@@ -86,8 +87,12 @@ def through_ray(model: GoModel, *, clones: int, steps: int, workdir: Path) -> tu
     """Wall time and replicas computed for ``clones`` WUs of ``steps`` through the pipeline."""
     coord = Coordinator.local(workdir, checkpoint_every=10_000)
     start = GoEngine(model).initial_state(temperature=TEMPERATURE, seed=1)
+    # b0 is the operator's own machine: fresh keys alone never validate a WU (a quorum of
+    # keys on probation needs an established voucher), so a network starts with one.
     vols = [
-        VolunteerSpec(resource=f"vol:b{i}", key_path=str(workdir / f"b{i}.key"), slots=2)
+        VolunteerSpec(
+            resource=f"vol:b{i}", key_path=str(workdir / f"b{i}.key"), slots=2, trusted=i == 0
+        )
         for i in range(2)
     ]
     with local_ray(num_cpus=2, resources={v.resource: 1 for v in vols}):  # its own temp folder
@@ -124,6 +129,7 @@ def _drive(s: Scheduler, vols: list[str], n_wus: int, n_seg: int) -> tuple[float
     compute = steady_compute = 0.0
     validated = steady_validated = 0
     rounds = 0
+    s.handle(VolunteerTrusted(vols[0], 0.0))  # the operator's own: fresh keys alone never validate
     while validated < n_wus:
         rounds += 1
         for v in vols:
