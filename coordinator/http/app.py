@@ -14,6 +14,7 @@ OpenAPI schema is at ``/v1/openapi.json`` and the docs at ``/docs``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from coordinator.http.auth import client_block
 from coordinator.http.context import API_VERSION, FrontEnd, Service, ServiceConfig
 from coordinator.http.core import Core
 from coordinator.http.dashboard import dashboard_router, install_web
+from coordinator.http.hot import HotRoutes, HotRouteTable
 from coordinator.http.labs import labs_router
 from coordinator.http.link import command
 from coordinator.http.middleware import BodyLimit, InFlightLimit, Metrics, MetricsMiddleware
@@ -48,6 +50,16 @@ _TAGS = [
         "path?query, SHA-256 of the body, timestamp, nonce, key).",
     },
 ]
+
+
+#: FastAPI's own OpenTelemetry hooks (FastAPI >= 0.16x) ask the global providers on every
+#: request; the service has its Prometheus metrics (``/metrics``) and configures no
+#: OpenTelemetry, so they are off.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 @command
@@ -134,6 +146,7 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
         openapi_tags=_TAGS,
+        **_NO_TELEMETRY,
     )
     app.state.service = svc
     install_error_handlers(app)
@@ -149,6 +162,9 @@ def create_app(
             return cfg.max_job_bytes
         return cfg.max_json_bytes
 
+    hot = HotRouteTable()  # innermost: inside the body limit, in-flight limit and metrics
+    if cfg.hot_routes:
+        app.add_middleware(HotRoutes, table=hot, handlers=app.exception_handlers)
     app.add_middleware(
         BodyLimit, limit_for=limit_for, timeout_for=svc.bodies.timeout, streamed=streamed
     )
@@ -187,7 +203,7 @@ def create_app(
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     app.include_router(labs_router(svc))
-    app.include_router(volunteers_router(svc))
+    app.include_router(volunteers_router(svc, hot))
 
     # The auditor's read-only ledger API (foldnet audit http://HOST/v1/ledger audits it).
     app.include_router(ledger_router(ledger_reader), prefix="/v1/ledger")

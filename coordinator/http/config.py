@@ -49,6 +49,9 @@ class ServiceConfig:
     #: does not stop a replay from one coordinator to another: set it in a deployment
     #: (``foldnet serve`` sets it to ``http://HOST:PORT`` unless ``--origin`` says otherwise).
     origin: str | None = None
+    #: Answer the volunteers' hot routes (work, results, spot checks) without FastAPI's
+    #: per-request machinery (:mod:`coordinator.http.hot`); the same handlers either way.
+    hot_routes: bool = True
 
     @property
     def limits(self) -> PlanLimits:

@@ -16,6 +16,7 @@ from coordinator.errors import CommitFailedError
 from coordinator.http.auth import client_block
 from coordinator.http.context import Service
 from coordinator.http.core import Core
+from coordinator.http.hot import HotRouteTable, IntParam
 from coordinator.http.link import command
 from coordinator.http.wire import Assignment, HandOut, precheck, upload_limit
 from coordinator.service import Coordinator, verify_upload
@@ -282,7 +283,16 @@ def _answer(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body)
 
 
-def volunteers_router(svc: Service) -> APIRouter:
+#: The path and query integers of the hot routes: FastAPI's annotations and the hot
+#: routes (:mod:`coordinator.http.hot`) read the same ranges.
+REPLICA = IntParam("replica", 1, 2**62)
+CHECK = IntParam("check", 1, 2**62)
+NEXT = IntParam("pull_next", 0, 64, alias="next")
+
+
+def volunteers_router(svc: Service, hot: HotRouteTable | None = None) -> APIRouter:
+    """The volunteers' routes; ``hot``: where the hot ones (work, results, spot checks) are
+    also entered, to be answered without the framework's per-request machinery."""
     router = APIRouter()
     cfg = svc.config
 
@@ -337,9 +347,9 @@ def volunteers_router(svc: Service) -> APIRouter:
 
     @router.post("/v1/results/{replica}", tags=["volunteers"], openapi_extra=_RESULT_BODY)
     async def upload(
-        replica: Annotated[int, PathParam(ge=1, le=2**62)],
+        replica: Annotated[int, PathParam(ge=REPLICA.lo, le=REPLICA.hi)],
         request: Request,
-        pull_next: Annotated[int, Query(alias="next", ge=0, le=64)] = 0,
+        pull_next: Annotated[int, Query(alias=NEXT.alias, ge=NEXT.lo, le=NEXT.hi)] = NEXT.default,
     ) -> JSONResponse:
         """A computed WU (worker.wire.encode_result: a JSON manifest with the signed header,
         then raw little-endian arrays). Shapes, finiteness, WU id and key are checked before
@@ -430,9 +440,9 @@ def volunteers_router(svc: Service) -> APIRouter:
 
     @router.post("/v1/checks/{check}", tags=["volunteers"])
     async def spot_check(
-        check: Annotated[int, PathParam(ge=1, le=2**62)],
+        check: Annotated[int, PathParam(ge=CHECK.lo, le=CHECK.hi)],
         request: Request,
-        pull_next: Annotated[int, Query(alias="next", ge=0, le=64)] = 0,
+        pull_next: Annotated[int, Query(alias=NEXT.alias, ge=NEXT.lo, le=NEXT.hi)] = NEXT.default,
     ) -> JSONResponse:
         """A spot check's signed end-of-segment digests (``?next=N``: as for results)."""
         body = await request.body()
@@ -464,4 +474,8 @@ def volunteers_router(svc: Service) -> APIRouter:
         key = await svc.access.volunteer(request, b"")
         return await svc.call(_proofs, key, limit, cursor, request=request)
 
+    if hot is not None:
+        hot.add("POST", "/v1/work", pull)
+        hot.add("POST", "/v1/results/{replica}", upload, path_param=REPLICA, query=NEXT)
+        hot.add("POST", "/v1/checks/{check}", spot_check, path_param=CHECK, query=NEXT)
     return router
