@@ -607,7 +607,7 @@ class Scheduler:
         # The job's WUs all live on and hold no cycles: the cyclic collector, run every 700
         # allocations, would only walk them again and again (a third of the time it takes
         # to create 10^6 WUs, on every replay of the log too).
-        with _collector_paused():
+        with collector_paused():
             for run, digest in enumerate(ev.start_digests):
                 for clone in range(ev.spec.clones):
                     self._create_wu(TrajectoryKey(ev.job, run, clone), 0, digest)
@@ -1936,7 +1936,7 @@ def _claim_problem(claim: Claim, w: _WU) -> str:
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """No cyclic garbage collection while building state that all lives on (the collector
     would walk it again every 700 allocations, and all of it at every full collection);
     handling events makes no reference cycles, so nothing is left for it to find after."""
@@ -1956,7 +1956,7 @@ def replay(
     state and every instruction are kept, so the collector is paused while it runs."""
     s = Scheduler(policy)
     out: list[Instruction] = []
-    with _collector_paused():
+    with collector_paused():
         for ev in events:
             out.extend(s.handle(ev))
     return s, out

@@ -64,7 +64,7 @@ from coordinator.messages import (
 from coordinator.plan import JobPlan
 from coordinator.policy import NetworkPolicy
 from coordinator.prepare import PreparedJob
-from coordinator.scheduler import Scheduler
+from coordinator.scheduler import Scheduler, collector_paused
 from coordinator.seeding import Seeder
 from coordinator.store import Store
 from ledger import entries as le
@@ -275,10 +275,11 @@ class Coordinator:
 
     def _replay(self, *, abandon: bool = True) -> None:
         replayed: list[Instruction | le.GenerationSeeded] = []
-        for ev in self.store.events():
-            replayed.extend(self.scheduler.handle(ev))
-            if isinstance(ev, GenerationSeeded):
-                replayed.append(self._seed_entry(ev))
+        with collector_paused():  # the state it builds all lives on (scheduler.replay)
+            for ev in self.store.events():
+                replayed.extend(self.scheduler.handle(ev))
+                if isinstance(ev, GenerationSeeded):
+                    replayed.append(self._seed_entry(ev))
         # Ledger effects of the history, idempotently: a crash may have come between
         # committing an event and appending its consequences. Not reported by drain():
         # that is what happened before this process started.

@@ -830,16 +830,16 @@ def test_ids_and_draws_keep_their_values_when_computed_in_one_hash_call():
 def test_the_collector_pause_restores_what_it_found_even_on_an_error():
     import gc
 
-    from coordinator.scheduler import _collector_paused
+    from coordinator.scheduler import collector_paused
 
     assert gc.isenabled()
-    with pytest.raises(ProtocolError), _collector_paused():
+    with pytest.raises(ProtocolError), collector_paused():
         assert not gc.isenabled()
         raise ProtocolError("boom")
     assert gc.isenabled()
     gc.disable()
     try:
-        with _collector_paused():
+        with collector_paused():
             pass
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:

@@ -11,6 +11,7 @@ structures here need no locks.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import time
@@ -37,6 +38,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX128 = re.compile(r"^[0-9a-f]{128}$")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # asked on every request; parsing an address is not free
 def client_block(host: str) -> str:
     """The unit a client address is counted as for limits: an IPv4 address, or the /64 of
     an IPv6 address (one subscriber gets a whole /64, so counting single IPv6 addresses
