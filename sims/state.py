@@ -14,6 +14,7 @@ never compared.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -108,3 +109,31 @@ def state_digest(positions: np.ndarray, velocities: np.ndarray) -> bytes:
     h.update(pos.tobytes(order="C"))
     h.update(vel.tobytes(order="C"))
     return h.digest()
+
+
+def state_digests(positions: np.ndarray, velocities: np.ndarray) -> tuple[bytes, ...]:
+    """:func:`state_digest` of each state of stacked arrays (S, N, 3), with the tag and
+    shape hashed once: the same bytes are hashed, so the digests are the same."""
+    pos = np.ascontiguousarray(positions, dtype=_LE_F64)
+    vel = np.ascontiguousarray(velocities, dtype=_LE_F64)
+    if pos.shape != vel.shape or pos.ndim != 3 or pos.shape[2] != 3:
+        raise StateError(
+            f"positions and velocities must both be (S, N, 3); got {pos.shape} and {vel.shape}"
+        )
+    base = hashlib.sha256(_DIGEST_TAG)
+    base.update(struct.pack("<QQ", pos.shape[1], 3))
+    out = []
+    for k in range(pos.shape[0]):
+        h = base.copy()
+        h.update(pos[k])
+        h.update(vel[k])
+        out.append(h.digest())
+    return tuple(out)
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every value of the float array ``a`` is finite, in one reduction when it is:
+    a NaN or an infinity makes the sum NaN or infinite (infinities cannot cancel into a
+    finite number), so a finite sum proves every value finite; only a sum that is not
+    (a bad value, or finite values overflowing) takes the exact element-wise check."""
+    return math.isfinite(a.sum()) or bool(np.isfinite(a).all())
