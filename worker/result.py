@@ -52,7 +52,7 @@ def arrays_digest(arrays: Mapping[str, np.ndarray]) -> bytes:
             struct.pack(f"<Q{len(raw)}sQ{a.ndim}Q", len(raw), raw, a.ndim, *a.shape)
             + a.dtype.str.encode()
         )
-        h.update(a)
+        h.update(a.data)
     return h.digest()
 
 

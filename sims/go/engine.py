@@ -341,8 +341,8 @@ class GoEngine(Engine):
                 if problems:
                     return k, problems
                 continue
-            xt = np.ascontiguousarray(pos[k].T)
-            energy = kernels.potential_energy(xt, *self.kernel_args, r_list)
+            call = (np.ascontiguousarray(pos[k].T), *self.kernel_args, r_list)
+            energy = kernels.potential_energy(*call)
             if not math.isfinite(energy):
                 return k, [f"potential energy {energy} is not finite"]
         return None

@@ -679,7 +679,7 @@ def potential_energy(
         np.zeros((2, 8 * n + 64), dtype=np.int64),
         np.empty((3, n)),
     )
-    m = max(1, nl_start[n])
+    m = max(1, int(nl_start[n]))
     return energy_forces(
         x,
         np.zeros((3, n)),
