@@ -119,6 +119,30 @@ def test_the_ledger_refuses_a_forged_attestation_whatever_the_memo_holds():
     assert len(memo) == 2
 
 
+def test_the_coordinator_remembers_what_it_verified_for_its_ledger(tmp_path, villin_pdb):
+    """Every attestation the coordinator's ledger admitted was one its own upload check had
+    verified, so its log (opened with the same memo) verified none of them again."""
+    from test_coordinator import Volunteer, run_until_done, small_job
+
+    from coordinator.service import Coordinator
+    from ledger.entries import decode_record
+    from sims.go import GoModel
+
+    model = GoModel.from_pdb(villin_pdb)
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    try:
+        job = small_job(coord, model, audit_rate=0.0, clones=1, gens=1)
+        run_until_done(coord, job, model, [Volunteer(), Volunteer()])
+        entries = [decode_record(coord.log.entry(i)).entry for i in range(coord.log.size)]
+        validated = [e for e in entries if isinstance(e, ResultValidated)]
+        assert validated
+        for entry in validated:
+            for triple in entry.signed_messages():
+                assert triple in coord.signatures
+    finally:
+        coord.close()
+
+
 # -- the faster code against the code it replaces ------------------------------------------
 
 
