@@ -20,6 +20,7 @@ from benchmarks.upload_path import CASES, measure, prepare, validated_entry
 from ledger.entries import Attestation, Record, ResultValidated
 from ledger.errors import ConfigError, EntryRejectedError, SignatureError
 from ledger.log import CheckRules
+from ledger.merkle import MerkleTree, merkle_root
 from ledger.signatures import VerifiedSignatures
 from sims.errors import StateError
 from sims.go import GoEngine, kernels
@@ -200,6 +201,12 @@ def test_segment_digests_by_slices_are_those_by_masks(
     args = {"n_segments": n_segments, "segment_steps": segment_steps}
     got = segment_data_digests(frames, steps, obs, report_steps=report_steps, **args)
     assert got == _segment_data_reference(frames, steps, obs, report=report_steps, **args)
+
+
+def test_the_merkle_root_by_recursion_is_the_trees():
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(40)]
+    for n in range(41):
+        assert merkle_root(leaves[:n]) == MerkleTree(leaves[:n]).root()
 
 
 def test_state_digests_of_stacked_states_are_each_states_digest():

@@ -30,7 +30,7 @@ import numpy as np
 
 from ledger.entries import PriceInputs, attestation_message
 from ledger.errors import SignatureError
-from ledger.merkle import MerkleTree, leaf_hash
+from ledger.merkle import leaf_hash, merkle_root
 from ledger.signatures import VerifiedSignatures, verify_signature
 from sims.result import RunResult
 from sims.state import all_finite, state_digests
@@ -39,6 +39,7 @@ from worker.identity import Identity
 
 RESULT_VERSION = 3
 _ARRAYS_TAG = b"foldnet/arrays/v1\x00"
+_F64 = np.dtype(np.float64)
 
 
 def arrays_digest(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -117,7 +118,7 @@ def segment_digest(
 
 def segment_root(boundary_digests: tuple[bytes, ...]) -> bytes:
     """RFC 6962 Merkle root over the boundary-state digests: the worker's commitment."""
-    return MerkleTree(leaf_hash(d) for d in boundary_digests).root()
+    return merkle_root([leaf_hash(d) for d in boundary_digests])
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +281,7 @@ def verify_result(
     want = (n_segments + 1, n_atoms, 3)
     for name in ("positions", "velocities"):
         a = getattr(result, name)
-        if not isinstance(a, np.ndarray) or a.shape != want or a.dtype != np.float64:
+        if not isinstance(a, np.ndarray) or a.shape != want or a.dtype != _F64:
             got = getattr(a, "shape", type(a).__name__)
             raise ResultError(f"{name} must be float64 {want}, got {got}")
         if not all_finite(a):
