@@ -36,7 +36,7 @@ def verify_signature(key: bytes, signature: bytes, message: bytes) -> None:
     """Raise :class:`SignatureError` unless ``signature`` is ``key``'s over ``message``."""
     try:
         public_key(bytes(key)).verify(signature, message)
-    except (InvalidSignature, ValueError, TypeError) as e:
+    except (InvalidSignature, ValueError) as e:
         raise SignatureError(
             f"the Ed25519 signature of key {bytes(key).hex()[:16]} does not verify over this "
             "message; expected the key's signature of exactly these bytes"

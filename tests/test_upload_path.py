@@ -168,6 +168,7 @@ def test_arrays_digest_is_the_documented_layout_for_every_kind_of_array():
         {"big_endian": x.astype(">f8"), "strided": x[:, ::2], "transposed": x.T},
         {"bool": x > 0, "u1": (x * 10).astype(np.uint8), "i4": np.arange(3, dtype=np.int32)},
         {"empty": np.zeros((0, 36, 3), np.float32), "scalar": np.float64(2.5), "list": [1.0]},
+        {"text": np.array(["ab", "c"]), "text_big_endian": np.array(["ab"]).astype(">U2")},
         {},
     ]
     for arrays in cases:

@@ -46,14 +46,19 @@ def arrays_digest(arrays: Mapping[str, np.ndarray]) -> bytes:
     h = hashlib.sha256(_ARRAYS_TAG)
     for name in sorted(arrays):
         a = np.asarray(arrays[name])
-        if a.dtype.str[0] not in "<|" or not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"), copy=False))
         raw = name.encode()
+        dt = a.dtype
+        if dt.kind in "fiub" and dt.str[0] in "<|" and a.flags.c_contiguous:
+            data: bytes | memoryview = a.data  # already the bytes to hash, in place
+        else:
+            le = a.astype(dt.newbyteorder("<"), copy=False)
+            dt = le.dtype
+            data = np.ascontiguousarray(le).tobytes()
         h.update(
             struct.pack(f"<Q{len(raw)}sQ{a.ndim}Q", len(raw), raw, a.ndim, *a.shape)
-            + a.dtype.str.encode()
+            + dt.str.encode()
         )
-        h.update(a.data)
+        h.update(data)
     return h.digest()
 
 
