@@ -70,7 +70,8 @@ from coordinator.store import Store
 from ledger import entries as le
 from ledger.checkpoint import SignedCheckpoint
 from ledger.keys import load_or_create_private_key
-from ledger.log import Log
+from ledger.log import CheckRules, Log
+from ledger.signatures import VerifiedSignatures
 from sims.engine import Engine
 from sims.examples import VILLIN_PDB
 from sims.go import GoModel
@@ -169,8 +170,12 @@ class Coordinator:
         beacon_interval_s: float = 0.5,
         policy: NetworkPolicy | None = None,
         classes: ClassRegistry | None = None,
+        signatures: VerifiedSignatures | None = None,
     ) -> None:
         self.store = store
+        #: The signatures this process verified (results' attestations); the ledger's
+        #: admission consults it when the log was opened with it (:meth:`local`).
+        self.signatures = VerifiedSignatures() if signatures is None else signatures
         self.log = log
         self.clock = clock
         self.policy = policy or NetworkPolicy()
@@ -225,6 +230,7 @@ class Coordinator:
         dbs = Databases.of_folder(d)
         key: Ed25519PrivateKey = load_or_create_private_key(d / "ledger.key")
         store = Store.open(dbs.coordinator, exclusive=True)  # one coordinator per database
+        signatures = VerifiedSignatures()
         try:
             log = Log.open(
                 dbs.ledger,
@@ -232,6 +238,7 @@ class Coordinator:
                 signing_key=key,
                 checkpoint_every=checkpoint_every,
                 clock=None if clock is None else lambda: int(clock() * 1000),
+                admission=CheckRules(verified=signatures),
             )
         except BaseException:
             store.close()
@@ -243,6 +250,7 @@ class Coordinator:
                 clock=time.time if clock is None else clock,
                 beacon_interval_s=beacon_interval_s,
                 policy=policy,
+                signatures=signatures,
             )
         except BaseException:
             log.close()
@@ -753,7 +761,13 @@ class Coordinator:
                     price=price,
                 )
                 engine = self._engines.get(system)
-                verify_upload(result, expected, engine=engine, temperature=wu.spec.temperature)
+                verify_upload(
+                    result,
+                    expected,
+                    engine=engine,
+                    temperature=wu.spec.temperature,
+                    verified=self.signatures,
+                )
             det = det_class_key(h.determinism)
             claim = Claim(
                 h.final_digest,
@@ -972,18 +986,22 @@ def _stored_plan(job: str, body: str) -> JobPlan:
 
 
 def verify_upload(
-    result: WorkerResult, expected: Expected, *, engine: Engine, temperature: float
+    result: WorkerResult,
+    expected: Expected,
+    *,
+    engine: Engine,
+    temperature: float,
+    verified: VerifiedSignatures | None = None,
 ) -> None:
     """Everything a returned result must pass before it counts (:class:`ResultError`
     naming the first problem): :func:`worker.result.verify_result` (signature, price,
     shapes, every digest), then the physical sanity of every boundary state
     (docs/architecture.md §6.1), so garbage fails before any replica or spot check is spent
-    on it. Pure: an HTTP front-end runs it in its own process, the coordinator otherwise."""
-    verify_result(result, expected)
-    for k in range(1, len(result.positions)):
-        problems = engine.sanity_problems(
-            State(positions=result.positions[k], velocities=result.velocities[k]),
-            temperature=temperature,
-        )
-        if problems:
-            raise ResultError(f"boundary state {k}: {'; '.join(problems)}")
+    on it. Pure: an HTTP front-end runs it in its own process, the coordinator otherwise.
+    ``verified``: the process's memo of verified signatures (the coordinator's, which its
+    ledger consults before verifying the attestation again)."""
+    verify_result(result, expected, verified=verified)
+    bad = engine.first_insane_state(result.positions, result.velocities, temperature=temperature)
+    if bad is not None:
+        k, problems = bad
+        raise ResultError(f"boundary state {k}: {'; '.join(problems)}")

@@ -60,6 +60,7 @@ from ledger.log import Appended, CheckRules, Log, UnsafeAdmitAll
 from ledger.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from ledger.note import Ed25519NoteSigner, Ed25519NoteVerifier, Note, parse_note
 from ledger.rules import Discrepancy, LedgerState
+from ledger.signatures import VerifiedSignatures
 from ledger.store import Store
 from ledger.tiles import TileReader, export_tiles
 from ledger.witness import UnsafeNoWitnessPolicy, Witness, WitnessPolicy
@@ -114,6 +115,7 @@ __all__ = [
     "UnknownKeyError",
     "UnsafeAdmitAll",
     "UnsafeNoWitnessPolicy",
+    "VerifiedSignatures",
     "VolunteerRegistered",
     "VolunteerReport",
     "Witness",

@@ -24,8 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.checkpoint import Checkpoint, CheckpointSigner, SignedCheckpoint, open_checkpoint
 from ledger.cosignature import CosignatureV1Verifier
@@ -53,6 +52,7 @@ from ledger.keys import parse_log_vkey
 from ledger.merkle import consistency_proof, inclusion_proof, leaf_hash
 from ledger.note import Ed25519NoteSigner, Ed25519NoteVerifier, NoteSignature, parse_note
 from ledger.rules import LedgerState, price_attestation
+from ledger.signatures import VerifiedSignatures, verify_signature
 from ledger.store import Store
 
 __all__ = ["Admission", "Appended", "CheckRules", "Log", "UnsafeAdmitAll"]
@@ -78,9 +78,14 @@ class Admission(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CheckRules:
-    """The default admission: every ledger rule, and (by default) attestation signatures."""
+    """The default admission: every ledger rule, and (by default) attestation signatures.
+
+    ``verified``: the signatures this process has verified already (the coordinator's, which
+    verified each attestation when its result was uploaded); one found there is not verified
+    again (:class:`~ledger.signatures.VerifiedSignatures` says why that is sound)."""
 
     verify_signatures: bool = True
+    verified: VerifiedSignatures | None = None
 
     @property
     def uses_state(self) -> bool:
@@ -89,10 +94,11 @@ class CheckRules:
     def check(self, state: LedgerState | None, index: int, record: Record) -> None:
         entry = record.entry
         if isinstance(entry, ResultValidated) and self.verify_signatures:
+            verify = verify_signature if self.verified is None else self.verified.verify
             for key, sig, msg in entry.signed_messages():
                 try:
-                    Ed25519PublicKey.from_public_bytes(key).verify(sig, msg)
-                except (InvalidSignature, ValueError) as e:
+                    verify(key, sig, msg)
+                except SignatureError as e:
                     raise EntryRejectedError(
                         f"WU {entry.wu_id.hex()[:16]}: the attestation of {key.hex()[:16]} does "
                         "not verify"

@@ -337,6 +337,19 @@ def root_hash(tree_size: int, read: NodeReader) -> bytes:
     return _range_hashes([(0, tree_size)], read)[0]
 
 
+def merkle_root(leaf_hashes: Sequence[bytes]) -> bytes:
+    """``MTH`` (§2.1.1) of a short list of leaf hashes, by the definition's own recursion:
+    for a handful of leaves (a result's segment boundaries) this is a few hashes, without
+    building a :class:`MerkleTree` and its proof machinery."""
+    n = len(leaf_hashes)
+    if n == 0:
+        return EMPTY_ROOT
+    if n == 1:
+        return leaf_hashes[0]
+    k = _split(n)
+    return node_hash(merkle_root(leaf_hashes[:k]), merkle_root(leaf_hashes[k:]))
+
+
 class MerkleTree:
     """An in-memory tree keeping every perfect-subtree hash (about ``2n`` hashes).
 

@@ -116,6 +116,19 @@ class Engine(abc.ABC):
             ]
         return []
 
+    def first_insane_state(
+        self, positions: np.ndarray, velocities: np.ndarray, *, temperature: float
+    ) -> tuple[int, list[str]] | None:
+        """The first state ``k >= 1`` of stacked states (S, N, 3) (a result's boundaries
+        after its input) for which :meth:`sanity_problems` finds problems, with them; None
+        if every one passes. An engine may answer faster, never differently."""
+        for k in range(1, len(positions)):
+            state = State(positions=positions[k], velocities=velocities[k])
+            problems = self.sanity_problems(state, temperature=temperature)
+            if problems:
+                return k, problems
+        return None
+
     @property
     def degrees_of_freedom(self) -> int:
         return 3 * self.n_atoms - 3

@@ -108,3 +108,31 @@ def state_digest(positions: np.ndarray, velocities: np.ndarray) -> bytes:
     h.update(pos.tobytes(order="C"))
     h.update(vel.tobytes(order="C"))
     return h.digest()
+
+
+def state_digests(positions: np.ndarray, velocities: np.ndarray) -> tuple[bytes, ...]:
+    """:func:`state_digest` of each state of stacked arrays (S, N, 3), with the tag and
+    shape hashed once: the same bytes are hashed, so the digests are the same."""
+    pos = np.ascontiguousarray(positions, dtype=_LE_F64)
+    vel = np.ascontiguousarray(velocities, dtype=_LE_F64)
+    if pos.shape != vel.shape or pos.ndim != 3 or pos.shape[2] != 3:
+        raise StateError(
+            f"positions and velocities must both be (S, N, 3); got {pos.shape} and {vel.shape}"
+        )
+    base = hashlib.sha256(_DIGEST_TAG)
+    base.update(struct.pack("<QQ", pos.shape[1], 3))
+    out = []
+    for k in range(pos.shape[0]):
+        h = base.copy()
+        h.update(pos[k])
+        h.update(vel[k])
+        out.append(h.digest())
+    return tuple(out)
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every value of the array ``a`` is finite. The methods cost half of
+    ``np.all(np.isfinite(a))`` on the small arrays of a result (no dispatch through
+    ``np.all``); a sum would be cheaper still, but warns when values overflow or infinities
+    cancel."""
+    return bool(np.isfinite(a).all())

@@ -25,6 +25,7 @@ from worker.errors import WireError
 
 MAGIC = b"FNA1"
 DTYPES = frozenset({"<f8", "<f4", "<i8", "<i4", "<u8", "|u1", "|b1"})
+_ITEMSIZE = {d: np.dtype(d).itemsize for d in DTYPES}
 MAX_ARRAYS = 64
 MAX_DIMS = 4
 MAX_MANIFEST_BYTES = 1 << 20
@@ -97,7 +98,12 @@ def read_container(
         seen.add(name)
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise WireError(f"{name}: dtype must be one of {sorted(DTYPES)}, got {dtype!r:.20}")
-        if (
+        plain = (  # what JSON gives: a short list of plain ints (the fast common case)
+            type(shape) is list
+            and len(shape) <= MAX_DIMS
+            and all(type(d) is int and d >= 0 for d in shape)
+        )
+        if not plain and (
             not isinstance(shape, list)
             or len(shape) > MAX_DIMS
             or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)
@@ -107,7 +113,7 @@ def read_container(
             )
         check_shape(name, shape)
         count = math.prod(shape)
-        size = count * np.dtype(dtype).itemsize
+        size = count * _ITEMSIZE[dtype]
         if size > len(data) - pos:
             raise WireError(f"{name}: shape {shape} needs {size:,} bytes; the data is too short")
         if wanted is None or name in wanted:

@@ -27,30 +27,38 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.entries import PriceInputs, attestation_message
-from ledger.merkle import MerkleTree, leaf_hash
+from ledger.errors import SignatureError
+from ledger.merkle import leaf_hash, merkle_root
+from ledger.signatures import VerifiedSignatures, verify_signature
 from sims.result import RunResult
-from sims.state import state_digest
+from sims.state import all_finite, state_digests
 from worker.errors import ResultError, ResultSignatureError
 from worker.identity import Identity
 
 RESULT_VERSION = 3
 _ARRAYS_TAG = b"foldnet/arrays/v1\x00"
+_F64 = np.dtype(np.float64)
 
 
 def arrays_digest(arrays: Mapping[str, np.ndarray]) -> bytes:
     h = hashlib.sha256(_ARRAYS_TAG)
     for name in sorted(arrays):
         a = np.asarray(arrays[name])
-        le = a.astype(a.dtype.newbyteorder("<"), copy=False)
         raw = name.encode()
-        h.update(struct.pack("<Q", len(raw)) + raw)
-        h.update(struct.pack(f"<Q{a.ndim}Q", a.ndim, *a.shape))
-        h.update(le.dtype.str.encode())
-        h.update(np.ascontiguousarray(le).tobytes())
+        dt = a.dtype
+        if dt.kind in "fiub" and dt.str[0] in "<|" and a.flags.c_contiguous:
+            data: bytes | memoryview = a.data  # already the bytes to hash, in place
+        else:
+            le = a.astype(dt.newbyteorder("<"), copy=False)
+            dt = le.dtype
+            data = np.ascontiguousarray(le).tobytes()
+        h.update(
+            struct.pack(f"<Q{len(raw)}sQ{a.ndim}Q", len(raw), raw, a.ndim, *a.shape)
+            + dt.str.encode()
+        )
+        h.update(data)
     return h.digest()
 
 
@@ -71,6 +79,21 @@ def segment_data_digests(
     as boundary states are (a segment without frames digests its empty frame arrays).
     """
     n = len(frames)
+    if report_steps >= 1 and segment_steps >= 1:
+        # frame i lies in segment k iff k * segment_steps <= (i + 1) * report_steps - 1 <
+        # (k + 1) * segment_steps: segment k's frames are i in [k*S // R, (k+1)*S // R)
+        def first(k: int) -> int:
+            return min(n, k * segment_steps // report_steps)
+
+        obs = {name: np.asarray(v) for name, v in observables.items()}
+        return tuple(
+            segment_digest(
+                frames[first(k) : first(k + 1)],
+                frame_steps[first(k) : first(k + 1)],
+                {name: v[first(k) : first(k + 1)] for name, v in obs.items()},
+            )
+            for k in range(n_segments)
+        )
     seg = (np.arange(1, n + 1, dtype=np.int64) * report_steps - 1) // segment_steps
     out = []
     for k in range(n_segments):
@@ -100,7 +123,7 @@ def segment_digest(
 
 def segment_root(boundary_digests: tuple[bytes, ...]) -> bytes:
     """RFC 6962 Merkle root over the boundary-state digests: the worker's commitment."""
-    return MerkleTree(leaf_hash(d) for d in boundary_digests).root()
+    return merkle_root([leaf_hash(d) for d in boundary_digests])
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +251,16 @@ class Expected:
     price: PriceInputs  # exactly what the WU was priced with
 
 
-def verify_result(result: WorkerResult, expected: Expected) -> None:
+def verify_result(
+    result: WorkerResult, expected: Expected, *, verified: VerifiedSignatures | None = None
+) -> None:
     """Check everything a result claims that can be checked without recomputing it.
 
     Raises :class:`ResultError` naming the first problem; returns None when the result is
     well formed: right WU and key, valid signature, the signed price inputs exactly the WU's
     (``price``), shapes, finite values, every digest recomputed from the arrays, the segment
-    root recomputed from the digests.
+    root recomputed from the digests. ``verified``: the process's memo of verified
+    signatures, which then remembers this one (so the ledger need not verify it again).
     """
     wu_id, worker_key, price = expected.wu_id, expected.worker_key, expected.price
     n_segments, n_atoms, n_frames = expected.n_segments, expected.n_atoms, expected.n_frames
@@ -247,9 +273,10 @@ def verify_result(result: WorkerResult, expected: Expected) -> None:
         raise ResultError(f"result is for WU {h.wu_id.hex()[:16]}, expected {wu_id.hex()[:16]}")
     if h.worker_key != worker_key:
         raise ResultError("result is signed by another key than the volunteer it was sent to")
+    verify = verify_signature if verified is None else verified.verify
     try:
-        Ed25519PublicKey.from_public_bytes(h.worker_key).verify(result.signature, h.message())
-    except (InvalidSignature, ValueError) as e:
+        verify(h.worker_key, result.signature, h.message())
+    except SignatureError as e:
         raise ResultSignatureError("the result's signature does not verify") from e
     if h.price != price:
         raise ResultError(
@@ -259,27 +286,26 @@ def verify_result(result: WorkerResult, expected: Expected) -> None:
     want = (n_segments + 1, n_atoms, 3)
     for name in ("positions", "velocities"):
         a = getattr(result, name)
-        if not isinstance(a, np.ndarray) or a.shape != want or a.dtype != np.float64:
+        if not isinstance(a, np.ndarray) or a.shape != want or a.dtype != _F64:
             got = getattr(a, "shape", type(a).__name__)
             raise ResultError(f"{name} must be float64 {want}, got {got}")
-        if not np.all(np.isfinite(a)):
+        if not all_finite(a):
             raise ResultError(f"{name} contain NaN or inf")
     if result.frames.shape != (n_frames, n_atoms, 3) or result.frame_steps.shape != (n_frames,):
         raise ResultError(
             f"expected {n_frames} frames of {n_atoms} atoms, got {result.frames.shape}"
         )
-    if not np.all(np.isfinite(result.frames)):
+    if not all_finite(np.asarray(result.frames)):
         raise ResultError("frames contain NaN or inf")
-    for name, values in result.observables.items():
-        if np.asarray(values).shape != (n_frames,):
+    for name, obs in result.observables.items():
+        values = np.asarray(obs)
+        if values.shape != (n_frames,):
             raise ResultError(f"observable {name!r} must have one value per frame ({n_frames})")
-        if name == "energy" and not np.all(np.isfinite(values)):
+        if name == "energy" and not bool(np.isfinite(values).all()):
             raise ResultError("energies contain NaN or inf")
     if h.n_atoms != n_atoms or len(h.boundary_digests) != n_segments + 1:
         raise ResultError("header sizes do not match the WU")
-    digests = tuple(
-        state_digest(result.positions[k], result.velocities[k]) for k in range(n_segments + 1)
-    )
+    digests = state_digests(result.positions, result.velocities)
     if digests != h.boundary_digests:
         pairs = zip(digests, h.boundary_digests, strict=True)
         bad = next(k for k, (a, b) in enumerate(pairs) if a != b)

@@ -56,6 +56,8 @@ _RESULT_ARRAYS: dict[str, tuple[str, int]] = {
     "frames": ("<f4", 3),
     "frame_steps": ("<i8", 1),
 }
+#: The dtype objects of those strings (comparing them is cheaper than building ``.str``).
+_DTYPES = {s: np.dtype(s) for s in ("<f8", "<f4", "<i8")}
 
 
 def body_digest(body: bytes) -> str:
@@ -456,13 +458,17 @@ def decode_result(data: bytes | bytearray, *, max_bytes: int) -> WorkerResult:
             dtype, ndim = "<f8", 1
         else:
             raise WireError(f"unexpected array {name[:40]!r} in the upload")
-        if arr.dtype.str != dtype or arr.ndim != ndim:
+        if arr.dtype != _DTYPES[dtype] or arr.ndim != ndim:
             raise WireError(
                 f"{name}: expected {ndim}-D {dtype}, got {arr.ndim}-D {arr.dtype.str} "
                 f"{tuple(arr.shape)}"
             )
     sig = get_hex(manifest, "signature", 64)
-    header = decode_header(get_str(manifest, "header", 1 << 20).encode())
+    text = get_str(manifest, "header", 1 << 20)
+    # JSON text that starts with "{" and a second character other than NUL is read as UTF-8
+    # (json.detect_encoding), and text that get_str accepted encodes and decodes to itself:
+    # parsing it as it is gives what parsing its bytes gives, without the two conversions.
+    header = decode_header(text if text[:1] == "{" and text[1:2] != "\0" else text.encode())
     return WorkerResult(
         header,
         sig,
@@ -474,8 +480,10 @@ def decode_result(data: bytes | bytearray, *, max_bytes: int) -> WorkerResult:
     )
 
 
-def decode_header(raw: bytes) -> ResultHeader:
-    doc = parse_json_object(raw)
+def decode_header(raw: bytes | str) -> ResultHeader:
+    doc = loads_json(raw)
+    if not isinstance(doc, dict):
+        raise WireError(f"the body must be a JSON object, got {_type_name(doc)}")
     expected = {
         "boundary_digests",
         "determinism",
@@ -503,7 +511,7 @@ def decode_header(raw: bytes) -> ResultHeader:
         wu_id=get_hex(doc, "wu_id", 32),
         worker_key=get_hex(doc, "worker_key", 32),
         determinism=get_str(doc, "determinism", 4096),
-        boundary_digests=tuple(get_hex({"d": d}, "d", 32) for d in digests),
+        boundary_digests=tuple(_digest(d) for d in digests),
         segment_root=get_hex(doc, "segment_root", 32),
         final_digest=get_hex(doc, "final_digest", 32),
         frames_digest=get_hex(doc, "frames_digest", 32),
@@ -512,10 +520,22 @@ def decode_header(raw: bytes) -> ResultHeader:
         wall_time_s=wall_s,
         price=decode_price(doc.get("price"), "header.price"),
         version=get_int(doc, "version", 0, 1000),
-        segment_data=tuple(
-            get_hex({"d": d}, "d", 32) for d in get_list(doc, "segment_data", 100_000)
-        ),
+        segment_data=tuple(_digest(d) for d in get_list(doc, "segment_data", 100_000)),
     )
+
+
+def _digest(d: object) -> bytes:
+    """A 32-byte digest in hex from a list (``get_hex``, which names the item ``d``): 64 hex
+    digits are read at once, anything else goes through ``get_hex`` for its error."""
+    if type(d) is str and len(d) == 64:
+        try:
+            raw = bytes.fromhex(d)
+        except ValueError:
+            pass
+        else:
+            if len(raw) == 32:
+                return raw
+    return get_hex({"d": d}, "d", 32)
 
 
 def encode_spot_check(r: SpotCheckResult) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import numpy as np
 from foldnet.errors import Internal, Invalid
 from ledger.entries import PriceInputs
 from sims.spec import RunSpec
-from sims.state import State
+from sims.state import State, all_finite
 from worker.result import Expected, WorkerResult
 from worker.wire import task_document
 
@@ -148,7 +148,7 @@ def precheck(result: WorkerResult, a: Assignment, key: bytes) -> None:
             raise Invalid(
                 f"{name}: expected shape {want}, got {tuple(arr.shape)}", code="invalid_result"
             )
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        if arr.dtype.kind == "f" and not all_finite(arr):
             raise Invalid(f"{name}: contains NaN or inf", code="invalid_result")
-    if not np.all(np.diff(result.frame_steps) > 0):
+    if not bool((np.diff(result.frame_steps) > 0).all()):
         raise Invalid("frame_steps must increase", code="invalid_result")

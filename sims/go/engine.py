@@ -19,7 +19,7 @@ from sims.go import kernels
 from sims.go.model import GoModel
 from sims.observables import fraction_native_contacts, kabsch_rmsd, radius_of_gyration
 from sims.result import DeterminismClass
-from sims.state import State
+from sims.state import State, all_finite
 
 #: Bumped whenever the kernels change in a way that changes results. 2: the non-native
 #: repulsion is switched off between 7 and 8 A (neighbour list), native contacts in their
@@ -300,6 +300,52 @@ class GoEngine(Engine):
         if not math.isfinite(energy):
             return [f"potential energy {energy} is not finite"]
         return []
+
+    def first_insane_state(
+        self, positions: np.ndarray, velocities: np.ndarray, *, temperature: float
+    ) -> tuple[int, list[str]] | None:
+        """:meth:`sanity_problems` of every state after the first, with the same answers:
+        the temperatures and bond stretches of all states at once, and only a state that
+        comes near a bound (within 1e-9 relative, far more than summing in another order
+        can move them) is checked alone by :meth:`sanity_problems`; the potential energy of
+        each other state is the same bits as :meth:`sanity_problems` computes
+        (:func:`kernels.potential_energy`), in one call."""
+        pos = np.asarray(positions)
+        vel = np.asarray(velocities)
+        if not (
+            pos.ndim == 3
+            and pos.shape == vel.shape
+            and pos.shape[1:] == (self.n_atoms, 3)
+            and pos.dtype == np.float64
+            and vel.dtype == np.float64
+            and all_finite(pos[1:])
+            and all_finite(vel[1:])
+        ):
+            return super().first_insane_state(pos, vel, temperature=temperature)
+        later = slice(1, None)
+        dof = self.degrees_of_freedom
+        factor = 5.0 * (1.0 + 8.0 * math.sqrt(2.0 / max(1, dof)))
+        lo, hi = temperature / factor * (1 + 1e-9), temperature * factor * (1 - 1e-9)
+        v = vel[later]
+        t = (v * v).reshape(len(v), -1).sum(axis=1) / dof
+        x = pos[later]
+        b = x[:, 1:] - x[:, :-1]
+        r0 = self.model.bond_r0
+        stretch = (np.abs(np.sqrt((b * b).sum(axis=2)) - r0) / r0).max(axis=1, initial=0.0)
+        near = ~((lo < t) & (t < hi) & (stretch < 0.5 * (1 - 1e-9)))
+        r_list = self.model.REP_CUTOFF + 1.0
+        for k in range(1, len(pos)):
+            if near[k - 1]:
+                state = State(positions=pos[k], velocities=vel[k])
+                problems = self.sanity_problems(state, temperature=temperature)
+                if problems:
+                    return k, problems
+                continue
+            call = (np.ascontiguousarray(pos[k].T), *self.kernel_args, r_list)
+            energy = kernels.potential_energy(*call)
+            if not math.isfinite(energy):
+                return k, [f"potential energy {energy} is not finite"]
+        return None
 
     def start_segment(self, state: State, *, seed: int, temperature: float) -> SegmentRunner:
         return SegmentRunner(self, state, seed, temperature)

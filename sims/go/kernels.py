@@ -642,6 +642,74 @@ def energy_forces(
 
 
 @njit(cache=True, error_model="numpy")
+def potential_energy(
+    x: np.ndarray,
+    bond_r0: np.ndarray,
+    theta0: np.ndarray,
+    cos_phi0: np.ndarray,
+    sin_phi0: np.ndarray,
+    nat_start: np.ndarray,
+    nat_j: np.ndarray,
+    nat_s2: np.ndarray,
+    kr: float,
+    ktheta: float,
+    k1: float,
+    k3: float,
+    eps: float,
+    rep_c2: float,
+    r_switch: float,
+    r_cut: float,
+    nat_i: np.ndarray,
+    r_list: float,
+) -> float:
+    """The potential energy :func:`energy_forces` returns for ``x`` (component-major), in
+    one call: the pair list (every pair within ``r_list`` >= ``r_cut``, built once, no
+    outer list) and the scratch are made here. Any list holding every pair within the
+    cutoff gives the same bits (:class:`NeighbourList`), so this is the energy of
+    :meth:`GoModel.energy_forces`, for checks of one state (a result's sanity) that would
+    otherwise pay for a list object, a second pass and the allocations from Python."""
+    n = x.shape[1]
+    nl_start = np.zeros(n + 1, dtype=np.int64)
+    pairs = build_neighbours(
+        x,
+        nat_start,
+        nat_j,
+        r_list,
+        nl_start,
+        np.zeros((2, 8 * n + 64), dtype=np.int64),
+        np.empty((3, n)),
+    )
+    m = max(1, int(nl_start[n]))
+    return energy_forces(
+        x,
+        np.zeros((3, n)),
+        np.zeros((SCRATCH_ROWS, BLOCK + _PAD + _AHEAD)),
+        np.zeros((8, max(1, nat_j.shape[0]))),
+        np.zeros((8, m)),
+        np.zeros(m, dtype=np.int64),
+        nl_start,
+        pairs,
+        bond_r0,
+        theta0,
+        cos_phi0,
+        sin_phi0,
+        nat_start,
+        nat_j,
+        nat_s2,
+        kr,
+        ktheta,
+        k1,
+        k3,
+        eps,
+        rep_c2,
+        r_switch,
+        r_cut,
+        nat_i,
+        True,
+    )
+
+
+@njit(cache=True, error_model="numpy")
 def build_neighbours(
     x: np.ndarray,
     nat_start: np.ndarray,
