@@ -111,13 +111,12 @@ def _session(tmp_path, hot: bool) -> list[tuple[str, int, str]]:
             tasks = r.json()["tasks"]
             assert len(tasks) == 2
             sysblob = signed(c, me, "GET", f"/v1/systems/{tasks[0]['system']}").content
-            results = []
+            computed = []
             for doc in tasks:
                 t = decode_task(doc, decode_system(sysblob))
-                results.append(
-                    (t.replica, encode_result(compute(t, engines=EngineCache(), identity=me)))
-                )
-            (r1, body1), (r2, body2) = results
+                computed.append((t.replica, compute(t, engines=EngineCache(), identity=me)))
+            (r1, res1), (r2, res2) = computed
+            body1, body2 = encode_result(res1), encode_result(res2)
             for what, path in [
                 ("replica 0", "/v1/results/0"),
                 ("replica too large", f"/v1/results/{2**62 + 1}"),
@@ -132,7 +131,16 @@ def _session(tmp_path, hot: bool) -> list[tuple[str, int, str]]:
             note("unsigned upload", c.post(f"/v1/results/{r1}", content=body1))
             note("garbage upload", signed(c, me, "POST", f"/v1/results/{r1}", b"garbage"))
             note("wrong body", signed(c, me, "POST", f"/v1/results/{r1}", body2))
-            note("upload", signed(c, me, "POST", f"/v1/results/{r1}?next=1", body1))
+            r = signed(c, me, "POST", f"/v1/results/{r1}?next=1", body1)
+            note("upload", r)
+            # verified once, into the coordinator's memo (it runs in this process), which its
+            # ledger will consult; the WU awaits another volunteer's replica, so nothing
+            # reached the ledger yet: only the upload's check can have put it there
+            assert r.json()["state"] != "valid"
+            memo = served.service.core.signatures
+            assert (
+                memo is not None and (me.public_key, res1.signature, res1.header.message()) in memo
+            )
             note("again", signed(c, me, "POST", f"/v1/results/{r1}?next=1", body1))
             note("second upload", signed(c, me, "POST", f"/v1/results/{r2}", body2))
             note("wrong method", c.get(f"/v1/results/{r2}"))

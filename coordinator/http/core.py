@@ -38,6 +38,7 @@ from coordinator.preparer import Preparer
 from coordinator.service import Coordinator
 from foldnet.errors import Unavailable
 from ledger.log import Log
+from ledger.signatures import VerifiedSignatures
 
 log = logging.getLogger("foldnet.http")
 
@@ -124,6 +125,9 @@ class Core:
         #: Prepares accepted jobs in a child process (never in this interpreter).
         self.preparer: Preparer | None = None
         self.log: Log | None = None
+        #: The signatures the coordinator's process verified (its ledger does not verify
+        #: them again): the HTTP handlers of this process verify uploads into it.
+        self.signatures: VerifiedSignatures | None = None
         self._pruned = 0.0
         self._on_commit: list[Callable[[], object]] = []
         self._stack = contextlib.ExitStack()
@@ -177,6 +181,7 @@ class Core:
                 return out
 
             self.log = self.thread.call_sync(lambda c: c.log)
+            self.signatures = self.thread.call_sync(lambda c: c.signatures)
             for job, lab, description in self.thread.call_sync(index):
                 info = known.get(job)
                 self.jobs[job] = JobInfo(

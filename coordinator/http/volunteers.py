@@ -378,6 +378,7 @@ def volunteers_router(svc: Service, hot: HotRouteTable | None = None) -> APIRout
         body, digest = await svc.bodies.read(request, limit)
         svc.access.volunteer_signed(request, pending, digest)
         system = await svc.work.system(a.system)
+        verified = svc.core.signatures if svc.core is not None else None
 
         def check() -> tuple[WorkerResult | None, str]:
             """Parse (422 if it is not shaped like its WU), then verify: the signature, every
@@ -386,7 +387,13 @@ def volunteers_router(svc: Service, hot: HotRouteTable | None = None) -> APIRout
             precheck(result, a, key)
             try:
                 engine = svc.work.engines.get(system)
-                verify_upload(result, a.expected(), engine=engine, temperature=a.temperature)
+                verify_upload(
+                    result,
+                    a.expected(),
+                    engine=engine,
+                    temperature=a.temperature,
+                    verified=verified,  # the ledger's memo when the coordinator is here
+                )
             except ResultError as e:
                 return None, str(e)
             return result, ""
