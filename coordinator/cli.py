@@ -161,6 +161,7 @@ def serve(
         register_global_burst=register_global_burst,
         max_requests_per_address=max_requests_per_address,
         origin=origin or f"http://{host}:{port}",
+        settle_heap=True,  # a server process: coordinator/http/heap.py
     )
     if origin is None and host in ("0.0.0.0", "::", ""):
         console.print(

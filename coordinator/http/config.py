@@ -52,6 +52,9 @@ class ServiceConfig:
     #: Answer the volunteers' hot routes (work, results, spot checks) without FastAPI's
     #: per-request machinery (:mod:`coordinator.http.hot`); the same handlers either way.
     hot_routes: bool = True
+    #: Once started, freeze the process's objects out of garbage collection and make young
+    #: collections rarer (:mod:`coordinator.http.heap`); ``foldnet serve`` sets it.
+    settle_heap: bool = False
 
     @property
     def limits(self) -> PlanLimits:

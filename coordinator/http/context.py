@@ -38,6 +38,7 @@ from coordinator.http.bodies import BodyReader
 from coordinator.http.config import ServiceConfig
 from coordinator.http.core import Core, JobInfo
 from coordinator.http.handout import HandedOut
+from coordinator.http.heap import settle
 from coordinator.http.link import FrontLink, Ready, command, command_name
 from coordinator.http.loop import CoordinatorThread
 from coordinator.http.middleware import Metrics
@@ -134,6 +135,8 @@ class Service:
                 self._stack.push_async_callback(self._close_store)
                 reporter = asyncio.get_running_loop().create_task(self._report())
                 self._stack.callback(reporter.cancel)
+            if self.config.settle_heap:
+                settle()  # started: what is alive now lives as long as the process
         except BaseException:
             await self._stack.aclose()
             raise

@@ -52,6 +52,7 @@ from coordinator.clock import SYSTEM_CLOCK
 from coordinator.errors import CoordinatorUnavailableError, UsageError
 from coordinator.http.config import ServiceConfig
 from coordinator.http.core import Core
+from coordinator.http.heap import settle
 from coordinator.http.link import Hub, Port
 
 log = logging.getLogger("foldnet.http")
@@ -306,6 +307,8 @@ def serve_workers(
     try:
         core.start(hub)
         fronts.start(lambda: bool(stop_signal))
+        if config.settle_heap:
+            settle()  # the coordinator's process has started (heap.py: why)
         if not stop_signal:
             say(
                 f"foldnet coordinator for {workdir} on http://{host}:{port} "
