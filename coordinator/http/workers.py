@@ -168,7 +168,9 @@ def front_end_main(link: socket.socket, worker: int, settings: FrontEndSettings)
             svc.ready(os.getpid())
         await task
 
-    asyncio.run(serve())
+    # uvicorn's own choice of loop (uvloop when installed), as ``uvicorn.run`` makes it
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(serve())
     if not server.started:
         sys.exit(3)  # the app could not start (its message is above)
 
