@@ -868,6 +868,30 @@ class Scheduler:
         tries, then a scan from a random start."""
         items = (self._free if pool is None else pool)._items  # (ok() changes no pool)
         volunteers, beacon = self.volunteers, self._beacon
+        if len(items) <= _DRAW_TRIES:
+            # A small pool (the common case: a few volunteers free at a time) is judged
+            # whole first. Nobody eligible: the tries and the scan below would find nobody;
+            # one: they would find exactly that one. Only two or more need the hashes, and
+            # they pick what the loops below pick (ok() is pure), for a fraction of the cost:
+            # a check nobody free may take is skipped on every request until someone can.
+            eligible = {
+                vid
+                for vid in items
+                if now - volunteers[vid].seen <= ONLINE_S and ok(volunteers[vid])
+            }
+            if len(eligible) <= 1:
+                return volunteers[next(iter(eligible))] if eligible else None
+            n = len(items)
+            for attempt in range(_DRAW_TRIES):
+                vid = items[draw_index(beacon, subject, attempt, n)]
+                if vid in eligible:
+                    return volunteers[vid]
+            start = draw_index(beacon, subject, _DRAW_TRIES, n)
+            for j in range(n):
+                vid = items[(start + j) % n]
+                if vid in eligible:
+                    return volunteers[vid]
+            return None  # (unreachable: eligible ones are in items)
         for attempt in range(_DRAW_TRIES):
             if not items:
                 return None
