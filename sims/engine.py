@@ -287,7 +287,7 @@ class Engine(abc.ABC):
 
 def engine_state(positions: np.ndarray, velocities: np.ndarray, step: int, *, engine: str) -> State:
     """Build a State from an engine's arrays; a blow-up is a SimulationError, not bad input."""
-    if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(velocities))):
+    if not (np.isfinite(positions).all() and np.isfinite(velocities).all()):
         raise SimulationError(
             f"the {engine} simulation became non-finite (NaN or inf) by step {step}: "
             "the time step may be too large or the starting structure has clashes"
