@@ -235,6 +235,7 @@ class GoEngine(Engine):
         #: CSR index of the native contacts by bead (part of ``kernel_args``)
         self.native_start = self.kernel_args[4]
         self._observer = NativeObserver(model.native, model.contacts)
+        self._determinism: tuple[GoParameters, DeterminismClass] | None = None
 
     @classmethod
     def from_pdb(
@@ -251,6 +252,14 @@ class GoEngine(Engine):
         return self.model.n_beads
 
     def determinism_class(self) -> DeterminismClass:
+        cached = self._determinism
+        if cached is not None and cached[0] is self.parameters:
+            return cached[1]
+        dc = self._new_determinism_class()
+        self._determinism = (self.parameters, dc)  # (every result and check names it)
+        return dc
+
+    def _new_determinism_class(self) -> DeterminismClass:
         return DeterminismClass(
             engine="go",
             engine_version=f"kernel-{KERNEL_VERSION}/numba-{numba.__version__}",
