@@ -10,8 +10,10 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordinator.draws import draw_index
 from coordinator.jobs import JobSpec
 from coordinator.scheduler import (
+    _DRAW_TRIES,
     ONLINE_S,
     BeaconPublished,
     Claim,
@@ -27,9 +29,8 @@ from coordinator.scheduler import (
     _Pool,
     _Volunteer,
 )
-from coordinator.draws import draw_index
 
-_TRIES = 8
+_TRIES = _DRAW_TRIES
 
 
 def plain_draw(
