@@ -258,7 +258,7 @@ def main() -> None:
     )
     if cpu_ms is not None:
         print_table(
-            f"(b) CPU per tiny WU through Ray, ms (load average {tiny_run.load:.2f} at its end)",
+            f"(b2) CPU per tiny WU through Ray, ms (load average {tiny_run.load:.2f} at its end)",
             ["coordinator process", "volunteer actors", "Ray's own processes", "others"],
             [[f"{cpu_ms[k]:.2f}" for k in ("coordinator", "actors", "ray", "others")]],
         )
