@@ -18,12 +18,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import ray
+
+from benchmarks import proccpu
 from benchmarks.common import print_table
+from benchmarks.proccpu import CpuSplit
 from coordinator.jobs import JobSpec
 from coordinator.raylocal import local_ray
 from coordinator.raypool import RayPool, VolunteerSpec
@@ -83,8 +89,22 @@ def _spec(model: GoModel, *, clones: int, steps: int, **kw: object) -> JobSpec:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RayRun:
+    wall_s: float
+    replicas: int  # replicas computed (spot checks not counted)
+    cpu: CpuSplit | None  # where the CPU went while it ran (None without /proc)
+    load: float  # the machine's 1-minute load average at its end
+
+
 def through_ray(model: GoModel, *, clones: int, steps: int, workdir: Path) -> tuple[float, int]:
     """Wall time and replicas computed for ``clones`` WUs of ``steps`` through the pipeline."""
+    run = measure_ray(model, clones=clones, steps=steps, workdir=workdir)
+    return run.wall_s, run.replicas
+
+
+def measure_ray(model: GoModel, *, clones: int, steps: int, workdir: Path) -> RayRun:
+    """:func:`through_ray`, with the CPU each group of processes spent meanwhile."""
     coord = Coordinator.local(workdir, checkpoint_every=10_000)
     start = GoEngine(model).initial_state(temperature=TEMPERATURE, seed=1)
     # b0 is the operator's own machine: fresh keys alone never validate a WU (a quorum of
@@ -97,6 +117,7 @@ def through_ray(model: GoModel, *, clones: int, steps: int, workdir: Path) -> tu
     ]
     with local_ray(num_cpus=2, resources={v.resource: 1 for v in vols}):  # its own temp folder
         pool = RayPool(coord, vols)
+        actors = {pid for _key, pid in ray.get([m.actor.hello.remote() for m in pool.members])}
         # Warm up: compile kernels and determinism classes in the actors, outside the timing.
         pool.run([model], until=lambda: True)
         warm = coord.submit(
@@ -106,9 +127,11 @@ def through_ray(model: GoModel, *, clones: int, steps: int, workdir: Path) -> tu
         job = coord.submit(
             lab="bench", system=model, starts=[start], spec=_spec(model, clones=clones, steps=steps)
         )
+        before = proccpu.snapshot()
         t0 = time.perf_counter()
         pool.run([model], until=lambda: coord.job_done(job), timeout_s=3600)
         wall = time.perf_counter() - t0
+        after = proccpu.snapshot()
         pool.shutdown()
     replicas = sum(
         1
@@ -116,7 +139,8 @@ def through_ray(model: GoModel, *, clones: int, steps: int, workdir: Path) -> tu
         if r.wu in {w.unit.id for w in coord.scheduler.wus.values() if w.unit.job == job}
     )
     coord.close()
-    return wall, replicas
+    cpu = None if before is None or after is None else proccpu.split(before, after, actors=actors)
+    return RayRun(wall_s=wall, replicas=replicas, cpu=cpu, load=os.getloadavg()[0])
 
 
 def _h(*parts: object) -> bytes:
@@ -210,8 +234,9 @@ def main() -> None:
         ideal = replicas * t_wu / 2  # the same compute spread perfectly over 2 cores
         efficiency = ideal / wall
         tiny = 500 if ns.quick else 3000
-        tiny_wall, _ = through_ray(model, clones=tiny, steps=10, workdir=Path(d) / "b")
-    ray_cycles = tiny / tiny_wall
+        tiny_run = measure_ray(model, clones=tiny, steps=10, workdir=Path(d) / "b")
+    ray_cycles = tiny / tiny_run.wall_s
+    cpu_ms = None if tiny_run.cpu is None else tiny_run.cpu.per_unit_ms(tiny)
     core = core_cycles(2000 if ns.quick else 20_000)
     n = 2000 if ns.quick else 10_000
     plans = [(20, 1), (10, 1), (10, 2)]  # (segments per WU, segments spot-checked)
@@ -231,6 +256,12 @@ def main() -> None:
             ["scheduler core alone", "events", f"{core:,.0f}"],
         ],
     )
+    if cpu_ms is not None:
+        print_table(
+            f"(b2) CPU per tiny WU through Ray, ms (load average {tiny_run.load:.2f} at its end)",
+            ["coordinator process", "volunteer actors", "Ray's own processes", "others"],
+            [[f"{cpu_ms[k]:.2f}" for k in ("coordinator", "actors", "ray", "others")]],
+        )
     print_table(
         f"(c) Verification overhead at steady state: {n:,} WUs, 10 honest volunteers",
         ["segments per WU", "spot-checked", "total / useful compute", "fixed quorum of 2"],
@@ -246,6 +277,8 @@ def main() -> None:
                 "wu_compute_s": round(t_wu, 2),
                 "replication_factor": round(replicas / 2, 2),
                 "wu_cycles_per_s_ray": round(ray_cycles, 1),
+                "cpu_ms_per_wu_ray": cpu_ms,
+                "load_avg_ray": round(tiny_run.load, 2),
                 "wu_cycles_per_s_core": round(core),
                 "verification_overhead": round(overhead, 4),
                 "verification_overhead_by_plan": {

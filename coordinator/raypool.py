@@ -52,7 +52,7 @@ class VolunteerSpec:
 
 #: Tiny tasks are sent in batches of about this much compute per Ray call, and a volunteer
 #: is kept about two batches deep so that it never waits for a round trip.
-BATCH_TARGET_S = 0.05
+BATCH_TARGET_S = 0.15
 MAX_TASKS_PER_CALL = 64
 
 

@@ -868,22 +868,30 @@ class Scheduler:
         tries, then a scan from a random start."""
         items = (self._free if pool is None else pool)._items  # (ok() changes no pool)
         volunteers, beacon = self.volunteers, self._beacon
-        for attempt in range(_DRAW_TRIES):
-            if not items:
-                return None
-            v = volunteers[items[draw_index(beacon, subject, attempt, len(items))]]
-            if now - v.seen > ONLINE_S:
-                # skipped, not pruned: the pool changes only in logged events (see _on_tick),
-                # so that a replay of the log draws exactly the same volunteers
-                continue
-            if ok(v):
-                return v
+        # Equivalent to: a few tries, then a scan, with ok() asked at most once per
+        # volunteer (it is pure) and an early None once everyone in the pool was refused: a
+        # check nobody free may take is met again on every request until someone can.
         n = len(items)
-        if not n:
-            return None
+        if n <= 1:  # (draw_index(..., 1) is always 0)
+            v = volunteers[items[0]] if n else None
+            return v if v is not None and now - v.seen <= ONLINE_S and ok(v) else None
+        refused: set[str] = set()
+        for attempt in range(_DRAW_TRIES):
+            vid = items[draw_index(beacon, subject, attempt, n)]
+            if vid in refused:
+                continue
+            v = volunteers[vid]
+            if now - v.seen <= ONLINE_S and ok(v):
+                return v
+            refused.add(vid)
+            if len(refused) == n:
+                return None
         start = draw_index(beacon, subject, _DRAW_TRIES, n)
         for j in range(n):
-            v = volunteers[items[(start + j) % n]]
+            vid = items[(start + j) % n]
+            if vid in refused:
+                continue
+            v = volunteers[vid]
             if now - v.seen <= ONLINE_S and ok(v):
                 return v
         return None

@@ -935,13 +935,17 @@ class Coordinator:
         wu = self.scheduler.wus[self.scheduler.replicas[replica].wu].unit
         first = wu.gen * wu.spec.steps_per_wu
         cached = self._boundaries.get(replica)
-        if cached is None:
-            states = self.store.boundary_states(replica, segments)
-        else:
+        if cached is not None:  # (the hot path: one State per boundary, built with its step)
             positions, velocities = cast("tuple[np.ndarray, np.ndarray]", cached)
-            states = tuple(
-                State(positions=positions[k], velocities=velocities[k]) for k in segments
+            return tuple(
+                State(
+                    positions=positions[k],
+                    velocities=velocities[k],
+                    step=first + k * wu.spec.segment_steps,
+                )
+                for k in segments
             )
+        states = self.store.boundary_states(replica, segments)
         return tuple(
             State(
                 positions=s.positions,

@@ -184,6 +184,9 @@ class Store:
 
     def __init__(self, engine: Engine, *, exclusive: bool = False) -> None:
         self._engine = engine
+        #: INSERT statements of the hot path, built once (building one costs more than
+        #: buffering its row)
+        self._inserts: dict[str, Any] = {}
         self._local = threading.local()  # the open batch, per thread: readers elsewhere
         # (an HTTP handler reading a lab's results) never see uncommitted writes
         self._lock: Connection | None = None
@@ -287,7 +290,7 @@ class Store:
     def append_events(self, evs: list[Event]) -> None:
         if not evs:
             return
-        self._put("events", events.insert(), [{"body": encode_event(e)} for e in evs])
+        self._put("events", self._insert("events"), [{"body": encode_event(e)} for e in evs])
 
     def events(self) -> Iterator[Event]:
         with self._read() as conn:
@@ -300,8 +303,18 @@ class Store:
         digest = state.digest()
         data = state.positions.astype("<f8").tobytes() + state.velocities.astype("<f8").tobytes()
         row = {"digest": digest, "step": state.step, "n_atoms": state.n_atoms, "data": data}
-        self._put("states", self._insert_new(states, "digest"), [row])
+        self._put("states", self._insert("states"), [row])
         return digest
+
+    def _insert(self, name: str) -> Any:
+        stmt = self._inserts.get(name)
+        if stmt is None:
+            stmt = self._inserts[name] = (
+                self._insert_new(states, "digest")
+                if name == "states"
+                else metadata.tables[name].insert()
+            )
+        return stmt
 
     def _insert_new(self, table: sa.Table, key: str) -> Any:
         """INSERT that leaves an existing row alone (content-addressed: same key, same bytes)."""
@@ -376,7 +389,7 @@ class Store:
             "signature": result.signature,
             "arrays": pack_arrays(arrays),
         }
-        self._put("results", results.insert(), [row])
+        self._put("results", self._insert("results"), [row])
 
     def signed_header(self, replica: int) -> tuple[ResultHeader, bytes]:
         """A stored result's header and signature, without loading its arrays."""

@@ -229,10 +229,12 @@ class Engine(abc.ABC):
         )
         done = k * spec.segment_steps
         seg_done = 0
+        current: State | None = None  # the state read at the last report, if no step since
         while seg_done < spec.segment_steps:
             to_report = spec.report_steps - (done % spec.report_steps)
             n = min(to_report, spec.segment_steps - seg_done)
             runner.step(n)
+            current = None
             seg_done += n
             done += n
             if done % spec.report_steps == 0:
@@ -240,7 +242,8 @@ class Engine(abc.ABC):
                 frames.append(current.positions.astype(np.float32))
                 frame_steps.append(current.step)
                 rows.append({"energy": runner.potential_energy(), **self.observe(current)})
-        return runner.state()
+        # (a segment that ends on a report: its end state was just read; States are immutable)
+        return current if current is not None else runner.state()
 
     def _check_resume(self, state: State, spec: RunSpec, resume: PartialRun) -> None:
         k = resume.segments_done
@@ -300,7 +303,7 @@ class Engine(abc.ABC):
 
 def engine_state(positions: np.ndarray, velocities: np.ndarray, step: int, *, engine: str) -> State:
     """Build a State from an engine's arrays; a blow-up is a SimulationError, not bad input."""
-    if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(velocities))):
+    if not (np.isfinite(positions).all() and np.isfinite(velocities).all()):
         raise SimulationError(
             f"the {engine} simulation became non-finite (NaN or inf) by step {step}: "
             "the time step may be too large or the starting structure has clashes"

@@ -8,6 +8,7 @@ residues i, j (|i - j| >= 4) are in native contact when any of their heavy atoms
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,3 +148,57 @@ def radius_of_gyration(x: np.ndarray, masses: np.ndarray | None = None) -> float
     w = np.ones(len(x)) if masses is None else np.asarray(masses, dtype=np.float64)
     com = (w[:, None] * x).sum(axis=0) / w.sum()
     return float(np.sqrt((w * ((x - com) ** 2).sum(axis=1)).sum() / w.sum()))
+
+
+class NativeObserver:
+    """Q, RMSD to native and radius of gyration of one model's states, bit for bit what
+    :func:`fraction_native_contacts`, :func:`kabsch_rmsd` and :func:`radius_of_gyration`
+    give (replicas compare them exactly), with the native side computed once and numpy's
+    wrappers skipped: a tiny WU's frames cost more in these than in its dynamics."""
+
+    __slots__ = ("_cut", "_i", "_j", "_n", "_rc", "_rc2")
+
+    def __init__(self, native: np.ndarray, contacts: NativeContacts, *, factor: float = Q_FACTOR):
+        ref = np.asarray(native, dtype=np.float64)
+        if ref.ndim != 2 or ref.shape[1] != 3:
+            raise StateError(f"the native structure must be (N, 3), got {ref.shape}")
+        self._n = ref.shape[0]
+        self._rc = ref - ref.mean(axis=0)  # (as kabsch_rmsd centres it)
+        self._rc2 = np.sum(self._rc * self._rc)
+        self._i = np.ascontiguousarray(contacts.pairs[:, 0]) if len(contacts.pairs) else None
+        self._j = np.ascontiguousarray(contacts.pairs[:, 1]) if len(contacts.pairs) else None
+        self._cut = factor * contacts.distances
+
+    def observe(self, x: np.ndarray) -> tuple[float, float, float]:
+        """(q, rmsd, rg) of positions ``x`` ((N, 3) float64, as a State holds them)."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.shape != (self._n, 3):
+            raise StateError(f"expected positions of shape ({self._n}, 3), got {x.shape}")
+        n = self._n
+        # Q: np.linalg.norm(axis=1) is sqrt(add.reduce(x * x)) for real x; a mean of bools
+        # is their count over their number.
+        if self._i is None:
+            q = float("nan")
+        else:
+            d = x[self._i] - x[self._j]
+            below = np.sqrt(np.add.reduce(d * d, axis=1)) < self._cut
+            q = int(np.count_nonzero(below)) / len(below)
+        # RMSD after superposition; only the sign of det(u) det(vt) (each +-1) is used.
+        xc = x - x.mean(axis=0)
+        u, s, vt = np.linalg.svd(xc.T @ self._rc)
+        if _det3(u.tolist()) * _det3(vt.tolist()) < 0:
+            s[-1] = -s[-1]
+        e = float(np.add.reduce(xc * xc, axis=None) + self._rc2 - 2.0 * np.add.reduce(s))
+        rmsd = math.sqrt(max(e, 0.0) / n)
+        # Rg with unit weights: (1 * x) is x and the weights sum to n exactly.
+        com = x.sum(axis=0) / float(n)
+        rg = float(np.sqrt((((x - com) ** 2).sum(axis=1)).sum() / float(n)))
+        return q, rmsd, rg
+
+
+def _det3(m: list[list[float]]) -> float:
+    return (
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    )

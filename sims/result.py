@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -31,9 +32,7 @@ class DeterminismClass:
 
     def canonical(self) -> bytes:
         """Canonical JSON bytes (sorted keys, no spaces): stable across processes."""
-        d: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["extra"] = [list(kv) for kv in self.extra]
-        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return _canonical(self)
 
     @property
     def key(self) -> str:
@@ -45,6 +44,14 @@ class DeterminismClass:
             f"{self.engine} {self.engine_version} {self.platform}/{self.precision} "
             f"threads={self.threads} cpu={self.cpu}"
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical(dc: DeterminismClass) -> bytes:
+    """(Cached: every result and spot check names its class; a worker has one or two.)"""
+    d: dict[str, object] = {f.name: getattr(dc, f.name) for f in fields(dc)}
+    d["extra"] = [list(kv) for kv in dc.extra]
+    return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True, eq=False)

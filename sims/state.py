@@ -27,13 +27,18 @@ _LE_F64 = np.dtype("<f8")
 
 
 def _as_coords(name: str, value: Any, n_atoms: int | None) -> np.ndarray:
-    try:
-        raw = np.asarray(value)
-        if np.iscomplexobj(raw):  # numpy would drop the imaginary part with only a warning
-            raise StateError(f"{name} must be real numbers, got complex values")
-        arr = np.array(raw, dtype=_LE_F64, copy=True)
-    except (TypeError, ValueError) as e:
-        raise StateError(f"{name} must be an (N, 3) array of numbers: {e}") from e
+    if type(value) is np.ndarray and value.dtype == _LE_F64:
+        # The common case (an engine's or another State's array) skips the conversions'
+        # checks: a tiny WU builds a few dozen States on each side, so they add up.
+        arr = np.array(value, copy=True)
+    else:
+        try:
+            raw = np.asarray(value)
+            if np.iscomplexobj(raw):  # numpy would drop the imaginary part with only a warning
+                raise StateError(f"{name} must be real numbers, got complex values")
+            arr = np.array(raw, dtype=_LE_F64, copy=True)
+        except (TypeError, ValueError) as e:
+            raise StateError(f"{name} must be an (N, 3) array of numbers: {e}") from e
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise StateError(f"{name} must have shape (N, 3), got {arr.shape}")
     if arr.shape[0] == 0:
@@ -42,7 +47,7 @@ def _as_coords(name: str, value: Any, n_atoms: int | None) -> np.ndarray:
         raise StateError(
             f"{name} has {arr.shape[0]} atoms but positions have {n_atoms}: expected equal counts"
         )
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise StateError(
             f"{name} contains a non-finite value (NaN or inf) at atom {bad[0]}, "

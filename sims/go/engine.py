@@ -17,7 +17,7 @@ from sims.engine import Engine, engine_state
 from sims.errors import ParameterError, StateError
 from sims.go import kernels
 from sims.go.model import GoModel
-from sims.observables import fraction_native_contacts, kabsch_rmsd, radius_of_gyration
+from sims.observables import NativeObserver
 from sims.result import DeterminismClass
 from sims.state import State, all_finite
 
@@ -234,6 +234,8 @@ class GoEngine(Engine):
         self.kernel_args = model.kernel_args()
         #: CSR index of the native contacts by bead (part of ``kernel_args``)
         self.native_start = self.kernel_args[4]
+        self._observer = NativeObserver(model.native, model.contacts)
+        self._determinism: tuple[GoParameters, DeterminismClass] | None = None
 
     @classmethod
     def from_pdb(
@@ -250,6 +252,14 @@ class GoEngine(Engine):
         return self.model.n_beads
 
     def determinism_class(self) -> DeterminismClass:
+        cached = self._determinism
+        if cached is not None and cached[0] is self.parameters:
+            return cached[1]
+        dc = self._new_determinism_class()
+        self._determinism = (self.parameters, dc)  # (every result and check names it)
+        return dc
+
+    def _new_determinism_class(self) -> DeterminismClass:
         return DeterminismClass(
             engine="go",
             engine_version=f"kernel-{KERNEL_VERSION}/numba-{numba.__version__}",
@@ -351,12 +361,8 @@ class GoEngine(Engine):
         return SegmentRunner(self, state, seed, temperature)
 
     def observe(self, state: State) -> dict[str, float]:
-        x = state.positions
-        return {
-            "q": fraction_native_contacts(x, self.model.contacts),
-            "rmsd": kabsch_rmsd(x, self.model.native),
-            "rg": radius_of_gyration(x),
-        }
+        q, rmsd, rg = self._observer.observe(state.positions)
+        return {"q": q, "rmsd": rmsd, "rg": rg}
 
     def initial_state(self, *, temperature: float, seed: int, extended: bool = True) -> State:
         """An extended (or native) chain with Maxwell-Boltzmann velocities at ``temperature``.
