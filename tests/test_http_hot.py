@@ -8,7 +8,10 @@ import json
 import httpx
 import pytest
 from http_helpers import add_lab, go_job, lab_client, post_job, running_service, signed
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from coordinator.http.access import signed_target
 from coordinator.http.app import ServiceConfig
 from coordinator.http.hot import HotRouteTable, IntParam
 from coordinator.http.volunteers import CHECK, NEXT, REPLICA
@@ -162,3 +165,29 @@ def test_hot_routes_answer_as_the_framework_does(tmp_path):
     assert answers["upload"] == (200, "accepted,problem,replica,state,tasks")
     assert answers["again"] == (404, "not_assigned")
     assert answers["wrong method"][0] == 405
+
+
+def _slow_target(request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+_PATH_CHARS = st.sampled_from([*"/abcXYZ09-._~%?#\\ \t\r\n+&=:@!$'()*,;[]", "é", "→", "\x00"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    path=st.lists(_PATH_CHARS, max_size=30).map(lambda cs: "/" + "".join(cs)),
+    query=st.lists(_PATH_CHARS, max_size=20).map(lambda cs: "".join(cs).encode()),
+    host=st.sampled_from([b"127.0.0.1:8000", b"example.org", None]),
+)
+def test_the_signed_target_is_the_urls_path_and_query(path, query, host):
+    from starlette.requests import Request
+
+    headers = [(b"host", host)] if host is not None else []
+    scope = {
+        "type": "http", "method": "POST", "scheme": "http", "server": ("127.0.0.1", 8000),
+        "path": path, "query_string": query, "headers": headers, "root_path": "",
+    }  # fmt: skip
+    request = Request(scope)
+    assert signed_target(request) == _slow_target(request)
