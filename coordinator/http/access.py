@@ -39,7 +39,7 @@ ADMIT = "foldnet.admit"
 
 def signed_target(request: Request) -> str:
     """The path and query a volunteer signed: ``request.url``'s, read off the ASGI scope
-    without building and re-parsing a whole URL (which cost a front-end 6% of its CPU).
+    without building and re-parsing a whole URL (13.5 -> 3.3 us a request, in isolation).
     Starlette escapes ``?``, ``#`` and ``\\`` in the path; a tab, CR or LF (which ``urllib``
     drops) or a ``#`` in the query (a fragment to ``urllib``) takes the slow way, so the two
     never differ (tests/test_http_hot.py compares them on generated requests)."""
