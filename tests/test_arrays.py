@@ -86,3 +86,46 @@ def test_random_bytes_never_crash(data):
         except WireError:
             continue
         assert all(isinstance(v, np.ndarray) for v in out.values())
+
+
+def _packed_the_plain_way(arrays: dict[str, object]) -> bytes:
+    """The container as pack_arrays wrote it before its fast path: every array converted."""
+    import json
+
+    specs, chunks = [], []
+    for name, a in arrays.items():
+        arr = np.asarray(a)
+        le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        specs.append([name, le.dtype.str, list(le.shape)])
+        chunks.append(le.tobytes())
+    manifest = json.dumps({"arrays": specs}, separators=(",", ":")).encode()
+    return MAGIC + len(manifest).to_bytes(4, "little") + manifest + b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(24.0).reshape(4, 6)[:, ::2],  # not contiguous
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        np.arange(5, dtype=">i8"),
+        np.arange(4, dtype=">f4")[::-1],
+        np.array([True, False]),
+        np.arange(3, dtype=np.uint8),
+        [1.0, 2.5],
+        np.float64(3.0),
+        np.zeros((0, 3)),
+    ],
+    ids=[
+        "strided",
+        "fortran",
+        "big-i8",
+        "big-f4-reversed",
+        "bool",
+        "u1",
+        "list",
+        "scalar",
+        "empty",
+    ],
+)
+def test_the_fast_path_writes_the_bytes_the_plain_conversion_writes(value):
+    assert pack_arrays({"a": value}) == _packed_the_plain_way({"a": value})

@@ -26,6 +26,9 @@ from worker.errors import WireError
 MAGIC = b"FNA1"
 DTYPES = frozenset({"<f8", "<f4", "<i8", "<i4", "<u8", "|u1", "|b1"})
 _ITEMSIZE = {d: np.dtype(d).itemsize for d in DTYPES}
+#: The allowed dtypes' objects (native ones compare equal where the machine is little-endian)
+#: by their code: most arrays need no conversion, and building a dtype per array is not free.
+_LITTLE = {np.dtype(d): d for d in DTYPES}
 MAX_ARRAYS = 64
 MAX_DIMS = 4
 MAX_MANIFEST_BYTES = 1 << 20
@@ -48,12 +51,17 @@ def pack_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None
     specs = []
     chunks = []
     for name, a in arrays.items():
-        arr = np.asarray(a)
-        le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-        if le.dtype.str not in DTYPES:
-            raise WireError(f"array {name!r}: dtype {le.dtype.str} is not one of {sorted(DTYPES)}")
-        specs.append([name, le.dtype.str, list(le.shape)])
-        chunks.append(le.tobytes())
+        arr = a if type(a) is np.ndarray else np.asarray(a)
+        # already little-endian: tobytes() writes C order (ascontiguousarray makes a 0-d
+        # array 1-d, which the container has always stored)
+        code = _LITTLE.get(arr.dtype) if arr.ndim else None
+        if code is None:
+            arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+            code = arr.dtype.str
+            if code not in DTYPES:
+                raise WireError(f"array {name!r}: dtype {code} is not one of {sorted(DTYPES)}")
+        specs.append([name, code, list(arr.shape)])
+        chunks.append(arr.tobytes())
     manifest = json.dumps({**(meta or {}), "arrays": specs}, separators=(",", ":")).encode()
     return MAGIC + len(manifest).to_bytes(4, "little") + manifest + b"".join(chunks)
 
