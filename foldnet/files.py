@@ -8,13 +8,14 @@ a lab's results, a volunteer's saved progress, structures.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 from pathlib import Path
 
 from foldnet.errors import Internal
 
-__all__ = ["FileWriteError", "atomic_write"]
+__all__ = ["FileWriteError", "atomic_write", "remove_written"]
 
 
 class FileWriteError(Internal):
@@ -42,7 +43,7 @@ def atomic_write(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
-            tmp = folder / f".{target.name}.{secrets.token_hex(6)}.tmp"
+            tmp = folder / _temporary_name(target.name, secrets.token_hex(6))
             try:  # the kernel applies the umask to 0o666; an explicit mode starts private
                 fd = os.open(tmp, flags, 0o666 if mode is None else 0o600)
                 break
@@ -69,6 +70,21 @@ def atomic_write(
         raise
     _fsync_dir(folder)
     return target
+
+
+def _temporary_name(name: str, tag: str) -> str:
+    return f".{name}.{tag}.tmp"
+
+
+def remove_written(path: str | os.PathLike[str]) -> None:
+    """Remove a file :func:`atomic_write` wrote, and the temporary files of writes to it that
+    a killed process left behind (a SIGKILL between open and rename cannot clean up). Only
+    for a file nobody is writing any more: a live write's temporary file would go too."""
+    target = Path(path)
+    target.unlink(missing_ok=True)
+    for left in target.parent.glob(_temporary_name(glob.escape(target.name), "*")):
+        with contextlib.suppress(OSError):
+            left.unlink()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 
 import httpx
 import pytest
 
 from foldnet.errors import BadRequest, FoldnetError, NotFound, TooLarge
-from foldnet.files import FileWriteError, atomic_write
+from foldnet.files import FileWriteError, atomic_write, remove_written
 from foldnet.httpclient import HttpClient, InvalidAnswerError, RetryPolicy, UnreachableError
 
 # -- the writer --------------------------------------------------------------------------------
@@ -41,6 +43,41 @@ def test_atomic_write_failure_is_one_error_and_leaves_nothing(tmp_path):
         atomic_write(folder, "y")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "target-is-a-folder"]
     assert list(folder.iterdir()) == []
+
+
+def test_a_writer_killed_mid_write_leaves_a_temporary_file_that_remove_written_clears(tmp_path):
+    target = tmp_path / "7.progress.npz"
+    atomic_write(target, b"segment 1")
+    # a child killed between writing its temporary file and the rename, as a SIGKILL does
+    script = (
+        "import os, sys, time\n"
+        "from foldnet import files\n"
+        "os.replace = lambda *a: (print('written', flush=True), time.sleep(60))\n"
+        "files.atomic_write(sys.argv[1], b'segment 2')\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    with child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "written\n"
+        finally:
+            child.kill()
+    left = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(".7.progress.npz."), left
+    others = [tmp_path / "17.progress.npz", tmp_path / "a[1].npz"]  # a glob pattern's name
+    for other in others:
+        atomic_write(other, b"kept")
+    (tmp_path / ".17.progress.npz.0123456789ab.tmp").write_bytes(b"someone else's")
+    remove_written(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".17.progress.npz.0123456789ab.tmp",
+        "17.progress.npz",
+        "a[1].npz",
+    ]
+    remove_written(others[1])
+    remove_written(tmp_path / "never-written")  # nothing to remove is not an error
+    assert sorted(p.name for p in tmp_path.iterdir())[1:] == ["17.progress.npz"]
 
 
 # -- the HTTP client ---------------------------------------------------------------------------

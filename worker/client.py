@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from foldnet.errors import ClientError, FoldnetError
-from foldnet.files import atomic_write
+from foldnet.files import atomic_write, remove_written
 from foldnet.httpclient import HttpClient, RetryPolicy
 from ledger.credit import credit_v1
 from worker.errors import WireError
@@ -340,8 +340,10 @@ class HttpVolunteer:
 
     def _forget(self, task: _Task) -> None:
         if task.kind == "compute":
-            self._task_path(task.ident).unlink(missing_ok=True)
-            self._progress_path(task.ident).unlink(missing_ok=True)
+            # (with what a slot's process killed mid-write left: the WU is over, nobody
+            # writes these any more)
+            remove_written(self._task_path(task.ident))
+            remove_written(self._progress_path(task.ident))
 
     def saved_tasks(self) -> list[dict[str, Any]]:
         """Tasks of this key that a previous run began and did not upload."""
