@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from foldnet.errors import ClientError, FoldnetError
+from foldnet.errors import ClientError, FoldnetError, NotFound, Unauthenticated
 from foldnet.files import atomic_write
 from foldnet.httpclient import HttpClient, RetryPolicy
 from ledger.credit import credit_v1
@@ -46,6 +46,7 @@ from worker.errors import WireError
 from worker.identity import default_key_path
 from worker.pool import CPU, InlinePool, ProcessPool, SlotPlan, SlotSpec
 from worker.ray_actor import VolunteerWorker
+from worker.session import Opening, Session, mac_headers
 from worker.slot import (
     Died,
     Event,
@@ -72,6 +73,11 @@ STATUS_EVERY_S = 1.0
 MAX_CRASHES = 2
 #: Tasks asked for in one pull: the service's default limit (``ServiceConfig.max_slots``).
 MAX_PULL = 8
+#: A session is reopened once less than this is left of it (a request in flight then still
+#: arrives in time), or less than a tenth of its whole length if that is shorter.
+SESSION_MARGIN_S = 120.0
+#: The answers that say the session is over: open a new one and send the request again.
+SESSION_OVER = frozenset({"bad_session", "session_expired"})
 
 
 def default_home() -> Path:
@@ -270,6 +276,11 @@ class HttpVolunteer:
         self.computed = self.uploaded = self.accepted = self.spot_checks = 0
         self.credit: int | None = None
         self.validated: int | None = None
+        #: The open session (requests are MAC'd in it); None: sign each request.
+        self.session: Session | None = None
+        #: False once the server said it has no sessions (an older coordinator: a 404).
+        self.sessions = True
+        self._session_ttl_s = 0.0
 
     def close(self) -> None:
         self.http.close()
@@ -279,21 +290,64 @@ class HttpVolunteer:
     def _sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
         return sign_headers(self.identity, method, path, body, origin=self.server)
 
+    def _auth(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """A MAC in the open session, or a signature (called on every try: a fresh nonce)."""
+        if self.session is not None:
+            return mac_headers(self.session, method, path, body)
+        return self._sign(method, path, body)
+
+    def _authenticated(self, send: Callable[[], Any]) -> Any:
+        """``send()`` in a session that has time left (opened first if need be); when the
+        server says the session is over (it restarted, or the ticket expired), open a new
+        one and send the same request once more."""
+        if self.sessions and (
+            self.session is None
+            or self.session.left_s() < min(SESSION_MARGIN_S, self._session_ttl_s / 10)
+        ):
+            self.open_session()
+        try:
+            return send()
+        except Unauthenticated as e:
+            if self.session is None or e.code not in SESSION_OVER:
+                raise
+            self.report(f"the session ended ({e.code}); opening a new one")
+            self.open_session()
+            return send()
+
+    def open_session(self) -> None:
+        """Open a session (``POST /v1/sessions``, signed); a server without sessions (404:
+        an older coordinator) is sent signed requests from then on."""
+        self.session = None
+        opening = Opening.new(self.identity.public_key, origin=self.server)
+        try:
+            answer = self.http.json("POST", "/v1/sessions", opening.request, sign=self._sign)
+        except NotFound:
+            self.sessions = False
+            self.report("this coordinator has no sessions; every request is signed")
+            return
+        self.session = opening.session(answer)
+        self._session_ttl_s = self.session.left_s()
+
     def _request(
         self, method: str, path: str, body: bytes = b"", *, content_type: str = ""
     ) -> httpx.Response:
-        """A signed request (a fresh signature on every retry); an error answer raises."""
+        """An authenticated request (a fresh nonce and MAC or signature on every retry, the
+        same body); an error answer raises."""
         headers = {"content-type": content_type} if content_type else None
-        return self.http.request(method, path, content=body, headers=headers, sign=self._sign)
+        return self._authenticated(
+            lambda: self.http.request(method, path, content=body, headers=headers, sign=self._auth)
+        )
 
     def _json(self, method: str, path: str, doc: dict[str, Any] | None = None) -> Any:
-        return self.http.json(method, path, doc, sign=self._sign)
+        return self._authenticated(lambda: self.http.json(method, path, doc, sign=self._auth))
 
     def register(self) -> None:
-        self._json(
+        """Register the key (always signed: it proves possession of the key)."""
+        self.http.json(
             "POST",
             "/v1/volunteers",
             {"public_key": self.identity.public_key.hex(), "name": self.name},
+            sign=self._sign,
         )
 
     def me(self) -> dict[str, Any]:
