@@ -6,6 +6,7 @@ with the same bytes, signing each request at an older coordinator)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -320,9 +321,10 @@ def test_a_man_in_the_middle_who_swaps_the_servers_key_authenticates_nobody(tmp_
         real.update(doc)
         return httpx.Response(201, json=doc | {"x25519": mitm_pub.hex()})
 
-    with running_service(tmp_path / "c") as s:
+    with running_service(tmp_path / "c") as s, contextlib.ExitStack() as stack:
         tap = Tap(swap)
         v = HttpVolunteer(s.url, home=tmp_path / "h", key_path=tmp_path / "v.key", transport=tap)
+        stack.callback(v.close)
         v.register()
         with pytest.raises(Unauthenticated) as e:
             v.me()
@@ -350,7 +352,6 @@ def test_a_man_in_the_middle_who_swaps_the_servers_key_authenticates_nobody(tmp_
             for key in guesses:
                 forged = dataclasses.replace(v.session, key=key)
                 _error(in_session(c, forged, "GET", "/v1/volunteers/me"), 401, "bad_mac")
-        v.close()
 
 
 def test_the_client_retries_an_upload_once_in_a_new_session_with_the_same_bytes(tmp_path):
