@@ -8,7 +8,8 @@ one after the other in the same run.
 
 The volunteers authenticate as ``foldnet worker run`` does: one signed request opens a
 session, every later request carries its ticket and an HMAC (``--auth session``, the
-default); ``--auth signed`` signs every request with Ed25519 instead, to compare the two.
+default; opened in the warm-up, as a session lasts an hour); ``--auth signed`` signs every
+request with Ed25519 instead, to compare the two.
 
 Then, against the same service, ``rss_growth_mb_slow_uploads``: 24 unauthenticated clients
 (in another process) each trickle a 62 MiB body at ``/v1/results/...`` (and start over
@@ -157,6 +158,8 @@ class _Shared:
         self.runs: dict[bytes, RunResult] = {}
         self.engines = EngineCache()
         self.det_class = ""
+        #: Each volunteer's session, kept from one load to the next against one service.
+        self.sessions: dict[int, Session] = {}
 
 
 def sim_identity(i: int) -> Identity:
@@ -212,12 +215,14 @@ async def _volunteer(
     reg = json.dumps({"public_key": me.public_key.hex(), "name": f"load{i}"}).encode()
     await call("POST", "/v1/volunteers", reg, "application/json")
     if auth == "session":  # one signed request, then every request MAC'd
-        opening = Opening.new(me.public_key, origin=origin)
-        st, data = await call(
-            "POST", "/v1/sessions", json.dumps(opening.request).encode(), "application/json"
-        )
-        if st == 201:
-            session = opening.session(json.loads(data))
+        session = shared.sessions.get(i)  # opened in the warm-up: a session lasts an hour
+        if session is None:
+            opening = Opening.new(me.public_key, origin=origin)
+            st, data = await call(
+                "POST", "/v1/sessions", json.dumps(opening.request).encode(), "application/json"
+            )
+            if st == 201:
+                session = shared.sessions[i] = opening.session(json.loads(data))
     pull = json.dumps({"det_class": shared.det_class, "slots": 1}).encode()
     queue: list[dict[str, Any]] = []
     while time.monotonic() < stop_at:
@@ -265,9 +270,16 @@ async def _volunteer(
 
 
 async def _load(
-    host: str, port: int, volunteers: int, seconds: float, auth: str = "session"
+    host: str,
+    port: int,
+    volunteers: int,
+    seconds: float,
+    auth: str = "session",
+    sessions: dict[int, Session] | None = None,
 ) -> LoadReport:
     shared = _Shared()
+    if sessions is not None:
+        shared.sessions = sessions
     from sims.go import GoModel
 
     shared.det_class = (
@@ -285,11 +297,19 @@ async def _load(
     return report
 
 
-def run_load(url: str, volunteers: int, seconds: float, auth: str = "session") -> LoadReport:
+def run_load(
+    url: str,
+    volunteers: int,
+    seconds: float,
+    auth: str = "session",
+    sessions: dict[int, Session] | None = None,
+) -> LoadReport:
     """Drive ``volunteers`` simulated volunteers against ``url`` for ``seconds``; ``auth``:
-    ``session`` (each opens a session, then MACs) or ``signed`` (each request signed)."""
+    ``session`` (each opens a session, then MACs) or ``signed`` (each request signed);
+    ``sessions``: those opened by an earlier load against the same service (kept, as a
+    volunteer keeps its session for an hour)."""
     host, _, port = url.removeprefix("http://").partition(":")
-    return asyncio.run(_load(host, int(port), volunteers, seconds, auth))
+    return asyncio.run(_load(host, int(port), volunteers, seconds, auth, sessions))
 
 
 SLOW_CLIENTS = 24
@@ -554,11 +574,12 @@ def bench(
                 raise RuntimeError("the benchmark's job did not get prepared in 300 s")
             time.sleep(0.1)
         warm = LoadReport()
+        sessions: dict[int, Session] = {}  # opened in the warm-up, used in the measured load
         if warmup > 0:  # every process has its engines, caches and connections by then
-            warm = run_load(server.url, volunteers, warmup, auth)
+            warm = run_load(server.url, volunteers, warmup, auth, sessions)
         main0, children0 = server.cpu_split()
         busy0 = machine_busy_seconds()
-        report = run_load(server.url, volunteers, seconds, auth)
+        report = run_load(server.url, volunteers, seconds, auth, sessions)
         main1, children1 = server.cpu_split()
         busy = machine_busy_seconds() - busy0
         server_cpu = (main1 - main0) + (children1 - children0)
