@@ -1,11 +1,14 @@
 """``foldnet worker run URL``: a volunteer on the open internet, over HTTP.
 
-The loop: register the key, learn the determinism class of each engine on each kind of slot,
-pull as many tasks as there are free slots, hand each to a slot (:mod:`worker.pool`: one
-process per slot, or one slot in this process), upload each signed result as its slot
-finishes (pulling the next task in the same round trip, ``?next=N``), repeat; back off (with
-jitter) when there is no work or the server is busy. One key, one HTTP session, one
-registration: the slots are this volunteer's hands, not volunteers of their own.
+The loop: register the key, open a session (:mod:`worker.session`: every later request is
+MAC'd instead of signed; reopened before it ends, or when the server says it ended, e.g.
+after a restart; a coordinator without sessions gets signed requests), learn the
+determinism class of each engine on each kind of slot, pull as many tasks as there are free
+slots, hand each to a slot (:mod:`worker.pool`: one process per slot, or one slot in this
+process), upload each signed result as its slot finishes (pulling the next task in the same
+round trip, ``?next=N``), repeat; back off (with jitter) when there is no work or the server
+is busy. One key, one HTTP session, one registration: the slots are this volunteer's hands,
+not volunteers of their own.
 
 Resume: every task given to a slot is written under ``$FOLDNET_HOME/work`` with the class
 it was pulled in, and the slot saves the run so far after each finished segment
