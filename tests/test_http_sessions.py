@@ -395,12 +395,23 @@ def test_the_client_reopens_before_its_session_ends(tmp_path):
         v.me()
         first = v.session
         assert first is not None and first.left_s() > 3000
+        # two minutes before the end, counted from the server's Date, not this clock
+        assert 3600 - 120 - 5 < v.reopen_at - time.monotonic() <= 3600 - 120 + 1
         v.me()
         assert v.session is first  # plenty of time left: the same session
-        v.session = dataclasses.replace(first, expires=time.time() + 30)
+        v.reopen_at = time.monotonic()
         v.me()
         assert v.session is not None and v.session.ticket != first.ticket
         v.close()
+
+
+def test_the_servers_clock_is_read_from_its_date_header() -> None:
+    from worker.client import _server_time
+
+    r = httpx.Response(200, headers={"date": "Mon, 30 Nov 2026 10:00:00 GMT"})
+    assert _server_time(r) == 1_796_032_800.0
+    for broken in ({"date": "yesterday"}, {}):
+        assert abs(_server_time(httpx.Response(200, headers=broken)) - time.time()) < 5
 
 
 def test_at_an_older_coordinator_the_client_signs_every_request(tmp_path):

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -210,6 +211,14 @@ class _Slot:
         return self.state == "idle"
 
 
+def _server_time(r: httpx.Response) -> float:
+    """The server's clock when it answered ``r`` (its ``Date``, to the second), else ours."""
+    try:
+        return parsedate_to_datetime(r.headers["date"]).timestamp()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return time.time()
+
+
 class HttpVolunteer:
     """One volunteer talking to one coordinator over HTTP, computing in one or more slots.
 
@@ -283,7 +292,9 @@ class HttpVolunteer:
         self.session: Session | None = None
         #: False once the server said it has no sessions (an older coordinator: a 404).
         self.sessions = True
-        self._session_ttl_s = 0.0
+        #: When to open the next session (``time.monotonic``): before the server's end of
+        #: this one, counted on the server's clock (its ``Date``), not this machine's.
+        self.reopen_at = 0.0
 
     def close(self) -> None:
         self.http.close()
@@ -303,10 +314,7 @@ class HttpVolunteer:
         """``send()`` in a session that has time left (opened first if need be); when the
         server says the session is over (it restarted, or the ticket expired), open a new
         one and send the same request once more."""
-        if self.sessions and (
-            self.session is None
-            or self.session.left_s() < min(SESSION_MARGIN_S, self._session_ttl_s / 10)
-        ):
+        if self.sessions and (self.session is None or time.monotonic() >= self.reopen_at):
             self.open_session()
         try:
             return send()
@@ -322,14 +330,26 @@ class HttpVolunteer:
         an older coordinator) is sent signed requests from then on."""
         self.session = None
         opening = Opening.new(self.identity.public_key, origin=self.server)
+        body = json.dumps(opening.request).encode()
         try:
-            answer = self.http.json("POST", "/v1/sessions", opening.request, sign=self._sign)
+            r = self.http.request(
+                "POST",
+                "/v1/sessions",
+                content=body,
+                headers={"content-type": "application/json"},
+                sign=self._sign,
+            )
         except NotFound:
             self.sessions = False
             self.report("this coordinator has no sessions; every request is signed")
             return
+        try:
+            answer = r.json()
+        except ValueError as e:
+            raise WireError("POST /v1/sessions: the answer is not JSON") from e
         self.session = opening.session(answer)
-        self._session_ttl_s = self.session.left_s()
+        ttl = self.session.expires - _server_time(r)
+        self.reopen_at = time.monotonic() + ttl - min(SESSION_MARGIN_S, ttl / 10)
 
     def _request(
         self, method: str, path: str, body: bytes = b"", *, content_type: str = ""
