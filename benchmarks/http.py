@@ -3,7 +3,13 @@ signed results concurrently, against ``foldnet serve`` on loopback: one process
 (``--workers 1``) and the coordinator with two HTTP front-end processes (``--workers 2``),
 one after the other in the same run.
 
-``python -m benchmarks.http [--quick] [--volunteers N] [--seconds S] [--workers 1,2]``
+``python -m benchmarks.http [--quick] [--volunteers N] [--seconds S] [--workers 1,2]
+[--auth session|signed]``
+
+The volunteers authenticate as ``foldnet worker run`` does: one signed request opens a
+session, every later request carries its ticket and an HMAC (``--auth session``, the
+default; opened in the warm-up, as a session lasts an hour); ``--auth signed`` signs every
+request with Ed25519 instead, to compare the two.
 
 Then, against the same service, ``rss_growth_mb_slow_uploads``: 24 unauthenticated clients
 (in another process) each trickle a 62 MiB body at ``/v1/results/...`` (and start over
@@ -60,6 +66,7 @@ from sims.examples import VILLIN_PDB
 from sims.result import RunResult
 from worker.identity import Identity
 from worker.result import sign_result
+from worker.session import Opening, Session, mac_headers
 from worker.systems import EngineCache, SystemDefinition, decode_system
 from worker.tasks import ComputeTask, spot_check
 from worker.wire import (
@@ -151,6 +158,8 @@ class _Shared:
         self.runs: dict[bytes, RunResult] = {}
         self.engines = EngineCache()
         self.det_class = ""
+        #: Each volunteer's session, kept from one load to the next against one service.
+        self.sessions: dict[int, Session] = {}
 
 
 def sim_identity(i: int) -> Identity:
@@ -167,13 +176,24 @@ TRUSTED_SHARE = 0.1
 
 
 async def _volunteer(
-    i: int, host: str, port: int, shared: _Shared, report: LoadReport, stop_at: float
+    i: int,
+    host: str,
+    port: int,
+    shared: _Shared,
+    report: LoadReport,
+    stop_at: float,
+    auth: str = "session",
 ) -> None:
     me = sim_identity(i)
     conn = Conn(host, port)
+    origin = f"http://{host}:{port}"
+    session: Session | None = None
 
     async def call(method: str, path: str, body: bytes = b"", ctype: str = "") -> tuple[int, bytes]:
-        headers = sign_headers(me, method, path, body, origin=f"http://{host}:{port}")
+        if session is not None:
+            headers = mac_headers(session, method, path, body)
+        else:
+            headers = sign_headers(me, method, path, body, origin=origin)
         if ctype:
             headers["Content-Type"] = ctype
         t0 = time.perf_counter()
@@ -194,6 +214,15 @@ async def _volunteer(
 
     reg = json.dumps({"public_key": me.public_key.hex(), "name": f"load{i}"}).encode()
     await call("POST", "/v1/volunteers", reg, "application/json")
+    if auth == "session":  # one signed request, then every request MAC'd
+        session = shared.sessions.get(i)  # opened in the warm-up: a session lasts an hour
+        if session is None:
+            opening = Opening.new(me.public_key, origin=origin)
+            st, data = await call(
+                "POST", "/v1/sessions", json.dumps(opening.request).encode(), "application/json"
+            )
+            if st == 201:
+                session = shared.sessions[i] = opening.session(json.loads(data))
     pull = json.dumps({"det_class": shared.det_class, "slots": 1}).encode()
     queue: list[dict[str, Any]] = []
     while time.monotonic() < stop_at:
@@ -240,8 +269,17 @@ async def _volunteer(
     await conn.close()
 
 
-async def _load(host: str, port: int, volunteers: int, seconds: float) -> LoadReport:
+async def _load(
+    host: str,
+    port: int,
+    volunteers: int,
+    seconds: float,
+    auth: str = "session",
+    sessions: dict[int, Session] | None = None,
+) -> LoadReport:
     shared = _Shared()
+    if sessions is not None:
+        shared.sessions = sessions
     from sims.go import GoModel
 
     shared.det_class = (
@@ -252,17 +290,26 @@ async def _load(host: str, port: int, volunteers: int, seconds: float) -> LoadRe
     t0 = time.monotonic()
     stop_at = t0 + seconds
     await asyncio.gather(
-        *(_volunteer(i, host, port, shared, report, stop_at) for i in range(volunteers))
+        *(_volunteer(i, host, port, shared, report, stop_at, auth) for i in range(volunteers))
     )
     report.seconds = time.monotonic() - t0
     report.client_cpu_s = time.process_time() - cpu0
     return report
 
 
-def run_load(url: str, volunteers: int, seconds: float) -> LoadReport:
-    """Drive ``volunteers`` simulated volunteers against ``url`` for ``seconds``."""
+def run_load(
+    url: str,
+    volunteers: int,
+    seconds: float,
+    auth: str = "session",
+    sessions: dict[int, Session] | None = None,
+) -> LoadReport:
+    """Drive ``volunteers`` simulated volunteers against ``url`` for ``seconds``; ``auth``:
+    ``session`` (each opens a session, then MACs) or ``signed`` (each request signed);
+    ``sessions``: those opened by an earlier load against the same service (kept, as a
+    volunteer keeps its session for an hour)."""
     host, _, port = url.removeprefix("http://").partition(":")
-    return asyncio.run(_load(host, int(port), volunteers, seconds))
+    return asyncio.run(_load(host, int(port), volunteers, seconds, auth, sessions))
 
 
 SLOW_CLIENTS = 24
@@ -508,6 +555,7 @@ def bench(
     slow_volunteers: int = 20,
     workers: int = 1,
     warmup: float = 0.0,
+    auth: str = "session",
 ) -> dict[str, Any]:
     import httpx
 
@@ -526,11 +574,12 @@ def bench(
                 raise RuntimeError("the benchmark's job did not get prepared in 300 s")
             time.sleep(0.1)
         warm = LoadReport()
+        sessions: dict[int, Session] = {}  # opened in the warm-up, used in the measured load
         if warmup > 0:  # every process has its engines, caches and connections by then
-            warm = run_load(server.url, volunteers, warmup)
+            warm = run_load(server.url, volunteers, warmup, auth, sessions)
         main0, children0 = server.cpu_split()
         busy0 = machine_busy_seconds()
-        report = run_load(server.url, volunteers, seconds)
+        report = run_load(server.url, volunteers, seconds, auth, sessions)
         main1, children1 = server.cpu_split()
         busy = machine_busy_seconds() - busy0
         server_cpu = (main1 - main0) + (children1 - children0)
@@ -597,6 +646,13 @@ def main() -> None:
         "--slow-seconds", type=float, default=None, help="length of the slow-upload attack"
     )
     ap.add_argument(
+        "--auth",
+        choices=("session", "signed"),
+        default="session",
+        help="how the simulated volunteers authenticate: open a session and MAC each request "
+        "(as foldnet worker run does), or sign each request with Ed25519",
+    )
+    ap.add_argument(
         "--workers",
         default="1,2",
         help="front-end processes of the services to measure, one after the other "
@@ -625,6 +681,7 @@ def main() -> None:
                     slow_seconds=slow_seconds if i == 0 else 0.0,
                     workers=workers,
                     warmup=3.0,
+                    auth=ns.auth,
                 )
             )
         finally:
@@ -650,7 +707,8 @@ def main() -> None:
             ]
         )
     print_table(
-        f"HTTP pull + upload cycles: {ns.volunteers} volunteers, {seconds:.0f} s each, "
+        f"HTTP pull + upload cycles: {ns.volunteers} volunteers ({ns.auth} requests), "
+        f"{seconds:.0f} s each, "
         f"{os.cpu_count()} cores (service, volunteers and anything else share them)",
         [
             "workers",
@@ -699,7 +757,12 @@ def main() -> None:
     for out in outs:
         suffix = "" if out["workers"] == 1 else f"_workers{out['workers']}"
         result |= {f"{k}{suffix}": v for k, v in summary(out).items()}
-    result |= {"volunteers": ns.volunteers, "quick": ns.quick, "load_average": os.getloadavg()}
+    result |= {
+        "volunteers": ns.volunteers,
+        "auth": ns.auth,
+        "quick": ns.quick,
+        "load_average": os.getloadavg(),
+    }
     print(json.dumps(result))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ from coordinator.http.app import Service, ServiceConfig, create_app
 from coordinator.service import Coordinator
 from sims.examples import VILLIN_PDB
 from worker.identity import Identity
+from worker.session import Opening, Session, mac_headers
 from worker.wire import sign_headers
 
 
@@ -78,6 +80,28 @@ def signed(
     return client.request(method, path, content=body or None, headers=headers)
 
 
+def open_session(client: httpx.Client, identity: Identity) -> Session:
+    """A session of ``identity`` (registered) with the service, opened like the client does."""
+    opening = Opening.new(identity.public_key, origin=str(client.base_url))
+    body = json.dumps(opening.request).encode()
+    r = signed(client, identity, "POST", "/v1/sessions", body)
+    assert r.status_code == 201, r.text
+    return opening.session(r.json())
+
+
+def in_session(
+    client: httpx.Client,
+    session: Session,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    **kw: object,
+) -> httpx.Response:
+    """A request MAC'd in ``session`` (``kw`` overrides mac_headers)."""
+    headers = mac_headers(session, method, path, body, **kw)  # type: ignore[arg-type]
+    return client.request(method, path, content=body or None, headers=headers)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,10 +110,14 @@ def free_port() -> int:
 
 @contextmanager
 def running_service(
-    workdir: Path, config: ServiceConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+    workdir: Path,
+    config: ServiceConfig | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    port: int | None = None,
 ) -> Iterator[Served]:
-    """Serve ``workdir`` on 127.0.0.1 until the block exits."""
-    port = free_port()
+    """Serve ``workdir`` on 127.0.0.1 (``port``, or a free one) until the block exits."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     cfg = dataclasses.replace(config or ServiceConfig(), origin=url)
     app = create_app(workdir, cfg, clock=clock)

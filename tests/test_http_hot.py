@@ -3,11 +3,21 @@ for every request it takes and every one it leaves to the framework."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
 import pytest
-from http_helpers import add_lab, go_job, lab_client, post_job, running_service, signed
+from http_helpers import (
+    add_lab,
+    go_job,
+    in_session,
+    lab_client,
+    open_session,
+    post_job,
+    running_service,
+    signed,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +28,7 @@ from coordinator.http.volunteers import CHECK, NEXT, REPLICA
 from sims.examples import VILLIN_PDB
 from sims.go import GoModel
 from worker.identity import Identity
+from worker.session import mac_headers
 from worker.systems import EngineCache, decode_system
 from worker.tasks import compute
 from worker.wire import decode_task, encode_result
@@ -93,6 +104,7 @@ def _session(tmp_path, hot: bool) -> list[tuple[str, int, str]]:
     key = add_lab(d, "lab")
     me = Identity.ephemeral()
     out: list[tuple[str, int, str]] = []
+    other = Identity.ephemeral()  # the same in a session: MAC'd instead of signed
     cfg = ServiceConfig(hot_routes=hot, trusted_keys=(me.public_key,))
     with running_service(d, cfg) as served, lab_client(served.url, key) as lab:
         assert post_job(lab, go_job(clones=4, gens=1)).status_code == 202
@@ -147,10 +159,35 @@ def _session(tmp_path, hot: bool) -> list[tuple[str, int, str]]:
             note("again", signed(c, me, "POST", f"/v1/results/{r1}?next=1", body1))
             note("second upload", signed(c, me, "POST", f"/v1/results/{r2}", body2))
             note("wrong method", c.get(f"/v1/results/{r2}"))
+            _in_session(c, other, pull, note)
             metrics = c.get("/metrics").text
         assert 'route="/v1/results/{replica}"' in metrics
         assert 'route="/v1/work"' in metrics
     return out
+
+
+def _in_session(c: httpx.Client, me: Identity, pull: bytes, note) -> None:
+    """Pull and upload MAC'd in a session, and the session's refusals."""
+    reg = json.dumps({"public_key": me.public_key.hex(), "name": "s"}).encode()
+    note("session register", signed(c, me, "POST", "/v1/volunteers", reg))
+    session = open_session(c, me)
+    r = in_session(c, session, "POST", "/v1/work", pull)
+    note("session pull", r)
+    (doc,) = json.loads(r.content)["tasks"][:1] or [None]
+    assert doc is not None, r.text
+    blob = in_session(c, session, "GET", f"/v1/systems/{doc['system']}").content
+    t = decode_task(doc, decode_system(blob))
+    body = encode_result(compute(t, engines=EngineCache(), identity=me))
+    path = f"/v1/results/{t.replica}?next=1"
+    wrong = dataclasses.replace(session, key=bytes(32))
+    note("session upload bad mac", in_session(c, wrong, "POST", path, body))
+    flipped = dataclasses.replace(session, ticket="A" + session.ticket[1:])
+    if flipped.ticket == session.ticket:
+        flipped = dataclasses.replace(session, ticket="B" + session.ticket[1:])
+    note("session upload bad ticket", in_session(c, flipped, "POST", path, body))
+    headers = mac_headers(session, "POST", path, body)
+    note("session upload", c.post(path, content=body, headers=headers))
+    note("session upload replayed", c.post(path, content=body, headers=headers))
 
 
 def test_hot_routes_answer_as_the_framework_does(tmp_path):
@@ -165,6 +202,11 @@ def test_hot_routes_answer_as_the_framework_does(tmp_path):
     assert answers["upload"] == (200, "accepted,problem,replica,state,tasks")
     assert answers["again"] == (404, "not_assigned")
     assert answers["wrong method"][0] == 405
+    assert answers["session pull"] == (200, "retry_after_s,tasks")
+    assert answers["session upload bad mac"] == (401, "bad_mac")
+    assert answers["session upload bad ticket"] == (401, "bad_session")
+    assert answers["session upload"] == (200, "accepted,problem,replica,state,tasks")
+    assert answers["session upload replayed"] == (401, "replayed")
 
 
 def _slow_target(request) -> str:

@@ -23,11 +23,21 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import add_lab, free_port, go_job, lab_client, wait_for_job, wait_prepared
+from http_helpers import (
+    add_lab,
+    free_port,
+    go_job,
+    in_session,
+    lab_client,
+    open_session,
+    wait_for_job,
+    wait_prepared,
+)
 
 from coordinator.http.middleware import FRONT_END_HEADER
 from worker.client import HttpVolunteer
 from worker.identity import Identity
+from worker.session import mac_headers
 from worker.wire import sign_headers
 
 WORKERS = 2
@@ -208,6 +218,38 @@ def test_front_ends_share_labs_jobs_registrations_and_nonces(service: Service) -
     assert "foldnet_wus" in metrics and "foldnet_http_requests_total" in metrics
 
 
+def test_a_session_opened_at_one_front_end_serves_at_the_other(service: Service) -> None:
+    """Tickets are sealed with the service's one ticket key: any front-end reads them; the
+    nonce of a MAC'd request is spent at the coordinator, for all front-ends."""
+    me = Identity.ephemeral()
+    _register(service, me)
+    with httpx.Client(base_url=service.url, timeout=60) as c:
+        session = open_session(c, me)
+    for worker in range(WORKERS):  # the one that opened it, and the other
+        r = on(service, worker, lambda c: in_session(c, session, "GET", "/v1/volunteers/me"))
+        assert r.status_code == 200 and r.json()["volunteer"] == me.public_key.hex(), r.text
+    headers = mac_headers(session, "GET", "/v1/volunteers/me")
+    with httpx.Client(base_url=service.url, timeout=60) as c:
+        first = c.get("/v1/volunteers/me", headers=headers)
+    assert first.status_code == 200, first.text
+    other = 1 - int(first.headers[FRONT_END_HEADER])
+    _error(
+        on(service, other, lambda c: c.get("/v1/volunteers/me", headers=headers)), 401, "replayed"
+    )
+    # the request that opened a session, replayed to the other front-end: refused there too
+    body = json.dumps({"x25519": "22" * 32}).encode()
+    opening = sign_headers(me, "POST", "/v1/sessions", body, origin=service.url)
+    with httpx.Client(base_url=service.url, timeout=60) as c:
+        first = c.post("/v1/sessions", content=body, headers=opening)
+    assert first.status_code == 201, first.text
+    other = 1 - int(first.headers[FRONT_END_HEADER])
+    _error(
+        on(service, other, lambda c: c.post("/v1/sessions", content=body, headers=opening)),
+        401,
+        "replayed",
+    )
+
+
 def test_a_job_completes_with_two_volunteers_and_downloads(
     service: Service, volunteer_keys: list[Path], tmp_path: Path
 ) -> None:
@@ -289,6 +331,10 @@ def test_a_dead_front_end_is_replaced_and_stopping_leaves_no_process(service: Se
     pids = service.pids()
     fronts = service.front_ends()
     assert len(fronts) == WORKERS and set(fronts.values()) <= pids, (fronts, pids)
+    me = Identity.ephemeral()
+    _register(service, me)
+    with httpx.Client(base_url=service.url, timeout=60) as c:
+        session = open_session(c, me)  # before the death: the new front-end reads its ticket
     os.kill(fronts[1], signal.SIGKILL)
     deadline = time.monotonic() + 60
     while "starting a new one" not in service.output():
@@ -302,6 +348,8 @@ def test_a_dead_front_end_is_replaced_and_stopping_leaves_no_process(service: Se
         except AssertionError:
             assert time.monotonic() < deadline, service.output()
     assert r.json()["status"] == "ok"
+    mine = on(service, 1, lambda c: in_session(c, session, "GET", "/v1/volunteers/me"))
+    assert mine.status_code == 200, mine.text
     pids = service.pids()
     assert fronts[1] not in pids and len(pids) >= 1 + WORKERS
     service.stop()

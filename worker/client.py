@@ -1,11 +1,14 @@
 """``foldnet worker run URL``: a volunteer on the open internet, over HTTP.
 
-The loop: register the key, learn the determinism class of each engine on each kind of slot,
-pull as many tasks as there are free slots, hand each to a slot (:mod:`worker.pool`: one
-process per slot, or one slot in this process), upload each signed result as its slot
-finishes (pulling the next task in the same round trip, ``?next=N``), repeat; back off (with
-jitter) when there is no work or the server is busy. One key, one HTTP session, one
-registration: the slots are this volunteer's hands, not volunteers of their own.
+The loop: register the key, open a session (:mod:`worker.session`: every later request is
+MAC'd instead of signed; reopened before it ends, or when the server says it ended, e.g.
+after a restart; a coordinator without sessions gets signed requests), learn the
+determinism class of each engine on each kind of slot, pull as many tasks as there are free
+slots, hand each to a slot (:mod:`worker.pool`: one process per slot, or one slot in this
+process), upload each signed result as its slot finishes (pulling the next task in the same
+round trip, ``?next=N``), repeat; back off (with jitter) when there is no work or the server
+is busy. One key, one HTTP session, one registration: the slots are this volunteer's hands,
+not volunteers of their own.
 
 Resume: every task given to a slot is written under ``$FOLDNET_HOME/work`` with the class
 it was pulled in, and the slot saves the run so far after each finished segment
@@ -32,13 +35,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
 
-from foldnet.errors import ClientError, FoldnetError
+from foldnet.errors import ClientError, FoldnetError, NotFound, Unauthenticated
 from foldnet.files import atomic_write, remove_written
 from foldnet.httpclient import HttpClient, RetryPolicy
 from ledger.credit import credit_v1
@@ -46,6 +50,7 @@ from worker.errors import WireError
 from worker.identity import default_key_path
 from worker.pool import CPU, InlinePool, ProcessPool, SlotPlan, SlotSpec
 from worker.ray_actor import VolunteerWorker
+from worker.session import Opening, Session, mac_headers
 from worker.slot import (
     Died,
     Event,
@@ -72,6 +77,11 @@ STATUS_EVERY_S = 1.0
 MAX_CRASHES = 2
 #: Tasks asked for in one pull: the service's default limit (``ServiceConfig.max_slots``).
 MAX_PULL = 8
+#: A session is reopened once less than this is left of it (a request in flight then still
+#: arrives in time), or less than a tenth of its whole length if that is shorter.
+SESSION_MARGIN_S = 120.0
+#: The answers that say the session is over: open a new one and send the request again.
+SESSION_OVER = frozenset({"bad_session", "session_expired"})
 
 
 def default_home() -> Path:
@@ -201,6 +211,14 @@ class _Slot:
         return self.state == "idle"
 
 
+def _server_time(r: httpx.Response) -> float:
+    """The server's clock when it answered ``r`` (its ``Date``, to the second), else ours."""
+    try:
+        return parsedate_to_datetime(r.headers["date"]).timestamp()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return time.time()
+
+
 class HttpVolunteer:
     """One volunteer talking to one coordinator over HTTP, computing in one or more slots.
 
@@ -270,6 +288,13 @@ class HttpVolunteer:
         self.computed = self.uploaded = self.accepted = self.spot_checks = 0
         self.credit: int | None = None
         self.validated: int | None = None
+        #: The open session (requests are MAC'd in it); None: sign each request.
+        self.session: Session | None = None
+        #: False once the server said it has no sessions (an older coordinator: a 404).
+        self.sessions = True
+        #: When to open the next session (``time.monotonic``): before the server's end of
+        #: this one, counted on the server's clock (its ``Date``), not this machine's.
+        self.reopen_at = 0.0
 
     def close(self) -> None:
         self.http.close()
@@ -279,21 +304,73 @@ class HttpVolunteer:
     def _sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
         return sign_headers(self.identity, method, path, body, origin=self.server)
 
+    def _auth(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """A MAC in the open session, or a signature (called on every try: a fresh nonce)."""
+        if self.session is not None:
+            return mac_headers(self.session, method, path, body)
+        return self._sign(method, path, body)
+
+    def _authenticated(self, send: Callable[[], Any]) -> Any:
+        """``send()`` in a session that has time left (opened first if need be); when the
+        server says the session is over (it restarted, or the ticket expired), open a new
+        one and send the same request once more."""
+        if self.sessions and (self.session is None or time.monotonic() >= self.reopen_at):
+            self.open_session()
+        try:
+            return send()
+        except Unauthenticated as e:
+            if self.session is None or e.code not in SESSION_OVER:
+                raise
+            self.report(f"the session ended ({e.code}); opening a new one")
+            self.open_session()
+            return send()
+
+    def open_session(self) -> None:
+        """Open a session (``POST /v1/sessions``, signed); a server without sessions (404:
+        an older coordinator) is sent signed requests from then on."""
+        self.session = None
+        opening = Opening.new(self.identity.public_key, origin=self.server)
+        body = json.dumps(opening.request).encode()
+        try:
+            r = self.http.request(
+                "POST",
+                "/v1/sessions",
+                content=body,
+                headers={"content-type": "application/json"},
+                sign=self._sign,
+            )
+        except NotFound:
+            self.sessions = False
+            self.report("this coordinator has no sessions; every request is signed")
+            return
+        try:
+            answer = r.json()
+        except ValueError as e:
+            raise WireError("POST /v1/sessions: the answer is not JSON") from e
+        self.session = opening.session(answer)
+        ttl = self.session.expires - _server_time(r)
+        self.reopen_at = time.monotonic() + ttl - min(SESSION_MARGIN_S, ttl / 10)
+
     def _request(
         self, method: str, path: str, body: bytes = b"", *, content_type: str = ""
     ) -> httpx.Response:
-        """A signed request (a fresh signature on every retry); an error answer raises."""
+        """An authenticated request (a fresh nonce and MAC or signature on every retry, the
+        same body); an error answer raises."""
         headers = {"content-type": content_type} if content_type else None
-        return self.http.request(method, path, content=body, headers=headers, sign=self._sign)
+        return self._authenticated(
+            lambda: self.http.request(method, path, content=body, headers=headers, sign=self._auth)
+        )
 
     def _json(self, method: str, path: str, doc: dict[str, Any] | None = None) -> Any:
-        return self.http.json(method, path, doc, sign=self._sign)
+        return self._authenticated(lambda: self.http.json(method, path, doc, sign=self._auth))
 
     def register(self) -> None:
-        self._json(
+        """Register the key (always signed: it proves possession of the key)."""
+        self.http.json(
             "POST",
             "/v1/volunteers",
             {"public_key": self.identity.public_key.hex(), "name": self.name},
+            sign=self._sign,
         )
 
     def me(self) -> dict[str, Any]:

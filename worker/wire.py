@@ -6,7 +6,8 @@ It lives in ``worker`` because the client needs it and ``worker`` may not import
 * Requests of a volunteer are signed: Ed25519 over :func:`signing_message`, i.e. the
   server's origin, the method, the path with its query, SHA-256 of the body, a timestamp,
   a nonce and the key. Naming the origin makes a signature for one coordinator worthless
-  at another (a volunteer may use one key with several).
+  at another (a volunteer may use one key with several). Or, once a session is open
+  (:mod:`worker.session`), MAC'd: HMAC-SHA256 over the same message under the session's key.
 * Metadata is JSON. Arrays inside JSON are ``{"dtype": "<f8", "shape": [..], "data":
   base64}`` (raw little-endian bytes with a declared shape); whole results travel as one
   binary container (:mod:`worker.arrays`: a JSON manifest declaring each array's name, dtype
@@ -47,6 +48,8 @@ KEY_HEADER = "x-foldnet-key"
 TIMESTAMP_HEADER = "x-foldnet-timestamp"
 NONCE_HEADER = "x-foldnet-nonce"
 SIGNATURE_HEADER = "x-foldnet-signature"
+SESSION_HEADER = "x-foldnet-session"  # a session's ticket (worker.session), instead of a signature
+MAC_HEADER = "x-foldnet-mac"  # HMAC-SHA256 under the session's key of signing_message(...)
 RESULT_CONTENT_TYPE = "application/x-foldnet-arrays"
 
 #: Array kinds a result may hold, with their dtype and number of dimensions.

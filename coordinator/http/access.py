@@ -25,6 +25,7 @@ from coordinator.http.auth import (
 )
 from coordinator.http.config import ServiceConfig
 from coordinator.http.link import Admission
+from coordinator.http.sessions import Tickets
 from foldnet.errors import Forbidden, Unavailable
 from worker.wire import KEY_HEADER, body_digest, origin_of
 
@@ -58,7 +59,8 @@ class Access:
     """Authentication and rate limits of one HTTP process.
 
     ``is_registered`` asks the coordinator whether a volunteer key registered (through
-    another front-end); ``remote``: the coordinator runs in another process.
+    another front-end); ``remote``: the coordinator runs in another process; ``ticket_key``:
+    what seals the service's session tickets (the same in every front-end).
     """
 
     def __init__(
@@ -68,11 +70,15 @@ class Access:
         *,
         remote: bool,
         is_registered: Callable[[bytes], Awaitable[bool]],
+        ticket_key: bytes,
     ) -> None:
         self.clock = clock
         self.remote = remote
         self._is_registered = is_registered
-        self.vauth = VolunteerAuth(window_s=config.signature_window_s, clock=clock.now)
+        self.tickets = Tickets(ticket_key=ticket_key, ttl_s=config.session_ttl_s, clock=clock.now)
+        self.vauth = VolunteerAuth(
+            window_s=config.signature_window_s, clock=clock.now, tickets=self.tickets
+        )
         self.origin = origin_of(config.origin) if config.origin else None
         pace = clock.monotonic
         self.lab_limit = RateLimiter(config.lab_rate, config.lab_burst, clock=pace)
@@ -117,17 +123,26 @@ class Access:
     # -- volunteers ------------------------------------------------------------------------
 
     async def volunteer(
-        self, request: Request, body: bytes, *, registering: bool = False, register_from: str = ""
+        self,
+        request: Request,
+        body: bytes,
+        *,
+        registering: bool = False,
+        register_from: str = "",
+        signed_only: bool = False,
     ) -> bytes:
-        """The key of a signed request whose body was read (small JSON bodies)."""
-        pending = await self.volunteer_headers(request, registering=registering)
+        """The key of a signed request (or one in a session, unless ``signed_only``) whose
+        body was read (small JSON bodies)."""
+        pending = await self.volunteer_headers(
+            request, registering=registering, signed_only=signed_only
+        )
         return self.volunteer_signed(request, pending, body_digest(body), register_from)
 
     async def volunteer_headers(
-        self, request: Request, *, registering: bool = False
+        self, request: Request, *, registering: bool = False, signed_only: bool = False
     ) -> SignedRequest:
-        """The signature headers checked (form, time, key registered, nonce fresh): what is
-        known before a body is read."""
+        """The signature (or session) headers checked (form, time, key registered, nonce
+        fresh, the session's ticket): what is known before a body is read."""
         target = signed_target(request)
         if self.remote and not registering:
             await self._known(request)
@@ -135,9 +150,14 @@ class Access:
             request.method,
             target,
             request.headers,
-            origin=self.origin or origin_of(str(request.base_url)),
+            origin=self.origin_for(request),
             registering=registering,
+            signed_only=signed_only,
         )
+
+    def origin_for(self, request: Request) -> str:
+        """The origin requests to this service name (signatures, session keys)."""
+        return self.origin or origin_of(str(request.base_url))
 
     async def _known(self, request: Request) -> None:
         """A front-end learns of keys registered through another one from the core (a key

@@ -47,7 +47,9 @@ _TAGS = [
         "description": "Signed requests: X-Foldnet-Key, X-Foldnet-Timestamp (Unix s, ±5 min), "
         "X-Foldnet-Nonce (used once), X-Foldnet-Signature: Ed25519 over "
         "worker.wire.signing_message (the server's origin scheme://host:port, method, "
-        "path?query, SHA-256 of the body, timestamp, nonce, key).",
+        "path?query, SHA-256 of the body, timestamp, nonce, key). Or, in a session opened "
+        "with POST /v1/sessions: X-Foldnet-Session (the ticket) and X-Foldnet-Mac "
+        "(HMAC-SHA256 of the same message under the session key) instead of the signature.",
     },
 ]
 

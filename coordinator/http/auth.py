@@ -6,26 +6,32 @@ the timestamp window first (cheap), then the signature, and only then remembers 
 so forged requests cannot fill the nonce memory. Nonces are kept per key for as long as a
 timestamp stays acceptable (twice the window); a replay inside that time is refused and one
 after it is refused for its timestamp. All of this runs on the event loop's thread, so the
-structures here need no locks.
+structures here need no locks. A request in a session (:mod:`coordinator.http.sessions`)
+carries a ticket and an HMAC of the same message instead of a signature, and goes through
+the same checks in the same order.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 import ipaddress
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from coordinator.http.sessions import REOPEN, TICKET_FORM, Tickets
 from foldnet.errors import RateLimited, Unauthenticated
 from worker.wire import (
     KEY_HEADER,
+    MAC_HEADER,
     NONCE_HEADER,
+    SESSION_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     body_digest,
@@ -84,7 +90,8 @@ class RateLimiter:
 
 
 class VolunteerAuth:
-    """Checks signed requests; knows which keys are registered."""
+    """Checks signed requests and requests in a session (``tickets``: this service's; None:
+    sessions are refused); knows which keys are registered."""
 
     def __init__(
         self,
@@ -92,9 +99,11 @@ class VolunteerAuth:
         window_s: float = 300.0,
         max_nonces_per_key: int = 20_000,
         clock: Callable[[], float] = time.time,
+        tickets: Tickets | None = None,
     ) -> None:
         self.window_s = window_s
         self.clock = clock
+        self.tickets = tickets
         self.registered: set[bytes] = set()
         self.nonces = NonceBook(window_s=window_s, max_per_key=max_nonces_per_key)
         self._keys: OrderedDict[bytes, Ed25519PublicKey] = OrderedDict()
@@ -120,11 +129,12 @@ class VolunteerAuth:
         *,
         origin: str,
         registering: bool = False,
+        signed_only: bool = False,
     ) -> bytes:
-        """The verified key of a signed request, or
-        :class:`~foldnet.errors.Unauthenticated` saying why."""
+        """The verified key of a signed request (or one in a session, unless ``signed_only``),
+        or :class:`~foldnet.errors.Unauthenticated` saying why."""
         pending = self.check_headers(
-            method, target, headers, origin=origin, registering=registering
+            method, target, headers, origin=origin, registering=registering, signed_only=signed_only
         )
         return self.check_signature(pending, body_digest(body))
 
@@ -136,25 +146,40 @@ class VolunteerAuth:
         *,
         origin: str,
         registering: bool = False,
+        signed_only: bool = False,
     ) -> SignedRequest:
         """Everything that can be checked before the body is read: the headers' form, the
-        timestamp window, that the key is registered and the nonce is fresh. An upload is
-        read only after this passed (and after its replica proved to be the key's)."""
+        timestamp window, that the key is registered and the nonce is fresh, and a session's
+        ticket (this service's, the key's, not expired). An upload is read only after this
+        passed (and after its replica proved to be the key's). ``signed_only`` (and
+        ``registering``): a signature is required, a session is refused."""
+        session = SESSION_HEADER in headers or MAC_HEADER in headers
+        if session and SIGNATURE_HEADER in headers:
+            raise Unauthenticated(
+                f"a request carries either a signature ({SIGNATURE_HEADER}) or a session "
+                f"({SESSION_HEADER} and {MAC_HEADER}), not both: send one of them",
+                code="ambiguous_auth",
+            )
+        if session and (signed_only or registering):
+            raise Unauthenticated(
+                "registering a key and opening a session take a signature by the key itself "
+                f"({SIGNATURE_HEADER}, worker.wire.sign_headers), not a session",
+                code="signature_required",
+            )
+        proof = (SESSION_HEADER, MAC_HEADER) if session else (SIGNATURE_HEADER,)
         missing = [
-            h
-            for h in (KEY_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
-            if h not in headers
+            h for h in (KEY_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, *proof) if h not in headers
         ]
         if missing:
             raise Unauthenticated(
-                f"volunteer requests must be signed; missing headers: {', '.join(missing)} "
-                "(foldnet worker run signs them; see worker.wire.sign_headers)",
+                f"volunteer requests must be signed or in a session; missing headers: "
+                f"{', '.join(missing)} (foldnet worker run sends them; see "
+                "worker.wire.sign_headers and worker.session.mac_headers)",
                 code="unsigned",
             )
         key_hex = headers[KEY_HEADER]
         ts_text = headers[TIMESTAMP_HEADER]
         nonce = headers[NONCE_HEADER]
-        sig_hex = headers[SIGNATURE_HEADER]
         if not _HEX64.match(key_hex):
             raise Unauthenticated(f"{KEY_HEADER}: expected 64 lowercase hex digits", code="bad_key")
         if not _TIMESTAMP.fullmatch(ts_text):
@@ -166,10 +191,27 @@ class VolunteerAuth:
             raise Unauthenticated(
                 f"{NONCE_HEADER}: expected 16-64 characters of [A-Za-z0-9_-]", code="bad_nonce"
             )
-        if not _HEX128.match(sig_hex):
-            raise Unauthenticated(
-                f"{SIGNATURE_HEADER}: expected 128 hex digits", code="bad_signature"
-            )
+        if session:
+            ticket, mac_hex = headers[SESSION_HEADER], headers[MAC_HEADER]
+            if not TICKET_FORM.fullmatch(ticket):
+                raise Unauthenticated(
+                    f"{SESSION_HEADER}: expected the ticket POST /v1/sessions answered "
+                    f"(base64url); {REOPEN}",
+                    code="bad_session",
+                )
+            if not _HEX64.match(mac_hex):
+                raise Unauthenticated(
+                    f"{MAC_HEADER}: expected 64 lowercase hex digits (HMAC-SHA256)",
+                    code="bad_mac",
+                )
+            signature = bytes.fromhex(mac_hex)
+        else:
+            sig_hex = headers[SIGNATURE_HEADER]
+            if not _HEX128.match(sig_hex):
+                raise Unauthenticated(
+                    f"{SIGNATURE_HEADER}: expected 128 hex digits", code="bad_signature"
+                )
+            signature = bytes.fromhex(sig_hex)
         now = self.clock()
         ts = int(ts_text)
         if abs(now - ts) > self.window_s:
@@ -185,25 +227,48 @@ class VolunteerAuth:
                 "does it on start)",
                 code="unknown_volunteer",
             )
+        session_key = b""
+        if session:
+            if self.tickets is None:
+                raise Unauthenticated(
+                    "this service has no sessions: sign each request "
+                    f"({SIGNATURE_HEADER}, worker.wire.sign_headers)",
+                    code="bad_session",
+                )
+            session_key = self.tickets.read(ticket, volunteer=key).session_key
         if self.nonces.seen(key, nonce):
             raise Unauthenticated(
                 "this nonce was used already: a replay is refused", code="replayed"
             )
-        return SignedRequest(origin, method, target, key, ts, nonce, bytes.fromhex(sig_hex))
+        return SignedRequest(
+            origin, method, target, key, ts, nonce, signature, session_key=session_key
+        )
 
     def check_signature(self, req: SignedRequest, body_sha256: str) -> bytes:
-        """Verify the signature over the body's SHA-256, then spend the nonce: the key."""
+        """Verify the signature (or a session's MAC) over the body's SHA-256, then spend the
+        nonce: the key."""
         message = signing_message(
             req.method, req.target, body_sha256, req.timestamp, req.nonce, req.key.hex(), req.origin
         )
-        try:
-            self._public_key(req.key).verify(req.signature, message)
-        except InvalidSignature as e:
-            raise Unauthenticated(
-                f"the signature does not verify for this server ({req.origin}), method, path, "
-                "body, timestamp and nonce",
-                code="bad_signature",
-            ) from e
+        if req.session_key:
+            if not hmac.compare_digest(
+                hmac.digest(req.session_key, message, "sha256"), req.signature
+            ):
+                raise Unauthenticated(
+                    f"the session MAC does not verify for this server ({req.origin}), method, "
+                    "path, body, timestamp and nonce under the session's key (a session key "
+                    f"derived from a tampered answer never does: {REOPEN})",
+                    code="bad_mac",
+                )
+        else:
+            try:
+                self._public_key(req.key).verify(req.signature, message)
+            except InvalidSignature as e:
+                raise Unauthenticated(
+                    f"the signature does not verify for this server ({req.origin}), method, "
+                    "path, body, timestamp and nonce",
+                    code="bad_signature",
+                ) from e
         self.nonces.spend(req.key, req.nonce, self.clock())
         return req.key
 
@@ -272,7 +337,8 @@ class NonceBook:
 
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
-    """A request whose signature headers passed every check but the signature itself."""
+    """A request whose signature headers passed every check but the signature itself; in a
+    session, ``signature`` is the MAC and ``session_key`` the key it must verify under."""
 
     origin: str
     method: str
@@ -281,6 +347,7 @@ class SignedRequest:
     timestamp: int
     nonce: str
     signature: bytes
+    session_key: bytes = field(default=b"", repr=False, kw_only=True)
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coordinator.errors import UsageError
 from coordinator.plan import PlanLimits
 from coordinator.policy import NetworkPolicy
+
+#: The range of ``ServiceConfig.session_ttl_s``: longer than a few signature windows (a
+#: session is reopened before it ends), at most a day (a key in use that long is enough).
+MIN_SESSION_TTL_S = 60.0
+MAX_SESSION_TTL_S = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,9 @@ class ServiceConfig:
     register_global_rate: float = 10.0  # all addresses together
     register_global_burst: float = 500.0
     signature_window_s: float = 300.0
+    #: How long a volunteer's session (one signed request, then MACs) lasts; the client
+    #: opens the next before it ends (coordinator/http/sessions.py).
+    session_ttl_s: float = 3600.0
     idle_retry_s: float = 5.0  # what a volunteer is told to wait when there is no work
     tick_s: float = 0.2
     beacon_interval_s: float = 0.5
@@ -55,6 +64,13 @@ class ServiceConfig:
     #: Once started, freeze the process's objects out of garbage collection and make young
     #: collections rarer (:mod:`coordinator.http.heap`); ``foldnet serve`` sets it.
     settle_heap: bool = False
+
+    def __post_init__(self) -> None:
+        if not MIN_SESSION_TTL_S <= self.session_ttl_s <= MAX_SESSION_TTL_S:
+            raise UsageError(
+                f"session_ttl_s must be from {MIN_SESSION_TTL_S:g} to {MAX_SESSION_TTL_S:g} s "
+                f"(a session's key is used for that long), got {self.session_ttl_s:g}"
+            )
 
     @property
     def limits(self) -> PlanLimits:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,10 +67,12 @@ def _report_metrics(core: Core, _c: Coordinator, worker: int, snapshot: dict[str
 @dataclass(frozen=True, slots=True)
 class FrontEnd:
     """How a front-end in a process of its own reaches the coordinator: its end of the
-    link (a socket from the coordinator's process) and its number."""
+    link (a socket from the coordinator's process) and its number; ``ticket_key``: the
+    service's session-ticket key (every front-end's, so each reads the others' tickets)."""
 
     sock: socket.socket
     worker: int
+    ticket_key: bytes = field(repr=False, kw_only=True)
 
 
 class Service:
@@ -93,7 +96,14 @@ class Service:
         self.core: Core | None = None if front is not None else Core(workdir, config, clock=clock)
         self.front = front
         self.link: FrontLink | None = None
-        self.access = Access(config, clock, remote=front is not None, is_registered=self._asked)
+        self.access = Access(
+            config,
+            clock,
+            remote=front is not None,
+            is_registered=self._asked,
+            # session tickets: sealed with a key made now, never written (a restart ends them)
+            ticket_key=front.ticket_key if front is not None else secrets.token_bytes(32),
+        )
         self.work = HandedOut(self.core, self.call, clock)
         self.bodies = BodyReader(config.body_timeout_s, config.min_upload_rate)
         self._store: Store | None = None

@@ -1,6 +1,7 @@
-"""The volunteers' API: register a key, pull work, fetch systems, upload results and
-spot-checks, give work back, read credit and inclusion proofs. Every request but the
-registration is signed by the volunteer's key."""
+"""The volunteers' API: register a key, open a session, pull work, fetch systems, upload
+results and spot-checks, give work back, read credit and inclusion proofs. Every request is
+signed by the volunteer's key, or (all but registering and opening a session) MAC'd in a
+session (coordinator/http/sessions.py)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ class RegisterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     public_key: str = Field(pattern="^[0-9a-f]{64}$", description="Ed25519, hex")
     name: str = Field("", max_length=100)
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    x25519: str = Field(pattern="^[0-9a-f]{64}$", description="a fresh X25519 public key, hex")
 
 
 class WorkRequest(BaseModel):
@@ -174,6 +180,12 @@ def _register(core: Core, c: Coordinator, key: bytes, name: str) -> bool:
     new = core.accounts.add_volunteer(key, name)
     core.registered.add(key)
     return new
+
+
+@command
+def _admitted(_core: Core, _c: Coordinator) -> None:
+    """Nothing to run: a front-end's request is admitted by the coordinator's gate (its
+    nonce spent for all front-ends, its key's rate counted) and nothing else."""
 
 
 @command
@@ -318,6 +330,23 @@ def volunteers_router(svc: Service, hot: HotRouteTable | None = None) -> APIRout
             {"volunteer": key.hex(), "registered": True, "new": new},
             status_code=201 if new else 200,
         )
+
+    @router.post("/v1/sessions", tags=["volunteers"], openapi_extra=_doc_body(SessionRequest))
+    async def open_session(request: Request) -> JSONResponse:
+        """Open a session (coordinator/http/sessions.py): signed by a registered key, naming
+        a fresh X25519 key of the volunteer's; later requests carry the ticket and an
+        HMAC-SHA256 of the signed message under the derived key instead of a signature."""
+        body = await request.body()
+        key = await svc.access.volunteer(request, body, signed_only=True)
+        doc = parse_json_object(body)
+        _fields(doc, {"x25519"})
+        client = get_hex(doc, "x25519", 32)
+        if svc.remote:  # the coordinator spends the nonce, for every front-end
+            await svc.call(_admitted, request=request)
+        opened = svc.access.tickets.open(
+            volunteer=key, client_x25519=client, origin=svc.access.origin_for(request)
+        )
+        return JSONResponse(opened.answer(), status_code=201)
 
     @router.post("/v1/work", tags=["volunteers"], openapi_extra=_doc_body(WorkRequest))
     async def pull(request: Request) -> JSONResponse:

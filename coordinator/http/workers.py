@@ -38,13 +38,14 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import secrets
 import signal
 import socket
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,9 @@ class FrontEndSettings:
     host: str
     port: int
     log_level: str
+    #: The service's session-ticket key (coordinator/http/sessions.py): made when it starts,
+    #: the same in every front-end (a restarted one too), never written to disk.
+    ticket_key: bytes = field(repr=False)
 
 
 def listening_socket(host: str, port: int, *, shared: bool = True) -> socket.socket:
@@ -137,7 +141,11 @@ def front_end_main(link: socket.socket, worker: int, settings: FrontEndSettings)
     except UsageError as e:
         print(f"foldnet: front-end {worker}: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    app = create_app(settings.workdir, settings.config, front=FrontEnd(link, worker))
+    app = create_app(
+        settings.workdir,
+        settings.config,
+        front=FrontEnd(link, worker, ticket_key=settings.ticket_key),
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -303,7 +311,12 @@ def serve_workers(
     hub = Hub()
     core = Core(workdir, config, clock=SYSTEM_CLOCK)
     settings = FrontEndSettings(
-        workdir=str(workdir), config=config, host=host, port=port, log_level=log_level
+        workdir=str(workdir),
+        config=config,
+        host=host,
+        port=port,
+        log_level=log_level,
+        ticket_key=secrets.token_bytes(32),
     )
     fronts = FrontEnds(hub, settings, workers)
     try:
