@@ -29,12 +29,11 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import print_table
+from benchmarks.common import best_cpu_us, print_table
 from benchmarks.http import Conn, ServeProcess, sim_identity
 from coordinator.http.auth import VolunteerAuth
 from coordinator.http.sessions import Tickets
@@ -47,13 +46,7 @@ TARGET = "/v1/results/123456?next=1"
 
 
 def _best_us(fn: Callable[[], object], n: int, rounds: int = 5) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.process_time()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.process_time() - t0) / n)
-    return best * 1e6
+    return best_cpu_us(fn, n, rounds)
 
 
 def isolated(n: int) -> dict[str, float]:

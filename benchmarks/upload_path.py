@@ -31,7 +31,7 @@ from typing import Any
 
 import ledger.entries as le
 import ledger.log
-from benchmarks.common import print_table
+from benchmarks.common import best_cpu_us, print_table
 from coordinator.http.wire import Assignment, precheck
 from coordinator.service import verify_upload
 from sims.examples import VILLIN_PDB
@@ -199,14 +199,7 @@ def best_us(fn: Callable[[], object], *, rounds: int, seconds: float) -> float:
     t0 = time.process_time()
     fn()
     once = max(time.process_time() - t0, 1e-6)
-    n = max(1, int(seconds / once))
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.process_time()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.process_time() - t0) / n)
-    return best * 1e6
+    return best_cpu_us(fn, max(1, int(seconds / once)), rounds)
 
 
 def measure_case(p: Prepared, *, rounds: int, seconds: float) -> dict[str, float]:
