@@ -102,6 +102,12 @@ def test_two_slots_compute_two_wus_at_once_resume_per_slot_and_finish_on_sigterm
             # the service's side: one key, two replicas assigned to it at the same time
             _wait(lambda: len(_in_flight(s, me)) == 2, "two replicas in flight for one key")
             partner_run.start()  # now it can only get the other replica of each WU
+            first.wait_for(_segment_done_in_both, "a finished segment in each slot")
+            # hold both slots mid-WU (however slow what follows, on a loaded machine, neither
+            # may finish its WU before the kill: the resume is the point)
+            slot_pids = [slot.pid for slot in read_status(home).slots]  # type: ignore[union-attr]
+            for pid in slot_pids:
+                os.kill(pid, signal.SIGSTOP)
             # the worker's side, while it runs: both slots computing their own WU
             seen = ""
             for _ in range(20):
@@ -111,8 +117,6 @@ def test_two_slots_compute_two_wus_at_once_resume_per_slot_and_finish_on_sigterm
             assert seen.startswith("running: worker pid"), seen
             assert len(re.findall(r"cpu\d .* computing .* go WU", seen)) == 2, seen
             assert "segments (" in seen, seen
-            first.wait_for(_segment_done_in_both, "a finished segment in each slot")
-            slot_pids = [slot.pid for slot in read_status(home).slots]  # type: ignore[union-attr]
             first.proc.send_signal(signal.SIGKILL)  # no chance to clean up
             first.finish()
             assert len(list((home / "work").glob("*.progress.npz"))) == 2
