@@ -61,8 +61,9 @@ class ServiceConfig:
     #: Answer the volunteers' hot routes (work, results, spot checks) without FastAPI's
     #: per-request machinery (:mod:`coordinator.http.hot`); the same handlers either way.
     hot_routes: bool = True
-    #: Once started, freeze the process's objects out of garbage collection and make young
-    #: collections rarer (:mod:`coordinator.http.heap`); ``foldnet serve`` sets it.
+    #: Once started, load what verifying the first upload needs (numba's kernels), then
+    #: freeze the process's objects out of garbage collection and make young collections
+    #: rarer (:mod:`coordinator.http.heap`); ``foldnet serve`` sets it.
     settle_heap: bool = False
 
     def __post_init__(self) -> None:

@@ -46,6 +46,7 @@ from coordinator.http.middleware import Metrics
 from coordinator.service import Coordinator
 from coordinator.store import Store
 from foldnet.errors import FoldnetError, Unavailable
+from sims.go import GoEngine
 
 __all__ = ["API_VERSION", "JobInfo", "Service", "ServiceConfig"]
 
@@ -146,6 +147,9 @@ class Service:
                 reporter = asyncio.get_running_loop().create_task(self._report())
                 self._stack.callback(reporter.cancel)
             if self.config.settle_heap:
+                # what the first upload would load, loaded before serving (not in a request
+                # that every other request on this loop would wait for)
+                GoEngine.warm_verification()
                 settle()  # started: what is alive now lives as long as the process
         except BaseException:
             await self._stack.aclose()

@@ -357,6 +357,20 @@ class GoEngine(Engine):
                 return k, [f"potential energy {energy} is not finite"]
         return None
 
+    @classmethod
+    def warm_verification(cls) -> None:
+        """Load now what checking the first Go upload needs: the compiled kernels from
+        numba's cache, and the scipy that numba's BLAS check imports (about 0.7 s here),
+        which the first upload's request would otherwise wait for, and every request served
+        by the same event loop with it."""
+        from sims.examples import VILLIN_PDB
+
+        engine = cls.from_pdb(VILLIN_PDB)
+        state = engine.initial_state(temperature=1.0, seed=0)
+        positions = np.stack([state.positions, state.positions])
+        velocities = np.stack([state.velocities, state.velocities])
+        engine.first_insane_state(positions, velocities, temperature=1.0)
+
     def start_segment(self, state: State, *, seed: int, temperature: float) -> SegmentRunner:
         return SegmentRunner(self, state, seed, temperature)
 
