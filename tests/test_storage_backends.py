@@ -17,12 +17,19 @@ from typer.testing import CliRunner
 from coordinator.accounts import Accounts
 from coordinator.cli import app
 from coordinator.databases import FILE, Databases
-from coordinator.errors import CoordinatorUnavailableError, ProtocolError, UsageError
+from coordinator.errors import (
+    CoordinatorUnavailableError,
+    MissingError,
+    ProtocolError,
+    UsageError,
+)
 from coordinator.messages import Tick, VolunteerTrusted
 from coordinator.service import Coordinator
 from coordinator.store import Store
 from ledger import Log, StorageError
+from ledger.entries import PriceInputs
 from sims.state import State
+from worker.result import ResultHeader, WorkerResult
 
 
 class AbandonedBatchError(Exception):
@@ -59,6 +66,73 @@ def test_store_round_trip(new_db: NewDb) -> None:
         assert again.plan("job1") == '{"engine": "go"}'
         assert again.job("job2") is None  # the failed batch kept nothing
         assert list(again.events()) == [VolunteerTrusted(volunteer="ab" * 32, now=1.5), Tick(2.0)]
+    finally:
+        again.close()
+
+
+def _result(seed: int) -> WorkerResult:
+    """A result as the store keeps it (the store checks nothing of it: the coordinator did)."""
+    rng = np.random.default_rng(seed)
+    d = [bytes(rng.integers(0, 256, 32, dtype=np.uint8)) for _ in range(8)]
+    header = ResultHeader(
+        wu_id=d[0],
+        worker_key=d[1],
+        determinism='{"engine":"go","note":"quotes \\" and \u00e9"}',
+        boundary_digests=(d[2], d[3]),
+        segment_root=d[4],
+        final_digest=d[3],
+        frames_digest=d[5],
+        observables_digest=d[6],
+        n_atoms=4,
+        wall_time_s=0.25,
+        price=PriceInputs(
+            engine="go", n_particles=4, steps=10, deadline_s=600, issued_at_ms=1_700_000_000_000
+        ),
+        segment_data=(d[7],),
+    )
+    return WorkerResult(
+        header,
+        bytes(rng.integers(0, 256, 64, dtype=np.uint8)),
+        positions=rng.normal(size=(2, 4, 3)),
+        velocities=rng.normal(size=(2, 4, 3)),
+        frames=rng.normal(size=(1, 4, 3)).astype(np.float32),
+        frame_steps=np.array([10], dtype=np.int64),
+        observables={"q": np.array([0.5]), "rg": np.array([7.25])},
+    )
+
+
+def test_results_round_trip_and_a_refused_insert_keeps_nothing(new_db: NewDb) -> None:
+    """Results go through the driver's own executemany (the hot path): what is stored comes
+    back byte for byte, and a row the database refuses (a replica stored twice) is a fault
+    that names the database, with nothing of its batch kept."""
+    location = new_db("store")
+    first, other = _result(1), _result(2)
+    store = Store.open(location)
+    try:
+        store.put_result(7, first)
+        with pytest.raises(CoordinatorUnavailableError, match="database failed"), store.batch():
+            store.put_job("job2", "lab-a", {})
+            store.put_result(8, other)
+            store.append_events([Tick(now=3.0)])
+            store.put_result(7, other)  # replica 7 is stored already
+            store.job("job2")  # a read flushes the batch's rows: the refusal comes here
+        assert store.job("job2") is None
+    finally:
+        store.close()
+    again = Store.open(location)
+    try:
+        header, signature = again.signed_header(7)
+        assert (header, signature) == (first.header, first.signature)
+        back = again.result(7)
+        for name in ("positions", "velocities", "frames", "frame_steps"):
+            assert getattr(back, name).tobytes() == getattr(first, name).tobytes()
+        assert {k: v.tolist() for k, v in back.observables.items()} == {
+            "q": [0.5],
+            "rg": [7.25],
+        }
+        with pytest.raises(MissingError):
+            again.signed_header(8)  # the refused batch's other result was not kept
+        assert list(again.events()) == []
     finally:
         again.close()
 
