@@ -15,7 +15,14 @@ from sims.go import GoEngine
 from sims.spec import RunSpec
 from worker.errors import IdentityError, ResultError, ResultSignatureError
 from worker.identity import Identity
-from worker.result import Expected, WorkerResult, segment_root, sign_result, verify_result
+from worker.result import (
+    Expected,
+    ResultHeader,
+    WorkerResult,
+    segment_root,
+    sign_result,
+    verify_result,
+)
 
 WU = bytes(range(32))
 SPEC = RunSpec(steps=2000, segment_steps=500, report_steps=500, temperature=0.8, seed=4)
@@ -201,3 +208,84 @@ def test_result_and_task_wire_round_trips_keep_the_price(signed, run, me, engine
     doc["price"]["n_particles"] = 36_000
     with pytest.raises(WireError, match="n_particles: expected 36, got 36000"):
         decode_task(doc, model)
+
+
+_AWKWARD_TEXT = [
+    "",
+    '{"cpu":"x86_64","engine":"go"}',
+    'quotes " and back\\slashes',
+    "control \x00\x01\x1f\t\n and DEL \x7f",
+    "non-ASCII: é, ß, 中文, emoji \U0001f9ec",
+    "a lone surrogate \ud800 and \udfff",
+    "</script> & <b>",
+]
+_AWKWARD_FLOATS = [0.0, -0.0, 1e-300, 1e300, 0.1, 123456.789, float("nan"), float("inf"), -1.5]
+
+
+def _header(rng: np.random.Generator, **changes: object) -> ResultHeader:
+    def digests(n: int) -> tuple[bytes, ...]:
+        return tuple(bytes(rng.integers(0, 256, 32, dtype=np.uint8)) for _ in range(n))
+
+    one = digests(6)
+    fields: dict[str, object] = {
+        "wu_id": one[0],
+        "worker_key": one[1],
+        "determinism": _AWKWARD_TEXT[int(rng.integers(len(_AWKWARD_TEXT)))],
+        "boundary_digests": digests(int(rng.integers(0, 5))),
+        "segment_root": one[2],
+        "final_digest": one[3],
+        "frames_digest": one[4],
+        "observables_digest": one[5],
+        "n_atoms": int(rng.integers(0, 2**40)),
+        "wall_time_s": _AWKWARD_FLOATS[int(rng.integers(len(_AWKWARD_FLOATS)))],
+        "price": PriceInputs(
+            engine=["go", "openmm", 'é"\\'][int(rng.integers(3))],
+            n_particles=int(rng.integers(0, 2**32)),
+            steps=int(rng.integers(0, 2**63)),
+            deadline_s=int(rng.integers(0, 2**32)),
+            issued_at_ms=int(rng.integers(0, 2**63)),
+        ),
+        "version": int(rng.integers(1, 5)),
+        "segment_data": digests(int(rng.integers(0, 5))),
+    }
+    fields.update(changes)
+    return ResultHeader(**fields)  # type: ignore[arg-type]
+
+
+def test_the_direct_canonical_encoding_is_the_json_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header's signed bytes, written directly, equal ``json.dumps``'s byte for byte: over
+    random headers with awkward strings (quotes, control characters, non-ASCII, lone
+    surrogates), floats (NaN, infinities, -0.0, extremes) and empty digest lists."""
+    rng = np.random.default_rng(11)
+    headers = [_header(rng) for _ in range(2000)]
+    expected = [h._canonical_json() for h in headers]
+
+    def not_used(self: ResultHeader) -> bytes:
+        raise AssertionError("a header of plain types took the json path")
+
+    monkeypatch.setattr(ResultHeader, "_canonical_json", not_used)
+    for h, want in zip(headers, expected, strict=True):
+        assert h.canonical() == want
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"n_atoms": True},
+        {"version": np.int64(3)},
+        {"wall_time_s": np.float32(0.1)},
+        {"wall_time_s": 2},
+    ],
+    ids=["bool", "numpy-int", "float32", "int-time"],
+)
+def test_headers_with_other_types_encode_as_json_does(changes: dict[str, object]) -> None:
+    """A field of another type than the plain one takes the ``json`` path: the same bytes, or
+    the same refusal (json cannot write a numpy integer)."""
+    h = _header(np.random.default_rng(5), **changes)
+    try:
+        expected = h._canonical_json()
+    except TypeError:
+        with pytest.raises(TypeError):
+            h.canonical()
+        return
+    assert h.canonical() == expected

@@ -145,6 +145,43 @@ class ResultHeader:
     segment_data: tuple[bytes, ...] = ()
 
     def canonical(self) -> bytes:
+        """The signed encoding: JSON, keys sorted, no spaces, bytes as hex, the wall time as
+        the ``repr`` of its float. Written directly when every field has its plain type (a
+        verified result's header is encoded on both sides of an upload, 2-4 times a cycle):
+        the same bytes as :meth:`_canonical_json`, at a third of its cost; anything else
+        goes through ``json``."""
+        p = self.price
+        if (
+            type(self.n_atoms) is int
+            and type(self.version) is int
+            and type(self.determinism) is str
+            and type(p.engine) is str
+            and type(p.n_particles) is int
+            and type(p.steps) is int
+            and type(p.deadline_s) is int
+            and type(p.issued_at_ms) is int
+        ):
+            return (
+                f'{{"boundary_digests":[{_hex_list(self.boundary_digests)}],'
+                f'"determinism":{_json_str(self.determinism)},'
+                f'"final_digest":"{self.final_digest.hex()}",'
+                f'"frames_digest":"{self.frames_digest.hex()}",'
+                f'"n_atoms":{self.n_atoms},'
+                f'"observables_digest":"{self.observables_digest.hex()}",'
+                f'"price":{{"deadline_s":{p.deadline_s},"engine":{_json_str(p.engine)},'
+                f'"issued_at_ms":{p.issued_at_ms},"n_particles":{p.n_particles},'
+                f'"steps":{p.steps}}},'
+                f'"segment_data":[{_hex_list(self.segment_data)}],'
+                f'"segment_root":"{self.segment_root.hex()}",'
+                f'"version":{self.version},'
+                f'"wall_time_s":"{float(self.wall_time_s)!r}",'
+                f'"worker_key":"{self.worker_key.hex()}",'
+                f'"wu_id":"{self.wu_id.hex()}"}}'
+            ).encode()
+        return self._canonical_json()
+
+    def _canonical_json(self) -> bytes:
+        """:meth:`canonical` by ``json.dumps``: the definition the direct form must match."""
         d: dict[str, Any] = {
             "boundary_digests": [b.hex() for b in self.boundary_digests],
             "determinism": self.determinism,
@@ -170,6 +207,15 @@ class ResultHeader:
         return attestation_message(
             self.wu_id, self.digest(), self.final_digest, self.price.digest()
         )
+
+
+#: A JSON string as ``json.dumps`` writes one inside :meth:`ResultHeader.canonical` (ASCII,
+#: escaped): the same C function.
+_json_str = json.encoder.encode_basestring_ascii
+
+
+def _hex_list(digests: tuple[bytes, ...]) -> str:
+    return ",".join(f'"{d.hex()}"' for d in digests)
 
 
 def price_fields(price: PriceInputs) -> dict[str, Any]:
