@@ -2,12 +2,21 @@
 
 Plain JSON (bytes as hex), never pickle: the log must stay readable by other versions and
 other tools, and nothing read back can run code.
+
+A line is ``json.dumps({"type": name, "body": fields}, sort_keys=True, separators=(",", ":"))``
+with dataclasses as objects and bytes as ``{"hex": ...}`` (:func:`_encode_generic`, the
+definition). :func:`encode_event` writes the same text from per-type templates, 2-4x cheaper
+(``python -m benchmarks.event_codec``), and falls back to the definition for any value of a
+type the templates do not know; tests/test_codec.py holds the two to the same text.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import operator
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from coordinator.errors import CorruptionError
@@ -78,15 +87,99 @@ def _plain(value: Any) -> Any:
     return {name: _plain(getattr(value, name)) for name in names}
 
 
-def _bytes(value: Any) -> bytes:
-    return bytes.fromhex(value["hex"])
-
-
-def encode_event(event: Event) -> str:
+def _encode_generic(event: Event) -> str:
+    """The log's definition: what :func:`encode_event` writes, for any value, and its
+    fallback for a value the per-type encoders do not know."""
     kind = type(event).__name__
     if kind not in _TYPES:
         raise CorruptionError(f"cannot encode {kind}")
     return json.dumps({"type": kind, "body": _plain(event)}, sort_keys=True, separators=(",", ":"))
+
+
+# -- per-type encoders ------------------------------------------------------------------------
+# The same text as _encode_generic, built directly: json.dumps builds an encoder per call and
+# _plain a dict per dataclass, about 10% of the coordinator's serial time (every event the
+# scheduler takes is logged). Each value is written by the function for its exact type, as
+# json.dumps writes it (ensure_ascii, repr of numbers, NaN/Infinity, sorted keys); a value of
+# any other type raises KeyError and the event takes the generic path.
+
+_NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _float(v: float) -> str:
+    r = float.__repr__(v)
+    return _NONFINITE.get(r, r)
+
+
+def _hex(v: bytes) -> str:
+    return '{"hex":"' + v.hex() + '"}'
+
+
+def _array(v: tuple[Any, ...] | list[Any]) -> str:
+    if not v:
+        return "[]"
+    try:  # the log's arrays are digests: joined in one pass
+        return '[{"hex":"' + '"},{"hex":"'.join(map(bytes.hex, v)) + '"}]'
+    except TypeError:  # not all bytes (a subclass of bytes is written as bytes, as by _plain)
+        return "[" + ",".join([_ENC[type(x)](x) for x in v]) + "]"
+
+
+_ENC: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring_ascii,
+    int: int.__repr__,
+    float: _float,
+    bool: {True: "true", False: "false"}.__getitem__,
+    type(None): lambda v: "null",
+    bytes: _hex,
+    tuple: _array,
+    list: _array,
+}
+
+
+def _object_encoder(cls: type, head: str = "", tail: str = "") -> Callable[[Any], str]:
+    """``head``, the JSON object of a dataclass ``cls``, then ``tail``: one %-template with its
+    keys in sorted order (as sort_keys writes them), its values filled in by type."""
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    # (field and type names are identifiers: no "%" to escape)
+    template = head + "{" + ",".join(encode_basestring_ascii(n) + ":%s" for n in names) + "}" + tail
+    if len(names) == 1:
+        name = names[0]
+
+        def one(v: Any) -> str:
+            x = getattr(v, name)
+            return template % _ENC[type(x)](x)
+
+        return one
+    get = operator.attrgetter(*names)
+
+    def many(v: Any) -> str:
+        return template % tuple([_ENC[type(x)](x) for x in get(v)])
+
+    return many
+
+
+_ENC[Claim] = _object_encoder(Claim)
+_ENC[JobSpec] = _object_encoder(JobSpec)
+#: Each event type's line: its body, then its name (sort_keys: ``"body" < "type"``).
+_EVENT_ENC = {
+    cls: _object_encoder(cls, '{"body":', ',"type":' + encode_basestring_ascii(name) + "}")
+    for name, cls in _TYPES.items()
+}
+
+
+def encode_event(event: Event) -> str:
+    """One line of the event log (exactly :func:`_encode_generic`'s text)."""
+    enc = _EVENT_ENC.get(type(event))
+    if enc is not None:
+        try:
+            return enc(event)
+        except (KeyError, RecursionError):  # a value of a type the per-type encoders lack
+            pass
+    return _encode_generic(event)
+
+
+def _bytes(value: Any) -> bytes:
+    return bytes.fromhex(value["hex"])
 
 
 def decode_event(text: str) -> Event:
