@@ -182,14 +182,20 @@ def _bytes(value: Any) -> bytes:
     return bytes.fromhex(value["hex"])
 
 
+def _digests(values: Any) -> tuple[bytes, ...]:
+    # (a list, not a generator of _bytes calls: a result holds a dozen digests)
+    return tuple([bytes.fromhex(d["hex"]) for d in values])
+
+
 def decode_event(text: str) -> Event:
+    """The event of one line of the log; anything malformed is a CorruptionError."""
     try:
         doc = json.loads(text)
         kind, body = doc["type"], doc["body"]
         if kind in ("JobSubmitted", "JobPrepared"):
             spec = dict(body["spec"])
             spec["system_digest"] = _bytes(spec["system_digest"])
-            starts = tuple(_bytes(d) for d in body["start_digests"])
+            starts = _digests(body["start_digests"])
             if kind == "JobPrepared":
                 return JobPrepared(body["job"], JobSpec(**spec), starts, body["now"])
             return JobSubmitted(body["job"], JobSpec(**spec), starts)
@@ -198,13 +204,13 @@ def decode_event(text: str) -> Event:
             claim = Claim(
                 _bytes(c["final_digest"]),
                 _bytes(c["segment_root"]),
-                tuple(_bytes(d) for d in c["boundary_digests"]),
+                _digests(c["boundary_digests"]),
                 c["det_class"],
                 c["sane"],
                 c.get("problem", ""),
                 _bytes(c["frames_digest"]) if "frames_digest" in c else b"",
                 _bytes(c["observables_digest"]) if "observables_digest" in c else b"",
-                tuple(_bytes(d) for d in c.get("segment_data", ())),
+                _digests(c.get("segment_data", ())),
             )
             return ResultReturned(body["replica"], body["volunteer"], claim, body["now"])
         if kind == "GenerationSeeded":
@@ -226,13 +232,13 @@ def decode_event(text: str) -> Event:
             return SpotCheckReturned(
                 body["check"],
                 body["volunteer"],
-                tuple(_bytes(d) for d in body["end_digests"]),
+                _digests(body["end_digests"]),
                 body["det_class"],
                 body["now"],
                 body.get("agrees"),
-                tuple(_bytes(d) for d in body.get("segment_data", ())),
+                _digests(body.get("segment_data", ())),
             )
         cls = _TYPES[kind]
         return cls(**body)
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
         raise CorruptionError(f"corrupt event in the coordinator's log: {e}") from e

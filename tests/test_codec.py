@@ -238,3 +238,13 @@ def test_only_the_log_s_event_types_are_encoded() -> None:
     for ev in (Tick2(1.0), Dispatch(1, None, "v", 0.0), "Tick"):  # type: ignore[arg-type]
         with pytest.raises(CorruptionError, match="cannot encode"):
             encode_event(ev)  # type: ignore[arg-type]
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def test_a_number_too_large_for_a_float_is_a_corrupt_event() -> None:
+    huge = "1" + "0" * 400
+    line = f'{{"body":{{"now":{huge},"value":{{"hex":"00"}}}},"type":"BeaconPublished"}}'
+    with pytest.raises(CorruptionError, match="corrupt event"):
+        decode_event(line)
