@@ -1,5 +1,5 @@
-"""The wire format of the coordinator link (:mod:`coordinator.http.link`): tagged JSON plus
-raw buffers, never pickle.
+"""The wire format of the coordinator link (:mod:`coordinator.http.link`): JSON of lists
+plus raw buffers, never pickle.
 
 The link is private to foldnet's own processes, but a codec that can only build data is a
 wall that does not depend on that: were a front-end ever made to write bytes of an
@@ -8,26 +8,33 @@ anything but the values below. (Pickle's ``find_class`` allow-lists stop at "whi
 and a single forgotten one is a way in; here there is nothing to forget.)
 
 A frame is ``<u32 header length> <u32 buffer count> <u64 length of each buffer> header
-buffers...``; the header is the value in JSON. Values are JSON scalars (NaN and infinities
-included, as Python's ``json`` writes them), lists, dicts with string keys not starting with
-``$``, and one-key objects tagged with ``$``:
+buffers...``; the header is the value in JSON. JSON scalars (NaN and infinities included, as
+Python's ``json`` writes them) are themselves and a JSON object is a dict with string keys;
+every other value is a JSON list whose first item names what it is:
 
-=========  =====================================================================
-``$t``      tuple of values
-``$d``      dict with other keys: ``[[key, value], ...]``
-``$s``      set / ``$fs`` frozenset of values
-``$x``      bytes of up to 64, as hex
-``$b``      longer bytes: buffer index
-``$a``      numpy array ``[buffer index, dtype, shape]`` (bool, int, uint, float, complex)
-``$n``      numpy scalar ``[dtype, value]``
-``$p``      ``pathlib.Path`` as a string
-``$c``      dataclass ``["module:QualName", {field: value}]``, built with its constructor
-``$e``      enum member ``["module:QualName", value]``
-=========  =====================================================================
+=====================  ===========================================================
+``["l", v...]``         list
+``["t", v...]``         tuple
+``["x", hex]``          bytes of up to 64 (digests, keys, signatures)
+``["b", i]``            longer bytes: buffer ``i``
+``["a", i, dtype, n...]``  numpy array in buffer ``i``, of shape ``(n...)`` (bool, int,
+                        uint, float, complex)
+``["n", dtype, v]``     numpy scalar (a complex one's ``v`` is ``[real, imag]``)
+``["d", k, v, ...]``    dict with other keys
+``["s", v...]``         set; ``["f", v...]`` frozenset
+``["p", text]``         ``pathlib.Path``
+``["mod:Qual", v...]``  a dataclass with each field's value in field order, built with its
+                        constructor; or an enum member ``["mod:Qual", value]``
+=====================  ===========================================================
 
 Only dataclasses and enums defined in foldnet's own packages (:data:`PACKAGES`) are built,
 and a dataclass is built through its constructor, so whatever its ``__post_init__`` checks
 holds for what arrives. Anything else is :class:`LinkCodecError`, on either side.
+
+Lists rather than tagged objects and fields by position rather than by name, because the
+coordinator's process decodes every call and encodes every answer on its one thread: JSON
+objects cost the parser a dict each, and a hook on every one of them cost more than the
+parse. Each type's encoder and each class's decoder is made once, the first time it is met.
 """
 
 from __future__ import annotations
@@ -36,11 +43,11 @@ import dataclasses
 import enum
 import importlib
 import json
-import math
+import operator
 import pathlib
 import struct
 import sys
-import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,7 +65,11 @@ _ARRAY_KINDS = frozenset("biufc")
 _INLINE = 64
 
 _HEADER = struct.Struct("<II")  # header length, buffer count; then each buffer's length
-_SCALARS = (str, int, float, bool, type(None))
+#: Types that are themselves in JSON (a JSON object is a dict, walked; see :func:`_value`).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_NUMBERS = frozenset({int, float, bool})
+
+_Buffers = list[Any]  # bytes, or C-contiguous numpy arrays, each written as it is
 
 
 class LinkCodecError(Internal):
@@ -69,71 +80,145 @@ class LinkCodecError(Internal):
 
 # -- encoding ----------------------------------------------------------------------------------
 
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
 
 def encode(value: object) -> bytes:
     """``value`` as one frame body (without the link's length prefix)."""
-    buffers: list[bytes | memoryview] = []
+    buffers: _Buffers = []
     try:
         doc = _plain(value, buffers)
-        header = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        header = _dumps(doc).encode()  # ASCII: a lone surrogate travels escaped
     except RecursionError as e:
         raise LinkCodecError("a value nested too deeply for the coordinator link") from e
-    lengths = [len(b) if isinstance(b, bytes) else b.nbytes for b in buffers]
+    lengths = [b.nbytes if type(b) is np.ndarray else len(b) for b in buffers]
     prefix = _HEADER.pack(len(header), len(buffers)) + struct.pack(f"<{len(buffers)}Q", *lengths)
     return b"".join([prefix, header, *buffers])
 
 
-#: Wire name and field names of each dataclass met so far (``dataclasses.fields`` is slow).
-_FIELDS: dict[type, tuple[str, tuple[str, ...]]] = {}
+_Encoder = Callable[[Any, _Buffers], Any]
 
 
-def _plain(value: Any, buffers: list[bytes | memoryview]) -> Any:
+def _plain(value: Any, buffers: _Buffers) -> Any:
     kind = type(value)
     if kind in _SCALARS:
         return value
-    if kind is list:
-        return [_plain(v, buffers) for v in value]
-    if kind is tuple:
-        return {"$t": [_plain(v, buffers) for v in value]}
-    if kind is dict:
-        if all(type(k) is str and not k.startswith("$") for k in value):
-            return {k: _plain(v, buffers) for k, v in value.items()}
-        return {"$d": [[_plain(k, buffers), _plain(v, buffers)] for k, v in value.items()]}
-    if kind is bytes:
-        if len(value) <= _INLINE:
-            return {"$x": value.hex()}
+    enc = _ENCODERS.get(kind) or _encoder_for(kind)
+    return enc(value, buffers)
+
+
+def _items(values: Any, buffers: _Buffers) -> list[Any]:
+    return [v if type(v) in _SCALARS else _plain(v, buffers) for v in values]
+
+
+def _enc_list(value: list[Any], buffers: _Buffers) -> list[Any]:
+    return ["l", *_items(value, buffers)]
+
+
+def _enc_tuple(value: tuple[Any, ...], buffers: _Buffers) -> list[Any]:
+    return ["t", *_items(value, buffers)]
+
+
+def _enc_dict(value: dict[Any, Any], buffers: _Buffers) -> Any:
+    for key in value:
+        if type(key) is not str:
+            out = ["d"]
+            for k, v in value.items():
+                out.append(_plain(k, buffers))
+                out.append(_plain(v, buffers))
+            return out
+    return {k: v if type(v) in _SCALARS else _plain(v, buffers) for k, v in value.items()}
+
+
+def _enc_bytes(value: bytes, buffers: _Buffers) -> list[Any]:
+    if len(value) <= _INLINE:
+        return ["x", value.hex()]
+    buffers.append(value)
+    return ["b", len(buffers) - 1]
+
+
+def _enc_array(value: np.ndarray, buffers: _Buffers) -> list[Any]:
+    dt = value.dtype
+    if dt.kind not in _ARRAY_KINDS:
+        raise LinkCodecError(f"an array of dtype {dt} on the coordinator link; expected numbers")
+    if not value.size:
+        buffers.append(b"")
+    elif value.flags.c_contiguous:
         buffers.append(value)
-        return {"$b": len(buffers) - 1}
-    if kind is np.ndarray:
-        if value.dtype.kind not in _ARRAY_KINDS:
-            raise LinkCodecError(
-                f"an array of dtype {value.dtype} on the coordinator link; expected numbers"
-            )
-        arr = value if value.flags.c_contiguous else value.copy(order="C")
-        buffers.append(arr.data.cast("B") if arr.size else b"")
-        return {"$a": [len(buffers) - 1, arr.dtype.str, list(arr.shape)]}
-    if isinstance(value, np.generic) and value.dtype.kind in _ARRAY_KINDS:
-        item = value.item()
-        if isinstance(item, complex):
-            item = [item.real, item.imag]
-        return {"$n": [value.dtype.str, item]}
-    if kind is set or kind is frozenset:
-        return {"$s" if kind is set else "$fs": [_plain(v, buffers) for v in value]}
-    if isinstance(value, pathlib.PurePath):
-        return {"$p": str(value)}
-    if isinstance(value, enum.Enum):
-        return {"$e": [_name_of(kind), _plain(value.value, buffers)]}
-    known = _FIELDS.get(kind)
-    if known is None:
-        if not dataclasses.is_dataclass(value) or isinstance(value, type):
-            raise LinkCodecError(
-                f"a {kind.__module__}.{kind.__qualname__} on the coordinator link; expected "
-                "plain data or a dataclass of foldnet's"
-            )
+    else:
+        buffers.append(np.ascontiguousarray(value))
+    return ["a", len(buffers) - 1, dt.str, *value.shape]
+
+
+def _enc_scalar(value: np.generic, buffers: _Buffers) -> list[Any]:
+    item = value.item()
+    if isinstance(item, complex):
+        item = [item.real, item.imag]
+    return ["n", value.dtype.str, item]
+
+
+def _enc_set(value: set[Any], buffers: _Buffers) -> list[Any]:
+    return ["s", *_items(value, buffers)]
+
+
+def _enc_frozenset(value: frozenset[Any], buffers: _Buffers) -> list[Any]:
+    return ["f", *_items(value, buffers)]
+
+
+def _enc_path(value: pathlib.PurePath, buffers: _Buffers) -> list[Any]:
+    return ["p", str(value)]
+
+
+#: The encoder of each type met so far (exact types: a subclass is judged on its own).
+_ENCODERS: dict[type, _Encoder] = {
+    list: _enc_list,
+    tuple: _enc_tuple,
+    dict: _enc_dict,
+    bytes: _enc_bytes,
+    np.ndarray: _enc_array,
+    set: _enc_set,
+    frozenset: _enc_frozenset,
+}
+
+
+def _encoder_for(kind: type) -> _Encoder:
+    """The encoder of a type not met before, or :class:`LinkCodecError` if none may be."""
+    enc: _Encoder
+    if issubclass(kind, np.generic) and np.dtype(kind).kind in _ARRAY_KINDS:
+        enc = _enc_scalar
+    elif issubclass(kind, pathlib.PurePath):
+        enc = _enc_path
+    elif issubclass(kind, enum.Enum):
+        name = _name_of(kind)
+
+        def enc(value: Any, buffers: _Buffers) -> list[Any]:
+            return [name, _plain(value.value, buffers)]
+
+    elif dataclasses.is_dataclass(kind):
         _check_class(kind)
-        known = _FIELDS[kind] = (_name_of(kind), tuple(f.name for f in dataclasses.fields(value)))
-    name, names = known
-    return {"$c": [name, {n: _plain(getattr(value, n), buffers) for n in names}]}
+        enc = _dataclass_encoder(kind, _name_of(kind))
+    else:
+        raise LinkCodecError(
+            f"a {kind.__module__}.{kind.__qualname__} on the coordinator link; expected "
+            "plain data or a dataclass of foldnet's"
+        )
+    _ENCODERS[kind] = enc
+    return enc
+
+
+def _dataclass_encoder(kind: type, name: str) -> _Encoder:
+    names = tuple(f.name for f in dataclasses.fields(kind))
+    if len(names) == 1:
+        (only,) = names
+        return lambda value, buffers: [name, _plain(getattr(value, only), buffers)]
+    if not names:
+        return lambda value, buffers: [name]
+    fields = operator.attrgetter(*names)  # every field at once, in C
+
+    def enc(value: Any, buffers: _Buffers) -> list[Any]:
+        return [name, *[v if type(v) in _SCALARS else _plain(v, buffers) for v in fields(value)]]
+
+    return enc
 
 
 def _name_of(kind: type) -> str:
@@ -147,6 +232,8 @@ def _name_of(kind: type) -> str:
 
 # -- decoding ----------------------------------------------------------------------------------
 
+_loads = json.JSONDecoder().decode
+
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
     """The value of one frame body; :class:`LinkCodecError` for anything else."""
@@ -154,97 +241,128 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     if len(view) < _HEADER.size:
         raise LinkCodecError(f"a message of {len(view)} bytes; expected a header")
     n, count = _HEADER.unpack_from(view)
-    at = _HEADER.size + 8 * count
-    if at + n > len(view):
+    start = _HEADER.size + 8 * count
+    if start + n > len(view):
         raise LinkCodecError(f"a header of {n} bytes and {count} buffers in {len(view)} bytes")
     lengths = struct.unpack_from(f"<{count}Q", view, _HEADER.size)
-    at += n
+    at = start + n
     if at + sum(lengths) != len(view):
         raise LinkCodecError(f"a message of {len(view)} bytes; its header promises more or less")
     buffers = []
     for k in lengths:
         buffers.append(view[at : at + k])
         at += k
-    parser, builder = _parser()
-    builder.buffers = buffers
     try:
-        text = str(view[_HEADER.size + 8 * count : _HEADER.size + 8 * count + n], "utf-8")
-        return parser.decode(text)
+        doc = _loads(str(view[start : start + n], "utf-8"))
+        return doc if type(doc) in _SCALARS else _value(doc, buffers)
     except LinkCodecError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as e:
         raise LinkCodecError(f"a message that does not decode: {e}") from e
     except Exception as e:  # a dataclass's own check refused the fields
         raise LinkCodecError(f"a message whose values were refused: {e}") from e
-    finally:
-        builder.buffers = []
 
 
-_local = threading.local()
+_Decoder = Callable[[list[Any], list[memoryview]], Any]
 
 
-def _parser() -> tuple[json.JSONDecoder, _Builder]:
-    """This thread's parser (making one per message costs more than a small message)."""
-    pair: tuple[json.JSONDecoder, _Builder] | None = getattr(_local, "pair", None)
-    if pair is None:
-        builder = _Builder()
-        pair = _local.pair = (json.JSONDecoder(object_hook=builder.hook), builder)
-    return pair
+def _value(doc: Any, buffers: list[memoryview]) -> Any:
+    """The value of a parsed JSON value that is not a scalar (a list or an object)."""
+    if type(doc) is list:
+        tag = doc[0]
+        dec = _DECODERS.get(tag) or _decoder_for(tag)
+        return dec(doc, buffers)
+    if type(doc) is dict:
+        return {k: v if type(v) in _SCALARS else _value(v, buffers) for k, v in doc.items()}
+    return doc
 
 
-class _Builder:
-    """Builds tagged values as the JSON parser closes each object (children first)."""
+def _values(doc: list[Any], buffers: list[memoryview]) -> list[Any]:
+    """The values of ``doc``'s items after its tag."""
+    return [v if type(v) in _SCALARS else _value(v, buffers) for v in doc[1:]]
 
-    __slots__ = ("buffers",)
 
-    def __init__(self) -> None:
-        self.buffers: list[memoryview] = []
+def _dec_list(doc: list[Any], buffers: list[memoryview]) -> Any:
+    return _values(doc, buffers)
 
-    def hook(self, doc: dict[str, Any]) -> Any:
-        if len(doc) != 1:
-            return doc
-        ((tag, body),) = doc.items()
-        if tag[:1] != "$":
-            return doc
-        if tag == "$t":
-            return tuple(body)
-        if tag == "$x":
-            return bytes.fromhex(body)
-        if tag == "$b":
-            return bytes(self.buffers[_index(body, self.buffers)])
-        if tag == "$c":
-            name, fields = body
-            return _dataclass(name)(**fields)
-        if tag == "$a":
-            index, dtype, shape = body
-            dt = _dtype(dtype)
-            shape = tuple(shape)
-            if not all(type(s) is int and s >= 0 for s in shape):
-                raise LinkCodecError(f"an array of shape {shape}")
-            buf = self.buffers[_index(index, self.buffers)]
-            if len(buf) != math.prod(shape) * dt.itemsize:
-                raise LinkCodecError(
-                    f"an array of shape {shape} and dtype {dt} in {len(buf)} bytes"
-                )
-            return np.frombuffer(bytearray(buf), dtype=dt).reshape(shape)
-        if tag == "$d":
-            return {k: v for k, v in body}
-        if tag == "$n":
-            dtype, item = body
-            dt = _dtype(dtype)
-            return dt.type(complex(*item) if dt.kind == "c" else item)
-        if tag == "$s":
-            return set(body)
-        if tag == "$fs":
-            return frozenset(body)
-        if tag == "$p":
-            if type(body) is not str:
-                raise LinkCodecError("a path that is not a string")
-            return pathlib.Path(body)
-        if tag == "$e":
-            name, value = body
-            return _resolve(name, enum.Enum)(value)
-        raise LinkCodecError(f"an unknown tag {tag[:20]!r}")
+
+def _dec_tuple(doc: list[Any], buffers: list[memoryview]) -> Any:
+    return tuple(_values(doc, buffers))
+
+
+def _dec_hex(doc: list[Any], buffers: list[memoryview]) -> Any:
+    _, text = doc
+    return bytes.fromhex(text)
+
+
+def _dec_bytes(doc: list[Any], buffers: list[memoryview]) -> Any:
+    _, index = doc
+    return bytes(buffers[_index(index, buffers)])
+
+
+def _dec_array(doc: list[Any], buffers: list[memoryview]) -> Any:
+    index, dtype, shape = doc[1], doc[2], doc[3:]
+    dt = _DTYPES.get(dtype)
+    if dt is None:
+        dt = _dtype(dtype)
+    size = dt.itemsize
+    for n in shape:
+        if type(n) is not int or n < 0:
+            raise LinkCodecError(f"an array of shape {str(shape)[:40]}")
+        size *= n
+    buf = buffers[_index(index, buffers)]
+    if len(buf) != size:
+        raise LinkCodecError(f"an array of shape {tuple(shape)} and dtype {dt} in {len(buf)} bytes")
+    return np.ndarray(shape, dt, bytearray(buf))  # its own writable copy
+
+
+def _dec_scalar(doc: list[Any], buffers: list[memoryview]) -> Any:
+    _, dtype, item = doc
+    dt = _dtype(dtype)
+    if dt.kind == "c":
+        real, imag = item
+        if type(real) in _NUMBERS and type(imag) in _NUMBERS:
+            return dt.type(complex(real, imag))
+    elif type(item) in _NUMBERS:
+        return dt.type(item)
+    raise LinkCodecError(f"a numpy scalar of {dt} that is {str(item)[:40]}")
+
+
+def _dec_dict(doc: list[Any], buffers: list[memoryview]) -> Any:
+    items = _values(doc, buffers)
+    if len(items) % 2:
+        raise LinkCodecError("a dict with a key without its value")
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _dec_set(doc: list[Any], buffers: list[memoryview]) -> Any:
+    return set(_values(doc, buffers))
+
+
+def _dec_frozenset(doc: list[Any], buffers: list[memoryview]) -> Any:
+    return frozenset(_values(doc, buffers))
+
+
+def _dec_path(doc: list[Any], buffers: list[memoryview]) -> Any:
+    _, text = doc
+    if type(text) is not str:
+        raise LinkCodecError("a path that is not a string")
+    return pathlib.Path(text)
+
+
+#: The decoder of each tag, and of each class's wire name met so far.
+_DECODERS: dict[str, _Decoder] = {
+    "l": _dec_list,
+    "t": _dec_tuple,
+    "x": _dec_hex,
+    "b": _dec_bytes,
+    "a": _dec_array,
+    "n": _dec_scalar,
+    "d": _dec_dict,
+    "s": _dec_set,
+    "f": _dec_frozenset,
+    "p": _dec_path,
+}
 
 
 def _index(index: Any, buffers: list[memoryview]) -> int:
@@ -253,49 +371,74 @@ def _index(index: Any, buffers: list[memoryview]) -> int:
     return index
 
 
+#: Array dtypes met so far, by their wire name (parsing one costs more than a small array).
+_DTYPES: dict[str, np.dtype[Any]] = {}
+
+
 def _dtype(text: Any) -> np.dtype[Any]:
     if type(text) is not str or len(text) > 8:
         raise LinkCodecError(f"a dtype {str(text)[:20]!r}")
     dt = np.dtype(text)
     if dt.kind not in _ARRAY_KINDS:
         raise LinkCodecError(f"a dtype {dt}; expected numbers")
+    _DTYPES[text] = dt
     return dt
 
 
-#: Classes resolved so far, by their wire name.
-_CLASSES: dict[str, type] = {}
+def _decoder_for(tag: Any) -> _Decoder:
+    """The decoder of a class's wire name not met before (only once it resolved to one of
+    foldnet's frozen dataclasses or enums, so what is remembered stays few)."""
+    cls = _resolve(tag)
+    dec: _Decoder
+    if issubclass(cls, enum.Enum):
+
+        def dec(doc: list[Any], buffers: list[memoryview]) -> Any:
+            _, value = doc
+            return cls(value if type(value) in _SCALARS else _value(value, buffers))
+
+    else:
+        dec = _dataclass_decoder(cls, tag)
+    _DECODERS[tag] = dec
+    return dec
 
 
-def _dataclass(name: Any) -> type:
-    return _resolve(name, None)
+def _dataclass_decoder(cls: type, name: str) -> _Decoder:
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    size = len(names) + 1
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    by_position = params.init and not any(f.kw_only for f in fields)
+
+    def dec(doc: list[Any], buffers: list[memoryview]) -> Any:
+        if len(doc) != size:
+            raise LinkCodecError(f"{name} with {len(doc) - 1} fields; it has {size - 1}")
+        values = [v if type(v) in _SCALARS else _value(v, buffers) for v in doc[1:]]
+        if by_position:
+            return cls(*values)
+        return cls(**dict(zip(names, values, strict=True)))
+
+    return dec
 
 
-def _resolve(name: Any, base: type | None) -> type:
-    cls = _CLASSES.get(name) if type(name) is str else None
-    if cls is None:
-        if type(name) is not str or name.count(":") != 1:
-            raise LinkCodecError(f"a class name {str(name)[:80]!r}")
-        module, _, qualname = name.partition(":")
-        if module.partition(".")[0] not in PACKAGES:
-            raise LinkCodecError(f"a class of {module[:80]!r}; only foldnet's cross the link")
-        mod = sys.modules.get(module)
-        if mod is None:
-            try:
-                mod = importlib.import_module(module)
-            except ImportError as e:
-                raise LinkCodecError(f"no module {module[:80]!r}") from e
-        obj: Any = mod
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None)
-        if not isinstance(obj, type) or f"{obj.__module__}:{obj.__qualname__}" != name:
-            raise LinkCodecError(f"no class {name[:80]!r}")
-        _check_class(obj)
-        cls = _CLASSES[name] = obj
-    if base is None and not dataclasses.is_dataclass(cls):
-        raise LinkCodecError(f"{name} is not a dataclass")
-    if base is not None and not issubclass(cls, base):
-        raise LinkCodecError(f"{name} is not an enum")
-    return cls
+def _resolve(name: Any) -> type:
+    if type(name) is not str or name.count(":") != 1:
+        raise LinkCodecError(f"an unknown tag {str(name)[:80]!r}")
+    module, _, qualname = name.partition(":")
+    if module.partition(".")[0] not in PACKAGES:
+        raise LinkCodecError(f"a class of {module[:80]!r}; only foldnet's cross the link")
+    mod = sys.modules.get(module)
+    if mod is None:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            raise LinkCodecError(f"no module {module[:80]!r}") from e
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if not isinstance(obj, type) or f"{obj.__module__}:{obj.__qualname__}" != name:
+        raise LinkCodecError(f"no class {name[:80]!r}")
+    _check_class(obj)
+    return obj
 
 
 def _check_class(cls: type) -> None:
