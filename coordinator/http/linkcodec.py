@@ -232,7 +232,15 @@ def _name_of(kind: type) -> str:
 
 # -- decoding ----------------------------------------------------------------------------------
 
-_loads = json.JSONDecoder().decode
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(text: str) -> Any:
+    """The JSON header (``raw_decode``: no whitespace to skip, we write none)."""
+    doc, end = _raw_decode(text)
+    if end != len(text):
+        raise LinkCodecError(f"a header with {len(text) - end} bytes after its JSON value")
+    return doc
 
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
@@ -270,7 +278,10 @@ def _value(doc: Any, buffers: list[memoryview]) -> Any:
     """The value of a parsed JSON value that is not a scalar (a list or an object)."""
     if type(doc) is list:
         tag = doc[0]
-        dec = _DECODERS.get(tag) or _decoder_for(tag)
+        try:
+            dec = _DECODERS[tag]
+        except KeyError:
+            dec = _decoder_for(tag)
         return dec(doc, buffers)
     if type(doc) is dict:
         return {k: v if type(v) in _SCALARS else _value(v, buffers) for k, v in doc.items()}
@@ -310,7 +321,9 @@ def _dec_array(doc: list[Any], buffers: list[memoryview]) -> Any:
         if type(n) is not int or n < 0:
             raise LinkCodecError(f"an array of shape {str(shape)[:40]}")
         size *= n
-    buf = buffers[_index(index, buffers)]
+    if type(index) is not int or not 0 <= index < len(buffers):
+        raise LinkCodecError(f"a buffer index {str(index)[:20]}; the message has {len(buffers)}")
+    buf = buffers[index]
     if len(buf) != size:
         raise LinkCodecError(f"an array of shape {tuple(shape)} and dtype {dt} in {len(buf)} bytes")
     return np.ndarray(shape, dt, bytearray(buf))  # its own writable copy
