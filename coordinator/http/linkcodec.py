@@ -1,5 +1,5 @@
-"""The wire format of the coordinator link (:mod:`coordinator.http.link`): JSON of lists
-plus raw buffers, never pickle.
+"""The wire format of the coordinator link (:mod:`coordinator.http.link`): JSON of tagged
+lists plus raw buffers, never pickle.
 
 The link is private to foldnet's own processes, but a codec that can only build data is a
 wall that does not depend on that: were a front-end ever made to write bytes of an
@@ -12,20 +12,22 @@ buffers...``; the header is the value in JSON. JSON scalars (NaN and infinities 
 Python's ``json`` writes them) are themselves and a JSON object is a dict with string keys;
 every other value is a JSON list whose first item names what it is:
 
-=====================  ===========================================================
-``["l", v...]``         list
-``["t", v...]``         tuple
-``["x", hex]``          bytes of up to 64 (digests, keys, signatures)
-``["b", i]``            longer bytes: buffer ``i``
-``["a", i, dtype, n...]``  numpy array in buffer ``i``, of shape ``(n...)`` (bool, int,
-                        uint, float, complex)
-``["n", dtype, v]``     numpy scalar (a complex one's ``v`` is ``[real, imag]``)
-``["d", k, v, ...]``    dict with other keys
-``["s", v...]``         set; ``["f", v...]`` frozenset
-``["p", text]``         ``pathlib.Path``
-``["mod:Qual", v...]``  a dataclass with each field's value in field order, built with its
-                        constructor; or an enum member ``["mod:Qual", value]``
-=====================  ===========================================================
+==========================  =========================================================
+``["l", v...]``              list
+``["t", v...]``              tuple
+``["x", hex]``               bytes of up to 64 (digests, keys, signatures)
+``["b", i]``                 longer bytes: buffer ``i``
+``["a", i, dtype, n...]``    numpy array in buffer ``i``, of shape ``(n...)`` (bool, int,
+                             uint, float, complex)
+``["n", dtype, v]``          numpy scalar (a complex one's ``v`` is ``[real, imag]``)
+``["d", k, v, ...]``         dict with other keys
+``["s", v...]``              set
+``["f", v...]``              frozenset
+``["p", text]``              ``pathlib.Path``
+``["mod:Qual", v...]``       dataclass: each field's value in field order, built with its
+                             constructor (the count must be the class's)
+``["mod:Qual", value]``      enum member
+==========================  =========================================================
 
 Only dataclasses and enums defined in foldnet's own packages (:data:`PACKAGES`) are built,
 and a dataclass is built through its constructor, so whatever its ``__post_init__`` checks
