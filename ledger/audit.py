@@ -7,7 +7,10 @@ runs these phases, each a method of :class:`_Audit` with the rule it checks in i
 2. **checkpoints**: each checkpoint is this log's and its signature verifies;
 3. **entries**: reads exactly what the latest checkpoint commits to (from tiles: every entry
    bundle and hash tile has exactly the width the tree size implies, 256 or size mod 256, and
-   nothing before, after or beyond; an extra entry is never counted, even a genuine one),
+   nothing before, after or beyond; an extra entry is never counted, even a genuine one; from
+   a database: the entries its latest stored checkpoint signs, read after the checkpoints so
+   a log written meanwhile is still seen as one tree, and later entries only counted, in a
+   note),
    decodes and replays every entry under the ledger rules (:mod:`ledger.rules`: each credit
    is recomputed with the credit formula and must be backed by a validated result), and
    verifies every worker attestation signature, in parallel over ``workers`` processes (in
@@ -235,6 +238,10 @@ class _Source(Protocol):
 
     def layout_problems(self) -> list[Discrepancy]: ...
 
+    def notes(self) -> list[str]:
+        """What the source left unread, and why (not a discrepancy)."""
+        ...
+
     def check_hash_tiles(self, tree: MerkleTree) -> list[Discrepancy]: ...
 
     def read_nodes_for(
@@ -245,23 +252,55 @@ class _Source(Protocol):
 
 
 class _DbSource:
-    """The operator's own database: every stored entry, with the leaf hash stored beside it."""
+    """The operator's own database: the entries its latest stored checkpoint signs, with the
+    leaf hash stored beside each.
+
+    The log may be appended while it is read (each query is its own snapshot, on SQLite as
+    on PostgreSQL), so the checkpoints are read first and the log's size after them: a
+    checkpoint is committed with or after the entries it signs, so every checkpoint read is
+    covered, and the audit sees one tree. Entries after the latest checkpoint are signed by
+    nothing yet (the operator could still rewrite them unseen): they are not read, only
+    counted (:meth:`notes`), as a tile export of the same log leaves them out.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.store = Store.open_readonly(path)
+        try:
+            self._checkpoints = [
+                (
+                    size,
+                    f"stored checkpoint {size}",
+                    note + "".join(self.store.cosignature_lines(size)),
+                )
+                for size, note in self.store.checkpoints()
+            ]
+            self.store.refresh()
+        except BaseException:
+            self.store.close()
+            raise
         self.description = f"database {self.store.name}"
+        latest = self._checkpoints[-1][0] if self._checkpoints else 0
+        self.tree_size = min(latest, self.store.size)  # fewer entries: log-truncated
+        self.unsigned = self.store.size - self.tree_size
 
     def checkpoints(self) -> list[tuple[str, str]]:
+        return [(label, text) for _, label, text in self._checkpoints]
+
+    def notes(self) -> list[str]:
+        n = self.unsigned
+        if not n:
+            return []
         return [
-            (f"stored checkpoint {size}", note + "".join(self.store.cosignature_lines(size)))
-            for size, note in self.store.checkpoints()
+            f"{n:,} entr{'ies' if n != 1 else 'y'} after the latest checkpoint (size "
+            f"{self.tree_size:,}) {'are' if n != 1 else 'is'} signed by no checkpoint yet: not "
+            "audited (audit again once the log has signed a newer checkpoint)"
         ]
 
     def vkey_hint(self) -> str | None:
         return self.store.meta("log_vkey")
 
     def entries(self) -> Iterator[tuple[int, bytes | None, bytes]]:
-        return self.store.iter_entries()
+        return self.store.iter_entries(0, self.tree_size)
 
     def layout_problems(self) -> list[Discrepancy]:
         return []
@@ -305,6 +344,9 @@ class _TileSource:
     def layout_problems(self) -> list[Discrepancy]:
         out, self._problems = self._problems, []
         return out
+
+    def notes(self) -> list[str]:
+        return []  # it holds its checkpoint's tree: anything more is a discrepancy
 
     def _flag(self, kind: str, message: str, index: int | None = None) -> None:
         self._problems.append(Discrepancy(kind, message, index))
@@ -790,6 +832,7 @@ class _Audit:
             raise
         self.n_signatures = sigs.total
         self.problems.extend(self.source.layout_problems())
+        self.notes.extend(self.source.notes())
         for idx in sorted(set(bad_sigs)):
             self.found(
                 "bad-signature",
