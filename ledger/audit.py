@@ -242,6 +242,11 @@ class _Source(Protocol):
         """What the source left unread, and why (not a discrepancy)."""
         ...
 
+    def commit(self, size: int) -> None:
+        """Read only the tree of ``size`` entries, the largest a checkpoint whose signature
+        verified commits to (0: none did, and nothing is read)."""
+        ...
+
     def check_hash_tiles(self, tree: MerkleTree) -> list[Discrepancy]: ...
 
     def read_nodes_for(
@@ -258,9 +263,10 @@ class _DbSource:
     The log may be appended while it is read (each query is its own snapshot, on SQLite as
     on PostgreSQL), so the checkpoints are read first and the log's size after them: a
     checkpoint is committed with or after the entries it signs, so every checkpoint read is
-    covered, and the audit sees one tree. Entries after the latest checkpoint are signed by
-    nothing yet (the operator could still rewrite them unseen): they are not read, only
-    counted (:meth:`notes`), as a tile export of the same log leaves them out.
+    covered, and the audit sees one tree. Entries after the latest checkpoint that verifies
+    (:meth:`commit`) are signed by nothing (the operator could still rewrite them unseen):
+    they are not read, only counted (:meth:`notes`), as a tile export of the same log leaves
+    them out.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -279,8 +285,11 @@ class _DbSource:
             self.store.close()
             raise
         self.description = f"database {self.store.name}"
-        latest = self._checkpoints[-1][0] if self._checkpoints else 0
-        self.tree_size = min(latest, self.store.size)  # fewer entries: log-truncated
+        self.tree_size = 0
+        self.commit(self._checkpoints[-1][0] if self._checkpoints else 0)
+
+    def commit(self, size: int) -> None:
+        self.tree_size = min(size, self.store.size)  # fewer entries: log-truncated
         self.unsigned = self.store.size - self.tree_size
 
     def checkpoints(self) -> list[tuple[str, str]]:
@@ -291,9 +300,9 @@ class _DbSource:
         if not n:
             return []
         return [
-            f"{n:,} entr{'ies' if n != 1 else 'y'} after the latest checkpoint (size "
-            f"{self.tree_size:,}) {'are' if n != 1 else 'is'} signed by no checkpoint yet: not "
-            "audited (audit again once the log has signed a newer checkpoint)"
+            f"{n:,} entr{'ies' if n != 1 else 'y'} after the latest valid checkpoint (size "
+            f"{self.tree_size:,}) {'are' if n != 1 else 'is'} signed by no valid checkpoint "
+            "yet: not audited (audit again once the log has signed a newer checkpoint)"
         ]
 
     def vkey_hint(self) -> str | None:
@@ -334,6 +343,7 @@ class _TileSource:
             raise
         self.description = description
         self._problems: list[Discrepancy] = []
+        self._committed = True
 
     def checkpoints(self) -> list[tuple[str, str]]:
         return [("checkpoint file", self.reader.checkpoint_text())]
@@ -346,13 +356,23 @@ class _TileSource:
         return out
 
     def notes(self) -> list[str]:
-        return []  # it holds its checkpoint's tree: anything more is a discrepancy
+        if self._committed:
+            return []  # it holds its checkpoint's tree: anything more is a discrepancy
+        return [
+            f"nothing of the {self.reader.tree_size:,} entries the served checkpoint claims was "
+            "read: its signature does not verify, so it commits to nothing"
+        ]
+
+    def commit(self, size: int) -> None:
+        """The tiles are laid out for the served checkpoint's size: read all of them if that
+        checkpoint verified, else none (it is the only checkpoint a tile layout serves)."""
+        self._committed = size == self.reader.tree_size
 
     def _flag(self, kind: str, message: str, index: int | None = None) -> None:
         self._problems.append(Discrepancy(kind, message, index))
 
     def entries(self) -> Iterator[tuple[int, bytes | None, bytes]]:
-        size = self.reader.tree_size
+        size = self.reader.tree_size if self._committed else 0
         for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH):  # the last one may be partial
             try:
                 bundle = self.reader.read_bundle(n)
@@ -440,7 +460,7 @@ class _TileSource:
     def check_hash_tiles(self, tree: MerkleTree) -> list[Discrepancy]:
         """Every hash tile above level 0 has exactly its width and the recomputed hashes."""
         out: list[Discrepancy] = []
-        size = self.reader.tree_size
+        size = self.reader.tree_size if self._committed else 0
         level = 1
         while size >> (TILE_HEIGHT * level):
             tree_level = TILE_HEIGHT * level
@@ -757,9 +777,13 @@ class _Audit:
     def check_checkpoints(self) -> None:
         """Every checkpoint the source serves is a checkpoint of this log (its origin, a line
         signed with its key: ``foreign-checkpoint``) whose signature verifies
-        (``bad-checkpoint-signature``) and which parses (``bad-checkpoint``)."""
+        (``bad-checkpoint-signature``) and which parses (``bad-checkpoint``). The entries read
+        next are those of the largest one that verifies, and none if none does."""
         for label, text in self.raw_checkpoints:
             self._open_checkpoint(label, text, None)
+        # Only a tree a valid signature commits to is read: an unsigned size (a huge one, or
+        # one stretched over appended entries) is no promise of the log's.
+        self.source.commit(max((cp.checkpoint.size for _, cp in self.signed), default=0))
 
     def _open_checkpoint(self, label: str, text: str, index: int | None) -> SignedCheckpoint | None:
         assert self.verifier is not None

@@ -13,10 +13,22 @@ import time
 from pathlib import Path
 
 import pytest
-from ledger_helpers import ORIGIN, Built, NewDb, build_ledger, make_result
+from ledger_helpers import (
+    GHOST_CREDIT,
+    ORIGIN,
+    Built,
+    NewDb,
+    build_ledger,
+    ghost_entries,
+    make_result,
+    serve_folder,
+)
 
 import ledger.audit as audit_module
-from ledger import JobSubmitted, Log, Store, export_tiles, run_audit
+from ledger import JobSubmitted, Log, Store, export_tiles, leaf_hash, run_audit
+from ledger.checkpoint import Checkpoint
+from ledger.merkle import MerkleTree
+from ledger.tiles import TILE_WIDTH, FolderFetcher, encode_bundle, entries_path, tile_path
 
 QUIET = {"checkpoint_every": 10**9, "checkpoint_interval_s": 1e13}
 
@@ -53,7 +65,10 @@ def test_a_database_audit_counts_only_what_the_latest_checkpoint_signs(
     assert database.balances == exported.balances
     assert database.entry_kinds == exported.entry_kinds
     (note,) = [n for n in database.notes if "not audited" in n]
-    assert f"{unsigned} entries after the latest checkpoint (size {database.tree_size:,})" in note
+    assert (
+        f"{unsigned} entries after the latest valid checkpoint (size {database.tree_size:,})"
+        in note
+    )
 
 
 def test_a_database_audit_is_one_view_while_the_log_is_appended_and_signed(
@@ -79,3 +94,77 @@ def test_a_database_audit_is_one_view_while_the_log_is_appended_and_signed(
     with Store.open_readonly(built.path) as store:
         latest = store.latest_checkpoint()
     assert latest is not None and report.tree_size == latest[0] == report.entries
+
+
+# -- a tile layout under a checkpoint that does not verify --------------------------------------
+
+
+def _raise_the_checkpoint(folder: Path, size: int, root: bytes) -> None:
+    """Rewrite the export's checkpoint to sign ``size`` and ``root`` with the log's old
+    signature line kept (which no longer verifies: only the log's key could sign it)."""
+    text = (folder / "checkpoint").read_text()
+    _body, _, signatures = text.partition("\n\n")
+    body = Checkpoint(ORIGIN, size, root).body()
+    (folder / "checkpoint").write_text(body + "\n" + signatures)
+
+
+def test_ghost_credits_under_an_unsigned_checkpoint_are_never_counted(tmp_path: Path) -> None:
+    """Whoever can write an export or sit on the wire appends four rule-abiding entries (a
+    volunteer, a job, its result, 2 x 10^12 credit) to the last bundle and its leaf hashes,
+    and raises the checkpoint's size and root to match, keeping the log's (now invalid)
+    signature: every width is exact, only the signature is wrong. Nothing of a tree no valid
+    checkpoint commits to is read, nor any credit in it counted, from a folder or a server."""
+    built = build_ledger(tmp_path / "l.db", n_wus=6)
+    folder = tmp_path / "export"
+    with Store.open_readonly(built.path) as store:
+        size = export_tiles(store, folder).tree_size
+        leaves = [h for _, h, _ in store.iter_entries(0, size)]
+    assert size + 4 < TILE_WIDTH  # one partial bundle
+    clean = run_audit(folder, workers=1)
+    assert clean.ok, clean.discrepancies
+    vkey = (folder / "log.vkey").read_text().strip()
+    ghost = ghost_entries()
+    bundle = folder / entries_path(0, size)
+    tile = folder / tile_path(0, 0, size)
+    added = [leaf_hash(e) for e in ghost.entries]
+    (folder / entries_path(0, size + 4)).write_bytes(
+        bundle.read_bytes() + encode_bundle(ghost.entries)
+    )
+    (folder / tile_path(0, 0, size + 4)).write_bytes(tile.read_bytes() + b"".join(added))
+    bundle.unlink()
+    tile.unlink()
+    _raise_the_checkpoint(folder, size + 4, MerkleTree([*leaves, *added]).root())
+    with serve_folder(folder) as url:
+        reports = {
+            "folder": run_audit(folder, log_key=vkey, workers=1),
+            "server": run_audit(url, log_key=vkey, workers=1),
+        }
+    for where, report in reports.items():
+        assert "bad-checkpoint-signature" in report.kinds(), (where, report.discrepancies)
+        assert ghost.volunteer_key not in report.balances, where
+        assert max(report.balances.values(), default=0) < GHOST_CREDIT, where
+        assert report.entries <= size, where
+
+
+def test_an_unsigned_checkpoint_of_a_huge_tree_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint file claiming 10^15 entries (no valid signature) over a three-entry
+    export: the audit says so and ends, rather than asking for 4 x 10^12 missing bundles."""
+    built = build_ledger(tmp_path / "l.db", n_wus=1)
+    folder = tmp_path / "export"
+    with Store.open_readonly(built.path) as store:
+        export_tiles(store, folder)
+    _raise_the_checkpoint(folder, 10**15, bytes(32))
+    asked: list[str] = []
+    get = FolderFetcher.get
+
+    def counted(self: FolderFetcher, rel: str, *, limit: int) -> bytes | None:
+        asked.append(rel)
+        assert len(asked) < 1000, "the auditor keeps asking for tiles of a tree nobody signed"
+        return get(self, rel, limit=limit)
+
+    monkeypatch.setattr(FolderFetcher, "get", counted)
+    report = run_audit(folder, workers=1)
+    assert report.kinds() == {"bad-checkpoint-signature", "no-checkpoint"}, report.discrepancies
+    assert report.entries == 0 and not report.balances

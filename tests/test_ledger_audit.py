@@ -59,8 +59,9 @@ def test_clean_ledger_passes(built: Built, tmp_path: Path) -> None:
     # exactly the checkpoint's tree: its own 'checkpoint published' entry comes after it
     assert report.entries == report.tree_size
     assert report.notes == (
-        f"1 entry after the latest checkpoint (size {report.tree_size:,}) is signed by no "
-        "checkpoint yet: not audited (audit again once the log has signed a newer checkpoint)",
+        f"1 entry after the latest valid checkpoint (size {report.tree_size:,}) is signed by no "
+        "valid checkpoint yet: not audited (audit again once the log has signed a newer "
+        "checkpoint)",
     )
     assert report.signatures == 2 * 12
     assert report.checkpoints >= 2 and report.consistency_checks >= 1
