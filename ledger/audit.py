@@ -7,7 +7,10 @@ runs these phases, each a method of :class:`_Audit` with the rule it checks in i
 2. **checkpoints**: each checkpoint is this log's and its signature verifies;
 3. **entries**: reads exactly what the latest checkpoint commits to (from tiles: every entry
    bundle and hash tile has exactly the width the tree size implies, 256 or size mod 256, and
-   nothing before, after or beyond; an extra entry is never counted, even a genuine one),
+   nothing before, after or beyond; an extra entry is never counted, even a genuine one; from
+   a database: the entries its latest stored checkpoint signs, read after the checkpoints so
+   a log written meanwhile is still seen as one tree, and later entries only counted, in a
+   note),
    decodes and replays every entry under the ledger rules (:mod:`ledger.rules`: each credit
    is recomputed with the credit formula and must be backed by a validated result), and
    verifies every worker attestation signature, in parallel over ``workers`` processes (in
@@ -235,6 +238,15 @@ class _Source(Protocol):
 
     def layout_problems(self) -> list[Discrepancy]: ...
 
+    def notes(self) -> list[str]:
+        """What the source left unread, and why (not a discrepancy)."""
+        ...
+
+    def commit(self, size: int) -> None:
+        """Read only the tree of ``size`` entries, the largest a checkpoint whose signature
+        verified commits to (0: none did, and nothing is read)."""
+        ...
+
     def check_hash_tiles(self, tree: MerkleTree) -> list[Discrepancy]: ...
 
     def read_nodes_for(
@@ -245,23 +257,59 @@ class _Source(Protocol):
 
 
 class _DbSource:
-    """The operator's own database: every stored entry, with the leaf hash stored beside it."""
+    """The operator's own database: the entries its latest stored checkpoint signs, with the
+    leaf hash stored beside each.
+
+    The log may be appended while it is read (each query is its own snapshot, on SQLite as
+    on PostgreSQL), so the checkpoints are read first and the log's size after them: a
+    checkpoint is committed with or after the entries it signs, so every checkpoint read is
+    covered, and the audit sees one tree. Entries after the latest checkpoint that verifies
+    (:meth:`commit`) are signed by nothing (the operator could still rewrite them unseen):
+    they are not read, only counted (:meth:`notes`), as a tile export of the same log leaves
+    them out.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.store = Store.open_readonly(path)
+        try:
+            self._checkpoints = [
+                (
+                    size,
+                    f"stored checkpoint {size}",
+                    note + "".join(self.store.cosignature_lines(size)),
+                )
+                for size, note in self.store.checkpoints()
+            ]
+            self.store.refresh()
+        except BaseException:
+            self.store.close()
+            raise
         self.description = f"database {self.store.name}"
+        self.tree_size = 0
+        self.commit(self._checkpoints[-1][0] if self._checkpoints else 0)
+
+    def commit(self, size: int) -> None:
+        self.tree_size = min(size, self.store.size)  # fewer entries: log-truncated
+        self.unsigned = self.store.size - self.tree_size
 
     def checkpoints(self) -> list[tuple[str, str]]:
+        return [(label, text) for _, label, text in self._checkpoints]
+
+    def notes(self) -> list[str]:
+        n = self.unsigned
+        if not n:
+            return []
         return [
-            (f"stored checkpoint {size}", note + "".join(self.store.cosignature_lines(size)))
-            for size, note in self.store.checkpoints()
+            f"{n:,} entr{'ies' if n != 1 else 'y'} after the latest valid checkpoint (size "
+            f"{self.tree_size:,}) {'are' if n != 1 else 'is'} signed by no valid checkpoint "
+            "yet: not audited (audit again once the log has signed a newer checkpoint)"
         ]
 
     def vkey_hint(self) -> str | None:
         return self.store.meta("log_vkey")
 
     def entries(self) -> Iterator[tuple[int, bytes | None, bytes]]:
-        return self.store.iter_entries()
+        return self.store.iter_entries(0, self.tree_size)
 
     def layout_problems(self) -> list[Discrepancy]:
         return []
@@ -295,6 +343,7 @@ class _TileSource:
             raise
         self.description = description
         self._problems: list[Discrepancy] = []
+        self._committed = True
 
     def checkpoints(self) -> list[tuple[str, str]]:
         return [("checkpoint file", self.reader.checkpoint_text())]
@@ -306,11 +355,24 @@ class _TileSource:
         out, self._problems = self._problems, []
         return out
 
+    def notes(self) -> list[str]:
+        if self._committed:
+            return []  # it holds its checkpoint's tree: anything more is a discrepancy
+        return [
+            f"nothing of the {self.reader.tree_size:,} entries the served checkpoint claims was "
+            "read: its signature does not verify, so it commits to nothing"
+        ]
+
+    def commit(self, size: int) -> None:
+        """The tiles are laid out for the served checkpoint's size: read all of them if that
+        checkpoint verified, else none (it is the only checkpoint a tile layout serves)."""
+        self._committed = size == self.reader.tree_size
+
     def _flag(self, kind: str, message: str, index: int | None = None) -> None:
         self._problems.append(Discrepancy(kind, message, index))
 
     def entries(self) -> Iterator[tuple[int, bytes | None, bytes]]:
-        size = self.reader.tree_size
+        size = self.reader.tree_size if self._committed else 0
         for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH):  # the last one may be partial
             try:
                 bundle = self.reader.read_bundle(n)
@@ -398,7 +460,7 @@ class _TileSource:
     def check_hash_tiles(self, tree: MerkleTree) -> list[Discrepancy]:
         """Every hash tile above level 0 has exactly its width and the recomputed hashes."""
         out: list[Discrepancy] = []
-        size = self.reader.tree_size
+        size = self.reader.tree_size if self._committed else 0
         level = 1
         while size >> (TILE_HEIGHT * level):
             tree_level = TILE_HEIGHT * level
@@ -715,9 +777,13 @@ class _Audit:
     def check_checkpoints(self) -> None:
         """Every checkpoint the source serves is a checkpoint of this log (its origin, a line
         signed with its key: ``foreign-checkpoint``) whose signature verifies
-        (``bad-checkpoint-signature``) and which parses (``bad-checkpoint``)."""
+        (``bad-checkpoint-signature``) and which parses (``bad-checkpoint``). The entries read
+        next are those of the largest one that verifies, and none if none does."""
         for label, text in self.raw_checkpoints:
             self._open_checkpoint(label, text, None)
+        # Only a tree a valid signature commits to is read: an unsigned size (a huge one, or
+        # one stretched over appended entries) is no promise of the log's.
+        self.source.commit(max((cp.checkpoint.size for _, cp in self.signed), default=0))
 
     def _open_checkpoint(self, label: str, text: str, index: int | None) -> SignedCheckpoint | None:
         assert self.verifier is not None
@@ -790,6 +856,7 @@ class _Audit:
             raise
         self.n_signatures = sigs.total
         self.problems.extend(self.source.layout_problems())
+        self.notes.extend(self.source.notes())
         for idx in sorted(set(bad_sigs)):
             self.found(
                 "bad-signature",

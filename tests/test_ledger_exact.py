@@ -223,8 +223,7 @@ CATALOGUE = [
         "flip a byte in the checkpoint's signature",
         lambda x: x.edit("checkpoint", _flip_checkpoint_signature),
         "bad-checkpoint-signature",
-        "inconsistent-checkpoints",
-        also="rollback",
+        "no-checkpoint",  # nothing read: it commits to nothing (test_attacks_ledger_view.py)
     ),
     _t(
         "remove an entry",
@@ -304,7 +303,7 @@ CATALOGUE = [
         "a checkpoint of another log under the same name",
         lambda x: (x.folder / "checkpoint").write_text(x.p.other_log_checkpoint),
         "foreign-checkpoint",
-        also="rollback",
+        "no-checkpoint",
     ),
     _t(
         "a checkpoint of another log by name",

@@ -5,8 +5,15 @@ server's origin, so a signature for one coordinator is worthless at another. The
 the timestamp window first (cheap), then the signature, and only then remembers the nonce,
 so forged requests cannot fill the nonce memory. Nonces are kept per key for as long as a
 timestamp stays acceptable (twice the window); a replay inside that time is refused and one
-after it is refused for its timestamp. All of this runs on the event loop's thread, so the
-structures here need no locks. A request in a session (:mod:`coordinator.http.sessions`)
+after it is refused for its timestamp. The nonces are kept in memory, so a process that
+(re)starts refuses signed requests stamped before the second it started (their nonces may
+have been spent before): a request captured before a restart cannot be replayed after it
+(but for one stamped in that very second, which a restart of a second or more leaves none
+of; refusing that second too would refuse every fresh request of its first moments).
+Registering and opening a session are spared (replaying them gains nothing, and a volunteer
+whose clock is a little behind must be able to reopen at once); a session's own requests
+need no floor (a restart ends every ticket). All of this runs on the event loop's thread, so
+the structures here need no locks. A request in a session (:mod:`coordinator.http.sessions`)
 carries a ticket and an HMAC of the same message instead of a signature, and goes through
 the same checks in the same order.
 """
@@ -103,6 +110,8 @@ class VolunteerAuth:
     ) -> None:
         self.window_s = window_s
         self.clock = clock
+        #: Signed requests stamped before this second are refused (see the module docstring).
+        self.not_before = int(clock())
         self.tickets = tickets
         self.registered: set[bytes] = set()
         self.nonces = NonceBook(window_s=window_s, max_per_key=max_nonces_per_key)
@@ -218,6 +227,14 @@ class VolunteerAuth:
             raise Unauthenticated(
                 f"timestamp {ts} is {now - ts:+.0f} s from the server's clock; the window is "
                 f"±{self.window_s:.0f} s: check the volunteer machine's clock",
+                code="expired",
+            )
+        if ts < self.not_before and not (session or registering or signed_only):
+            raise Unauthenticated(
+                f"timestamp {ts} is before this service started ({self.not_before}); a request "
+                "signed before a restart may have been spent already, so it is refused: sign it "
+                "again with the current time (a clock behind the server's is refused that "
+                "long after a restart: check the volunteer machine's clock)",
                 code="expired",
             )
         key = bytes.fromhex(key_hex)
