@@ -221,7 +221,7 @@ def _result(
 
 @command
 def _give_back(core: Core, c: Coordinator, key: bytes, replica: int, reason: str) -> None:
-    c.fail(key, replica, reason)
+    c.give_back(key, replica, reason)
     core.when_committed(lambda: core.assignments.pop(replica, None))
 
 
@@ -470,7 +470,13 @@ def volunteers_router(svc: Service, hot: HotRouteTable | None = None) -> APIRout
         doc = parse_json_object(body)
         _fields(doc, {"reason"})
         reason = get_str(doc, "reason", 500)
-        await svc.call(_give_back, key, replica, reason, request=request)
+        try:
+            await svc.call(_give_back, key, replica, reason, request=request)
+        except CommitFailedError:
+            raise  # nothing was kept: the replica is still this key's, for the retry
+        except Exception:
+            svc.work.forget(replica=replica)  # a hint the coordinator contradicted
+            raise
         svc.work.forget(replica=replica)
         return {"replica": replica, "state": "errored"}
 

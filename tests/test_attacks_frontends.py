@@ -1,0 +1,263 @@
+"""Attacks on ``foldnet serve --workers N`` (the coordinator in one process, HTTP front-ends
+in others, docs/architecture.md §9.2), tried by volunteers with real keys over HTTP.
+
+A front-end checks an upload against what it remembers of the work it handed out (a hint:
+``svc.work``), and the coordinator only checks the upload's binding to its replica; nonces
+and rates are kept by the coordinator for all front-ends. These tests send a volunteer's
+requests to the front-end of its choice (an attacker can: a new connection lands on some
+front-end, and it may open as many as it likes) and check what the design relies on: the
+coordinator's word, not a front-end's hint, decides whether a result counts; a result is
+counted once, whatever front-ends it is sent to; a refused request is answered with a 4xx
+and keeps nothing.
+
+The front-ends here are the real ones (``create_app(front=...)``, each with its own link to
+the coordinator's :class:`~coordinator.http.core.Core` over a socket pair, the link codec,
+the gate); they run in threads of this process, each on a port of its own, so that a test
+picks the front-end that answers (``foldnet serve`` puts them on one port, in processes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from http_helpers import add_lab, free_port, go_job, lab_client, post_job
+
+from coordinator.clock import SYSTEM_CLOCK, Clock
+from coordinator.http.app import ServiceConfig, create_app
+from coordinator.http.context import FrontEnd, Service
+from coordinator.http.core import Core
+from coordinator.http.link import Hub, Port
+from coordinator.messages import ResultReturned
+from coordinator.policy import NetworkPolicy
+from coordinator.service import Coordinator
+from sims.examples import VILLIN_PDB
+from sims.go import GoModel
+from worker.identity import Identity
+from worker.result import WorkerResult
+from worker.systems import EngineCache, decode_system
+from worker.tasks import ComputeTask, compute
+from worker.wire import decode_task, encode_result, sign_headers
+
+ENGINES = EngineCache()
+FAST = ServiceConfig(policy=NetworkPolicy(offer_s=3.0), idle_retry_s=0.1)
+
+
+@dataclass
+class FrontEnds:
+    """A coordinator and its front-ends: ``urls[i]`` reaches front-end ``i``; every signed
+    request names ``origin``."""
+
+    workdir: Path
+    origin: str
+    urls: list[str]
+    core: Core
+    services: list[Service]
+    clients: list[httpx.Client] = dataclasses.field(default_factory=list)  # closed at the end
+
+    def call(self, fn):  # type: ignore[no-untyped-def]
+        assert self.core.thread is not None
+        return self.core.thread.call_sync(fn)
+
+    def stored(self) -> tuple[int, int, tuple[tuple[int, str], ...]]:
+        """(events, ledger entries, every replica's state): what a refused request must not
+        change."""
+
+        def count(c: Coordinator) -> tuple[int, int, tuple[tuple[int, str], ...]]:
+            reps = tuple(sorted((r.id, r.state) for r in c.scheduler.replicas.values()))
+            return len(list(c.store.events())), c.log.size, reps
+
+        return self.call(count)
+
+    def returned(self, replica: int) -> int:
+        """How many results of ``replica`` the coordinator took (events in its log)."""
+        return self.call(
+            lambda c: sum(
+                1
+                for e in c.store.events()
+                if isinstance(e, ResultReturned) and e.replica == replica
+            )
+        )
+
+
+@contextmanager
+def _serving(app: object, port: int) -> Iterator[None]:
+    """``app`` on 127.0.0.1:``port`` in a thread until the block exits."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "a front-end did not start"
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@contextmanager
+def front_ends(
+    workdir: Path, config: ServiceConfig = FAST, *, n: int = 2, clock: Clock = SYSTEM_CLOCK
+) -> Iterator[FrontEnds]:
+    """The coordinator of ``workdir`` with ``n`` front-ends on loopback, as ``foldnet serve
+    --workers n`` wires them (coordinator/http/workers.py), until the block exits."""
+    ports = [free_port() for _ in range(n)]
+    origin = f"http://127.0.0.1:{ports[0]}"
+    cfg = dataclasses.replace(config, origin=origin)
+    hub = Hub()
+    core = Core(workdir, cfg, clock=clock)
+    ticket_key = secrets.token_bytes(32)
+    with ExitStack() as stack:
+        core.start(hub)
+        stack.callback(hub.close)
+        stack.callback(core.stop)
+        services = []
+        for worker, port in enumerate(ports):
+            mine, theirs = socket.socketpair()
+            hub.add(Port(mine, worker))
+            app = create_app(
+                workdir, cfg, clock=clock, front=FrontEnd(theirs, worker, ticket_key=ticket_key)
+            )
+            stack.enter_context(_serving(app, port))
+            services.append(app.state.service)
+        fronts = FrontEnds(
+            workdir, origin, [f"http://127.0.0.1:{p}" for p in ports], core, services
+        )
+        try:
+            yield fronts
+        finally:
+            for c in fronts.clients:
+                c.close()
+
+
+class Volunteer:
+    """A volunteer key that sends each request to the front-end it names."""
+
+    def __init__(self, fronts: FrontEnds, name: str) -> None:
+        self.me = Identity.ephemeral()
+        self.fronts = fronts
+        self.clients = [httpx.Client(base_url=u, timeout=60) for u in fronts.urls]
+        fronts.clients += self.clients
+        self.det_class = (
+            ENGINES.get(GoModel.from_pdb(VILLIN_PDB)).determinism_class().canonical().decode()
+        )
+        body = json.dumps({"public_key": self.me.public_key.hex(), "name": name}).encode()
+        r = self.send(0, "POST", "/v1/volunteers", body)
+        assert r.status_code == 201, r.text
+
+    @property
+    def key(self) -> str:
+        return self.me.public_key.hex()
+
+    def headers(self, method: str, path: str, body: bytes = b"") -> dict[str, str]:
+        return sign_headers(self.me, method, path, body, origin=self.fronts.origin)
+
+    def send(
+        self, front: int, method: str, path: str, body: bytes = b"", headers: dict | None = None
+    ) -> httpx.Response:
+        """A request signed now (or with ``headers``), sent to front-end ``front``."""
+        h = headers if headers is not None else self.headers(method, path, body)
+        return self.clients[front].request(method, path, content=body or None, headers=h)
+
+    def pull(self, front: int, slots: int = 1, det_class: str | None = None) -> httpx.Response:
+        doc = {"det_class": det_class or self.det_class, "slots": slots}
+        return self.send(front, "POST", "/v1/work", json.dumps(doc).encode())
+
+    def tasks(self, front: int, slots: int = 1) -> list[ComputeTask]:
+        r = self.pull(front, slots)
+        assert r.status_code == 200, r.text
+        return [self.task(front, doc) for doc in r.json()["tasks"]]
+
+    def task(self, front: int, doc: dict) -> ComputeTask:
+        r = self.send(front, "GET", f"/v1/systems/{doc['system']}")
+        assert r.status_code == 200, r.text
+        t = decode_task(doc, decode_system(r.content))
+        assert isinstance(t, ComputeTask)
+        return t
+
+    def result(self, t: ComputeTask) -> WorkerResult:
+        return compute(t, engines=ENGINES, identity=self.me)
+
+
+def _error(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert r.json()["error"] == code, r.text[:300]
+
+
+@pytest.fixture
+def fronts(tmp_path: Path) -> Iterator[FrontEnds]:
+    key = add_lab(tmp_path / "c", "lab-a")
+    with front_ends(tmp_path / "c") as f, lab_client(f.urls[0], key) as lab:
+        r = post_job(lab, go_job(clones=2, gens=1))
+        assert r.status_code == 202, r.text
+        yield f
+
+
+# -- one result, many front-ends -------------------------------------------------------------
+
+
+def test_one_signed_upload_sent_to_both_front_ends_at_once_counts_once(fronts):
+    """The same signed upload, raced to two front-ends: each verifies it, one is taken, the
+    other is refused (its nonce was spent at the coordinator, or the replica is no longer
+    the key's); re-signed, it is refused at either front-end."""
+    v = Volunteer(fronts, "racer")
+    (t,) = v.tasks(0)
+    body = encode_result(v.result(t))
+    path = f"/v1/results/{t.replica}"
+    headers = v.headers("POST", path, body)
+    answers: list[httpx.Response] = []
+    go = threading.Barrier(2)
+
+    def upload(front: int) -> None:
+        go.wait()
+        answers.append(v.send(front, "POST", path, body, headers))
+
+    threads = [threading.Thread(target=upload, args=(f,)) for f in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    statuses = sorted((r.status_code, r.json().get("error", "")) for r in answers)
+    assert statuses[0] == (200, "") and statuses[1] in {(401, "replayed"), (404, "not_assigned")}
+    assert fronts.returned(t.replica) == 1
+    before = fronts.stored()
+    for front in (0, 1):  # signed afresh: the replica is no longer this key's to upload
+        _error(v.send(front, "POST", path, body), 404, "not_assigned")
+    assert fronts.stored() == before
+
+
+def test_a_front_ends_stale_hint_does_not_take_a_replica_back(fronts):
+    """Pulled through front-end 0, uploaded through front-end 1: front-end 0 still holds
+    its hints of the replicas, but the coordinator's word decides. Uploading one again there
+    (garbage, which would count as invalid) or giving one back is refused, and nothing
+    changes."""
+    v = Volunteer(fronts, "two-doors")
+    tasks = v.tasks(0, slots=2)
+    assert len(tasks) == 2
+    results = {t.replica: v.result(t) for t in tasks}
+    for t in tasks:
+        first = v.send(1, "POST", f"/v1/results/{t.replica}", encode_result(results[t.replica]))
+        assert first.status_code == 200 and first.json()["state"] == "returned", first.text
+    before = fronts.stored()
+    one, two = (t.replica for t in tasks)
+    garbage = dataclasses.replace(results[one], signature=bytes(64))
+    _error(v.send(0, "POST", f"/v1/results/{one}", encode_result(garbage)), 409, "conflict")
+    give_back = json.dumps({"reason": "changed my mind"}).encode()
+    _error(v.send(0, "POST", f"/v1/results/{two}/failure", give_back), 409, "conflict")
+    assert fronts.stored() == before
+    assert fronts.returned(one) == fronts.returned(two) == 1
