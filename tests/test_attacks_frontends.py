@@ -34,6 +34,7 @@ import pytest
 import uvicorn
 from http_helpers import add_lab, free_port, go_job, lab_client, post_job
 
+from coordinator.classes import CLASSES_FILE
 from coordinator.clock import SYSTEM_CLOCK, Clock
 from coordinator.http.app import ServiceConfig, create_app
 from coordinator.http.context import FrontEnd, Service
@@ -153,16 +154,15 @@ class Volunteer:
         self.fronts = fronts
         self.clients = [httpx.Client(base_url=u, timeout=60) for u in fronts.urls]
         fronts.clients += self.clients
-        self.det_class = (
-            ENGINES.get(GoModel.from_pdb(VILLIN_PDB)).determinism_class().canonical().decode()
-        )
+        self.det_class = self.real_class()
         body = json.dumps({"public_key": self.me.public_key.hex(), "name": name}).encode()
         r = self.send(0, "POST", "/v1/volunteers", body)
         assert r.status_code == 201, r.text
 
-    @property
-    def key(self) -> str:
-        return self.me.public_key.hex()
+    @staticmethod
+    def real_class() -> str:
+        """The determinism class this machine computes villin's Go WUs in."""
+        return ENGINES.get(GoModel.from_pdb(VILLIN_PDB)).determinism_class().canonical().decode()
 
     def headers(self, method: str, path: str, body: bytes = b"") -> dict[str, str]:
         return sign_headers(self.me, method, path, body, origin=self.fronts.origin)
@@ -261,3 +261,33 @@ def test_a_front_ends_stale_hint_does_not_take_a_replica_back(fronts):
     _error(v.send(0, "POST", f"/v1/results/{two}/failure", give_back), 409, "conflict")
     assert fronts.stored() == before
     assert fronts.returned(one) == fronts.returned(two) == 1
+
+
+# -- ?next=N ---------------------------------------------------------------------------------
+
+
+def test_a_class_refused_to_a_key_is_not_the_one_its_uploads_pull_next_in(tmp_path):
+    """A key declares a class past its most (refused, 409), then uploads a result with
+    ``?next=1``: the upload is taken and answered as taken, and the next work is pulled in
+    a class the key may use, never in the refused one (which would refuse the upload's
+    answer after its result was kept)."""
+    workdir = tmp_path / "c"
+    workdir.mkdir()
+    real = json.loads(Volunteer.real_class())
+    variants = [
+        json.dumps(real | {"cpu": f"x86_64/variant{i}"}, sort_keys=True, separators=(",", ":"))
+        for i in range(NetworkPolicy().max_classes_per_volunteer)
+    ]
+    (workdir / CLASSES_FILE).write_text(json.dumps({"accepted": variants}))
+    key = add_lab(workdir, "lab-a")
+    with front_ends(workdir) as fronts, lab_client(fronts.urls[0], key) as lab:
+        assert post_job(lab, go_job(clones=1, gens=1)).status_code == 202
+        v = Volunteer(fronts, "collector")
+        (t,) = v.tasks(0)  # in the real class
+        for i, cls in enumerate(variants):  # the last one is past the key's most
+            r = v.pull(0, det_class=cls)
+            assert r.status_code == (409 if i == len(variants) - 1 else 200), r.text
+        r = v.send(0, "POST", f"/v1/results/{t.replica}?next=1", encode_result(v.result(t)))
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "returned" and r.json()["tasks"] == []
+        assert fronts.returned(t.replica) == 1

@@ -192,8 +192,15 @@ def _admitted(_core: Core, _c: Coordinator) -> None:
 def _work(core: Core, c: Coordinator, key: bytes, det: str, slots: int) -> list[HandOut]:
     # The server owns the classes: only a known one is accepted (a 422 otherwise).
     accepted = c.accept_class(det)
-    core.classes[key] = (accepted.key, accepted.engine)
-    return _pull(core, c, key, accepted.key, slots, accepted.engine)
+    out = _pull(core, c, key, accepted.key, slots, accepted.engine)
+
+    def declared() -> None:
+        # the class ?next=N pulls in: one the scheduler took for this key (never one it
+        # refused, past the key's most: that would refuse an upload after keeping it)
+        core.classes[key] = (accepted.key, accepted.engine)
+
+    core.when_committed(declared)
+    return out
 
 
 @command
