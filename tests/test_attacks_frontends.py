@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from http_helpers import add_lab, free_port, go_job, lab_client, post_job
+from http_helpers import FakeClock, add_lab, free_port, go_job, lab_client, post_job
 
 from coordinator.classes import CLASSES_FILE
 from coordinator.clock import SYSTEM_CLOCK, Clock
@@ -40,6 +40,7 @@ from coordinator.http.app import ServiceConfig, create_app
 from coordinator.http.context import FrontEnd, Service
 from coordinator.http.core import Core
 from coordinator.http.link import Hub, Port
+from coordinator.http.wire import FORGET_AFTER_S, PRUNE_EVERY_S
 from coordinator.messages import ResultReturned
 from coordinator.policy import NetworkPolicy
 from coordinator.service import Coordinator
@@ -65,6 +66,7 @@ class FrontEnds:
     urls: list[str]
     core: Core
     services: list[Service]
+    clock: Clock
     clients: list[httpx.Client] = dataclasses.field(default_factory=list)  # closed at the end
 
     def call(self, fn):  # type: ignore[no-untyped-def]
@@ -136,9 +138,8 @@ def front_ends(
             )
             stack.enter_context(_serving(app, port))
             services.append(app.state.service)
-        fronts = FrontEnds(
-            workdir, origin, [f"http://127.0.0.1:{p}" for p in ports], core, services
-        )
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        fronts = FrontEnds(workdir, origin, urls, core, services, clock)
         try:
             yield fronts
         finally:
@@ -165,7 +166,9 @@ class Volunteer:
         return ENGINES.get(GoModel.from_pdb(VILLIN_PDB)).determinism_class().canonical().decode()
 
     def headers(self, method: str, path: str, body: bytes = b"") -> dict[str, str]:
-        return sign_headers(self.me, method, path, body, origin=self.fronts.origin)
+        return sign_headers(
+            self.me, method, path, body, origin=self.fronts.origin, now=self.fronts.clock.now()
+        )
 
     def send(
         self, front: int, method: str, path: str, body: bytes = b"", headers: dict | None = None
@@ -291,3 +294,24 @@ def test_a_class_refused_to_a_key_is_not_the_one_its_uploads_pull_next_in(tmp_pa
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "returned" and r.json()["tasks"] == []
         assert fronts.returned(t.replica) == 1
+
+
+# -- what a front-end remembers ----------------------------------------------------------------
+
+
+def test_a_front_end_forgets_work_that_was_never_returned(tmp_path):
+    """Work handed out through a front-end and never uploaded there (the key walked away,
+    or uploaded through another front-end) is forgotten once long past its deadline, as the
+    coordinator forgets it: free keys pulling work and dropping it cannot grow a front-end's
+    memory without bound."""
+    clock = FakeClock()
+    key = add_lab(tmp_path / "c", "lab-a")
+    with front_ends(tmp_path / "c", clock=clock) as fronts, lab_client(fronts.urls[0], key) as lab:
+        assert post_job(lab, go_job(clones=1, gens=1, deadline_s=30)).status_code == 202
+        v = Volunteer(fronts, "walks-away")
+        assert len(v.tasks(0)) == 1
+        work = fronts.services[0].work
+        assert len(work) == 1
+        clock.advance(30 + FORGET_AFTER_S + PRUNE_EVERY_S + 1)
+        again = v.tasks(0)  # (the WU was reissued meanwhile, never to the key that let it go)
+        assert again == [] and len(work) == 0
