@@ -266,6 +266,26 @@ def test_a_front_ends_stale_hint_does_not_take_a_replica_back(fronts):
     assert fronts.returned(one) == fronts.returned(two) == 1
 
 
+def test_another_keys_replica_is_refused_at_every_front_end(fronts):
+    """An intruder uploads garbage to (or gives back) a replica another key pulled: at the
+    front-end that handed it out (whose hint names its key) and at the other (which asks
+    the coordinator). Refused before anything reaches the coordinator's invalid path (which
+    counts a failed verification against the replica's key, on the front-end's word)."""
+    owner, intruder = Volunteer(fronts, "owner"), Volunteer(fronts, "intruder")
+    (t,) = owner.tasks(0)
+    garbage = dataclasses.replace(owner.result(t), signature=bytes(64))
+    body = encode_result(garbage)
+    before = fronts.stored()
+    for front in (0, 1):
+        _error(intruder.send(front, "POST", f"/v1/results/{t.replica}", body), 404, "not_assigned")
+        give_back = json.dumps({"reason": "not mine"}).encode()
+        r = intruder.send(front, "POST", f"/v1/results/{t.replica}/failure", give_back)
+        _error(r, 404, "not_assigned")
+    assert fronts.stored() == before
+    r = owner.send(1, "POST", f"/v1/results/{t.replica}", encode_result(owner.result(t)))
+    assert r.status_code == 200 and r.json()["state"] == "returned", r.text
+
+
 # -- ?next=N ---------------------------------------------------------------------------------
 
 
@@ -315,3 +335,19 @@ def test_a_front_end_forgets_work_that_was_never_returned(tmp_path):
         clock.advance(30 + FORGET_AFTER_S + PRUNE_EVERY_S + 1)
         again = v.tasks(0)  # (the WU was reissued meanwhile, never to the key that let it go)
         assert again == [] and len(work) == 0
+
+
+# -- rates, for all front-ends together -------------------------------------------------------
+
+
+def test_a_key_gets_its_rate_once_however_many_front_ends_it_talks_to(tmp_path):
+    """Each front-end holds a key to the rate, and so does the coordinator, for all of them:
+    a key that spreads its requests over the front-ends still gets ``volunteer_burst``
+    requests, not that many per front-end."""
+    clock = FakeClock()  # frozen: no bucket refills during the test
+    cfg = dataclasses.replace(FAST, volunteer_rate=0.001, volunteer_burst=4)
+    with front_ends(tmp_path / "c", cfg, clock=clock) as fronts:
+        v = Volunteer(fronts, "greedy")  # (registering spends one)
+        answers = [v.send(front, "GET", "/v1/volunteers/me") for front in (0, 0, 1, 1, 1)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 429, 429]
+        assert all(r.json()["error"] == "rate_limited" for r in answers[3:])
