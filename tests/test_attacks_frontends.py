@@ -319,21 +319,31 @@ def test_a_class_refused_to_a_key_is_not_the_one_its_uploads_pull_next_in(tmp_pa
 # -- what a front-end remembers ----------------------------------------------------------------
 
 
-def test_a_front_end_forgets_work_that_was_never_returned(tmp_path):
-    """Work handed out through a front-end and never uploaded there (the key walked away,
-    or uploaded through another front-end) is forgotten once long past its deadline, as the
-    coordinator forgets it: free keys pulling work and dropping it cannot grow a front-end's
-    memory without bound."""
+def test_work_past_its_deadline_is_refused_then_forgotten(tmp_path):
+    """A replica pulled through a front-end and never uploaded in time: once its deadline
+    passed and it was reissued, its late upload is refused at the front-end that still
+    holds its hint (the coordinator's word), and once long past its deadline the front-end
+    forgets it, as the coordinator does (free keys that pull work and drop it cannot grow a
+    front-end's memory without bound)."""
     clock = FakeClock()
     key = add_lab(tmp_path / "c", "lab-a")
     with front_ends(tmp_path / "c", clock=clock) as fronts, lab_client(fronts.urls[0], key) as lab:
         assert post_job(lab, go_job(clones=1, gens=1, deadline_s=30)).status_code == 202
-        v = Volunteer(fronts, "walks-away")
-        assert len(v.tasks(0)) == 1
+        v = Volunteer(fronts, "late")
+        (t,) = v.tasks(0)
+        late = encode_result(v.result(t))
         work = fronts.services[0].work
         assert len(work) == 1
-        clock.advance(30 + FORGET_AFTER_S + PRUNE_EVERY_S + 1)
-        again = v.tasks(0)  # (the WU was reissued meanwhile, never to the key that let it go)
+        clock.advance(31)
+        deadline = time.monotonic() + 30
+        while fronts.call(lambda c: c.scheduler.replicas[t.replica].state) == "assigned":
+            assert time.monotonic() < deadline, "the coordinator never ticked"
+            time.sleep(0.05)
+        before = fronts.stored()
+        _error(v.send(0, "POST", f"/v1/results/{t.replica}", late), 409, "conflict")
+        assert fronts.stored() == before and fronts.returned(t.replica) == 0
+        clock.advance(FORGET_AFTER_S + PRUNE_EVERY_S)
+        again = v.tasks(0)  # (the WU was reissued, never to the key that let it go)
         assert again == [] and len(work) == 0
 
 
