@@ -24,14 +24,16 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from http_helpers import FakeClock, add_lab, free_port, go_job, lab_client, post_job
 
 from coordinator.classes import CLASSES_FILE
@@ -52,6 +54,7 @@ from worker.systems import EngineCache, decode_system
 from worker.tasks import ComputeTask, compute
 from worker.wire import decode_task, encode_result, sign_headers
 
+T = TypeVar("T")
 ENGINES = EngineCache()
 FAST = ServiceConfig(policy=NetworkPolicy(offer_s=3.0), idle_retry_s=0.1)
 
@@ -69,7 +72,7 @@ class FrontEnds:
     clock: Clock
     clients: list[httpx.Client] = dataclasses.field(default_factory=list)  # closed at the end
 
-    def call(self, fn):  # type: ignore[no-untyped-def]
+    def call(self, fn: Callable[[Coordinator], T]) -> T:
         assert self.core.thread is not None
         return self.core.thread.call_sync(fn)
 
@@ -95,7 +98,7 @@ class FrontEnds:
 
 
 @contextmanager
-def _serving(app: object, port: int) -> Iterator[None]:
+def _serving(app: FastAPI, port: int) -> Iterator[None]:
     """``app`` on 127.0.0.1:``port`` in a thread until the block exits."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
