@@ -874,6 +874,13 @@ class Coordinator:
     def fail(self, volunteer_key: bytes, replica: int, reason: str) -> None:
         self._apply(ReplicaFailed(replica, volunteer_key.hex(), reason[:500], self.clock()))
 
+    def give_back(self, volunteer_key: bytes, replica: int, reason: str) -> None:
+        """A replica its volunteer could not compute, given back (it is reissued): only one
+        assigned to that volunteer and still out (:class:`ProtocolError` otherwise, so a
+        replica whose result came back is never answered as given back)."""
+        self._returned(volunteer_key, replica)
+        self.fail(volunteer_key, replica, reason)
+
     def node_lost(self, volunteer_key: bytes) -> None:
         self._apply(NodeLost(volunteer_key.hex(), self.clock()))
 

@@ -32,7 +32,7 @@ from coordinator.http.config import ServiceConfig
 from coordinator.http.ledger_index import LedgerIndex
 from coordinator.http.link import Admission, Call, Hub, run_command
 from coordinator.http.loop import CoordinatorThread
-from coordinator.http.wire import Assignment
+from coordinator.http.wire import FORGET_AFTER_S, PRUNE_EVERY_S, Assignment
 from coordinator.prepare import PreparedJob
 from coordinator.preparer import Preparer
 from coordinator.service import Coordinator
@@ -275,9 +275,10 @@ class Core:
         self.outcomes["failed"] += len(out.failed)
         self.outcomes["completed"] += len(out.completed)
         now = c.clock()
-        if now - self._pruned > 5.0:  # work long past its deadline was reissued by now
+        if now - self._pruned > PRUNE_EVERY_S:  # work long past its deadline was reissued
             self._pruned = now
-            for rid in [r for r, a in list(self.assignments.items()) if a.deadline < now - 60]:
+            horizon = now - FORGET_AFTER_S
+            for rid in [r for r, a in list(self.assignments.items()) if a.deadline < horizon]:
                 self.assignments.pop(rid, None)
-            for cid in [k for k, v in list(self.checks.items()) if v[2] < now - 60]:
+            for cid in [k for k, v in list(self.checks.items()) if v[2] < horizon]:
                 self.checks.pop(cid, None)

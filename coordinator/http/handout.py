@@ -17,7 +17,13 @@ from fastapi import Request
 from coordinator.clock import Clock
 from coordinator.http.core import Core
 from coordinator.http.link import command
-from coordinator.http.wire import Assignment, HandOut, encode_handout
+from coordinator.http.wire import (
+    FORGET_AFTER_S,
+    PRUNE_EVERY_S,
+    Assignment,
+    HandOut,
+    encode_handout,
+)
 from coordinator.service import Coordinator
 from foldnet.errors import NotFound
 from worker.systems import EngineCache, SystemDefinition, decode_system
@@ -54,18 +60,38 @@ class HandedOut:
         self._checks: dict[int, tuple[bytes, bytes, float]] = {}
         self._systems: dict[str, bytes] = {}
         self._decoded: dict[str, SystemDefinition] = {}
+        self._pruned = float("-inf")
         self.engines = EngineCache()  # the physical sanity checks of results
+
+    def __len__(self) -> int:
+        """How many replicas and spot checks handed out this process remembers."""
+        if self.core is not None:
+            return len(self.core.assignments) + len(self.core.checks)
+        return len(self._assignments) + len(self._checks)
 
     def encode(self, got: list[HandOut]) -> list[dict[str, Any]]:
         """Encode work the core handed out for the wire (a front-end of its own remembers
         what each result must look like, so that its upload is checked here)."""
         if self.core is None:
+            self._prune()
             for h in got:
                 if h.assignment is not None:
                     self._assignments[h.number] = h.assignment
                 elif h.check is not None:
                     self._checks[h.number] = h.check
         return [encode_handout(h) for h in got]
+
+    def _prune(self) -> None:
+        """Forget work long past its deadline (every PRUNE_EVERY_S at most), as the core
+        does: what was handed out here and never came back here (its key walked away, or
+        uploaded through another front-end) would otherwise be remembered for ever."""
+        now = self.clock.now()
+        if now - self._pruned < PRUNE_EVERY_S:
+            return
+        self._pruned = now
+        horizon = now - FORGET_AFTER_S
+        self._assignments = {r: a for r, a in self._assignments.items() if a.deadline >= horizon}
+        self._checks = {c: o for c, o in self._checks.items() if o[2] >= horizon}
 
     async def assignment(self, replica: int, key: bytes) -> Assignment | None:
         """What replica ``replica`` handed to ``key`` must return (None: not ``key``'s)."""
@@ -74,6 +100,7 @@ class HandedOut:
         else:
             a = self._assignments.get(replica)
             if a is None or a.volunteer != key or a.deadline <= self.clock.now():
+                self._prune()
                 a = await self._call(_assignment_of, replica)  # the core's word
                 if a is not None:
                     self._assignments[replica] = a
@@ -86,6 +113,7 @@ class HandedOut:
         else:
             owner = self._checks.get(check)
             if owner is None or owner[0] != key or owner[2] <= self.clock.now():
+                self._prune()
                 owner = await self._call(_check_of, check)
                 if owner is not None:
                     self._checks[check] = owner

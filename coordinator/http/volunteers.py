@@ -192,8 +192,15 @@ def _admitted(_core: Core, _c: Coordinator) -> None:
 def _work(core: Core, c: Coordinator, key: bytes, det: str, slots: int) -> list[HandOut]:
     # The server owns the classes: only a known one is accepted (a 422 otherwise).
     accepted = c.accept_class(det)
-    core.classes[key] = (accepted.key, accepted.engine)
-    return _pull(core, c, key, accepted.key, slots, accepted.engine)
+    out = _pull(core, c, key, accepted.key, slots, accepted.engine)
+
+    def declared() -> None:
+        # the class ?next=N pulls in: one the scheduler took for this key (never one it
+        # refused, past the key's most: that would refuse an upload after keeping it)
+        core.classes[key] = (accepted.key, accepted.engine)
+
+    core.when_committed(declared)
+    return out
 
 
 @command
@@ -221,7 +228,7 @@ def _result(
 
 @command
 def _give_back(core: Core, c: Coordinator, key: bytes, replica: int, reason: str) -> None:
-    c.fail(key, replica, reason)
+    c.give_back(key, replica, reason)
     core.when_committed(lambda: core.assignments.pop(replica, None))
 
 
@@ -470,7 +477,13 @@ def volunteers_router(svc: Service, hot: HotRouteTable | None = None) -> APIRout
         doc = parse_json_object(body)
         _fields(doc, {"reason"})
         reason = get_str(doc, "reason", 500)
-        await svc.call(_give_back, key, replica, reason, request=request)
+        try:
+            await svc.call(_give_back, key, replica, reason, request=request)
+        except CommitFailedError:
+            raise  # nothing was kept: the replica is still this key's, for the retry
+        except Exception:
+            svc.work.forget(replica=replica)  # a hint the coordinator contradicted
+            raise
         svc.work.forget(replica=replica)
         return {"replica": replica, "state": "errored"}
 

@@ -23,6 +23,13 @@ from sims.state import State, all_finite
 from worker.result import Expected, WorkerResult
 from worker.wire import task_document
 
+#: How long after its deadline a replica or spot check handed out is remembered, by the
+#: core and by each front-end: an upload that late finds its replica reissued (and the
+#: coordinator, not what is remembered, decides whether an upload counts).
+FORGET_AFTER_S = 60.0
+#: How often, at most, what is remembered is pruned of work past FORGET_AFTER_S.
+PRUNE_EVERY_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
