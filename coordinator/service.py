@@ -822,6 +822,14 @@ class Coordinator:
         if chk is None or chk.volunteer != volunteer_key.hex() or chk.state != "assigned":
             raise ProtocolError(f"spot check {result.check} is not assigned to this volunteer")
         wu = self.scheduler.wus[chk.wu]
+        if result.wu_id != chk.wu or tuple(result.segments) != chk.segments:
+            # what the volunteer signed must be the check it was given, not another WU's or
+            # other segments' digests compared against this one's
+            raise ProtocolError(
+                f"spot check {result.check} is signed for WU {result.wu_id.hex()[:16]} "
+                f"segments {list(result.segments)}, but it checks WU {chk.wu.hex()[:16]} "
+                f"segments {list(chk.segments)}: recompute the task as it was handed out"
+            )
         # The class a check is compared in is the server's: one it accepts, and the one this
         # volunteer was drawn in, never one its report names for itself.
         det = self.accept_class(result.determinism).key

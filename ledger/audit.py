@@ -227,6 +227,12 @@ class _SignatureChecker:
 # ------------------------------------------------------------------ sources
 
 
+#: Entry bundles unreadable in a row after which an audit of tiles stops asking: a checkpoint
+#: signed for a size far beyond what is served would otherwise be read, and reported, a
+#: bundle at a time for ever (each still counts as a discrepancy: the audit fails either way).
+MAX_UNREADABLE_RUN = 16
+
+
 class _Source(Protocol):
     description: str
 
@@ -373,12 +379,24 @@ class _TileSource:
 
     def entries(self) -> Iterator[tuple[int, bytes | None, bytes]]:
         size = self.reader.tree_size if self._committed else 0
-        for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH):  # the last one may be partial
+        total = (size + TILE_WIDTH - 1) // TILE_WIDTH  # the last one may be partial
+        run = 0  # unreadable bundles in a row
+        for n in range(total):
             try:
                 bundle = self.reader.read_bundle(n)
             except TileFormatError as e:
                 self._flag("bad-tile", f"the tile export is damaged: {e}")
+                run += 1
+                if run >= MAX_UNREADABLE_RUN and n + 1 < total:
+                    self._flag(
+                        "bad-tile",
+                        f"entry bundles {n + 1 - run:,}-{n:,} could not be read, so the "
+                        f"other {total - n - 1:,} bundles the checkpoint's size implies were "
+                        "not asked for: the export does not hold the tree its checkpoint signs",
+                    )
+                    return
                 continue
+            run = 0
             yield from self._place(bundle, self._leaf_hashes(n), n * TILE_WIDTH)
 
     def _leaf_hashes(self, n: int) -> list[bytes] | None:
@@ -466,6 +484,8 @@ class _TileSource:
             tree_level = TILE_HEIGHT * level
             count = size >> tree_level
             for n in range((count + TILE_WIDTH - 1) // TILE_WIDTH):
+                if (n * TILE_WIDTH) << tree_level >= tree.size:
+                    break  # it would cover only entries that were not read (reported already)
                 try:
                     tile = self.reader.read_tile(level, n)
                 except TileFormatError as e:

@@ -28,6 +28,7 @@ import ledger.audit as audit_module
 from ledger import JobSubmitted, Log, Store, export_tiles, leaf_hash, run_audit
 from ledger.checkpoint import Checkpoint
 from ledger.merkle import MerkleTree
+from ledger.note import Ed25519NoteSigner, Note
 from ledger.tiles import TILE_WIDTH, FolderFetcher, encode_bundle, entries_path, tile_path
 
 QUIET = {"checkpoint_every": 10**9, "checkpoint_interval_s": 1e13}
@@ -168,3 +169,33 @@ def test_an_unsigned_checkpoint_of_a_huge_tree_is_not_read(
     report = run_audit(folder, workers=1)
     assert report.kinds() == {"bad-checkpoint-signature", "no-checkpoint"}, report.discrepancies
     assert report.entries == 0 and not report.balances
+
+
+def test_a_signed_checkpoint_of_a_huge_tree_is_read_only_until_the_export_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log's own key signs a checkpoint of 10^15 entries over a three-entry export (an
+    operator stalling its auditors): the audit fails it and ends after a run of missing
+    bundles, rather than asking for the 4 x 10^12 bundles the size implies."""
+    built = build_ledger(tmp_path / "l.db", n_wus=1)
+    folder = tmp_path / "export"
+    with Store.open_readonly(built.path) as store:
+        export_tiles(store, folder)
+    body = Checkpoint(ORIGIN, 10**15, bytes(32)).body()
+    signed = Note(text=body, signatures=(Ed25519NoteSigner(ORIGIN, built.log_key).sign(body),))
+    (folder / "checkpoint").write_text(signed.encode())
+    asked: list[str] = []
+    get = FolderFetcher.get
+
+    def counted(self: FolderFetcher, rel: str, *, limit: int) -> bytes | None:
+        asked.append(rel)
+        assert len(asked) < 1000, "the auditor keeps asking for bundles the export never had"
+        return get(self, rel, limit=limit)
+
+    monkeypatch.setattr(FolderFetcher, "get", counted)
+    report = run_audit(folder, workers=1)
+    assert not report.ok
+    assert "bad-checkpoint-signature" not in report.kinds()  # the log did sign it
+    stopped = [d for d in report.discrepancies if "were not asked for" in d.message]
+    assert len(stopped) == 1, report.discrepancies
+    assert f"{10**15 // 256 - audit_module.MAX_UNREADABLE_RUN:,} bundles" in stopped[0].message

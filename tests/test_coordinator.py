@@ -345,6 +345,43 @@ def test_a_spot_check_from_another_determinism_class_is_compared_with_a_toleranc
     coord.close()
 
 
+@pytest.mark.parametrize("field", ["wu_id", "segments"])
+def test_a_spot_check_signed_for_another_wu_or_segments_is_refused(tmp_path, model, field):
+    """A check's report binds the WU and segments it was given: a signed report naming
+    another WU or other segments is refused and changes nothing (the Ray path calls the
+    coordinator with what an actor returned; HTTP checks it before, too)."""
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    a, x = Volunteer(), Volunteer()
+    small_job(coord, model, audit_rate=0.0)
+    a.work(coord, model)  # registers A, so it can be given a long streak
+    coord.scheduler._volunteer(a.key.hex()).streak = 10**6  # its next WUs are spot-checked
+    small_job(coord, model, audit_rate=0.0)
+    for t in [t for t in coord.request_work(a.key, a.det_class(model), 2) if t.wu_id]:
+        coord.submit_result(a.key, t.replica, a.behaviour(t, a.engines, a.identity))
+    coord.tick()  # the beacon: the spot checks are drawn
+    coord.trust(x.key)
+    tasks = coord.request_work(x.key, x.det_class(model), 4)
+    checks = [t for t in tasks if isinstance(t, SpotCheckTask)]
+    assert checks
+    t = checks[0]
+    honest = spot_check(t, engines=x.engines, identity=x.identity)
+    if field == "wu_id":
+        other = next(w for w in coord.scheduler.wus if w != t.wu_id)
+        changed = dataclasses.replace(honest, wu_id=other, signature=b"")
+    else:
+        n = coord.scheduler.wus[t.wu_id].unit.spec.n_segments
+        moved = tuple((k + 1) % n for k in honest.segments)
+        changed = dataclasses.replace(honest, segments=moved, signature=b"")
+    forged = dataclasses.replace(changed, signature=x.identity.sign(changed.message()))
+    forged.verify()  # a genuine signature: only the binding is wrong
+    with pytest.raises(ProtocolError, match="recompute the task as it was handed out"):
+        coord.submit_spot_check(x.key, forged)
+    assert coord.scheduler.checks[t.check].state == "assigned"
+    coord.submit_spot_check(x.key, honest)  # the report of the check it was given
+    assert coord.scheduler.checks[t.check].state == "done"
+    coord.close()
+
+
 class LyingChecker(Volunteer):
     """Computes honestly (it earns credit and standing), lies whenever it checks others."""
 
