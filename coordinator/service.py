@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -89,6 +90,8 @@ from worker.systems import (
     system_digest,
 )
 from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ORIGIN = "foldnet.local/ledger"
 
@@ -193,6 +196,9 @@ class Coordinator:
         self._batching = False
         # ledger records waiting for the batch's commit
         self._deferred: list[Validated | RevokeCredit | le.GenerationSeeded] = []
+        #: Ledger records of committed events that the ledger did not take (it was down):
+        #: appended after the next group commit (or by a restart's replay), never lost.
+        self._unrecorded: list[Validated | RevokeCredit | le.GenerationSeeded] = []
         self._seeds_in_ledger: set[bytes] = set()  # WU ids whose seed the ledger states
         #: Headers of results not yet recorded, so recording reads nothing back from the store.
         self._headers: dict[int, tuple[ResultHeader, bytes]] = {}
@@ -260,6 +266,8 @@ class Coordinator:
         return coord
 
     def close(self) -> None:
+        if self._unrecorded:  # a last try; else the next start's replay appends them
+            self._record_or_keep(self._unrecorded)
         self.log.close()
         self.store.close()
 
@@ -386,6 +394,7 @@ class Coordinator:
             self.log.append_batch(seeds)
             self._seeds_in_ledger.update(t.wu_id for t in seeds)
         revocations = []
+        revoking: set[tuple[bytes, bytes]] = set()
         for t in todo:
             if not isinstance(t, RevokeCredit):
                 continue
@@ -401,6 +410,8 @@ class Coordinator:
                 "decided_by": list(t.evidence),
                 "reason": t.reason,
             }
+            if pair in revoking:
+                continue
             revocations.append(
                 le.CreditRevoked(
                     volunteer_key=key,
@@ -409,9 +420,10 @@ class Coordinator:
                     reason=json.dumps(evidence, sort_keys=True, separators=(",", ":"))[:1000],
                 )
             )
-            self._revoked.add(pair)
+            revoking.add(pair)
         if revocations:
             self.log.append_batch(revocations)
+            self._revoked |= revoking  # only once appended: a failed append is retried
 
     def _record_validated(self, validated: Sequence[Validated]) -> None:
         entries = []
@@ -478,9 +490,34 @@ class Coordinator:
             self._reload()
             raise
         self._batching = False
-        deferred, self._deferred = self._deferred, []
+        deferred, self._deferred = [*self._unrecorded, *self._deferred], []
         if deferred:
-            self._record(deferred)
+            self._record_or_keep(deferred)
+
+    @property
+    def ledger_pending(self) -> int:
+        """Ledger records of committed events waiting for the ledger (0 but while it is
+        down or refuses them)."""
+        return len(self._unrecorded)
+
+    def _record_or_keep(self, todo: list[Validated | RevokeCredit | le.GenerationSeeded]) -> None:
+        """Append the ledger records of committed events; if the ledger fails, keep them for
+        the next group commit. The events are committed, so what they did stands and their
+        callers are answered so (a 503 saying nothing was kept would make a volunteer retry
+        an upload that counted, and let work handed out in the batch lapse against it).
+        Retrying is safe: every record is appended once (:meth:`_record` skips what is on
+        the ledger), and a restart's replay appends whatever is still missing."""
+        try:
+            self._record(todo)
+        except Exception:
+            self._unrecorded = todo
+            logger.exception(
+                "the ledger did not take %d records of committed events; retried after the "
+                "next group commit",
+                len(todo),
+            )
+        else:
+            self._unrecorded = []
 
     def _reload(self) -> None:
         """Back to the committed state: the scheduler replayed, and every cache dropped

@@ -17,7 +17,7 @@ from coordinator.policy import NetworkPolicy
 from coordinator.service import DEFAULT_ORIGIN, Coordinator, det_class_key
 from ledger import entries as le
 from ledger import run_audit
-from ledger.errors import EntryRejectedError
+from ledger.errors import EntryRejectedError, StorageError
 from ledger.keys import load_or_create_private_key
 from ledger.log import Log, UnsafeAdmitAll
 from sims.go import GoEngine, GoModel
@@ -109,6 +109,55 @@ def test_job_completes_cheaters_earn_nothing_and_the_ledger_audits(tmp_path, mod
     report = run_audit(coord.log.store.path, workers=1)
     assert report.ok, report.discrepancies
     assert report.balances == {bytes.fromhex(k): v for k, v in credits.items()}
+    coord.close()
+
+
+def test_a_ledger_down_after_the_commit_loses_nothing_and_tells_no_caller_to_retry(
+    tmp_path, model, monkeypatch
+):
+    """The store commits a batch, then the ledger fails to append its records (its database
+    is down; injected here): the batch does not raise (what it did is committed, and its
+    callers must not be told to retry it), the records wait, and the next group commit after
+    the ledger is back appends each exactly once; the log then audits."""
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    a, b = Volunteer(), Volunteer()
+    job = small_job(coord, model, audit_rate=0.0)
+    record = Log.record_validated_results
+    calls = []
+    ledger_up = False
+
+    def down(log, entries):
+        if ledger_up:
+            return record(log, entries)
+        calls.append(len(entries))
+        raise StorageError("the ledger's database is unavailable (injected)")
+
+    monkeypatch.setattr(Log, "record_validated_results", down)
+    with coord.batch():
+        for _ in range(3):
+            a.work(coord, model)
+            b.work(coord, model)
+            coord.tick()  # the beacon: the results wait for it
+    assert calls, "nothing was validated: the test never reached the ledger"
+    validated = [v.wu.id for v in coord.drain().validated]
+    assert validated and coord.ledger_pending > 0
+    assert all(coord.scheduler.wus[w].state == "validated" for w in validated)  # committed
+    assert coord.credits() == {}  # on no ledger yet
+    ledger_up = True
+    run_until_done(coord, job, model, [a, b])  # each call below is a group commit of its own
+    with coord.batch():
+        pass
+    assert coord.ledger_pending == 0
+    recorded = [
+        e.wu_id
+        for _i, _leaf, data in coord.log.store.iter_entries()
+        if isinstance(e := le.decode_record(data).entry, le.ResultValidated)
+    ]
+    assert sorted(recorded) == sorted(set(recorded)) and set(validated) <= set(recorded)
+    assert set(coord.credits()) == {a.key.hex(), b.key.hex()}
+    coord.log.publish_checkpoint()
+    report = run_audit(coord.log.store.path, workers=1)
+    assert report.ok, report.discrepancies
     coord.close()
 
 

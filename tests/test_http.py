@@ -134,6 +134,7 @@ def test_health_metrics_and_openapi_are_public(served):
         assert c.get("/v1/health").json()["status"] == "ok"
         text = c.get("/metrics").text
         assert "foldnet_http_requests_total" in text and "foldnet_wus" in text
+        assert "foldnet_coordinator_ledger_pending 0" in text.splitlines()
         paths = c.get("/v1/openapi.json").json()["paths"]
         assert {"/v1/jobs", "/v1/work", "/v1/results/{replica}", "/v1/volunteers"} <= set(paths)
         assert c.get("/docs").status_code == 200

@@ -99,6 +99,10 @@ def _gauges(
         "foldnet_coordinator_batches_total": ("Group commits run.", float(th.batches)),
         "foldnet_coordinator_commands_total": ("Commands run.", float(th.commands)),
         "foldnet_coordinator_busy_seconds_total": ("Time in batches.", th.busy_s),
+        "foldnet_coordinator_ledger_pending": (
+            "Ledger records of committed events waiting for the ledger (it is down).",
+            float(c.ledger_pending),
+        ),
         "foldnet_outcomes_total": (
             "Validation outcomes since start.",
             {k: float(v) for k, v in core.outcomes.items()},
