@@ -108,3 +108,29 @@ def test_it_ticks_when_its_clock_says_a_tick_is_due(running, clock):
     clock.advance(0.05)
     assert fake.ticked.wait(30)  # nothing queued: it wakes up to tick on its own
     assert th.call_sync(lambda c: c.ticks) == 2
+
+
+def test_an_answer_the_link_cannot_carry_fails_alone():
+    """A command that answers with something the link cannot carry (a bug) fails its own
+    call; the other answers of the same committed batch still reach the front-end."""
+    import socket
+
+    from coordinator.http.link import Deframer, Failure, Hub, Port, Reply
+
+    ours, theirs = socket.socketpair()
+    hub = Hub()
+    try:
+        port = Port(ours, worker=0)
+        hub.reply(port, [(1, True, "kept"), (2, True, object()), (3, False, KeyError("x"))])
+        theirs.settimeout(5)
+        (reply,) = list(Deframer().feed(theirs.recv(1 << 16)))
+    finally:
+        hub.close()
+        ours.close()
+        theirs.close()
+    assert isinstance(reply, Reply)
+    first, second, third = reply.answers
+    assert first == (1, True, "kept")
+    assert second[:2] == (2, False) and isinstance(second[2], Failure)
+    assert second[2].status == 500 and second[2].code == "link_codec"
+    assert third[:2] == (3, False) and third[2].status == 500

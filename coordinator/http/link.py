@@ -302,9 +302,10 @@ class Hub:
         wire = tuple((i, ok, value if ok else Failure.of(value)) for i, ok, value in answers)
         try:
             port.send(Reply(answers=wire))
-        except LinkCodecError as e:  # a command's bug: it answered with what the link cannot carry
+        except LinkCodecError:  # a command's bug: it answered with what the link cannot carry
             log.exception("an answer could not be sent to front-end %d", port.worker)
-            port.send(Reply(answers=tuple((i, False, Failure.of(e)) for i, _ok, _v in answers)))
+            # only that answer fails: the others (of work committed) still go
+            port.send(Reply(answers=tuple(_carried(answer) for answer in wire)))
         if port.pending and not port.closed:
             self._sel.modify(port.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, port)
         if port.closed:
@@ -323,6 +324,15 @@ class Hub:
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _carried(answer: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
+    """``answer`` if the link can carry it, else its call's failure saying why."""
+    try:
+        encode(Reply(answers=(answer,)))
+    except LinkCodecError as e:
+        return answer[0], False, Failure.of(e)
+    return answer
 
 
 # -- a front-end's side ------------------------------------------------------------------------
