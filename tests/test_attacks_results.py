@@ -26,7 +26,8 @@ from results_helpers import compute_in_folder
 
 from coordinator.analysis import load_results
 from coordinator.bundle import final_name
-from coordinator.errors import AnalysisError, ResultsVerificationError
+from coordinator.errors import AnalysisError, ProtocolError, ResultsVerificationError
+from coordinator.jobs import JobSpec
 from coordinator.lab import CoordinatorView, ledger_evidence
 from coordinator.plan import JobPlan
 from coordinator.provenance import verify_results
@@ -39,10 +40,16 @@ from coordinator.results import (
     select,
     write_folder,
 )
+from coordinator.service import Coordinator
 from coordinator.trajfiles import pdb_text, read_xtc, xtc_bytes
 from ledger.log import Log
 from sims.examples import VILLIN_PDB
-from worker.systems import decode_system
+from sims.go import GoEngine, GoModel
+from worker.adversary import honest
+from worker.identity import Identity
+from worker.result import WorkerResult, arrays_digest, segment_data_digests
+from worker.systems import EngineCache, decode_system, system_digest
+from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask, spot_check
 
 GO: dict[str, Any] = dict(
     engine="go", pdb=VILLIN_PDB.read_text(), source="villin", runs=1, clones=2, gens=2,
@@ -434,3 +441,102 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
             f.write(b" " * (1 << 24))
     e = finding(path)
     assert e.code == "bundle_incomplete" and "inflates" in str(e), e
+
+
+# -- volunteers: invented frames past a check from another determinism class ---------------------
+
+
+def _invented_frames(task: ComputeTask, engines: EngineCache, identity: Identity) -> WorkerResult:
+    """Every boundary state computed honestly (so every end state a check recomputes agrees),
+    but the frames and observables a lab receives invented: each frame moved by 0.5 A and Q
+    of 1 throughout (a folded protein that never was). Signed and self-consistent."""
+    result = honest(task, engines, identity)
+    frames = result.frames + np.float32(0.5)
+    obs = {k: (np.ones_like(v) if k == "q" else v) for k, v in result.observables.items()}
+    spec = task.spec
+    header = dataclasses.replace(
+        result.header,
+        frames_digest=arrays_digest({"frames": frames, "steps": result.frame_steps}),
+        observables_digest=arrays_digest(obs),
+        segment_data=segment_data_digests(
+            frames,
+            result.frame_steps,
+            obs,
+            n_segments=spec.n_segments,
+            segment_steps=spec.segment_steps,
+            report_steps=spec.report_steps,
+        ),
+    )
+    return dataclasses.replace(
+        result,
+        header=header,
+        signature=identity.sign(header.message()),
+        frames=frames,
+        observables=obs,
+    )
+
+
+def _other_class(engine: GoEngine) -> str:
+    """The Go class of another CPU flavour (canonical JSON), as an operator would list it."""
+    real = json.loads(engine.determinism_class().canonical())
+    return json.dumps(
+        real | {"cpu": "aarch64/base/glibc-2.36"}, sort_keys=True, separators=(",", ":")
+    )
+
+
+def _reported_as(r: SpotCheckResult, identity: Identity, other: str) -> SpotCheckResult:
+    """The same honest recomputation, reported from another determinism class (re-signed)."""
+    unsigned = dataclasses.replace(r, determinism=other, signature=b"")
+    return dataclasses.replace(unsigned, signature=identity.sign(unsigned.message()))
+
+
+def test_invented_frames_do_not_pass_a_check_from_another_class(tmp_path):
+    """An established volunteer with a long streak gets WUs unreplicated; only a checker of
+    another determinism class is online, whose check is compared within the engine's
+    tolerance. Its true boundary states agree; its frames and observables, which are what
+    the lab receives, must be compared too, or the invented ones are validated."""
+    model = GoModel.from_pdb(VILLIN_PDB)
+    engine = GoEngine(model)
+    coord = Coordinator.local(tmp_path / "c", beacon_interval_s=0)
+    try:
+        a, x = Identity.ephemeral(), Identity.ephemeral()
+        engines_a, engines_x = EngineCache(), EngineCache()
+        accepted = coord.accept_class(engine.determinism_class().canonical().decode())
+        coord.trust(a.public_key)
+        spec = dict(
+            engine="go", system_digest=system_digest(model), runs=1, clones=2, gens=1,
+            steps_per_wu=2000, segment_steps=500, report_steps=250, temperature=0.8,
+            audit_rate=0.0,
+        )  # fmt: skip
+        start = engine.initial_state(temperature=0.8, seed=1)
+        coord.request_work(a.public_key, accepted.key, 1, "go")  # A is known, then trusted
+        coord.scheduler._volunteer(a.public_key.hex()).streak = 10**6  # WUs unreplicated
+        job = coord.submit(lab="lab-a", system=model, starts=[start], spec=JobSpec(**spec))
+        tasks = [
+            t
+            for t in coord.request_work(a.public_key, accepted.key, 2, "go")
+            if isinstance(t, ComputeTask)
+        ]
+        assert tasks and all(coord.scheduler.wus[t.wu_id].required == 1 for t in tasks)
+        for t in tasks:
+            coord.submit_result(a.public_key, t.replica, _invented_frames(t, engines_a, a))
+        coord.tick()  # the beacon: the spot checks are drawn
+        coord.trust(x.public_key)
+        other_json = _other_class(engine)
+        other = coord.classes.add(other_json).key
+        checks = [
+            t for t in coord.request_work(x.public_key, other, 4) if isinstance(t, SpotCheckTask)
+        ]
+        assert {c.wu_id for c in checks} == {t.wu_id for t in tasks}
+        for c in checks:
+            report = _reported_as(spot_check(c, engines=engines_x, identity=x), x, other_json)
+            bare = dataclasses.replace(report, segment_frames=())  # an older client's answer
+            with pytest.raises(ProtocolError, match="must carry the frames"):
+                coord.submit_spot_check(x.public_key, bare)
+            coord.submit_spot_check(x.public_key, report)
+        out = coord.drain()
+        assert not [v for v in out.validated if v.wu.job == job], "invented frames validated"
+        assert all(coord.scheduler.wus[t.wu_id].disputed for t in tasks)
+        assert not out.invalidated  # a contradicted check condemns nobody alone
+    finally:
+        coord.close()
