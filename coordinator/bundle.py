@@ -33,6 +33,7 @@ import numpy as np
 
 from coordinator.plan import RULES
 from coordinator.trajfiles import frames_nm, pdb_text, xtc_bytes
+from sims.state import State
 from worker.result import ResultHeader
 from worker.systems import SystemDefinition
 
@@ -122,6 +123,8 @@ class Generation:
     seeded: Seeded | None = None
     #: > 0: the generation was computed again after a retraction (part of its WU's id).
     attempt: int = 0
+    #: Generation 0: the job's start state it began from (its digest is the WU's input).
+    start: State | None = None
 
     @property
     def wu_id(self) -> bytes:

@@ -136,6 +136,10 @@ __all__ = [
 FORMAT = "foldnet-provenance/2"
 DIR = "provenance"
 SYSTEM = f"{DIR}/system.npz"
+#: How far a first generation's start positions may lie from the prepared start (engine
+#: units): the engine's own copy of them (an OpenMM platform keeping single precision) may
+#: round them; another start (the native fold, say) lies Angstroms away.
+START_ATOL = 1e-5
 #: What a PDB keeps of a coordinate (three decimals of Angstrom), with float slack.
 PDB_PRECISION_A = 1e-3
 
@@ -232,6 +236,11 @@ def provenance_source(evidence: Evidence) -> FileSource:
                         "parent_velocities": sd.parent_velocities,
                     }
                     parent = {"wu_id": sd.wu_id.hex(), "boundary": sd.boundary}
+                elif g.start is not None:  # generation 0: the job's start state
+                    arrays |= {
+                        "start_positions": g.start.positions,
+                        "start_velocities": g.start.velocities,
+                    }
                 files[name] = _npz(arrays)
                 p = evidence.proofs.get(g.wu_id)
                 records.append(
@@ -272,9 +281,10 @@ def provenance_source(evidence: Evidence) -> FileSource:
             (
                 f"{DIR}/wu_runR_cloneC_genG.npz",
                 "one WU at full precision, exactly as its worker signed it: frames, steps,\n"
-                "obs_* (observables), final_positions/final_velocities (numpy.load); for an\n"
-                "adaptive start also start_* (its first state) and parent_* (the validated\n"
-                "boundary state it came from)",
+                "obs_* (observables), final_positions/final_velocities (numpy.load); for\n"
+                "generation 0 also start_* (the job's start state), for an adaptive start\n"
+                "start_* (its first state) and parent_* (the validated boundary state it\n"
+                "came from)",
             ),
             (
                 f"{DIR}/provenance.json",
@@ -837,7 +847,11 @@ def verify_data(wu: _WU, raw: bytes) -> _Data:
             f"{wu.data} ({wu.where}): the final state is not the one the worker signed"
         )
     start = parent = None
-    if wu.parent is not None:
+    if wu.gen == 0:  # the job's start state, which the first generation began from
+        if "start_positions" not in arrays or "start_velocities" not in arrays:
+            raise DataMismatchError(f"{wu.data}: a first generation without its start state")
+        start = (arrays["start_positions"], arrays["start_velocities"])
+    elif wu.parent is not None:
         need = ("start_positions", "start_velocities", "parent_positions", "parent_velocities")
         missing = [n for n in need if n not in arrays]
         if missing:
@@ -961,6 +975,43 @@ def verify_starts(wus: Sequence[_WU], data: Mapping[bytes, _Data]) -> int:
             )
         n += 1
     return n
+
+
+def job_start_positions(system: SystemDefinition) -> np.ndarray:
+    """Where a job's trajectories start (``coordinator.prepare.prepare_job``): a Go model's
+    extended chain, an all-atom system's prepared (minimized) positions; the velocities are
+    drawn from the plan's seed."""
+    return system.extended_chain() if isinstance(system, GoModel) else system.positions
+
+
+def verify_first_starts(
+    wus: Sequence[_WU], data: Mapping[bytes, _Data], system: SystemDefinition
+) -> None:
+    """Each trajectory's first generation began from the job's start structure (the state
+    its signed header begins from, at the positions the prepared system starts from), not
+    from a state the operator chose (the native structure, say, which would make folding
+    look instant)."""
+    want = np.asarray(job_start_positions(system), np.float64)
+    for w in wus:
+        start = data[w.wu_id].start
+        if w.gen != 0 or start is None:
+            continue
+        try:
+            if state_digest(*start) != w.header.boundary_digests[0]:
+                raise ChainBrokenError(
+                    f"{w.where}: the start state in {w.data} is not the one its worker began from"
+                )
+        except (StateError, ValueError, TypeError) as e:
+            raise DataMismatchError(f"{w.data}: the start state is not a state: {e}") from e
+        got = np.asarray(start[0], np.float64)
+        if got.shape != want.shape or not np.allclose(got, want, rtol=0.0, atol=START_ATOL):
+            dev = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+            raise ChainBrokenError(
+                f"{w.where}: it did not start from the job's start structure (the prepared "
+                f"system's {'extended chain' if isinstance(system, GoModel) else 'positions'}"
+                f"; {dev:.3g} away): its trajectory began where nothing the job prepared "
+                "puts it"
+            )
 
 
 def verify_xtc(
@@ -1345,6 +1396,7 @@ def verify_results(
         )
     )
     system = verify_system(_need(files, SYSTEM), spec)
+    verify_first_starts(wus, data, system)
     results = _results(job, spec, system, trajs, data)
     scale = nm_per_unit(spec.engine)
     dt_ps = ps_per_step(spec.engine)

@@ -196,6 +196,7 @@ def load(store: Store, plan: ResultPlan) -> Results:
                 final_velocities=np.array(a["velocities"][-1]),
                 seeded=seeded,
                 attempt=p.attempt,
+                start=None if p.gen else store.state(header.boundary_digests[0]),
             )
         )
     info = JobInfo(

@@ -30,6 +30,7 @@ from coordinator.errors import AnalysisError, ProtocolError, ResultsVerification
 from coordinator.jobs import JobSpec
 from coordinator.lab import CoordinatorView, ledger_evidence
 from coordinator.plan import JobPlan
+from coordinator.prepare import PreparedJob
 from coordinator.provenance import verify_results
 from coordinator.results import (
     Parent,
@@ -182,6 +183,28 @@ def test_a_generation_relabelled_in_an_adaptive_job_is_named(adaptive, tmp_path)
     out = forge(adaptive, tmp_path / "forged", swap_last)
     e = finding(out, log_key=adaptive.vkey)
     assert e.code == "wu_mislabelled", e
+
+
+def test_a_trajectory_started_from_the_folded_structure_is_named(tmp_path):
+    """The operator prepares jobs: it can start the trajectories from the native fold rather
+    than the extended chain the plan prepares. Every WU is then validated genuinely, from
+    the wrong start, and the protein 'folds' at once."""
+
+    def folded(job: PreparedJob) -> PreparedJob:
+        engine = GoEngine(job.system)
+        native = engine.initial_state(temperature=0.8, seed=1, extended=False)
+        return job._replace(starts=[native])
+
+    root = tmp_path / "folded"
+    plan = JobPlan.create(**(GO | {"clones": 1, "gens": 1}))
+    job = compute_in_folder(root / "coord", plan, change=folded)
+    view = CoordinatorView(root / "coord")
+    try:
+        view.write_results(job, root / "out")
+    finally:
+        view.close()
+    e = finding(root / "out")
+    assert e.code == "chain_broken" and "the job's start structure" in str(e), e
 
 
 # -- summary.json, XTC times, the best and reference structures ---------------------------------
