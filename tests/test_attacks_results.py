@@ -251,27 +251,28 @@ def test_the_starts_of_an_adaptive_summary_are_checked(adaptive, tmp_path):
     assert e.code == "summary_mismatch" and "starts" in str(e), e
 
 
-def test_xtc_times_are_the_signed_steps(plain, bundle):
+def test_xtc_times_are_the_signed_steps(bundle):
     """The frames are right, their times ten times longer: mdtraj's and analyze's time axis
     (all-atom: ns per step from the XTC) would be wrong by ten."""
-    system = _system(plain)
     name = bundle / "trajectory_run0_clone0.xtc"
     xyz = read_xtc(name.read_bytes())
     top = (bundle / "topology.pdb").read_text()
     steps = np.arange(1, len(xyz) + 1) * 500
     name.write_bytes(xtc_bytes(top, xyz.astype(np.float64), steps, 10.0))
-    assert system is not None
     e = finding(bundle)
     assert e.code == "frame_mismatch" and "time" in str(e), e
 
 
-def _system(job: Job):
+def _system(job: Job) -> GoModel:
+    """The job's Go model, as the operator has it."""
     view = CoordinatorView(job.coord)
     try:
         spec = view.scheduler.jobs[job.job].spec
-        return decode_system(view.store.system(spec.system_digest))
+        system = decode_system(view.store.system(spec.system_digest))
     finally:
         view.close()
+    assert isinstance(system, GoModel)
+    return system
 
 
 def test_the_best_structure_is_the_frame_its_criterion_picks(plain, bundle):
