@@ -206,10 +206,18 @@ def load_results(path: str | Path) -> ResultsData:
         with tempfile.TemporaryDirectory(prefix="foldnet-analysis-") as d:
             try:
                 with zipfile.ZipFile(p) as zf:
+                    seen: dict[str, str] = {}
                     for info in zf.infolist():
                         name = Path(info.filename).name  # flat: never a path out of d
                         if info.is_dir() or not name or name.startswith("."):
                             continue
+                        if name in seen:  # which one would be read is up to the zip's order
+                            raise AnalysisError(
+                                f"the zip {p} holds {name} twice ({seen[name]} and "
+                                f"{info.filename}): which is the result is not for foldnet "
+                                "to guess; check it with foldnet verify-results"
+                            )
+                        seen[name] = info.filename
                         (Path(d) / name).write_bytes(zf.read(info))
             except (zipfile.BadZipFile, OSError) as e:
                 raise AnalysisError(f"cannot read the zip {p}: {e}") from e

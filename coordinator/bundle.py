@@ -33,6 +33,7 @@ import numpy as np
 
 from coordinator.plan import RULES
 from coordinator.trajfiles import frames_nm, pdb_text, xtc_bytes
+from sims.state import State
 from worker.result import ResultHeader
 from worker.systems import SystemDefinition
 
@@ -50,7 +51,9 @@ __all__ = [
     "build_bundle",
     "csv_name",
     "final_name",
+    "lowest_rmsd",
     "observables_csv",
+    "summary_doc",
     "xtc_name",
 ]
 
@@ -71,6 +74,16 @@ def final_name(run: int, clone: int) -> str:
 
 def plot_name(run: int, clone: int) -> str:
     return f"plot_run{run}_clone{clone}.png"
+
+
+def dssp_name(run: int, clone: int) -> str:
+    return f"dssp_run{run}_clone{clone}.txt"
+
+
+def ps_per_step(engine: str) -> float:
+    """Picoseconds per step of ``engine`` (the XTC files' time axis), 0 for reduced units."""
+    rules = RULES[engine]
+    return rules.timestep / 1000.0 if rules.time_unit == "fs" else 0.0
 
 
 # -- the data --------------------------------------------------------------------------------
@@ -108,6 +121,10 @@ class Generation:
     final_velocities: np.ndarray
     #: An adaptive job's generation: where it started (None: from the generation before).
     seeded: Seeded | None = None
+    #: > 0: the generation was computed again after a retraction (part of its WU's id).
+    attempt: int = 0
+    #: Generation 0: the job's start state it began from (its digest is the WU's input).
+    start: State | None = None
 
     @property
     def wu_id(self) -> bytes:
@@ -159,6 +176,9 @@ class JobInfo:
     #: Where generations start (coordinator/adaptive.py): "none" joins each trajectory's
     #: generations; otherwise each generation starts from a state its policy chose.
     adaptive: str = "none"
+    #: The job's canonical engine parameters (``JobSpec.engine_parameters``), which every
+    #: WU id of the job is computed with (b"" where no provenance is written).
+    params: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -326,10 +346,6 @@ def _metric_column(name: str) -> Callable[[JobInfo, Trajectory], np.ndarray | No
     return compute
 
 
-def dssp_name(run: int, clone: int) -> str:
-    return f"dssp_run{run}_clone{clone}.txt"
-
-
 def _dssp_files(results: Results) -> Contribution:
     """All-atom jobs: the secondary structure of every frame, one line per frame."""
     if results.info.engine != "openmm":
@@ -432,9 +448,12 @@ def _plot_png(info: JobInfo, t: Trajectory) -> bytes:
     return buf.getvalue()
 
 
-def _summary(
+def summary_doc(
     results: Results, best: Best | None, derived: Sequence[str], names: Sequence[str]
 ) -> dict[str, Any]:
+    """``summary.json`` but what sources add: the job, the best structure's criterion and each
+    trajectory's generations, frames, steps (and an adaptive job's starts), from the data
+    alone, so that ``verify-results`` states it again from the signed data to compare."""
     info = results.info
     rules = RULES[info.engine]
     return {
@@ -506,7 +525,7 @@ def build_bundle(
     trajs = [t for t in results.trajectories if len(t.frames)]
     results = Results(info, tuple(trajs))
     rules = RULES[info.engine]
-    dt_ps = rules.timestep / 1000.0 if rules.time_unit == "fs" else 0.0
+    dt_ps = ps_per_step(info.engine)
     files: dict[str, bytes] = {}
     readme: list[tuple[str, str]] = []
     names = sorted(trajs[0].observables) if trajs else []
@@ -592,7 +611,7 @@ def build_bundle(
             info.system, info.reference, "reference structure: RMSD and Q are measured to it"
         ).encode()
         readme.append(("reference.pdb", "the reference (native) structure of RMSD and Q"))
-    summary = _summary(results, best, derived_names, names)
+    summary = summary_doc(results, best, derived_names, names)
     for source in (*EXTRA_FILES, *sources):
         part = source(results)
         files |= part.files

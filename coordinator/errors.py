@@ -25,12 +25,15 @@
             ├── NotCoveredError              an entry after the checkpoint: nothing proves it
             ├── NotAttestedError             a result header the entry's workers did not sign
             ├── DataMismatchError            full-precision data that is not what was signed
+            ├── WUMislabelledError           a validated WU shown in another WU's place
             ├── WUMissingError               a generation of a trajectory without its WU
             ├── ChainBrokenError             a generation not started from the one before
             ├── FrameMismatchError           an XTC frame that is not the signed frame
             │   └── TrajectorySwappedError   ... because it is another trajectory's file
             ├── ObservableMismatchError      a CSV value that is not the signed observable
-            └── StructureMismatchError       a PDB that is not the signed positions
+            ├── StructureMismatchError       a PDB that is not the signed positions
+            ├── SummaryMismatchError         summary.json says what the signed data does not
+            └── UnexpectedFileError          a data file, link or zip member not the bundle's
 """
 
 from __future__ import annotations
@@ -147,6 +150,13 @@ class DataMismatchError(ResultsVerificationError):
     code = "data_mismatch"
 
 
+class WUMislabelledError(ResultsVerificationError):
+    """A validated WU of the job shown as another run, clone or generation: its id is not
+    the content id of the place the bundle gives it."""
+
+    code = "wu_mislabelled"
+
+
 class WUMissingError(ResultsVerificationError):
     code = "wu_missing"
 
@@ -169,3 +179,16 @@ class ObservableMismatchError(ResultsVerificationError):
 
 class StructureMismatchError(ResultsVerificationError):
     code = "structure_mismatch"
+
+
+class SummaryMismatchError(ResultsVerificationError):
+    """summary.json states the job or its trajectories otherwise than the signed data."""
+
+    code = "summary_mismatch"
+
+
+class UnexpectedFileError(ResultsVerificationError):
+    """A file with a bundle's data name that the provenance does not account for, a link,
+    or a zip member whose name is unsafe or given twice."""
+
+    code = "unexpected_file"

@@ -142,6 +142,13 @@ class TrajectoryKey:
     clone: int
 
 
+def attempt_params(params: bytes, attempt: int) -> bytes:
+    """The parameters a WU's id is computed with: the job's :meth:`JobSpec.engine_parameters`,
+    and for a generation computed again after a retraction (``attempt`` >= 1) its attempt,
+    so that the new WU has an id of its own."""
+    return params if attempt == 0 else params + b"#attempt=%d" % attempt
+
+
 def wu_id(job: str, run: int, clone: int, gen: int, input_digest: bytes, params: bytes) -> bytes:
     """The content id of a WU (SHA-256 over a canonical, length-prefixed encoding)."""
     data = [b"foldnet/wu/v1\x00"]

@@ -29,11 +29,16 @@ final and best structures and the topology (to PDB's 0.001 A).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
+import math
+import os
 import re
+import stat
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,11 +50,23 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from coordinator.bundle import (
+    COLUMNS,
+    Best,
     Contribution,
     FileSource,
+    Generation,
+    JobInfo,
     Results,
+    Seeded,
+    Trajectory,
     csv_name,
+    dssp_name,
     final_name,
+    last_of_longest,
+    lowest_rmsd,
+    plot_name,
+    ps_per_step,
+    summary_doc,
     xtc_name,
 )
 from coordinator.errors import (
@@ -65,12 +82,23 @@ from coordinator.errors import (
     NotCoveredError,
     ObservableMismatchError,
     StructureMismatchError,
+    SummaryMismatchError,
     TrajectorySwappedError,
+    UnexpectedFileError,
     UsageError,
     WitnessQuorumError,
+    WUMislabelledError,
     WUMissingError,
 )
-from coordinator.trajfiles import XTC_PRECISION_NM, nm_per_unit, pdb_positions, read_xtc
+from coordinator.jobs import attempt_params, wu_id
+from coordinator.plan import RULES
+from coordinator.trajfiles import (
+    XTC_PRECISION_NM,
+    nm_per_unit,
+    pdb_positions,
+    read_xtc_times,
+    xtc_times,
+)
 from ledger import entries as le
 from ledger.checkpoint import SignedCheckpoint, open_checkpoint
 from ledger.cosignature import cosignature_timestamp
@@ -81,9 +109,17 @@ from ledger.merkle import leaf_hash, verify_inclusion
 from ledger.note import NoteSignature
 from ledger.witness import WitnessPolicy
 from sims.errors import StateError
+from sims.go import GoModel
 from sims.state import state_digest
 from worker.errors import WireError
 from worker.result import ResultHeader, arrays_digest
+from worker.systems import (
+    SystemDefinition,
+    decode_system,
+    encode_system,
+    engine_name,
+    system_digest,
+)
 from worker.wire import decode_header
 
 __all__ = [
@@ -97,8 +133,13 @@ __all__ = [
     "verify_results",
 ]
 
-FORMAT = "foldnet-provenance/1"
+FORMAT = "foldnet-provenance/2"
 DIR = "provenance"
+SYSTEM = f"{DIR}/system.npz"
+#: How far a first generation's start positions may lie from the prepared start (engine
+#: units): the engine's own copy of them (an OpenMM platform keeping single precision) may
+#: round them; another start (the native fold, say) lies Angstroms away.
+START_ATOL = 1e-5
 #: What a PDB keeps of a coordinate (three decimals of Angstrom), with float slack.
 PDB_PRECISION_A = 1e-3
 
@@ -195,6 +236,11 @@ def provenance_source(evidence: Evidence) -> FileSource:
                         "parent_velocities": sd.parent_velocities,
                     }
                     parent = {"wu_id": sd.wu_id.hex(), "boundary": sd.boundary}
+                elif g.start is not None:  # generation 0: the job's start state
+                    arrays |= {
+                        "start_positions": g.start.positions,
+                        "start_velocities": g.start.velocities,
+                    }
                 files[name] = _npz(arrays)
                 p = evidence.proofs.get(g.wu_id)
                 records.append(
@@ -203,6 +249,7 @@ def provenance_source(evidence: Evidence) -> FileSource:
                         "run": t.run,
                         "clone": t.clone,
                         "gen": g.gen,
+                        "attempt": g.attempt,
                         "wu_id": g.wu_id.hex(),
                         "data": name,
                         "header": g.header.canonical().decode(),
@@ -219,12 +266,14 @@ def provenance_source(evidence: Evidence) -> FileSource:
             "format": FORMAT,
             "job": results.info.job,
             "engine": results.info.engine,
+            "spec": results.info.params.decode(),
             "origin": evidence.origin,
             "tree_size": evidence.tree_size,
             "uncovered": uncovered,
             "wus": records,
         }
         files[f"{DIR}/provenance.json"] = json.dumps(doc, indent=1).encode()
+        files[SYSTEM] = encode_system(results.info.system)
         if evidence.checkpoint is not None:
             files[f"{DIR}/checkpoint.txt"] = evidence.checkpoint.encode()
         files[f"{DIR}/log.vkey"] = (evidence.log_vkey + "\n").encode()
@@ -232,14 +281,22 @@ def provenance_source(evidence: Evidence) -> FileSource:
             (
                 f"{DIR}/wu_runR_cloneC_genG.npz",
                 "one WU at full precision, exactly as its worker signed it: frames, steps,\n"
-                "obs_* (observables), final_positions/final_velocities (numpy.load); for an\n"
-                "adaptive start also start_* (its first state) and parent_* (the validated\n"
-                "boundary state it came from)",
+                "obs_* (observables), final_positions/final_velocities (numpy.load); for\n"
+                "generation 0 also start_* (the job's start state), for an adaptive start\n"
+                "start_* (its first state) and parent_* (the validated boundary state it\n"
+                "came from)",
             ),
             (
                 f"{DIR}/provenance.json",
-                "per WU: the signed result header and signature, its ledger index, the\n"
-                "'result validated' entry and its RFC 6962 inclusion proof",
+                "the job's parameters (spec: each WU id is SHA-256 of the job, run, clone,\n"
+                "generation, start state and these) and per WU: the signed result header and\n"
+                "signature, its ledger index, the 'result validated' entry and its RFC 6962\n"
+                "inclusion proof",
+            ),
+            (
+                SYSTEM,
+                "the prepared system the WUs were computed with (its digest is in the spec):\n"
+                "the reference structure's source",
             ),
             (
                 f"{DIR}/checkpoint.txt",
@@ -281,21 +338,80 @@ class VerifyReport:
     witness_threshold: int = 0  # 0: no witness policy was given
 
 
+#: A zip member that inflates past this many bytes, at more than :data:`ZIP_RATIO` times its
+#: stored size, is refused before it is inflated: no file foldnet results writes compresses
+#: so well (JSON of hex digests about 2:1, frames barely), a zip bomb does (1000:1).
+ZIP_BOMB_BYTES = 1 << 24
+ZIP_RATIO = 100
+
+
 def read_bundle(path: Path) -> dict[str, bytes]:
-    """Every file of a results folder or zip, by its name inside the bundle."""
+    """Every file of a results folder or zip, by its name inside the bundle (hidden files
+    left out, as ``foldnet analyze`` leaves them). A link, a zip member named twice or with
+    a name that leads out of the folder it is unpacked in, and a zip bomb are findings: the
+    writer makes none of them, and each makes what a lab's tools read differ from what is
+    verified here (or reads outside the bundle)."""
     if path.is_dir():
-        return {
-            str(p.relative_to(path)): p.read_bytes()
-            for p in sorted(path.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")
-        }
+        return _read_folder(path)
     if path.is_file():
         try:
             with zipfile.ZipFile(path) as zf:
-                return {n: zf.read(n) for n in zf.namelist() if not n.endswith("/")}
-        except zipfile.BadZipFile as e:
+                return _read_zip(zf)
+        except (zipfile.BadZipFile, EOFError, OSError) as e:  # a truncated or damaged zip
             raise UsageError(f"{path} is neither a results folder nor a zip: {e}") from e
     raise UsageError(f"{path} does not exist: expected a results folder or zip")
+
+
+def _read_folder(root: Path) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        here = Path(folder)
+        for name in sorted(dirs + names):
+            p = here / name
+            if p.is_symlink():
+                raise UnexpectedFileError(
+                    f"{p.relative_to(root)} is a link (to {os.readlink(p)}): foldnet results "
+                    "never writes one, and following it reads outside the bundle; remove it "
+                    "or write the results again"
+                )
+        for name in sorted(names):
+            p = here / name
+            if not name.startswith(".") and p.is_file():
+                files[p.relative_to(root).as_posix()] = p.read_bytes()
+    return dict(sorted(files.items()))
+
+
+def _read_zip(zf: zipfile.ZipFile) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for info in zf.infolist():
+        name = info.filename
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or ".." in parts or ":" in parts[0]:
+            raise UnexpectedFileError(
+                f"the zip member {name[:200]!r} is named to be unpacked outside its folder: "
+                "foldnet results never writes one"
+            )
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UnexpectedFileError(
+                f"the zip member {name[:200]!r} is a link: foldnet results never writes one"
+            )
+        if info.is_dir() or parts[-1].startswith("."):
+            continue
+        if name in files:
+            raise UnexpectedFileError(
+                f"the zip holds {name[:200]!r} twice: which one a lab's unzip keeps is up to "
+                "the tool, so the one verified here need not be the one read"
+            )
+        if info.file_size > ZIP_BOMB_BYTES and info.file_size > ZIP_RATIO * max(
+            1, info.compress_size
+        ):
+            raise BundleIncompleteError(
+                f"the zip member {name[:200]} inflates from {info.compress_size:,} to "
+                f"{info.file_size:,} bytes: not a file foldnet results writes (refused before "
+                "inflating it)"
+            )
+        files[name] = zf.read(info)
+    return files
 
 
 def _need(files: Mapping[str, bytes], name: str) -> bytes:
@@ -308,11 +424,26 @@ def _need(files: Mapping[str, bytes], name: str) -> bytes:
     return data
 
 
+def _json(files: Mapping[str, bytes], name: str) -> dict[str, Any]:
+    """A JSON object file of the bundle (else a finding that says what it is instead)."""
+    try:
+        doc = json.loads(_need(files, name))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BundleIncompleteError(f"{name} is not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise BundleIncompleteError(
+            f"{name}: expected a JSON object, got {type(doc).__name__}: write or download the "
+            "results again"
+        )
+    return doc
+
+
 @dataclass(frozen=True, slots=True)
 class _WU:
     run: int
     clone: int
     gen: int
+    attempt: int
     wu_id: bytes
     header: ResultHeader
     signature: bytes
@@ -327,42 +458,158 @@ class _WU:
         return f"run {self.run} clone {self.clone} gen {self.gen} (WU {self.wu_id.hex()[:16]})"
 
 
-def _records(doc: Mapping[str, Any]) -> list[_WU]:
-    out = []
+class _MalformedError(BundleIncompleteError):
+    """A field of provenance.json or summary.json that is not what the writer writes
+    (caught, and raised again naming where it is)."""
+
+
+def _uint(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise _MalformedError(f"{what} must be an integer in [0, 2^63), got {str(value)[:40]!r}")
+    return value
+
+
+def _hex(value: object, what: str, size: int | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise _MalformedError(f"{what} must be hex text, got {type(value).__name__}")
     try:
-        for r in doc["wus"]:
-            raw = r["header"].encode()
-            header = decode_header(raw)
-            if header.canonical() != raw:
-                raise BundleIncompleteError(
-                    f"run {r['run']} clone {r['clone']} gen {r['gen']}: the header is not in "
-                    "its canonical encoding, so its digest is not the signed one"
-                )
-            out.append(
-                _WU(
-                    run=int(r["run"]),
-                    clone=int(r["clone"]),
-                    gen=int(r["gen"]),
-                    wu_id=bytes.fromhex(r["wu_id"]),
-                    header=header,
-                    signature=bytes.fromhex(r["signature"]),
-                    index=None if r["ledger_index"] is None else int(r["ledger_index"]),
-                    entry=None if r["entry"] is None else bytes.fromhex(r["entry"]),
-                    proof=None
-                    if r["inclusion_proof"] is None
-                    else tuple(bytes.fromhex(h) for h in r["inclusion_proof"]),
-                    data=str(r["data"]),
-                    parent=None
-                    if r.get("parent") is None
-                    else (bytes.fromhex(r["parent"]["wu_id"]), int(r["parent"]["boundary"])),
-                )
-            )
-    except (KeyError, TypeError, ValueError, WireError) as e:
+        raw = bytes.fromhex(value)
+    except ValueError as e:
+        raise _MalformedError(f"{what} is not hex: {e}") from e
+    if size is not None and len(raw) != size:
+        raise _MalformedError(f"{what} must be {size} bytes, got {len(raw)}")
+    return raw
+
+
+def _record(r: object) -> _WU:
+    if not isinstance(r, dict):
+        raise _MalformedError(f"a WU record must be an object, got {type(r).__name__}")
+    raw = r.get("header")
+    if not isinstance(raw, str):
+        raise _MalformedError(f"header must be the canonical JSON text, got {type(raw).__name__}")
+    try:
+        header = decode_header(raw.encode())
+    except WireError as e:
+        raise _MalformedError(f"header: {e}") from e
+    if header.canonical() != raw.encode():
+        raise _MalformedError(
+            "the header is not in its canonical encoding, so its digest is not the signed one"
+        )
+    if not header.boundary_digests:
+        raise _MalformedError("the header has no boundary states")
+    parent = r.get("parent")
+    if parent is not None:
+        if not isinstance(parent, dict):
+            raise _MalformedError(f"parent must be an object, got {type(parent).__name__}")
+        parent = (
+            _hex(parent.get("wu_id"), "parent.wu_id", 32),
+            _uint(parent.get("boundary"), "parent.boundary"),
+        )
+    proof = r.get("inclusion_proof")
+    if proof is not None and not isinstance(proof, list):
+        raise _MalformedError(f"inclusion_proof must be a list, got {type(proof).__name__}")
+    run, clone, gen = (
+        _uint(r.get("run"), "run"),
+        _uint(r.get("clone"), "clone"),
+        _uint(r.get("gen"), "gen"),
+    )
+    if r.get("data") != data_name(run, clone, gen):
+        raise _MalformedError(
+            f"data must be {data_name(run, clone, gen)}, got {str(r.get('data'))[:100]!r}"
+        )
+    return _WU(
+        run=run,
+        clone=clone,
+        gen=gen,
+        attempt=_uint(r.get("attempt"), "attempt"),
+        wu_id=_hex(r.get("wu_id"), "wu_id", 32),
+        header=header,
+        signature=_hex(r.get("signature"), "signature", 64),
+        index=None if r.get("ledger_index") is None else _uint(r["ledger_index"], "ledger_index"),
+        entry=None if r.get("entry") is None else _hex(r["entry"], "entry"),
+        proof=None if proof is None else tuple(_hex(h, "inclusion_proof[]", 32) for h in proof),
+        data=data_name(run, clone, gen),
+        parent=parent,
+    )
+
+
+def _records(doc: Mapping[str, Any]) -> list[_WU]:
+    wus = doc.get("wus")
+    if not isinstance(wus, list):
         raise BundleIncompleteError(
-            f"{DIR}/provenance.json is malformed ({type(e).__name__}: {e}): expected the "
-            "records foldnet results writes"
-        ) from e
+            f"{DIR}/provenance.json: 'wus' must be the list of WU records, got {type(wus).__name__}"
+        )
+    out = []
+    for i, r in enumerate(wus):
+        try:
+            out.append(_record(r))
+        except _MalformedError as e:
+            where = (
+                f"run {r.get('run')} clone {r.get('clone')} gen {r.get('gen')}"
+                if isinstance(r, dict)
+                else f"record {i}"
+            )
+            raise BundleIncompleteError(
+                f"{DIR}/provenance.json, {str(where)[:100]}: {e}; expected the records foldnet "
+                "results writes"
+            ) from e
+    places = Counter((w.run, w.clone, w.gen) for w in out)
+    for place in sorted(p for p, n in places.items() if n > 1):
+        raise BundleIncompleteError(
+            f"{DIR}/provenance.json lists run {place[0]} clone {place[1]} gen {place[2]} twice: "
+            "a generation has one WU"
+        )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """The job's parameters as provenance.json carries them (``JobSpec.engine_parameters``):
+    bound to every WU by its id (:func:`verify_place`)."""
+
+    raw: bytes
+    engine: str
+    temperature: float
+    steps_per_wu: int
+    segment_steps: int
+    report_steps: int
+    system_digest: bytes
+    adaptive: str
+
+
+def _spec(doc: Mapping[str, Any]) -> _Spec:
+    text = doc.get("spec")
+    try:
+        if not isinstance(text, str):
+            raise _MalformedError(
+                f"expected the job's parameters as JSON text, got {type(text).__name__}"
+            )
+        try:
+            p = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise _MalformedError(f"not JSON: {e}") from e
+        if not isinstance(p, dict):
+            raise _MalformedError(f"expected a JSON object, got {type(p).__name__}")
+        engine, adaptive, t = p.get("engine"), p.get("adaptive", "none"), p.get("temperature")
+        if engine not in RULES or not isinstance(adaptive, str):
+            raise _MalformedError(f"engine {str(engine)[:20]!r} / adaptive {str(adaptive)[:20]!r}")
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise _MalformedError(f"temperature {str(t)[:20]!r} is not a number")
+        return _Spec(
+            raw=text.encode(),
+            engine=engine,
+            temperature=float(t),
+            steps_per_wu=_uint(p.get("steps_per_wu"), "steps_per_wu"),
+            segment_steps=_uint(p.get("segment_steps"), "segment_steps"),
+            report_steps=_uint(p.get("report_steps"), "report_steps"),
+            system_digest=_hex(p.get("system_digest"), "system_digest", 32),
+            adaptive=adaptive,
+        )
+    except _MalformedError as e:
+        raise BundleIncompleteError(
+            f"{DIR}/provenance.json, spec: {e}; expected the job's parameters as foldnet "
+            "results writes them"
+        ) from e
 
 
 def verify_checkpoint(note: str, vkey: str) -> SignedCheckpoint:
@@ -537,12 +784,33 @@ def verify_attested(wu: _WU, entry: le.ResultValidated, job: str) -> None:
         raise NotAttestedError(f"{wu.where}: the result's signature does not verify") from e
 
 
+def verify_place(wu: _WU, entry: le.ResultValidated, job: str, spec: _Spec) -> None:
+    """The WU is the one the job ran at the place the bundle gives it: its id (signed by its
+    workers, named by its ledger entry) is the content id of (job, run, clone, gen, the state
+    it started from, the job's parameters and its attempt), and the entry names this spec."""
+    if entry.spec_digest is not None and entry.spec_digest != hashlib.sha256(spec.raw).digest():
+        raise NotAttestedError(
+            f"{wu.where}: its ledger entry names job parameters of digest "
+            f"{entry.spec_digest.hex()[:16]}, not those of {DIR}/provenance.json's spec"
+        )
+    params = attempt_params(spec.raw, wu.attempt)
+    want = wu_id(job, wu.run, wu.clone, wu.gen, wu.header.boundary_digests[0], params)
+    if want != wu.wu_id:
+        raise WUMislabelledError(
+            f"{wu.where}: it is not the WU of run {wu.run} clone {wu.clone} gen {wu.gen}: a WU's "
+            "id is SHA-256 of its job, run, clone, generation, start state and the job's "
+            f"parameters, and these give {want.hex()[:16]}. A validated WU of the job was put "
+            "in another's place (frames moved between trajectories or generations)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Data:
     frames: np.ndarray
     steps: np.ndarray
     observables: dict[str, np.ndarray]
     final_positions: np.ndarray
+    final_velocities: np.ndarray
     #: An adaptive start's states: (positions, velocities) it started in, and of its parent.
     start: tuple[np.ndarray, np.ndarray] | None = None
     parent: tuple[np.ndarray, np.ndarray] | None = None
@@ -579,28 +847,61 @@ def verify_data(wu: _WU, raw: bytes) -> _Data:
             f"{wu.data} ({wu.where}): the final state is not the one the worker signed"
         )
     start = parent = None
-    if wu.parent is not None:
+    if wu.gen == 0:  # the job's start state, which the first generation began from
+        if "start_positions" not in arrays or "start_velocities" not in arrays:
+            raise DataMismatchError(f"{wu.data}: a first generation without its start state")
+        start = (arrays["start_positions"], arrays["start_velocities"])
+    elif wu.parent is not None:
         need = ("start_positions", "start_velocities", "parent_positions", "parent_velocities")
         missing = [n for n in need if n not in arrays]
         if missing:
             raise DataMismatchError(f"{wu.data}: an adaptive start without {missing[0]!r}")
         start = (arrays["start_positions"], arrays["start_velocities"])
         parent = (arrays["parent_positions"], arrays["parent_velocities"])
-    return _Data(frames, steps, obs, arrays["final_positions"], start, parent)
+    return _Data(
+        frames, steps, obs, arrays["final_positions"], arrays["final_velocities"], start, parent
+    )
+
+
+def _claimed(summary: Mapping[str, Any]) -> dict[tuple[int, int], int]:
+    """Each trajectory summary.json lists: (run, clone) -> generations."""
+    trajs = summary.get("trajectories", [])
+    try:
+        if not isinstance(trajs, list):
+            raise _MalformedError(f"'trajectories' is a {type(trajs).__name__}")
+        claimed = {}
+        for t in trajs:
+            if not isinstance(t, dict):
+                raise _MalformedError(f"a trajectory is a {type(t).__name__}")
+            key = (_uint(t.get("run"), "run"), _uint(t.get("clone"), "clone"))
+            claimed[key] = _uint(t.get("generations"), "generations")
+    except _MalformedError as e:
+        raise SummaryMismatchError(
+            f"summary.json: {e}; expected each trajectory's run, clone and generations as "
+            "foldnet results writes them"
+        ) from e
+    return claimed
 
 
 def verify_chains(
-    wus: Sequence[_WU], summary: Mapping[str, Any]
+    wus: Sequence[_WU], summary: Mapping[str, Any], spec: _Spec
 ) -> dict[tuple[int, int], list[_WU]]:
-    """Each trajectory's generations are 0..k, each starts where the one before ended, and
-    summary.json claims no generation the provenance lacks."""
+    """Each trajectory's generations are 0..k, each starts where the one before ended (an
+    adaptive job's from a state its policy chose: :func:`verify_starts`), and summary.json
+    claims no generation the provenance lacks."""
     by: dict[tuple[int, int], list[_WU]] = {}
     for w in wus:
         by.setdefault((w.run, w.clone), []).append(w)
-    claimed = {
-        (int(t["run"]), int(t["clone"])): int(t["generations"])
-        for t in summary.get("trajectories", [])
-    }
+        if w.parent is not None and (spec.adaptive == "none" or w.gen == 0):
+            raise ChainBrokenError(
+                f"{w.where} is said to start from a state of WU {w.parent[0].hex()[:16]}, but "
+                + (
+                    "the job is not adaptive: each generation starts where the one before ended"
+                    if spec.adaptive == "none"
+                    else "a trajectory's first generation starts from the job's start state"
+                )
+            )
+    claimed = _claimed(summary)
     for key in sorted(set(claimed) - set(by)):
         raise WUMissingError(
             f"summary.json lists run {key[0]} clone {key[1]}, but the bundle carries none of "
@@ -676,38 +977,87 @@ def verify_starts(wus: Sequence[_WU], data: Mapping[bytes, _Data]) -> int:
     return n
 
 
+def job_start_positions(system: SystemDefinition) -> np.ndarray:
+    """Where a job's trajectories start (``coordinator.prepare.prepare_job``): a Go model's
+    extended chain, an all-atom system's prepared (minimized) positions; the velocities are
+    drawn from the plan's seed."""
+    return system.extended_chain() if isinstance(system, GoModel) else system.positions
+
+
+def verify_first_starts(
+    wus: Sequence[_WU], data: Mapping[bytes, _Data], system: SystemDefinition
+) -> None:
+    """Each trajectory's first generation began from the job's start structure (the state
+    its signed header begins from, at the positions the prepared system starts from), not
+    from a state the operator chose (the native structure, say, which would make folding
+    look instant)."""
+    want = np.asarray(job_start_positions(system), np.float64)
+    for w in wus:
+        start = data[w.wu_id].start
+        if w.gen != 0 or start is None:
+            continue
+        try:
+            if state_digest(*start) != w.header.boundary_digests[0]:
+                raise ChainBrokenError(
+                    f"{w.where}: the start state in {w.data} is not the one its worker began from"
+                )
+        except (StateError, ValueError, TypeError) as e:
+            raise DataMismatchError(f"{w.data}: the start state is not a state: {e}") from e
+        got = np.asarray(start[0], np.float64)
+        if got.shape != want.shape or not np.allclose(got, want, rtol=0.0, atol=START_ATOL):
+            dev = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+            raise ChainBrokenError(
+                f"{w.where}: it did not start from the job's start structure (the prepared "
+                f"system's {'extended chain' if isinstance(system, GoModel) else 'positions'}"
+                f"; {dev:.3g} away): its trajectory began where nothing the job prepared "
+                "puts it"
+            )
+
+
 def verify_xtc(
-    name: str, raw: bytes, want_nm: np.ndarray, steps: np.ndarray, others: Mapping[str, np.ndarray]
+    name: str,
+    raw: bytes,
+    want_nm: np.ndarray,
+    steps: np.ndarray,
+    others: Mapping[str, np.ndarray],
+    dt_ps: float,
 ) -> None:
     """An XTC holds the signed frames to its precision (else: which frame and atom, or whose
-    trajectory's frames it holds instead)."""
+    trajectory's frames it holds instead), each at the time of its signed step."""
     try:
-        xyz = read_xtc(raw)
+        xyz, time = read_xtc_times(raw)
     except CorruptionError as e:
         raise FrameMismatchError(f"{name}: {e}") from e
 
     def close(a: np.ndarray, b: np.ndarray) -> bool:
         return a.shape == b.shape and bool(np.abs(a - b).max(initial=0.0) <= XTC_PRECISION_NM)
 
-    if close(xyz, want_nm):
-        return
-    for other, frames in others.items():
-        if other != name and close(xyz, frames):
-            raise TrajectorySwappedError(
-                f"{name} holds the frames of {other}: the files were swapped or renamed"
+    if not close(xyz, want_nm):
+        for other, frames in others.items():
+            if other != name and close(xyz, frames):
+                raise TrajectorySwappedError(
+                    f"{name} holds the frames of {other}: the files were swapped or renamed"
+                )
+        if xyz.shape != want_nm.shape:
+            raise FrameMismatchError(
+                f"{name}: {xyz.shape[0]} frames of {xyz.shape[1]} atoms; the signed WUs have "
+                f"{want_nm.shape[0]} frames of {want_nm.shape[1]} atoms"
             )
-    if xyz.shape != want_nm.shape:
+        dev = np.abs(xyz - want_nm).max(axis=(1, 2))
+        i = int(np.argmax(dev > XTC_PRECISION_NM))
+        atom = int(np.abs(xyz[i] - want_nm[i]).max(axis=1).argmax())
         raise FrameMismatchError(
-            f"{name}: {xyz.shape[0]} frames of {xyz.shape[1]} atoms; the signed WUs have "
-            f"{want_nm.shape[0]} frames of {want_nm.shape[1]} atoms"
+            f"{name}: frame {i} (step {int(steps[i])}) differs from the signed frame by "
+            f"{dev[i]:.4f} nm at atom {atom}; XTC keeps {XTC_PRECISION_NM} nm"
         )
-    dev = np.abs(xyz - want_nm).max(axis=(1, 2))
-    i = int(np.argmax(dev > XTC_PRECISION_NM))
-    atom = int(np.abs(xyz[i] - want_nm[i]).max(axis=1).argmax())
-    raise FrameMismatchError(
-        f"{name}: frame {i} (step {int(steps[i])}) differs from the signed frame by "
-        f"{dev[i]:.4f} nm at atom {atom}; XTC keeps {XTC_PRECISION_NM} nm"
-    )
+    want_t = xtc_times(steps, dt_ps)
+    if not np.array_equal(time, want_t):
+        i = int(np.argmax(time != want_t))
+        unit = "ps" if dt_ps > 0 else "steps (reduced units)"
+        raise FrameMismatchError(
+            f"{name}: frame {i} is at time {float(time[i]):g}; its signed step {int(steps[i])} "
+            f"is at {float(want_t[i]):g} {unit}: the time axis was changed"
+        )
 
 
 def verify_csv(
@@ -738,7 +1088,16 @@ def verify_csv(
                 f"{name}: row {i + 1} (frame {i}), {column} is "
                 f"{got[col] if col < len(got) else 'missing'}; the signed value is {want[col]}"
             )
-    return head[1 + len(names) :]
+    derived = head[1 + len(names) :]
+    known = [c.name for c in COLUMNS]
+    if any(d not in known for d in derived) or len(set(derived)) != len(derived):
+        raise ObservableMismatchError(
+            f"{name}: columns {head}; after the signed observables expected only the derived "
+            f"columns the writer makes ({', '.join(known)}), each once: a second column of a "
+            "signed observable's name is read instead of the signed one by tools that take "
+            "columns by name"
+        )
+    return derived
 
 
 def verify_structure(name: str, raw: bytes, want_angstrom: np.ndarray) -> None:
@@ -759,7 +1118,204 @@ def verify_structure(name: str, raw: bytes, want_angstrom: np.ndarray) -> None:
         )
 
 
-_BEST = re.compile(r"run (\d+) clone (\d+) frame (\d+) step (\d+)")
+_BEST = re.compile(r"criterion: (.*) run (\d+) clone (\d+) frame (\d+) step (\d+)\b")
+
+
+def verify_system(raw: bytes, spec: _Spec) -> SystemDefinition:
+    """The prepared system in the bundle, if it is the one the job's WUs were computed with
+    (its digest is the spec's, which every WU id binds)."""
+    try:
+        system = decode_system(raw)
+        digest = system_digest(system)
+    except WireError as e:
+        raise DataMismatchError(f"{SYSTEM} is not a foldnet system: {e}") from e
+    if digest != spec.system_digest or engine_name(system) != spec.engine:
+        raise DataMismatchError(
+            f"{SYSTEM} is not the system the job's WUs were computed with: its digest is "
+            f"{digest.hex()[:16]}, the job's parameters name {spec.system_digest.hex()[:16]}"
+        )
+    return system
+
+
+def _reference(system: SystemDefinition) -> np.ndarray | None:
+    """What RMSD and Q are measured against, in the engine's units (as results.load)."""
+    return system.native if isinstance(system, GoModel) else system.reference
+
+
+def _results(
+    job: str,
+    spec: _Spec,
+    system: SystemDefinition,
+    trajs: Mapping[tuple[int, int], list[_WU]],
+    data: Mapping[bytes, _Data],
+) -> Results:
+    """The verified data as the writer's own input (:class:`~coordinator.bundle.Results`), so
+    that what the writer states from it (summary.json, the best structure) is stated again
+    here by the same code."""
+    by_id = {w.wu_id: w for gens in trajs.values() for w in gens}
+    out = []
+    for (run, clone), gens in sorted(trajs.items()):
+        generations = []
+        for w in gens:
+            d = data[w.wu_id]
+            seeded = None
+            if w.parent is not None and d.start is not None and d.parent is not None:
+                p = by_id[w.parent[0]]
+                seeded = Seeded(
+                    w.parent[0], w.parent[1], p.run, p.clone, p.gen, *d.parent, *d.start
+                )
+            generations.append(
+                Generation(
+                    gen=w.gen,
+                    header=w.header,
+                    signature=w.signature,
+                    frames=d.frames,
+                    steps=d.steps,
+                    observables=d.observables,
+                    final_positions=d.final_positions,
+                    final_velocities=d.final_velocities,
+                    seeded=seeded,
+                    attempt=w.attempt,
+                )
+            )
+        out.append(Trajectory.join(run, clone, generations))
+    info = JobInfo(
+        job=job,
+        engine=spec.engine,
+        temperature=spec.temperature,
+        steps_per_wu=spec.steps_per_wu,
+        segment_steps=spec.segment_steps,
+        report_steps=spec.report_steps,
+        system=system,
+        reference=_reference(system),
+        adaptive=spec.adaptive,
+        params=spec.raw,
+    )
+    return Results(info, tuple(t for t in out if len(t.frames)))
+
+
+def verify_best(raw: bytes, results: Results, report: VerifyReport) -> Best:
+    """best_structure.pdb is a signed frame, and the frame its criterion picks: the lowest
+    signed RMSD when the job has one (else the last frame of the longest trajectory, or the
+    centre of an MSM state: that one is reported unchecked)."""
+    text = raw.decode("utf-8", "replace")
+    # the REMARKs as written (pdb_text wraps each at 69 columns), joined again
+    remarks = " ".join(ln[11:].strip() for ln in text.splitlines() if ln.startswith("REMARK   1 "))
+    m = _BEST.search(remarks)
+    by = {(t.run, t.clone): t for t in results.trajectories}
+    key = (int(m.group(2)), int(m.group(3))) if m else None
+    if m is None or key not in by or int(m.group(4)) >= len(by[key].frames):
+        raise StructureMismatchError(
+            "best_structure.pdb names no frame of the bundle's trajectories in its REMARK"
+        )
+    t, i, criterion = by[key], int(m.group(4)), m.group(1)
+    named = Best(criterion, t.run, t.clone, i, int(m.group(5)), t.frames[i])
+    want = lowest_rmsd(results)
+    if want is None:
+        longest = last_of_longest(results)
+        if longest is not None and longest.criterion == criterion:
+            want = longest
+        else:
+            report.not_checked.append(
+                f"that best_structure.pdb is the frame its criterion picks ({criterion[:80]}): "
+                "it is a signed frame"
+            )
+            want = named
+    if (want.run, want.clone, want.index, want.step, want.criterion) != (
+        named.run,
+        named.clone,
+        named.index,
+        named.step,
+        named.criterion,
+    ):
+        raise StructureMismatchError(
+            f"best_structure.pdb is run {named.run} clone {named.clone} frame {named.index} "
+            f"step {named.step} ({named.criterion[:80]}); by its criterion it is run "
+            f"{want.run} clone {want.clone} frame {want.index} step {want.step} "
+            f"({want.criterion[:80]})"
+        )
+    scale = nm_per_unit(results.info.engine) * 10
+    verify_structure("best_structure.pdb", raw, np.asarray(want.positions, np.float64) * scale)
+    return want
+
+
+def _first_difference(got: object, want: object, at: str = "") -> str | None:
+    """Where two JSON values differ first (a key path), or None."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        for k in sorted(set(got) | set(want)):
+            if k not in want:
+                return f"{at}{k} (a key the writer does not write)"
+            if k not in got:
+                return f"{at}{k} (missing)"
+            d = _first_difference(got[k], want[k], f"{at}{k}.")
+            if d is not None:
+                return d
+        return None
+    if isinstance(want, list) and isinstance(got, list) and len(got) == len(want):
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            d = _first_difference(a, b, f"{at}{i}.")
+            if d is not None:
+                return d
+        return None
+    if type(got) is bool or type(want) is bool:
+        return None if got is want else at.rstrip(".")
+    return None if got == want else at.rstrip(".")
+
+
+def verify_summary(
+    summary: Mapping[str, Any],
+    results: Results,
+    best: Best | None,
+    derived: Sequence[str],
+    tree_size: int,
+) -> None:
+    """summary.json is what the writer states from the verified data, word for word
+    (foldnet analyze reads its engine, adaptive policy and the starts of each generation)."""
+    names = sorted(results.trajectories[0].observables) if results.trajectories else []
+    want = summary_doc(results, best, derived, names)
+    want["provenance"] = {"tree_size": tree_size, "uncovered": 0}
+    want = json.loads(json.dumps(want))  # tuples as lists, as the file has them
+    where = _first_difference(summary, want)
+    if where is not None:
+        path = where.split(" ")[0].split(".")
+        raise SummaryMismatchError(
+            f"summary.json: {where} is {json.dumps(_at(summary, path))[:120]}; the signed data "
+            f"and the job's parameters say {json.dumps(_at(want, path))[:120]}"
+        )
+
+
+def _at(doc: object, path: Sequence[str]) -> object:
+    """The value at a key path of a JSON document (None where there is none)."""
+    for k in path:
+        if isinstance(doc, dict):
+            doc = doc.get(k)
+        elif isinstance(doc, list) and k.isdigit() and int(k) < len(doc):
+            doc = doc[int(k)]
+        else:
+            return None
+    return doc
+
+
+#: The names of the files labs' tools read (foldnet analyze, mdtraj scripts): one of them
+#: anywhere the writer did not put it would be read without having been verified.
+_DATA_NAME = re.compile(
+    r"^((trajectory|observables|final|plot|dssp)_run\d+_clone\d+\.(xtc|csv|pdb|png|txt)"
+    r"|topology\.pdb|best_structure\.pdb|reference\.pdb|summary\.json"
+    r"|wu_run\d+_clone\d+_gen\d+\.npz|system\.npz|provenance\.json)$"
+)
+
+
+def verify_files(files: Mapping[str, bytes], expected: set[str]) -> None:
+    """No file with a data name that the bundle does not account for (a plot, the README, a
+    demo's or an analysis's own files may be there: nothing reads them as data)."""
+    for name in sorted(files):
+        if name not in expected and _DATA_NAME.match(name.rsplit("/", 1)[-1]):
+            raise UnexpectedFileError(
+                f"{name} is not a file of these results: the provenance accounts for no such "
+                "file there, so nothing verified it, yet tools that read the results (foldnet "
+                "analyze reads every trajectory_runR_cloneC.xtc, a zip's folders flattened) "
+                "would read it. Remove it, or write the results again"
+            )
 
 
 def verify_results(
@@ -775,18 +1331,27 @@ def verify_results(
     (:func:`verify_witnesses`)."""
     files = read_bundle(path)
     report = VerifyReport()
-    try:
-        doc = json.loads(_need(files, f"{DIR}/provenance.json"))
-        summary = json.loads(_need(files, "summary.json"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise BundleIncompleteError(f"provenance.json or summary.json is not JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    doc = _json(files, f"{DIR}/provenance.json")
+    summary = _json(files, "summary.json")
+    if doc.get("format") != FORMAT:
         raise BundleIncompleteError(
             f"{DIR}/provenance.json: expected format {FORMAT!r}, got "
-            f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r}"
+            f"{str(doc.get('format'))[:40]!r}: write or download the results again with this "
+            "version of foldnet"
         )
-    job, engine = str(doc.get("job", "")), str(doc.get("engine", ""))
-    bundled = _need(files, f"{DIR}/log.vkey").decode().strip()
+    job = doc.get("job")
+    if not isinstance(job, str):
+        raise BundleIncompleteError(f"{DIR}/provenance.json: 'job' must be the job's id")
+    spec = _spec(doc)
+    if doc.get("engine") != spec.engine:
+        raise BundleIncompleteError(
+            f"{DIR}/provenance.json: engine {str(doc.get('engine'))[:20]!r}, but the job's "
+            f"parameters are of {spec.engine}"
+        )
+    try:
+        bundled = _need(files, f"{DIR}/log.vkey").decode().strip()
+    except UnicodeDecodeError as e:
+        raise BundleIncompleteError(f"{DIR}/log.vkey is not a key (not UTF-8: {e})") from e
     if log_key is not None:
         vkey = log_key.strip()
         report.trust = f"log key given with --log-key: {vkey}"
@@ -811,13 +1376,15 @@ def verify_results(
     for wu in wus:
         entry = verify_included(wu, cp)
         verify_attested(wu, entry, job)
+        verify_place(wu, entry, job, spec)
         data[wu.wu_id] = verify_data(wu, _need(files, wu.data))
     report.checked.append(
-        f"{len(wus)} WUs: entry in the log (inclusion proof), attestations signed by their "
-        "volunteers, result header attested and signed, full-precision data matches the "
+        f"{len(wus)} WUs of job {job[:16]}: entry in the log (inclusion proof), attestations "
+        "signed by their volunteers, result header attested and signed, each WU the one the "
+        "job ran at its run, clone and generation (its id), full-precision data matches the "
         "signed digests"
     )
-    trajs = verify_chains(wus, summary)
+    trajs = verify_chains(wus, summary, spec)
     starts = verify_starts(wus, data)
     report.checked.append(
         f"{len(trajs)} trajectories: generations complete from 0 and chained state to state"
@@ -828,60 +1395,100 @@ def verify_results(
             "the bundle carries (velocities redrawn: bound by the signed digest only)"
         )
     )
-    scale = nm_per_unit(engine)
-    joined = {
-        key: (
-            np.concatenate([data[w.wu_id].frames for w in gens]).astype(np.float64) * scale,
-            np.concatenate([data[w.wu_id].steps for w in gens]),
-            {
-                k: np.concatenate([data[w.wu_id].observables[k] for w in gens])
-                for k in data[gens[0].wu_id].observables
-            },
-        )
-        for key, gens in trajs.items()
+    system = verify_system(_need(files, SYSTEM), spec)
+    verify_first_starts(wus, data, system)
+    results = _results(job, spec, system, trajs, data)
+    scale = nm_per_unit(spec.engine)
+    dt_ps = ps_per_step(spec.engine)
+    frames_by_file = {
+        xtc_name(t.run, t.clone): t.frames.astype(np.float64) * scale for t in results.trajectories
     }
-    frames_by_file = {xtc_name(*key): v[0] for key, v in joined.items()}
-    derived: set[str] = set()
-    for (run, clone), (xyz_nm, steps, obs) in sorted(joined.items()):
+    derived: list[str] = []
+    expected = {f"{DIR}/{n}" for n in ("provenance.json", "checkpoint.txt", "log.vkey")}
+    expected |= {SYSTEM} | {w.data for w in wus}
+    for t in results.trajectories:
+        run, clone = t.run, t.clone
         verify_xtc(
-            xtc_name(run, clone), _need(files, xtc_name(run, clone)), xyz_nm, steps, frames_by_file
+            xtc_name(run, clone),
+            _need(files, xtc_name(run, clone)),
+            frames_by_file[xtc_name(run, clone)],
+            t.steps,
+            frames_by_file,
+            dt_ps,
         )
-        derived.update(
-            verify_csv(csv_name(run, clone), _need(files, csv_name(run, clone)), steps, obs)
+        extra = verify_csv(
+            csv_name(run, clone), _need(files, csv_name(run, clone)), t.steps, t.observables
         )
-        last = data[trajs[(run, clone)][-1].wu_id].final_positions
+        derived = derived or extra
         verify_structure(
-            final_name(run, clone), _need(files, final_name(run, clone)), last * scale * 10
+            final_name(run, clone),
+            _need(files, final_name(run, clone)),
+            t.generations[-1].final_positions * scale * 10,
+        )
+        expected |= {xtc_name(run, clone), csv_name(run, clone), final_name(run, clone)}
+        expected |= {plot_name(run, clone)} | (
+            {dssp_name(run, clone)} if spec.engine == "openmm" else set()
         )
     report.checked.append(
-        f"{len(joined)} XTC files (to {XTC_PRECISION_NM} nm), observables CSVs (exact) and "
-        "final structures match the signed data"
+        f"{len(results.trajectories)} XTC files (to {XTC_PRECISION_NM} nm, times those of the "
+        "signed steps), observables CSVs (exact) and final structures match the signed data"
     )
-    if joined:
-        first = min(joined)
-        verify_structure("topology.pdb", _need(files, "topology.pdb"), joined[first][0][0] * 10)
-        best = files.get("best_structure.pdb")
-        if best is not None:
-            m = _BEST.search(best.decode("utf-8", "replace"))
-            key = (int(m.group(1)), int(m.group(2))) if m else None
-            if m is None or key not in joined or int(m.group(3)) >= len(joined[key][0]):
-                raise StructureMismatchError(
-                    "best_structure.pdb names no frame of the bundle's trajectories in its REMARK"
-                )
-            verify_structure("best_structure.pdb", best, joined[key][0][int(m.group(3))] * 10)
-        report.checked.append("topology.pdb and best_structure.pdb are signed frames")
+    best = None
+    if results.trajectories:
+        first = results.trajectories[0]
+        verify_structure(
+            "topology.pdb",
+            _need(files, "topology.pdb"),
+            first.frames[0].astype(np.float64) * scale * 10,
+        )
+        best = verify_best(_need(files, "best_structure.pdb"), results, report)
+        expected |= {"topology.pdb", "best_structure.pdb"}
+        report.checked.append(
+            "topology.pdb and best_structure.pdb are signed frames; the best structure is "
+            "the frame its criterion picks"
+        )
+    reference = results.info.reference
+    if reference is not None:
+        verify_structure(
+            "reference.pdb", _need(files, "reference.pdb"), np.asarray(reference) * scale * 10
+        )
+        expected.add("reference.pdb")
+        report.checked.append(
+            "reference.pdb is the reference of the system the WUs were computed with"
+            + ("" if spec.engine == "go" else " (as the system file states it)")
+        )
+        if spec.engine != "go":
+            report.not_checked.append(
+                "that the all-atom reference is the lab's: the system digest binds the "
+                "force field and start, not the reference or residue names"
+            )
+    verify_summary(summary, results, best, derived, cp.checkpoint.size)
+    expected.add("summary.json")
+    report.checked.append(
+        "summary.json states the job's parameters and the signed data (trajectories, "
+        "generations, frames, starts, best structure)"
+    )
+    verify_files(files, expected)
+    checked = expected - {plot_name(t.run, t.clone) for t in results.trajectories}
+    checked -= {dssp_name(t.run, t.clone) for t in results.trajectories}
+    rest = sorted(set(files) - checked)
+    report.not_checked.append(
+        "residue and atom names of topology.pdb (no signed digest covers them): compare with "
+        "the structure you submitted"
+    )
     if derived:
         report.not_checked.append(
             "derived CSV columns (not signed; recompute them from the frames): "
             + ", ".join(sorted(derived))
         )
-    known = {f"{DIR}/{n}" for n in ("provenance.json", "checkpoint.txt", "log.vkey")}
-    known |= {w.data for w in wus} | {"topology.pdb", "best_structure.pdb"}
-    for key in joined:
-        known |= {xtc_name(*key), csv_name(*key), final_name(*key)}
-    rest = sorted(set(files) - known)
     if rest:
         report.not_checked.append(
             "not derived from signed data, so not checked: " + ", ".join(rest)
         )
+    report.not_checked.append(
+        f"completeness: the bundle holds {len(results.trajectories)} trajectories of "
+        f"{sum(len(t.generations) for t in results.trajectories)} generations in all; nothing "
+        "signed says how many the job has, so compare with what you submitted (and a result "
+        "retracted after this checkpoint is not known here)"
+    )
     return report

@@ -72,6 +72,7 @@ class Pick:
     replica: int
     wu_id: bytes
     parent: Parent | None = None
+    attempt: int = 0  # > 0: computed again after a retraction (part of the WU's id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,9 @@ class ResultPlan:
     report_steps: int
     picks: tuple[Pick, ...]  # by (run, clone, gen); gens 0..k of each trajectory
     adaptive: str = "none"
+    #: The job's canonical engine parameters (``JobSpec.engine_parameters``): with each WU's
+    #: place and start, what its id is the digest of.
+    params: bytes = b""
 
     @property
     def wu_ids(self) -> list[bytes]:
@@ -129,7 +133,9 @@ def select(scheduler: Scheduler, job: str) -> ResultPlan:
             parent_replica = scheduler.canonical(parent_wu)[0]
             parent = Parent(parent_wu, boundary, parent_replica, pu.run, pu.clone, pu.gen)
         gens[u.gen] = (
-            None if replica is None else Pick(u.run, u.clone, u.gen, replica, u.id, parent)
+            None
+            if replica is None
+            else Pick(u.run, u.clone, u.gen, replica, u.id, parent, u.attempt)
         )
     picks: list[Pick] = []
     for _key, gens in sorted(by_traj.items()):
@@ -148,6 +154,7 @@ def select(scheduler: Scheduler, job: str) -> ResultPlan:
         report_steps=spec.report_steps,
         picks=tuple(picks),
         adaptive=spec.adaptive,
+        params=spec.engine_parameters(),
     )
 
 
@@ -188,6 +195,8 @@ def load(store: Store, plan: ResultPlan) -> Results:
                 final_positions=np.array(a["positions"][-1]),
                 final_velocities=np.array(a["velocities"][-1]),
                 seeded=seeded,
+                attempt=p.attempt,
+                start=None if p.gen else store.state(header.boundary_digests[0]),
             )
         )
     info = JobInfo(
@@ -200,6 +209,7 @@ def load(store: Store, plan: ResultPlan) -> Results:
         system=system,
         reference=reference,
         adaptive=plan.adaptive,
+        params=plan.params,
     )
     trajs = tuple(Trajectory.join(r, c, gens) for (r, c), gens in sorted(by_traj.items()))
     return Results(info, trajs)

@@ -78,7 +78,7 @@ from coordinator.draws import (
     unreplicated_coin,
 )
 from coordinator.errors import ProtocolError, SubmissionError
-from coordinator.jobs import JobSpec, TrajectoryKey, wu_id
+from coordinator.jobs import JobSpec, TrajectoryKey, attempt_params, wu_id
 from coordinator.messages import (
     Abandoned,
     BeaconPublished,
@@ -1581,7 +1581,7 @@ class Scheduler:
         self, traj: TrajectoryKey, gen: int, input_digest: bytes, *, attempt: int = 0
     ) -> None:
         job = self.jobs[traj.job]
-        params = job.params + (b"" if attempt == 0 else b"#attempt=%d" % attempt)
+        params = attempt_params(job.params, attempt)
         ident = wu_id(traj.job, traj.run, traj.clone, gen, input_digest, params)
         seed = seed_from_id(ident)
         unit = WorkUnit(

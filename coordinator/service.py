@@ -79,7 +79,7 @@ from sims.go import GoModel
 from sims.spec import RunSpec
 from sims.state import State
 from worker.errors import ResultError
-from worker.result import Expected, ResultHeader, WorkerResult, verify_result
+from worker.result import Expected, ResultHeader, WorkerResult, segment_frames, verify_result
 from worker.systems import (
     EngineCache,
     SystemDefinition,
@@ -876,6 +876,15 @@ class Coordinator:
                 f"spot check {result.check} reports determinism class {det}, but this "
                 f"volunteer computes {wu.unit.spec.engine} in {declared}"
             )
+        if det != wu.det_class and len(result.segment_frames) != len(chk.segments):
+            # nothing to compare the frames a lab receives with: not an answer (an older
+            # client), so not a contradiction either; the check stays this volunteer's
+            raise ProtocolError(
+                f"spot check {result.check} comes from another determinism class than its "
+                f"WU's, so it must carry the frames and observables of each segment it "
+                f"recomputed (segment_frames: {len(chk.segments)}, got "
+                f"{len(result.segment_frames)}): update the client and send it again"
+            )
         agrees = None if det == wu.det_class else self._agrees_across_classes(chk.id, result)
         self._apply(
             SpotCheckReturned(
@@ -891,7 +900,10 @@ class Coordinator:
 
     def _agrees_across_classes(self, check_id: int, result: SpotCheckResult) -> bool:
         """A check from another determinism class: its end states (bound to its signed
-        digests) against the claimed boundary states, within the engine's tolerance."""
+        digests) against the claimed boundary states, and its frames and observables (bound
+        to its signed segment data) against the claimed ones of those segments, within the
+        engine's tolerance. The frames are what a lab receives: a claim whose states are
+        right and whose frames were invented does not agree."""
         chk = self.scheduler.checks[check_id]
         wu = self.scheduler.wus[chk.wu].unit
         system = self._system(wu.spec.system_digest)
@@ -913,6 +925,20 @@ class Coordinator:
                 float(np.max(np.abs(mine.velocities - theirs.velocities))),
             )
             if not worst <= tolerance:
+                return False
+        segments = result.segment_frames
+        if len(result.segment_data) != len(segments) or any(
+            seg.digest() != signed
+            for seg, signed in zip(segments, result.segment_data, strict=True)
+        ):
+            return False  # not the frames it signed for
+        arrays = self.store.result_arrays(chk.replica)
+        frames, steps = arrays["frames"], arrays["frame_steps"]
+        obs = {k[4:]: v for k, v in arrays.items() if k.startswith("obs_")}
+        for k, seg in zip(chk.segments, segments, strict=True):
+            part = segment_frames(k, len(frames), wu.spec.segment_steps, wu.spec.report_steps)
+            claimed_obs = {name: v[part] for name, v in obs.items()}
+            if not seg.agrees(frames[part], steps[part], claimed_obs, tolerance):
                 return False
         return True
 

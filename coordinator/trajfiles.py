@@ -33,7 +33,9 @@ __all__ = [
     "pdb_positions",
     "pdb_text",
     "read_xtc",
+    "read_xtc_times",
     "xtc_bytes",
+    "xtc_times",
 ]
 
 #: What XTC keeps of a coordinate (its default precision of 1000 per nm).
@@ -118,17 +120,28 @@ def xtc_bytes(topology_pdb: str, xyz_nm: np.ndarray, steps: np.ndarray, dt_ps: f
 
     xyz = np.asarray(xyz_nm, dtype=np.float32)
     topology = md_topology(topology_pdb, xyz)
-    time = np.asarray(steps, dtype=np.float64) * (dt_ps if dt_ps > 0 else 1.0)
+    time = xtc_times(steps, dt_ps)
     with tempfile.TemporaryDirectory(prefix="foldnet-xtc-") as d:
         out = Path(d) / "trajectory.xtc"
         mdtraj.Trajectory(xyz, topology, time=time).save_xtc(str(out))
         return out.read_bytes()
 
 
+def xtc_times(steps: np.ndarray, dt_ps: float) -> np.ndarray:
+    """The time an XTC file gives each frame (ps; the step itself for reduced units, ``dt_ps``
+    0), as the file keeps it (float32)."""
+    return (np.asarray(steps, dtype=np.float64) * (dt_ps if dt_ps > 0 else 1.0)).astype(np.float32)
+
+
 def read_xtc(xtc: bytes) -> np.ndarray:
     """The frames (frames, atoms, 3; nm, float32) of an XTC file's bytes.
 
     Raises :class:`CorruptionError` for bytes that are not an XTC file."""
+    return read_xtc_times(xtc)[0]
+
+
+def read_xtc_times(xtc: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The frames (as :func:`read_xtc`) and the time of each (ps, float32) of an XTC file."""
     import mdtraj
 
     with tempfile.TemporaryDirectory(prefix="foldnet-xtc-") as d:
@@ -136,7 +149,7 @@ def read_xtc(xtc: bytes) -> np.ndarray:
         path.write_bytes(xtc)
         try:
             with mdtraj.formats.XTCTrajectoryFile(str(path), "r") as f:
-                xyz, _time, _step, _box = f.read()
+                xyz, time, _step, _box = f.read()
         except (OSError, ValueError, RuntimeError) as e:
             raise CorruptionError(f"not a readable XTC file: {e}") from e
-    return np.asarray(xyz, dtype=np.float32)
+    return np.asarray(xyz, dtype=np.float32), np.asarray(time, dtype=np.float32)

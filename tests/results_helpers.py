@@ -4,10 +4,11 @@ engines, real signatures, real SQLite coordinator and ledger."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.plan import JobPlan
-from coordinator.prepare import prepare_job
+from coordinator.prepare import PreparedJob, prepare_job
 from coordinator.runner import submit_job
 from coordinator.service import Coordinator
 from worker.adversary import honest
@@ -16,10 +17,19 @@ from worker.systems import EngineCache
 from worker.tasks import ComputeTask, spot_check
 
 
-def compute_in_folder(workdir: Path, plan: JobPlan, *, volunteers: int = 3) -> str:
+def compute_in_folder(
+    workdir: Path,
+    plan: JobPlan,
+    *,
+    volunteers: int = 3,
+    change: Callable[[PreparedJob], PreparedJob] | None = None,
+) -> str:
     """Submit ``plan`` to the folder and compute it to the end; the coordinator is closed
-    (and its last checkpoint signed) when this returns."""
+    (and its last checkpoint signed) when this returns. ``change`` changes the prepared job
+    before it is submitted (what an operator, who prepares jobs, could do)."""
     prepared = prepare_job(plan)
+    if change is not None:
+        prepared = change(prepared)
     job = submit_job(workdir, lab="lab-a", job=prepared)
     coord = Coordinator.local(workdir)
     try:

@@ -537,9 +537,15 @@ def test_a_spot_check_with_its_end_states_survives_the_wire(tmp_path, villin_pdb
     back.verify()
     assert back.end_digests == r.end_digests
     assert back.end_states[0].digest() == r.end_states[0].digest() == r.end_digests[0]
+    # ... and so do the segment's frames and observables (what a lab receives), as signed
+    assert back.segment_frames[0].digest() == r.segment_data[0]
     doc = encode_spot_check(r)
     doc["end_states"] = [{"step": 0, "positions": "not an array"}]
     with pytest.raises(WireError, match="end_states"):
+        decode_spot_check(doc)
+    doc = encode_spot_check(r)
+    doc["segment_frames"][0]["observables"] = {"q": "not an array"}
+    with pytest.raises(WireError, match=r"segment_frames\[0\]\.observables\.q"):
         decode_spot_check(doc)
 
 

@@ -80,19 +80,13 @@ def segment_data_digests(
     """
     n = len(frames)
     if report_steps >= 1 and segment_steps >= 1:
-        # frame i lies in segment k iff k * segment_steps <= (i + 1) * report_steps - 1 <
-        # (k + 1) * segment_steps: segment k's frames are i in [k*S // R, (k+1)*S // R)
-        def first(k: int) -> int:
-            return min(n, k * segment_steps // report_steps)
-
         obs = {name: np.asarray(v) for name, v in observables.items()}
+        parts = [segment_frames(k, n, segment_steps, report_steps) for k in range(n_segments)]
         return tuple(
             segment_digest(
-                frames[first(k) : first(k + 1)],
-                frame_steps[first(k) : first(k + 1)],
-                {name: v[first(k) : first(k + 1)] for name, v in obs.items()},
+                frames[part], frame_steps[part], {name: v[part] for name, v in obs.items()}
             )
-            for k in range(n_segments)
+            for part in parts
         )
     seg = (np.arange(1, n + 1, dtype=np.int64) * report_steps - 1) // segment_steps
     out = []
@@ -106,6 +100,16 @@ def segment_data_digests(
             )
         )
     return tuple(out)
+
+
+def segment_frames(k: int, n_frames: int, segment_steps: int, report_steps: int) -> slice:
+    """Which of a WU's ``n_frames`` frames segment ``k`` reports (``report_steps``,
+    ``segment_steps`` >= 1). Frame i lies in segment k iff k * segment_steps <= (i + 1) *
+    report_steps - 1 < (k + 1) * segment_steps: i in [k*S // R, (k+1)*S // R)."""
+    return slice(
+        min(n_frames, k * segment_steps // report_steps),
+        min(n_frames, (k + 1) * segment_steps // report_steps),
+    )
 
 
 def segment_digest(

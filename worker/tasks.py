@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -69,6 +71,57 @@ class TaskFailed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SegmentFrames:
+    """One recomputed segment's frames (float32), their steps and observables (float64):
+    what a check sends with its end states when the engine compares other determinism
+    classes with a tolerance (its digest is the check's signed ``segment_data`` entry).
+    Frames and observables are what a lab receives, so they are compared too, not only the
+    end state."""
+
+    frames: np.ndarray
+    steps: np.ndarray
+    observables: Mapping[str, np.ndarray]
+
+    def digest(self) -> bytes:
+        return segment_digest(self.frames, self.steps, self.observables)
+
+    def agrees(
+        self,
+        frames: np.ndarray,
+        steps: np.ndarray,
+        observables: Mapping[str, np.ndarray],
+        tolerance: float,
+    ) -> bool:
+        """Whether a claim's frames, steps and observables of this segment are these, within
+        ``tolerance`` (the engine's, for end states: length units, and relative for the
+        observables) plus the float32 rounding of a frame."""
+        mine = np.asarray(self.frames, np.float64)
+        theirs = np.asarray(frames, np.float64)
+        if mine.shape != theirs.shape or not np.array_equal(self.steps, steps):
+            return False
+        slack = tolerance + np.spacing(np.maximum(np.abs(mine), np.abs(theirs)).astype(np.float32))
+        if not bool(np.all(np.abs(mine - theirs) <= slack)):
+            return False
+        if sorted(self.observables) != sorted(observables):
+            return False
+        return all(
+            np.shape(v) == np.shape(observables[k])
+            and bool(
+                np.all(
+                    np.isclose(
+                        np.asarray(v, np.float64),
+                        np.asarray(observables[k], np.float64),
+                        rtol=tolerance,
+                        atol=tolerance,
+                        equal_nan=True,
+                    )
+                )
+            )
+            for k, v in self.observables.items()
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class SpotCheckResult:
     wu_id: bytes
@@ -84,6 +137,9 @@ class SpotCheckResult:
     #: Digest of the frames and observables of each checked segment, as the result's
     #: ``segment_data`` has them (``worker.result.segment_data_digests``).
     segment_data: tuple[bytes, ...] = ()
+    #: The checked segments' frames and observables themselves (their digests are
+    #: ``segment_data``), sent with ``end_states`` for a comparison across classes.
+    segment_frames: tuple[SegmentFrames, ...] = ()
 
     def message(self) -> bytes:
         return (
@@ -131,7 +187,15 @@ def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity)
         for k, start in zip(task.segments, task.start_states, strict=True)
     ]
     states = tuple(r.boundaries[-1] for r in runs)
-    data = tuple(segment_digest(r.frames, r.frame_steps, r.observables) for r in runs)
+    segments = tuple(
+        SegmentFrames(
+            np.asarray(r.frames, np.float32),
+            np.asarray(r.frame_steps, np.int64),
+            {k: np.asarray(v, np.float64) for k, v in r.observables.items()},
+        )
+        for r in runs
+    )
+    data = tuple(s.digest() for s in segments)
     ends = tuple(s.digest() for s in states)
     shared = engine.cross_class_tolerance(task.spec.segment_steps) is not None
     unsigned = SpotCheckResult(
@@ -154,4 +218,5 @@ def spot_check(task: SpotCheckTask, *, engines: EngineCache, identity: Identity)
         identity.sign(unsigned.message()),
         states if shared else (),
         data,
+        segments if shared else (),
     )

@@ -41,7 +41,7 @@ from worker.errors import WireError
 from worker.identity import Identity
 from worker.result import ResultHeader, WorkerResult, price_fields
 from worker.systems import SystemDefinition
-from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask, check_price
+from worker.tasks import ComputeTask, SegmentFrames, SpotCheckResult, SpotCheckTask, check_price
 
 PROTOCOL = "foldnet-http/v1"
 KEY_HEADER = "x-foldnet-key"
@@ -552,7 +552,34 @@ def encode_spot_check(r: SpotCheckResult) -> dict[str, Any]:
         "worker_key": r.worker_key.hex(),
         "signature": r.signature.hex(),
         "end_states": [encode_state(st) for st in r.end_states],
+        "segment_frames": [
+            {
+                "frames": encode_array(f.frames, "<f4"),
+                "steps": encode_array(f.steps, "<i8"),
+                "observables": {k: encode_array(v, "<f8") for k, v in f.observables.items()},
+            }
+            for f in r.segment_frames
+        ],
     }
+
+
+def _decode_segment_frames(doc: object, name: str, max_bytes: int) -> SegmentFrames:
+    if not isinstance(doc, dict):
+        raise WireError(f"{name}: expected a segment's frames object, got {_type_name(doc)}")
+    obs = doc.get("observables")
+    if not isinstance(obs, dict) or len(obs) > 64 or any(len(k) > 64 for k in obs):
+        raise WireError(
+            f"{name}.observables: expected an object of at most 64 arrays, named in at most "
+            "64 characters"
+        )
+    return SegmentFrames(
+        decode_array(doc.get("frames"), f"{name}.frames", "<f4", 3, max_bytes),
+        decode_array(doc.get("steps"), f"{name}.steps", "<i8", 1, max_bytes),
+        {
+            k: decode_array(v, f"{name}.observables.{k}", "<f8", 1, max_bytes)
+            for k, v in obs.items()
+        },
+    )
 
 
 def decode_spot_check(doc: dict[str, Any], *, max_state_bytes: int = 1 << 20) -> SpotCheckResult:
@@ -568,6 +595,12 @@ def decode_spot_check(doc: dict[str, Any], *, max_state_bytes: int = 1 << 20) ->
             f"end_states: expected none or one per segment ({len(segments)}), got {len(states)}"
         )
     data = get_list(doc, "segment_data", 10**4) if "segment_data" in doc else []
+    seg_frames = get_list(doc, "segment_frames", 10**4) if "segment_frames" in doc else []
+    if seg_frames and len(seg_frames) != len(segments):
+        raise WireError(
+            f"segment_frames: expected none or one per segment ({len(segments)}), got "
+            f"{len(seg_frames)}"
+        )
     return SpotCheckResult(
         get_hex(doc, "wu_id", 32),
         get_int(doc, "check", 1, 2**62),
@@ -578,4 +611,8 @@ def decode_spot_check(doc: dict[str, Any], *, max_state_bytes: int = 1 << 20) ->
         get_hex(doc, "signature", 64),
         tuple(decode_state(st, f"end_states[{i}]", max_state_bytes) for i, st in enumerate(states)),
         tuple(get_hex({"d": d}, "d", 32) for d in data),
+        tuple(
+            _decode_segment_frames(f, f"segment_frames[{i}]", max_state_bytes)
+            for i, f in enumerate(seg_frames)
+        ),
     )
