@@ -42,6 +42,7 @@ __all__ = [
     "InvalidAnswerError",
     "RetryPolicy",
     "UnreachableError",
+    "answer_json",
     "check_base_url",
     "parse_error",
 ]
@@ -92,6 +93,19 @@ def check_base_url(url: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise BadRequest(f"expected an http:// or https:// URL with a host, got {url!r}")
     return url.rstrip("/")
+
+
+def answer_json(r: httpx.Response, what: str) -> Any:
+    """The JSON of answer ``r`` to ``what`` (``"POST /v1/work"``); anything that is not JSON,
+    or JSON nested deeper than the parser goes, is an :class:`InvalidAnswerError`."""
+    try:
+        return r.json()
+    except RecursionError as e:
+        raise InvalidAnswerError(
+            f"{what}: the answer is nested too deeply; expected JSON of a few levels"
+        ) from e
+    except ValueError as e:  # JSONDecodeError, and bytes that are not UTF-8
+        raise InvalidAnswerError(f"{what}: the answer is not JSON") from e
 
 
 def parse_error(r: httpx.Response) -> tuple[str | None, str]:
@@ -182,10 +196,7 @@ class HttpClient:
         body = b"" if doc is None else json.dumps(doc).encode()
         headers = {"content-type": "application/json"} if doc is not None else None
         r = self.request(method, path, content=body, headers=headers, params=params, sign=sign)
-        try:
-            return r.json()
-        except ValueError as e:
-            raise InvalidAnswerError(f"{method} {path}: the answer is not JSON") from e
+        return answer_json(r, f"{method} {path}")
 
     def get_bytes(
         self, path: str, *, limit: int, allow: Collection[int] = (), sign: Signer | None = None

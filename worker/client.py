@@ -44,7 +44,7 @@ import httpx
 
 from foldnet.errors import ClientError, FoldnetError, NotFound, Unauthenticated
 from foldnet.files import atomic_write, remove_written
-from foldnet.httpclient import HttpClient, RetryPolicy
+from foldnet.httpclient import HttpClient, InvalidAnswerError, RetryPolicy, answer_json
 from ledger.credit import credit_v1
 from worker.errors import WireError
 from worker.identity import default_key_path
@@ -64,7 +64,15 @@ from worker.slot import (
 )
 from worker.status import SlotStatus, WorkerStatus, home_lock, process_start, write_status
 from worker.systems import decode_system, system_digest
-from worker.wire import get_hex, get_int, get_object, get_str, sign_headers, task_header
+from worker.wire import (
+    get_hex,
+    get_int,
+    get_list,
+    get_object,
+    get_str,
+    sign_headers,
+    task_header,
+)
 
 Report = Callable[[str], None]
 OnStatus = Callable[[WorkerStatus], None]
@@ -171,7 +179,7 @@ class _Task:
             segments=(
                 steps // get_int(spec, "segment_steps", 1, 10**9)
                 if compute
-                else len(doc.get("segments") or ())
+                else len(get_list(doc, "segments", 10**4))
             ),
             det_class=det_class,
         )
@@ -215,8 +223,27 @@ def _server_time(r: httpx.Response) -> float:
     """The server's clock when it answered ``r`` (its ``Date``, to the second), else ours."""
     try:
         return parsedate_to_datetime(r.headers["date"]).timestamp()
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):  # none, or no date
         return time.time()
+
+
+def _answer_object(r: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object the server answered ``what`` with (an :class:`InvalidAnswerError` for
+    anything else: the server is outside the protocol)."""
+    doc = answer_json(r, what)
+    if not isinstance(doc, dict):
+        raise InvalidAnswerError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _tasks_in(doc: dict[str, Any], what: str) -> list[Any]:
+    """The ``tasks`` of an answer (none if it names none)."""
+    tasks = doc.get("tasks")
+    if tasks is None:
+        return []
+    if not isinstance(tasks, list):
+        raise InvalidAnswerError(f"{what}: expected a list of tasks, got {type(tasks).__name__}")
+    return tasks
 
 
 class HttpVolunteer:
@@ -343,11 +370,7 @@ class HttpVolunteer:
             self.sessions = False
             self.report("this coordinator has no sessions; every request is signed")
             return
-        try:
-            answer = r.json()
-        except ValueError as e:
-            raise WireError("POST /v1/sessions: the answer is not JSON") from e
-        self.session = opening.session(answer)
+        self.session = opening.session(_answer_object(r, "POST /v1/sessions"))
         ttl = self.session.expires - _server_time(r)
         self.reopen_at = time.monotonic() + ttl - min(SESSION_MARGIN_S, ttl / 10)
 
@@ -361,8 +384,13 @@ class HttpVolunteer:
             lambda: self.http.request(method, path, content=body, headers=headers, sign=self._auth)
         )
 
-    def _json(self, method: str, path: str, doc: dict[str, Any] | None = None) -> Any:
-        return self._authenticated(lambda: self.http.json(method, path, doc, sign=self._auth))
+    def _json(self, method: str, path: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An authenticated JSON request; the JSON object answered."""
+        body = b"" if doc is None else json.dumps(doc).encode()
+        r = self._request(
+            method, path, body, content_type="application/json" if doc is not None else ""
+        )
+        return _answer_object(r, f"{method} {path}")
 
     def register(self) -> None:
         """Register the key (always signed: it proves possession of the key)."""
@@ -374,15 +402,14 @@ class HttpVolunteer:
         )
 
     def me(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", "/v1/volunteers/me")
-        return result
+        return self._json("GET", "/v1/volunteers/me")
 
     def _refresh_credit(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._credit_at < CREDIT_EVERY_S:
             return
         self._credit_at = now
-        with contextlib.suppress(FoldnetError, KeyError, ValueError, TypeError):
+        with contextlib.suppress(FoldnetError, KeyError, ValueError, TypeError, OverflowError):
             me = self.me()
             self.credit = int(me["credit"])
             self.validated = int(me["results_validated"])
@@ -577,14 +604,35 @@ class HttpVolunteer:
         )
         self._changed()
 
-    def _take(self, docs: list[Any], det_class: str) -> int:
-        """Tasks the server sent (pulled in ``det_class``), queued for the slots."""
+    def _take(self, docs: list[Any], det_class: str, engine: str | None = None) -> int:
+        """Tasks the server sent (pulled in ``det_class`` for ``engine``'s work), queued for
+        the slots: how many. An unreadable one is dropped, a second copy of one this worker
+        holds too, and one of another engine is given back (held, it would wait for ever for
+        a slot of its engine); none of them counts: a server that sends nothing else is a
+        server with no work, asked again only after a pause."""
+        queued = 0
         for doc in docs:
             try:
-                self._pending.append(_Task.of(doc, det_class))
+                task = _Task.of(doc, det_class)
             except WireError as e:
                 self.report(f"a task from the server was unreadable and was dropped: {e}")
-        return len(docs)
+                continue
+            if self._holds(task):
+                self.report(f"the server sent {task.label} again while this worker holds it")
+            elif engine is not None and task.engine != engine:
+                self._give_back(
+                    None, task, f"asked for {engine} work, got a task for {task.engine[:64]!r}"
+                )
+            else:
+                self._pending.append(task)
+                queued += 1
+        return queued
+
+    def _holds(self, task: _Task) -> bool:
+        """Whether a task of ``task``'s kind and number is pending or in a slot (its saved
+        files are that task's)."""
+        held = self._pending + [s.task for s in self._slots if s.task is not None]
+        return any(t.kind == task.kind and t.ident == task.ident for t in held)
 
     def _pull(self, max_tasks: int | None) -> int:
         """Ask for work for every kind of free slot, engine by engine; the tasks got."""
@@ -605,7 +653,7 @@ class HttpVolunteer:
                 self._refuse(lane, e)
                 continue
             self._last_lane = lane
-            got += self._take(list(body.get("tasks") or []), lane.det_class)
+            got += self._take(_tasks_in(body, "POST /v1/work"), lane.det_class, lane.engine)
             retry = body.get("retry_after_s")
             if isinstance(retry, int | float):
                 self._idle_s = max(self._idle_s, float(retry))
@@ -722,7 +770,7 @@ class HttpVolunteer:
             self._changed()
             return
         self._forget(task)
-        body = r.json()
+        body = _answer_object(r, f"POST {event.path}")
         if task.kind == "compute":
             self.uploaded += 1
             if body.get("accepted"):
@@ -732,7 +780,8 @@ class HttpVolunteer:
             self.spot_checks += 1
             self._say(slot, f"spot check {task.ident}: {r.status_code}")
         if more > 0 and lane is not None:
-            self._after_pull(self._take(list(body.get("tasks") or []), lane.det_class), asked=True)
+            tasks = _tasks_in(body, f"POST {event.path}")
+            self._after_pull(self._take(tasks, lane.det_class, lane.engine), asked=True)
         else:
             # a slot is free and nothing was asked for it: ask at once (the result just
             # returned may have made the next generation's WU)

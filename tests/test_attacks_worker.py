@@ -1,0 +1,375 @@
+"""A hostile coordinator against ``foldnet worker run``: each attack written first, as a test.
+
+A volunteer lends its machine to a server it does not control. That server (or whoever
+answers in its name) must not be able to run code on the volunteer's machine, corrupt its
+memory, exhaust its memory or disk, hang it for ever, crash it with a traceback, or make its
+saved work collide. The coordinator here is a small raw HTTP/1.1 server on 127.0.0.1 written
+for these tests (:class:`Hostile`): it answers whatever each test makes it answer, at the
+pace the test chooses. The worker is the real one (:class:`worker.client.HttpVolunteer`, its
+real key, real Go WUs of villin), computing in the test's process, or ``foldnet worker run``
+itself where what a user sees is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cli_helpers import run_foldnet
+
+from foldnet.errors import FoldnetError
+from ledger.entries import PriceInputs
+from sims.examples import VILLIN_PDB
+from sims.go import GoModel
+from sims.spec import RunSpec
+from sims.state import State
+from worker.client import HttpVolunteer
+from worker.systems import encode_system, system_digest
+from worker.wire import task_document
+
+# -- the hostile coordinator ------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """One answer: ``body`` whole, or ``chunks`` streamed (chunked) with ``every_s`` between
+    them; ``raw``: bytes written as they are (status line and headers included), one byte
+    every ``every_s``."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    chunks: Iterator[bytes] | None = None
+    raw: bytes | None = None
+    every_s: float = 0.0
+
+
+def js(doc: Any, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(doc).encode(), {"content-type": "application/json"})
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+Handler = Callable[[Request], Reply | None]
+
+
+class Hostile:
+    """A coordinator that answers as ``handler`` says (None: the well-behaved default), one
+    request per connection, on 127.0.0.1. ``requests`` lists what it was sent; ``left`` is
+    set once a client went away while it was still answering."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[Request] = []
+        self.left = threading.Event()
+        self.finished_streaming = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    def __enter__(self) -> Hostile:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def paths(self, method: str = "") -> list[str]:
+        return [r.path for r in self.requests if not method or r.method == method]
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.run_until_complete(asyncio.sleep(0))
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
+            }
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            req = Request(method, path, headers, body)
+            self.requests.append(req)
+            reply = self.handler(req) or default(req)
+            await self._answer(reply, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.left.set()
+        finally:
+            writer.close()
+
+    async def _answer(
+        self, reply: Reply, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        gone = asyncio.ensure_future(reader.read(1))  # EOF: the client left
+        try:
+            if reply.raw is not None:
+                for i in range(len(reply.raw)):
+                    if gone.done():
+                        self.left.set()
+                        return
+                    writer.write(reply.raw[i : i + 1])
+                    await writer.drain()
+                    await asyncio.sleep(reply.every_s)
+                self.finished_streaming.set()
+                return
+            reason = {200: "OK", 201: "Created", 404: "Not Found"}.get(reply.status, "X")
+            head = f"HTTP/1.1 {reply.status} {reason}\r\nconnection: close\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+            if reply.chunks is None:
+                head += f"content-length: {len(reply.body)}\r\n\r\n"
+                writer.write(head.encode() + reply.body)
+                await writer.drain()
+                return
+            writer.write((head + "transfer-encoding: chunked\r\n\r\n").encode())
+            for chunk in reply.chunks:
+                if gone.done():
+                    self.left.set()
+                    return
+                writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(reply.every_s)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            self.finished_streaming.set()
+        except ConnectionError:
+            self.left.set()
+        finally:
+            gone.cancel()
+
+
+def default(req: Request) -> Reply:
+    """What an ordinary coordinator without sessions answers, with no work to give."""
+    if req.path == "/v1/sessions":
+        return js({"error": "not_found", "detail": "no sessions here"}, 404)
+    if req.path == "/v1/volunteers/me":
+        return js({"credit": 0, "results_validated": 0})
+    if req.path == "/v1/work":
+        return js({"tasks": [], "retry_after_s": 0})
+    if req.path.startswith("/v1/results/") or req.path.startswith("/v1/checks/"):
+        return js({"accepted": True, "state": "pending", "tasks": []})
+    return js({}, 201)
+
+
+# -- what it hands out ------------------------------------------------------------------------
+
+MODEL = GoModel.from_pdb(VILLIN_PDB)
+SPEC = RunSpec(steps=20, segment_steps=10, report_steps=10, temperature=0.7, seed=7)
+
+
+def system_bytes(model: GoModel = MODEL) -> tuple[str, bytes]:
+    return system_digest(model).hex(), encode_system(model)
+
+
+def compute_task(
+    system: str,
+    *,
+    replica: int = 1,
+    wu: bytes = b"\x11" * 32,
+    spec: RunSpec = SPEC,
+    n: int = 36,
+    positions: np.ndarray | None = None,
+) -> dict[str, Any]:
+    start = State(
+        positions=MODEL.native if positions is None else positions,
+        velocities=np.zeros((n, 3)),
+        step=0,
+    )
+    return task_document(
+        wu_id=wu,
+        system=system,
+        engine="go",
+        spec=spec,
+        number=replica,
+        states=(start,),
+        price=PriceInputs("go", n, spec.steps, 3600, int(time.time() * 1000)),
+    )
+
+
+def work_once(tasks: list[dict[str, Any]], system: tuple[str, bytes] | None = None) -> Handler:
+    """A coordinator that hands out ``tasks`` on the first pull, serves ``system``."""
+    given = threading.Event()
+
+    def handle(req: Request) -> Reply | None:
+        if req.path == "/v1/work" and not given.is_set():
+            given.set()
+            return js({"tasks": tasks})
+        if system is not None and req.path == f"/v1/systems/{system[0]}":
+            return Reply(200, system[1], {"content-type": "application/octet-stream"})
+        return None
+
+    return handle
+
+
+def run_once(
+    server: Hostile, home: Path, *, max_tasks: int | None = 1, **kw: Any
+) -> tuple[list[str], FoldnetError | None]:
+    """Run a volunteer of ``home`` against ``server`` until it is idle: what it said, and
+    the error it stopped with (None: it finished). Anything but a FoldnetError escapes."""
+    said: list[str] = []
+    v = HttpVolunteer(
+        server.url,
+        home=home / "home",
+        key_path=home / "v.key",
+        report=said.append,
+        max_backoff_s=0.01,
+        sleep=lambda _s: None,
+        **kw,
+    )
+    try:
+        v.run(max_tasks=max_tasks, exit_when_idle=True)
+    except FoldnetError as e:
+        return said, e
+    finally:
+        v.close()
+    return said, None
+
+
+# -- answers outside the protocol: a clear error or a dropped task, never a traceback ----------
+
+
+def _session(**changes: Any) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    server_key = X25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    doc = {"ticket": "t" * 40, "x25519": server_key, "expires": time.time() + 3600}
+    return {**doc, "mac": "hmac-sha256", **changes}
+
+
+#: A spot check's fields up to its segments.
+SPOT_CHECK = {
+    "kind": "spot_check",
+    "system": "ab" * 32,
+    "spec": {"steps": 20, "segment_steps": 10},
+    "check": 1,
+    "wu_id": "11" * 32,
+    "engine": "go",
+}
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+#: (what the server does, the route it does it on, its answer, what the volunteer must say
+#: or stop with: "" for finishing quietly)
+OUTSIDE = {
+    "work is a list": ("/v1/work", js([]), "expected a JSON object"),
+    "tasks is a number": ("/v1/work", js({"tasks": 5}), "expected a list of tasks"),
+    "work nested past the parser": ("/v1/work", Reply(200, NESTED), "nested too deeply"),
+    "session nested past the parser": ("/v1/sessions", Reply(201, NESTED), "nested too deeply"),
+    "a ticket that cannot be a header": (
+        "/v1/sessions",
+        js(_session(ticket="t\u00e9\r\nx-foldnet-key: 00"), 201),
+        "ticket: expected",
+    ),
+    "a Date no clock has": (
+        "/v1/sessions",
+        Reply(
+            201,
+            json.dumps(_session()).encode(),
+            {"date": "Mon, 99999999999999999999 Jan 2020 00:00:00 GMT"},
+        ),
+        "",
+    ),
+    "an infinite credit": ("/v1/volunteers/me", Reply(200, b'{"credit": Infinity}'), ""),
+    "a spot check whose segments are a number": (
+        "/v1/work",
+        js({"tasks": [{**SPOT_CHECK, "segments": 5}]}),
+        "unreadable and was dropped: segments: expected a list",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", OUTSIDE)
+def test_answers_outside_the_protocol_are_a_clear_error_never_a_traceback(tmp_path, case):
+    route, answer, expected = OUTSIDE[case]
+
+    def handle(req: Request) -> Reply | None:
+        return answer if req.path == route else None
+
+    with Hostile(handle) as server:
+        said, error = run_once(server, tmp_path)
+    assert route in server.paths()
+    if not expected:
+        assert error is None, error
+        return
+    told = str(error) if error is not None else "\n".join(said)
+    assert expected in told, (told, said)
+    if error is not None:  # the server's fault: exit 3, or its refusal of what we sent: 2
+        assert "Traceback" not in told
+
+
+def test_a_task_for_an_engine_it_was_not_asked_for_is_given_back_not_held_for_ever(tmp_path):
+    """Held, such a task would wait for a slot of its engine for ever, and keep one free slot
+    from asking for anything else."""
+    digest, _ = system_bytes()
+    odd = {**compute_task(digest), "engine": "[/x]"}
+    with Hostile(work_once([odd])) as server:
+        _said, error = run_once(server, tmp_path)
+    assert error is None, error
+    failures = [r for r in server.requests if r.path == "/v1/results/1/failure"]
+    assert len(failures) == 1, server.paths()
+    assert "go" in json.loads(failures[0].body)["reason"]
+    assert f"/v1/systems/{digest}" not in server.paths()  # nothing fetched for it
+
+
+def test_server_text_reaches_the_terminal_as_text_not_markup_or_escapes(tmp_path):
+    """Rich markup in a refusal's detail (an unmatched closing tag) would end the worker with
+    a traceback; terminal escapes (set the title, clear the screen) would reach the user's
+    terminal."""
+    detail = "[/x] [bold]x \x1b]0;owned\x07\x1b[2J\u202eclass refused"
+
+    def handle(req: Request) -> Reply | None:
+        if req.path == "/v1/work":
+            return js({"error": "unknown_class", "detail": detail}, 422)
+        return None
+
+    home = tmp_path / "h"
+    home.mkdir()
+    with Hostile(handle) as server:
+        done = run_foldnet(
+            "worker",
+            "run",
+            server.url,
+            "--engine",
+            "go",
+            "--exit-when-idle",
+            home=home,
+            env={"FOLDNET_HOME": str(home)},
+            timeout=300,
+        )
+    out = done.stdout + done.stderr
+    assert "Traceback" not in out, out
+    assert done.returncode == 2, out  # the coordinator refused what this worker computes
+    assert "[/x] [bold]x" in out, out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out, repr(out)
+    assert "\\x1b]0;owned" in out, out  # shown, escaped, for what it is
