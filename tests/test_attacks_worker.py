@@ -13,7 +13,10 @@ itself where what a user sees is the point.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import dataclasses
 import json
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -373,3 +376,61 @@ def test_server_text_reaches_the_terminal_as_text_not_markup_or_escapes(tmp_path
     assert "[/x] [bold]x" in out, out
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out, repr(out)
     assert "\\x1b]0;owned" in out, out  # shown, escaped, for what it is
+
+
+# -- code: nothing the server sends runs on the volunteer's machine ----------------------------
+
+
+class _Payload:
+    """What a pickle of this runs: writing a file (here, the proof that it ran)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        code = f"import pathlib; pathlib.Path({str(self.marker)!r}).write_text('ran')"
+        return (builtins.exec, (code,))
+
+
+@pytest.fixture(scope="module")
+def alanine() -> Any:
+    from worker.slot import reference_system
+
+    return reference_system("openmm")
+
+
+def openmm_task(prepared: Any, system: str, *, engine: str = "openmm") -> dict[str, Any]:
+    spec = RunSpec(steps=4, segment_steps=2, report_steps=2, temperature=300.0, seed=3)
+    n = prepared.n_atoms
+    start = State(positions=prepared.positions, velocities=np.zeros((n, 3)), step=0)
+    return task_document(
+        wu_id=b"\x22" * 32,
+        system=system,
+        engine=engine,
+        spec=spec,
+        number=1,
+        states=(start,),
+        price=PriceInputs("openmm", n, spec.steps, 3600, int(time.time() * 1000)),
+    )
+
+
+def test_an_openmm_system_cannot_carry_python_code(tmp_path, alanine):
+    """OpenMM registers its PythonForce with the XML serializer on import, and reading one
+    unpickles its function: a System XML was a way to run any code on every volunteer."""
+    marker = tmp_path / "ran"
+    function = pickle.dumps(_Payload(marker)).hex()
+    force = (
+        f'<Force forceGroup="0" function="{function}" name="PythonForce" type="PythonForce" '
+        'usesPeriodic="0" version="2"><GlobalParameters/><Particles/></Force>'
+    )
+    hostile = dataclasses.replace(
+        alanine, system_xml=alanine.system_xml.replace("</Forces>", force + "</Forces>")
+    )
+    digest = system_digest(hostile).hex()
+    with Hostile(work_once([openmm_task(hostile, digest)], (digest, encode_system(hostile)))) as s:
+        _said, error = run_once(s, tmp_path, engines=("openmm",))
+    assert not marker.exists(), "the server's code ran on the volunteer's machine"
+    assert error is None, error
+    (failure,) = [r for r in s.requests if r.path == "/v1/results/1/failure"]
+    assert "PythonForce" in json.loads(failure.body)["reason"]
+    assert "/v1/results/1" not in s.paths()

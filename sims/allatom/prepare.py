@@ -31,6 +31,7 @@ from openmm.app.internal.customgbforces import GBSAOBC2Force
 from pdbfixer import PDBFixer
 
 from sims.allatom.build import extended_chain_pdb
+from sims.allatom.systemxml import check_system_xml
 from sims.errors import StructureError, UnknownResidueError
 from sims.observables import NativeContacts, native_contacts
 from sims.structure import (
@@ -452,7 +453,10 @@ class PreparedSystem:
         return int(self.positions.shape[0])
 
     def system(self) -> openmm.System:
-        """A fresh System object (each Context gets its own)."""
+        """A fresh System object (each Context gets its own), from XML that holds nothing but
+        the forces foldnet makes (:func:`~sims.allatom.systemxml.check_system_xml`: OpenMM's
+        reader would build whatever the XML names, a PythonForce by unpickling its code)."""
+        check_system_xml(self.system_xml)
         return openmm.XmlSerializer.deserialize(self.system_xml)
 
 
