@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 from cli_helpers import run_foldnet
 
-from foldnet.errors import FoldnetError
+from foldnet.errors import ClientError, FoldnetError
+from foldnet.httpclient import InvalidAnswerError, UnreachableError
 from ledger.entries import PriceInputs
 from sims.examples import VILLIN_PDB
 from sims.go import GoModel
@@ -434,3 +435,52 @@ def test_an_openmm_system_cannot_carry_python_code(tmp_path, alanine):
     (failure,) = [r for r in s.requests if r.path == "/v1/results/1/failure"]
     assert "PythonForce" in json.loads(failure.body)["reason"]
     assert "/v1/results/1" not in s.paths()
+
+
+# -- memory and time: answers that never end, or end too slowly ------------------------------
+
+
+def _endless(status: int) -> Handler:
+    """/v1/work answered with 64 MiB of blanks before ``{}`` (valid JSON, at the end)."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(1024):
+            yield b" " * 65536
+        yield b"{}"
+
+    def handle(req: Request) -> Reply | None:
+        if req.path == "/v1/work":
+            return Reply(status, chunks=chunks(), headers={"content-type": "application/json"})
+        return None
+
+    return handle
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_an_answer_that_does_not_end_is_read_only_up_to_a_limit(tmp_path, status):
+    with Hostile(_endless(status)) as server:
+        _said, error = run_once(server, tmp_path, max_answer_bytes=1 << 20)
+        assert server.left.wait(60), "the volunteer read the whole answer"
+    assert not server.finished_streaming.is_set()
+    if status == 200:
+        assert isinstance(error, InvalidAnswerError), error
+        assert "1,048,576 bytes" in str(error)
+    else:
+        assert isinstance(error, ClientError), error
+
+
+def test_a_server_that_answers_a_byte_at_a_time_is_given_up_on(tmp_path):
+    """Each byte comes well within the read timeout, so only a limit on the whole answer
+    ends it (a trickle of 66 s here; of days, for a patient server)."""
+    head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + "x-pad: pad\r\n" * 300
+    slow = Reply(raw=(head + "content-length: 2\r\n\r\n{}").encode(), every_s=0.02)
+
+    def handle(req: Request) -> Reply | None:
+        return slow if req.path == "/v1/work" else None
+
+    with Hostile(handle) as server:
+        _said, error = run_once(server, tmp_path, timeout_s=1.0, deadline_s=3.0)
+        assert server.left.wait(60), "the volunteer waited for the whole answer"
+    assert not server.finished_streaming.is_set()
+    assert isinstance(error, UnreachableError), error
+    assert "POST /v1/work: no complete answer within 3 s" in str(error)

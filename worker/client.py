@@ -90,6 +90,13 @@ MAX_PULL = 8
 SESSION_MARGIN_S = 120.0
 #: The answers that say the session is over: open a new one and send the request again.
 SESSION_OVER = frozenset({"bad_session", "session_expired"})
+#: The longest answer read from a coordinator (a system, a pull of tasks with their states):
+#: far more than any needs (a service uploads results of at most 64 MiB by default), far
+#: less than a volunteer's memory. A server that sends more is outside the protocol.
+MAX_ANSWER_BYTES = 256 << 20
+#: The longest one request may take as a whole, plus a second per 64 KiB uploaded: a server
+#: that trickles its answer is given up on (an idempotent request is tried again).
+REQUEST_DEADLINE_S = 600.0
 
 
 def default_home() -> Path:
@@ -266,6 +273,8 @@ class HttpVolunteer:
         on_status: OnStatus | None = None,
         max_backoff_s: float = 60.0,
         timeout_s: float = 120.0,
+        deadline_s: float = REQUEST_DEADLINE_S,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -294,6 +303,8 @@ class HttpVolunteer:
             transport=transport,
             sleep=sleep,
             report=self.report,
+            max_answer_bytes=max_answer_bytes,
+            deadline_s=deadline_s,
         )
         self._verified: set[str] = set()  # system digests checked this run
         self._slots = [_Slot(s) for s in self.specs]
