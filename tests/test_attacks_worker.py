@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import io
 import json
 import pickle
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,8 @@ from sims.go import GoModel
 from sims.spec import RunSpec
 from sims.state import State
 from worker.client import HttpVolunteer
-from worker.systems import encode_system, system_digest
+from worker.errors import WireError
+from worker.systems import decode_system, encode_system, system_digest
 from worker.wire import task_document
 
 # -- the hostile coordinator ------------------------------------------------------------------
@@ -435,6 +438,93 @@ def test_an_openmm_system_cannot_carry_python_code(tmp_path, alanine):
     (failure,) = [r for r in s.requests if r.path == "/v1/results/1/failure"]
     assert "PythonForce" in json.loads(failure.body)["reason"]
     assert "/v1/results/1" not in s.paths()
+
+
+# -- systems: what the server's bytes can make the worker allocate, or index ------------------
+
+
+def _npz(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression) as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
+    return out.getvalue()
+
+
+def _members(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return {name: z.read(name) for name in z.namelist()}
+
+
+def _npy(a: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array(out, a, allow_pickle=False)
+    return out.getvalue()
+
+
+def _declaring(shape: tuple[int, ...]) -> bytes:
+    """A .npy member whose header declares ``shape`` of float64, with 64 bytes of data."""
+    out = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(out, header)
+    return out.getvalue() + b"\0" * 64
+
+
+@pytest.mark.parametrize("how", ["an array header declaring terabytes", "deflated members"])
+def test_a_system_whose_arrays_would_outgrow_its_bytes_is_refused(tmp_path, how):
+    """numpy allocates what a .npy header declares before it reads (a MemoryError then
+    ended the worker with a traceback), and a deflated member inflates up to 1,000-fold."""
+    digest, good = system_bytes()
+    members = _members(good)
+    if how == "deflated members":
+        data = _npz(members, zipfile.ZIP_DEFLATED)
+    else:
+        data = _npz({**members, "native.npy": _declaring((10**12, 3))})
+    with Hostile(work_once([compute_task(digest)], (digest, data))) as server:
+        said, error = run_once(server, tmp_path)
+    assert isinstance(error, WireError), (error, said)
+    assert "/v1/results/1" not in server.paths()
+    expected = "expected the stored arrays" if how == "deflated members" else "but holds 64"
+    assert expected in str(error), error
+
+
+def _meta(data: bytes, **changes: Any) -> bytes:
+    members = _members(data)
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        meta = {**json.loads(npz["meta"].tobytes()), **changes}
+    raw = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return _npz({**members, "meta.npy": _npy(raw)})
+
+
+def _with(data: bytes, **arrays: np.ndarray) -> bytes:
+    return _npz({**_members(data), **{f"{k}.npy": _npy(v) for k, v in arrays.items()}})
+
+
+_N = MODEL.n_beads
+_S2 = np.zeros((_N + 8, _N + 8))
+_S2[0, _N + 7] = _S2[_N + 7, 0] = 25.0
+#: Go models whose parts do not fit their beads: the kernels index them without bounds
+#: checks, so each would read, or write forces, outside the arrays of its run.
+UNFIT = {
+    "native_s2 of more beads": lambda d: _with(d, native_s2=_S2),
+    "bond_r0 of fewer bonds": lambda d: _with(d, bond_r0=MODEL.bond_r0[:-5].copy()),
+    "a contact with a bead it lacks": lambda d: _with(
+        d, contact_pairs=np.array([[0, 10**6]]), contact_d=np.array([5.0])
+    ),
+    "a force constant that is text": lambda d: _meta(d, scalars=["x", 1, 1, 1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("case", UNFIT)
+def test_a_go_model_that_does_not_fit_its_beads_is_not_a_system(case):
+    with pytest.raises(WireError, match="Go model"):
+        decode_system(UNFIT[case](encode_system(MODEL)))
+
+
+def test_an_openmm_system_of_the_wrong_kinds_is_not_a_system(alanine):
+    """(Its digest took the worker down with an AttributeError.)"""
+    with pytest.raises(WireError, match="XML, source and sequence must be text"):
+        decode_system(_meta(encode_system(alanine), system_xml=5))
 
 
 # -- memory and time: answers that never end, or end too slowly ------------------------------
