@@ -142,11 +142,13 @@ def _retry_after(r: httpx.Response) -> float | None:
 
 
 class _TooLongError(Exception):
-    """An answer longer than the limit it was read with (translated by the caller)."""
+    """An answer longer than the limit it was read with (translated by the caller);
+    ``declared``: the length its header declared, if it did."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, declared: int | None = None) -> None:
         super().__init__(limit)
         self.limit = limit
+        self.declared = declared
 
 
 class _OverdueError(Exception):
@@ -247,9 +249,12 @@ class HttpClient:
         """
         try:
             r = self._send("GET", path, b"", None, None, sign, allow, limit=limit)
-        except _TooLongError:
+        except _TooLongError as e:
+            where = f"{self.base_url}/{path.lstrip('/')}"
             raise TooLarge(
-                f"{self.base_url}/{path.lstrip('/')} is larger than the {limit:,} bytes allowed"
+                f"{where} is larger than the {limit:,} bytes allowed"
+                if e.declared is None
+                else f"{where} is {e.declared:,} bytes, more than the {limit:,} allowed"
             ) from None
         return r.status_code, (r.content if r.status_code < 400 else b"")
 
@@ -352,9 +357,8 @@ class HttpClient:
             body = _read(r, _ERROR_BYTES if failed else limit, cut=failed)
         finally:
             r.close()
-        kept = [
-            (k, v) for k, v in r.headers.multi_items() if k.lower() not in _BODY_HEADERS
-        ]  # the body is given decoded, with its own length
+        # the body is handed on decoded, with its own length (headers as bytes: as they came)
+        kept = [(k, v) for k, v in r.headers.raw if k.lower() not in _BODY_HEADERS]
         return httpx.Response(
             r.status_code, headers=kept, content=body, request=req, extensions=r.extensions
         )
@@ -391,7 +395,7 @@ class HttpClient:
 
 
 #: Headers that describe the body as it travelled, not as it is handed on.
-_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_BODY_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
 def _read(r: httpx.Response, limit: int | None, *, cut: bool) -> bytes:
@@ -400,7 +404,7 @@ def _read(r: httpx.Response, limit: int | None, *, cut: bool) -> bytes:
     if limit is not None and not cut:
         declared = r.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
-            raise _TooLongError(limit)
+            raise _TooLongError(limit, int(declared))
     buf = bytearray()
     for chunk in r.iter_bytes():
         buf += chunk
