@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from cli_helpers import run_foldnet
 
-from foldnet.errors import ClientError, FoldnetError
+from foldnet.errors import ClientError, FoldnetError, ServerFault
 from foldnet.httpclient import InvalidAnswerError, UnreachableError
 from ledger.entries import PriceInputs
 from sims.examples import VILLIN_PDB
@@ -525,6 +525,82 @@ def test_an_openmm_system_of_the_wrong_kinds_is_not_a_system(alanine):
     """(Its digest took the worker down with an AttributeError.)"""
     with pytest.raises(WireError, match="XML, source and sequence must be text"):
         decode_system(_meta(encode_system(alanine), system_xml=5))
+
+
+# -- saved work: a task's files are its own -------------------------------------------------
+
+
+def _busy_results(handler: Handler) -> Handler:
+    """``handler``, but every upload answered 503 (the volunteer keeps its work for later)."""
+
+    def handle(req: Request) -> Reply | None:
+        if req.path.startswith("/v1/results/"):
+            return js({"error": "busy", "detail": "try later"}, 503)
+        return handler(req)
+
+    return handle
+
+
+def _uploads(server: Hostile) -> list[bytes]:
+    return [r.body for r in server.requests if r.path.split("?")[0] == "/v1/results/1"]
+
+
+def test_saved_work_is_resumed_only_at_the_coordinator_it_came_from(tmp_path):
+    """A volunteer that moved to another coordinator sent it the WUs it had saved for the
+    first (their inputs, its results), and the second's replica 1 shared the first's files."""
+    system = system_bytes()
+    x_wu, y_wu = b"\x11" * 32, b"\x33" * 32
+    give_x = work_once([compute_task(system[0], wu=x_wu)], system)
+    with Hostile(_busy_results(give_x)) as a:
+        _said, error = run_once(a, tmp_path)
+        assert isinstance(error, ServerFault), error  # X is saved, not uploaded
+        with Hostile(work_once([compute_task(system[0], wu=y_wu)], system)) as b:
+            _said, error = run_once(b, tmp_path)
+        assert error is None, error
+        assert not any(x_wu.hex() in r.path or x_wu.hex().encode() in r.body for r in b.requests)
+        (upload,) = _uploads(b)
+        assert y_wu.hex().encode() in upload
+        a.handler = give_x
+        said, error = run_once(a, tmp_path)
+    assert error is None, error
+    assert any("resuming after segment 2" in line for line in said), said
+    (upload,) = _uploads(a)[-1:]
+    assert x_wu.hex().encode() in upload
+
+
+def test_saved_progress_is_resumed_only_for_the_task_it_was_saved_for(tmp_path):
+    """Progress left without its task (a worker killed between removing the two) was resumed
+    for any task of the same WU and replica: the result then joined segments of one run to
+    another's, under the volunteer's signature."""
+    system = system_bytes()
+    first = compute_task(system[0])
+    other_seed = RunSpec(steps=20, segment_steps=10, report_steps=10, temperature=0.7, seed=8)
+    second = compute_task(system[0], spec=other_seed)  # same WU id and replica
+    with Hostile(_busy_results(work_once([first], system))) as server:
+        _said, error = run_once(server, tmp_path)
+        assert isinstance(error, ServerFault), error
+        (task_file,) = (tmp_path / "home" / "work").glob("*.task.json")
+        task_file.unlink()
+        assert list((tmp_path / "home" / "work").glob("*.progress.npz"))
+        server.handler = work_once([second], system)
+        said, error = run_once(server, tmp_path)
+    assert error is None, error
+    assert not any("resuming" in line for line in said), said
+    assert any("saved progress of replica 1 is unusable" in line for line in said), said
+
+
+def test_work_saved_before_files_were_named_by_coordinator_is_still_resumed(tmp_path):
+    system = system_bytes()
+    with Hostile(_busy_results(work_once([compute_task(system[0])], system))) as server:
+        run_once(server, tmp_path)
+        work = tmp_path / "home" / "work"
+        for p in list(work.iterdir()):  # as an earlier version named them: 1.task.json
+            p.rename(work / p.name.split("-", 1)[1])
+        server.handler = default
+        said, error = run_once(server, tmp_path)
+    assert error is None, error
+    assert any("resuming after segment 2" in line for line in said), said
+    assert len(_uploads(server)) == 9 and not list(work.iterdir())  # (8 tries refused)
 
 
 # -- memory and time: answers that never end, or end too slowly ------------------------------

@@ -11,10 +11,13 @@ is busy. One key, one HTTP session, one registration: the slots are this volunte
 not volunteers of their own.
 
 Resume: every task given to a slot is written under ``$FOLDNET_HOME/work`` with the class
-it was pulled in, and the slot saves the run so far after each finished segment
-(:mod:`worker.progress`). A worker killed mid-WU continues each WU from its last segment
-on restart, whatever number of slots it then has, and the result is bit-identical to an
-uninterrupted run (each segment depends only on its starting boundary state and its seed).
+it was pulled in and the coordinator it came from (whose origin's digest also names its
+files: two coordinators' replica numbers never share a file, and a task is resumed only at
+the coordinator that gave it), and the slot saves the run so far after each finished segment
+(:mod:`worker.progress`; resumed only for the very task it was saved for). A worker killed
+mid-WU continues each WU from its last segment on restart, whatever number of slots it then
+has, and the result is bit-identical to an uninterrupted run (each segment depends only on
+its starting boundary state and its seed).
 
 Stopping: the first Ctrl-C (SIGINT or SIGTERM) lets every slot finish its WU, uploads them
 and stops, pulling nothing new; a second one stops at once (the saved progress is resumed
@@ -27,6 +30,7 @@ doing, for ``foldnet worker status``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -70,6 +74,7 @@ from worker.wire import (
     get_list,
     get_object,
     get_str,
+    origin_of,
     sign_headers,
     task_header,
 )
@@ -306,6 +311,9 @@ class HttpVolunteer:
             max_answer_bytes=max_answer_bytes,
             deadline_s=deadline_s,
         )
+        self.origin = origin_of(self.server)  # (once the URL is known to be one)
+        #: What names this coordinator's saved tasks (see :meth:`_task_path`).
+        self._origin_tag = hashlib.sha256(self.origin.encode()).hexdigest()[:16]
         self._verified: set[str] = set()  # system digests checked this run
         self._slots = [_Slot(s) for s in self.specs]
         self._pending: list[_Task] = []
@@ -448,10 +456,12 @@ class HttpVolunteer:
     # -- saved work ------------------------------------------------------------------------
 
     def _task_path(self, replica: int) -> Path:
-        return self.work_dir / f"{replica}.task.json"
+        """Where a replica of this coordinator is saved: named by the coordinator too, since
+        another's replica of the same number is another WU."""
+        return self.work_dir / f"{self._origin_tag}-{replica}.task.json"
 
     def _progress_path(self, replica: int) -> Path:
-        return self.work_dir / f"{replica}.progress.npz"
+        return self.work_dir / f"{self._origin_tag}-{replica}.progress.npz"
 
     def _forget(self, task: _Task) -> None:
         if task.kind == "compute":
@@ -461,18 +471,35 @@ class HttpVolunteer:
             remove_written(self._progress_path(task.ident))
 
     def saved_tasks(self) -> list[dict[str, Any]]:
-        """Tasks of this key that a previous run began and did not upload."""
+        """Tasks of this key from this coordinator that a previous run began and did not
+        upload (those of other coordinators wait for a run at theirs)."""
         if not self.work_dir.is_dir():
             return []
+        self._adopt_unnamed()
         out = []
-        for p in sorted(self.work_dir.glob("*.task.json")):
+        for p in sorted(self.work_dir.glob(f"{self._origin_tag}-*.task.json")):
             try:
                 doc = json.loads(p.read_text())
-                if doc.get("volunteer") == self.identity.public_key.hex():
+                if (
+                    isinstance(doc, dict)
+                    and doc.get("volunteer") == self.identity.public_key.hex()
+                    and doc.get("server", self.origin) == self.origin
+                ):
                     out.append(doc)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 p.unlink(missing_ok=True)
         return out
+
+    def _adopt_unnamed(self) -> None:
+        """Files saved before they were named by their coordinator (``7.task.json``): this
+        one's, as they were taken to be then (the worker ran at one coordinator at a time)."""
+        for p in self.work_dir.glob("*.task.json"):
+            number = p.name.removesuffix(".task.json")
+            if number.isascii() and number.isdigit():
+                old = self.work_dir / f"{number}.progress.npz"
+                if old.is_file():
+                    old.replace(self._progress_path(int(number)))
+                p.replace(self._task_path(int(number)))
 
     # -- slots and lanes -------------------------------------------------------------------
 
@@ -593,13 +620,13 @@ class HttpVolunteer:
         path = self._system_path(task.system)
         progress = ""
         if task.kind == "compute":
-            if not self._task_path(task.ident).is_file():
-                saved = {
-                    **task.doc,
-                    "volunteer": self.identity.public_key.hex(),
-                    "det_class": task.det_class,
-                }
-                atomic_write(self._task_path(task.ident), json.dumps(saved).encode())
+            saved = {
+                **task.doc,
+                "volunteer": self.identity.public_key.hex(),
+                "det_class": task.det_class,
+                "server": self.origin,
+            }
+            atomic_write(self._task_path(task.ident), json.dumps(saved).encode())
             progress = str(self._progress_path(task.ident))
         slot.task, slot.done, slot.note = task, 0, ""
         slot.state = "computing" if task.kind == "compute" else "checking"

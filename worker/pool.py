@@ -160,18 +160,25 @@ class InlinePool:
         self._job = job
 
     def pump(self, timeout: float, handle: Handle) -> None:
+        """Compute the job given (if any), then hand on its events: after the job, so that
+        what handling them raises (an upload the server refused, an answer outside the
+        protocol) reaches the caller, as it does from a slot's process, rather than
+        :func:`run_job`'s net for the job's own failures."""
         job, self._job = self._job, None
         if job is None:
             self._idle(timeout)
             return
+        events: list[Event] = []
         run_job(
             0,
             job,
             engines=self._engines,
             identity=self._identity,
             systems=self._systems,
-            emit=handle,
+            emit=events.append,
         )
+        for event in events:
+            handle(event)
 
     def close(self, *, now: bool) -> None:
         self._job = None
