@@ -37,7 +37,7 @@ from sims.examples import VILLIN_PDB
 from sims.go import GoModel
 from sims.spec import RunSpec
 from sims.state import State
-from worker.client import HttpVolunteer
+from worker.client import MAX_CACHED_SYSTEMS, HttpVolunteer
 from worker.errors import WireError
 from worker.systems import decode_system, encode_system, system_digest
 from worker.wire import task_document
@@ -525,6 +525,72 @@ def test_an_openmm_system_of_the_wrong_kinds_is_not_a_system(alanine):
     """(Its digest took the worker down with an AttributeError.)"""
     with pytest.raises(WireError, match="XML, source and sequence must be text"):
         decode_system(_meta(encode_system(alanine), system_xml=5))
+
+
+# -- memory and disk: what the tasks can make the worker keep ---------------------------------
+
+#: 10^8 frames of 36 beads: 43 GB of frames, in a WU of the largest size a spec allows.
+HUGE = RunSpec(steps=10**8, segment_steps=10**4, report_steps=1, temperature=0.7, seed=1)
+
+
+def _spot_check(system: str, spec: RunSpec) -> dict[str, Any]:
+    start = State(positions=MODEL.native, velocities=np.zeros((36, 3)), step=0)
+    return task_document(
+        wu_id=b"\x44" * 32,
+        system=system,
+        engine="go",
+        spec=spec,
+        number=5,
+        states=(start,),
+        price=None,
+        segments=(0,),
+    )
+
+
+@pytest.mark.parametrize("kind", ["compute", "spot_check"])
+def test_a_task_whose_result_would_not_fit_in_memory_is_given_back_unrun(tmp_path, kind):
+    system = system_bytes()
+    if kind == "compute":
+        task = compute_task(system[0], spec=HUGE)
+    else:  # one segment of the whole WU, a frame every step
+        task = _spot_check(system[0], dataclasses.replace(HUGE, segment_steps=10**8))
+    with Hostile(work_once([task], system)) as server:
+        said, error = run_once(server, tmp_path)
+    assert error is None, error
+    assert not any("segment 1/" in line for line in said), said
+    if kind == "compute":
+        (failure,) = [r for r in server.requests if r.path == "/v1/results/1/failure"]
+        reason = json.loads(failure.body)["reason"]
+    else:
+        (reason,) = [line for line in said if "spot check 5 could not be computed" in line]
+    assert "GiB of memory" in reason, reason
+
+
+def test_the_systems_a_server_sends_take_a_bounded_part_of_the_disk(tmp_path):
+    """Every task may name a system of its own (any perturbed model is one): kept for ever,
+    each up to the largest answer, they filled the volunteer's disk."""
+    systems = []
+    for i in range(12):
+        native = MODEL.native.copy()
+        native[0, 0] += 1e-3 * (i + 1)
+        native.setflags(write=False)
+        systems.append(system_bytes(dataclasses.replace(MODEL, native=native)))
+    tasks = [compute_task(d, replica=i + 1) for i, (d, _) in enumerate(systems)]
+    served = dict(systems)
+
+    def handle(req: Request) -> Reply | None:
+        digest = req.path.removeprefix("/v1/systems/")
+        if digest in served:
+            return Reply(200, served[digest])
+        return None
+
+    given = work_once(tasks)
+    with Hostile(lambda r: given(r) or handle(r)) as server:
+        _said, error = run_once(server, tmp_path, max_tasks=12)
+    assert error is None, error
+    assert len([p for p in server.paths() if p.startswith("/v1/results/")]) == 12
+    kept = list((tmp_path / "home" / "systems").glob("*.npz"))
+    assert 0 < len(kept) <= MAX_CACHED_SYSTEMS, len(kept)
 
 
 # -- saved work: a task's files are its own -------------------------------------------------

@@ -99,6 +99,10 @@ SESSION_OVER = frozenset({"bad_session", "session_expired"})
 #: far more than any needs (a service uploads results of at most 64 MiB by default), far
 #: less than a volunteer's memory. A server that sends more is outside the protocol.
 MAX_ANSWER_BYTES = 256 << 20
+#: Systems kept in ``$FOLDNET_HOME/systems`` (the least recently used go first, never one a
+#: task held needs): a coordinator may name a system of its own in every task.
+MAX_CACHED_SYSTEMS = 8
+MAX_CACHED_SYSTEM_BYTES = 1 << 30
 #: The longest one request may take as a whole, plus a second per 64 KiB uploaded: a server
 #: that trickles its answer is given up on (an idempotent request is tried again).
 REQUEST_DEADLINE_S = 600.0
@@ -441,6 +445,8 @@ class HttpVolunteer:
         reads it from there)."""
         cached = self.systems_dir / f"{digest}.npz"
         if digest in self._verified:
+            with contextlib.suppress(OSError):
+                os.utime(cached)  # (used: the last to go)
             return cached
         fresh = not cached.is_file()
         data = (
@@ -450,8 +456,32 @@ class HttpVolunteer:
             raise WireError(f"system {digest[:16]} does not match its digest")
         if fresh:
             atomic_write(cached, data)
+            self._prune_systems(keep=digest)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(cached)
         self._verified.add(digest)
         return cached
+
+    def _prune_systems(self, *, keep: str) -> None:
+        """Remove the least recently used systems beyond :data:`MAX_CACHED_SYSTEMS` files or
+        :data:`MAX_CACHED_SYSTEM_BYTES` (a task held still finds its own)."""
+        held = {keep} | {t.system for t in self._pending}
+        held |= {s.task.system for s in self._slots if s.task is not None}
+        files = []
+        for p in self.systems_dir.glob("*.npz"):
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                files.append((st.st_mtime, st.st_size, p))
+        files.sort(key=lambda f: (f[0], f[2].name), reverse=True)  # newest first
+        count = size = 0
+        for _mtime, nbytes, p in files:
+            count, size = count + 1, size + nbytes
+            name = p.name.removesuffix(".npz")
+            if name not in held and (count > MAX_CACHED_SYSTEMS or size > MAX_CACHED_SYSTEM_BYTES):
+                p.unlink(missing_ok=True)
+                self._verified.discard(name)
+                count, size = count - 1, size - nbytes
 
     # -- saved work ------------------------------------------------------------------------
 

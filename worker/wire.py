@@ -40,8 +40,8 @@ from worker.arrays import check_shape, pack_arrays, read_container
 from worker.errors import WireError
 from worker.identity import Identity
 from worker.result import ResultHeader, WorkerResult, price_fields
-from worker.systems import SystemDefinition
-from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask, check_price
+from worker.systems import SystemDefinition, particle_count
+from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask, check_price, check_size
 
 PROTOCOL = "foldnet-http/v1"
 KEY_HEADER = "x-foldnet-key"
@@ -373,7 +373,9 @@ def decode_task(
     except SimsError as e:
         raise WireError(f"task.spec: {e}") from e
     wu = get_hex(doc, "wu_id", 32)
+    n_particles = particle_count(system)
     if kind == "compute":
+        check_size(n_particles, spec)
         task = ComputeTask(
             wu,
             get_int(doc, "replica", 1, 2**62),
@@ -393,6 +395,7 @@ def decode_task(
                 )
         return task
     segments = tuple(get_int({"s": k}, "s", 0, 10**9) for k in get_list(doc, "segments", 10**4))
+    check_size(n_particles, spec, len(segments))
     starts = tuple(
         decode_state(x, f"start_states[{i}]", max_bytes)
         for i, x in enumerate(get_list(doc, "start_states", 10**4))
