@@ -440,6 +440,19 @@ def test_an_openmm_system_cannot_carry_python_code(tmp_path, alanine):
     assert "/v1/results/1" not in s.paths()
 
 
+def test_the_system_decides_no_engine_the_volunteer_did_not_choose(tmp_path, alanine):
+    """A volunteer that runs only Go WUs (``--engine go``) was sent an OpenMM system under a
+    task that said "go": its CPU slot for Go built an OpenMM context and ran it."""
+    digest = system_digest(alanine).hex()
+    task = openmm_task(alanine, digest, engine="go")
+    with Hostile(work_once([task], (digest, encode_system(alanine)))) as server:
+        said, error = run_once(server, tmp_path, engines=("go",))
+    assert error is None, error
+    assert not any("segment 1/" in line for line in said), said
+    (failure,) = [r for r in server.requests if r.path == "/v1/results/1/failure"]
+    assert "its system is one of 'openmm'" in json.loads(failure.body)["reason"]
+
+
 # -- systems: what the server's bytes can make the worker allocate, or index ------------------
 
 

@@ -40,7 +40,7 @@ from worker.arrays import check_shape, pack_arrays, read_container
 from worker.errors import WireError
 from worker.identity import Identity
 from worker.result import ResultHeader, WorkerResult, price_fields
-from worker.systems import SystemDefinition, particle_count
+from worker.systems import SystemDefinition, engine_name, particle_count
 from worker.tasks import ComputeTask, SpotCheckResult, SpotCheckTask, check_price, check_size
 
 PROTOCOL = "foldnet-http/v1"
@@ -373,6 +373,12 @@ def decode_task(
     except SimsError as e:
         raise WireError(f"task.spec: {e}") from e
     wu = get_hex(doc, "wu_id", 32)
+    engine = get_str(doc, "engine", 64)
+    if engine != engine_name(system):  # the lane it was pulled in: what the volunteer chose
+        raise WireError(
+            f"task.engine: the task says {engine!r}, but its system is one of "
+            f"{engine_name(system)!r}; expected the engine of its system"
+        )
     n_particles = particle_count(system)
     if kind == "compute":
         check_size(n_particles, spec)
