@@ -308,6 +308,16 @@ OUTSIDE = {
         "",
     ),
     "an infinite credit": ("/v1/volunteers/me", Reply(200, b'{"credit": Infinity}'), ""),
+    "a retry hint no float holds": (
+        "/v1/work",
+        Reply(200, b'{"tasks": [], "retry_after_s": 1' + b"0" * 400 + b"}"),
+        "",
+    ),
+    "a session end no float holds": (
+        "/v1/sessions",
+        Reply(201, json.dumps(_session(expires=10**400)).encode()),
+        "expires: expected a number a float can hold",
+    ),
     "a spot check whose segments are a number": (
         "/v1/work",
         js({"tasks": [{**SPOT_CHECK, "segments": 5}]}),

@@ -69,6 +69,7 @@ from worker.slot import (
 from worker.status import SlotStatus, WorkerStatus, home_lock, process_start, write_status
 from worker.systems import decode_system, system_digest
 from worker.wire import (
+    get_float,
     get_hex,
     get_int,
     get_list,
@@ -722,9 +723,9 @@ class HttpVolunteer:
                 continue
             self._last_lane = lane
             got += self._take(_tasks_in(body, "POST /v1/work"), lane.det_class, lane.engine)
-            retry = body.get("retry_after_s")
-            if isinstance(retry, int | float):
-                self._idle_s = max(self._idle_s, float(retry))
+            if "retry_after_s" in body:
+                with contextlib.suppress(WireError):  # (a hint: one that is no number is none)
+                    self._idle_s = max(self._idle_s, get_float(body, "retry_after_s"))
         return got
 
     def _refuse(self, lane: Lane, e: ClientError) -> None:

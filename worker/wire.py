@@ -180,7 +180,12 @@ def get_float(doc: Mapping[str, Any], name: str) -> float:
     v = doc.get(name)
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise WireError(f"{name}: expected a number, got {_type_name(v)}")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an integer of hundreds of digits
+        raise WireError(
+            f"{name}: expected a number a float can hold, got an integer of {v.bit_length()} bits"
+        ) from None
 
 
 def get_list(doc: Mapping[str, Any], name: str, max_len: int) -> list[Any]:
