@@ -392,6 +392,34 @@ def test_server_text_reaches_the_terminal_as_text_not_markup_or_escapes(tmp_path
     assert "\\x1b]0;owned" in out, out  # shown, escaped, for what it is
 
 
+def test_names_the_server_sends_never_become_paths(tmp_path):
+    """Held: every file the worker writes is named by numbers and hex digests it parsed
+    itself, so none of these tasks is taken (each is dropped, saying why), and nothing is
+    written outside its home."""
+    digest, _ = system_bytes()
+    good = compute_task(digest)
+    hostile = [
+        {**good, "replica": "../../../outside"},
+        {**good, "replica": -1},
+        {**good, "replica": 2**63},
+        {**good, "system": "../../../outside/x"},
+        {**good, "system": "/etc/passwd\x00" + "a" * 51},
+        {**good, "system": "ab" * 31 + "/."},
+        {**good, "wu_id": "../" * 21 + "x"},
+        {**good, "wu_id": "a" * 10_000},
+    ]
+    before = sorted(tmp_path.rglob("*"))
+    with Hostile(work_once(hostile)) as server:
+        said, error = run_once(server, tmp_path)
+    assert error is None, error
+    dropped = [line for line in said if "unreadable and was dropped" in line]
+    assert len(dropped) == len(hostile), said
+    assert not any(p.startswith("/v1/systems/") for p in server.paths())
+    made = {p for p in tmp_path.rglob("*") if p not in before}
+    assert all(p.is_relative_to(tmp_path / "home") or p == tmp_path / "v.key" for p in made)
+    assert not list((tmp_path / "home").glob("work/*"))
+
+
 # -- code: nothing the server sends runs on the volunteer's machine ----------------------------
 
 
