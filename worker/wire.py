@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import secrets
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -176,16 +177,19 @@ def get_hex(doc: Mapping[str, Any], name: str, n_bytes: int) -> bytes:
     return raw
 
 
+#: The largest integer ``float()`` takes (about 1.8e308).
+_FLOAT_INT_MAX = int(sys.float_info.max)
+
+
 def get_float(doc: Mapping[str, Any], name: str) -> float:
     v = doc.get(name)
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise WireError(f"{name}: expected a number, got {_type_name(v)}")
-    try:
-        return float(v)
-    except OverflowError:  # an integer of hundreds of digits
+    if isinstance(v, int) and abs(v) > _FLOAT_INT_MAX:  # (float() would overflow)
         raise WireError(
             f"{name}: expected a number a float can hold, got an integer of {v.bit_length()} bits"
-        ) from None
+        )
+    return float(v)
 
 
 def get_list(doc: Mapping[str, Any], name: str, max_len: int) -> list[Any]:
