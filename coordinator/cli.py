@@ -17,6 +17,7 @@ from coordinator.errors import UsageError
 from coordinator.labclient import LabClient, is_url
 from coordinator.plan import HELP, RULES, JobPlan
 from foldnet.errors import EXIT_CLIENT, FoldnetError, exit_code_of
+from foldnet.terminal import printable
 from ledger.cli import audit_cmd, export_cmd, witness_app
 from worker.cli import app as worker_app
 
@@ -790,11 +791,11 @@ def main() -> None:
     """
     try:
         app()
-    except FoldnetError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+    except FoldnetError as e:  # (its message may quote a server: printed as text)
+        err_console.print(f"[bold red]error:[/] {escape(printable(str(e)))}")
         sys.exit(exit_code_of(e))
     except OSError as e:  # a path the user named: unreadable, missing, not a folder ...
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        err_console.print(f"[bold red]error:[/] {escape(printable(str(e)))}")
         sys.exit(EXIT_CLIENT)
     except KeyboardInterrupt:
         err_console.print("interrupted")

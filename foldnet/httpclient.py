@@ -13,15 +13,24 @@ What they share, here once:
   body) becomes the :mod:`foldnet.errors` class of the status, its code kept, so a caller
   catches :class:`~foldnet.errors.NotFound` or :class:`~foldnet.errors.ClientError` and a
   command exits 2 for a 4xx and 3 for a 5xx;
-- **bounded answers**: :meth:`HttpClient.get_bytes` streams a body and stops at a limit.
+- **bounded answers**: every answer is read up to a limit (:meth:`HttpClient.get_bytes`:
+  the caller's; otherwise ``max_answer_bytes``, if set; an error answer's first 64 KiB), after
+  decompression, and a server that sends more is stopped there;
+- **a deadline** (``deadline_s``, if set) on each try as a whole: a server that answers a
+  byte at a time, each well within the read timeout, is given up on all the same. The try
+  then runs on a thread of its own that is left to end at its next read, its connection
+  closed under it.
 
 Every httpx exception is translated here (``raise ... from e``), never passed on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +51,7 @@ __all__ = [
     "InvalidAnswerError",
     "RetryPolicy",
     "UnreachableError",
+    "answer_json",
     "check_base_url",
     "parse_error",
 ]
@@ -50,6 +60,8 @@ Signer = Callable[[str, str, bytes], Mapping[str, str]]
 """``(method, path, body) -> headers``: called on every try, so each has a fresh nonce."""
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: What is read of an error answer (its detail is cut to 500 characters anyway).
+_ERROR_BYTES = 65536
 _RETRY_ANY = frozenset({429, 503})
 _RETRY_IDEMPOTENT = frozenset({502, 504})
 
@@ -94,6 +106,19 @@ def check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def answer_json(r: httpx.Response, what: str) -> Any:
+    """The JSON of answer ``r`` to ``what`` (``"POST /v1/work"``); anything that is not JSON,
+    or JSON nested deeper than the parser goes, is an :class:`InvalidAnswerError`."""
+    try:
+        return r.json()
+    except RecursionError as e:
+        raise InvalidAnswerError(
+            f"{what}: the answer is nested too deeply; expected JSON of a few levels"
+        ) from e
+    except ValueError as e:  # JSONDecodeError, and bytes that are not UTF-8
+        raise InvalidAnswerError(f"{what}: the answer is not JSON") from e
+
+
 def parse_error(r: httpx.Response) -> tuple[str | None, str]:
     """``(code, detail)`` of an error answer: its JSON ``error`` and ``detail``, else text."""
     try:
@@ -101,7 +126,7 @@ def parse_error(r: httpx.Response) -> tuple[str | None, str]:
     except httpx.HTTPError:
         body = b""
     try:
-        doc = json.loads(body[:65536])
+        doc = json.loads(body[:_ERROR_BYTES])
         if isinstance(doc, dict) and "detail" in doc:
             code = doc.get("error")
             return (code if isinstance(code, str) else None), str(doc["detail"])[:500]
@@ -116,9 +141,28 @@ def _retry_after(r: httpx.Response) -> float | None:
     return float(value) if value.isascii() and value.isdigit() else None
 
 
+class _TooLongError(Exception):
+    """An answer longer than the limit it was read with (translated by the caller);
+    ``declared``: the length its header declared, if it did."""
+
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        super().__init__(limit)
+        self.limit = limit
+        self.declared = declared
+
+
+class _OverdueError(Exception):
+    """A try that did not end within its deadline."""
+
+
 @dataclass(slots=True)
 class HttpClient:
-    """One pooled connection to one server. Not thread-safe: one caller at a time."""
+    """One pooled connection to one server. Not thread-safe: one caller at a time.
+
+    ``timeout_s`` bounds each connect, read and write; ``deadline_s`` (None: no bound) a
+    whole try, plus a second for every ``min_upload_rate`` bytes of the request's body;
+    ``max_answer_bytes`` (None: no bound) the body of an answer of :meth:`request` and
+    :meth:`json`."""
 
     base_url: str
     timeout_s: float = 60.0
@@ -129,11 +173,17 @@ class HttpClient:
     sleep: Callable[[float], None] = time.sleep
     report: Callable[[str], None] | None = None
     rng: random.Random = field(default_factory=random.Random)
+    max_answer_bytes: int | None = None
+    deadline_s: float | None = None
+    min_upload_rate: float = 65536.0
     _http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
         self.base_url = check_base_url(self.base_url)
-        self._http = httpx.Client(
+        self._http = self._new_client()
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(self.timeout_s),
             headers=dict(self.headers),
@@ -164,10 +214,16 @@ class HttpClient:
     ) -> httpx.Response:
         """Send, retrying what is retryable; an answer >= 400 not in ``allow`` raises.
 
-        The whole body is read (use :meth:`get_bytes` for one that may be large).
+        The whole body is read, up to ``max_answer_bytes`` (more is an
+        :class:`InvalidAnswerError`: the server answered outside the protocol).
         """
-        with self._send(method, path, content, headers, params, sign, allow, stream=False) as r:
-            return r
+        try:
+            return self._send(method, path, content, headers, params, sign, allow)
+        except _TooLongError as e:
+            raise InvalidAnswerError(
+                f"{method} {path}: the answer is longer than the {e.limit:,} bytes allowed; "
+                "expected what the protocol answers (is the URL right?)"
+            ) from None
 
     def json(
         self,
@@ -182,10 +238,7 @@ class HttpClient:
         body = b"" if doc is None else json.dumps(doc).encode()
         headers = {"content-type": "application/json"} if doc is not None else None
         r = self.request(method, path, content=body, headers=headers, params=params, sign=sign)
-        try:
-            return r.json()
-        except ValueError as e:
-            raise InvalidAnswerError(f"{method} {path}: the answer is not JSON") from e
+        return answer_json(r, f"{method} {path}")
 
     def get_bytes(
         self, path: str, *, limit: int, allow: Collection[int] = (), sign: Signer | None = None
@@ -194,25 +247,16 @@ class HttpClient:
 
         A larger body raises :class:`~foldnet.errors.TooLarge` without reading the rest.
         """
-        with self._send("GET", path, b"", None, None, sign, allow, stream=True) as r:
-            if r.status_code >= 400:
-                return r.status_code, b""
-            declared = r.headers.get("content-length", "")
-            if declared.isascii() and declared.isdigit() and int(declared) > limit:
-                raise TooLarge(f"{self.base_url}/{path.lstrip('/')} is {int(declared):,} bytes, "
-                               f"more than the {limit:,} allowed")  # fmt: skip
-            buf = bytearray()
-            try:
-                for chunk in r.iter_bytes():
-                    buf += chunk
-                    if len(buf) > limit:
-                        raise TooLarge(
-                            f"{self.base_url}/{path.lstrip('/')} is larger than the {limit:,} "
-                            "bytes allowed"
-                        )
-            except httpx.HTTPError as e:
-                raise UnreachableError(f"GET {path}: the answer broke off: {e}") from e
-            return r.status_code, bytes(buf)
+        try:
+            r = self._send("GET", path, b"", None, None, sign, allow, limit=limit)
+        except _TooLongError as e:
+            where = f"{self.base_url}/{path.lstrip('/')}"
+            raise TooLarge(
+                f"{where} is larger than the {limit:,} bytes allowed"
+                if e.declared is None
+                else f"{where} is {e.declared:,} bytes, more than the {limit:,} allowed"
+            ) from None
+        return r.status_code, (r.content if r.status_code < 400 else b"")
 
     # -- the one retry loop ----------------------------------------------------------------
 
@@ -226,19 +270,31 @@ class HttpClient:
         sign: Signer | None,
         allow: Collection[int],
         *,
-        stream: bool,
-    ) -> Any:
+        limit: int | None = None,
+    ) -> httpx.Response:
+        """The answer, read (its body up to ``limit``, else ``max_answer_bytes``)."""
         idempotent = method.upper() in _IDEMPOTENT
         attempts = max(1, self.retry.attempts)
+        seconds = (
+            None
+            if self.deadline_s is None
+            else self.deadline_s + len(content) / max(1.0, self.min_upload_rate)
+        )
+        most = self.max_answer_bytes if limit is None else limit
         for attempt in range(attempts):
             last = attempt == attempts - 1
             sent = dict(sign(method, path, content)) if sign is not None else {}
             sent |= dict(headers or {})  # the caller's, on every try
             try:
-                req = self._http.build_request(
-                    method, path, content=content or None, headers=sent, params=params
+                r = self._within(
+                    seconds,
+                    functools.partial(self._exchange, method, path, content, sent, params, most),
                 )
-                r = self._http.send(req, stream=True)
+            except _OverdueError:
+                why = f"{method} {path}: no complete answer within {seconds:.0f} s"
+                if not idempotent:
+                    raise UnreachableError(f"{why}; it may or may not have been applied") from None
+                retry_after = None
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 why, retry_after = f"cannot reach {self.base_url}: {e or type(e).__name__}", None
             except httpx.TimeoutException as e:
@@ -262,7 +318,6 @@ class HttpClient:
                 if status < 400 or status in allow or not retryable or last:
                     if status >= 400 and status not in allow:
                         code, detail = parse_error(r)
-                        r.close()
                         tries = f" (tried {attempt + 1} times)" if retryable and attempt else ""
                         raise error_for_status(
                             status,
@@ -270,9 +325,8 @@ class HttpClient:
                             + tries,
                             code=code,
                         )
-                    return _Answer(r, stream)
+                    return r
                 why, retry_after = f"{method} {path} answered {status}", _retry_after(r)
-                r.close()
             if last:
                 raise UnreachableError(
                     f"{why}; is the server running and the URL right? (tried {attempts} times)"
@@ -283,24 +337,80 @@ class HttpClient:
             self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None,
+        limit: int | None,
+    ) -> httpx.Response:
+        """One try: send, and read the answer (an error's first :data:`_ERROR_BYTES`, any
+        other up to ``limit``: more raises :class:`_TooLongError`)."""
+        req = self._http.build_request(
+            method, path, content=content or None, headers=headers, params=params
+        )
+        r = self._http.send(req, stream=True)
+        try:
+            failed = r.status_code >= 400
+            body = _read(r, _ERROR_BYTES if failed else limit, cut=failed)
+        finally:
+            r.close()
+        # the body is handed on decoded, with its own length (headers as bytes: as they came)
+        kept = [(k, v) for k, v in r.headers.raw if k.lower() not in _BODY_HEADERS]
+        return httpx.Response(
+            r.status_code, headers=kept, content=body, request=req, extensions=r.extensions
+        )
 
-class _Answer:
-    """A response as a context manager: read whole (or left to stream), always closed."""
+    def _within(
+        self, seconds: float | None, exchange: Callable[[], httpx.Response]
+    ) -> httpx.Response:
+        """``exchange()``, or :class:`_OverdueError` if it has not ended in ``seconds``: then it is
+        left to end on its thread (at its next read, at the latest: its connection is
+        closed under it) and later tries use a new connection pool."""
+        if seconds is None:
+            return exchange()
+        done: list[httpx.Response | BaseException] = []
 
-    __slots__ = ("_r", "_stream")
-
-    def __init__(self, r: httpx.Response, stream: bool) -> None:
-        self._r = r
-        self._stream = stream
-
-    def __enter__(self) -> httpx.Response:
-        if not self._stream:
+        def run() -> None:
             try:
-                self._r.read()
-            except httpx.HTTPError as e:
-                self._r.close()
-                raise UnreachableError(f"the answer broke off: {e}") from e
-        return self._r
+                done.append(exchange())
+            except BaseException as e:  # handed to the caller's thread, raised there
+                done.append(e)
 
-    def __exit__(self, *exc: object) -> None:
-        self._r.close()
+        helper = threading.Thread(target=run, name="foldnet-http-try", daemon=True)
+        helper.start()
+        helper.join(seconds)
+        if not done:
+            stale, self._http = self._http, self._new_client()
+            if self.transport is None:  # (a caller's transport is the caller's to close)
+                with contextlib.suppress(httpx.HTTPError, OSError, RuntimeError):
+                    stale.close()
+            raise _OverdueError
+        (outcome,) = done
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+#: Headers that describe the body as it travelled, not as it is handed on.
+_BODY_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+
+
+def _read(r: httpx.Response, limit: int | None, *, cut: bool) -> bytes:
+    """The body of ``r`` (decoded) up to ``limit`` bytes: beyond it, cut there (``cut``) or
+    raise :class:`_TooLongError` without reading on."""
+    if limit is not None and not cut:
+        declared = r.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise _TooLongError(limit, int(declared))
+    buf = bytearray()
+    for chunk in r.iter_bytes():
+        buf += chunk
+        if limit is not None and len(buf) > limit:
+            if not cut:
+                raise _TooLongError(limit)
+            del buf[limit:]
+            break
+    return bytes(buf)

@@ -12,7 +12,9 @@ user sees what was wrong and what was expected, never a traceback from a library
         │   ├── StructureError       not a PDB, empty chain, missing atoms, bad sequence
         │   │   └── UnknownResidueError  a residue no engine has parameters for
         │   ├── ParameterError       non-positive steps or temperature, bad segment plan
-        │   └── StateError           wrong shape, NaN/inf coordinates or velocities
+        │   ├── StateError           wrong shape, NaN/inf coordinates or velocities
+        │   └── PreparedSystemError  a prepared system foldnet does not run (a Go model whose
+        │                            arrays do not fit its beads, an OpenMM force it never makes)
         └── SimulationError          the run itself failed (blew up)         Internal, 500, exit 3
 """
 
@@ -45,6 +47,12 @@ class ParameterError(InputError):
 
 class StateError(InputError):
     """An input state has the wrong shape or non-finite values."""
+
+
+class PreparedSystemError(InputError):
+    """A prepared system that is not one foldnet makes: a Go model whose arrays do not fit its
+    beads, an OpenMM System holding a force foldnet never makes (such as a PythonForce, whose
+    reading runs code). Nothing of it was run."""
 
 
 class SimulationError(SimsError, Internal):

@@ -12,7 +12,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from foldnet.terminal import printable
 from worker.errors import JoinError, SetupError
 from worker.identity import Identity, default_key_path
 
@@ -135,7 +137,8 @@ def run_cmd(
     bars = SlotBars(console)
 
     def say(message: str) -> None:
-        console.print(message, highlight=False)
+        """What the worker reports: plain text (it quotes the server), never markup."""
+        console.print(printable(message), markup=False, highlight=False)
 
     client = HttpVolunteer(
         target,
@@ -149,7 +152,10 @@ def run_cmd(
     )
     stop = StopFlag()
     install_signal_handlers(stop, say, slots=len(client.specs))
-    say(f"volunteer [bold]{client.identity.fingerprint}[/] computing for {target}")
+    console.print(
+        f"volunteer [bold]{client.identity.fingerprint}[/] computing for {escape(target)}",
+        highlight=False,
+    )
     say(f"public key {client.identity.public_key.hex()} (an operator trusts it with --trust)")
     say(
         f"{len(client.specs)} slot(s): "

@@ -11,10 +11,13 @@ is busy. One key, one HTTP session, one registration: the slots are this volunte
 not volunteers of their own.
 
 Resume: every task given to a slot is written under ``$FOLDNET_HOME/work`` with the class
-it was pulled in, and the slot saves the run so far after each finished segment
-(:mod:`worker.progress`). A worker killed mid-WU continues each WU from its last segment
-on restart, whatever number of slots it then has, and the result is bit-identical to an
-uninterrupted run (each segment depends only on its starting boundary state and its seed).
+it was pulled in and the coordinator it came from (whose origin's digest also names its
+files: two coordinators' replica numbers never share a file, and a task is resumed only at
+the coordinator that gave it), and the slot saves the run so far after each finished segment
+(:mod:`worker.progress`; resumed only for the very task it was saved for). A worker killed
+mid-WU continues each WU from its last segment on restart, whatever number of slots it then
+has, and the result is bit-identical to an uninterrupted run (each segment depends only on
+its starting boundary state and its seed).
 
 Stopping: the first Ctrl-C (SIGINT or SIGTERM) lets every slot finish its WU, uploads them
 and stops, pulling nothing new; a second one stops at once (the saved progress is resumed
@@ -27,6 +30,7 @@ doing, for ``foldnet worker status``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -44,7 +48,7 @@ import httpx
 
 from foldnet.errors import ClientError, FoldnetError, NotFound, Unauthenticated
 from foldnet.files import atomic_write, remove_written
-from foldnet.httpclient import HttpClient, RetryPolicy
+from foldnet.httpclient import HttpClient, InvalidAnswerError, RetryPolicy, answer_json
 from ledger.credit import credit_v1
 from worker.errors import WireError
 from worker.identity import default_key_path
@@ -64,7 +68,17 @@ from worker.slot import (
 )
 from worker.status import SlotStatus, WorkerStatus, home_lock, process_start, write_status
 from worker.systems import decode_system, system_digest
-from worker.wire import get_hex, get_int, get_object, get_str, sign_headers, task_header
+from worker.wire import (
+    get_float,
+    get_hex,
+    get_int,
+    get_list,
+    get_object,
+    get_str,
+    origin_of,
+    sign_headers,
+    task_header,
+)
 
 Report = Callable[[str], None]
 OnStatus = Callable[[WorkerStatus], None]
@@ -82,6 +96,17 @@ MAX_PULL = 8
 SESSION_MARGIN_S = 120.0
 #: The answers that say the session is over: open a new one and send the request again.
 SESSION_OVER = frozenset({"bad_session", "session_expired"})
+#: The longest answer read from a coordinator (a system, a pull of tasks with their states):
+#: far more than any needs (a service uploads results of at most 64 MiB by default), far
+#: less than a volunteer's memory. A server that sends more is outside the protocol.
+MAX_ANSWER_BYTES = 256 << 20
+#: Systems kept in ``$FOLDNET_HOME/systems`` (the least recently used go first, never one a
+#: task held needs): a coordinator may name a system of its own in every task.
+MAX_CACHED_SYSTEMS = 8
+MAX_CACHED_SYSTEM_BYTES = 1 << 30
+#: The longest one request may take as a whole, plus a second per 64 KiB uploaded: a server
+#: that trickles its answer is given up on (an idempotent request is tried again).
+REQUEST_DEADLINE_S = 600.0
 
 
 def default_home() -> Path:
@@ -171,7 +196,7 @@ class _Task:
             segments=(
                 steps // get_int(spec, "segment_steps", 1, 10**9)
                 if compute
-                else len(doc.get("segments") or ())
+                else len(get_list(doc, "segments", 10**4))
             ),
             det_class=det_class,
         )
@@ -215,8 +240,27 @@ def _server_time(r: httpx.Response) -> float:
     """The server's clock when it answered ``r`` (its ``Date``, to the second), else ours."""
     try:
         return parsedate_to_datetime(r.headers["date"]).timestamp()
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):  # none, or no date
         return time.time()
+
+
+def _answer_object(r: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object the server answered ``what`` with (an :class:`InvalidAnswerError` for
+    anything else: the server is outside the protocol)."""
+    doc = answer_json(r, what)
+    if not isinstance(doc, dict):
+        raise InvalidAnswerError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _tasks_in(doc: dict[str, Any], what: str) -> list[Any]:
+    """The ``tasks`` of an answer (none if it names none)."""
+    tasks = doc.get("tasks")
+    if tasks is None:
+        return []
+    if not isinstance(tasks, list):
+        raise InvalidAnswerError(f"{what}: expected a list of tasks, got {type(tasks).__name__}")
+    return tasks
 
 
 class HttpVolunteer:
@@ -239,6 +283,8 @@ class HttpVolunteer:
         on_status: OnStatus | None = None,
         max_backoff_s: float = 60.0,
         timeout_s: float = 120.0,
+        deadline_s: float = REQUEST_DEADLINE_S,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -267,7 +313,12 @@ class HttpVolunteer:
             transport=transport,
             sleep=sleep,
             report=self.report,
+            max_answer_bytes=max_answer_bytes,
+            deadline_s=deadline_s,
         )
+        self.origin = origin_of(self.server)  # (once the URL is known to be one)
+        #: What names this coordinator's saved tasks (see :meth:`_task_path`).
+        self._origin_tag = hashlib.sha256(self.origin.encode()).hexdigest()[:16]
         self._verified: set[str] = set()  # system digests checked this run
         self._slots = [_Slot(s) for s in self.specs]
         self._pending: list[_Task] = []
@@ -343,11 +394,7 @@ class HttpVolunteer:
             self.sessions = False
             self.report("this coordinator has no sessions; every request is signed")
             return
-        try:
-            answer = r.json()
-        except ValueError as e:
-            raise WireError("POST /v1/sessions: the answer is not JSON") from e
-        self.session = opening.session(answer)
+        self.session = opening.session(_answer_object(r, "POST /v1/sessions"))
         ttl = self.session.expires - _server_time(r)
         self.reopen_at = time.monotonic() + ttl - min(SESSION_MARGIN_S, ttl / 10)
 
@@ -361,8 +408,13 @@ class HttpVolunteer:
             lambda: self.http.request(method, path, content=body, headers=headers, sign=self._auth)
         )
 
-    def _json(self, method: str, path: str, doc: dict[str, Any] | None = None) -> Any:
-        return self._authenticated(lambda: self.http.json(method, path, doc, sign=self._auth))
+    def _json(self, method: str, path: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An authenticated JSON request; the JSON object answered."""
+        body = b"" if doc is None else json.dumps(doc).encode()
+        r = self._request(
+            method, path, body, content_type="application/json" if doc is not None else ""
+        )
+        return _answer_object(r, f"{method} {path}")
 
     def register(self) -> None:
         """Register the key (always signed: it proves possession of the key)."""
@@ -374,15 +426,14 @@ class HttpVolunteer:
         )
 
     def me(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", "/v1/volunteers/me")
-        return result
+        return self._json("GET", "/v1/volunteers/me")
 
     def _refresh_credit(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._credit_at < CREDIT_EVERY_S:
             return
         self._credit_at = now
-        with contextlib.suppress(FoldnetError, KeyError, ValueError, TypeError):
+        with contextlib.suppress(FoldnetError, KeyError, ValueError, TypeError, OverflowError):
             me = self.me()
             self.credit = int(me["credit"])
             self.validated = int(me["results_validated"])
@@ -395,6 +446,8 @@ class HttpVolunteer:
         reads it from there)."""
         cached = self.systems_dir / f"{digest}.npz"
         if digest in self._verified:
+            with contextlib.suppress(OSError):
+                os.utime(cached)  # (used: the last to go)
             return cached
         fresh = not cached.is_file()
         data = (
@@ -404,16 +457,42 @@ class HttpVolunteer:
             raise WireError(f"system {digest[:16]} does not match its digest")
         if fresh:
             atomic_write(cached, data)
+            self._prune_systems(keep=digest)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(cached)
         self._verified.add(digest)
         return cached
+
+    def _prune_systems(self, *, keep: str) -> None:
+        """Remove the least recently used systems beyond :data:`MAX_CACHED_SYSTEMS` files or
+        :data:`MAX_CACHED_SYSTEM_BYTES` (a task held still finds its own)."""
+        held = {keep} | {t.system for t in self._pending}
+        held |= {s.task.system for s in self._slots if s.task is not None}
+        files = []
+        for p in self.systems_dir.glob("*.npz"):
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                files.append((st.st_mtime, st.st_size, p))
+        files.sort(key=lambda f: (f[0], f[2].name), reverse=True)  # newest first
+        count = size = 0
+        for _mtime, nbytes, p in files:
+            count, size = count + 1, size + nbytes
+            name = p.name.removesuffix(".npz")
+            if name not in held and (count > MAX_CACHED_SYSTEMS or size > MAX_CACHED_SYSTEM_BYTES):
+                p.unlink(missing_ok=True)
+                self._verified.discard(name)
+                count, size = count - 1, size - nbytes
 
     # -- saved work ------------------------------------------------------------------------
 
     def _task_path(self, replica: int) -> Path:
-        return self.work_dir / f"{replica}.task.json"
+        """Where a replica of this coordinator is saved: named by the coordinator too, since
+        another's replica of the same number is another WU."""
+        return self.work_dir / f"{self._origin_tag}-{replica}.task.json"
 
     def _progress_path(self, replica: int) -> Path:
-        return self.work_dir / f"{replica}.progress.npz"
+        return self.work_dir / f"{self._origin_tag}-{replica}.progress.npz"
 
     def _forget(self, task: _Task) -> None:
         if task.kind == "compute":
@@ -423,18 +502,35 @@ class HttpVolunteer:
             remove_written(self._progress_path(task.ident))
 
     def saved_tasks(self) -> list[dict[str, Any]]:
-        """Tasks of this key that a previous run began and did not upload."""
+        """Tasks of this key from this coordinator that a previous run began and did not
+        upload (those of other coordinators wait for a run at theirs)."""
         if not self.work_dir.is_dir():
             return []
+        self._adopt_unnamed()
         out = []
-        for p in sorted(self.work_dir.glob("*.task.json")):
+        for p in sorted(self.work_dir.glob(f"{self._origin_tag}-*.task.json")):
             try:
                 doc = json.loads(p.read_text())
-                if doc.get("volunteer") == self.identity.public_key.hex():
+                if (
+                    isinstance(doc, dict)
+                    and doc.get("volunteer") == self.identity.public_key.hex()
+                    and doc.get("server", self.origin) == self.origin
+                ):
                     out.append(doc)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 p.unlink(missing_ok=True)
         return out
+
+    def _adopt_unnamed(self) -> None:
+        """Files saved before they were named by their coordinator (``7.task.json``): this
+        one's, as they were taken to be then (the worker ran at one coordinator at a time)."""
+        for p in self.work_dir.glob("*.task.json"):
+            number = p.name.removesuffix(".task.json")
+            if number.isascii() and number.isdigit():
+                old = self.work_dir / f"{number}.progress.npz"
+                if old.is_file():
+                    old.replace(self._progress_path(int(number)))
+                p.replace(self._task_path(int(number)))
 
     # -- slots and lanes -------------------------------------------------------------------
 
@@ -555,13 +651,13 @@ class HttpVolunteer:
         path = self._system_path(task.system)
         progress = ""
         if task.kind == "compute":
-            if not self._task_path(task.ident).is_file():
-                saved = {
-                    **task.doc,
-                    "volunteer": self.identity.public_key.hex(),
-                    "det_class": task.det_class,
-                }
-                atomic_write(self._task_path(task.ident), json.dumps(saved).encode())
+            saved = {
+                **task.doc,
+                "volunteer": self.identity.public_key.hex(),
+                "det_class": task.det_class,
+                "server": self.origin,
+            }
+            atomic_write(self._task_path(task.ident), json.dumps(saved).encode())
             progress = str(self._progress_path(task.ident))
         slot.task, slot.done, slot.note = task, 0, ""
         slot.state = "computing" if task.kind == "compute" else "checking"
@@ -577,14 +673,35 @@ class HttpVolunteer:
         )
         self._changed()
 
-    def _take(self, docs: list[Any], det_class: str) -> int:
-        """Tasks the server sent (pulled in ``det_class``), queued for the slots."""
+    def _take(self, docs: list[Any], det_class: str, engine: str | None = None) -> int:
+        """Tasks the server sent (pulled in ``det_class`` for ``engine``'s work), queued for
+        the slots: how many. An unreadable one is dropped, a second copy of one this worker
+        holds too, and one of another engine is given back (held, it would wait for ever for
+        a slot of its engine); none of them counts: a server that sends nothing else is a
+        server with no work, asked again only after a pause."""
+        queued = 0
         for doc in docs:
             try:
-                self._pending.append(_Task.of(doc, det_class))
+                task = _Task.of(doc, det_class)
             except WireError as e:
                 self.report(f"a task from the server was unreadable and was dropped: {e}")
-        return len(docs)
+                continue
+            if self._holds(task):
+                self.report(f"the server sent {task.label} again while this worker holds it")
+            elif engine is not None and task.engine != engine:
+                self._give_back(
+                    None, task, f"asked for {engine} work, got a task for {task.engine[:64]!r}"
+                )
+            else:
+                self._pending.append(task)
+                queued += 1
+        return queued
+
+    def _holds(self, task: _Task) -> bool:
+        """Whether a task of ``task``'s kind and number is pending or in a slot (its saved
+        files are that task's)."""
+        held = self._pending + [s.task for s in self._slots if s.task is not None]
+        return any(t.kind == task.kind and t.ident == task.ident for t in held)
 
     def _pull(self, max_tasks: int | None) -> int:
         """Ask for work for every kind of free slot, engine by engine; the tasks got."""
@@ -605,10 +722,10 @@ class HttpVolunteer:
                 self._refuse(lane, e)
                 continue
             self._last_lane = lane
-            got += self._take(list(body.get("tasks") or []), lane.det_class)
-            retry = body.get("retry_after_s")
-            if isinstance(retry, int | float):
-                self._idle_s = max(self._idle_s, float(retry))
+            got += self._take(_tasks_in(body, "POST /v1/work"), lane.det_class, lane.engine)
+            if "retry_after_s" in body:
+                with contextlib.suppress(WireError):  # (a hint: one that is no number is none)
+                    self._idle_s = max(self._idle_s, get_float(body, "retry_after_s"))
         return got
 
     def _refuse(self, lane: Lane, e: ClientError) -> None:
@@ -722,7 +839,7 @@ class HttpVolunteer:
             self._changed()
             return
         self._forget(task)
-        body = r.json()
+        body = _answer_object(r, f"POST {event.path}")
         if task.kind == "compute":
             self.uploaded += 1
             if body.get("accepted"):
@@ -732,7 +849,8 @@ class HttpVolunteer:
             self.spot_checks += 1
             self._say(slot, f"spot check {task.ident}: {r.status_code}")
         if more > 0 and lane is not None:
-            self._after_pull(self._take(list(body.get("tasks") or []), lane.det_class), asked=True)
+            tasks = _tasks_in(body, f"POST {event.path}")
+            self._after_pull(self._take(tasks, lane.det_class, lane.engine), asked=True)
         else:
             # a slot is free and nothing was asked for it: ask at once (the result just
             # returned may have made the next generation's WU)

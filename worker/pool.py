@@ -160,18 +160,33 @@ class InlinePool:
         self._job = job
 
     def pump(self, timeout: float, handle: Handle) -> None:
+        """Compute the job given (if any), handing on its events as they come, but its end
+        (:class:`Finished` or :class:`Failed`) after the job: what handling that raises (an
+        upload the server refused, an answer outside the protocol) then reaches the caller,
+        as it does from a slot's process, not :func:`run_job`'s net for the job's own
+        failures."""
         job, self._job = self._job, None
         if job is None:
             self._idle(timeout)
             return
+        ends: list[Event] = []
+
+        def emit(event: Event) -> None:
+            if isinstance(event, Finished | Failed):
+                ends.append(event)
+            else:
+                handle(event)
+
         run_job(
             0,
             job,
             engines=self._engines,
             identity=self._identity,
             systems=self._systems,
-            emit=handle,
+            emit=emit,
         )
+        for event in ends:
+            handle(event)
 
     def close(self, *, now: bool) -> None:
         self._job = None

@@ -5,13 +5,18 @@ arrays in an ``.npz``, never a pickle) and the determinism class they were compu
 A run resumed from it is bit-identical to an uninterrupted one, since each segment depends
 only on its starting boundary state and its own seed; but only in the same class: segments
 computed on a GPU continued on a CPU would be a result of no class at all, so progress of
-another class is not used (the WU restarts from its input state).
+another class is not used (the WU restarts from its input state). Nor is progress of another
+task (:func:`task_key`: the WU, replica, system, input state, run settings and price): one
+run's segments continued under another's seed or settings would be a result of no run at
+all, signed by the volunteer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,8 +30,22 @@ from worker.errors import ProgressError
 from worker.tasks import ComputeTask
 
 
-def save_progress(path: Path, task: ComputeTask, p: PartialRun, *, det_class: str) -> None:
-    """Write ``p`` atomically (a reader sees the previous segment's file or this one)."""
+def task_key(task: ComputeTask, system: bytes) -> str:
+    """What a saved run belongs to: SHA-256 of everything that decides the numbers of the
+    WU's run (``system``: its system's digest)."""
+    s = task.spec
+    h = hashlib.sha256(b"foldnet/saved-run/v1\x00")
+    h.update(task.wu_id + task.replica.to_bytes(8, "little") + system)
+    h.update(struct.pack("<QQQdQ", s.steps, s.segment_steps, s.report_steps, s.temperature, s.seed))
+    h.update(task.input_state.digest() + task.price.digest())
+    return h.hexdigest()
+
+
+def save_progress(
+    path: Path, task: ComputeTask, p: PartialRun, *, det_class: str, key: str
+) -> None:
+    """Write ``p`` atomically (a reader sees the previous segment's file or this one);
+    ``key``: the task's :func:`task_key`."""
     names = sorted(p.rows[0]) if p.rows else []
     arrays: dict[str, np.ndarray] = {
         "meta": np.frombuffer(
@@ -34,6 +53,7 @@ def save_progress(path: Path, task: ComputeTask, p: PartialRun, *, det_class: st
                 {
                     "replica": task.replica,
                     "wu_id": task.wu_id.hex(),
+                    "task": key,
                     "det_class": det_class,
                     "segments_done": p.segments_done,
                     "digests": [b.digest().hex() for b in p.boundaries],
@@ -58,10 +78,10 @@ def save_progress(path: Path, task: ComputeTask, p: PartialRun, *, det_class: st
 
 
 def load_progress(
-    path: Path, task: ComputeTask, *, det_class: str, report: Callable[[str], None]
+    path: Path, task: ComputeTask, *, det_class: str, key: str, report: Callable[[str], None]
 ) -> PartialRun | None:
-    """The saved run of ``task`` at ``path``, or None (nothing saved, or nothing usable:
-    then the file is removed and ``report`` says why)."""
+    """The saved run of ``task`` (its :func:`task_key` ``key``) at ``path``, or None (nothing
+    saved, or nothing usable: then the file is removed and ``report`` says why)."""
     if not path.is_file():
         return None
     try:
@@ -70,6 +90,11 @@ def load_progress(
         meta = json.loads(arrays.pop("meta").tobytes())
         if meta["wu_id"] != task.wu_id.hex():
             raise ProgressError(f"it is the progress of WU {str(meta['wu_id'])[:16]}, not this one")
+        if meta.get("task") != key:
+            raise ProgressError(
+                "it was saved for another task of this WU and replica (another system, input "
+                "state or run settings), or by a version that did not record its task"
+            )
         # Files saved before classes were recorded come from a CPU slot (the only kind then).
         saved_class = meta.get("det_class", det_class)
         if saved_class != det_class:

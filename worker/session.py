@@ -15,6 +15,7 @@ because the client needs it and ``worker`` may not import ``coordinator``.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ from worker.wire import (
 #: What ``POST /v1/sessions`` answers in ``mac``: the only MAC there is.
 MAC_ALGORITHM = "hmac-sha256"
 _INFO = b"foldnet-session/v1\n"
+#: A ticket as it travels (base64url, unpadded): it goes back in a header, so nothing else.
+_TICKET = re.compile(r"[A-Za-z0-9_-]{1,512}")
 
 
 def derive_session_key(
@@ -124,6 +127,11 @@ class Opening:
             raise WireError(f"mac: expected {MAC_ALGORITHM!r}, got {mac!r}")
         server = get_hex(answer, "x25519", 32)
         ticket = get_str(answer, "ticket", 512)
+        if not _TICKET.fullmatch(ticket):
+            raise WireError(
+                "ticket: expected base64url text (A-Z, a-z, 0-9, '-' and '_'), the only kind "
+                f"a header carries back as it came, got {ticket[:40]!r}"
+            )
         expires = get_float(answer, "expires")
         origin = origin_of(self.origin)
         secret = exchange(self.private, server)

@@ -27,8 +27,8 @@ from typing import Any
 from foldnet.errors import FoldnetError
 from sims.engine import PartialRun
 from worker.identity import Identity
-from worker.progress import load_progress, save_progress
-from worker.systems import EngineCache, SystemDefinition, decode_system
+from worker.progress import load_progress, save_progress, task_key
+from worker.systems import EngineCache, SystemDefinition, decode_system, system_digest
 from worker.tasks import ComputeTask, SpotCheckTask, compute, spot_check
 from worker.wire import RESULT_CONTENT_TYPE, decode_task, encode_result, encode_spot_check
 
@@ -207,14 +207,15 @@ def _computed(
     def note(message: str) -> None:
         emit(Note(slot=slot, message=message))
 
-    resume = load_progress(progress, task, det_class=job.det_class, report=note)
+    key = task_key(task, system_digest(task.system))
+    resume = load_progress(progress, task, det_class=job.det_class, key=key, report=note)
     first = resume.segments_done if resume else 0
     emit(Started(slot=slot, resumed_after=first))
     t0 = time.perf_counter()
     n = task.spec.n_segments
 
     def saved(p: PartialRun) -> None:
-        save_progress(progress, task, p, det_class=job.det_class)
+        save_progress(progress, task, p, det_class=job.det_class, key=key)
         rate = (time.perf_counter() - t0) / max(1, p.segments_done - first)
         left = rate * (n - p.segments_done)
         emit(SegmentDone(slot=slot, done=p.segments_done, total=n, seconds_left=left))

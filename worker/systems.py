@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
 from collections import OrderedDict
 from typing import Any
@@ -140,10 +141,42 @@ _DECODE_ERRORS = (
 )
 
 
+def _check_members(data: bytes) -> None:
+    """Refuse an archive whose arrays would take more memory than its bytes: each member
+    must be stored (as :func:`encode_system` writes them; deflated, a few MiB can inflate to
+    terabytes) and hold exactly the bytes its ``.npy`` header declares (numpy allocates what
+    the header says before it reads)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            name = info.filename[:40]
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise WireError(
+                    f"{name!r} is compressed; expected the stored arrays encode_system writes"
+                )
+            if not info.file_size == info.compress_size <= len(data):
+                raise WireError(f"{name!r} claims more bytes than the archive has")
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise WireError(f"{name!r}: .npy format {version} is not one numpy writes")
+                held = info.file_size - f.tell()
+            need = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or need != held:
+                raise WireError(
+                    f"{name!r} declares {dtype.str} {shape} ({need:,} bytes) but holds "
+                    f"{held:,} bytes of data"
+                )
+
+
 def decode_system(data: bytes) -> SystemDefinition:
     """The inverse of :func:`encode_system`. Raises :class:`WireError` for anything else (a
     truncated download, a damaged cache file), never numpy's, zipfile's or OpenMM's errors."""
     try:
+        _check_members(data)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: np.array(npz[k]) for k in npz.files}
         meta = json.loads(arrays.pop("meta").tobytes())

@@ -19,6 +19,13 @@ from worker.result import WorkerResult, segment_digest, sign_result
 from worker.systems import EngineCache, SystemDefinition, engine_name, particle_count
 
 _CHECK_DOMAIN = b"foldnet/spot-check/v1\n"
+#: The most memory a task's result may take (its boundary states, frames and observables):
+#: far more than a coordinator takes in an upload (64 MiB by default), and what a
+#: volunteer's machine can hold. A task that needs more is given back before it runs.
+MAX_RESULT_BYTES = 1 << 30
+#: Bytes per frame and particle (float32 xyz), per state and particle (float64 positions
+#: and velocities), and per frame for its step and a handful of observables.
+_FRAME, _STATE, _FRAME_ROW = 12, 48, 8 * 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,24 @@ def check_price(task: ComputeTask) -> None:
     ]
     if bad:
         raise WireError("task.price does not describe the task's work: " + "; ".join(bad))
+
+
+def check_size(n_particles: int, spec: RunSpec, segments: int | None = None) -> None:
+    """Raise :class:`WireError` if the result of a task would take more than
+    :data:`MAX_RESULT_BYTES`: the whole WU's (``segments`` None), or that of a spot check
+    of ``segments`` segments (each alone, with its frames)."""
+    if segments is None:
+        states, frames = spec.n_segments + 1, spec.steps // spec.report_steps
+    else:
+        states, frames = 2 * segments, segments * (spec.segment_steps // spec.report_steps)
+    need = states * n_particles * _STATE + frames * (n_particles * _FRAME + _FRAME_ROW)
+    if need > MAX_RESULT_BYTES:
+        raise WireError(
+            f"the task's result would take {need / 2**30:,.1f} GiB of memory ({states:,} "
+            f"states and {frames:,} frames of {n_particles:,} particles); this worker takes "
+            f"tasks of at most {MAX_RESULT_BYTES / 2**30:g} GiB: expected fewer frames "
+            "(a larger report_steps) or a shorter WU"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import secrets
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -40,8 +41,15 @@ from worker.arrays import check_shape, pack_arrays, read_container
 from worker.errors import WireError
 from worker.identity import Identity
 from worker.result import ResultHeader, WorkerResult, price_fields
-from worker.systems import SystemDefinition
-from worker.tasks import ComputeTask, SegmentFrames, SpotCheckResult, SpotCheckTask, check_price
+from worker.systems import SystemDefinition, engine_name, particle_count
+from worker.tasks import (
+    ComputeTask,
+    SegmentFrames,
+    SpotCheckResult,
+    SpotCheckTask,
+    check_price,
+    check_size,
+)
 
 PROTOCOL = "foldnet-http/v1"
 KEY_HEADER = "x-foldnet-key"
@@ -176,10 +184,18 @@ def get_hex(doc: Mapping[str, Any], name: str, n_bytes: int) -> bytes:
     return raw
 
 
+#: The largest integer ``float()`` takes (about 1.8e308).
+_FLOAT_INT_MAX = int(sys.float_info.max)
+
+
 def get_float(doc: Mapping[str, Any], name: str) -> float:
     v = doc.get(name)
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise WireError(f"{name}: expected a number, got {_type_name(v)}")
+    if isinstance(v, int) and abs(v) > _FLOAT_INT_MAX:  # (float() would overflow)
+        raise WireError(
+            f"{name}: expected a number a float can hold, got an integer of {v.bit_length()} bits"
+        )
     return float(v)
 
 
@@ -373,7 +389,15 @@ def decode_task(
     except SimsError as e:
         raise WireError(f"task.spec: {e}") from e
     wu = get_hex(doc, "wu_id", 32)
+    engine = get_str(doc, "engine", 64)
+    if engine != engine_name(system):  # the lane it was pulled in: what the volunteer chose
+        raise WireError(
+            f"task.engine: the task says {engine!r}, but its system is one of "
+            f"{engine_name(system)!r}; expected the engine of its system"
+        )
+    n_particles = particle_count(system)
     if kind == "compute":
+        check_size(n_particles, spec)
         task = ComputeTask(
             wu,
             get_int(doc, "replica", 1, 2**62),
@@ -393,6 +417,7 @@ def decode_task(
                 )
         return task
     segments = tuple(get_int({"s": k}, "s", 0, 10**9) for k in get_list(doc, "segments", 10**4))
+    check_size(n_particles, spec, len(segments))
     starts = tuple(
         decode_state(x, f"start_states[{i}]", max_bytes)
         for i, x in enumerate(get_list(doc, "start_states", 10**4))

@@ -31,7 +31,8 @@ from openmm.app.internal.customgbforces import GBSAOBC2Force
 from pdbfixer import PDBFixer
 
 from sims.allatom.build import extended_chain_pdb
-from sims.errors import StructureError, UnknownResidueError
+from sims.allatom.systemxml import check_system_xml
+from sims.errors import PreparedSystemError, StructureError, UnknownResidueError
 from sims.observables import NativeContacts, native_contacts
 from sims.structure import (
     CAPS,
@@ -447,12 +448,44 @@ class PreparedSystem:
     heavy_indices: np.ndarray
     contacts: NativeContacts | None
 
+    def __post_init__(self) -> None:
+        """Refuse parts of the wrong kinds (:class:`PreparedSystemError`): a prepared system
+        also arrives as data (a volunteer reads its coordinator's)."""
+        pos = self.positions
+        n = pos.shape[0] if isinstance(pos, np.ndarray) and pos.ndim == 2 else 0
+        if not (n and pos.shape == (n, 3) and pos.dtype == np.float64 and np.isfinite(pos).all()):
+            raise PreparedSystemError(
+                "a prepared system needs finite float64 positions of shape (N, 3), got "
+                f"{getattr(pos, 'shape', type(pos).__name__)}"
+            )
+        ref = self.reference
+        if ref is not None and not (
+            isinstance(ref, np.ndarray) and ref.shape == (n, 3) and ref.dtype == np.float64
+        ):
+            raise PreparedSystemError(f"a prepared system's reference must be float64 ({n}, 3)")
+        for name in ("ca_indices", "heavy_indices"):
+            idx = getattr(self, name)
+            if not (
+                isinstance(idx, np.ndarray)
+                and idx.ndim == 1
+                and idx.dtype == np.int64
+                and (idx.size == 0 or (idx.min() >= 0 and idx.max() < n))
+            ):
+                raise PreparedSystemError(f"a prepared system's {name} must be atoms in [0, {n})")
+        if not all(isinstance(t, str) for t in (self.system_xml, self.source, self.sequence)):
+            raise PreparedSystemError("a prepared system's XML, source and sequence must be text")
+        if type(self.minimized_energy) not in (int, float):
+            raise PreparedSystemError("a prepared system's minimized energy must be a number")
+
     @property
     def n_atoms(self) -> int:
         return int(self.positions.shape[0])
 
     def system(self) -> openmm.System:
-        """A fresh System object (each Context gets its own)."""
+        """A fresh System object (each Context gets its own), from XML that holds nothing but
+        the forces foldnet makes (:func:`~sims.allatom.systemxml.check_system_xml`: OpenMM's
+        reader would build whatever the XML names, a PythonForce by unpickling its code)."""
+        check_system_xml(self.system_xml)
         return openmm.XmlSerializer.deserialize(self.system_xml)
 
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sims.errors import StructureError
+from sims.errors import PreparedSystemError, StructureError
 from sims.go import kernels
 from sims.observables import NativeContacts, native_contacts
 from sims.structure import Structure, read_pdb
@@ -83,6 +83,54 @@ class GoModel:
     #: model (part of its digest and of the engine version), not shipped per system.
     REP_SWITCH: ClassVar[float] = 7.0
     REP_CUTOFF: ClassVar[float] = 8.0
+
+    def __post_init__(self) -> None:
+        """Refuse a model whose parts do not fit its beads (:class:`PreparedSystemError`). A
+        model also arrives as data (a volunteer reads its coordinator's), and the kernels
+        index its arrays without bounds checks: parts that did not fit would have them read
+        and write outside their arrays."""
+        native = self.native
+        n = native.shape[0] if isinstance(native, np.ndarray) and native.ndim == 2 else 0
+        if n < MIN_RESIDUES:
+            raise PreparedSystemError(
+                f"a Go model needs the native positions of at least {MIN_RESIDUES} beads, "
+                f"(N, 3), got {getattr(native, 'shape', type(native).__name__)}"
+            )
+        pairs = getattr(self.contacts, "pairs", None)
+        m = pairs.shape[0] if isinstance(pairs, np.ndarray) and pairs.ndim == 2 else 0
+        parts = {
+            "native": (native, "<f8", (n, 3)),
+            "bond_r0": (self.bond_r0, "<f8", (n - 1,)),
+            "theta0": (self.theta0, "<f8", (n - 2,)),
+            "phi0": (self.phi0, "<f8", (n - 3,)),
+            "cos_phi0": (self.cos_phi0, "<f8", (n - 3,)),
+            "sin_phi0": (self.sin_phi0, "<f8", (n - 3,)),
+            "native_s2": (self.native_s2, "<f8", (n, n)),
+            "contacts.pairs": (pairs, "<i8", (m, 2)),
+            "contacts.distances": (getattr(self.contacts, "distances", None), "<f8", (m,)),
+        }
+        for name, (a, dtype, shape) in parts.items():
+            if not (isinstance(a, np.ndarray) and a.dtype == np.dtype(dtype) and a.shape == shape):
+                got = f"{a.dtype.str} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise PreparedSystemError(
+                    f"a Go model of {n} beads needs {name} of {dtype} {shape}, got {got}"
+                )
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise PreparedSystemError(f"a Go model's {name} holds NaN or infinity")
+        if m and not (pairs.min() >= 0 and pairs.max() < n):  # type: ignore[union-attr]
+            raise PreparedSystemError(f"a Go model's contacts name beads outside [0, {n})")
+        constants = (self.kr, self.ktheta, self.k1, self.k3, self.eps, self.rep_c)
+        if not all(type(k) in (int, float) and np.isfinite(k) for k in constants):
+            raise PreparedSystemError(
+                f"a Go model's force constants must be finite numbers, got {constants!r:.200}"
+            )
+        if not (isinstance(self.sequence, str) and isinstance(self.source, str)):
+            raise PreparedSystemError("a Go model's sequence and source must be text")
+        if not (
+            isinstance(self.gaps, tuple)
+            and all(type(g) is int and 0 <= g < n - 1 for g in self.gaps)
+        ):
+            raise PreparedSystemError(f"a Go model's gaps must be bonds in [0, {n - 1})")
 
     @classmethod
     def from_structure(cls, structure: Structure) -> GoModel:
