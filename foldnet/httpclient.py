@@ -141,18 +141,18 @@ def _retry_after(r: httpx.Response) -> float | None:
     return float(value) if value.isascii() and value.isdigit() else None
 
 
-class _TooLongError(Exception):
-    """An answer longer than the limit it was read with (translated by the caller);
-    ``declared``: the length its header declared, if it did."""
+class _TooLongError(InvalidAnswerError):
+    """An answer longer than the limit it was read with (translated by the caller, who
+    knows which limit it was); ``declared``: the length its header declared, if it did."""
 
-    def __init__(self, limit: int, declared: int | None = None) -> None:
-        super().__init__(limit)
+    def __init__(self, *args: object, limit: int = 0, declared: int | None = None) -> None:
+        super().__init__(*args or (f"the answer is longer than the {limit:,} bytes allowed",))
         self.limit = limit
         self.declared = declared
 
 
-class _OverdueError(Exception):
-    """A try that did not end within its deadline."""
+class _OverdueError(UnreachableError):
+    """A try that did not end within its deadline (translated by the retry loop)."""
 
 
 @dataclass(slots=True)
@@ -387,7 +387,7 @@ class HttpClient:
             if self.transport is None:  # (a caller's transport is the caller's to close)
                 with contextlib.suppress(httpx.HTTPError, OSError, RuntimeError):
                     stale.close()
-            raise _OverdueError
+            raise _OverdueError(f"no complete answer within {seconds:.0f} s")
         (outcome,) = done
         if isinstance(outcome, BaseException):
             raise outcome
@@ -404,13 +404,13 @@ def _read(r: httpx.Response, limit: int | None, *, cut: bool) -> bytes:
     if limit is not None and not cut:
         declared = r.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
-            raise _TooLongError(limit, int(declared))
+            raise _TooLongError(limit=limit, declared=int(declared))
     buf = bytearray()
     for chunk in r.iter_bytes():
         buf += chunk
         if limit is not None and len(buf) > limit:
             if not cut:
-                raise _TooLongError(limit)
+                raise _TooLongError(limit=limit)
             del buf[limit:]
             break
     return bytes(buf)
